@@ -1,0 +1,8 @@
+//! Fusion cases (`fusion.jsonl`).
+
+use super::case::{Case, CaseResult};
+use super::UNSUPPORTED;
+
+pub(crate) fn run(_case: &Case) -> CaseResult<()> {
+    Err(UNSUPPORTED.into())
+}

@@ -1,0 +1,171 @@
+//! The crate-wide error type.
+//!
+//! Every fallible function in qnumeric returns [`Result`], whose error is [`QuantError`].
+//! Variants carry structured data (the public function that refused, the offending value),
+//! never just a message, so callers can match on them.
+
+use crate::dtype::QDType;
+
+/// Everything that can go wrong in qnumeric.
+///
+/// Each variant names the public operation that refused (`op`) so that a message read out of
+/// context still says where it came from. Messages are lower case with no trailing period.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantError {
+    /// A NaN was found in data where NaN is not allowed (kernels, observers, metrics).
+    #[error("{op}: NaN in the input at flat index {index}")]
+    NanInput {
+        /// The public operation.
+        op: &'static str,
+        /// Flat (logical, row-major) index of the first NaN found.
+        index: usize,
+    },
+    /// A non-finite value (±inf or NaN) where only finite values are allowed.
+    #[error("{op}: non-finite value {value} where a finite one is required ({what})")]
+    NonFinite {
+        /// The public operation.
+        op: &'static str,
+        /// What the value was for.
+        what: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// A scale that is zero, negative, NaN or infinite.
+    #[error("{op}: invalid scale {scale} (a scale must be finite and > 0)")]
+    InvalidScale {
+        /// The public operation.
+        op: &'static str,
+        /// The offending scale.
+        scale: f64,
+    },
+    /// A zero point outside the quantization range it must lie in.
+    #[error("{op}: zero point {zero_point} outside the range {min}..={max}")]
+    ZeroPointOutOfRange {
+        /// The public operation.
+        op: &'static str,
+        /// The offending zero point.
+        zero_point: i64,
+        /// Lowest allowed value.
+        min: i64,
+        /// Highest allowed value.
+        max: i64,
+    },
+    /// A quantization range that is invalid for its dtype.
+    #[error("{op}: invalid quantization range {quant_min}..={quant_max} for {dtype}: {reason}")]
+    InvalidQuantRange {
+        /// The public operation.
+        op: &'static str,
+        /// The requested lower bound.
+        quant_min: i64,
+        /// The requested upper bound.
+        quant_max: i64,
+        /// The dtype the range was checked against.
+        dtype: QDType,
+        /// Which rule was broken.
+        reason: &'static str,
+    },
+    /// The integer storage type cannot hold every value of the dtype's range.
+    #[error("{op}: storage type {storage} cannot hold the range of {dtype}")]
+    StorageTooNarrow {
+        /// The public operation.
+        op: &'static str,
+        /// The storage type's name (`u8`, `i8`, ...).
+        storage: &'static str,
+        /// The dtype asked for.
+        dtype: QDType,
+    },
+    /// A channel axis that does not exist in the array.
+    #[error("{op}: axis {axis} out of range for an array of rank {ndim}")]
+    InvalidAxis {
+        /// The public operation.
+        op: &'static str,
+        /// The axis as given (negative axes count from the end where allowed).
+        axis: isize,
+        /// The array's rank.
+        ndim: usize,
+    },
+    /// A parameter list whose length does not match what it must (channel count, ...).
+    #[error("{op}: {what} has length {got}, expected {expected}")]
+    LengthMismatch {
+        /// The public operation.
+        op: &'static str,
+        /// What was measured.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// Two arrays that must have the same shape do not.
+    #[error("{op}: shape mismatch, expected {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        /// The public operation.
+        op: &'static str,
+        /// The shape required.
+        expected: Vec<usize>,
+        /// The shape given.
+        got: Vec<usize>,
+    },
+    /// A configuration that is refused (PyTorch refuses it too, or it is meaningless).
+    #[error("{op}: unsupported configuration: {reason}")]
+    UnsupportedConfig {
+        /// The public operation.
+        op: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A parameter outside its allowed interval (averaging constant, percentile, bins, ...).
+    #[error("{op}: invalid {what} {value}: {reason}")]
+    InvalidParameter {
+        /// The public operation.
+        op: &'static str,
+        /// The parameter's name.
+        what: &'static str,
+        /// The value given.
+        value: f64,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// An observer or log was asked for a result before it saw any data.
+    #[error("{op}: no data observed yet")]
+    Empty {
+        /// The public operation.
+        op: &'static str,
+    },
+    /// An empty input where an empty input would silently change the result.
+    #[error("{op}: empty input")]
+    EmptyInput {
+        /// The public operation.
+        op: &'static str,
+    },
+    /// A named item (layer, tensor, module) that is not there.
+    #[error("{op}: no {what} named `{name}`")]
+    NotFound {
+        /// The public operation.
+        op: &'static str,
+        /// What kind of item.
+        what: &'static str,
+        /// The name looked up.
+        name: String,
+    },
+    /// Two observers or histograms that cannot be merged.
+    #[error("{op}: cannot merge: {reason}")]
+    Incompatible {
+        /// The public operation.
+        op: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A file or data format that could not be read.
+    #[error("{op}: {detail}")]
+    Format {
+        /// The public operation.
+        op: &'static str,
+        /// What was wrong, with position where known.
+        detail: String,
+    },
+}
+
+/// `Result` with [`QuantError`] as the default error type.
+pub type Result<T, E = QuantError> = std::result::Result<T, E>;

@@ -1,0 +1,127 @@
+//! Dequantize: integer → float, per tensor and per channel.
+
+use ndarray::{Array, ArrayRef, Dimension};
+
+use crate::element::{QFloat, QInt};
+use crate::error::Result;
+use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
+
+use super::checks::{ints_in_range, same_shape};
+use super::layout::{map_into, map_per_channel_into};
+use super::ops::FloatZpOp;
+
+/// Dequantizes per tensor into a new array.
+///
+/// ```text
+/// x = f32( f32(q - zero_point) * scale )
+/// ```
+/// (then converted to `F`, round to nearest even). Bit-exact with PyTorch's per-tensor
+/// `dequantize`, including its 32-bit wrap of `q - zero_point` for qint32 values near the ends
+/// of the i32 range.
+///
+/// # Errors
+/// [`QuantError::InvalidParameter`](crate::QuantError::InvalidParameter) when a stored value
+/// lies outside the dtype's range (possible when the storage type is wider than the dtype,
+/// e.g. 4-bit values in `u8`).
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{dequantize, QDType, QParams};
+/// let qp = QParams::new(0.5, 10, QDType::QUInt8)?;
+/// let x: ndarray::Array1<f32> = dequantize(&array![10u8, 11, 0], &qp)?;
+/// assert_eq!(x, array![0.0, 0.5, -5.0]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn dequantize<F: QFloat, Q: QInt, D: Dimension>(
+    q: &ArrayRef<Q, D>,
+    qp: &QParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(q.raw_dim(), F::zero());
+    dequantize_into(q, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantizes per tensor into a caller's buffer. See [`dequantize`].
+///
+/// # Errors
+/// As [`dequantize`], plus a shape mismatch of `out`. On error nothing is written.
+pub fn dequantize_into<F: QFloat, Q: QInt, D: Dimension>(
+    q: &ArrayRef<Q, D>,
+    qp: &QParams,
+    out: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "dequantize_into";
+    same_shape(OP, q, out)?;
+    let d = qp.dtype();
+    ints_in_range(OP, q, d.min(), d.max())?;
+    let (s, z) = (qp.scale(), qp.zero_point());
+    // `q - zp` in 32-bit two's complement, as PyTorch: for qint32 values within `zp` of the
+    // ends of the i32 range the difference wraps (PyTorch 2.15 does this; the golden cases
+    // pin it). Narrower dtypes never wrap.
+    map_into(q, out, |v| {
+        F::from_compute(v.to_i32().wrapping_sub(z) as f32 * s)
+    });
+    Ok(())
+}
+
+/// Dequantizes with per-channel parameters.
+///
+/// ```text
+/// integer zero points: x = f32( f64(q - zp[c]) * f64(scale[c]) )   (PyTorch multiplies in f64)
+/// float zero points:   x = f32( f32(q - zp[c]) * scale[c] )
+/// ```
+///
+/// # Errors
+/// Axis and channel-count errors as [`quantize_per_channel`](crate::quantize_per_channel);
+/// out-of-range stored values as [`dequantize`].
+pub fn dequantize_per_channel<F: QFloat, Q: QInt, D: Dimension>(
+    q: &ArrayRef<Q, D>,
+    qp: &PerChannelQParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(q.raw_dim(), F::zero());
+    dequantize_per_channel_into(q, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Per-channel dequantization into a caller's buffer. See [`dequantize_per_channel`].
+///
+/// # Errors
+/// As [`dequantize_per_channel`], plus a shape mismatch of `out`. On error nothing is written.
+pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
+    q: &ArrayRef<Q, D>,
+    qp: &PerChannelQParams,
+    out: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "dequantize_per_channel_into";
+    same_shape(OP, q, out)?;
+    let axis = qp.resolve_axis(OP, q.shape())?;
+    let d = qp.dtype();
+    ints_in_range(OP, q, d.min(), d.max())?;
+    match qp.zero_points() {
+        ZeroPoints::Int(zps) => {
+            let params: Vec<(f64, i64)> = qp
+                .scales()
+                .iter()
+                .zip(zps)
+                .map(|(&s, &z)| (s as f64, z as i64))
+                .collect();
+            map_per_channel_into(q, out, axis, &params, |&(s, z), v| {
+                F::from_compute(((v.to_i32() as i64 - z) as f64 * s) as f32)
+            });
+        }
+        ZeroPoints::Float(zps) => {
+            let r = qp.range();
+            let ops: Vec<FloatZpOp> = qp
+                .scales()
+                .iter()
+                .zip(zps)
+                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
+                .collect();
+            map_per_channel_into(q, out, axis, &ops, |o, v| {
+                F::from_compute(o.dequantize(v.to_i32()))
+            });
+        }
+    }
+    Ok(())
+}

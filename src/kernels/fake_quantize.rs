@@ -1,0 +1,262 @@
+//! Fake quantization (quantize then dequantize, staying in float) and its straight-through
+//! backward.
+
+use ndarray::{Array, ArrayRef, Dimension};
+
+use crate::element::QFloat;
+use crate::error::Result;
+use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
+
+use super::checks::{no_nan, same_shape};
+use super::layout::{
+    map2_into, map2_per_channel_into, map_inplace, map_into, map_per_channel_into,
+};
+use super::ops::{FakeQuantOp, FloatZpOp};
+
+/// Fake-quantizes `x` per tensor into a new array.
+///
+/// ```text
+/// y = f32( (clamp(rne(x * f32(1/scale)) + zp, quant_min, quant_max) - zp) * scale )
+/// ```
+/// The clamp is to the parameters' quantization range (`qp.range()`), not the dtype's storage
+/// range. ±inf saturate to the range ends. Bit-exact with PyTorch's
+/// `fake_quantize_per_tensor_affine` for finite inputs, and equal to
+/// `dequantize(quantize(x))` when the range is the full dtype range.
+///
+/// # Errors
+/// [`QuantError::NanInput`](crate::QuantError::NanInput) if `x` holds a NaN.
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{fake_quantize, QDType, QParams, QuantRange};
+/// let qp = QParams::with_range(0.1, 10, QuantRange::new(QDType::QUInt8, 0, 255)?)?;
+/// let y = fake_quantize(&array![0.0f32, 0.123, 1e30, -1e30], &qp)?;
+/// assert_eq!(y, array![0.0, 0.1, 24.5, -1.0]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn fake_quantize<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &QParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), F::zero());
+    fake_quantize_into(x, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Fake-quantizes per tensor into a caller's buffer. See [`fake_quantize`].
+///
+/// # Errors
+/// As [`fake_quantize`], plus a shape mismatch of `out`. On error nothing is written.
+pub fn fake_quantize_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &QParams,
+    out: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "fake_quantize_into";
+    same_shape(OP, x, out)?;
+    no_nan(OP, x)?;
+    let op = FakeQuantOp::per_tensor(qp);
+    map_into(x, out, |v| F::from_compute(op.forward(v.to_compute())));
+    Ok(())
+}
+
+/// Fake-quantizes per tensor in place. See [`fake_quantize`].
+///
+/// # Errors
+/// As [`fake_quantize`]. On error `x` is unchanged.
+pub fn fake_quantize_inplace<F: QFloat, D: Dimension>(
+    x: &mut ArrayRef<F, D>,
+    qp: &QParams,
+) -> Result<()> {
+    no_nan("fake_quantize_inplace", x)?;
+    let op = FakeQuantOp::per_tensor(qp);
+    map_inplace(x, |v| F::from_compute(op.forward(v.to_compute())));
+    Ok(())
+}
+
+/// The straight-through mask of [`fake_quantize`]: `true` where the rounded level
+/// `rne(x/scale) + zp` lies inside `[quant_min, quant_max]` (the gradient passes there).
+///
+/// # Errors
+/// [`QuantError::NanInput`](crate::QuantError::NanInput) if `x` holds a NaN.
+pub fn fake_quantize_mask<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &QParams,
+) -> Result<Array<bool, D>> {
+    no_nan("fake_quantize_mask", x)?;
+    let op = FakeQuantOp::per_tensor(qp);
+    let mut out = Array::from_elem(x.raw_dim(), false);
+    map_into(x, &mut out, |v| op.mask(v.to_compute()));
+    Ok(out)
+}
+
+/// Backward of [`fake_quantize`] (straight-through estimator with clipping):
+/// `dx = dy` where the level was inside the range, `0` where it was clamped.
+///
+/// # Errors
+/// [`QuantError::ShapeMismatch`](crate::QuantError::ShapeMismatch) when `dy` differs in shape;
+/// NaN in `x` as [`fake_quantize`].
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{fake_quantize_backward, QDType, QParams};
+/// let qp = QParams::new(1.0, 0, QDType::QInt8)?;
+/// let dx = fake_quantize_backward(&array![1.0f32, 500.0], &array![2.0f32, 2.0], &qp)?;
+/// assert_eq!(dx, array![2.0, 0.0]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn fake_quantize_backward<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    qp: &QParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), F::zero());
+    fake_quantize_backward_into(x, dy, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Backward of [`fake_quantize`] into a caller's buffer. See [`fake_quantize_backward`].
+///
+/// # Errors
+/// As [`fake_quantize_backward`], plus a shape mismatch of `dx`. On error nothing is written.
+pub fn fake_quantize_backward_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    qp: &QParams,
+    dx: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "fake_quantize_backward_into";
+    same_shape(OP, x, dy)?;
+    same_shape(OP, x, dx)?;
+    no_nan(OP, x)?;
+    let op = FakeQuantOp::per_tensor(qp);
+    map2_into(x, dy, dx, |v, g| {
+        if op.mask(v.to_compute()) {
+            g
+        } else {
+            F::zero()
+        }
+    });
+    Ok(())
+}
+
+enum ChannelOps {
+    Int(Vec<FakeQuantOp>),
+    Float(Vec<FloatZpOp>),
+}
+
+fn channel_ops(qp: &PerChannelQParams) -> ChannelOps {
+    let r = qp.range();
+    match qp.zero_points() {
+        ZeroPoints::Int(z) => ChannelOps::Int(
+            qp.scales()
+                .iter()
+                .zip(z)
+                .map(|(&s, &z)| FakeQuantOp::new(s, z, r.quant_min(), r.quant_max()))
+                .collect(),
+        ),
+        ZeroPoints::Float(z) => ChannelOps::Float(
+            qp.scales()
+                .iter()
+                .zip(z)
+                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
+                .collect(),
+        ),
+    }
+}
+
+/// Fake-quantizes with per-channel parameters (PyTorch's `fake_quantize_per_channel_affine`).
+///
+/// Integer zero points as [`fake_quantize`] per channel; float zero points are added before
+/// rounding: `y = (clamp(rne(x/s + zp), qmin, qmax) - zp) * s`.
+///
+/// Unlike PyTorch (which maps +inf to `quant_min` here through an undefined float→int cast),
+/// +inf saturates to `quant_max`, as in the per-tensor kernel.
+///
+/// # Errors
+/// Axis and channel-count errors as [`quantize_per_channel`](crate::quantize_per_channel);
+/// NaN as [`fake_quantize`].
+pub fn fake_quantize_per_channel<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), F::zero());
+    fake_quantize_per_channel_into(x, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Per-channel fake quantization into a caller's buffer. See [`fake_quantize_per_channel`].
+///
+/// # Errors
+/// As [`fake_quantize_per_channel`], plus a shape mismatch of `out`. On error nothing is
+/// written.
+pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+    out: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "fake_quantize_per_channel_into";
+    same_shape(OP, x, out)?;
+    let axis = qp.resolve_axis(OP, x.shape())?;
+    no_nan(OP, x)?;
+    match channel_ops(qp) {
+        ChannelOps::Int(ops) => map_per_channel_into(x, out, axis, &ops, |o, v| {
+            F::from_compute(o.forward(v.to_compute()))
+        }),
+        ChannelOps::Float(ops) => map_per_channel_into(x, out, axis, &ops, |o, v| {
+            F::from_compute(o.forward(v.to_compute()))
+        }),
+    }
+    Ok(())
+}
+
+/// Backward of [`fake_quantize_per_channel`]: `dx = dy * mask`.
+///
+/// # Errors
+/// As [`fake_quantize_per_channel`], plus a shape mismatch of `dy`.
+pub fn fake_quantize_per_channel_backward<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+) -> Result<Array<F, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), F::zero());
+    fake_quantize_per_channel_backward_into(x, dy, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Backward of [`fake_quantize_per_channel`] into a caller's buffer.
+///
+/// # Errors
+/// As [`fake_quantize_per_channel_backward`], plus a shape mismatch of `dx`. On error nothing
+/// is written.
+pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+    dx: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    const OP: &str = "fake_quantize_per_channel_backward_into";
+    same_shape(OP, x, dy)?;
+    same_shape(OP, x, dx)?;
+    let axis = qp.resolve_axis(OP, x.shape())?;
+    no_nan(OP, x)?;
+    match channel_ops(qp) {
+        ChannelOps::Int(ops) => map2_per_channel_into(x, dy, dx, axis, &ops, |o, v, g| {
+            if o.mask(v.to_compute()) {
+                g
+            } else {
+                F::zero()
+            }
+        }),
+        ChannelOps::Float(ops) => map2_per_channel_into(x, dy, dx, axis, &ops, |o, v, g| {
+            if o.mask(v.to_compute()) {
+                g
+            } else {
+                F::zero()
+            }
+        }),
+    }
+    Ok(())
+}

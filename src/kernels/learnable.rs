@@ -1,0 +1,153 @@
+//! Learnable fake quantization (LSQ, per tensor): forward and the gradients for `x`, the scale
+//! and the zero point, as PyTorch's `_fake_quantize_learnable_per_tensor_affine`.
+
+use ndarray::{Array, ArrayRef, Dimension, Zip};
+
+use crate::dtype::QuantRange;
+use crate::element::QFloat;
+use crate::error::{QuantError, Result};
+use crate::qparams::{check_scale, QParams};
+
+use super::checks::{no_nan, same_shape};
+use super::fake_quantize::fake_quantize;
+
+/// Parameters of a learnable (LSQ) fake quantizer: a float scale and a float zero point that
+/// training updates, the range, and PyTorch's `grad_factor` (LSQ's gradient scale, e.g.
+/// `1/sqrt(numel * quant_max)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LearnableParams {
+    /// The scale (must be finite and > 0).
+    pub scale: f32,
+    /// The zero point, a float (rounded half-to-even in the forward).
+    pub zero_point: f32,
+    /// Lowest level (must be <= 0).
+    pub quant_min: i64,
+    /// Highest level (must be >= 0).
+    pub quant_max: i64,
+    /// Multiplies the scale and zero-point gradients.
+    pub grad_factor: f32,
+}
+
+/// Gradients of [`learnable_fake_quantize`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnableGrads<F, D: Dimension> {
+    /// Gradient with respect to `x` (the straight-through mask times `dy`).
+    pub dx: Array<F, D>,
+    /// Gradient with respect to the scale.
+    pub dscale: f32,
+    /// Gradient with respect to the zero point.
+    pub dzero_point: f32,
+}
+
+impl LearnableParams {
+    fn validate(&self, op: &'static str) -> Result<QuantRange> {
+        check_scale(op, self.scale)?;
+        for (what, v) in [
+            ("zero point", self.zero_point),
+            ("grad_factor", self.grad_factor),
+        ] {
+            if !v.is_finite() {
+                return Err(QuantError::NonFinite {
+                    op,
+                    what,
+                    value: v as f64,
+                });
+            }
+        }
+        if self.quant_min > 0 || self.quant_max < 0 || self.quant_min >= self.quant_max {
+            return Err(QuantError::InvalidQuantRange {
+                op,
+                quant_min: self.quant_min,
+                quant_max: self.quant_max,
+                dtype: QuantRange::for_fake_quant(self.quant_min.min(0), self.quant_max.max(1))?.dtype(),
+                reason: "learnable fake quantization needs quant_min <= 0 <= quant_max and quant_min < quant_max",
+            });
+        }
+        let range = QuantRange::for_fake_quant(self.quant_min, self.quant_max)?;
+        let (lo, hi) = (self.quant_min as f32, self.quant_max as f32);
+        if self.zero_point < lo || self.zero_point > hi {
+            return Err(QuantError::ZeroPointOutOfRange {
+                op,
+                zero_point: self.zero_point.round_ties_even() as i64,
+                min: self.quant_min,
+                max: self.quant_max,
+            });
+        }
+        Ok(range)
+    }
+
+    /// The forward's integer zero point: `clamp(rne(zero_point), quant_min, quant_max)`.
+    fn forward_qparams(&self, op: &'static str) -> Result<QParams> {
+        let range = self.validate(op)?;
+        let z = (self.zero_point.round_ties_even() as i64).clamp(self.quant_min, self.quant_max);
+        QParams::with_range(self.scale, z, range)
+    }
+}
+
+/// LSQ forward: fake quantization with the zero point rounded half-to-even and clamped.
+///
+/// # Errors
+/// [`QuantError::InvalidScale`], [`QuantError::NonFinite`] (zero point or grad factor),
+/// [`QuantError::InvalidQuantRange`] (the range must contain 0),
+/// [`QuantError::ZeroPointOutOfRange`], [`QuantError::NanInput`].
+pub fn learnable_fake_quantize<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    p: &LearnableParams,
+) -> Result<Array<F, D>> {
+    let qp = p.forward_qparams("learnable_fake_quantize")?;
+    fake_quantize(x, &qp)
+}
+
+/// LSQ backward, given the upstream gradient `dy`.
+///
+/// ```text
+/// zb = trunc(clamp(zero_point + 0.5, qmin, qmax))     (half-up, as PyTorch's backward)
+/// l  = rne(zb + x * (1/s))
+/// l < qmin:  dx = 0,  dscale += dy·(qmin - zb)·g,  dzp += -dy·s·g
+/// l > qmax:  dx = 0,  dscale += dy·(qmax - zb)·g,  dzp += -dy·s·g
+/// else:      dx = dy, dscale += dy·((l - zb)·s - x)·(1/s)·g
+/// ```
+/// The two sums are accumulated in `f64` and rounded to `f32` once.
+///
+/// # Errors
+/// As [`learnable_fake_quantize`], plus [`QuantError::ShapeMismatch`] when `dy` differs in
+/// shape.
+pub fn learnable_fake_quantize_backward<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    p: &LearnableParams,
+) -> Result<LearnableGrads<F, D>> {
+    const OP: &str = "learnable_fake_quantize_backward";
+    same_shape(OP, x, dy)?;
+    p.validate(OP)?;
+    no_nan(OP, x)?;
+    let (qmin, qmax) = (p.quant_min as f32, p.quant_max as f32);
+    let zb = (p.zero_point + 0.5).clamp(qmin, qmax).trunc();
+    let s = p.scale;
+    let inv = 1.0 / s;
+    let g = p.grad_factor;
+    let mut dx = Array::from_elem(x.raw_dim(), F::zero());
+    let mut dscale = 0.0f64;
+    let mut dzp = 0.0f64;
+    Zip::from(&mut dx).and(x).and(dy).for_each(|o, &xv, &gv| {
+        let xf = xv.to_compute();
+        let d = gv.to_compute();
+        let l = (zb + xf * inv).round_ties_even();
+        if l < qmin || l > qmax {
+            *o = F::zero();
+            let edge = if l < qmin { qmin } else { qmax };
+            dscale += (d * (edge - zb) * g) as f64;
+            dzp += (-d * s * g) as f64;
+        } else {
+            *o = gv;
+            let xfq = (l - zb) * s;
+            dscale += (d * (xfq - xf) * inv * g) as f64;
+        }
+    });
+    Ok(LearnableGrads {
+        dx,
+        dscale: dscale as f32,
+        dzero_point: dzp as f32,
+    })
+}

@@ -1,0 +1,37 @@
+//! Quantization kernels: quantize, dequantize, fake-quantize (forward and straight-through
+//! backward), learnable fake-quantize, per tensor and per channel.
+//!
+//! Every kernel comes as an allocating function and an `_into` variant that writes into a
+//! caller's buffer without allocating. Arguments are checked before anything is written: on
+//! error an output buffer is untouched.
+//!
+//! Numerical conventions (all bit-exact with PyTorch 2.15 for finite inputs):
+//! - the affine map runs in `f32` for every input type; the reciprocal `f32(1/scale)` is
+//!   computed once and multiplied (never `x / scale`);
+//! - rounding is round-half-to-even; the integer zero point is added after rounding;
+//! - `quantize` saturates to the dtype's storage range, `fake_quantize` to the parameters'
+//!   quantization range; ±inf saturate; NaN is an error;
+//! - per-channel dequantize multiplies in `f64`, per-tensor in `f32` (as PyTorch).
+
+mod checks;
+mod dequantize;
+mod fake_quantize;
+mod layout;
+mod learnable;
+mod ops;
+mod quantize;
+pub mod reference;
+
+pub use dequantize::{
+    dequantize, dequantize_into, dequantize_per_channel, dequantize_per_channel_into,
+};
+pub use fake_quantize::{
+    fake_quantize, fake_quantize_backward, fake_quantize_backward_into, fake_quantize_inplace,
+    fake_quantize_into, fake_quantize_mask, fake_quantize_per_channel,
+    fake_quantize_per_channel_backward, fake_quantize_per_channel_backward_into,
+    fake_quantize_per_channel_into,
+};
+pub use learnable::{
+    learnable_fake_quantize, learnable_fake_quantize_backward, LearnableGrads, LearnableParams,
+};
+pub use quantize::{quantize, quantize_into, quantize_per_channel, quantize_per_channel_into};

@@ -1,0 +1,149 @@
+//! Quantize: float → integer, per tensor and per channel.
+
+use ndarray::{Array, ArrayRef, Dimension};
+
+use crate::element::{QFloat, QInt};
+use crate::error::Result;
+use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
+
+use super::checks::{no_nan, same_shape, storage_holds};
+use super::layout::{map_into, map_per_channel_into};
+use super::ops::{FloatZpOp, QuantizeOp};
+
+/// Quantizes `x` per tensor into a new array.
+///
+/// ```text
+/// q = clamp(rne(x * f32(1 / scale)) + zero_point, dtype_min, dtype_max)
+/// ```
+/// All arithmetic in `f32` (f16/bf16/f64 inputs are converted first); rounding is
+/// round-half-to-even; the zero point is added after rounding; values saturate to the dtype's
+/// storage range (also where `|x / scale| >= 2^31`, and for ±inf). Bit-exact with PyTorch's
+/// `quantize_per_tensor` for finite inputs.
+///
+/// # Errors
+/// [`QuantError::NanInput`](crate::QuantError::NanInput) if `x` holds a NaN;
+/// [`QuantError::StorageTooNarrow`](crate::QuantError::StorageTooNarrow) if `Q` cannot hold the
+/// dtype's range.
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{quantize, QDType, QParams};
+/// let qp = QParams::new(1.0, 0, QDType::QInt8)?;
+/// let q: ndarray::Array1<i8> = quantize(&array![0.5f32, 1.5, 2.5, -0.5, 300.0], &qp)?;
+/// assert_eq!(q, array![0, 2, 2, 0, 127]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn quantize<Q: QInt, F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &QParams,
+) -> Result<Array<Q, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), Q::default());
+    quantize_into(x, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Quantizes `x` per tensor into `out` without allocating. See [`quantize`].
+///
+/// # Errors
+/// As [`quantize`], plus [`QuantError::ShapeMismatch`](crate::QuantError::ShapeMismatch) when
+/// `out` has another shape. On error nothing is written.
+pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &QParams,
+    out: &mut ArrayRef<Q, D>,
+) -> Result<()> {
+    const OP: &str = "quantize_into";
+    same_shape(OP, x, out)?;
+    storage_holds::<Q>(OP, qp.dtype())?;
+    no_nan(OP, x)?;
+    let op = QuantizeOp::per_tensor(qp);
+    if op.narrow {
+        map_into(x, out, |v| {
+            Q::from_i32_unchecked(op.apply_narrow(v.to_compute()))
+        });
+    } else {
+        map_into(x, out, |v| {
+            Q::from_i32_unchecked(op.apply_wide(v.to_compute()))
+        });
+    }
+    Ok(())
+}
+
+/// Quantizes `x` with one set of parameters per channel along `qp.axis()`.
+///
+/// Integer zero points: as [`quantize`] per channel (bit-exact with PyTorch's
+/// `quantize_per_channel`). Float zero points (`per_channel_affine_float_qparams`): the zero
+/// point is added before rounding, `q = clamp(rne(x * (1/scale) + zp), qmin, qmax)`.
+///
+/// # Errors
+/// [`QuantError::InvalidAxis`](crate::QuantError::InvalidAxis) for an axis outside the array;
+/// [`QuantError::LengthMismatch`](crate::QuantError::LengthMismatch) when the number of channels
+/// differs from the axis length; NaN and storage errors as [`quantize`].
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{quantize_per_channel, PerChannelQParams, QDType};
+/// let qp = PerChannelQParams::new(vec![1.0, 0.5], vec![0, 10], 0, QDType::QUInt8)?;
+/// let q: ndarray::Array2<u8> = quantize_per_channel(&array![[1.0f32, 2.0], [1.0, 2.0]], &qp)?;
+/// assert_eq!(q, array![[1, 2], [12, 14]]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn quantize_per_channel<Q: QInt, F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+) -> Result<Array<Q, D>> {
+    let mut out = Array::from_elem(x.raw_dim(), Q::default());
+    quantize_per_channel_into(x, qp, &mut out)?;
+    Ok(out)
+}
+
+/// Per-channel quantization into a caller's buffer. See [`quantize_per_channel`].
+///
+/// # Errors
+/// As [`quantize_per_channel`], plus a shape mismatch of `out`. On error nothing is written.
+pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    qp: &PerChannelQParams,
+    out: &mut ArrayRef<Q, D>,
+) -> Result<()> {
+    const OP: &str = "quantize_per_channel_into";
+    same_shape(OP, x, out)?;
+    let axis = qp.resolve_axis(OP, x.shape())?;
+    storage_holds::<Q>(OP, qp.dtype())?;
+    no_nan(OP, x)?;
+    let d = qp.dtype();
+    match qp.zero_points() {
+        ZeroPoints::Int(zps) => {
+            let ops: Vec<QuantizeOp> = qp
+                .scales()
+                .iter()
+                .zip(zps)
+                .map(|(&s, &z)| QuantizeOp::new(s, z, d.min(), d.max()))
+                .collect();
+            if ops.iter().all(|o| o.narrow) {
+                map_per_channel_into(x, out, axis, &ops, |o, v| {
+                    Q::from_i32_unchecked(o.apply_narrow(v.to_compute()))
+                });
+            } else {
+                map_per_channel_into(x, out, axis, &ops, |o, v| {
+                    Q::from_i32_unchecked(o.apply_wide(v.to_compute()))
+                });
+            }
+        }
+        ZeroPoints::Float(zps) => {
+            let r = qp.range();
+            let ops: Vec<FloatZpOp> = qp
+                .scales()
+                .iter()
+                .zip(zps)
+                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
+                .collect();
+            map_per_channel_into(x, out, axis, &ops, |o, v| {
+                Q::from_i32_unchecked(o.quantize(v.to_compute()))
+            });
+        }
+    }
+    Ok(())
+}

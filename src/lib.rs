@@ -1,0 +1,82 @@
+//! # qnumeric
+//!
+//! Find and fix quantization accuracy errors: pick quantization parameters, simulate
+//! quantization, and find where and why a quantized model drifts from its float original.
+//! Bit-compatible with PyTorch's `torch.ao.quantization` where PyTorch is right, correct where
+//! it is not.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`dtype`] | [`QDType`] (quint8, qint8, qint32, 4- and 16-bit) and validated [`QuantRange`]s |
+//! | [`qparams`] | [`QScheme`], [`QParams`], [`PerChannelQParams`], [`QuantSpec`] (min/max → parameters) |
+//! | [`kernels`] | quantize, dequantize, fake-quantize (+ backward), learnable fake-quantize |
+//! | [`tensor`] | [`QuantizedTensor`]: integer data with its parameters |
+//! | [`metrics`] | SQNR, normalized L2 error, cosine similarity, MSE, max abs error |
+//! | [`conformance`] | the harness that runs PyTorch golden cases (JSON lines) |
+//! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
+//! | [`error`] | [`QuantError`] and [`Result`] |
+//!
+//! ## Quick start
+//! ```
+//! use ndarray::array;
+//! use qnumeric::{dequantize, quantize, sqnr, QDType, QParams};
+//!
+//! let x = array![0.1f32, -0.5, 0.9, 2.0];
+//! let qp = QParams::new(0.01, 128, QDType::QUInt8)?;
+//! let q: ndarray::Array1<u8> = quantize(&x, &qp)?;
+//! let back: ndarray::Array1<f32> = dequantize(&q, &qp)?;
+//! assert_eq!(q, array![138, 78, 218, 255]); // 2.0 saturates at 255
+//! println!("SQNR {:.1} dB", sqnr(&x, &back)?);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+//!
+//! ## Numerical conventions
+//! - The affine map runs in `f32` for every input type (`f32`, `f64`, `f16`, `bf16`), in
+//!   PyTorch's order: multiply by `f32(1/scale)`, round half to even, add the zero point.
+//! - `quantize` saturates to the storage range (also beyond `|x/scale| = 2^31`, where PyTorch
+//!   2.15 wraps); ±inf saturate; NaN is a typed error, never a silent value.
+//! - Metrics accumulate in `f64`.
+//!
+//! ## Features
+//! - `rayon`: parallel versions of the large-tensor paths.
+//! - `serde`: `Serialize`/`Deserialize` on configurations, parameters and reports.
+//! - `safetensors`: load state dicts from `.safetensors` files.
+//!
+//! MSRV: Rust 1.81.
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod conformance;
+pub mod dtype;
+pub mod element;
+pub mod error;
+pub mod kernels;
+pub mod metrics;
+pub mod qparams;
+pub mod tensor;
+
+pub use dtype::{QDType, QuantRange};
+pub use element::{QFloat, QInt};
+pub use error::{QuantError, Result};
+pub use kernels::{
+    dequantize, dequantize_into, dequantize_per_channel, dequantize_per_channel_into,
+    fake_quantize, fake_quantize_backward, fake_quantize_backward_into, fake_quantize_inplace,
+    fake_quantize_into, fake_quantize_mask, fake_quantize_per_channel,
+    fake_quantize_per_channel_backward, fake_quantize_per_channel_backward_into,
+    fake_quantize_per_channel_into, learnable_fake_quantize, learnable_fake_quantize_backward,
+    quantize, quantize_into, quantize_per_channel, quantize_per_channel_into, LearnableGrads,
+    LearnableParams,
+};
+pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
+pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
+pub use tensor::{QuantParams, QuantizedTensor};
+
+/// The items most programs need, for `use qnumeric::prelude::*`.
+pub mod prelude {
+    #[doc(no_inline)]
+    pub use crate::{
+        dequantize, fake_quantize, quantize, sqnr, PerChannelQParams, QDType, QParams, QScheme,
+        QuantError, QuantRange, QuantSpec, QuantizedTensor,
+    };
+}

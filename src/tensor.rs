@@ -1,0 +1,126 @@
+//! [`QuantizedTensor`]: integer data together with the parameters that give it meaning.
+
+use ndarray::{ArrayD, ArrayRef, Dimension};
+
+use crate::element::{QFloat, QInt};
+use crate::error::Result;
+use crate::kernels;
+use crate::qparams::{PerChannelQParams, QParams};
+
+/// The parameters of a quantized tensor: per tensor or per channel.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum QuantParams {
+    /// One scale and zero point.
+    PerTensor(QParams),
+    /// One set per channel along an axis.
+    PerChannel(PerChannelQParams),
+}
+
+impl From<QParams> for QuantParams {
+    fn from(p: QParams) -> Self {
+        QuantParams::PerTensor(p)
+    }
+}
+
+impl From<PerChannelQParams> for QuantParams {
+    fn from(p: PerChannelQParams) -> Self {
+        QuantParams::PerChannel(p)
+    }
+}
+
+/// A quantized tensor: integer values (`Q` storage, e.g. `u8` for quint8) and their
+/// parameters. The invariant (every value inside the dtype's range, per-channel parameters
+/// matching the channel axis) holds from construction on.
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{QDType, QParams, QuantizedTensor};
+/// let qp = QParams::new(0.5, 128, QDType::QUInt8)?;
+/// let t = QuantizedTensor::<u8>::quantize(&array![1.0f32, -1.0].into_dyn(), qp)?;
+/// assert_eq!(t.int_repr().as_slice(), Some(&[130u8, 126][..]));
+/// assert_eq!(t.dequantize::<f32>()?, array![1.0f32, -1.0].into_dyn());
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedTensor<Q: QInt = u8> {
+    data: ArrayD<Q>,
+    params: QuantParams,
+}
+
+impl<Q: QInt> QuantizedTensor<Q> {
+    /// Quantizes a float array with the given parameters.
+    ///
+    /// # Errors
+    /// As [`quantize`](crate::quantize) / [`quantize_per_channel`](crate::quantize_per_channel).
+    pub fn quantize<F: QFloat, D: Dimension>(
+        x: &ArrayRef<F, D>,
+        params: impl Into<QuantParams>,
+    ) -> Result<Self> {
+        let params = params.into();
+        let x = x.view().into_dyn();
+        let data = match &params {
+            QuantParams::PerTensor(p) => kernels::quantize(&x, p)?,
+            QuantParams::PerChannel(p) => kernels::quantize_per_channel(&x, p)?,
+        };
+        Ok(QuantizedTensor { data, params })
+    }
+
+    /// Wraps integer data already quantized with `params`.
+    ///
+    /// # Errors
+    /// A value outside the dtype's range, a storage type too narrow, or per-channel parameters
+    /// that do not match the data's axis.
+    pub fn from_parts(data: ArrayD<Q>, params: impl Into<QuantParams>) -> Result<Self> {
+        let params = params.into();
+        // Dequantizing checks every invariant (range, axis, channel count) without writing.
+        let t = QuantizedTensor { data, params };
+        t.dequantize::<f32>()?;
+        Ok(t)
+    }
+
+    /// The integer representation.
+    #[must_use]
+    pub fn int_repr(&self) -> &ArrayD<Q> {
+        &self.data
+    }
+
+    /// Consumes the tensor, returning its integer data and parameters.
+    #[must_use]
+    pub fn into_parts(self) -> (ArrayD<Q>, QuantParams) {
+        (self.data, self.params)
+    }
+
+    /// The parameters.
+    #[must_use]
+    pub fn params(&self) -> &QuantParams {
+        &self.params
+    }
+
+    /// The per-tensor parameters, if the tensor is quantized per tensor.
+    #[must_use]
+    pub fn per_tensor(&self) -> Option<&QParams> {
+        match &self.params {
+            QuantParams::PerTensor(p) => Some(p),
+            QuantParams::PerChannel(_) => None,
+        }
+    }
+
+    /// The shape.
+    #[must_use]
+    pub fn shape(&self) -> &[usize] {
+        self.data.shape()
+    }
+
+    /// Dequantizes to a float array.
+    ///
+    /// # Errors
+    /// Only if the invariants were broken, which the constructors prevent.
+    pub fn dequantize<F: QFloat>(&self) -> Result<ArrayD<F>> {
+        match &self.params {
+            QuantParams::PerTensor(p) => kernels::dequantize(&self.data, p),
+            QuantParams::PerChannel(p) => kernels::dequantize_per_channel(&self.data, p),
+        }
+    }
+}
