@@ -53,6 +53,7 @@ pub mod element;
 pub mod error;
 pub mod kernels;
 pub mod metrics;
+pub mod observers;
 pub mod qparams;
 pub mod tensor;
 
@@ -68,6 +69,7 @@ pub use kernels::{
     quantize, quantize_into, quantize_per_channel, quantize_per_channel_into, LearnableGrads,
     LearnableParams,
 };
+pub use observers::Observer;
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
 pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
 pub use tensor::{QuantParams, QuantizedTensor};
