@@ -448,6 +448,72 @@ impl QuantSpec {
         }
     }
 
+    /// A spec from PyTorch's observer arguments (`dtype`, `qscheme`, `reduce_range`,
+    /// `quant_min`, `quant_max`, `eps`), with PyTorch's rules (`calculate_qmin_qmax`,
+    /// `validate_qmin_qmax`):
+    /// - without a custom range: the dtype's full range, halved by `reduce_range` for 8-bit
+    ///   dtypes (`0..=127`, `-64..=63`);
+    /// - with both `quant_min` and `quant_max`: the range must contain 0, `min < max`, and lie
+    ///   in the dtype; `reduce_range` then halves it with floor division (PyTorch's quirk:
+    ///   `-127..=127` becomes `-64..=63`).
+    ///
+    /// Giving only one of `quant_min`/`quant_max` is ignored as PyTorch does (defaults apply).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidQuantRange`] for a bad custom range; [`QuantError::InvalidScale`]
+    /// for an `eps` that is not finite and > 0.
+    ///
+    /// # Examples
+    /// ```
+    /// use qnumeric::{QDType, QScheme, QuantSpec};
+    /// let s = QuantSpec::from_pytorch(QDType::QUInt8, QScheme::PerTensorAffine, true, None, None, None)?;
+    /// assert_eq!((s.range.quant_min(), s.range.quant_max()), (0, 127));
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    pub fn from_pytorch(
+        dtype: QDType,
+        scheme: QScheme,
+        reduce_range: bool,
+        quant_min: Option<i64>,
+        quant_max: Option<i64>,
+        eps: Option<f32>,
+    ) -> Result<Self> {
+        let eps = eps.unwrap_or(f32::EPSILON);
+        check_scale("QuantSpec::from_pytorch", eps)?;
+        let (range, customized_range) = match (quant_min, quant_max) {
+            (Some(lo), Some(hi)) => {
+                let r = QuantRange::new(dtype, lo, hi).map_err(|e| match e {
+                    QuantError::InvalidQuantRange {
+                        quant_min,
+                        quant_max,
+                        dtype,
+                        reason,
+                        ..
+                    } => QuantError::InvalidQuantRange {
+                        op: "QuantSpec::from_pytorch",
+                        quant_min,
+                        quant_max,
+                        dtype,
+                        reason,
+                    },
+                    other => other,
+                })?;
+                (if reduce_range { r.with_reduce_range() } else { r }, true)
+            }
+            _ => {
+                let r = dtype.full_range();
+                let halve = reduce_range && dtype.bits() == 8;
+                (if halve { r.with_reduce_range() } else { r }, false)
+            }
+        };
+        Ok(QuantSpec {
+            scheme,
+            range,
+            eps,
+            customized_range,
+        })
+    }
+
     /// PyTorch's `_calculate_qparams` for one (min, max) pair, bit for bit (see
     /// `docs/quantization-model.md`).
     ///

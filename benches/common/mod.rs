@@ -1,0 +1,50 @@
+//! Shared bench helpers: deterministic data and the memory-bandwidth baselines every bench
+//! group reports next to its kernels (a copy and a read-reduction over the same bytes).
+#![allow(dead_code)]
+
+use criterion::{BenchmarkGroup, Throughput};
+use std::hint::black_box;
+
+/// Sizes benched: 1M and 16M elements.
+pub const SIZES: [usize; 2] = [1 << 20, 1 << 24];
+
+/// Deterministic pseudo-normal data (sum of uniforms), no RNG dependency.
+pub fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            let mut acc = 0.0f32;
+            for _ in 0..4 {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                acc += ((s >> 40) as f32) / ((1u64 << 24) as f32) - 0.5;
+            }
+            acc * 1.7
+        })
+        .collect()
+}
+
+/// Adds `baseline/copy` (read `bytes/2`, write `bytes/2`; throughput counts both) and
+/// `baseline/read` (a sum over `n` f32, throughput counts the bytes read) to a group.
+pub fn baselines<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, M>, n: usize) {
+    let src = data(n, 7);
+    let mut dst = vec![0.0f32; n];
+    g.throughput(Throughput::Bytes((n * 8) as u64));
+    g.bench_function("baseline/copy", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+        })
+    });
+    g.throughput(Throughput::Bytes((n * 4) as u64));
+    g.bench_function("baseline/read", |b| {
+        b.iter(|| {
+            let mut acc = [0.0f32; 16];
+            for c in black_box(&src).chunks_exact(16) {
+                for k in 0..16 {
+                    acc[k] += c[k];
+                }
+            }
+            black_box(acc)
+        })
+    });
+}
