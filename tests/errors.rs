@@ -1,0 +1,368 @@
+//! Every error path of the core types and kernels, and "nothing written on error".
+
+use ndarray::{array, Array1, Array2};
+use qnumeric::*;
+
+#[test]
+fn invalid_scales() {
+    for s in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(
+            matches!(
+                QParams::new(s, 0, QDType::QUInt8),
+                Err(QuantError::InvalidScale { .. })
+            ),
+            "{s}"
+        );
+        assert!(matches!(
+            PerChannelQParams::new(vec![0.1, s], vec![0, 0], 0, QDType::QInt8),
+            Err(QuantError::InvalidScale { .. })
+        ));
+    }
+}
+
+#[test]
+fn zero_points_outside_range() {
+    assert!(matches!(
+        QParams::new(0.1, 256, QDType::QUInt8),
+        Err(QuantError::ZeroPointOutOfRange {
+            zero_point: 256,
+            min: 0,
+            max: 255,
+            ..
+        })
+    ));
+    assert!(matches!(
+        QParams::new(0.1, -129, QDType::QInt8),
+        Err(QuantError::ZeroPointOutOfRange { .. })
+    ));
+    let r = QuantRange::new(QDType::QUInt8, 0, 127).expect("valid");
+    assert!(matches!(
+        QParams::with_range(0.1, 128, r),
+        Err(QuantError::ZeroPointOutOfRange { .. })
+    ));
+    assert!(matches!(
+        PerChannelQParams::new(vec![0.1], vec![300], 0, QDType::QUInt8),
+        Err(QuantError::ZeroPointOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn invalid_quant_ranges() {
+    for (lo, hi) in [(10, 5), (5, 5), (1, 127), (-5, -1), (0, 256)] {
+        assert!(
+            matches!(
+                QuantRange::new(QDType::QUInt8, lo, hi),
+                Err(QuantError::InvalidQuantRange { .. })
+            ),
+            "{lo}..{hi}"
+        );
+    }
+    assert!(matches!(
+        QuantRange::new(QDType::QInt8, -129, 127),
+        Err(QuantError::InvalidQuantRange { .. })
+    ));
+    assert!(matches!(
+        QuantRange::for_fake_quant(3, 2),
+        Err(QuantError::InvalidQuantRange { .. })
+    ));
+    assert!(matches!(
+        QuantSpec::from_pytorch(
+            QDType::QInt8,
+            QScheme::PerTensorAffine,
+            false,
+            Some(1),
+            Some(127),
+            None
+        ),
+        Err(QuantError::InvalidQuantRange { .. })
+    ));
+    assert!(matches!(
+        QuantSpec::from_pytorch(
+            QDType::QInt8,
+            QScheme::PerTensorAffine,
+            false,
+            None,
+            None,
+            Some(0.0)
+        ),
+        Err(QuantError::InvalidScale { .. })
+    ));
+    let lsq = LearnableParams {
+        scale: 0.1,
+        zero_point: 0.0,
+        quant_min: 1,
+        quant_max: 15,
+        grad_factor: 1.0,
+    };
+    assert!(matches!(
+        learnable_fake_quantize(&array![1.0f32], &lsq),
+        Err(QuantError::InvalidQuantRange { .. })
+    ));
+}
+
+#[test]
+fn nan_input_is_refused_and_nothing_is_written() {
+    let x = array![1.0f32, 2.0, f32::NAN, 4.0];
+    let qp = QParams::new(0.1, 0, QDType::QInt8).expect("valid");
+    let mut out = Array1::from_elem(4, 99i8);
+    assert_eq!(
+        quantize_into(&x, &qp, &mut out),
+        Err(QuantError::NanInput {
+            op: "quantize_into",
+            index: 2
+        })
+    );
+    assert_eq!(out, Array1::from_elem(4, 99i8));
+    let mut y = Array1::from_elem(4, 7.0f32);
+    assert!(matches!(
+        fake_quantize_into(&x, &qp, &mut y),
+        Err(QuantError::NanInput { .. })
+    ));
+    assert_eq!(y, Array1::from_elem(4, 7.0f32));
+    let mut inplace = x.clone();
+    assert!(fake_quantize_inplace(&mut inplace, &qp).is_err());
+    assert_eq!(inplace[0], 1.0);
+    assert!(fake_quantize_mask(&x, &qp).is_err());
+    assert!(fake_quantize_backward(&x, &x, &qp).is_err());
+    let pc = PerChannelQParams::new(vec![0.1; 4], vec![0; 4], 0, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        quantize_per_channel::<i8, _, _>(&x, &pc),
+        Err(QuantError::NanInput { .. })
+    ));
+    assert!(matches!(
+        fake_quantize_per_channel(&x, &pc),
+        Err(QuantError::NanInput { .. })
+    ));
+    let lsq = LearnableParams {
+        scale: 0.1,
+        zero_point: 0.0,
+        quant_min: -8,
+        quant_max: 7,
+        grad_factor: 1.0,
+    };
+    assert!(matches!(
+        learnable_fake_quantize(&x, &lsq),
+        Err(QuantError::NanInput { .. })
+    ));
+    assert!(matches!(
+        learnable_fake_quantize_backward(&x, &x, &lsq),
+        Err(QuantError::NanInput { .. })
+    ));
+    // NaN in a transposed view reports the logical index.
+    let m = array![[0.0f32, 1.0], [f32::NAN, 2.0]];
+    assert_eq!(
+        quantize::<i8, _, _>(&m.t(), &qp),
+        Err(QuantError::NanInput {
+            op: "quantize_into",
+            index: 1
+        })
+    );
+}
+
+#[test]
+fn shape_mismatches() {
+    let x = array![1.0f32, 2.0, 3.0];
+    let qp = QParams::new(0.1, 0, QDType::QInt8).expect("valid");
+    let mut out = Array1::<i8>::zeros(4);
+    assert!(matches!(
+        quantize_into(&x, &qp, &mut out),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    let mut f = Array1::<f32>::zeros(2);
+    assert!(matches!(
+        dequantize_into(&array![1i8, 2, 3], &qp, &mut f),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        fake_quantize_into(&x, &qp, &mut f),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        fake_quantize_backward(&x, &array![1.0f32], &qp),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        sqnr(&x, &array![1.0f32, 2.0]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        normalized_l2_error(&x, &array![1.0f32]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        cosine_similarity(&x, &array![1.0f32]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        mse(&x, &array![1.0f32]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        max_abs_error(&x, &array![1.0f32]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    let lsq = LearnableParams {
+        scale: 0.1,
+        zero_point: 0.0,
+        quant_min: -8,
+        quant_max: 7,
+        grad_factor: 1.0,
+    };
+    assert!(matches!(
+        learnable_fake_quantize_backward(&x, &array![1.0f32], &lsq),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn bad_axes_and_channel_counts() {
+    let x = Array2::<f32>::zeros((3, 4));
+    let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 2, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        quantize_per_channel::<i8, _, _>(&x, &pc),
+        Err(QuantError::InvalidAxis {
+            axis: 2,
+            ndim: 2,
+            ..
+        })
+    ));
+    let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], -3, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        fake_quantize_per_channel(&x, &pc),
+        Err(QuantError::InvalidAxis { .. })
+    ));
+    let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 1, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        quantize_per_channel::<i8, _, _>(&x, &pc),
+        Err(QuantError::LengthMismatch {
+            expected: 4,
+            got: 3,
+            ..
+        })
+    ));
+    let q = Array2::<i8>::zeros((3, 4));
+    assert!(matches!(
+        dequantize_per_channel::<f32, _, _>(&q, &pc),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        PerChannelQParams::new(vec![0.1; 3], vec![0; 2], 0, QDType::QInt8),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        PerChannelQParams::new(vec![], vec![], 0, QDType::QInt8),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    let ok = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 0, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        ok.channel(3),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn storage_too_narrow() {
+    let x = array![1.0f32];
+    let qp = QParams::new(0.1, 0, QDType::QInt32).expect("valid");
+    assert!(matches!(
+        quantize::<i8, _, _>(&x, &qp),
+        Err(QuantError::StorageTooNarrow { storage: "i8", .. })
+    ));
+    let qp = QParams::new(0.1, 0, QDType::QInt8).expect("valid");
+    assert!(matches!(
+        quantize::<u8, _, _>(&x, &qp),
+        Err(QuantError::StorageTooNarrow { .. })
+    ));
+}
+
+#[test]
+fn non_finite_parameters() {
+    assert!(matches!(
+        PerChannelQParams::with_range(
+            vec![0.1],
+            ZeroPoints::Float(vec![f32::NAN]),
+            0,
+            QDType::QUInt8.full_range()
+        ),
+        Err(QuantError::NonFinite { .. })
+    ));
+    let lsq = LearnableParams {
+        scale: 0.1,
+        zero_point: f32::INFINITY,
+        quant_min: -8,
+        quant_max: 7,
+        grad_factor: 1.0,
+    };
+    assert!(matches!(
+        learnable_fake_quantize(&array![1.0f32], &lsq),
+        Err(QuantError::NonFinite { .. })
+    ));
+    let lsq = LearnableParams {
+        zero_point: 9.0,
+        ..lsq
+    };
+    assert!(matches!(
+        learnable_fake_quantize(&array![1.0f32], &lsq),
+        Err(QuantError::ZeroPointOutOfRange { .. })
+    ));
+    let lsq = LearnableParams {
+        zero_point: 0.0,
+        scale: -1.0,
+        ..lsq
+    };
+    assert!(matches!(
+        learnable_fake_quantize(&array![1.0f32], &lsq),
+        Err(QuantError::InvalidScale { .. })
+    ));
+    let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    assert!(matches!(
+        spec.qparams_from_min_max(0.0, f32::INFINITY),
+        Err(QuantError::NonFinite { .. })
+    ));
+    assert!(matches!(
+        spec.qparams_from_min_max(1.0, 0.0),
+        Err(QuantError::InvalidParameter { .. })
+    ));
+}
+
+#[test]
+fn unknown_names_and_unsupported() {
+    assert!(matches!(
+        QDType::from_name("float8"),
+        Err(QuantError::Format { .. })
+    ));
+    assert!(matches!(
+        QScheme::from_name("per_block"),
+        Err(QuantError::Format { .. })
+    ));
+    assert!(matches!(
+        Metric::from_name("psnr"),
+        Err(QuantError::Format { .. })
+    ));
+    let fz = PerChannelQParams::with_range(
+        vec![0.1],
+        ZeroPoints::Float(vec![0.5]),
+        0,
+        QDType::QUInt8.full_range(),
+    )
+    .expect("valid");
+    assert!(matches!(
+        fz.channel(0),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    // Stored values outside a narrow dtype in wider storage.
+    let q4 = QParams::new(1.0, 0, QDType::QInt4).expect("valid");
+    assert!(matches!(
+        dequantize::<f32, i8, _>(&array![-9i8], &q4),
+        Err(QuantError::InvalidParameter { .. })
+    ));
+}
+
+#[test]
+fn error_messages_name_the_operation() {
+    let e = QParams::new(0.0, 0, QDType::QUInt8).expect_err("invalid");
+    assert_eq!(
+        e.to_string(),
+        "QParams::new: invalid scale 0 (a scale must be finite and > 0)"
+    );
+}
