@@ -69,7 +69,11 @@ pub use kernels::{
     quantize, quantize_into, quantize_per_channel, quantize_per_channel_into, LearnableGrads,
     LearnableParams,
 };
-pub use observers::Observer;
+pub use observers::{
+    DynamicObserver, FixedQParamsObserver, HistogramObserver, MinMaxObserver,
+    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, Observer,
+    PerChannelMinMaxObserver,
+};
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
 pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
 pub use tensor::{QuantParams, QuantizedTensor};

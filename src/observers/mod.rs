@@ -2,6 +2,39 @@
 //!
 //! Every observer implements the object-safe [`Observer`] trait, so an engine can keep a
 //! `Box<dyn Observer>` per tensor and feed it batch after batch.
+//!
+//! | observer | PyTorch | parameters from |
+//! |---|---|---|
+//! | [`MinMaxObserver`] | `MinMaxObserver` | running min/max |
+//! | [`MovingAverageMinMaxObserver`] | `MovingAverageMinMaxObserver` | EMA of batch min/max |
+//! | [`PerChannelMinMaxObserver`] | `PerChannelMinMaxObserver` | running min/max per channel |
+//! | [`MovingAveragePerChannelMinMaxObserver`] | `MovingAveragePerChannelMinMaxObserver` | EMA per channel |
+//! | [`HistogramObserver`] | `HistogramObserver` (≥ 2.5) | histogram + L2 search |
+//! | [`FixedQParamsObserver`] | `FixedQParamsObserver` | fixed in advance |
+//! | [`DynamicObserver`] | `PlaceholderObserver(is_dynamic=True)` | the last batch |
+//!
+//! Conventions shared by all observers:
+//! - NaN or ±inf in a batch is refused ([`QuantError::NanInput`](crate::QuantError::NanInput),
+//!   [`QuantError::NonFinite`](crate::QuantError::NonFinite)) and the observer is left
+//!   unchanged. PyTorch's min/max observers let one NaN poison their statistics for good and
+//!   store ±inf (infinite scale).
+//! - An empty batch is a no-op, as in PyTorch (except [`DynamicObserver`]).
+//! - `qparams` before any data is [`QuantError::Empty`](crate::QuantError::Empty); PyTorch
+//!   warns and returns scale 1.0, zero point 0.
+//! - The configurations PyTorch refuses are refused at construction with typed errors.
+
+mod dynamic;
+mod fixed;
+mod histogram;
+mod minmax;
+mod per_channel;
+mod reduce;
+
+pub use dynamic::DynamicObserver;
+pub use fixed::FixedQParamsObserver;
+pub use histogram::HistogramObserver;
+pub use minmax::{MinMaxObserver, MovingAverageMinMaxObserver};
+pub use per_channel::{MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver};
 
 use std::any::Any;
 use std::fmt::Debug;

@@ -1,0 +1,109 @@
+//! [`DynamicObserver`]: the placeholder for dynamic quantization, where parameters are
+//! computed from each batch at run time.
+
+use std::any::Any;
+
+use ndarray::ArrayViewD;
+
+use super::minmax::per_tensor_qparams;
+use super::reduce::{check_spec, incompatible, min_max};
+use super::Observer;
+use crate::error::{QuantError, Result};
+use crate::qparams::QuantSpec;
+use crate::tensor::QuantParams;
+
+/// Dynamic quantization: `qparams` come from the **last** batch only (PyTorch's
+/// `PlaceholderObserver(is_dynamic=True)` defers this to the quantized kernel, which picks
+/// parameters from each input's min/max; this observer computes them with
+/// [`QuantSpec::qparams_from_min_max`]).
+///
+/// - An empty batch is [`QuantError::EmptyInput`]: it would otherwise leave the previous
+///   batch's parameters in place silently.
+/// - `merge` unions the two last-batch ranges (as if both last batches were one batch).
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use qnumeric::{DynamicObserver, Observer, QDType, QScheme, QuantSpec};
+/// let mut obs = DynamicObserver::new(QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
+/// obs.observe(array![-10.0f32, 10.0].into_dyn().view())?;
+/// obs.observe(array![0.0f32, 1.0].into_dyn().view())?;
+/// assert_eq!(obs.min_max(), Some((0.0, 1.0)));
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicObserver {
+    spec: QuantSpec,
+    last: Option<(f32, f32)>,
+}
+
+impl DynamicObserver {
+    /// A dynamic observer for a per-tensor spec.
+    ///
+    /// # Errors
+    /// As [`MinMaxObserver::new`](super::MinMaxObserver::new).
+    pub fn new(spec: QuantSpec) -> Result<Self> {
+        check_spec("DynamicObserver::new", &spec, false, true)?;
+        Ok(DynamicObserver { spec, last: None })
+    }
+
+    /// The last batch's `(min, max)`.
+    #[must_use]
+    pub fn min_max(&self) -> Option<(f32, f32)> {
+        self.last
+    }
+}
+
+impl Observer for DynamicObserver {
+    fn name(&self) -> &'static str {
+        "DynamicObserver"
+    }
+
+    fn spec(&self) -> &QuantSpec {
+        &self.spec
+    }
+
+    fn observe(&mut self, x: ArrayViewD<'_, f32>) -> Result<()> {
+        const OP: &str = "DynamicObserver::observe";
+        let r = min_max(OP, &x)?.ok_or(QuantError::EmptyInput { op: OP })?;
+        self.last = Some(r);
+        Ok(())
+    }
+
+    fn qparams(&self) -> Result<QuantParams> {
+        let (a, b) = self.last.ok_or(QuantError::Empty {
+            op: "DynamicObserver::qparams",
+        })?;
+        per_tensor_qparams(&self.spec, a, b)
+    }
+
+    fn reset(&mut self) {
+        self.last = None;
+    }
+
+    fn merge(&mut self, other: &dyn Observer) -> Result<()> {
+        const OP: &str = "DynamicObserver::merge";
+        let o = other
+            .as_any()
+            .downcast_ref::<Self>()
+            .ok_or_else(|| incompatible(OP, "not a DynamicObserver"))?;
+        if o.spec != self.spec {
+            return Err(incompatible(OP, "different specs"));
+        }
+        if let Some((a, b)) = o.last {
+            self.last = Some(match self.last {
+                None => (a, b),
+                Some((m, n)) => (m.min(a), n.max(b)),
+            });
+        }
+        Ok(())
+    }
+
+    fn box_clone(&self) -> Box<dyn Observer> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,95 @@
+//! [`FixedQParamsObserver`]: parameters fixed in advance (sigmoid, tanh, ...).
+
+use std::any::Any;
+
+use ndarray::ArrayViewD;
+
+use super::reduce::incompatible;
+use super::Observer;
+use crate::dtype::QuantRange;
+use crate::error::Result;
+use crate::qparams::{QParams, QScheme, QuantSpec};
+use crate::tensor::QuantParams;
+
+/// PyTorch's `FixedQParamsObserver`: returns the parameters it was built with, whatever it
+/// observes (PyTorch uses it for outputs of known range: `(2/256, 128)` for tanh, `(1/256, 0)`
+/// for sigmoid on quint8).
+///
+/// `observe` ignores the data (it does not even look for NaN); `merge` accepts another fixed
+/// observer with the same parameters.
+///
+/// # Examples
+/// ```
+/// use qnumeric::{FixedQParamsObserver, Observer, QDType, QuantParams};
+/// let obs = FixedQParamsObserver::new(2.0 / 256.0, 128, QDType::QUInt8.full_range())?;
+/// let QuantParams::PerTensor(qp) = obs.qparams()? else { unreachable!() };
+/// assert_eq!((qp.scale(), qp.zero_point()), (0.0078125, 128));
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedQParamsObserver {
+    spec: QuantSpec,
+    qparams: QParams,
+}
+
+impl FixedQParamsObserver {
+    /// A fixed-parameter observer (per-tensor affine over `range`).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidScale`](crate::QuantError::InvalidScale) and
+    /// [`QuantError::ZeroPointOutOfRange`](crate::QuantError::ZeroPointOutOfRange) as
+    /// [`QParams::with_range`].
+    pub fn new(scale: f32, zero_point: i64, range: QuantRange) -> Result<Self> {
+        let qparams = QParams::with_range(scale, zero_point, range)?;
+        let mut spec = QuantSpec::new(QScheme::PerTensorAffine, range.dtype());
+        spec.range = range;
+        spec.customized_range = !range.is_full();
+        Ok(FixedQParamsObserver { spec, qparams })
+    }
+
+    /// The fixed parameters.
+    #[must_use]
+    pub fn fixed(&self) -> QParams {
+        self.qparams
+    }
+}
+
+impl Observer for FixedQParamsObserver {
+    fn name(&self) -> &'static str {
+        "FixedQParamsObserver"
+    }
+
+    fn spec(&self) -> &QuantSpec {
+        &self.spec
+    }
+
+    fn observe(&mut self, _x: ArrayViewD<'_, f32>) -> Result<()> {
+        Ok(())
+    }
+
+    fn qparams(&self) -> Result<QuantParams> {
+        Ok(QuantParams::PerTensor(self.qparams))
+    }
+
+    fn reset(&mut self) {}
+
+    fn merge(&mut self, other: &dyn Observer) -> Result<()> {
+        const OP: &str = "FixedQParamsObserver::merge";
+        let o = other
+            .as_any()
+            .downcast_ref::<Self>()
+            .ok_or_else(|| incompatible(OP, "not a FixedQParamsObserver"))?;
+        if o != self {
+            return Err(incompatible(OP, "different fixed parameters"));
+        }
+        Ok(())
+    }
+
+    fn box_clone(&self) -> Box<dyn Observer> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

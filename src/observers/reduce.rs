@@ -1,0 +1,254 @@
+//! Shared reductions and checks for the observers: vectorisable min/max over slices with a
+//! finiteness check folded in, per-channel reductions, and argument validation.
+
+use ndarray::{ArrayViewD, Axis};
+
+use crate::dtype::QDType;
+use crate::error::{QuantError, Result};
+use crate::qparams::{QScheme, QuantSpec};
+
+const ABS_MASK: u32 = 0x7fff_ffff;
+const INF_BITS: u32 = 0x7f80_0000;
+
+/// Min, max and the largest `|bits|` of a slice (NaN ignored by the min/max, caught by the bits).
+#[inline]
+fn scan(xs: &[f32]) -> (f32, f32, u32) {
+    let mut mn = [f32::INFINITY; 16];
+    let mut mx = [f32::NEG_INFINITY; 16];
+    let mut bits = [0u32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for k in 0..16 {
+            let v = c[k];
+            mn[k] = if v < mn[k] { v } else { mn[k] };
+            mx[k] = if v > mx[k] { v } else { mx[k] };
+            let b = v.to_bits() & ABS_MASK;
+            bits[k] = if b > bits[k] { b } else { bits[k] };
+        }
+    }
+    for &v in chunks.remainder() {
+        mn[0] = if v < mn[0] { v } else { mn[0] };
+        mx[0] = if v > mx[0] { v } else { mx[0] };
+        bits[0] = bits[0].max(v.to_bits() & ABS_MASK);
+    }
+    let mut a = f32::INFINITY;
+    let mut b = f32::NEG_INFINITY;
+    let mut c = 0u32;
+    for k in 0..16 {
+        a = if mn[k] < a { mn[k] } else { a };
+        b = if mx[k] > b { mx[k] } else { b };
+        c = c.max(bits[k]);
+    }
+    (a, b, c)
+}
+
+/// The first non-finite value of `x` (logical order) as the error to return.
+pub(crate) fn non_finite_error(op: &'static str, x: &ArrayViewD<'_, f32>) -> QuantError {
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            return QuantError::NanInput { op, index: i };
+        }
+        if v.is_infinite() {
+            return QuantError::NonFinite {
+                op,
+                what: "observed value",
+                value: v as f64,
+            };
+        }
+    }
+    // Only called when a non-finite value was seen; keep a sensible error regardless.
+    QuantError::NanInput { op, index: 0 }
+}
+
+/// Global `(min, max)` of a batch; `None` for an empty batch.
+///
+/// # Errors
+/// [`QuantError::NanInput`] / [`QuantError::NonFinite`] on the first NaN / ±inf.
+pub(crate) fn min_max(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<Option<(f32, f32)>> {
+    if x.is_empty() {
+        return Ok(None);
+    }
+    let (mn, mx, bits) = match x.as_slice_memory_order() {
+        Some(s) => scan(s),
+        None => {
+            let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0u32);
+            for lane in x.rows() {
+                let (a, b, c) = match lane.as_slice() {
+                    Some(s) => scan(s),
+                    None => scan(&lane.to_vec()),
+                };
+                acc = (acc.0.min(a), acc.1.max(b), acc.2.max(c));
+            }
+            acc
+        }
+    };
+    if bits >= INF_BITS {
+        return Err(non_finite_error(op, x));
+    }
+    Ok(Some((mn, mx)))
+}
+
+/// Checks every value of a batch is finite.
+pub(crate) fn check_finite(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<()> {
+    min_max(op, x).map(|_| ())
+}
+
+/// Per-channel `(min, max)` along `axis` (already resolved), for a non-empty batch.
+///
+/// # Errors
+/// As [`min_max`].
+pub(crate) fn channel_min_max(
+    op: &'static str,
+    x: &ArrayViewD<'_, f32>,
+    axis: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let shape = x.shape();
+    let c = shape[axis];
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut mn = vec![f32::INFINITY; c];
+    let mut mx = vec![f32::NEG_INFINITY; c];
+    let mut bits = 0u32;
+    match x.as_slice() {
+        Some(s) if inner == 1 => {
+            // Channels on the last axis: a strided column reduction, row by row.
+            let mut bacc = vec![0u32; c];
+            for row in s.chunks_exact(c) {
+                for ((v, (a, b)), bb) in row
+                    .iter()
+                    .zip(mn.iter_mut().zip(mx.iter_mut()))
+                    .zip(bacc.iter_mut())
+                {
+                    let v = *v;
+                    *a = if v < *a { v } else { *a };
+                    *b = if v > *b { v } else { *b };
+                    let vb = v.to_bits() & ABS_MASK;
+                    *bb = if vb > *bb { vb } else { *bb };
+                }
+            }
+            bits = bacc.into_iter().max().unwrap_or(0);
+        }
+        Some(s) => {
+            // Each (outer, channel) pair is a contiguous row of `inner` values.
+            for (r, row) in s.chunks_exact(inner).enumerate() {
+                let ch = r % c;
+                let (a, b, cb) = scan(row);
+                mn[ch] = if a < mn[ch] { a } else { mn[ch] };
+                mx[ch] = if b > mx[ch] { b } else { mx[ch] };
+                bits = bits.max(cb);
+            }
+        }
+        None => {
+            for (ch, sub) in x.axis_iter(Axis(axis)).enumerate() {
+                if let Some((a, b)) = min_max(op, &sub)? {
+                    mn[ch] = a;
+                    mx[ch] = b;
+                }
+            }
+        }
+    }
+    let _ = outer;
+    if bits >= INF_BITS {
+        return Err(non_finite_error(op, x));
+    }
+    Ok((mn, mx))
+}
+
+/// PyTorch's observer-construction rules for a spec: per-tensor observers refuse per-channel
+/// schemes and vice versa; min/max observers refuse `symmetric + reduce_range + quint8`.
+pub(crate) fn check_spec(
+    op: &'static str,
+    spec: &QuantSpec,
+    per_channel: bool,
+    minmax_family: bool,
+) -> Result<()> {
+    if spec.scheme.is_per_channel() != per_channel {
+        return Err(QuantError::UnsupportedConfig {
+            op,
+            reason: if per_channel {
+                "a per-channel observer needs a per-channel qscheme"
+            } else {
+                "a per-tensor observer needs a per-tensor qscheme"
+            },
+        });
+    }
+    if !(spec.eps.is_finite() && spec.eps > 0.0) {
+        return Err(QuantError::InvalidScale {
+            op,
+            scale: spec.eps as f64,
+        });
+    }
+    if minmax_family && spec.scheme.is_symmetric() && reduced_quint8(spec) {
+        return Err(QuantError::UnsupportedConfig {
+            op,
+            reason: "cannot reduce range for symmetric quantization for quint8 (PyTorch raises NotImplementedError)",
+        });
+    }
+    Ok(())
+}
+
+/// Whether a non-customized quint8 spec carries `reduce_range`'s halved range.
+fn reduced_quint8(spec: &QuantSpec) -> bool {
+    spec.range.dtype() == QDType::QUInt8
+        && !spec.customized_range
+        && spec.range.quant_min() == 0
+        && spec.range.quant_max() == 127
+}
+
+/// `0 < c <= 1`.
+pub(crate) fn check_averaging_constant(op: &'static str, c: f32) -> Result<()> {
+    if c.is_finite() && c > 0.0 && c <= 1.0 {
+        Ok(())
+    } else {
+        Err(QuantError::InvalidParameter {
+            op,
+            what: "averaging_constant",
+            value: c as f64,
+            reason: "must lie in (0, 1]",
+        })
+    }
+}
+
+/// Checks `other` is the same observer type with the same configuration.
+pub(crate) fn incompatible(op: &'static str, reason: &'static str) -> QuantError {
+    QuantError::Incompatible { op, reason }
+}
+
+/// Whether the scheme's zero points are floats.
+pub(crate) fn float_zero_points(scheme: QScheme) -> bool {
+    matches!(scheme, QScheme::PerChannelAffineFloatQParams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn scan_finds_extremes_and_non_finite() {
+        let v: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.5).collect();
+        let (a, b, bits) = scan(&v);
+        assert_eq!((a, b), (-5.5, 12.5));
+        assert!(bits < INF_BITS);
+        let mut w = v.clone();
+        w[33] = f32::NAN;
+        assert!(scan(&w).2 >= INF_BITS);
+    }
+
+    #[test]
+    fn channel_reduction_matches_naive() {
+        let data: Vec<f32> = (0..60).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&[3, 4, 5]), data).unwrap();
+        for axis in 0..3 {
+            let (mn, mx) = channel_min_max("t", &x.view(), axis).unwrap();
+            for (ch, sub) in x.axis_iter(Axis(axis)).enumerate() {
+                let a = sub.iter().cloned().fold(f32::INFINITY, f32::min);
+                let b = sub.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!((mn[ch], mx[ch]), (a, b));
+            }
+            let t = x.t();
+            let (mn2, mx2) = channel_min_max("t", &t, 2 - axis).unwrap();
+            assert_eq!((mn2, mx2), (mn.clone(), mx.clone()));
+        }
+    }
+}
