@@ -1,8 +1,86 @@
-//! Fusion cases (`fusion.jsonl`).
+//! Fusion cases (`fusion.jsonl`): `fuse_conv_bn` and `fuse_linear_bn`.
 
-use super::case::{Case, CaseResult};
-use super::UNSUPPORTED;
+use ndarray::ArrayD;
 
-pub(crate) fn run(_case: &Case) -> CaseResult<()> {
-    Err(UNSUPPORTED.into())
+use super::case::{compare_floats, tensor_f32, Case, CaseResult};
+use super::json::Json;
+use crate::fusion::{fuse_conv_bn_weights, fuse_linear_bn_weights};
+use crate::nn::BatchNormParams;
+
+fn optional_tensor(case: &Case, key: &str) -> CaseResult<Option<ArrayD<f32>>> {
+    match case.json.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(j) => tensor_f32(j).map(Some),
+    }
+}
+
+fn list(case: &Case, key: &str) -> CaseResult<Vec<f32>> {
+    Ok(tensor_f32(case.field(key)?)?.iter().copied().collect())
+}
+
+fn optional_list(case: &Case, key: &str) -> CaseResult<Option<Vec<f32>>> {
+    Ok(optional_tensor(case, key)?.map(|t| t.iter().copied().collect()))
+}
+
+fn batch_norm(case: &Case) -> CaseResult<BatchNormParams> {
+    Ok(BatchNormParams {
+        running_mean: list(case, "bn_running_mean")?,
+        running_var: list(case, "bn_running_var")?,
+        weight: optional_list(case, "bn_weight")?,
+        bias: optional_list(case, "bn_bias")?,
+        eps: case.f64_field("bn_eps")?,
+    })
+}
+
+fn floats(a: &ArrayD<f32>) -> Vec<f64> {
+    a.iter().map(|&v| v as f64).collect()
+}
+
+fn compare(case: &Case, weight: &ArrayD<f32>, bias: &ArrayD<f32>) -> CaseResult<()> {
+    let tol = case.tolerance();
+    let ew = tensor_f32(case.expected("weight")?)?;
+    if ew.shape() != weight.shape() {
+        return Err(format!(
+            "weight: shape {:?}, expected {:?}",
+            weight.shape(),
+            ew.shape()
+        ));
+    }
+    compare_floats("weight", &floats(weight), &floats(&ew), tol)?;
+    let eb = tensor_f32(case.expected("bias")?)?;
+    compare_floats("bias", &floats(bias), &floats(&eb), tol)
+}
+
+pub(crate) fn run(case: &Case) -> CaseResult<()> {
+    let bn = batch_norm(case)?;
+    let (w, b) = match case.op.as_str() {
+        "fuse_conv_bn" => {
+            let w = tensor_f32(case.field("conv_weight")?)?;
+            let bias = optional_tensor(case, "conv_bias")?;
+            let transpose = case
+                .json
+                .get("transpose")
+                .and_then(Json::as_bool)
+                .unwrap_or(false);
+            // The groups of a transposed convolution: given, or implied by the BN's channel
+            // count (out = groups · weight.shape[1]).
+            let groups = match case.json.get("groups").and_then(Json::as_i64) {
+                Some(g) if g >= 1 => g as usize,
+                Some(g) => return Err(format!("bad `groups` {g}")),
+                None if transpose && w.ndim() >= 2 && w.shape()[1] > 0 => {
+                    (bn.num_features() / w.shape()[1]).max(1)
+                }
+                None => 1,
+            };
+            fuse_conv_bn_weights(&w, bias.as_ref(), &bn, transpose, groups)
+                .map_err(|e| format!("error: {e}"))?
+        }
+        "fuse_linear_bn" => {
+            let w = tensor_f32(case.field("linear_weight")?)?;
+            let bias = optional_tensor(case, "linear_bias")?;
+            fuse_linear_bn_weights(&w, bias.as_ref(), &bn).map_err(|e| format!("error: {e}"))?
+        }
+        _ => return Err(super::UNSUPPORTED.into()),
+    };
+    compare(case, &w, &b)
 }
