@@ -56,7 +56,11 @@ pub mod kernels;
 pub mod metrics;
 pub mod nn;
 pub mod observers;
+pub mod ptq;
 pub mod qparams;
+#[cfg(feature = "safetensors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
+pub mod state_dict;
 pub mod tensor;
 
 pub use dtype::{QDType, QuantRange};
