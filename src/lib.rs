@@ -76,9 +76,10 @@ pub use kernels::{
     LearnableParams,
 };
 pub use observers::{
-    DynamicObserver, FixedQParamsObserver, HistogramObserver, MinMaxObserver,
-    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, Observer,
-    PerChannelMinMaxObserver,
+    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver,
+    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver, MseObserver, Observer, PerChannelMinMaxObserver,
+    PercentileObserver, StreamingHistogram,
 };
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
 pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};

@@ -12,6 +12,12 @@
 //! | [`HistogramObserver`] | `HistogramObserver` (≥ 2.5) | histogram + L2 search |
 //! | [`FixedQParamsObserver`] | `FixedQParamsObserver` | fixed in advance |
 //! | [`DynamicObserver`] | `PlaceholderObserver(is_dynamic=True)` | the last batch |
+//! | [`PercentileObserver`] | — (ONNX Runtime, pytorch-quantization) | a percentile of the data |
+//! | [`EntropyObserver`] | — (TensorRT) | minimal KL divergence |
+//! | [`MseObserver`] | — (pytorch-quantization, ModelOpt) | minimal expected MSE |
+//!
+//! The three calibrators beyond PyTorch share one exact, mergeable [`StreamingHistogram`].
+//! [`compare_calibrators`] runs them all (and PyTorch's) on one tensor and says which wins.
 //!
 //! Conventions shared by all observers:
 //! - NaN or ±inf in a batch is refused ([`QuantError::NanInput`](crate::QuantError::NanInput),
@@ -23,18 +29,29 @@
 //!   warns and returns scale 1.0, zero point 0.
 //! - The configurations PyTorch refuses are refused at construction with typed errors.
 
+mod calib;
+mod compare;
 mod dynamic;
+mod entropy;
 mod fixed;
 mod histogram;
 mod minmax;
+mod mse;
 mod per_channel;
+mod percentile;
 mod reduce;
+mod streaming;
 
+pub use compare::{compare_calibrators, CalibratorComparison, CalibratorResult};
 pub use dynamic::DynamicObserver;
+pub use entropy::EntropyObserver;
 pub use fixed::FixedQParamsObserver;
 pub use histogram::HistogramObserver;
 pub use minmax::{MinMaxObserver, MovingAverageMinMaxObserver};
+pub use mse::MseObserver;
 pub use per_channel::{MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver};
+pub use percentile::PercentileObserver;
+pub use streaming::StreamingHistogram;
 
 use std::any::Any;
 use std::fmt::Debug;

@@ -88,11 +88,6 @@ pub(crate) fn min_max(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<Optio
     Ok(Some((mn, mx)))
 }
 
-/// Checks every value of a batch is finite.
-pub(crate) fn check_finite(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<()> {
-    min_max(op, x).map(|_| ())
-}
-
 /// Per-channel `(min, max)` along `axis` (already resolved), for a non-empty batch.
 ///
 /// # Errors

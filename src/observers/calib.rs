@@ -1,0 +1,98 @@
+//! Shared plumbing of the histogram calibrators (percentile, entropy, MSE).
+
+use crate::error::Result;
+use crate::qparams::{QScheme, QuantSpec};
+
+/// Expected squared error per value when the histogram's bin centres are fake-quantized with
+/// the parameters `spec` picks for `[lo, hi]`.
+pub(crate) fn histogram_mse(
+    spec: &QuantSpec,
+    bins: &[(f64, u64)],
+    lo: f32,
+    hi: f32,
+) -> Result<f64> {
+    let p = spec.qparams_from_min_max(lo, hi)?;
+    let scale = p.scale as f64;
+    let inv = 1.0 / scale;
+    let zp = p.zero_point as f64;
+    let qmin = spec.range.quant_min() as f64;
+    let qmax = spec.range.quant_max() as f64;
+    let float_zp = matches!(spec.scheme, QScheme::PerChannelAffineFloatQParams);
+    let mut err = 0.0f64;
+    let mut n = 0u64;
+    for &(c, k) in bins {
+        let q = if float_zp {
+            (c * inv + zp).round_ties_even().clamp(qmin, qmax)
+        } else {
+            ((c * inv).round_ties_even() + zp).clamp(qmin, qmax)
+        };
+        let d = (q - zp) * scale - c;
+        err += d * d * k as f64;
+        n += k;
+    }
+    Ok(if n == 0 { 0.0 } else { err / n as f64 })
+}
+
+/// Clamps a symmetric threshold to the observed range: `[max(min, −t), min(max, t)]`.
+pub(crate) fn clip_range(t: f64, min: f32, max: f32) -> (f32, f32) {
+    let t = t as f32;
+    (min.max(-t), max.min(t))
+}
+
+/// Implements [`Observer`](super::Observer) for a calibrator holding `spec: QuantSpec` and
+/// `hist: StreamingHistogram`, with a `range()` method and `same_config()`.
+macro_rules! impl_hist_observer {
+    ($ty:ident, $name:literal) => {
+        impl $crate::observers::Observer for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn spec(&self) -> &$crate::qparams::QuantSpec {
+                &self.spec
+            }
+
+            fn observe(&mut self, x: ndarray::ArrayViewD<'_, f32>) -> $crate::error::Result<()> {
+                self.hist.observe(x)
+            }
+
+            fn qparams(&self) -> $crate::error::Result<$crate::tensor::QuantParams> {
+                let (lo, hi) = self.range()?;
+                $crate::observers::minmax::per_tensor_qparams(&self.spec, lo, hi)
+            }
+
+            fn reset(&mut self) {
+                self.hist.reset();
+            }
+
+            fn merge(
+                &mut self,
+                other: &dyn $crate::observers::Observer,
+            ) -> $crate::error::Result<()> {
+                const OP: &str = concat!($name, "::merge");
+                let o = other.as_any().downcast_ref::<Self>().ok_or(
+                    $crate::error::QuantError::Incompatible {
+                        op: OP,
+                        reason: concat!("not a ", $name),
+                    },
+                )?;
+                if !self.same_config(o) {
+                    return Err($crate::error::QuantError::Incompatible {
+                        op: OP,
+                        reason: "different configurations",
+                    });
+                }
+                self.hist.merge(&o.hist)
+            }
+
+            fn box_clone(&self) -> Box<dyn $crate::observers::Observer> {
+                Box::new(self.clone())
+            }
+
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+    };
+}
+pub(crate) use impl_hist_observer;

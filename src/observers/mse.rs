@@ -1,0 +1,95 @@
+//! [`MseObserver`]: the range minimising the expected quantization MSE.
+
+use super::calib::{clip_range, histogram_mse, impl_hist_observer};
+use super::reduce::check_spec;
+use super::streaming::StreamingHistogram;
+use crate::error::{QuantError, Result};
+use crate::qparams::QuantSpec;
+
+/// MSE-optimal calibration (pytorch-quantization / ModelOpt style) on a 2048-bin
+/// [`StreamingHistogram`].
+///
+/// Candidates are the thresholds `t = k·w` at every bin edge from `k = 16` up (every value of
+/// `|x|` below `2^e`); each gives the range `[−t, t]` clamped to the observed `[min, max]`,
+/// its parameters come from the observer's [`QuantSpec`] (so affine schemes, custom ranges and
+/// `eps` are honoured), and its error is the expected squared error of fake-quantizing every
+/// bin centre, weighted by the counts. The candidate with the smallest error wins (ties: the
+/// wider range). NaN/inf refused; `qparams` before data is [`QuantError::Empty`].
+///
+/// # Examples
+/// ```
+/// use ndarray::Array1;
+/// use qnumeric::observers::MseObserver;
+/// use qnumeric::{Observer, QDType, QScheme, QuantSpec};
+///
+/// let mut x: Vec<f32> = (0..20_000).map(|i| ((i * 7919 % 20_000) as f32 / 20_000.0 - 0.5)).collect();
+/// x[0] = 50.0;
+/// let mut obs = MseObserver::new(QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
+/// obs.observe(Array1::from(x).into_dyn().view())?;
+/// let (_, hi) = obs.range()?;
+/// assert!(hi < 50.0);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct MseObserver {
+    spec: QuantSpec,
+    hist: StreamingHistogram,
+}
+
+impl MseObserver {
+    /// An MSE calibrator with 2048 bins.
+    ///
+    /// # Errors
+    /// [`QuantError::UnsupportedConfig`] for a per-channel scheme.
+    pub fn new(spec: QuantSpec) -> Result<Self> {
+        check_spec("MseObserver::new", &spec, false, false)?;
+        Ok(MseObserver {
+            spec,
+            hist: StreamingHistogram::new(StreamingHistogram::DEFAULT_BINS)?,
+        })
+    }
+
+    /// The histogram observed.
+    #[must_use]
+    pub fn histogram(&self) -> &StreamingHistogram {
+        &self.hist
+    }
+
+    fn same_config(&self, o: &Self) -> bool {
+        self.spec == o.spec
+    }
+
+    /// The clipping range.
+    ///
+    /// # Errors
+    /// [`QuantError::Empty`] before any data.
+    pub fn range(&self) -> Result<(f32, f32)> {
+        let (min, max) = self.hist.min_max().ok_or(QuantError::Empty {
+            op: "MseObserver::range",
+        })?;
+        let w = self.hist.bin_width().unwrap_or(0.0);
+        let bins = self.hist.signed_bins();
+        let amax = (-(min as f64)).max(max as f64);
+        let b = self.hist.bins();
+        let mut best = (f64::INFINITY, (min, max));
+        let mut last = None;
+        for k in (16.min(b)..=b).rev() {
+            let t = k as f64 * w;
+            if t > amax + w {
+                continue; // beyond the data: same as the full range
+            }
+            let r = clip_range(t.min(amax), min, max);
+            if last == Some(r) {
+                continue;
+            }
+            last = Some(r);
+            let e = histogram_mse(&self.spec, &bins, r.0, r.1)?;
+            if e < best.0 {
+                best = (e, r);
+            }
+        }
+        Ok(best.1)
+    }
+}
+
+impl_hist_observer!(MseObserver, "MseObserver");
