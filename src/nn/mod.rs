@@ -163,7 +163,8 @@ impl WeightRef<'_> {
 
 /// One layer. Callers implement it for their own layers; the crate's layers implement it too.
 ///
-/// The trait is object safe and `Send`, so models hold `Box<dyn Module>`. A layer's *name* is
+/// The trait is object safe, `Send` and `Sync` (a model can be shared by threads), so models
+/// hold `Box<dyn Module>`. A layer's *name* is
 /// given by the model that holds it ([`Model::layer_names`]); [`Module::kind`] is the layer's
 /// type (`"Conv2d"`, `"QuantizedLinear"`, ...), used by fusion and conversion.
 ///
@@ -187,7 +188,7 @@ impl WeightRef<'_> {
 /// assert_eq!(y.as_float()?[[0]], 2.0);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-pub trait Module: Send + Debug {
+pub trait Module: Send + Sync + Debug {
     /// The layer's type (`"Conv2d"`, `"ConvReLU2d"`, `"BatchNorm2d"`, `"QuantizedLinear"`, ...).
     fn kind(&self) -> &'static str;
 
