@@ -37,10 +37,14 @@ pub trait QFloat:
     fn slice_to_compute(src: &[Self], dst: &mut [f32]);
     /// Converts `f32` values back into a slice (vectorised for f16/bf16).
     fn slice_from_compute(src: &[f32], dst: &mut [Self]);
+    /// The slice itself when `Self` is `f32` (lets kernels skip conversions).
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// The slice itself when `Self` is `f32`.
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_qfloat_prim {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, |$s:ident| $cast:expr, |$m:ident| $cast_mut:expr) => {
         impl private::Sealed for $t {}
         impl QFloat for $t {
             const NAME: &'static str = $name;
@@ -68,14 +72,22 @@ macro_rules! impl_qfloat_prim {
                     *d = *s as $t;
                 }
             }
+            #[inline(always)]
+            fn as_f32_slice($s: &[Self]) -> Option<&[f32]> {
+                $cast
+            }
+            #[inline(always)]
+            fn as_f32_slice_mut($m: &mut [Self]) -> Option<&mut [f32]> {
+                $cast_mut
+            }
         }
     };
 }
-impl_qfloat_prim!(f32, "f32");
-impl_qfloat_prim!(f64, "f64");
+impl_qfloat_prim!(f32, "f32", |s| Some(s), |s| Some(s));
+impl_qfloat_prim!(f64, "f64", |_s| None, |_s| None);
 
 macro_rules! impl_qfloat_half {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, $to:path, $from:path) => {
         impl private::Sealed for $t {}
         impl QFloat for $t {
             const NAME: &'static str = $name;
@@ -91,21 +103,176 @@ macro_rules! impl_qfloat_half {
             fn to_f64_exact(self) -> f64 {
                 self.to_f64()
             }
-            #[inline]
+            #[inline(always)]
             fn slice_to_compute(src: &[Self], dst: &mut [f32]) {
-                use half::slice::HalfFloatSliceExt;
-                src.convert_to_f32_slice(dst);
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = $to(s.to_bits());
+                }
             }
-            #[inline]
+            #[inline(always)]
             fn slice_from_compute(src: &[f32], dst: &mut [Self]) {
-                use half::slice::HalfFloatSliceExt;
-                dst.convert_from_f32_slice(src);
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = <$t>::from_bits($from(*s));
+                }
+            }
+            #[inline(always)]
+            fn as_f32_slice(_s: &[Self]) -> Option<&[f32]> {
+                None
+            }
+            #[inline(always)]
+            fn as_f32_slice_mut(_s: &mut [Self]) -> Option<&mut [f32]> {
+                None
             }
         }
     };
 }
-impl_qfloat_half!(f16, "f16");
-impl_qfloat_half!(bf16, "bf16");
+impl_qfloat_half!(f16, "f16", f16_bits_to_f32, f32_to_f16_bits);
+impl_qfloat_half!(bf16, "bf16", bf16_bits_to_f32, f32_to_bf16_bits);
+
+// Branch-free conversions (selects instead of branches) so that slice loops over them
+// vectorise; they agree with the `half` crate's conversions bit for bit on every non-NaN value
+// (tested exhaustively for f16/bf16 → f32), and map NaN to a quiet NaN.
+
+/// IEEE binary16 bits → f32 (exact).
+#[inline(always)]
+fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    // Normals and subnormals: reinterpret with the f32 exponent bias off by 112, then scale by
+    // 2^112 (exact: the result is representable).
+    let finite = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000);
+    let special =
+        f32::from_bits((em << 13) | 0x7f80_0000 | if em > 0x7c00 { 0x0040_0000 } else { 0 });
+    let v = if em >= 0x7c00 { special } else { finite };
+    f32::from_bits(v.to_bits() | sign)
+}
+
+/// f32 → IEEE binary16 bits, round to nearest even, overflow to infinity.
+#[inline(always)]
+fn f32_to_f16_bits(f: f32) -> u16 {
+    const F32_INF: u32 = 255 << 23;
+    const F16_MAX: u32 = (127 + 16) << 23;
+    const DENORM_MAGIC: u32 = ((127 - 15) + (23 - 10) + 1) << 23;
+    let u = f.to_bits();
+    let sign = (u >> 16) & 0x8000;
+    let a = u & 0x7fff_ffff;
+    let inf_nan = if a > F32_INF { 0x7e00 } else { 0x7c00 };
+    // Subnormal results: let the FPU round by adding a magic number.
+    let sub = (f32::from_bits(a) + f32::from_bits(DENORM_MAGIC))
+        .to_bits()
+        .wrapping_sub(DENORM_MAGIC);
+    // Normal results: rebias and round to nearest even on the 13 dropped bits.
+    let odd = (a >> 13) & 1;
+    let norm = a
+        .wrapping_add(((15u32.wrapping_sub(127)) << 23).wrapping_add(0xfff))
+        .wrapping_add(odd)
+        >> 13;
+    let o = if a >= F16_MAX {
+        inf_nan
+    } else if a < (113 << 23) {
+        sub
+    } else {
+        norm
+    };
+    (o | sign) as u16
+}
+
+/// bfloat16 bits → f32 (exact).
+#[inline(always)]
+fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// f32 → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
+#[inline(always)]
+fn f32_to_bf16_bits(f: f32) -> u16 {
+    let x = f.to_bits();
+    let rounded = (x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16) as u16;
+    let nan = ((x >> 16) | 0x0040) as u16;
+    if f.is_nan() {
+        nan
+    } else {
+        rounded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_to_f32_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            let got = f16_bits_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_to_f32_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let want = bf16::from_bits(h).to_f32();
+            let got = bf16_bits_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_to_half_rounds_like_half() {
+        // Every f16/bf16 value, the midpoints between neighbours (ties), and their neighbours.
+        let mut xs = Vec::new();
+        for h in 0..=u16::MAX {
+            let v = f16::from_bits(h).to_f32();
+            let b = bf16::from_bits(h).to_f32();
+            for base in [v, b] {
+                if base.is_finite() {
+                    let bits = base.to_bits();
+                    for d in [
+                        0u32,
+                        1,
+                        0x1000 - 1,
+                        0x1000,
+                        0x1000 + 1,
+                        0x7fff,
+                        0x8000,
+                        0x8001,
+                    ] {
+                        xs.push(f32::from_bits(bits.wrapping_add(d)));
+                    }
+                }
+            }
+        }
+        xs.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65504.0,
+            65519.99,
+            65520.0,
+            1e-8,
+            -1e-8,
+            3e38,
+        ]);
+        for x in xs {
+            if x.is_nan() {
+                continue;
+            }
+            assert_eq!(f32_to_f16_bits(x), f16::from_f32(x).to_bits(), "{x:e}");
+            assert_eq!(f32_to_bf16_bits(x), bf16::from_f32(x).to_bits(), "{x:e}");
+        }
+        assert!(f16::from_bits(f32_to_f16_bits(f32::NAN)).is_nan());
+        assert!(bf16::from_bits(f32_to_bf16_bits(f32::NAN)).is_nan());
+    }
+}
 
 /// An integer storage type for quantized values: `u8`, `i8`, `u16`, `i16`, `i32`.
 ///

@@ -31,6 +31,51 @@ fn check<F: QFloat, D: Dimension>(
     Ok(())
 }
 
+crate::kernels::simd::dispatched!(
+    fn moments_slice[F: QFloat](xs: &[F], ys: &[F]) -> [f64; 4] = moments_slice_body
+);
+
+/// Contiguous moments: eight interleaved partial sums per moment so the loop vectorises
+/// (this fixes a summation order that differs from a sequential sum by rounding only).
+#[inline(always)]
+fn moments_slice_body<F: QFloat>(xs: &[F], ys: &[F]) -> [f64; 4] {
+    const L: usize = 8;
+    let mut sxx = [0.0f64; L];
+    let mut syy = [0.0f64; L];
+    let mut sxy = [0.0f64; L];
+    let mut sdd = [0.0f64; L];
+    let xc = xs.chunks_exact(L);
+    let yc = ys.chunks_exact(L);
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..L {
+            let u = a[k].to_f64_exact();
+            let v = b[k].to_f64_exact();
+            let d = u - v;
+            sxx[k] += u * u;
+            syy[k] += v * v;
+            sxy[k] += u * v;
+            sdd[k] += d * d;
+        }
+    }
+    let mut m = [0.0f64; 4];
+    for k in 0..L {
+        m[0] += sxx[k];
+        m[1] += syy[k];
+        m[2] += sxy[k];
+        m[3] += sdd[k];
+    }
+    for (a, b) in xr.iter().zip(yr) {
+        let (u, v) = (a.to_f64_exact(), b.to_f64_exact());
+        let d = u - v;
+        m[0] += u * u;
+        m[1] += v * v;
+        m[2] += u * v;
+        m[3] += d * d;
+    }
+    m
+}
+
 /// Sums `(Σx², Σy², Σxy, Σ(x−y)²)` in f64 with a contiguous fast path.
 pub(crate) fn moments<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, y: &ArrayRef<F, D>) -> [f64; 4] {
     #[inline(always)]
@@ -43,27 +88,7 @@ pub(crate) fn moments<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, y: &ArrayRef<
     }
     if x.strides() == y.strides() {
         if let (Some(xs), Some(ys)) = (x.as_slice_memory_order(), y.as_slice_memory_order()) {
-            // Four independent accumulators per moment so the loop vectorises.
-            const L: usize = 4;
-            let mut lanes = [[0.0f64; 4]; L];
-            let xc = xs.chunks_exact(L);
-            let yc = ys.chunks_exact(L);
-            let (xr, yr) = (xc.remainder(), yc.remainder());
-            for (a, b) in xc.zip(yc) {
-                for k in 0..L {
-                    acc(&mut lanes[k], a[k].to_f64_exact(), b[k].to_f64_exact());
-                }
-            }
-            let mut m = [0.0f64; 4];
-            for l in lanes {
-                for k in 0..4 {
-                    m[k] += l[k];
-                }
-            }
-            for (a, b) in xr.iter().zip(yr) {
-                acc(&mut m, a.to_f64_exact(), b.to_f64_exact());
-            }
-            return m;
+            return moments_slice(xs, ys);
         }
     }
     let mut m = [0.0f64; 4];

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{ints_in_range, same_shape};
-use super::layout::{map_into, map_per_channel_into};
+use super::layout::{drive, drive_per_channel, run_to_float};
 use super::ops::FloatZpOp;
 
 /// Dequantizes per tensor into a new array.
@@ -59,9 +59,13 @@ pub fn dequantize_into<F: QFloat, Q: QInt, D: Dimension>(
     // `q - zp` in 32-bit two's complement, as PyTorch: for qint32 values within `zp` of the
     // ends of the i32 range the difference wraps (PyTorch 2.15 does this; the golden cases
     // pin it). Narrower dtypes never wrap.
-    map_into(q, out, |v| {
-        F::from_compute(v.to_i32().wrapping_sub(z) as f32 * s)
-    });
+    let f = |v: Q| v.to_i32().wrapping_sub(z) as f32 * s;
+    drive(
+        q,
+        out,
+        |qs, os| run_to_float(qs, os, f),
+        |v| F::from_compute(f(v)),
+    );
     Ok(())
 }
 
@@ -100,15 +104,38 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
     ints_in_range(OP, q, d.min(), d.max())?;
     match qp.zero_points() {
         ZeroPoints::Int(zps) => {
-            let params: Vec<(f64, i64)> = qp
+            // `q - zp` cannot overflow i32: both lie in the dtype's range and a per-channel
+            // dtype's range spans at most 2^32 - 1 only for qint32, where PyTorch computes the
+            // difference in i64; use i64 there.
+            let wide = d.bits() > 16;
+            let params: Vec<(f64, i32)> = qp
                 .scales()
                 .iter()
                 .zip(zps)
-                .map(|(&s, &z)| (s as f64, z as i64))
+                .map(|(&s, &z)| (s as f64, z))
                 .collect();
-            map_per_channel_into(q, out, axis, &params, |&(s, z), v| {
-                F::from_compute(((v.to_i32() as i64 - z) as f64 * s) as f32)
-            });
+            if wide {
+                let f =
+                    |(s, z): (f64, i32), v: Q| ((v.to_i32() as i64 - z as i64) as f64 * s) as f32;
+                drive_per_channel(
+                    q,
+                    out,
+                    axis,
+                    &params,
+                    |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
+                    |p, v| F::from_compute(f(p, v)),
+                );
+                return Ok(());
+            }
+            let f = |(s, z): (f64, i32), v: Q| ((v.to_i32() - z) as f64 * s) as f32;
+            drive_per_channel(
+                q,
+                out,
+                axis,
+                &params,
+                |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
+                |p, v| F::from_compute(f(p, v)),
+            );
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
@@ -118,9 +145,15 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
                 .zip(zps)
                 .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
                 .collect();
-            map_per_channel_into(q, out, axis, &ops, |o, v| {
-                F::from_compute(o.dequantize(v.to_i32()))
-            });
+            let f = |o: FloatZpOp, v: Q| o.dequantize(v.to_i32());
+            drive_per_channel(
+                q,
+                out,
+                axis,
+                &ops,
+                |o, qs, os| run_to_float(qs, os, |v| f(o, v)),
+                |o, v| F::from_compute(f(o, v)),
+            );
         }
     }
     Ok(())

@@ -9,7 +9,8 @@ use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{no_nan, same_shape};
 use super::layout::{
-    map2_into, map2_per_channel_into, map_inplace, map_into, map_per_channel_into,
+    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, run_float,
+    run_float_inplace, run_from_float, run_mask_select,
 };
 use super::ops::{FakeQuantOp, FloatZpOp};
 
@@ -57,7 +58,11 @@ pub fn fake_quantize_into<F: QFloat, D: Dimension>(
     same_shape(OP, x, out)?;
     no_nan(OP, x)?;
     let op = FakeQuantOp::per_tensor(qp);
-    map_into(x, out, |v| F::from_compute(op.forward(v.to_compute())));
+    if op.narrow {
+        forward_into(x, out, |v| op.forward_narrow(v));
+    } else {
+        forward_into(x, out, |v| op.forward_wide(v));
+    }
     Ok(())
 }
 
@@ -71,7 +76,21 @@ pub fn fake_quantize_inplace<F: QFloat, D: Dimension>(
 ) -> Result<()> {
     no_nan("fake_quantize_inplace", x)?;
     let op = FakeQuantOp::per_tensor(qp);
-    map_inplace(x, |v| F::from_compute(op.forward(v.to_compute())));
+    if op.narrow {
+        let f = |v: f32| op.forward_narrow(v);
+        drive_inplace(
+            x,
+            |xs| run_float_inplace(xs, f),
+            |v| F::from_compute(f(v.to_compute())),
+        );
+    } else {
+        let f = |v: f32| op.forward_wide(v);
+        drive_inplace(
+            x,
+            |xs| run_float_inplace(xs, f),
+            |v| F::from_compute(f(v.to_compute())),
+        );
+    }
     Ok(())
 }
 
@@ -87,7 +106,13 @@ pub fn fake_quantize_mask<F: QFloat, D: Dimension>(
     no_nan("fake_quantize_mask", x)?;
     let op = FakeQuantOp::per_tensor(qp);
     let mut out = Array::from_elem(x.raw_dim(), false);
-    map_into(x, &mut out, |v| op.mask(v.to_compute()));
+    let m = |v: f32| op.mask(v);
+    drive(
+        x,
+        &mut out,
+        |xs, os| run_from_float(xs, os, m),
+        |v| m(v.to_compute()),
+    );
     Ok(out)
 }
 
@@ -132,13 +157,11 @@ pub fn fake_quantize_backward_into<F: QFloat, D: Dimension>(
     same_shape(OP, x, dx)?;
     no_nan(OP, x)?;
     let op = FakeQuantOp::per_tensor(qp);
-    map2_into(x, dy, dx, |v, g| {
-        if op.mask(v.to_compute()) {
-            g
-        } else {
-            F::zero()
-        }
-    });
+    if op.narrow {
+        backward_into(x, dy, dx, |v| op.mask_narrow(v));
+    } else {
+        backward_into(x, dy, dx, |v| op.mask_wide(v));
+    }
     Ok(())
 }
 
@@ -202,12 +225,13 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
     let axis = qp.resolve_axis(OP, x.shape())?;
     no_nan(OP, x)?;
     match channel_ops(qp) {
-        ChannelOps::Int(ops) => map_per_channel_into(x, out, axis, &ops, |o, v| {
-            F::from_compute(o.forward(v.to_compute()))
-        }),
-        ChannelOps::Float(ops) => map_per_channel_into(x, out, axis, &ops, |o, v| {
-            F::from_compute(o.forward(v.to_compute()))
-        }),
+        ChannelOps::Int(ops) if ops.iter().all(|o| o.narrow) => {
+            forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward_narrow(v))
+        }
+        ChannelOps::Int(ops) => {
+            forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward_wide(v))
+        }
+        ChannelOps::Float(ops) => forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward(v)),
     }
     Ok(())
 }
@@ -243,20 +267,83 @@ pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
     let axis = qp.resolve_axis(OP, x.shape())?;
     no_nan(OP, x)?;
     match channel_ops(qp) {
-        ChannelOps::Int(ops) => map2_per_channel_into(x, dy, dx, axis, &ops, |o, v, g| {
-            if o.mask(v.to_compute()) {
-                g
-            } else {
-                F::zero()
-            }
-        }),
-        ChannelOps::Float(ops) => map2_per_channel_into(x, dy, dx, axis, &ops, |o, v, g| {
-            if o.mask(v.to_compute()) {
-                g
-            } else {
-                F::zero()
-            }
-        }),
+        ChannelOps::Int(ops) if ops.iter().all(|o| o.narrow) => {
+            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask_narrow(v))
+        }
+        ChannelOps::Int(ops) => {
+            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask_wide(v))
+        }
+        ChannelOps::Float(ops) => {
+            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask(v))
+        }
     }
     Ok(())
+}
+
+#[inline(always)]
+fn forward_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    out: &mut ArrayRef<F, D>,
+    f: impl Fn(f32) -> f32 + Copy,
+) {
+    drive(
+        x,
+        out,
+        |xs, os| run_float(xs, os, f),
+        |v| F::from_compute(f(v.to_compute())),
+    );
+}
+
+#[inline(always)]
+fn backward_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    dx: &mut ArrayRef<F, D>,
+    m: impl Fn(f32) -> bool + Copy,
+) {
+    drive2(
+        x,
+        dy,
+        dx,
+        |xs, gs, os| run_mask_select(xs, gs, os, m),
+        |v, g| if m(v.to_compute()) { g } else { F::zero() },
+    );
+}
+
+#[inline(always)]
+fn forward_per_channel_into<F: QFloat, D: Dimension, P: Copy>(
+    x: &ArrayRef<F, D>,
+    out: &mut ArrayRef<F, D>,
+    axis: usize,
+    ops: &[P],
+    f: impl Fn(P, f32) -> f32 + Copy,
+) {
+    drive_per_channel(
+        x,
+        out,
+        axis,
+        ops,
+        |o, xs, os| run_float(xs, os, |v| f(o, v)),
+        |o, v| F::from_compute(f(o, v.to_compute())),
+    );
+}
+
+#[inline(always)]
+fn backward_per_channel_into<F: QFloat, D: Dimension, P: Copy>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    dx: &mut ArrayRef<F, D>,
+    axis: usize,
+    ops: &[P],
+    m: impl Fn(P, f32) -> bool + Copy,
+) {
+    drive2_per_channel(
+        x,
+        dy,
+        dx,
+        axis,
+        ops,
+        |o, xs, gs, os| run_mask_select(xs, gs, os, |v| m(o, v)),
+        |o, v, g| if m(o, v.to_compute()) { g } else { F::zero() },
+    );
 }

@@ -1,79 +1,255 @@
-//! Layout drivers: run an element operation over any ndarray layout, with a flat-slice fast path.
+//! Layout drivers: run an element operation over any ndarray layout.
 //!
-//! This is the only place that thinks about memory order. Kernels express themselves as an
-//! element operation (`Fn(A) -> B`) or a per-channel family of them; the drivers pick a
-//! contiguous slice loop when both sides share a memory order and fall back to `Zip`.
+//! This is the only place that thinks about memory order and vectorisation. Kernels give two
+//! forms of their operation: a *run* over contiguous slices (the hot loop, compiled through
+//! [`simd::dispatch`](super::simd::dispatch)) and an *element* function for the strided
+//! fallback (`Zip`). The drivers take the slice path whenever input and output share a
+//! memory order.
+//!
+//! Half-precision inputs and outputs are converted in blocks of [`BLOCK`] elements with the
+//! `half` crate's vectorised slice conversions, so the `f32` loop between them stays the same.
 
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
+use super::simd::dispatched;
 use crate::element::QFloat;
 
-/// Applies `f` element by element from `x` into `out` (same shape, checked by the caller).
-#[inline]
-pub(crate) fn map_into<A: Copy, B, D: Dimension>(
-    x: &ArrayRef<A, D>,
-    out: &mut ArrayRef<B, D>,
-    f: impl Fn(A) -> B,
-) {
-    debug_assert_eq!(x.shape(), out.shape());
-    if x.strides() == out.strides() {
-        if let (Some(xs), Some(os)) = (x.as_slice_memory_order(), out.as_slice_memory_order_mut()) {
-            for (o, &v) in os.iter_mut().zip(xs) {
-                *o = f(v);
-            }
-            return;
+/// Elements per conversion block (fits comfortably in L1 as f32).
+pub(crate) const BLOCK: usize = 512;
+
+/// `os[i] = f(xs[i] as f32)`.
+#[inline(always)]
+fn run_from_float_body<F: QFloat, B>(xs: &[F], os: &mut [B], f: impl Fn(f32) -> B) {
+    if let Some(xf) = F::as_f32_slice(xs) {
+        for (o, &v) in os.iter_mut().zip(xf) {
+            *o = f(v);
+        }
+        return;
+    }
+    let mut buf = [0.0f32; BLOCK];
+    for (xc, oc) in xs.chunks(BLOCK).zip(os.chunks_mut(BLOCK)) {
+        let b = &mut buf[..xc.len()];
+        F::slice_to_compute(xc, b);
+        for (o, &v) in oc.iter_mut().zip(b.iter()) {
+            *o = f(v);
         }
     }
-    Zip::from(out).and(x).for_each(|o, &v| *o = f(v));
 }
 
-/// Applies `f` to every element of `x` in place.
-#[inline]
-pub(crate) fn map_inplace<A: Copy, D: Dimension>(x: &mut ArrayRef<A, D>, f: impl Fn(A) -> A) {
-    if let Some(xs) = x.as_slice_memory_order_mut() {
-        for v in xs {
+/// `os[i] = F::from(f(xs[i]))`.
+#[inline(always)]
+fn run_to_float_body<A: Copy, F: QFloat>(xs: &[A], os: &mut [F], f: impl Fn(A) -> f32) {
+    if let Some(of) = F::as_f32_slice_mut(os) {
+        for (o, &v) in of.iter_mut().zip(xs) {
+            *o = f(v);
+        }
+        return;
+    }
+    let mut buf = [0.0f32; BLOCK];
+    for (xc, oc) in xs.chunks(BLOCK).zip(os.chunks_mut(BLOCK)) {
+        let b = &mut buf[..xc.len()];
+        for (o, &v) in b.iter_mut().zip(xc) {
+            *o = f(v);
+        }
+        F::slice_from_compute(b, oc);
+    }
+}
+
+/// `os[i] = F::from(f(xs[i] as f32))`.
+#[inline(always)]
+fn run_float_body<F: QFloat>(xs: &[F], os: &mut [F], f: impl Fn(f32) -> f32) {
+    if let (Some(xf), Some(of)) = (F::as_f32_slice(xs), F::as_f32_slice_mut(os)) {
+        for (o, &v) in of.iter_mut().zip(xf) {
+            *o = f(v);
+        }
+        return;
+    }
+    let mut buf = [0.0f32; BLOCK];
+    for (xc, oc) in xs.chunks(BLOCK).zip(os.chunks_mut(BLOCK)) {
+        let b = &mut buf[..xc.len()];
+        F::slice_to_compute(xc, b);
+        for v in b.iter_mut() {
+            *v = f(*v);
+        }
+        F::slice_from_compute(b, oc);
+    }
+}
+
+/// `xs[i] = F::from(f(xs[i] as f32))` in place.
+#[inline(always)]
+fn run_float_inplace_body<F: QFloat>(xs: &mut [F], f: impl Fn(f32) -> f32) {
+    if let Some(xf) = F::as_f32_slice_mut(xs) {
+        for v in xf.iter_mut() {
             *v = f(*v);
         }
         return;
     }
-    x.map_inplace(|v| *v = f(*v));
+    let mut buf = [0.0f32; BLOCK];
+    for xc in xs.chunks_mut(BLOCK) {
+        let b = &mut buf[..xc.len()];
+        F::slice_to_compute(xc, b);
+        for v in b.iter_mut() {
+            *v = f(*v);
+        }
+        F::slice_from_compute(b, xc);
+    }
 }
 
-/// Applies a per-channel operation: element `x[.., c, ..]` (index `c` on `axis`) goes through
-/// `f(&params[c], x)`.
-#[inline]
-pub(crate) fn map_per_channel_into<A: Copy, B, P, D: Dimension>(
+/// Straight-through backward: `os[i] = if m(xs[i]) { gs[i] } else { 0 }`.
+#[inline(always)]
+fn run_mask_select_body<F: QFloat>(xs: &[F], gs: &[F], os: &mut [F], m: impl Fn(f32) -> bool) {
+    if let Some(xf) = F::as_f32_slice(xs) {
+        for ((o, &v), &g) in os.iter_mut().zip(xf).zip(gs) {
+            *o = if m(v) { g } else { F::zero() };
+        }
+        return;
+    }
+    let mut buf = [0.0f32; BLOCK];
+    for ((xc, gc), oc) in xs
+        .chunks(BLOCK)
+        .zip(gs.chunks(BLOCK))
+        .zip(os.chunks_mut(BLOCK))
+    {
+        let b = &mut buf[..xc.len()];
+        F::slice_to_compute(xc, b);
+        for ((o, &v), &g) in oc.iter_mut().zip(b.iter()).zip(gc) {
+            *o = if m(v) { g } else { F::zero() };
+        }
+    }
+}
+
+dispatched!(
+    /// `os[i] = f(xs[i] as f32)`.
+    pub(crate) fn run_from_float[F: QFloat, B, G: Fn(f32) -> B](xs: &[F], os: &mut [B], f: G) = run_from_float_body
+);
+dispatched!(
+    /// `os[i] = F::from(f(xs[i]))`.
+    pub(crate) fn run_to_float[A: Copy, F: QFloat, G: Fn(A) -> f32](xs: &[A], os: &mut [F], f: G) = run_to_float_body
+);
+dispatched!(
+    /// `os[i] = F::from(f(xs[i] as f32))`.
+    pub(crate) fn run_float[F: QFloat, G: Fn(f32) -> f32](xs: &[F], os: &mut [F], f: G) = run_float_body
+);
+dispatched!(
+    /// `xs[i] = F::from(f(xs[i] as f32))`.
+    pub(crate) fn run_float_inplace[F: QFloat, G: Fn(f32) -> f32](xs: &mut [F], f: G) = run_float_inplace_body
+);
+dispatched!(
+    /// `os[i] = if m(xs[i]) { gs[i] } else { 0 }`.
+    pub(crate) fn run_mask_select[F: QFloat, M: Fn(f32) -> bool](xs: &[F], gs: &[F], os: &mut [F], m: M) = run_mask_select_body
+);
+dispatched!(
+    /// Whether a slice holds a NaN.
+    pub(crate) fn any_nan_slice[F: QFloat](xs: &[F]) -> bool = any_nan_slice_body
+);
+dispatched!(
+    /// Rows of `params.len()` elements, element `i` of a row processed with `params[i]`.
+    fn run_rows[A: Copy, B, P: Copy, E: Fn(P, A) -> B](xs: &[A], os: &mut [B], params: &[P], elem: E) = run_rows_body
+);
+
+#[inline(always)]
+fn run_rows_body<A: Copy, B, P: Copy, E: Fn(P, A) -> B>(
+    xs: &[A],
+    os: &mut [B],
+    params: &[P],
+    elem: E,
+) {
+    let c = params.len();
+    for (orow, xrow) in os.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+        for ((o, &v), &p) in orow.iter_mut().zip(xrow).zip(params) {
+            *o = elem(p, v);
+        }
+    }
+}
+
+/// Runs `run` over the whole arrays when they share a memory order, else `elem` per element.
+#[inline(always)]
+pub(crate) fn drive<A: Copy, B, D: Dimension>(
+    x: &ArrayRef<A, D>,
+    out: &mut ArrayRef<B, D>,
+    run: impl Fn(&[A], &mut [B]),
+    elem: impl Fn(A) -> B,
+) {
+    debug_assert_eq!(x.shape(), out.shape());
+    if x.strides() == out.strides() {
+        if let (Some(xs), Some(os)) = (x.as_slice_memory_order(), out.as_slice_memory_order_mut()) {
+            run(xs, os);
+            return;
+        }
+    }
+    Zip::from(out).and(x).for_each(|o, &v| *o = elem(v));
+}
+
+/// In-place version of [`drive`].
+#[inline(always)]
+pub(crate) fn drive_inplace<A: Copy, D: Dimension>(
+    x: &mut ArrayRef<A, D>,
+    run: impl Fn(&mut [A]),
+    elem: impl Fn(A) -> A,
+) {
+    if let Some(xs) = x.as_slice_memory_order_mut() {
+        run(xs);
+        return;
+    }
+    x.map_inplace(|v| *v = elem(*v));
+}
+
+/// Two-input version of [`drive`].
+#[inline(always)]
+pub(crate) fn drive2<A: Copy, G: Copy, B, D: Dimension>(
+    x: &ArrayRef<A, D>,
+    g: &ArrayRef<G, D>,
+    out: &mut ArrayRef<B, D>,
+    run: impl Fn(&[A], &[G], &mut [B]),
+    elem: impl Fn(A, G) -> B,
+) {
+    if x.strides() == out.strides() && g.strides() == out.strides() {
+        if let (Some(xs), Some(gs), Some(os)) = (
+            x.as_slice_memory_order(),
+            g.as_slice_memory_order(),
+            out.as_slice_memory_order_mut(),
+        ) {
+            run(xs, gs, os);
+            return;
+        }
+    }
+    Zip::from(out)
+        .and(x)
+        .and(g)
+        .for_each(|o, &u, &v| *o = elem(u, v));
+}
+
+/// Per-channel driver: element `x[.., c, ..]` (index `c` on `axis`) is processed with
+/// `params[c]`. For standard-layout arrays the runs of one channel (`inner` contiguous
+/// elements) go through `run`; with the channel on the last axis, rows go element by element
+/// through `elem`; other layouts use `Zip` per channel.
+#[inline(always)]
+pub(crate) fn drive_per_channel<A: Copy, B, P: Copy, D: Dimension>(
     x: &ArrayRef<A, D>,
     out: &mut ArrayRef<B, D>,
     axis: usize,
     params: &[P],
-    f: impl Fn(&P, A) -> B,
+    run: impl Fn(P, &[A], &mut [B]),
+    elem: impl Fn(P, A) -> B,
 ) {
     debug_assert_eq!(x.shape(), out.shape());
     debug_assert_eq!(x.shape()[axis], params.len());
-    let shape = x.shape();
-    let inner: usize = shape[axis + 1..].iter().product();
+    let inner: usize = x.shape()[axis + 1..].iter().product();
     let c = params.len();
     if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
         if inner == 1 {
-            for (orow, xrow) in os.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-                for ((o, &v), p) in orow.iter_mut().zip(xrow).zip(params) {
-                    *o = f(p, v);
-                }
-            }
+            run_rows(xs, os, params, elem);
         } else {
             for (oblock, xblock) in os
                 .chunks_exact_mut(c * inner)
                 .zip(xs.chunks_exact(c * inner))
             {
-                for ((orun, xrun), p) in oblock
+                for ((orun, xrun), &p) in oblock
                     .chunks_exact_mut(inner)
                     .zip(xblock.chunks_exact(inner))
                     .zip(params)
                 {
-                    for (o, &v) in orun.iter_mut().zip(xrun) {
-                        *o = f(p, v);
-                    }
+                    run(p, xrun, orun);
                 }
             }
         }
@@ -81,10 +257,57 @@ pub(crate) fn map_per_channel_into<A: Copy, B, P, D: Dimension>(
     }
     let xd = x.view().into_dyn();
     let mut od = out.view_mut().into_dyn();
-    for (ch, p) in params.iter().enumerate() {
+    for (ch, &p) in params.iter().enumerate() {
         let xv = xd.index_axis(Axis(axis), ch);
         let mut ov = od.index_axis_mut(Axis(axis), ch);
-        Zip::from(&mut ov).and(&xv).for_each(|o, &v| *o = f(p, v));
+        Zip::from(&mut ov)
+            .and(&xv)
+            .for_each(|o, &v| *o = elem(p, v));
+    }
+}
+
+/// Two-input version of [`drive_per_channel`].
+#[inline(always)]
+pub(crate) fn drive2_per_channel<A: Copy, G: Copy, B, P: Copy, D: Dimension>(
+    x: &ArrayRef<A, D>,
+    g: &ArrayRef<G, D>,
+    out: &mut ArrayRef<B, D>,
+    axis: usize,
+    params: &[P],
+    run: impl Fn(P, &[A], &[G], &mut [B]),
+    elem: impl Fn(P, A, G) -> B,
+) {
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    let c = params.len();
+    if let (Some(xs), Some(gs), Some(os)) = (x.as_slice(), g.as_slice(), out.as_slice_mut()) {
+        let block = c * inner;
+        for ((ob, xb), gb) in os
+            .chunks_exact_mut(block)
+            .zip(xs.chunks_exact(block))
+            .zip(gs.chunks_exact(block))
+        {
+            for (((orun, xrun), grun), &p) in ob
+                .chunks_exact_mut(inner)
+                .zip(xb.chunks_exact(inner))
+                .zip(gb.chunks_exact(inner))
+                .zip(params)
+            {
+                run(p, xrun, grun, orun);
+            }
+        }
+        return;
+    }
+    let xd = x.view().into_dyn();
+    let gd = g.view().into_dyn();
+    let mut od = out.view_mut().into_dyn();
+    for (ch, &p) in params.iter().enumerate() {
+        let xv = xd.index_axis(Axis(axis), ch);
+        let gv = gd.index_axis(Axis(axis), ch);
+        let mut ov = od.index_axis_mut(Axis(axis), ch);
+        Zip::from(&mut ov)
+            .and(&xv)
+            .and(&gv)
+            .for_each(|o, &u, &v| *o = elem(p, u, v));
     }
 }
 
@@ -103,10 +326,10 @@ pub(crate) fn find_nan<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>) -> Option<us
 }
 
 /// Whether a slice holds a NaN; written so that it vectorises (no early exit per element).
-#[inline]
-pub(crate) fn any_nan_slice<F: QFloat>(xs: &[F]) -> bool {
-    const BLOCK: usize = 1024;
-    for block in xs.chunks(BLOCK) {
+#[inline(always)]
+fn any_nan_slice_body<F: QFloat>(xs: &[F]) -> bool {
+    const CHUNK: usize = 4096;
+    for block in xs.chunks(CHUNK) {
         let mut acc = false;
         for &v in block {
             // `v != v` is true only for NaN.
@@ -120,60 +343,4 @@ pub(crate) fn any_nan_slice<F: QFloat>(xs: &[F]) -> bool {
         }
     }
     false
-}
-
-/// Two-input version of [`map_into`]: `out = f(a, b)`.
-#[inline]
-pub(crate) fn map2_into<A: Copy, B: Copy, C, D: Dimension>(
-    a: &ArrayRef<A, D>,
-    b: &ArrayRef<B, D>,
-    out: &mut ArrayRef<C, D>,
-    f: impl Fn(A, B) -> C,
-) {
-    if a.strides() == out.strides() && b.strides() == out.strides() {
-        if let (Some(xa), Some(xb), Some(os)) = (
-            a.as_slice_memory_order(),
-            b.as_slice_memory_order(),
-            out.as_slice_memory_order_mut(),
-        ) {
-            for ((o, &u), &v) in os.iter_mut().zip(xa).zip(xb) {
-                *o = f(u, v);
-            }
-            return;
-        }
-    }
-    Zip::from(out)
-        .and(a)
-        .and(b)
-        .for_each(|o, &u, &v| *o = f(u, v));
-}
-
-/// Two-input version of [`map_per_channel_into`].
-#[inline]
-pub(crate) fn map2_per_channel_into<A: Copy, B: Copy, C, P, D: Dimension>(
-    a: &ArrayRef<A, D>,
-    b: &ArrayRef<B, D>,
-    out: &mut ArrayRef<C, D>,
-    axis: usize,
-    params: &[P],
-    f: impl Fn(&P, A, B) -> C,
-) {
-    let ad = a.view().into_dyn();
-    let bd = b.view().into_dyn();
-    let mut od = out.view_mut().into_dyn();
-    for (ch, p) in params.iter().enumerate() {
-        let av = ad.index_axis(Axis(axis), ch);
-        let bv = bd.index_axis(Axis(axis), ch);
-        let mut ov = od.index_axis_mut(Axis(axis), ch);
-        if let (Some(xa), Some(xb), Some(os)) = (av.as_slice(), bv.as_slice(), ov.as_slice_mut()) {
-            for ((o, &u), &v) in os.iter_mut().zip(xa).zip(xb) {
-                *o = f(p, u, v);
-            }
-        } else {
-            Zip::from(&mut ov)
-                .and(&av)
-                .and(&bv)
-                .for_each(|o, &u, &v| *o = f(p, u, v));
-        }
-    }
 }

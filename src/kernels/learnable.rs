@@ -10,6 +10,7 @@ use crate::qparams::{check_scale, QParams};
 
 use super::checks::{no_nan, same_shape};
 use super::fake_quantize::fake_quantize;
+use super::simd::dispatched;
 
 /// Parameters of a learnable (LSQ) fake quantizer: a float scale and a float zero point that
 /// training updates, the range, and PyTorch's `grad_factor` (LSQ's gradient scale, e.g.
@@ -108,7 +109,8 @@ pub fn learnable_fake_quantize<F: QFloat, D: Dimension>(
 /// l > qmax:  dx = 0,  dscale += dy·(qmax - zb)·g,  dzp += -dy·s·g
 /// else:      dx = dy, dscale += dy·((l - zb)·s - x)·(1/s)·g
 /// ```
-/// The two sums are accumulated in `f64` and rounded to `f32` once.
+/// The two sums are accumulated in `f64` (eight interleaved partial sums on contiguous data)
+/// and rounded to `f32` once.
 ///
 /// # Errors
 /// As [`learnable_fake_quantize`], plus [`QuantError::ShapeMismatch`] when `dy` differs in
@@ -128,26 +130,118 @@ pub fn learnable_fake_quantize_backward<F: QFloat, D: Dimension>(
     let inv = 1.0 / s;
     let g = p.grad_factor;
     let mut dx = Array::from_elem(x.raw_dim(), F::zero());
-    let mut dscale = 0.0f64;
-    let mut dzp = 0.0f64;
-    Zip::from(&mut dx).and(x).and(dy).for_each(|o, &xv, &gv| {
-        let xf = xv.to_compute();
-        let d = gv.to_compute();
-        let l = (zb + xf * inv).round_ties_even();
-        if l < qmin || l > qmax {
-            *o = F::zero();
-            let edge = if l < qmin { qmin } else { qmax };
-            dscale += (d * (edge - zb) * g) as f64;
-            dzp += (-d * s * g) as f64;
-        } else {
-            *o = gv;
-            let xfq = (l - zb) * s;
-            dscale += (d * (xfq - xf) * inv * g) as f64;
+    let c = LsqConsts {
+        qmin,
+        qmax,
+        zb,
+        s,
+        inv,
+        g,
+    };
+    let contiguous = x.strides() == dy.strides() && x.strides() == dx.strides();
+    let (dscale, dzp) = match (x.as_slice_memory_order(), dy.as_slice_memory_order()) {
+        (Some(xs), Some(gs)) if contiguous => {
+            let os = dx
+                .as_slice_memory_order_mut()
+                .expect("a new array is contiguous");
+            match (
+                F::as_f32_slice(xs),
+                F::as_f32_slice(gs),
+                F::as_f32_slice_mut(os),
+            ) {
+                (Some(xf), Some(gf), Some(of)) => lsq_backward_slice(xf, gf, of, c),
+                _ => lsq_backward_zip(x, dy, &mut dx, c),
+            }
         }
-    });
+        _ => lsq_backward_zip(x, dy, &mut dx, c),
+    };
     Ok(LearnableGrads {
         dx,
         dscale: dscale as f32,
         dzero_point: dzp as f32,
     })
+}
+
+#[derive(Clone, Copy)]
+struct LsqConsts {
+    qmin: f32,
+    qmax: f32,
+    zb: f32,
+    s: f32,
+    inv: f32,
+    g: f32,
+}
+
+impl LsqConsts {
+    /// `(dx mask, dscale contribution, dzero_point contribution)` of one element.
+    #[inline(always)]
+    fn element(&self, xf: f32, d: f32) -> (bool, f32, f32) {
+        let l = (self.zb + xf * self.inv).round_ties_even();
+        let below = l < self.qmin;
+        let above = l > self.qmax;
+        let inside = !(below || above);
+        let edge = if below { self.qmin } else { self.qmax };
+        let xfq = (l - self.zb) * self.s;
+        let ds = if inside {
+            d * (xfq - xf) * self.inv * self.g
+        } else {
+            d * (edge - self.zb) * self.g
+        };
+        let dz = if inside { 0.0 } else { -d * self.s * self.g };
+        (inside, ds, dz)
+    }
+}
+
+fn lsq_backward_zip<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    dx: &mut ArrayRef<F, D>,
+    c: LsqConsts,
+) -> (f64, f64) {
+    let mut dscale = 0.0f64;
+    let mut dzp = 0.0f64;
+    Zip::from(dx).and(x).and(dy).for_each(|o, &xv, &gv| {
+        let (inside, ds, dz) = c.element(xv.to_compute(), gv.to_compute());
+        *o = if inside { gv } else { F::zero() };
+        dscale += ds as f64;
+        dzp += dz as f64;
+    });
+    (dscale, dzp)
+}
+
+dispatched!(
+    /// Contiguous f32 backward; eight independent f64 accumulators per sum so it vectorises.
+    fn lsq_backward_slice[](xs: &[f32], gs: &[f32], os: &mut [f32], c: LsqConsts) -> (f64, f64) = lsq_backward_slice_body
+);
+
+#[inline(always)]
+fn lsq_backward_slice_body(xs: &[f32], gs: &[f32], os: &mut [f32], c: LsqConsts) -> (f64, f64) {
+    const L: usize = 8;
+    let mut acc_s = [0.0f64; L];
+    let mut acc_z = [0.0f64; L];
+    let n = xs.len() / L * L;
+    for ((xc, gc), oc) in xs[..n]
+        .chunks_exact(L)
+        .zip(gs[..n].chunks_exact(L))
+        .zip(os[..n].chunks_exact_mut(L))
+    {
+        for k in 0..L {
+            let (inside, ds, dz) = c.element(xc[k], gc[k]);
+            oc[k] = if inside { gc[k] } else { 0.0 };
+            acc_s[k] += ds as f64;
+            acc_z[k] += dz as f64;
+        }
+    }
+    let (mut ds_sum, mut dz_sum) = (0.0f64, 0.0f64);
+    for k in 0..L {
+        ds_sum += acc_s[k];
+        dz_sum += acc_z[k];
+    }
+    for ((&xv, &gv), o) in xs[n..].iter().zip(&gs[n..]).zip(&mut os[n..]) {
+        let (inside, ds, dz) = c.element(xv, gv);
+        *o = if inside { gv } else { 0.0 };
+        ds_sum += ds as f64;
+        dz_sum += dz as f64;
+    }
+    (ds_sum, dz_sum)
 }

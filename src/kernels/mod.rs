@@ -21,6 +21,7 @@ mod learnable;
 mod ops;
 mod quantize;
 pub mod reference;
+pub(crate) mod simd;
 
 pub use dequantize::{
     dequantize, dequantize_into, dequantize_per_channel, dequantize_per_channel_into,

@@ -11,6 +11,8 @@ use crate::qparams::QParams;
 /// Largest |bound| for which the magic-number path is exact.
 const MAGIC_LIMIT: i64 = 1 << 22;
 const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+/// Bit pattern of `MAGIC`: `(t + MAGIC).to_bits() - MAGIC_BITS == rne(t)` for `|t| <= 2^22`.
+const MAGIC_BITS: i32 = 0x4B40_0000;
 
 /// Round half to even of a value with `|t| <= 2^22` (or NaN-free clamped input).
 #[inline(always)]
@@ -51,11 +53,12 @@ impl QuantizeOp {
         Self::new(qp.scale(), qp.zero_point(), d.min(), d.max())
     }
 
-    /// Narrow path (bounds within ±2^22).
+    /// Narrow path (bounds within ±2^22). The rounded integer is read straight from the bits
+    /// of `t + 1.5·2^23` (no float→int conversion, so the loop vectorises everywhere).
     #[inline(always)]
     pub(crate) fn apply_narrow(&self, x: f32) -> i32 {
         let t = (x * self.inv).max(self.lo).min(self.hi);
-        rne_small(t) as i32 + self.zp
+        ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + self.zp
     }
 
     /// Wide path (32-bit dtypes): saturates for any |x/scale|, including beyond 2^31.
@@ -95,27 +98,48 @@ impl FakeQuantOp {
         Self::new(qp.scale(), qp.zero_point(), r.quant_min(), r.quant_max())
     }
 
-    /// The rounded value relative to the zero point, clamped to `[lo-1, hi+1]` (enough to
-    /// decide the mask).
+    /// Narrow path: the rounded level relative to the zero point, clamped to `[lo-1, hi+1]`
+    /// (enough to decide the mask).
     #[inline(always)]
-    fn rounded(&self, x: f32) -> f32 {
-        if self.narrow {
-            rne_small((x * self.inv).max(self.lo - 1.0).min(self.hi + 1.0))
-        } else {
-            (x * self.inv).round_ties_even()
-        }
+    fn rounded_narrow(&self, x: f32) -> f32 {
+        rne_small((x * self.inv).max(self.lo - 1.0).min(self.hi + 1.0))
+    }
+
+    /// Wide path (ranges beyond ±2^22).
+    #[inline(always)]
+    fn rounded_wide(&self, x: f32) -> f32 {
+        (x * self.inv).round_ties_even()
     }
 
     #[inline(always)]
-    pub(crate) fn forward(&self, x: f32) -> f32 {
-        let r = self.rounded(x);
-        r.max(self.lo).min(self.hi) * self.scale
+    pub(crate) fn forward_narrow(&self, x: f32) -> f32 {
+        self.rounded_narrow(x).max(self.lo).min(self.hi) * self.scale
+    }
+
+    #[inline(always)]
+    pub(crate) fn forward_wide(&self, x: f32) -> f32 {
+        self.rounded_wide(x).max(self.lo).min(self.hi) * self.scale
+    }
+
+    #[inline(always)]
+    pub(crate) fn mask_narrow(&self, x: f32) -> bool {
+        let r = self.rounded_narrow(x);
+        r >= self.lo && r <= self.hi
+    }
+
+    #[inline(always)]
+    pub(crate) fn mask_wide(&self, x: f32) -> bool {
+        let r = self.rounded_wide(x);
+        r >= self.lo && r <= self.hi
     }
 
     #[inline(always)]
     pub(crate) fn mask(&self, x: f32) -> bool {
-        let r = self.rounded(x);
-        r >= self.lo && r <= self.hi
+        if self.narrow {
+            self.mask_narrow(x)
+        } else {
+            self.mask_wide(x)
+        }
     }
 }
 

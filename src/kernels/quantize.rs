@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{no_nan, same_shape, storage_holds};
-use super::layout::{map_into, map_per_channel_into};
+use super::layout::{drive, drive_per_channel, run_from_float};
 use super::ops::{FloatZpOp, QuantizeOp};
 
 /// Quantizes `x` per tensor into a new array.
@@ -59,13 +59,21 @@ pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
     no_nan(OP, x)?;
     let op = QuantizeOp::per_tensor(qp);
     if op.narrow {
-        map_into(x, out, |v| {
-            Q::from_i32_unchecked(op.apply_narrow(v.to_compute()))
-        });
+        let f = |v: f32| Q::from_i32_unchecked(op.apply_narrow(v));
+        drive(
+            x,
+            out,
+            |xs, os| run_from_float(xs, os, f),
+            |v| f(v.to_compute()),
+        );
     } else {
-        map_into(x, out, |v| {
-            Q::from_i32_unchecked(op.apply_wide(v.to_compute()))
-        });
+        let f = |v: f32| Q::from_i32_unchecked(op.apply_wide(v));
+        drive(
+            x,
+            out,
+            |xs, os| run_from_float(xs, os, f),
+            |v| f(v.to_compute()),
+        );
     }
     Ok(())
 }
@@ -123,13 +131,25 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 .map(|(&s, &z)| QuantizeOp::new(s, z, d.min(), d.max()))
                 .collect();
             if ops.iter().all(|o| o.narrow) {
-                map_per_channel_into(x, out, axis, &ops, |o, v| {
-                    Q::from_i32_unchecked(o.apply_narrow(v.to_compute()))
-                });
+                let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_narrow(v));
+                drive_per_channel(
+                    x,
+                    out,
+                    axis,
+                    &ops,
+                    |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
+                    |o, v| f(o, v.to_compute()),
+                );
             } else {
-                map_per_channel_into(x, out, axis, &ops, |o, v| {
-                    Q::from_i32_unchecked(o.apply_wide(v.to_compute()))
-                });
+                let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
+                drive_per_channel(
+                    x,
+                    out,
+                    axis,
+                    &ops,
+                    |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
+                    |o, v| f(o, v.to_compute()),
+                );
             }
         }
         ZeroPoints::Float(zps) => {
@@ -140,9 +160,15 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 .zip(zps)
                 .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
                 .collect();
-            map_per_channel_into(x, out, axis, &ops, |o, v| {
-                Q::from_i32_unchecked(o.quantize(v.to_compute()))
-            });
+            let f = |o: FloatZpOp, v: f32| Q::from_i32_unchecked(o.quantize(v));
+            drive_per_channel(
+                x,
+                out,
+                axis,
+                &ops,
+                |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
+                |o, v| f(o, v.to_compute()),
+            );
         }
     }
     Ok(())
