@@ -18,8 +18,14 @@ use qnumeric::{sqnr, QuantError, Result};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
 
-fn accuracy(model: &Sequential, images: &ArrayD<f32>, labels: &ArrayD<i32>) -> Result<(f64, ArrayD<f32>)> {
-    let logits = model.forward(Activation::Float(images.clone()))?.into_float()?;
+fn accuracy(
+    model: &Sequential,
+    images: &ArrayD<f32>,
+    labels: &ArrayD<i32>,
+) -> Result<(f64, ArrayD<f32>)> {
+    let logits = model
+        .forward(Activation::Float(images.clone()))?
+        .into_float()?;
     let pred = argmax_rows(&logits)?;
     let hits = pred
         .iter()
@@ -33,10 +39,12 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     let sd = StateDict::load(format!("{DIR}/digits_cnn.safetensors"))?;
     let data = StateDict::load(format!("{DIR}/digits_data.safetensors"))?;
-    let reference = std::fs::read_to_string(format!("{DIR}/pytorch_reference.json"))
-        .map_err(|e| QuantError::Format {
-            op: "digits",
-            detail: e.to_string(),
+    let reference =
+        std::fs::read_to_string(format!("{DIR}/pytorch_reference.json")).map_err(|e| {
+            QuantError::Format {
+                op: "digits",
+                detail: e.to_string(),
+            }
         })?;
     let reference = Json::parse(&reference).map_err(|detail| QuantError::Format {
         op: "digits",
@@ -79,12 +87,35 @@ fn main() -> Result<()> {
     let logits_sqnr = sqnr(&fused_logits, &int8_logits)?;
     let elapsed = t0.elapsed();
 
-    println!("fused: {:?}", groups.iter().map(|g| g.names.join("+")).collect::<Vec<_>>());
+    println!(
+        "fused: {:?}",
+        groups.iter().map(|g| g.names.join("+")).collect::<Vec<_>>()
+    );
     println!("{:<28}{:>12}{:>12}", "", "qnumeric", "PyTorch");
-    println!("{:<28}{:>12.4}{:>12.4}", "float accuracy", float_acc, pt(&["float_accuracy"]));
-    println!("{:<28}{:>12.4}{:>12.4}", "fused accuracy", fused_acc, pt(&["fused_float_accuracy"]));
-    println!("{:<28}{:>12.4}{:>12.4}", "int8 accuracy", int8_acc, pt(&["int8_accuracy"]));
-    println!("{:<28}{:>12.2}{:>12.2}", "logits SQNR (dB)", logits_sqnr, pt(&["logits_sqnr_db"]));
+    println!(
+        "{:<28}{:>12.4}{:>12.4}",
+        "float accuracy",
+        float_acc,
+        pt(&["float_accuracy"])
+    );
+    println!(
+        "{:<28}{:>12.4}{:>12.4}",
+        "fused accuracy",
+        fused_acc,
+        pt(&["fused_float_accuracy"])
+    );
+    println!(
+        "{:<28}{:>12.4}{:>12.4}",
+        "int8 accuracy",
+        int8_acc,
+        pt(&["int8_accuracy"])
+    );
+    println!(
+        "{:<28}{:>12.2}{:>12.2}",
+        "logits SQNR (dB)",
+        logits_sqnr,
+        pt(&["logits_sqnr_db"])
+    );
     for (layer, key) in [
         ("conv1", "conv1.weight"),
         ("conv2", "conv2.weight"),
@@ -94,15 +125,27 @@ fn main() -> Result<()> {
         let wf = fused
             .layer(layer)
             .and_then(|l| l.weight())
-            .ok_or(QuantError::NotFound { op: "digits", what: "weight", name: layer.into() })?
+            .ok_or(QuantError::NotFound {
+                op: "digits",
+                what: "weight",
+                name: layer.into(),
+            })?
             .to_float()?;
         let wq = int8
             .layer(layer)
             .and_then(|l| l.weight())
-            .ok_or(QuantError::NotFound { op: "digits", what: "weight", name: layer.into() })?
+            .ok_or(QuantError::NotFound {
+                op: "digits",
+                what: "weight",
+                name: layer.into(),
+            })?
             .to_float()?;
         let label = format!("{layer} weight SQNR (dB)");
-        println!("{label:<28}{:>12.4}{:>12.4}", sqnr(&wf, &wq)?, pt(&["weight_sqnr_db", key]));
+        println!(
+            "{label:<28}{:>12.4}{:>12.4}",
+            sqnr(&wf, &wq)?,
+            pt(&["weight_sqnr_db", key])
+        );
     }
     for (name, scale, zp) in &act {
         let label = format!("{name} output scale / zp");
@@ -116,7 +159,12 @@ fn main() -> Result<()> {
             )
         );
     }
-    let per_image = elapsed.as_secs_f64() / (3 * test_x.len_of(Axis(0)) + calib.len_of(Axis(0))) as f64;
-    println!("total {:.3} s ({:.1} µs per image pass)", elapsed.as_secs_f64(), per_image * 1e6);
+    let per_image =
+        elapsed.as_secs_f64() / (3 * test_x.len_of(Axis(0)) + calib.len_of(Axis(0))) as f64;
+    println!(
+        "total {:.3} s ({:.1} µs per image pass)",
+        elapsed.as_secs_f64(),
+        per_image * 1e6
+    );
     Ok(())
 }

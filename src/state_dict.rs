@@ -5,6 +5,7 @@
 //! use qnumeric::state_dict::StateDict;
 //! let sd = StateDict::load("data/digits/digits_cnn.safetensors")?;
 //! let model = qnumeric::state_dict::digits_cnn(&sd)?;
+//! println!("{:?}", qnumeric::nn::Model::layer_names(&model));
 //! # Ok::<(), qnumeric::QuantError>(())
 //! ```
 
@@ -49,7 +50,8 @@ impl StateDict {
     /// than `F32`, `I32` or `I64` (or `I64` values beyond the `i32` range).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| format_err(format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format_err(format!("{}: {e}", path.display())))?;
         Self::from_bytes(&bytes)
     }
 
@@ -79,7 +81,8 @@ impl StateDict {
                 Dtype::I64 => {
                     let mut v = Vec::with_capacity(data.len() / 8);
                     for c in data.chunks_exact(8) {
-                        let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                        let x =
+                            i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
                         v.push(i32::try_from(x).map_err(|_| {
                             format_err(format!("{name}: I64 value {x} beyond the i32 range"))
                         })?);
@@ -237,10 +240,16 @@ pub fn digits_cnn(sd: &StateDict) -> Result<Sequential> {
     let geo = ConvGeometry::default().padding(1, 1);
     Sequential::new()
         .with("conv1", sd.conv2d("conv1", geo)?)?
-        .with("bn1", BatchNorm::new_2d(sd.batch_norm_params("bn1", 1e-5)?)?)?
+        .with(
+            "bn1",
+            BatchNorm::new_2d(sd.batch_norm_params("bn1", 1e-5)?)?,
+        )?
         .with("relu1", ReLU)?
         .with("conv2", sd.conv2d("conv2", geo)?)?
-        .with("bn2", BatchNorm::new_2d(sd.batch_norm_params("bn2", 1e-5)?)?)?
+        .with(
+            "bn2",
+            BatchNorm::new_2d(sd.batch_norm_params("bn2", 1e-5)?)?,
+        )?
         .with("relu2", ReLU)?
         .with("pool", MaxPool2d::new(2))?
         .with("flatten", Flatten::default())?

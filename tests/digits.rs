@@ -35,7 +35,11 @@ fn digits() -> &'static Digits {
         let mut fused = float.clone();
         fuse_modules(
             &mut fused,
-            &[&["conv1", "bn1", "relu1"], &["conv2", "bn2", "relu2"], &["fc1", "relu3"]],
+            &[
+                &["conv1", "bn1", "relu1"],
+                &["conv2", "bn2", "relu2"],
+                &["fc1", "relu3"],
+            ],
         )
         .expect("fusion");
         let mut prepared = prepare(fused.clone(), &PtqConfig::default()).expect("prepare");
@@ -48,7 +52,12 @@ fn digits() -> &'static Digits {
             fused,
             int8,
             test_x: data.f32("test_images").expect("images").clone(),
-            test_y: data.i32("test_labels").expect("labels").iter().copied().collect(),
+            test_y: data
+                .i32("test_labels")
+                .expect("labels")
+                .iter()
+                .copied()
+                .collect(),
             reference: Json::parse(&text).expect("reference json"),
         }
     })
@@ -95,12 +104,29 @@ fn fused_accuracy_is_pytorchs_and_auto_fusion_agrees() {
     let patterns: Vec<FusionPattern> = report.iter().map(|g| g.pattern).collect();
     assert_eq!(
         patterns,
-        [FusionPattern::ConvBnRelu, FusionPattern::ConvBnRelu, FusionPattern::LinearRelu]
+        [
+            FusionPattern::ConvBnRelu,
+            FusionPattern::ConvBnRelu,
+            FusionPattern::LinearRelu
+        ]
     );
     assert_eq!(report[0].names, ["conv1", "bn1", "relu1"]);
     for name in ["conv1", "conv2", "fc1"] {
-        let a = auto.layer(name).expect("layer").weight().expect("weight").to_float().expect("w");
-        let b = d.fused.layer(name).expect("layer").weight().expect("weight").to_float().expect("w");
+        let a = auto
+            .layer(name)
+            .expect("layer")
+            .weight()
+            .expect("weight")
+            .to_float()
+            .expect("w");
+        let b = d
+            .fused
+            .layer(name)
+            .expect("layer")
+            .weight()
+            .expect("weight")
+            .to_float()
+            .expect("w");
         assert_eq!(a, b, "{name}");
     }
     assert_eq!(auto.layer("bn1").map(|l| l.kind()), Some("Identity"));
@@ -128,8 +154,22 @@ fn weight_sqnr_per_layer_matches_pytorch() {
         ("fc1", "fc1._packed_params._packed_params"),
         ("fc2", "fc2._packed_params._packed_params"),
     ] {
-        let wf = d.fused.layer(layer).expect("layer").weight().expect("w").to_float().expect("f");
-        let wq = d.int8.layer(layer).expect("layer").weight().expect("w").to_float().expect("q");
+        let wf = d
+            .fused
+            .layer(layer)
+            .expect("layer")
+            .weight()
+            .expect("w")
+            .to_float()
+            .expect("f");
+        let wq = d
+            .int8
+            .layer(layer)
+            .expect("layer")
+            .weight()
+            .expect("w")
+            .to_float()
+            .expect("q");
         let db = sqnr(&wf, &wq).expect("sqnr");
         let pt = reference(&["weight_sqnr_db", key]);
         println!("{layer}: {db:.4} dB (PyTorch {pt:.4} dB)");
@@ -171,12 +211,20 @@ fn converted_layers_and_activation_qparams() {
         let out = layer
             .downcast_ref::<QuantizedConv2d>()
             .map(|c| *c.output_qparams())
-            .or_else(|| layer.downcast_ref::<QuantizedLinear>().map(|l| *l.output_qparams()))
+            .or_else(|| {
+                layer
+                    .downcast_ref::<QuantizedLinear>()
+                    .map(|l| *l.output_qparams())
+            })
             .expect("quantized layer");
         let scale = reference(&["activation_qparams", name, "scale"]);
         let zp = reference(&["activation_qparams", name, "zero_point"]);
         assert_eq!(out.zero_point() as f64, zp, "{name}");
-        assert!((out.scale() as f64 / scale - 1.0).abs() < 0.01, "{name}: {} vs {scale}", out.scale());
+        assert!(
+            (out.scale() as f64 / scale - 1.0).abs() < 0.01,
+            "{name}: {} vs {scale}",
+            out.scale()
+        );
     }
 }
 
@@ -231,20 +279,32 @@ fn state_dict_errors() {
     let sd = StateDict::load(format!("{DIR}/digits_cnn.safetensors")).expect("model file");
     assert!(sd.len() == 16 && !sd.is_empty());
     assert!(matches!(sd.f32("nope"), Err(QuantError::NotFound { .. })));
-    assert!(matches!(sd.i32("conv1.weight"), Err(QuantError::Format { .. })));
+    assert!(matches!(
+        sd.i32("conv1.weight"),
+        Err(QuantError::Format { .. })
+    ));
     let data = StateDict::load(format!("{DIR}/digits_data.safetensors")).expect("data file");
-    assert!(matches!(data.f32("test_labels"), Err(QuantError::Format { .. })));
+    assert!(matches!(
+        data.f32("test_labels"),
+        Err(QuantError::Format { .. })
+    ));
     assert!(matches!(
         StateDict::load(format!("{DIR}/missing.safetensors")),
         Err(QuantError::Format { .. })
     ));
-    assert!(matches!(StateDict::from_bytes(b"not a file"), Err(QuantError::Format { .. })));
+    assert!(matches!(
+        StateDict::from_bytes(b"not a file"),
+        Err(QuantError::Format { .. })
+    ));
     // a model without fc2
     let mut partial = StateDict::default();
     for name in sd.names().filter(|n| !n.starts_with("fc2")) {
         partial.insert_f32(name, sd.f32(name).expect("f32").clone());
     }
-    assert!(matches!(digits_cnn(&partial), Err(QuantError::NotFound { .. })));
+    assert!(matches!(
+        digits_cnn(&partial),
+        Err(QuantError::NotFound { .. })
+    ));
     // a BN whose lists disagree
     let mut bad = partial.clone();
     bad.insert_f32("bn1.running_var", ArrayD::zeros(ndarray::IxDyn(&[3])));

@@ -27,7 +27,9 @@ impl Lcg {
     }
 
     fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * (self.next() + 1.0) / 2.0).collect()
+        (0..n)
+            .map(|_| lo + (hi - lo) * (self.next() + 1.0) / 2.0)
+            .collect()
     }
 
     fn bn(&mut self, c: usize) -> BatchNormParams {
@@ -55,7 +57,12 @@ fn bn_reference(y: &ArrayD<f64>, bn: &BatchNormParams) -> ArrayD<f64> {
 }
 
 /// Naive N-d convolution (stride 1, no padding), f64. Weight `[out, in/g, k...]`.
-fn conv_nd(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>, groups: usize) -> ArrayD<f64> {
+fn conv_nd(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    groups: usize,
+) -> ArrayD<f64> {
     let (n, cin) = (x.shape()[0], x.shape()[1]);
     let cout = w.shape()[0];
     let sp = x.ndim() - 2;
@@ -69,7 +76,11 @@ fn conv_nd(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>, groups: us
         let g = o / og;
         let mut acc = b.map_or(0.0, |b| b[[o]] as f64);
         for ci in 0..cg {
-            for (kidx, &wv) in w.index_axis(ndarray::Axis(0), o).index_axis(ndarray::Axis(0), ci).indexed_iter() {
+            for (kidx, &wv) in w
+                .index_axis(ndarray::Axis(0), o)
+                .index_axis(ndarray::Axis(0), ci)
+                .indexed_iter()
+            {
                 let mut xi = vec![bi, g * cg + ci];
                 for d in 0..sp {
                     xi.push(idx[2 + d] + kidx[d]);
@@ -82,7 +93,12 @@ fn conv_nd(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>, groups: us
 }
 
 /// Naive transposed N-d convolution (stride 1, no padding), f64. Weight `[in, out/g, k...]`.
-fn conv_transpose_nd(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>, groups: usize) -> ArrayD<f64> {
+fn conv_transpose_nd(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    groups: usize,
+) -> ArrayD<f64> {
     let (n, cin) = (x.shape()[0], x.shape()[1]);
     let og = w.shape()[1];
     let cout = og * groups;
@@ -126,18 +142,32 @@ fn check_conv(x_shape: &[usize], w_shape: &[usize], groups: usize, transpose: bo
     let mut r = Lcg(seed);
     let x = r.array(x_shape);
     let w = r.array(w_shape);
-    let out = if transpose { w_shape[1] * groups } else { w_shape[0] };
+    let out = if transpose {
+        w_shape[1] * groups
+    } else {
+        w_shape[0]
+    };
     let b = r.array(&[out]);
     let bn = r.bn(out);
     for bias in [Some(&b), None] {
         let (fw, fb) = fuse_conv_bn_weights(&w, bias, &bn, transpose, groups).expect("fuse");
         assert_eq!(fw.shape(), w.shape());
         let (fused, unfused) = if transpose {
-            (conv_transpose_nd(&x, &fw, Some(&fb), groups), conv_transpose_nd(&x, &w, bias, groups))
+            (
+                conv_transpose_nd(&x, &fw, Some(&fb), groups),
+                conv_transpose_nd(&x, &w, bias, groups),
+            )
         } else {
-            (conv_nd(&x, &fw, Some(&fb), groups), conv_nd(&x, &w, bias, groups))
+            (
+                conv_nd(&x, &fw, Some(&fb), groups),
+                conv_nd(&x, &w, bias, groups),
+            )
         };
-        assert_close(&fused, &bn_reference(&unfused, &bn), &format!("{w_shape:?} t={transpose} g={groups}"));
+        assert_close(
+            &fused,
+            &bn_reference(&unfused, &bn),
+            &format!("{w_shape:?} t={transpose} g={groups}"),
+        );
     }
 }
 
@@ -161,9 +191,17 @@ fn fused_linear_equals_linear_then_bn() {
     for bn in [r.bn(4), r.bn(1)] {
         let (fw, fb) = fuse_linear_bn_weights(&w, Some(&b), &bn).expect("fuse");
         let y = Linear::new(w.clone(), Some(b.clone())).expect("linear");
-        let y = y.forward(&Activation::Float(x.clone())).expect("y").into_float().expect("f");
+        let y = y
+            .forward(&Activation::Float(x.clone()))
+            .expect("y")
+            .into_float()
+            .expect("f");
         let f = Linear::new(fw, Some(fb)).expect("fused");
-        let f = f.forward(&Activation::Float(x.clone())).expect("f").into_float().expect("f");
+        let f = f
+            .forward(&Activation::Float(x.clone()))
+            .expect("f")
+            .into_float()
+            .expect("f");
         let mut reference = y.mapv(f64::from);
         for ((_, o), v) in reference.indexed_iter_mut().map(|(i, v)| ((i[0], i[1]), v)) {
             let c = if bn.num_features() == 1 { 0 } else { o };
@@ -195,23 +233,35 @@ fn model(seed: u64) -> Sequential {
     let mut r = Lcg(seed);
     let geo = ConvGeometry::default().padding(1, 1);
     Sequential::new()
-        .with("conv1", Conv2d::new(r.array(&[4, 2, 3, 3]), Some(r.array(&[4])), geo).expect("c"))
+        .with(
+            "conv1",
+            Conv2d::new(r.array(&[4, 2, 3, 3]), Some(r.array(&[4])), geo).expect("c"),
+        )
         .expect("push")
         .with("bn1", BatchNorm::new_2d(r.bn(4)).expect("bn"))
         .expect("push")
         .with("relu1", ReLU)
         .expect("push")
-        .with("conv2", Conv2d::new(r.array(&[3, 4, 3, 3]), None, geo).expect("c"))
+        .with(
+            "conv2",
+            Conv2d::new(r.array(&[3, 4, 3, 3]), None, geo).expect("c"),
+        )
         .expect("push")
         .with("bn2", BatchNorm::new_2d(r.bn(3)).expect("bn"))
         .expect("push")
-        .with("conv3", Conv2d::new(r.array(&[3, 3, 1, 1]), None, ConvGeometry::default()).expect("c"))
+        .with(
+            "conv3",
+            Conv2d::new(r.array(&[3, 3, 1, 1]), None, ConvGeometry::default()).expect("c"),
+        )
         .expect("push")
         .with("relu3", ReLU)
         .expect("push")
         .with("flatten", Flatten::default())
         .expect("push")
-        .with("fc1", Linear::new(r.array(&[5, 48]), Some(r.array(&[5]))).expect("l"))
+        .with(
+            "fc1",
+            Linear::new(r.array(&[5, 48]), Some(r.array(&[5]))).expect("l"),
+        )
         .expect("push")
         .with("bnf", BatchNorm::new_1d(r.bn(5)).expect("bn"))
         .expect("push")
@@ -222,7 +272,10 @@ fn model(seed: u64) -> Sequential {
 }
 
 fn run(m: &Sequential, x: &ArrayD<f32>) -> ArrayD<f32> {
-    m.forward(Activation::Float(x.clone())).expect("forward").into_float().expect("float")
+    m.forward(Activation::Float(x.clone()))
+        .expect("forward")
+        .into_float()
+        .expect("float")
 }
 
 fn kinds(m: &Sequential) -> Vec<&'static str> {
@@ -267,11 +320,24 @@ fn fuse_by_names_every_pattern() {
     assert_eq!(
         kinds(&f),
         [
-            "ConvReLU2d", "Identity", "Identity", "Conv2d", "Identity", "ConvReLU2d", "Identity",
-            "Flatten", "Linear", "Identity", "LinearReLU", "Identity"
+            "ConvReLU2d",
+            "Identity",
+            "Identity",
+            "Conv2d",
+            "Identity",
+            "ConvReLU2d",
+            "Identity",
+            "Flatten",
+            "Linear",
+            "Identity",
+            "LinearReLU",
+            "Identity"
         ]
     );
-    assert!(f.layer("conv2").and_then(|l| l.bias()).is_some(), "BN folding adds a bias");
+    assert!(
+        f.layer("conv2").and_then(|l| l.bias()).is_some(),
+        "BN folding adds a bias"
+    );
     assert_same_function(&run(&f, &x), &before);
 }
 
@@ -282,7 +348,16 @@ fn fuse_auto_finds_every_pattern() {
     let mut f = m.clone();
     let report = fuse_auto(&mut f).expect("auto");
     let names: Vec<String> = report.iter().map(|g| g.names.join("+")).collect();
-    assert_eq!(names, ["conv1+bn1+relu1", "conv2+bn2", "conv3+relu3", "fc1+bnf", "fc2+relu4"]);
+    assert_eq!(
+        names,
+        [
+            "conv1+bn1+relu1",
+            "conv2+bn2",
+            "conv3+relu3",
+            "fc1+bnf",
+            "fc2+relu4"
+        ]
+    );
     assert_same_function(&run(&f, &x), &run(&m, &x));
     // nothing left to fuse
     assert!(fuse_auto(&mut f).expect("auto").is_empty());
@@ -292,7 +367,10 @@ fn fuse_auto_finds_every_pattern() {
 fn fuse_conv1d_bn1d() {
     let mut r = Lcg(31);
     let mut m = Sequential::new()
-        .with("c", Conv1d::new(r.array(&[4, 1, 3]), None, 1, 1, 1, 2).expect("c"))
+        .with(
+            "c",
+            Conv1d::new(r.array(&[4, 1, 3]), None, 1, 1, 1, 2).expect("c"),
+        )
         .expect("p")
         .with("bn", BatchNorm::new_1d(r.bn(4)).expect("bn"))
         .expect("p")
@@ -324,8 +402,15 @@ fn fusion_errors_leave_the_model_unchanged() {
     let e = fuse_modules(&mut f, &[&["bn1", "conv1"]]);
     assert!(matches!(e, Err(QuantError::UnsupportedConfig { .. })));
     // not a pattern: ReLU first, a single layer, four layers
-    for group in [&["relu1", "conv2"][..], &["conv1"][..], &["conv1", "bn1", "relu1", "conv2"][..]] {
-        assert!(matches!(fuse_modules(&mut f, &[group]), Err(QuantError::UnsupportedConfig { .. })));
+    for group in [
+        &["relu1", "conv2"][..],
+        &["conv1"][..],
+        &["conv1", "bn1", "relu1", "conv2"][..],
+    ] {
+        assert!(matches!(
+            fuse_modules(&mut f, &[group]),
+            Err(QuantError::UnsupportedConfig { .. })
+        ));
     }
     // not consecutive
     let e = fuse_modules(&mut f, &[&["conv1", "relu3"]]);
@@ -333,28 +418,46 @@ fn fusion_errors_leave_the_model_unchanged() {
     // Linear with BatchNorm2d / Conv2d with BatchNorm1d
     let mut r = Lcg(43);
     let mut g = Sequential::new()
-        .with("c", Conv2d::new(r.array(&[4, 1, 1, 1]), None, ConvGeometry::default()).expect("c"))
+        .with(
+            "c",
+            Conv2d::new(r.array(&[4, 1, 1, 1]), None, ConvGeometry::default()).expect("c"),
+        )
         .expect("p")
         .with("bn1d", BatchNorm::new_1d(r.bn(4)).expect("bn"))
         .expect("p");
-    assert!(matches!(fuse_modules(&mut g, &[&["c", "bn1d"]]), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        fuse_modules(&mut g, &[&["c", "bn1d"]]),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
     assert!(fuse_auto(&mut g).expect("auto").is_empty());
     // mismatched channels: by names and automatically
     let mut h = Sequential::new()
-        .with("c", Conv2d::new(r.array(&[4, 1, 1, 1]), None, ConvGeometry::default()).expect("c"))
+        .with(
+            "c",
+            Conv2d::new(r.array(&[4, 1, 1, 1]), None, ConvGeometry::default()).expect("c"),
+        )
         .expect("p")
         .with("bn", BatchNorm::new_2d(r.bn(5)).expect("bn"))
         .expect("p");
     let h0 = h.clone();
-    assert!(matches!(fuse_modules(&mut h, &[&["c", "bn"]]), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(fuse_auto(&mut h), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        fuse_modules(&mut h, &[&["c", "bn"]]),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        fuse_auto(&mut h),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     assert_eq!(kinds(&h), kinds(&h0));
     let mut l = Sequential::new()
         .with("fc", Linear::new(r.array(&[3, 2]), None).expect("l"))
         .expect("p")
         .with("bn", BatchNorm::new_1d(r.bn(2)).expect("bn"))
         .expect("p");
-    assert!(matches!(fuse_modules(&mut l, &[&["fc", "bn"]]), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        fuse_modules(&mut l, &[&["fc", "bn"]]),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     // fusing twice: the conv is already fused
     let mut f2 = m.clone();
     fuse_modules(&mut f2, &[&["conv3", "relu3"]]).expect("first");
@@ -374,14 +477,23 @@ fn weight_level_errors() {
         Err(QuantError::ShapeMismatch { .. })
     ));
     // groups 0; transposed groups not dividing the input channels
-    assert!(matches!(fuse_conv_bn_weights(&w, None, &bn4, false, 0), Err(QuantError::InvalidParameter { .. })));
+    assert!(matches!(
+        fuse_conv_bn_weights(&w, None, &bn4, false, 0),
+        Err(QuantError::InvalidParameter { .. })
+    ));
     assert!(matches!(
         fuse_conv_bn_weights(&r.array(&[3, 2, 3]), None, &bn4, true, 2),
         Err(QuantError::InvalidParameter { .. })
     ));
     // BN channels != output channels (also transposed: out = 2 * groups)
-    assert!(matches!(fuse_conv_bn_weights(&w, None, &r.bn(3), false, 1), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(fuse_conv_bn_weights(&w, None, &bn4, true, 1), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        fuse_conv_bn_weights(&w, None, &r.bn(3), false, 1),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        fuse_conv_bn_weights(&w, None, &bn4, true, 1),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     assert!(fuse_conv_bn_weights(&w, None, &bn4, true, 2).is_ok());
     // bias of the wrong shape
     assert!(matches!(
@@ -391,18 +503,33 @@ fn weight_level_errors() {
     // inconsistent BN lists, bad eps
     let mut bad = bn4.clone();
     bad.running_var.pop();
-    assert!(matches!(fuse_conv_bn_weights(&w, None, &bad, false, 1), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        fuse_conv_bn_weights(&w, None, &bad, false, 1),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     let mut bad = bn4.clone();
     bad.weight = Some(vec![1.0; 2]);
-    assert!(matches!(fuse_linear_bn_weights(&r.array(&[4, 2]), None, &bad), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        fuse_linear_bn_weights(&r.array(&[4, 2]), None, &bad),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     for eps in [-1.0, f64::NAN, f64::INFINITY] {
         let mut bad = bn4.clone();
         bad.eps = eps;
-        assert!(matches!(fuse_conv_bn_weights(&w, None, &bad, false, 1), Err(QuantError::InvalidParameter { .. })));
-        assert!(matches!(BatchNorm::new_2d(bad), Err(QuantError::InvalidParameter { .. })));
+        assert!(matches!(
+            fuse_conv_bn_weights(&w, None, &bad, false, 1),
+            Err(QuantError::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            BatchNorm::new_2d(bad),
+            Err(QuantError::InvalidParameter { .. })
+        ));
     }
     // linear: not 2-D, BN neither out nor 1 features, bias wrong
-    assert!(matches!(fuse_linear_bn_weights(&w, None, &bn4), Err(QuantError::ShapeMismatch { .. })));
+    assert!(matches!(
+        fuse_linear_bn_weights(&w, None, &bn4),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
     assert!(matches!(
         fuse_linear_bn_weights(&r.array(&[3, 2]), None, &bn4),
         Err(QuantError::LengthMismatch { .. })

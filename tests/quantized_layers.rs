@@ -4,8 +4,8 @@
 
 use ndarray::{ArrayD, IxDyn};
 use qnumeric::nn::quantized::{
-    choose_dynamic_qparams, DeQuantize, DynamicQuantizedLinear, Mismatch, QuantizedAdd,
-    QuantizedConv2d, QuantizedLinear, Quantize,
+    choose_dynamic_qparams, DeQuantize, DynamicQuantizedLinear, Mismatch, Quantize, QuantizedAdd,
+    QuantizedConv2d, QuantizedLinear,
 };
 use qnumeric::nn::{Activation, Conv2d, ConvGeometry, Linear, Module};
 use qnumeric::{
@@ -59,7 +59,12 @@ fn quantized_input(x: &ArrayD<f32>) -> Activation {
 }
 
 /// Runs integer and reference paths of a layer on `x`, prints and returns the mismatch.
-fn measure(name: &str, layer: &dyn Module, reference: impl Fn(&Activation) -> Activation, x: &Activation) -> Mismatch {
+fn measure(
+    name: &str,
+    layer: &dyn Module,
+    reference: impl Fn(&Activation) -> Activation,
+    x: &Activation,
+) -> Mismatch {
     let int = layer.forward(x).expect("integer path");
     let refr = reference(x);
     let m = Mismatch::between(&int, &refr).expect("comparable");
@@ -80,12 +85,20 @@ fn linear_case(relu: bool, seed: u64) -> Mismatch {
     let b = r.array(&[256], 0.5);
     let float = Linear::new(w, Some(b)).expect("linear");
     let float = if relu { float.with_relu() } else { float };
-    let y = float.forward(&Activation::Float(x.clone())).expect("float").into_float().expect("float");
+    let y = float
+        .forward(&Activation::Float(x.clone()))
+        .expect("float")
+        .into_float()
+        .expect("float");
     let wp = weight_params(float.weight_array());
     let q = QuantizedLinear::from_float(&float, wp, act_params(&y)).expect("quantized");
     let xq = quantized_input(&x);
     measure(
-        if relu { "QuantizedLinearReLU" } else { "QuantizedLinear" },
+        if relu {
+            "QuantizedLinearReLU"
+        } else {
+            "QuantizedLinear"
+        },
         &q,
         |a| q.forward_reference(a).expect("reference"),
         &xq,
@@ -99,7 +112,11 @@ fn conv_case(geo: ConvGeometry, relu: bool, seed: u64) -> Mismatch {
     let b = r.array(&[16], 0.3);
     let float = Conv2d::new(w, Some(b), geo).expect("conv");
     let float = if relu { float.with_relu() } else { float };
-    let y = float.forward(&Activation::Float(x.clone())).expect("float").into_float().expect("float");
+    let y = float
+        .forward(&Activation::Float(x.clone()))
+        .expect("float")
+        .into_float()
+        .expect("float");
     let wp = weight_params(float.weight_array());
     let q = QuantizedConv2d::from_float(&float, wp, act_params(&y)).expect("quantized");
     let xq = quantized_input(&x);
@@ -137,7 +154,10 @@ fn conv_integer_path_matches_reference() {
     for (i, geo) in [
         ConvGeometry::default().padding(1, 1),
         ConvGeometry::default().padding(1, 1).groups(2),
-        ConvGeometry::default().stride(2, 2).dilation(2, 2).padding(2, 1),
+        ConvGeometry::default()
+            .stride(2, 2)
+            .dilation(2, 2)
+            .padding(2, 1),
         ConvGeometry::default().groups(8),
     ]
     .into_iter()
@@ -162,7 +182,10 @@ fn add_integer_path_matches_reference() {
         let int = add.forward_many(&[&qa, &qb]).expect("integer");
         let refr = add.forward_reference(&qa, &qb).expect("reference");
         let m = Mismatch::between(&int, &refr).expect("comparable");
-        println!("QuantizedAdd relu={relu}: {m:?} ({:.4} %)", 100.0 * m.fraction());
+        println!(
+            "QuantizedAdd relu={relu}: {m:?} ({:.4} %)",
+            100.0 * m.fraction()
+        );
         assert!(m.max_diff <= 1, "{m:?}");
         assert!(m.fraction() <= 5e-5, "{m:?}");
     }
@@ -178,8 +201,16 @@ fn dynamic_linear_matches_reference_in_float() {
     let q = DynamicQuantizedLinear::from_float(&float, weight_params(float.weight_array()))
         .expect("dynamic");
     let xa = Activation::Float(x.clone());
-    let int = q.forward(&xa).expect("integer").into_float().expect("float");
-    let refr = q.forward_reference(&xa).expect("reference").into_float().expect("float");
+    let int = q
+        .forward(&xa)
+        .expect("integer")
+        .into_float()
+        .expect("float");
+    let refr = q
+        .forward_reference(&xa)
+        .expect("reference")
+        .into_float()
+        .expect("float");
     let xs = q.quantize_input(&xa).expect("quantized input");
     let sx = xs.per_tensor().expect("per tensor").scale();
     // Largest difference in units of the accumulator's quantum sx·sw[o].
@@ -191,7 +222,11 @@ fn dynamic_linear_matches_reference_in_float() {
     println!("DynamicQuantizedLinear: max difference {worst:.2e} quanta");
     assert!(worst < 0.01, "{worst}");
     // The float output is close to the unquantized layer.
-    let exact = float.forward(&xa).expect("float").into_float().expect("float");
+    let exact = float
+        .forward(&xa)
+        .expect("float")
+        .into_float()
+        .expect("float");
     assert!(qnumeric::sqnr(&exact, &int).expect("sqnr") > 30.0);
 }
 
@@ -220,7 +255,10 @@ fn quantize_and_dequantize_layers() {
         Some(&[10u8, 12, 0, 255][..])
     );
     let back = DeQuantize.forward(&y).expect("dequantize");
-    assert_eq!(back.as_float().expect("float").as_slice(), Some(&[0.0f32, 1.0, -5.0, 122.5][..]));
+    assert_eq!(
+        back.as_float().expect("float").as_slice(),
+        Some(&[0.0f32, 1.0, -5.0, 122.5][..])
+    );
     // DeQuantize passes float through
     assert_eq!(DeQuantize.forward(&x).expect("float"), x);
 }
@@ -241,8 +279,14 @@ fn quantized_layer_errors() {
         QuantizedLinear::new(wq.clone(), None, qint8),
         Err(QuantError::UnsupportedConfig { .. })
     ));
-    assert!(matches!(Quantize::new(qint8), Err(QuantError::UnsupportedConfig { .. })));
-    assert!(matches!(QuantizedAdd::new(qint8), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        Quantize::new(qint8),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    assert!(matches!(
+        QuantizedAdd::new(qint8),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
     // bias of the wrong length
     assert!(matches!(
         QuantizedLinear::new(wq.clone(), Some(ArrayD::zeros(IxDyn(&[3]))), out),
@@ -254,16 +298,26 @@ fn quantized_layer_errors() {
         QParams::new(0.1, 0, QDType::QInt8).expect("qp"),
     )
     .expect("w");
-    assert!(matches!(QuantizedLinear::new(w1.clone(), None, out), Err(QuantError::ShapeMismatch { .. })));
+    assert!(matches!(
+        QuantizedLinear::new(w1.clone(), None, out),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
     assert!(matches!(
         QuantizedConv2d::new(w1.clone(), None, ConvGeometry::default(), out),
         Err(QuantError::ShapeMismatch { .. })
     ));
-    assert!(matches!(DynamicQuantizedLinear::new(w1, None), Err(QuantError::ShapeMismatch { .. })));
+    assert!(matches!(
+        DynamicQuantizedLinear::new(w1, None),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
     // per-channel weight along axis 1
     let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 1, QDType::QInt8).expect("pc");
-    let w_ax1 = QuantizedTensor::<i8>::quantize(&ArrayD::<f32>::zeros(IxDyn(&[2, 3])), pc).expect("w");
-    assert!(matches!(QuantizedLinear::new(w_ax1, None, out), Err(QuantError::UnsupportedConfig { .. })));
+    let w_ax1 =
+        QuantizedTensor::<i8>::quantize(&ArrayD::<f32>::zeros(IxDyn(&[2, 3])), pc).expect("w");
+    assert!(matches!(
+        QuantizedLinear::new(w_ax1, None, out),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
     // float zero points
     let fz = PerChannelQParams::with_range(
         vec![0.1; 2],
@@ -272,28 +326,47 @@ fn quantized_layer_errors() {
         QDType::QInt8.full_range(),
     )
     .expect("pc");
-    let w_fz = QuantizedTensor::<i8>::from_parts(ndarray::Array::zeros(IxDyn(&[2, 3])), fz).expect("w");
-    assert!(matches!(QuantizedLinear::new(w_fz, None, out), Err(QuantError::UnsupportedConfig { .. })));
+    let w_fz =
+        QuantizedTensor::<i8>::from_parts(ndarray::Array::zeros(IxDyn(&[2, 3])), fz).expect("w");
+    assert!(matches!(
+        QuantizedLinear::new(w_fz, None, out),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
 
     let lin = QuantizedLinear::new(wq.clone(), None, out).expect("linear");
     // float input
     let xf = Activation::Float(ArrayD::zeros(IxDyn(&[1, 3])));
-    assert!(matches!(lin.forward(&xf), Err(QuantError::UnsupportedConfig { .. })));
-    assert!(matches!(lin.forward_reference(&xf), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        lin.forward(&xf),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    assert!(matches!(
+        lin.forward_reference(&xf),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
     // wrong feature count
     let x4 = Activation::Quantized(
         QuantizedTensor::quantize(&ArrayD::<f32>::zeros(IxDyn(&[1, 4])), out).expect("x"),
     );
-    assert!(matches!(lin.forward(&x4), Err(QuantError::ShapeMismatch { .. })));
+    assert!(matches!(
+        lin.forward(&x4),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
     // per-channel quantized activation
     let pcx = PerChannelQParams::new(vec![0.1], vec![0], 0, QDType::QUInt8).expect("pc");
     let xpc = Activation::Quantized(
         QuantizedTensor::quantize(&ArrayD::<f32>::zeros(IxDyn(&[1, 3])), pcx).expect("x"),
     );
-    assert!(matches!(lin.forward(&xpc), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        lin.forward(&xpc),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
     // quantize layer on a quantized input
     let q = Quantize::new(out).expect("q");
-    assert!(matches!(q.forward(&x4), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        q.forward(&x4),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
 
     // convolution: channel mismatch, bad geometry, float input, kernel larger than input
     let wc = QuantizedTensor::<i8>::quantize(
@@ -313,55 +386,107 @@ fn quantized_layer_errors() {
     let x3 = Activation::Quantized(
         QuantizedTensor::quantize(&ArrayD::<f32>::zeros(IxDyn(&[1, 3, 5, 5])), out).expect("x"),
     );
-    assert!(matches!(conv.forward(&x3), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(conv.forward_reference(&x3), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        conv.forward(&x3),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        conv.forward_reference(&x3),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     let small = Activation::Quantized(
         QuantizedTensor::quantize(&ArrayD::<f32>::zeros(IxDyn(&[1, 2, 2, 2])), out).expect("x"),
     );
-    assert!(matches!(conv.forward(&small), Err(QuantError::ShapeMismatch { .. })));
+    assert!(matches!(
+        conv.forward(&small),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
     let f4 = Activation::Float(ArrayD::zeros(IxDyn(&[1, 2, 5, 5])));
-    assert!(matches!(conv.forward(&f4), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        conv.forward(&f4),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
 
     // add: one input, different shapes, float inputs
     let add = QuantizedAdd::new(out).expect("add");
-    assert!(matches!(add.forward(&x4), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(add.forward_many(&[&x4]), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(add.forward_many(&[&x4, &x3]), Err(QuantError::ShapeMismatch { .. })));
-    assert!(matches!(add.forward_reference(&xf, &xf), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        add.forward(&x4),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        add.forward_many(&[&x4]),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        add.forward_many(&[&x4, &x3]),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        add.forward_reference(&xf, &xf),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
 
     // dynamic: NaN input, wrong features, quantized input, LinearReLU
     let dynl = DynamicQuantizedLinear::new(wq, None).expect("dynamic");
     let nan = Activation::Float(ndarray::arr2(&[[0.0f32, f32::NAN, 1.0]]).into_dyn());
-    assert!(matches!(dynl.forward(&nan), Err(QuantError::NanInput { index: 1, .. })));
+    assert!(matches!(
+        dynl.forward(&nan),
+        Err(QuantError::NanInput { index: 1, .. })
+    ));
     assert!(matches!(
         dynl.forward(&Activation::Float(ArrayD::zeros(IxDyn(&[1, 4])))),
         Err(QuantError::ShapeMismatch { .. })
     ));
-    assert!(matches!(dynl.forward(&x4), Err(QuantError::UnsupportedConfig { .. })));
-    let lr = Linear::new(ArrayD::zeros(IxDyn(&[2, 3])), None).expect("linear").with_relu();
+    assert!(matches!(
+        dynl.forward(&x4),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    let lr = Linear::new(ArrayD::zeros(IxDyn(&[2, 3])), None)
+        .expect("linear")
+        .with_relu();
     assert!(matches!(
         DynamicQuantizedLinear::from_float(&lr, QParams::new(0.1, 0, QDType::QInt8).expect("qp")),
         Err(QuantError::UnsupportedConfig { .. })
     ));
-    assert!(matches!(choose_dynamic_qparams(f32::INFINITY, 1.0, true), Err(QuantError::NonFinite { .. })));
-    assert!(matches!(choose_dynamic_qparams(2.0, 1.0, true), Err(QuantError::InvalidParameter { .. })));
+    assert!(matches!(
+        choose_dynamic_qparams(f32::INFINITY, 1.0, true),
+        Err(QuantError::NonFinite { .. })
+    ));
+    assert!(matches!(
+        choose_dynamic_qparams(2.0, 1.0, true),
+        Err(QuantError::InvalidParameter { .. })
+    ));
 
     // mismatch: different parameters, shapes, float input
     let other = QParams::new(0.2, 0, QDType::QUInt8).expect("qp");
     let x4b = Activation::Quantized(
         QuantizedTensor::quantize(&ArrayD::<f32>::zeros(IxDyn(&[1, 4])), other).expect("x"),
     );
-    assert!(matches!(Mismatch::between(&x4, &x4b), Err(QuantError::UnsupportedConfig { .. })));
-    assert!(matches!(Mismatch::between(&x4, &x3), Err(QuantError::ShapeMismatch { .. })));
-    assert!(matches!(Mismatch::between(&x4, &xf), Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(
+        Mismatch::between(&x4, &x4b),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    assert!(matches!(
+        Mismatch::between(&x4, &x3),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        Mismatch::between(&x4, &xf),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
 }
 
 #[test]
 fn quantized_weight_access_and_kinds() {
     let (wq, out) = small_linear();
-    let lin = QuantizedLinear::new(wq.clone(), None, out).expect("linear").with_relu();
+    let lin = QuantizedLinear::new(wq.clone(), None, out)
+        .expect("linear")
+        .with_relu();
     assert_eq!(lin.kind(), "QuantizedLinearReLU");
-    assert!(matches!(lin.weight(), Some(qnumeric::nn::WeightRef::Quantized(_))));
+    assert!(matches!(
+        lin.weight(),
+        Some(qnumeric::nn::WeightRef::Quantized(_))
+    ));
     assert_eq!(lin.output_qparams(), &out);
     assert_eq!(
         lin.quantized_weight().params(),

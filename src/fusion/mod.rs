@@ -47,7 +47,9 @@
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{QuantError, Result};
-use crate::nn::{BatchNorm, BatchNormParams, Conv1d, Conv2d, Identity, Linear, Module, ReLU, Sequential};
+use crate::nn::{
+    BatchNorm, BatchNormParams, Conv1d, Conv2d, Identity, Linear, Module, ReLU, Sequential,
+};
 
 /// `r[c] = f32(1 / f32(sqrt(f32(rv[c] + f32(eps)))))`.
 fn inv_std(bn: &BatchNormParams) -> Vec<f32> {
@@ -146,7 +148,8 @@ pub fn fuse_conv_bn_weights(
                 op: OP,
                 what: "groups",
                 value: groups as f64,
-                reason: "must divide the input channels (weight.shape[0]) of a transposed convolution",
+                reason:
+                    "must divide the input channels (weight.shape[0]) of a transposed convolution",
             });
         }
         shape[1] * groups
@@ -488,7 +491,8 @@ pub fn fuse_auto(model: &mut Sequential) -> Result<Vec<FusedGroup>> {
                 .map(|(_, l)| kind_of(l.as_ref()))
                 .collect();
             if pattern_of(&kinds).is_some() {
-                let names: Vec<String> = layers[i..i + len].iter().map(|(n, _)| n.clone()).collect();
+                let names: Vec<String> =
+                    layers[i..i + len].iter().map(|(n, _)| n.clone()).collect();
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
                 report.push(fuse_group(OP, &mut layers, &refs)?);
                 fused = len;

@@ -687,8 +687,7 @@ impl ReLU6 {
             }))),
             Activation::Quantized(q) => {
                 let qp = per_tensor(q, "ReLU6::forward")?;
-                let six: ndarray::Array1<u8> =
-                    kernels::quantize(&ndarray::arr1(&[6.0f32]), qp)?;
+                let six: ndarray::Array1<u8> = kernels::quantize(&ndarray::arr1(&[6.0f32]), qp)?;
                 clamp_quantized(q, qp.zero_point(), six[0] as i32)
             }
         }
@@ -825,22 +824,34 @@ impl MaxPool2d {
         match x {
             Activation::Float(a) => {
                 let data = contiguous(a);
-                let out = pool(&data, dims, self.kernel, self.stride, self.padding, |w, _| {
-                    w.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
-                        if v.is_nan() || m.is_nan() {
-                            f32::NAN
-                        } else {
-                            m.max(v)
-                        }
-                    })
-                });
+                let out = pool(
+                    &data,
+                    dims,
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    |w, _| {
+                        w.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
+                            if v.is_nan() || m.is_nan() {
+                                f32::NAN
+                            } else {
+                                m.max(v)
+                            }
+                        })
+                    },
+                );
                 Ok(Activation::Float(shape_array(&out_shape, out)))
             }
             Activation::Quantized(q) => {
                 let data = contiguous(q.int_repr());
-                let out = pool(&data, dims, self.kernel, self.stride, self.padding, |w, _| {
-                    w.iter().copied().max().unwrap_or(0)
-                });
+                let out = pool(
+                    &data,
+                    dims,
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    |w, _| w.iter().copied().max().unwrap_or(0),
+                );
                 let arr = ArrayD::from_shape_vec(IxDyn(&out_shape), out)
                     .expect("data length computed from the shape");
                 Ok(Activation::Quantized(QuantizedTensor::from_parts(
@@ -886,19 +897,31 @@ impl AvgPool2d {
         match x {
             Activation::Float(a) => {
                 let data = contiguous(a);
-                let out = pool(&data, dims, self.kernel, self.stride, self.padding, |w, _| {
-                    w.iter().sum::<f32>() / div
-                });
+                let out = pool(
+                    &data,
+                    dims,
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    |w, _| w.iter().sum::<f32>() / div,
+                );
                 Ok(Activation::Float(shape_array(&out_shape, out)))
             }
             Activation::Quantized(q) => {
                 let zp = per_tensor(q, OP)?.zero_point();
                 let data = contiguous(q.int_repr());
-                let out = pool(&data, dims, self.kernel, self.stride, self.padding, |w, _| {
-                    let s: i32 = w.iter().map(|&v| v as i32 - zp).sum();
-                    let v = (s as f32 / div).round_ties_even() as i32 + zp;
-                    v.clamp(0, 255) as u8
-                });
+                let out = pool(
+                    &data,
+                    dims,
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    |w, _| {
+                        let s: i32 = w.iter().map(|&v| v as i32 - zp).sum();
+                        let v = (s as f32 / div).round_ties_even() as i32 + zp;
+                        v.clamp(0, 255) as u8
+                    },
+                );
                 let arr = ArrayD::from_shape_vec(IxDyn(&out_shape), out)
                     .expect("data length computed from the shape");
                 Ok(Activation::Quantized(QuantizedTensor::from_parts(
@@ -961,7 +984,7 @@ impl Identity {
 simple_module!(Identity, "Identity");
 
 /// Marks where a model enters the quantized domain: the identity on float input;
-/// [`crate::ptq::convert`] replaces it by a [`super::quantized::Quantize`] with the
+/// [`crate::ptq::Prepared::convert`] replaces it by a [`super::quantized::Quantize`] with the
 /// parameters observed at its output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QuantStub;

@@ -94,7 +94,8 @@ impl Sequential {
     /// The layer under `name`, downcast to a concrete type.
     #[must_use]
     pub fn get<T: Module + 'static>(&self, name: &str) -> Option<&T> {
-        self.layer(name).and_then(|l| l.as_any().downcast_ref::<T>())
+        self.layer(name)
+            .and_then(|l| l.as_any().downcast_ref::<T>())
     }
 
     /// `(name, layer)` pairs in order.

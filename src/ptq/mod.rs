@@ -51,7 +51,7 @@ use ndarray::ArrayD;
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
 use crate::nn::quantized::{
-    DeQuantize, DynamicQuantizedLinear, QuantizedAdd, QuantizedConv2d, QuantizedLinear, Quantize,
+    DeQuantize, DynamicQuantizedLinear, Quantize, QuantizedAdd, QuantizedConv2d, QuantizedLinear,
 };
 use crate::nn::{
     Activation, Add, AvgPool2d, Conv2d, DeQuantStub, Flatten, Identity, Linear, MaxPool2d, Model,
@@ -383,11 +383,14 @@ impl<M: Model> Prepared<M> {
     /// saw no data; [`QuantError::UnsupportedConfig`] when the observer is not per tensor.
     pub fn output_qparams(&self, name: &str) -> Result<QParams> {
         const OP: &str = "Prepared::output_qparams";
-        let obs = self.observers.get(name).ok_or_else(|| QuantError::NotFound {
-            op: OP,
-            what: "observed layer",
-            name: name.to_string(),
-        })?;
+        let obs = self
+            .observers
+            .get(name)
+            .ok_or_else(|| QuantError::NotFound {
+                op: OP,
+                what: "observed layer",
+                name: name.to_string(),
+            })?;
         match obs.qparams()? {
             QuantParams::PerTensor(p) => Ok(p),
             QuantParams::PerChannel(_) => Err(QuantError::UnsupportedConfig {

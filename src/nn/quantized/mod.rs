@@ -287,7 +287,11 @@ impl QuantizedLinear {
         &self.weight
     }
 
-    fn check_input<'a>(&self, op: &'static str, x: &'a Activation) -> Result<(&'a QuantizedTensor<u8>, QParams)> {
+    fn check_input<'a>(
+        &self,
+        op: &'static str,
+        x: &'a Activation,
+    ) -> Result<(&'a QuantizedTensor<u8>, QParams)> {
         let q = need_quantized(op, x)?;
         let qp = *per_tensor(q, op)?;
         let k = self.weight.shape()[1];
@@ -340,7 +344,13 @@ impl Module for QuantizedLinear {
         let xi: Vec<i32> = q.int_repr().iter().map(|&v| v as i32 - zx).collect();
         let n = xi.len() / k.max(1);
         let acc = linear_core(&xi, &self.w_int, n, k, o, 0i32);
-        let rq = Requant::new(qp.scale(), &self.w_scales, self.bias.as_ref(), &self.out, self.relu);
+        let rq = Requant::new(
+            qp.scale(),
+            &self.w_scales,
+            self.bias.as_ref(),
+            &self.out,
+            self.relu,
+        );
         let data = acc
             .iter()
             .enumerate()
@@ -499,7 +509,13 @@ impl Module for QuantizedConv2d {
             .map(|&v| v as i32 - zx)
             .collect();
         let acc = conv2d_core(&xi, &self.w_int, &s, 0i32);
-        let rq = Requant::new(qp.scale(), &self.w_scales, self.bias.as_ref(), &self.out, self.relu);
+        let rq = Requant::new(
+            qp.scale(),
+            &self.w_scales,
+            self.bias.as_ref(),
+            &self.out,
+            self.relu,
+        );
         let inner = s.oh * s.ow;
         let data = acc
             .iter()
