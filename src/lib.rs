@@ -54,6 +54,7 @@ pub mod error;
 pub mod fusion;
 pub mod kernels;
 pub mod metrics;
+mod parallel;
 pub mod nn;
 pub mod observers;
 pub mod ptq;

@@ -102,55 +102,47 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
     let axis = qp.resolve_axis(OP, q.shape())?;
     let d = qp.dtype();
     ints_in_range(OP, q, d.min(), d.max())?;
+    let (c, scales) = (qp.channels(), qp.scales());
     match qp.zero_points() {
         ZeroPoints::Int(zps) => {
-            // `q - zp` cannot overflow i32: both lie in the dtype's range and a per-channel
-            // dtype's range spans at most 2^32 - 1 only for qint32, where PyTorch computes the
-            // difference in i64; use i64 there.
-            let wide = d.bits() > 16;
-            let params: Vec<(f64, i32)> = qp
-                .scales()
-                .iter()
-                .zip(zps)
-                .map(|(&s, &z)| (s as f64, z))
-                .collect();
-            if wide {
+            let param = |ch: usize| (scales[ch] as f64, zps[ch]);
+            if d.bits() <= 16 {
+                // `q - zp` fits in i32 for dtypes of at most 16 bits.
+                let f = |(s, z): (f64, i32), v: Q| ((v.to_i32() - z) as f64 * s) as f32;
+                drive_per_channel(
+                    q,
+                    out,
+                    axis,
+                    c,
+                    param,
+                    |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
+                    |p, v| F::from_compute(f(p, v)),
+                );
+            } else {
                 let f =
                     |(s, z): (f64, i32), v: Q| ((v.to_i32() as i64 - z as i64) as f64 * s) as f32;
                 drive_per_channel(
                     q,
                     out,
                     axis,
-                    &params,
+                    c,
+                    param,
                     |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
                     |p, v| F::from_compute(f(p, v)),
                 );
-                return Ok(());
             }
-            let f = |(s, z): (f64, i32), v: Q| ((v.to_i32() - z) as f64 * s) as f32;
-            drive_per_channel(
-                q,
-                out,
-                axis,
-                &params,
-                |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
-                |p, v| F::from_compute(f(p, v)),
-            );
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
-            let ops: Vec<FloatZpOp> = qp
-                .scales()
-                .iter()
-                .zip(zps)
-                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
-                .collect();
+            let param =
+                |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             let f = |o: FloatZpOp, v: Q| o.dequantize(v.to_i32());
             drive_per_channel(
                 q,
                 out,
                 axis,
-                &ops,
+                c,
+                param,
                 |o, qs, os| run_to_float(qs, os, |v| f(o, v)),
                 |o, v| F::from_compute(f(o, v)),
             );

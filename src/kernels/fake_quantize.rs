@@ -165,31 +165,6 @@ pub fn fake_quantize_backward_into<F: QFloat, D: Dimension>(
     Ok(())
 }
 
-enum ChannelOps {
-    Int(Vec<FakeQuantOp>),
-    Float(Vec<FloatZpOp>),
-}
-
-fn channel_ops(qp: &PerChannelQParams) -> ChannelOps {
-    let r = qp.range();
-    match qp.zero_points() {
-        ZeroPoints::Int(z) => ChannelOps::Int(
-            qp.scales()
-                .iter()
-                .zip(z)
-                .map(|(&s, &z)| FakeQuantOp::new(s, z, r.quant_min(), r.quant_max()))
-                .collect(),
-        ),
-        ZeroPoints::Float(z) => ChannelOps::Float(
-            qp.scales()
-                .iter()
-                .zip(z)
-                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
-                .collect(),
-        ),
-    }
-}
-
 /// Fake-quantizes with per-channel parameters (PyTorch's `fake_quantize_per_channel_affine`).
 ///
 /// Integer zero points as [`fake_quantize`] per channel; float zero points are added before
@@ -224,14 +199,22 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
     same_shape(OP, x, out)?;
     let axis = qp.resolve_axis(OP, x.shape())?;
     no_nan(OP, x)?;
-    match channel_ops(qp) {
-        ChannelOps::Int(ops) if ops.iter().all(|o| o.narrow) => {
-            forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward_narrow(v))
+    let (c, scales, r) = (qp.channels(), qp.scales(), qp.range());
+    match qp.zero_points() {
+        ZeroPoints::Int(zps) => {
+            let param =
+                |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
+            if (0..c).all(|ch| param(ch).narrow) {
+                forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_narrow(v))
+            } else {
+                forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_wide(v))
+            }
         }
-        ChannelOps::Int(ops) => {
-            forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward_wide(v))
+        ZeroPoints::Float(zps) => {
+            let param =
+                |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
+            forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward(v))
         }
-        ChannelOps::Float(ops) => forward_per_channel_into(x, out, axis, &ops, |o, v| o.forward(v)),
     }
     Ok(())
 }
@@ -266,15 +249,21 @@ pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
     same_shape(OP, x, dx)?;
     let axis = qp.resolve_axis(OP, x.shape())?;
     no_nan(OP, x)?;
-    match channel_ops(qp) {
-        ChannelOps::Int(ops) if ops.iter().all(|o| o.narrow) => {
-            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask_narrow(v))
+    let (c, scales, r) = (qp.channels(), qp.scales(), qp.range());
+    match qp.zero_points() {
+        ZeroPoints::Int(zps) => {
+            let param =
+                |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
+            if (0..c).all(|ch| param(ch).narrow) {
+                backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask_narrow(v))
+            } else {
+                backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask_wide(v))
+            }
         }
-        ChannelOps::Int(ops) => {
-            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask_wide(v))
-        }
-        ChannelOps::Float(ops) => {
-            backward_per_channel_into(x, dy, dx, axis, &ops, |o, v| o.mask(v))
+        ZeroPoints::Float(zps) => {
+            let param =
+                |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
+            backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask(v))
         }
     }
     Ok(())
@@ -284,7 +273,7 @@ pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
 fn forward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<F, D>,
-    f: impl Fn(f32) -> f32 + Copy,
+    f: impl Fn(f32) -> f32 + Copy + Sync + Send,
 ) {
     drive(
         x,
@@ -299,7 +288,7 @@ fn backward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
     dx: &mut ArrayRef<F, D>,
-    m: impl Fn(f32) -> bool + Copy,
+    m: impl Fn(f32) -> bool + Copy + Sync + Send,
 ) {
     drive2(
         x,
@@ -311,38 +300,42 @@ fn backward_into<F: QFloat, D: Dimension>(
 }
 
 #[inline(always)]
-fn forward_per_channel_into<F: QFloat, D: Dimension, P: Copy>(
+fn forward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<F, D>,
     axis: usize,
-    ops: &[P],
-    f: impl Fn(P, f32) -> f32 + Copy,
+    channels: usize,
+    param: impl Fn(usize) -> P + Sync + Send,
+    f: impl Fn(P, f32) -> f32 + Copy + Sync + Send,
 ) {
     drive_per_channel(
         x,
         out,
         axis,
-        ops,
+        channels,
+        param,
         |o, xs, os| run_float(xs, os, |v| f(o, v)),
         |o, v| F::from_compute(f(o, v.to_compute())),
     );
 }
 
 #[inline(always)]
-fn backward_per_channel_into<F: QFloat, D: Dimension, P: Copy>(
+fn backward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
     dx: &mut ArrayRef<F, D>,
     axis: usize,
-    ops: &[P],
-    m: impl Fn(P, f32) -> bool + Copy,
+    channels: usize,
+    param: impl Fn(usize) -> P + Sync + Send,
+    m: impl Fn(P, f32) -> bool + Copy + Sync + Send,
 ) {
     drive2_per_channel(
         x,
         dy,
         dx,
         axis,
-        ops,
+        channels,
+        param,
         |o, xs, gs, os| run_mask_select(xs, gs, os, |v| m(o, v)),
         |o, v, g| if m(o, v.to_compute()) { g } else { F::zero() },
     );

@@ -13,6 +13,7 @@ use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::simd::dispatched;
 use crate::element::QFloat;
+use crate::parallel::{chunks2, chunks3, chunks_mut, CHUNK};
 
 /// Elements per conversion block (fits comfortably in L1 as f32).
 pub(crate) const BLOCK: usize = 512;
@@ -143,20 +144,27 @@ dispatched!(
     pub(crate) fn any_nan_slice[F: QFloat](xs: &[F]) -> bool = any_nan_slice_body
 );
 dispatched!(
-    /// Rows of `params.len()` elements, element `i` of a row processed with `params[i]`.
-    fn run_rows[A: Copy, B, P: Copy, E: Fn(P, A) -> B](xs: &[A], os: &mut [B], params: &[P], elem: E) = run_rows_body
+    /// Rows of `c` elements; elements `g0..g0 + params.len()` of each row processed with
+    /// `params`.
+    fn run_rows[A: Copy, B, P: Copy, E: Fn(P, A) -> B](xs: &[A], os: &mut [B], c: usize, g0: usize, params: &[P], elem: &E) = run_rows_body
 );
 
 #[inline(always)]
 fn run_rows_body<A: Copy, B, P: Copy, E: Fn(P, A) -> B>(
     xs: &[A],
     os: &mut [B],
+    c: usize,
+    g0: usize,
     params: &[P],
-    elem: E,
+    elem: &E,
 ) {
-    let c = params.len();
+    let g = params.len();
     for (orow, xrow) in os.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-        for ((o, &v), &p) in orow.iter_mut().zip(xrow).zip(params) {
+        for ((o, &v), &p) in orow[g0..g0 + g]
+            .iter_mut()
+            .zip(&xrow[g0..g0 + g])
+            .zip(params)
+        {
             *o = elem(p, v);
         }
     }
@@ -164,16 +172,16 @@ fn run_rows_body<A: Copy, B, P: Copy, E: Fn(P, A) -> B>(
 
 /// Runs `run` over the whole arrays when they share a memory order, else `elem` per element.
 #[inline(always)]
-pub(crate) fn drive<A: Copy, B, D: Dimension>(
+pub(crate) fn drive<A: Copy + Sync, B: Send, D: Dimension>(
     x: &ArrayRef<A, D>,
     out: &mut ArrayRef<B, D>,
-    run: impl Fn(&[A], &mut [B]),
+    run: impl Fn(&[A], &mut [B]) + Sync + Send,
     elem: impl Fn(A) -> B,
 ) {
     debug_assert_eq!(x.shape(), out.shape());
     if x.strides() == out.strides() {
         if let (Some(xs), Some(os)) = (x.as_slice_memory_order(), out.as_slice_memory_order_mut()) {
-            run(xs, os);
+            chunks2(xs, os, run);
             return;
         }
     }
@@ -182,13 +190,13 @@ pub(crate) fn drive<A: Copy, B, D: Dimension>(
 
 /// In-place version of [`drive`].
 #[inline(always)]
-pub(crate) fn drive_inplace<A: Copy, D: Dimension>(
+pub(crate) fn drive_inplace<A: Copy + Send, D: Dimension>(
     x: &mut ArrayRef<A, D>,
-    run: impl Fn(&mut [A]),
+    run: impl Fn(&mut [A]) + Sync + Send,
     elem: impl Fn(A) -> A,
 ) {
     if let Some(xs) = x.as_slice_memory_order_mut() {
-        run(xs);
+        chunks_mut(xs, run);
         return;
     }
     x.map_inplace(|v| *v = elem(*v));
@@ -196,11 +204,11 @@ pub(crate) fn drive_inplace<A: Copy, D: Dimension>(
 
 /// Two-input version of [`drive`].
 #[inline(always)]
-pub(crate) fn drive2<A: Copy, G: Copy, B, D: Dimension>(
+pub(crate) fn drive2<A: Copy + Sync, G: Copy + Sync, B: Send, D: Dimension>(
     x: &ArrayRef<A, D>,
     g: &ArrayRef<G, D>,
     out: &mut ArrayRef<B, D>,
-    run: impl Fn(&[A], &[G], &mut [B]),
+    run: impl Fn(&[A], &[G], &mut [B]) + Sync + Send,
     elem: impl Fn(A, G) -> B,
 ) {
     if x.strides() == out.strides() && g.strides() == out.strides() {
@@ -209,7 +217,7 @@ pub(crate) fn drive2<A: Copy, G: Copy, B, D: Dimension>(
             g.as_slice_memory_order(),
             out.as_slice_memory_order_mut(),
         ) {
-            run(xs, gs, os);
+            chunks3(xs, gs, os, run);
             return;
         }
     }
@@ -220,44 +228,61 @@ pub(crate) fn drive2<A: Copy, G: Copy, B, D: Dimension>(
 }
 
 /// Per-channel driver: element `x[.., c, ..]` (index `c` on `axis`) is processed with
-/// `params[c]`. For standard-layout arrays the runs of one channel (`inner` contiguous
-/// elements) go through `run`; with the channel on the last axis, rows go element by element
-/// through `elem`; other layouts use `Zip` per channel.
+/// `param(c)`, for `channels` channels. Allocation-free: parameters are built per run of one
+/// channel (`inner` contiguous elements, through `run`), or, with the channel on the last axis,
+/// for groups of [`GROUP`] channels at a time kept on the stack (rows through `elem`). Other
+/// layouts use `Zip` per channel.
 #[inline(always)]
-pub(crate) fn drive_per_channel<A: Copy, B, P: Copy, D: Dimension>(
+pub(crate) fn drive_per_channel<A: Copy + Sync, B: Send, P: Copy + Sync, D: Dimension>(
     x: &ArrayRef<A, D>,
     out: &mut ArrayRef<B, D>,
     axis: usize,
-    params: &[P],
-    run: impl Fn(P, &[A], &mut [B]),
-    elem: impl Fn(P, A) -> B,
+    channels: usize,
+    param: impl Fn(usize) -> P + Sync + Send,
+    run: impl Fn(P, &[A], &mut [B]) + Sync + Send,
+    elem: impl Fn(P, A) -> B + Sync + Send,
 ) {
     debug_assert_eq!(x.shape(), out.shape());
-    debug_assert_eq!(x.shape()[axis], params.len());
+    debug_assert_eq!(x.shape()[axis], channels);
     let inner: usize = x.shape()[axis + 1..].iter().product();
-    let c = params.len();
+    let c = channels;
     if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+        if xs.is_empty() {
+            return;
+        }
         if inner == 1 {
-            run_rows(xs, os, params, elem);
-        } else {
-            for (oblock, xblock) in os
-                .chunks_exact_mut(c * inner)
-                .zip(xs.chunks_exact(c * inner))
-            {
-                for ((orun, xrun), &p) in oblock
-                    .chunks_exact_mut(inner)
-                    .zip(xblock.chunks_exact(inner))
-                    .zip(params)
-                {
-                    run(p, xrun, orun);
+            // Whole rows per chunk: each chunk starts at channel 0.
+            let rows_per_chunk = (CHUNK / c).max(1);
+            chunks_indexed2(xs, os, rows_per_chunk * c, |_, xc, oc| {
+                let mut group = [param(0); GROUP];
+                for g0 in (0..c).step_by(GROUP) {
+                    let g = (c - g0).min(GROUP);
+                    for (k, p) in group[..g].iter_mut().enumerate() {
+                        *p = param(g0 + k);
+                    }
+                    run_rows(xc, oc, c, g0, &group[..g], &elem);
                 }
-            }
+            });
+        } else {
+            // Runs of one channel; each chunk holds whole runs and knows its first run index.
+            let runs_per_chunk = (CHUNK / inner).max(1);
+            chunks_indexed2(xs, os, runs_per_chunk * inner, |first, xc, oc| {
+                let first_run = first / inner;
+                for (r, (xrun, orun)) in xc
+                    .chunks_exact(inner)
+                    .zip(oc.chunks_exact_mut(inner))
+                    .enumerate()
+                {
+                    run(param((first_run + r) % c), xrun, orun);
+                }
+            });
         }
         return;
     }
     let xd = x.view().into_dyn();
     let mut od = out.view_mut().into_dyn();
-    for (ch, &p) in params.iter().enumerate() {
+    for ch in 0..c {
+        let p = param(ch);
         let xv = xd.index_axis(Axis(axis), ch);
         let mut ov = od.index_axis_mut(Axis(axis), ch);
         Zip::from(&mut ov)
@@ -266,41 +291,55 @@ pub(crate) fn drive_per_channel<A: Copy, B, P: Copy, D: Dimension>(
     }
 }
 
-/// Two-input version of [`drive_per_channel`].
+/// Channels whose parameters are kept on the stack at once on the last-axis path.
+pub(crate) const GROUP: usize = 64;
+
+/// Two-input version of [`drive_per_channel`] (runs of one channel for standard layouts,
+/// `Zip` otherwise).
 #[inline(always)]
-pub(crate) fn drive2_per_channel<A: Copy, G: Copy, B, P: Copy, D: Dimension>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive2_per_channel<
+    A: Copy + Sync,
+    G: Copy + Sync,
+    B: Send,
+    P: Copy + Sync,
+    D: Dimension,
+>(
     x: &ArrayRef<A, D>,
     g: &ArrayRef<G, D>,
     out: &mut ArrayRef<B, D>,
     axis: usize,
-    params: &[P],
-    run: impl Fn(P, &[A], &[G], &mut [B]),
+    channels: usize,
+    param: impl Fn(usize) -> P + Sync + Send,
+    run: impl Fn(P, &[A], &[G], &mut [B]) + Sync + Send,
     elem: impl Fn(P, A, G) -> B,
 ) {
     let inner: usize = x.shape()[axis + 1..].iter().product();
-    let c = params.len();
+    let c = channels;
     if let (Some(xs), Some(gs), Some(os)) = (x.as_slice(), g.as_slice(), out.as_slice_mut()) {
-        let block = c * inner;
-        for ((ob, xb), gb) in os
-            .chunks_exact_mut(block)
-            .zip(xs.chunks_exact(block))
-            .zip(gs.chunks_exact(block))
-        {
-            for (((orun, xrun), grun), &p) in ob
-                .chunks_exact_mut(inner)
-                .zip(xb.chunks_exact(inner))
-                .zip(gb.chunks_exact(inner))
-                .zip(params)
-            {
-                run(p, xrun, grun, orun);
-            }
+        if xs.is_empty() {
+            return;
         }
+        let runs_per_chunk = (CHUNK / inner).max(1);
+        let chunk = runs_per_chunk * inner;
+        chunks_indexed3(xs, gs, os, chunk, |first, xc, gc, oc| {
+            let first_run = first / inner;
+            for (r, ((xrun, grun), orun)) in xc
+                .chunks_exact(inner)
+                .zip(gc.chunks_exact(inner))
+                .zip(oc.chunks_exact_mut(inner))
+                .enumerate()
+            {
+                run(param((first_run + r) % c), xrun, grun, orun);
+            }
+        });
         return;
     }
     let xd = x.view().into_dyn();
     let gd = g.view().into_dyn();
     let mut od = out.view_mut().into_dyn();
-    for (ch, &p) in params.iter().enumerate() {
+    for ch in 0..c {
+        let p = param(ch);
         let xv = xd.index_axis(Axis(axis), ch);
         let gv = gd.index_axis(Axis(axis), ch);
         let mut ov = od.index_axis_mut(Axis(axis), ch);
@@ -311,10 +350,62 @@ pub(crate) fn drive2_per_channel<A: Copy, G: Copy, B, P: Copy, D: Dimension>(
     }
 }
 
+/// `f(start, x_chunk, out_chunk)` over chunks of `chunk` elements (the last may be shorter),
+/// in parallel for large slices with the `rayon` feature.
+#[inline(always)]
+fn chunks_indexed2<A: Sync, B: Send>(
+    xs: &[A],
+    os: &mut [B],
+    chunk: usize,
+    f: impl Fn(usize, &[A], &mut [B]) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if crate::parallel::parallel(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks(chunk)
+            .zip(os.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(i, (a, b))| f(i * chunk, a, b));
+        return;
+    }
+    for (i, (a, b)) in xs.chunks(chunk).zip(os.chunks_mut(chunk)).enumerate() {
+        f(i * chunk, a, b);
+    }
+}
+
+/// Three-slice version of [`chunks_indexed2`].
+#[inline(always)]
+fn chunks_indexed3<A: Sync, G: Sync, B: Send>(
+    xs: &[A],
+    gs: &[G],
+    os: &mut [B],
+    chunk: usize,
+    f: impl Fn(usize, &[A], &[G], &mut [B]) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if crate::parallel::parallel(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks(chunk)
+            .zip(gs.par_chunks(chunk))
+            .zip(os.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(i, ((a, g), b))| f(i * chunk, a, g, b));
+        return;
+    }
+    for (i, ((a, g), b)) in xs
+        .chunks(chunk)
+        .zip(gs.chunks(chunk))
+        .zip(os.chunks_mut(chunk))
+        .enumerate()
+    {
+        f(i * chunk, a, g, b);
+    }
+}
+
 /// Logical (row-major) index of the first NaN in `x`, if any.
 pub(crate) fn find_nan<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>) -> Option<usize> {
     let any = if let Some(xs) = x.as_slice_memory_order() {
-        any_nan_slice(xs)
+        crate::parallel::map_fold(xs, any_nan_slice, false, |a, b| a | b)
     } else {
         x.iter().any(|v| v.is_nan())
     };

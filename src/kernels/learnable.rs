@@ -149,7 +149,14 @@ pub fn learnable_fake_quantize_backward<F: QFloat, D: Dimension>(
                 F::as_f32_slice(gs),
                 F::as_f32_slice_mut(os),
             ) {
-                (Some(xf), Some(gf), Some(of)) => lsq_backward_slice(xf, gf, of, c),
+                (Some(xf), Some(gf), Some(of)) => crate::parallel::map_fold3(
+                    xf,
+                    gf,
+                    of,
+                    |a, g, o| lsq_backward_slice(a, g, o, c),
+                    (0.0, 0.0),
+                    |a, b| (a.0 + b.0, a.1 + b.1),
+                ),
                 _ => lsq_backward_zip(x, dy, &mut dx, c),
             }
         }

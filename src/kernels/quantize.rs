@@ -121,22 +121,18 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
     let axis = qp.resolve_axis(OP, x.shape())?;
     storage_holds::<Q>(OP, qp.dtype())?;
     no_nan(OP, x)?;
-    let d = qp.dtype();
+    let (d, c, scales) = (qp.dtype(), qp.channels(), qp.scales());
     match qp.zero_points() {
         ZeroPoints::Int(zps) => {
-            let ops: Vec<QuantizeOp> = qp
-                .scales()
-                .iter()
-                .zip(zps)
-                .map(|(&s, &z)| QuantizeOp::new(s, z, d.min(), d.max()))
-                .collect();
-            if ops.iter().all(|o| o.narrow) {
+            let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
+            if (0..c).all(|ch| param(ch).narrow) {
                 let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_narrow(v));
                 drive_per_channel(
                     x,
                     out,
                     axis,
-                    &ops,
+                    c,
+                    param,
                     |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
                     |o, v| f(o, v.to_compute()),
                 );
@@ -146,7 +142,8 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                     x,
                     out,
                     axis,
-                    &ops,
+                    c,
+                    param,
                     |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
                     |o, v| f(o, v.to_compute()),
                 );
@@ -154,18 +151,15 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
-            let ops: Vec<FloatZpOp> = qp
-                .scales()
-                .iter()
-                .zip(zps)
-                .map(|(&s, &z)| FloatZpOp::new(s, z, r.quant_min(), r.quant_max()))
-                .collect();
+            let param =
+                |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             let f = |o: FloatZpOp, v: f32| Q::from_i32_unchecked(o.quantize(v));
             drive_per_channel(
                 x,
                 out,
                 axis,
-                &ops,
+                c,
+                param,
                 |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
                 |o, v| f(o, v.to_compute()),
             );

@@ -1,0 +1,138 @@
+//! Splitting large contiguous work across threads (feature `rayon`).
+//!
+//! Work is always cut at the same fixed chunk boundaries, with or without the feature, and
+//! reductions combine the chunks' partial results in chunk order: results are identical bit
+//! for bit whether the chunks ran on one thread or many. Slices shorter than
+//! [`PAR_MIN_LEN`] always run on the calling thread (no scheduling overhead for small tensors).
+
+/// Elements per chunk.
+pub(crate) const CHUNK: usize = 1 << 16;
+
+/// Below this many elements work stays on the calling thread.
+pub(crate) const PAR_MIN_LEN: usize = 1 << 18;
+
+#[inline]
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+pub(crate) fn parallel(len: usize) -> bool {
+    cfg!(feature = "rayon") && len >= PAR_MIN_LEN
+}
+
+/// `f(x_chunk, out_chunk)` over aligned chunks of two slices.
+#[inline]
+pub(crate) fn chunks2<A: Sync, B: Send>(
+    xs: &[A],
+    os: &mut [B],
+    f: impl Fn(&[A], &mut [B]) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks(CHUNK)
+            .zip(os.par_chunks_mut(CHUNK))
+            .for_each(|(a, b)| f(a, b));
+        return;
+    }
+    f(xs, os);
+}
+
+/// `f(x_chunk, g_chunk, out_chunk)` over aligned chunks of three slices.
+#[inline]
+pub(crate) fn chunks3<A: Sync, G: Sync, B: Send>(
+    xs: &[A],
+    gs: &[G],
+    os: &mut [B],
+    f: impl Fn(&[A], &[G], &mut [B]) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks(CHUNK)
+            .zip(gs.par_chunks(CHUNK))
+            .zip(os.par_chunks_mut(CHUNK))
+            .for_each(|((a, g), b)| f(a, g, b));
+        return;
+    }
+    f(xs, gs, os);
+}
+
+/// `f(chunk)` over chunks of a slice, in place.
+#[inline]
+pub(crate) fn chunks_mut<A: Send>(xs: &mut [A], f: impl Fn(&mut [A]) + Sync + Send) {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        xs.par_chunks_mut(CHUNK).for_each(&f);
+        return;
+    }
+    f(xs);
+}
+
+/// Maps every chunk of `xs` and folds the results in chunk order.
+#[inline]
+pub(crate) fn map_fold<A: Sync, R: Send>(
+    xs: &[A],
+    map: impl Fn(&[A]) -> R + Sync + Send,
+    init: R,
+    fold: impl Fn(R, R) -> R,
+) -> R {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        let parts: Vec<R> = xs.par_chunks(CHUNK).map(map).collect();
+        return parts.into_iter().fold(init, fold);
+    }
+    xs.chunks(CHUNK).map(map).fold(init, fold)
+}
+
+/// Like [`map_fold`] over aligned chunks of two slices.
+#[inline]
+pub(crate) fn map_fold2<A: Sync, G: Sync, R: Send>(
+    xs: &[A],
+    gs: &[G],
+    map: impl Fn(&[A], &[G]) -> R + Sync + Send,
+    init: R,
+    fold: impl Fn(R, R) -> R,
+) -> R {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        let parts: Vec<R> = xs
+            .par_chunks(CHUNK)
+            .zip(gs.par_chunks(CHUNK))
+            .map(|(a, g)| map(a, g))
+            .collect();
+        return parts.into_iter().fold(init, fold);
+    }
+    xs.chunks(CHUNK)
+        .zip(gs.chunks(CHUNK))
+        .map(|(a, g)| map(a, g))
+        .fold(init, fold)
+}
+
+/// Like [`map_fold`] over aligned chunks of three slices, the third written.
+#[inline]
+pub(crate) fn map_fold3<A: Sync, G: Sync, B: Send, R: Send>(
+    xs: &[A],
+    gs: &[G],
+    os: &mut [B],
+    map: impl Fn(&[A], &[G], &mut [B]) -> R + Sync + Send,
+    init: R,
+    fold: impl Fn(R, R) -> R,
+) -> R {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        let parts: Vec<R> = xs
+            .par_chunks(CHUNK)
+            .zip(gs.par_chunks(CHUNK))
+            .zip(os.par_chunks_mut(CHUNK))
+            .map(|((a, g), o)| map(a, g, o))
+            .collect();
+        return parts.into_iter().fold(init, fold);
+    }
+    xs.chunks(CHUNK)
+        .zip(gs.chunks(CHUNK))
+        .zip(os.chunks_mut(CHUNK))
+        .map(|((a, g), o)| map(a, g, o))
+        .fold(init, fold)
+}
