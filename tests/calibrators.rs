@@ -1,5 +1,6 @@
 //! The calibrator comparison on data with known shapes: outliers (clipping calibrators must
 //! beat min/max) and uniform data (min/max must win).
+#![allow(clippy::unwrap_used)]
 
 use ndarray::{Array1, ArrayD};
 use qnumeric::observers::compare_calibrators;

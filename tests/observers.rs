@@ -1,5 +1,6 @@
 //! Observers: PyTorch's spec examples, every refusal, merge against one observer over the
 //! concatenated data, object safety, and properties.
+#![allow(clippy::unwrap_used)]
 
 use ndarray::{array, concatenate, Array1, ArrayD, Axis, IxDyn};
 use proptest::prelude::*;

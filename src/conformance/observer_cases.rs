@@ -153,8 +153,11 @@ fn observed(obs: &dyn Observer) -> Option<(Vec<f32>, Vec<f32>)> {
     None
 }
 
+/// The observer after its batches, with its parameters (or the first refusal).
+type Observed = Result<(Box<dyn Observer>, QuantParams), QuantError>;
+
 /// Builds, feeds and asks for parameters; the first refusal is returned as `Err`.
-fn run_observer(case: &Case) -> CaseResult<Result<(Box<dyn Observer>, QuantParams), QuantError>> {
+fn run_observer(case: &Case) -> CaseResult<Observed> {
     let mut obs = match build(case)? {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),

@@ -122,7 +122,7 @@ fn per_tensor(op: &'static str, q: QuantParams) -> Result<QParams> {
 /// use qnumeric::observers::compare_calibrators;
 /// use qnumeric::{QDType, QScheme, QuantSpec};
 ///
-/// let mut x: Vec<f32> = (0..20_000).map(|i| ((i * 7919 % 20_000) as f32 / 20_000.0 - 0.5)).collect();
+/// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 60.0; // an outlier
 /// let spec = QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
 /// let report = compare_calibrators(Array1::from(x).into_dyn().view(), spec)?;

@@ -299,7 +299,8 @@ pub(crate) fn histc(xs: &[f32], lo: f32, hi: f32, bins: usize, data_range: (f32,
 /// right edge folded into the last bin (`last = bins − 1`).
 #[inline]
 pub(crate) fn histc_index(v: f32, lo: f32, width: f32, nb: f32, last: i32) -> u32 {
-    (((v - lo) * nb / width) as i32).clamp(0, last) as u32
+    // `v >= lo` (so the index is >= 0) for every value binned here.
+    (((v - lo) * nb / width) as i32).min(last) as u32
 }
 
 /// `torch.linspace(start, end, n)` in `f32` (CPU): the first half `fma(step, i, start)`, the
@@ -507,6 +508,7 @@ fn non_linear_param_search(hist: &[f32], min: f32, max: f32, dst: f64) -> (f32, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::dtype::QDType;

@@ -22,7 +22,7 @@ use crate::qparams::QuantSpec;
 /// use qnumeric::observers::MseObserver;
 /// use qnumeric::{Observer, QDType, QScheme, QuantSpec};
 ///
-/// let mut x: Vec<f32> = (0..20_000).map(|i| ((i * 7919 % 20_000) as f32 / 20_000.0 - 0.5)).collect();
+/// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;
 /// let mut obs = MseObserver::new(QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
 /// obs.observe(Array1::from(x).into_dyn().view())?;

@@ -7,57 +7,54 @@ use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
 use crate::qparams::{QScheme, QuantSpec};
 
-const ABS_MASK: u32 = 0x7fff_ffff;
-const INF_BITS: u32 = 0x7f80_0000;
-
-/// Min, max and the largest `|bits|` of a slice (NaN ignored by the min/max, caught by the bits).
+/// Min, max and a sum of a slice. NaN is ignored by the min/max but poisons the sum, so a
+/// non-finite sum flags a batch to re-check (the sum can also overflow on finite data; the
+/// re-check tells the two apart). Three vector operations per element.
 #[inline]
-fn scan(xs: &[f32]) -> (f32, f32, u32) {
+fn scan(xs: &[f32]) -> (f32, f32, f32) {
     let mut mn = [f32::INFINITY; 16];
     let mut mx = [f32::NEG_INFINITY; 16];
-    let mut bits = [0u32; 16];
+    let mut sum = [0.0f32; 16];
     let mut chunks = xs.chunks_exact(16);
     for c in &mut chunks {
         for k in 0..16 {
             let v = c[k];
             mn[k] = if v < mn[k] { v } else { mn[k] };
             mx[k] = if v > mx[k] { v } else { mx[k] };
-            let b = v.to_bits() & ABS_MASK;
-            bits[k] = if b > bits[k] { b } else { bits[k] };
+            sum[k] += v;
         }
     }
     for &v in chunks.remainder() {
         mn[0] = if v < mn[0] { v } else { mn[0] };
         mx[0] = if v > mx[0] { v } else { mx[0] };
-        bits[0] = bits[0].max(v.to_bits() & ABS_MASK);
+        sum[0] += v;
     }
     let mut a = f32::INFINITY;
     let mut b = f32::NEG_INFINITY;
-    let mut c = 0u32;
+    let mut c = 0.0f32;
     for k in 0..16 {
         a = if mn[k] < a { mn[k] } else { a };
         b = if mx[k] > b { mx[k] } else { b };
-        c = c.max(bits[k]);
+        c += sum[k];
     }
     (a, b, c)
 }
 
 /// The first non-finite value of `x` (logical order) as the error to return.
-pub(crate) fn non_finite_error(op: &'static str, x: &ArrayViewD<'_, f32>) -> QuantError {
+pub(crate) fn non_finite_error(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<()> {
     for (i, &v) in x.iter().enumerate() {
         if v.is_nan() {
-            return QuantError::NanInput { op, index: i };
+            return Err(QuantError::NanInput { op, index: i });
         }
         if v.is_infinite() {
-            return QuantError::NonFinite {
+            return Err(QuantError::NonFinite {
                 op,
                 what: "observed value",
                 value: v as f64,
-            };
+            });
         }
     }
-    // Only called when a non-finite value was seen; keep a sensible error regardless.
-    QuantError::NanInput { op, index: 0 }
+    Ok(())
 }
 
 /// Global `(min, max)` of a batch; `None` for an empty batch.
@@ -68,22 +65,22 @@ pub(crate) fn min_max(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<Optio
     if x.is_empty() {
         return Ok(None);
     }
-    let (mn, mx, bits) = match x.as_slice_memory_order() {
+    let (mn, mx, sum) = match x.as_slice_memory_order() {
         Some(s) => scan(s),
         None => {
-            let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0u32);
+            let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0.0f32);
             for lane in x.rows() {
                 let (a, b, c) = match lane.as_slice() {
                     Some(s) => scan(s),
                     None => scan(&lane.to_vec()),
                 };
-                acc = (acc.0.min(a), acc.1.max(b), acc.2.max(c));
+                acc = (acc.0.min(a), acc.1.max(b), acc.2 + c);
             }
             acc
         }
     };
-    if bits >= INF_BITS {
-        return Err(non_finite_error(op, x));
+    if !sum.is_finite() {
+        non_finite_error(op, x)?;
     }
     Ok(Some((mn, mx)))
 }
@@ -103,34 +100,33 @@ pub(crate) fn channel_min_max(
     let inner: usize = shape[axis + 1..].iter().product();
     let mut mn = vec![f32::INFINITY; c];
     let mut mx = vec![f32::NEG_INFINITY; c];
-    let mut bits = 0u32;
+    let mut sum = 0.0f32;
     match x.as_slice() {
         Some(s) if inner == 1 => {
             // Channels on the last axis: a strided column reduction, row by row.
-            let mut bacc = vec![0u32; c];
+            let mut sacc = vec![0.0f32; c];
             for row in s.chunks_exact(c) {
-                for ((v, (a, b)), bb) in row
+                for ((v, (a, b)), t) in row
                     .iter()
                     .zip(mn.iter_mut().zip(mx.iter_mut()))
-                    .zip(bacc.iter_mut())
+                    .zip(sacc.iter_mut())
                 {
                     let v = *v;
                     *a = if v < *a { v } else { *a };
                     *b = if v > *b { v } else { *b };
-                    let vb = v.to_bits() & ABS_MASK;
-                    *bb = if vb > *bb { vb } else { *bb };
+                    *t += v;
                 }
             }
-            bits = bacc.into_iter().max().unwrap_or(0);
+            sum = sacc.iter().sum();
         }
         Some(s) => {
             // Each (outer, channel) pair is a contiguous row of `inner` values.
             for (r, row) in s.chunks_exact(inner).enumerate() {
                 let ch = r % c;
-                let (a, b, cb) = scan(row);
+                let (a, b, t) = scan(row);
                 mn[ch] = if a < mn[ch] { a } else { mn[ch] };
                 mx[ch] = if b > mx[ch] { b } else { mx[ch] };
-                bits = bits.max(cb);
+                sum += t;
             }
         }
         None => {
@@ -143,8 +139,8 @@ pub(crate) fn channel_min_max(
         }
     }
     let _ = outer;
-    if bits >= INF_BITS {
-        return Err(non_finite_error(op, x));
+    if !sum.is_finite() {
+        non_finite_error(op, x)?;
     }
     Ok((mn, mx))
 }
@@ -215,6 +211,7 @@ pub(crate) fn float_zero_points(scheme: QScheme) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
@@ -222,12 +219,17 @@ mod tests {
     #[test]
     fn scan_finds_extremes_and_non_finite() {
         let v: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.5).collect();
-        let (a, b, bits) = scan(&v);
+        let (a, b, sum) = scan(&v);
         assert_eq!((a, b), (-5.5, 12.5));
-        assert!(bits < INF_BITS);
+        assert!(sum.is_finite());
         let mut w = v.clone();
         w[33] = f32::NAN;
-        assert!(scan(&w).2 >= INF_BITS);
+        assert!(scan(&w).2.is_nan());
+        // Overflowing sums of finite data are re-checked, not refused.
+        let big = ArrayD::from_elem(IxDyn(&[40]), 3.0e38f32);
+        assert_eq!(min_max("t", &big.view()).unwrap(), Some((3.0e38, 3.0e38)));
+        let big = ArrayD::from_elem(IxDyn(&[4, 10]), 3.0e38f32);
+        assert!(channel_min_max("t", &big.view(), 1).is_ok());
     }
 
     #[test]

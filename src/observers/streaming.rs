@@ -257,6 +257,7 @@ impl StreamingHistogram {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
