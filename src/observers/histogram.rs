@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use ndarray::ArrayViewD;
 
 use super::minmax::per_tensor_qparams;
-use super::reduce::{check_spec, incompatible, min_max};
+use super::reduce::{check_spec, incompatible, min_max, non_finite_error};
 use super::Observer;
 use crate::error::{QuantError, Result};
 use crate::qparams::QuantSpec;
@@ -88,7 +88,7 @@ impl HistogramObserver {
     pub fn with_bins(spec: QuantSpec, bins: usize) -> Result<Self> {
         const OP: &str = "HistogramObserver::new";
         check_spec(OP, &spec, false, false)?;
-        if bins == 0 || bins > 1 << 24 {
+        if bins == 0 || bins > 1 << 22 {
             return Err(QuantError::InvalidParameter {
                 op: OP,
                 what: "bins",
@@ -167,7 +167,33 @@ impl Observer for HistogramObserver {
     }
 
     fn observe(&mut self, x: ArrayViewD<'_, f32>) -> Result<()> {
-        let Some((xmin, xmax)) = min_max("HistogramObserver::observe", &x)? else {
+        const OP: &str = "HistogramObserver::observe";
+        // Steady state (the batch falls inside the range seen so far, the common case in
+        // calibration): one pass bins the batch over the current range and measures its
+        // min/max/sum at the same time. If the batch turns out to leave the range, that
+        // pass is discarded and the general path below runs with the measured range.
+        let mut measured = None;
+        if let (Some((omin, omax)), Some(xs)) = (self.range, x.as_slice_memory_order()) {
+            if omin < omax && !xs.is_empty() {
+                let (counts, mn, mx, sum) = histc_in_range(xs, omin, omax, self.bins);
+                if !sum.is_finite() {
+                    non_finite_error(OP, &x)?;
+                }
+                if mn >= omin && mx <= omax {
+                    self.cache = OnceLock::new();
+                    for (h, c) in self.histogram.iter_mut().zip(counts) {
+                        *h += c;
+                    }
+                    return Ok(());
+                }
+                measured = Some((mn, mx));
+            }
+        }
+        let measured = match measured {
+            Some(r) => Some(r),
+            None => min_max(OP, &x)?,
+        };
+        let Some((xmin, xmax)) = measured else {
             return Ok(());
         };
         self.cache = OnceLock::new();
@@ -265,31 +291,37 @@ pub(crate) fn histc(xs: &[f32], lo: f32, hi: f32, bins: usize, data_range: (f32,
     let nb = bins as f32;
     let width = hi - lo;
     let last = (bins - 1) as i32;
-    // Four count arrays break the store-to-load dependency of repeated bins.
-    let mut counts = vec![0u32; 4 * bins];
-    let mut idx = [0u32; 256];
-    for chunk in xs.chunks(256) {
-        for (o, &v) in idx.iter_mut().zip(chunk) {
-            // Vectorisable index pass: values are inside [lo, hi] (NaN was refused).
-            *o = histc_index(v, lo, width, nb, last);
-        }
-        let mut quads = idx[..chunk.len()].chunks_exact(4);
-        for q in &mut quads {
-            counts[q[0] as usize] += 1;
-            counts[bins + q[1] as usize] += 1;
-            counts[2 * bins + q[2] as usize] += 1;
-            counts[3 * bins + q[3] as usize] += 1;
-        }
-        for &i in quads.remainder() {
-            counts[i as usize] += 1;
-        }
-    }
+    // Four count arrays break the store-to-load dependency of repeated bins. Large inputs are
+    // counted per chunk on several threads (feature `rayon`); integer counts add up the same in
+    // any order.
+    let counts = if crate::parallel::parallel(xs.len()) {
+        crate::parallel::map_fold(
+            xs,
+            |chunk| {
+                let mut c = vec![0u32; 4 * count_stride(bins)];
+                histc_counts(chunk, lo, width, nb, last, &mut c);
+                c
+            },
+            vec![0u32; 4 * count_stride(bins)],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+    } else {
+        let mut c = vec![0u32; 4 * count_stride(bins)];
+        histc_counts(xs, lo, width, nb, last, &mut c);
+        c
+    };
     (0..bins)
         .map(|i| {
+            let st = count_stride(bins);
             let c = counts[i] as u64
-                + counts[bins + i] as u64
-                + counts[2 * bins + i] as u64
-                + counts[3 * bins + i] as u64;
+                + counts[st + i] as u64
+                + counts[2 * st + i] as u64
+                + counts[3 * st + i] as u64;
             c.min(1 << 24) as f32
         })
         .collect()
@@ -299,8 +331,128 @@ pub(crate) fn histc(xs: &[f32], lo: f32, hi: f32, bins: usize, data_range: (f32,
 /// right edge folded into the last bin (`last = bins − 1`).
 #[inline]
 pub(crate) fn histc_index(v: f32, lo: f32, width: f32, nb: f32, last: i32) -> u32 {
-    // `v >= lo` (so the index is >= 0) for every value binned here.
-    (((v - lo) * nb / width) as i32).min(last) as u32
+    // `v >= lo` (so the index is >= 0) for every value binned here. Clamping before the
+    // truncation gives the same index as `trunc(t).min(last)` and keeps the loop vectorisable.
+    let t = ((v - lo) * nb / width).min(last as f32);
+    // floor(t) for 0 <= t <= 2^22 without a float→int conversion (which would not
+    // vectorise): round to nearest even with the magic number, step down where that rounded
+    // up, and read the integer from the bits.
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let r = (t + MAGIC) - MAGIC;
+    let f = if r > t { r - 1.0 } else { r };
+    (f + MAGIC).to_bits().wrapping_sub(0x4B40_0000)
+}
+
+/// Values whose bin indices are computed at once before they are counted.
+const IDX_BLOCK: usize = 1024;
+
+/// Length of each of the four count arrays: `bins` rounded up to a power of two, so that
+/// masking an index proves it in bounds (no bounds checks in the counting loop).
+fn count_stride(bins: usize) -> usize {
+    bins.next_power_of_two()
+}
+
+/// Counts bin indices (each `< counts.len() / 4`) into four interleaved arrays; consecutive
+/// values go to different arrays, which breaks the store-to-load dependency of equal bins.
+#[inline(always)]
+fn scatter(idx: &[u32], counts: &mut [u32]) {
+    let stride = counts.len() / 4;
+    let (c0, rest) = counts.split_at_mut(stride);
+    let (c1, rest) = rest.split_at_mut(stride);
+    let (c2, c3) = rest.split_at_mut(stride);
+    let mask = stride - 1;
+    let mut quads = idx.chunks_exact(4);
+    for q in &mut quads {
+        c0[q[0] as usize & mask] += 1;
+        c1[q[1] as usize & mask] += 1;
+        c2[q[2] as usize & mask] += 1;
+        c3[q[3] as usize & mask] += 1;
+    }
+    for &i in quads.remainder() {
+        c0[i as usize & mask] += 1;
+    }
+}
+
+/// Bins `xs` over `[lo, hi]` (`lo < hi`) and measures its min, max and sum in the same pass.
+/// The counts are only meaningful when the measured range lies inside `[lo, hi]`.
+fn histc_in_range(xs: &[f32], lo: f32, hi: f32, bins: usize) -> (Vec<f32>, f32, f32, f32) {
+    let nb = bins as f32;
+    let width = hi - lo;
+    let last = (bins - 1) as i32;
+    let (counts, stats) = crate::parallel::map_fold(
+        xs,
+        |chunk| {
+            let mut c = vec![0u32; 4 * count_stride(bins)];
+            let st = histc_counts_stats(chunk, lo, width, nb, last, &mut c);
+            (c, st)
+        },
+        (
+            vec![0u32; 4 * count_stride(bins)],
+            (f32::INFINITY, f32::NEG_INFINITY, 0.0f32),
+        ),
+        |(mut a, sa), (b, sb)| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+            let st = (sa.0.min(sb.0), sa.1.max(sb.1), sa.2 + sb.2);
+            (a, st)
+        },
+    );
+    let hist = (0..bins)
+        .map(|i| {
+            let st = count_stride(bins);
+            let c = counts[i] as u64
+                + counts[st + i] as u64
+                + counts[2 * st + i] as u64
+                + counts[3 * st + i] as u64;
+            c.min(1 << 24) as f32
+        })
+        .collect();
+    (hist, stats.0, stats.1, stats.2)
+}
+
+crate::kernels::simd::dispatched!(
+    /// [`histc_counts`] plus the chunk's `(min, max, sum)`; out-of-range values are counted in
+    /// the edge bins (the caller discards the counts then).
+    fn histc_counts_stats[](xs: &[f32], lo: f32, width: f32, nb: f32, last: i32, counts: &mut [u32]) -> (f32, f32, f32) = histc_counts_stats_body
+);
+
+#[inline(always)]
+fn histc_counts_stats_body(
+    xs: &[f32],
+    lo: f32,
+    width: f32,
+    nb: f32,
+    last: i32,
+    counts: &mut [u32],
+) -> (f32, f32, f32) {
+    let mut idx = [0u32; IDX_BLOCK];
+    let mut st = (f32::INFINITY, f32::NEG_INFINITY, 0.0f32);
+    for chunk in xs.chunks(IDX_BLOCK) {
+        let (a, b, c) = crate::observers::reduce::scan_body(chunk);
+        st = (st.0.min(a), st.1.max(b), st.2 + c);
+        for (o, &v) in idx.iter_mut().zip(chunk) {
+            *o = histc_index(v.max(lo), lo, width, nb, last);
+        }
+        scatter(&idx[..chunk.len()], counts);
+    }
+    st
+}
+
+crate::kernels::simd::dispatched!(
+    /// Adds the bin counts of `xs` into `counts` (four interleaved arrays of `bins`).
+    fn histc_counts[](xs: &[f32], lo: f32, width: f32, nb: f32, last: i32, counts: &mut [u32]) = histc_counts_body
+);
+
+#[inline(always)]
+fn histc_counts_body(xs: &[f32], lo: f32, width: f32, nb: f32, last: i32, counts: &mut [u32]) {
+    let mut idx = [0u32; IDX_BLOCK];
+    for chunk in xs.chunks(IDX_BLOCK) {
+        for (o, &v) in idx.iter_mut().zip(chunk) {
+            *o = histc_index(v, lo, width, nb, last);
+        }
+        scatter(&idx[..chunk.len()], counts);
+    }
 }
 
 /// `torch.linspace(start, end, n)` in `f32` (CPU): the first half `fma(step, i, start)`, the

@@ -39,7 +39,7 @@ mod minmax;
 mod mse;
 mod per_channel;
 mod percentile;
-mod reduce;
+pub(crate) mod reduce;
 mod streaming;
 
 pub use compare::{compare_calibrators, CalibratorComparison, CalibratorResult};

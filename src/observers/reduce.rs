@@ -10,34 +10,102 @@ use crate::qparams::{QScheme, QuantSpec};
 /// Min, max and a sum of a slice. NaN is ignored by the min/max but poisons the sum, so a
 /// non-finite sum flags a batch to re-check (the sum can also overflow on finite data; the
 /// re-check tells the two apart). Three vector operations per element.
-#[inline]
 fn scan(xs: &[f32]) -> (f32, f32, f32) {
-    let mut mn = [f32::INFINITY; 16];
-    let mut mx = [f32::NEG_INFINITY; 16];
-    let mut sum = [0.0f32; 16];
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
-        for k in 0..16 {
-            let v = c[k];
-            mn[k] = if v < mn[k] { v } else { mn[k] };
-            mx[k] = if v > mx[k] { v } else { mx[k] };
-            sum[k] += v;
+    // Large slices: chunks on several threads (feature `rayon`); min/max are exact in any
+    // order and the sum only flags non-finite values.
+    crate::parallel::map_fold(
+        xs,
+        scan_chunk,
+        (f32::INFINITY, f32::NEG_INFINITY, 0.0),
+        |a, b| {
+            (
+                if b.0 < a.0 { b.0 } else { a.0 },
+                if b.1 > a.1 { b.1 } else { a.1 },
+                a.2 + b.2,
+            )
+        },
+    )
+}
+
+crate::kernels::simd::dispatched!(
+    fn scan_chunk[](xs: &[f32]) -> (f32, f32, f32) = scan_body
+);
+
+#[inline(always)]
+pub(crate) fn scan_body(xs: &[f32]) -> (f32, f32, f32) {
+    // Three simple 32-lane passes per L1-resident block: each vectorises reliably (one fused
+    // pass with three accumulator arrays does not).
+    let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0.0f32);
+    for block in xs.chunks(2048) {
+        let mn = lanes(block, f32::INFINITY, |a, v| if v < a { v } else { a });
+        let mx = lanes(block, f32::NEG_INFINITY, |a, v| if v > a { v } else { a });
+        let sm = lanes(block, 0.0, |a, v| a + v);
+        for k in 0..LANES {
+            acc.0 = if mn[k] < acc.0 { mn[k] } else { acc.0 };
+            acc.1 = if mx[k] > acc.1 { mx[k] } else { acc.1 };
+            acc.2 += sm[k];
         }
     }
-    for &v in chunks.remainder() {
-        mn[0] = if v < mn[0] { v } else { mn[0] };
-        mx[0] = if v > mx[0] { v } else { mx[0] };
-        sum[0] += v;
+    acc
+}
+
+/// Lanes of [`lanes`]: four independent 8-wide accumulators hide the latency of each step.
+const LANES: usize = 32;
+
+/// Folds a slice into [`LANES`] lanes (lane `k` takes elements `k, k+LANES, ...`; the tail
+/// goes to the first lanes).
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; LANES] {
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = f(acc[k], c[k]);
+        }
     }
-    let mut a = f32::INFINITY;
-    let mut b = f32::NEG_INFINITY;
-    let mut c = 0.0f32;
-    for k in 0..16 {
-        a = if mn[k] < a { mn[k] } else { a };
-        b = if mx[k] > b { mx[k] } else { b };
-        c += sum[k];
+    for (k, &v) in tail.iter().enumerate() {
+        acc[k] = f(acc[k], v);
     }
-    (a, b, c)
+    acc
+}
+
+crate::kernels::simd::dispatched!(
+    /// Column-wise min, max and sum over rows of `mn.len()` values.
+    fn columns[](s: &[f32], mn: &mut [f32], mx: &mut [f32], sacc: &mut [f32]) = columns_body
+);
+
+#[inline(always)]
+fn columns_body(s: &[f32], mn: &mut [f32], mx: &mut [f32], sacc: &mut [f32]) {
+    let c = mn.len();
+    // Four rows at a time: a quarter of the accumulator loads and stores.
+    let quads = s.chunks_exact(4 * c);
+    let rest = quads.remainder();
+    for q in quads {
+        let (r0, q) = q.split_at(c);
+        let (r1, q) = q.split_at(c);
+        let (r2, r3) = q.split_at(c);
+        for k in 0..c {
+            let (a, b, d, e) = (r0[k], r1[k], r2[k], r3[k]);
+            // `min`/`max` (NaN-ignoring, like the comparisons elsewhere) compile to plain
+            // vector min/max; a conditional assignment would become masked stores.
+            mn[k] = mn[k].min(a.min(b).min(d.min(e)));
+            mx[k] = mx[k].max(a.max(b).max(d.max(e)));
+            sacc[k] += (a + b) + (d + e);
+        }
+    }
+    for row in rest.chunks_exact(c) {
+        for (((&v, a), b), t) in row
+            .iter()
+            .zip(mn.iter_mut())
+            .zip(mx.iter_mut())
+            .zip(sacc.iter_mut())
+        {
+            *a = a.min(v);
+            *b = b.max(v);
+            *t += v;
+        }
+    }
 }
 
 /// The first non-finite value of `x` (logical order) as the error to return.
@@ -105,18 +173,7 @@ pub(crate) fn channel_min_max(
         Some(s) if inner == 1 => {
             // Channels on the last axis: a strided column reduction, row by row.
             let mut sacc = vec![0.0f32; c];
-            for row in s.chunks_exact(c) {
-                for ((v, (a, b)), t) in row
-                    .iter()
-                    .zip(mn.iter_mut().zip(mx.iter_mut()))
-                    .zip(sacc.iter_mut())
-                {
-                    let v = *v;
-                    *a = if v < *a { v } else { *a };
-                    *b = if v > *b { v } else { *b };
-                    *t += v;
-                }
-            }
+            columns(s, &mut mn, &mut mx, &mut sacc);
             sum = sacc.iter().sum();
         }
         Some(s) => {
