@@ -51,7 +51,40 @@ fn results() -> Vec<(&'static str, u64)> {
         grad_factor: 0.3,
     };
     let g = learnable_fake_quantize_backward(&x, &y, &lsq).expect("ok");
+    let big = x.view().into_dyn();
+    let pt = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let mut hist = HistogramObserver::new(pt).expect("valid");
+    hist.observe(big.clone()).expect("ok");
+    hist.observe(y.view().into_dyn()).expect("ok");
+    let hist_sum = hash(hist.histogram().iter().map(|v| v.to_bits() as u64));
+    let QuantParams::PerTensor(hq) = hist.qparams().expect("ok") else {
+        panic!("per tensor")
+    };
+    let mut mm = MinMaxObserver::new(pt).expect("valid");
+    mm.observe(big.clone()).expect("ok");
+    let QuantParams::PerTensor(mq) = mm.qparams().expect("ok") else {
+        panic!("per tensor")
+    };
+    let pcs = QuantSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
+    let mut pco = PerChannelMinMaxObserver::new(pcs, -1).expect("valid");
+    pco.observe(x2.view().into_dyn()).expect("ok");
+    let pc_sum = hash(
+        pco.max_vals()
+            .iter()
+            .chain(pco.min_vals().iter())
+            .map(|v| v.to_bits() as u64),
+    );
     vec![
+        ("histogram", hist_sum),
+        (
+            "histogram qparams",
+            ((hq.scale().to_bits() as u64) << 32) | hq.zero_point() as u32 as u64,
+        ),
+        (
+            "minmax qparams",
+            ((mq.scale().to_bits() as u64) << 32) | mq.zero_point() as u32 as u64,
+        ),
+        ("per-channel min/max", pc_sum),
         ("quantize", hash(q.iter().map(|&v| v as u64))),
         ("fake_quantize", hash(fq.iter().map(|v| v.to_bits() as u64))),
         (
@@ -85,6 +118,10 @@ fn results() -> Vec<(&'static str, u64)> {
 #[test]
 fn results_are_identical_with_and_without_rayon() {
     let expected: &[(&str, u64)] = &[
+        ("histogram", 0x512fa61170716325),
+        ("histogram qparams", 0x3d107e5400000080),
+        ("minmax qparams", 0x3d10906600000080),
+        ("per-channel min/max", 0xdce8be84511e907f),
         ("quantize", 0x2f049d92dd027699),
         ("fake_quantize", 0x89df709a0bc855e9),
         ("quantize_per_channel axis 0", 0xfd06bc401a61c439),
