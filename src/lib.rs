@@ -54,9 +54,9 @@ pub mod error;
 pub mod fusion;
 pub mod kernels;
 pub mod metrics;
-mod parallel;
 pub mod nn;
 pub mod observers;
+mod parallel;
 pub mod ptq;
 pub mod qparams;
 #[cfg(feature = "safetensors")]
@@ -76,13 +76,12 @@ pub use kernels::{
     quantize, quantize_into, quantize_per_channel, quantize_per_channel_into, LearnableGrads,
     LearnableParams,
 };
-pub use observers::{
-    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver,
-    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver, MseObserver, Observer, PerChannelMinMaxObserver,
-    PercentileObserver, StreamingHistogram,
-};
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
+pub use observers::{
+    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver, HistogramObserver,
+    MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    MseObserver, Observer, PerChannelMinMaxObserver, PercentileObserver, StreamingHistogram,
+};
 pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
 pub use tensor::{QuantParams, QuantizedTensor};
 

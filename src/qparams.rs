@@ -498,7 +498,14 @@ impl QuantSpec {
                     },
                     other => other,
                 })?;
-                (if reduce_range { r.with_reduce_range() } else { r }, true)
+                (
+                    if reduce_range {
+                        r.with_reduce_range()
+                    } else {
+                        r
+                    },
+                    true,
+                )
             }
             _ => {
                 let r = dtype.full_range();
