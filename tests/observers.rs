@@ -12,6 +12,8 @@ use qnumeric::{
     QuantSpec, StreamingHistogram, ZeroPoints,
 };
 
+/// Builds a fresh observer.
+type Factory = Box<dyn Fn() -> Box<dyn Observer>>;
 fn spec(s: QScheme, d: QDType) -> QuantSpec {
     QuantSpec::new(s, d)
 }
@@ -183,7 +185,7 @@ fn extra_verified_vectors() {
     o.observe(array![[1.0f32, 1.0], [2.0, 3.0]].into_dyn().view())
         .unwrap();
     let (sc, zp) = per_channel(&o);
-    assert_eq!(sc, vec![1.0, 0.003_921_568_9]);
+    assert_eq!(sc, vec![1.0, 0.003_921_569]);
     assert_eq!(zp[0], -1.0);
     assert!((zp[1] + 509.999_97).abs() < 1e-3);
 }
@@ -521,7 +523,7 @@ fn merge_equals_one_observer_over_concatenated_data() {
     let q8 = spec(QScheme::PerTensorAffine, QDType::QUInt8);
     let sym = spec(QScheme::PerTensorSymmetric, QDType::QInt8);
     let pc = spec(QScheme::PerChannelAffine, QDType::QUInt8);
-    let exact: Vec<(&str, Box<dyn Fn() -> Box<dyn Observer>>)> = vec![
+    let exact: Vec<(&str, Factory)> = vec![
         (
             "minmax",
             Box::new(move || Box::new(MinMaxObserver::new(q8).unwrap())),
@@ -642,7 +644,7 @@ fn observers_are_object_safe_send_and_sync() {
         o.observe(x.view()).unwrap();
     }
     let copy = engine.clone();
-    let handle = std::thread::spawn(move || copy.iter().map(|o| o.qparams()).count());
+    let handle = std::thread::spawn(move || copy.iter().filter(|o| o.qparams().is_ok()).count());
     assert_eq!(handle.join().unwrap(), 2);
     assert_eq!(engine[0].name(), "MinMaxObserver");
     assert_eq!(engine[1].spec(), &q8);
