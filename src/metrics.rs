@@ -76,12 +76,20 @@ fn moments_slice_body<F: QFloat>(xs: &[F], ys: &[F]) -> [f64; 4] {
     m
 }
 
-/// `Σ f(a[i], b[i])` in eight `f32` lanes (`a.len()` a multiple of 8), returned as f64.
+/// `Σ f(a[i], b[i])` in 32 `f32` lanes (four independent 8-wide accumulators hide the add
+/// latency; `a.len()` a multiple of 8, a tail shorter than 32 goes to the first lanes),
+/// returned as f64.
 #[inline(always)]
 fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0.0f32; 8];
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for k in 0..8 {
+    const W: usize = 32;
+    let mut acc = [0.0f32; W];
+    let ca = a.chunks_exact(W);
+    let cb = b.chunks_exact(W);
+    for (k, (&u, &v)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[k] += f(u, v);
+    }
+    for (ca, cb) in ca.zip(cb) {
+        for k in 0..W {
             acc[k] += f(ca[k], cb[k]);
         }
     }

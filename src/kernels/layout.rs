@@ -251,9 +251,10 @@ pub(crate) fn drive_per_channel<A: Copy + Sync, B: Send, P: Copy + Sync, D: Dime
             return;
         }
         if inner == 1 {
-            // Whole rows per chunk: each chunk starts at channel 0.
-            let rows_per_chunk = (CHUNK / c).max(1);
-            chunks_indexed2(xs, os, rows_per_chunk * c, |_, xc, oc| {
+            // Blocks of whole rows (each starts at channel 0), at least 64 rows so that each
+            // group's parameters, built once per block, serve many rows.
+            let rows_per_block = (CHUNK / c).max(64);
+            chunks_indexed2(xs, os, rows_per_block * c, |_, xc, oc| {
                 let mut group = [param(0); GROUP];
                 for g0 in (0..c).step_by(GROUP) {
                     let g = (c - g0).min(GROUP);
