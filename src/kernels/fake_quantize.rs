@@ -12,7 +12,7 @@ use super::layout::{
     drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, run_float,
     run_float_inplace, run_from_float, run_mask_select,
 };
-use super::ops::{FakeQuantOp, FloatZpOp};
+use super::ops::{FakeQuantNarrow, FakeQuantOp, FloatZpOp};
 
 /// Fake-quantizes `x` per tensor into a new array.
 ///
@@ -205,7 +205,8 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
             let param =
                 |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             if (0..c).all(|ch| param(ch).narrow) {
-                forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_narrow(v))
+                let narrow = |ch| FakeQuantNarrow::new(&param(ch));
+                forward_per_channel_into(x, out, axis, c, narrow, |o, v| o.forward(v))
             } else {
                 forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_wide(v))
             }
@@ -255,7 +256,8 @@ pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
             let param =
                 |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             if (0..c).all(|ch| param(ch).narrow) {
-                backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask_narrow(v))
+                let narrow = |ch| FakeQuantNarrow::new(&param(ch));
+                backward_per_channel_into(x, dy, dx, axis, c, narrow, |o, v| o.mask(v))
             } else {
                 backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask_wide(v))
             }

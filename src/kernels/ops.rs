@@ -69,6 +69,72 @@ impl QuantizeOp {
     }
 }
 
+/// The narrow quantize parameters alone: 16 bytes, four 32-bit fields, so that a row of
+/// per-channel parameters is loaded with vector shuffles (channels on the last axis).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuantizeNarrow {
+    inv: f32,
+    lo: f32,
+    hi: f32,
+    zp: i32,
+}
+
+impl QuantizeNarrow {
+    pub(crate) fn new(op: &QuantizeOp) -> Self {
+        QuantizeNarrow {
+            inv: op.inv,
+            lo: op.lo,
+            hi: op.hi,
+            zp: op.zp,
+        }
+    }
+
+    /// As [`QuantizeOp::apply_narrow`].
+    #[inline(always)]
+    pub(crate) fn apply(&self, x: f32) -> i32 {
+        let t = (x * self.inv).max(self.lo).min(self.hi);
+        ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + self.zp
+    }
+}
+
+/// The narrow fake-quantize parameters alone (16 bytes, see [`QuantizeNarrow`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FakeQuantNarrow {
+    scale: f32,
+    inv: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl FakeQuantNarrow {
+    pub(crate) fn new(op: &FakeQuantOp) -> Self {
+        FakeQuantNarrow {
+            scale: op.scale,
+            inv: op.inv,
+            lo: op.lo,
+            hi: op.hi,
+        }
+    }
+
+    #[inline(always)]
+    fn rounded(&self, x: f32) -> f32 {
+        rne_small((x * self.inv).max(self.lo - 1.0).min(self.hi + 1.0))
+    }
+
+    /// As [`FakeQuantOp::forward_narrow`].
+    #[inline(always)]
+    pub(crate) fn forward(&self, x: f32) -> f32 {
+        self.rounded(x).max(self.lo).min(self.hi) * self.scale
+    }
+
+    /// As [`FakeQuantOp::mask_narrow`].
+    #[inline(always)]
+    pub(crate) fn mask(&self, x: f32) -> bool {
+        let r = self.rounded(x);
+        r >= self.lo && r <= self.hi
+    }
+}
+
 /// Fake-quantize one element: `y = (clamp(rne(x/s) + zp, qmin, qmax) - zp) * s`, plus the
 /// straight-through mask `qmin <= rne(x/s) + zp <= qmax`.
 #[derive(Debug, Clone, Copy)]

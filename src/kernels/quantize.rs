@@ -8,7 +8,7 @@ use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{no_nan, same_shape, storage_holds};
 use super::layout::{drive, drive_per_channel, run_from_float};
-use super::ops::{FloatZpOp, QuantizeOp};
+use super::ops::{FloatZpOp, QuantizeNarrow, QuantizeOp};
 
 /// Quantizes `x` per tensor into a new array.
 ///
@@ -126,13 +126,13 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
             if (0..c).all(|ch| param(ch).narrow) {
-                let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_narrow(v));
+                let f = |o: QuantizeNarrow, v: f32| Q::from_i32_unchecked(o.apply(v));
                 drive_per_channel(
                     x,
                     out,
                     axis,
                     c,
-                    param,
+                    |ch| QuantizeNarrow::new(&param(ch)),
                     |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
                     |o, v| f(o, v.to_compute()),
                 );
