@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{ints_in_range, same_shape};
-use super::layout::{drive, drive_per_channel, run_to_float};
+use super::layout::{drive, drive_per_channel, drive_per_channel4, run_to_float, Fields};
 use super::ops::FloatZpOp;
 
 /// Dequantizes per tensor into a new array.
@@ -107,14 +107,17 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| (scales[ch] as f64, zps[ch]);
             if d.bits() <= 16 {
-                // `q - zp` fits in i32 for dtypes of at most 16 bits.
-                let f = |(s, z): (f64, i32), v: Q| ((v.to_i32() - z) as f64 * s) as f32;
-                drive_per_channel(
+                // `q - zp` fits in i32 for dtypes of at most 16 bits. Fields: the f32 scale
+                // (exactly the f64 one) and the zero point's bits.
+                let f = |p: Fields, v: Q| {
+                    ((v.to_i32() - p[1].to_bits() as i32) as f64 * p[0] as f64) as f32
+                };
+                drive_per_channel4(
                     q,
                     out,
                     axis,
                     c,
-                    param,
+                    |ch| [scales[ch], f32::from_bits(zps[ch] as u32), 0.0, 0.0],
                     |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
                     |p, v| F::from_compute(f(p, v)),
                 );

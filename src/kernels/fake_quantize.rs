@@ -9,8 +9,8 @@ use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{no_nan, same_shape};
 use super::layout::{
-    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, run_float,
-    run_float_inplace, run_from_float, run_mask_select,
+    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, drive_per_channel4,
+    run_float, run_float_inplace, run_from_float, run_mask_select, Fields,
 };
 use super::ops::{FakeQuantNarrow, FakeQuantOp, FloatZpOp};
 
@@ -205,8 +205,16 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
             let param =
                 |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             if (0..c).all(|ch| param(ch).narrow) {
-                let narrow = |ch| FakeQuantNarrow::new(&param(ch));
-                forward_per_channel_into(x, out, axis, c, narrow, |o, v| o.forward(v))
+                let f = |p: Fields, v: f32| FakeQuantNarrow::from_fields(p).forward(v);
+                drive_per_channel4(
+                    x,
+                    out,
+                    axis,
+                    c,
+                    |ch| FakeQuantNarrow::new(&param(ch)).fields(),
+                    |p, xs, os| run_float(xs, os, |v| f(p, v)),
+                    |p, v| F::from_compute(f(p, v.to_compute())),
+                )
             } else {
                 forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_wide(v))
             }

@@ -295,6 +295,82 @@ pub(crate) fn drive_per_channel<A: Copy + Sync, B: Send, P: Copy + Sync, D: Dime
 /// Channels whose parameters are kept on the stack at once on the last-axis path.
 pub(crate) const GROUP: usize = 64;
 
+/// Channels per group on the four-field last-axis path (16 KiB of fields on the stack): a row
+/// segment of a group spans whole pages, which keeps the strided walk over rows streaming.
+pub(crate) const GROUP4: usize = 1024;
+
+/// Per-channel parameters as four `f32` fields (bit patterns for integers).
+pub(crate) type Fields = [f32; 4];
+
+/// [`drive_per_channel`] for operations whose parameters fit in four `f32` fields. With the
+/// channel on the last axis the fields of a group of channels are laid out as four arrays
+/// (structure of arrays), so the row loop reads them with plain vector loads and vectorises.
+#[inline(always)]
+pub(crate) fn drive_per_channel4<A: Copy + Sync, B: Send, D: Dimension>(
+    x: &ArrayRef<A, D>,
+    out: &mut ArrayRef<B, D>,
+    axis: usize,
+    channels: usize,
+    param: impl Fn(usize) -> Fields + Sync + Send,
+    run: impl Fn(Fields, &[A], &mut [B]) + Sync + Send,
+    elem: impl Fn(Fields, A) -> B + Sync + Send,
+) {
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    let c = channels;
+    if inner == 1 && c > 1 {
+        if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+            if xs.is_empty() {
+                return;
+            }
+            let rows_per_block = (CHUNK / c).max(64);
+            chunks_indexed2(xs, os, rows_per_block * c, |_, xc, oc| {
+                let mut soa = [[0.0f32; GROUP4]; 4];
+                for g0 in (0..c).step_by(GROUP4) {
+                    let g = (c - g0).min(GROUP4);
+                    for k in 0..g {
+                        let f = param(g0 + k);
+                        for (field, v) in soa.iter_mut().zip(f) {
+                            field[k] = v;
+                        }
+                    }
+                    run_rows4(xc, oc, c, g0, g, &soa, &elem);
+                }
+            });
+            return;
+        }
+    }
+    drive_per_channel(x, out, axis, channels, param, run, elem);
+}
+
+dispatched!(
+    /// Rows of `c` elements; elements `g0..g0 + g` of each row processed with the fields
+    /// `soa[_][0..g]`.
+    fn run_rows4[A: Copy, B, E: Fn(Fields, A) -> B](xs: &[A], os: &mut [B], c: usize, g0: usize, g: usize, soa: &[[f32; GROUP4]; 4], elem: &E) = run_rows4_body
+);
+
+#[inline(always)]
+fn run_rows4_body<A: Copy, B, E: Fn(Fields, A) -> B>(
+    xs: &[A],
+    os: &mut [B],
+    c: usize,
+    g0: usize,
+    g: usize,
+    soa: &[[f32; GROUP4]; 4],
+    elem: &E,
+) {
+    let (f0, f1, f2, f3) = (&soa[0][..g], &soa[1][..g], &soa[2][..g], &soa[3][..g]);
+    for (orow, xrow) in os.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+        let fields = f0.iter().zip(f1).zip(f2).zip(f3);
+        for ((o, &v), (((&a, &b), &d), &e)) in orow[g0..g0 + g]
+            .iter_mut()
+            .zip(&xrow[g0..g0 + g])
+            .zip(fields)
+        {
+            *o = elem([a, b, d, e], v);
+        }
+    }
+}
+
 /// Two-input version of [`drive_per_channel`] (runs of one channel for standard layouts,
 /// `Zip` otherwise).
 #[inline(always)]

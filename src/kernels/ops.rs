@@ -89,6 +89,22 @@ impl QuantizeNarrow {
         }
     }
 
+    /// The four fields (the zero point as a bit pattern).
+    pub(crate) fn fields(&self) -> [f32; 4] {
+        [self.inv, self.lo, self.hi, f32::from_bits(self.zp as u32)]
+    }
+
+    /// Inverse of [`QuantizeNarrow::fields`].
+    #[inline(always)]
+    pub(crate) fn from_fields(f: [f32; 4]) -> Self {
+        QuantizeNarrow {
+            inv: f[0],
+            lo: f[1],
+            hi: f[2],
+            zp: f[3].to_bits() as i32,
+        }
+    }
+
     /// As [`QuantizeOp::apply_narrow`].
     #[inline(always)]
     pub(crate) fn apply(&self, x: f32) -> i32 {
@@ -113,6 +129,22 @@ impl FakeQuantNarrow {
             inv: op.inv,
             lo: op.lo,
             hi: op.hi,
+        }
+    }
+
+    /// The four fields.
+    pub(crate) fn fields(&self) -> [f32; 4] {
+        [self.scale, self.inv, self.lo, self.hi]
+    }
+
+    /// Inverse of [`FakeQuantNarrow::fields`].
+    #[inline(always)]
+    pub(crate) fn from_fields(f: [f32; 4]) -> Self {
+        FakeQuantNarrow {
+            scale: f[0],
+            inv: f[1],
+            lo: f[2],
+            hi: f[3],
         }
     }
 

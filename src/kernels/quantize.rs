@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{no_nan, same_shape, storage_holds};
-use super::layout::{drive, drive_per_channel, run_from_float};
+use super::layout::{drive, drive_per_channel, drive_per_channel4, run_from_float, Fields};
 use super::ops::{FloatZpOp, QuantizeNarrow, QuantizeOp};
 
 /// Quantizes `x` per tensor into a new array.
@@ -126,15 +126,17 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
             if (0..c).all(|ch| param(ch).narrow) {
-                let f = |o: QuantizeNarrow, v: f32| Q::from_i32_unchecked(o.apply(v));
-                drive_per_channel(
+                let f = |p: Fields, v: f32| {
+                    Q::from_i32_unchecked(QuantizeNarrow::from_fields(p).apply(v))
+                };
+                drive_per_channel4(
                     x,
                     out,
                     axis,
                     c,
-                    |ch| QuantizeNarrow::new(&param(ch)),
-                    |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
-                    |o, v| f(o, v.to_compute()),
+                    |ch| QuantizeNarrow::new(&param(ch)).fields(),
+                    |p, xs, os| run_from_float(xs, os, |v| f(p, v)),
+                    |p, v| f(p, v.to_compute()),
                 );
             } else {
                 let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
