@@ -12,6 +12,11 @@
 //! | [`kernels`] | quantize, dequantize, fake-quantize (+ backward), learnable fake-quantize |
 //! | [`tensor`] | [`QuantizedTensor`]: integer data with its parameters |
 //! | [`metrics`] | SQNR, normalized L2 error, cosine similarity, MSE, max abs error |
+//! | [`observers`] | the [`Observer`] trait; PyTorch's observers (min-max, moving average, per channel, histogram, fixed, dynamic) and percentile / entropy / MSE calibrators, [`observers::compare_calibrators`] |
+//! | [`nn`] | the `Module` and `Model` traits, float and int8 reference layers |
+//! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
+//! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
+//! | `state_dict` | `.safetensors` state dicts and the digits model (feature `safetensors`) |
 //! | [`conformance`] | the harness that runs PyTorch golden cases (JSON lines) |
 //! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
 //! | [`error`] | [`QuantError`] and [`Result`] |
