@@ -85,13 +85,14 @@ fn columns_body(s: &[f32], mn: &mut [f32], mx: &mut [f32], sacc: &mut [f32]) {
         let (r0, q) = q.split_at(c);
         let (r1, q) = q.split_at(c);
         let (r2, r3) = q.split_at(c);
-        for k in 0..c {
-            let (a, b, d, e) = (r0[k], r1[k], r2[k], r3[k]);
+        let rows = r0.iter().zip(r1).zip(r2).zip(r3);
+        let accs = mn.iter_mut().zip(mx.iter_mut()).zip(sacc.iter_mut());
+        for ((((&a, &b), &d), &e), ((lo, hi), t)) in rows.zip(accs) {
             // `min`/`max` (NaN-ignoring, like the comparisons elsewhere) compile to plain
             // vector min/max; a conditional assignment would become masked stores.
-            mn[k] = mn[k].min(a.min(b).min(d.min(e)));
-            mx[k] = mx[k].max(a.max(b).max(d.max(e)));
-            sacc[k] += (a + b) + (d + e);
+            *lo = lo.min(a.min(b).min(d.min(e)));
+            *hi = hi.max(a.max(b).max(d.max(e)));
+            *t += (a + b) + (d + e);
         }
     }
     for row in rest.chunks_exact(c) {
