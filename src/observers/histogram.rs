@@ -352,10 +352,24 @@ fn count_stride(bins: usize) -> usize {
     bins.next_power_of_two()
 }
 
-/// Counts bin indices (each `< counts.len() / 4`) into four interleaved arrays; consecutive
+/// Values counted in 16-bit counters before they are added to the 32-bit ones: each of the
+/// four arrays receives at most `WINDOW / 4 + 3 * WINDOW / IDX_BLOCK` < 65536 increments.
+const WINDOW: usize = 1 << 17;
+
+/// Adds the 16-bit counts into the 32-bit ones and clears them.
+#[inline(always)]
+fn flush(small: &mut [u16], counts: &mut [u32]) {
+    for (c, s) in counts.iter_mut().zip(small.iter_mut()) {
+        *c += *s as u32;
+        *s = 0;
+    }
+}
+
+/// Counts bin indices (each `< counts.len() / 4`) into four interleaved arrays of 16-bit
+/// counters (half the cache footprint of 32-bit ones); consecutive
 /// values go to different arrays, which breaks the store-to-load dependency of equal bins.
 #[inline(always)]
-fn scatter(idx: &[u32], counts: &mut [u32]) {
+fn scatter(idx: &[u32], counts: &mut [u16]) {
     let stride = counts.len() / 4;
     let (c0, rest) = counts.split_at_mut(stride);
     let (c1, rest) = rest.split_at_mut(stride);
@@ -428,13 +442,17 @@ fn histc_counts_stats_body(
 ) -> (f32, f32, f32) {
     let mut idx = [0u32; IDX_BLOCK];
     let mut st = (f32::INFINITY, f32::NEG_INFINITY, 0.0f32);
-    for chunk in xs.chunks(IDX_BLOCK) {
-        let (a, b, c) = crate::observers::reduce::scan_body(chunk);
-        st = (st.0.min(a), st.1.max(b), st.2 + c);
-        for (o, &v) in idx.iter_mut().zip(chunk) {
-            *o = histc_index(v.max(lo), lo, width, nb, last);
+    let mut small = vec![0u16; counts.len()];
+    for window in xs.chunks(WINDOW) {
+        for chunk in window.chunks(IDX_BLOCK) {
+            let (a, b, c) = crate::observers::reduce::scan_body(chunk);
+            st = (st.0.min(a), st.1.max(b), st.2 + c);
+            for (o, &v) in idx.iter_mut().zip(chunk) {
+                *o = histc_index(v.max(lo), lo, width, nb, last);
+            }
+            scatter(&idx[..chunk.len()], &mut small);
         }
-        scatter(&idx[..chunk.len()], counts);
+        flush(&mut small, counts);
     }
     st
 }
@@ -447,11 +465,15 @@ crate::kernels::simd::dispatched!(
 #[inline(always)]
 fn histc_counts_body(xs: &[f32], lo: f32, width: f32, nb: f32, last: i32, counts: &mut [u32]) {
     let mut idx = [0u32; IDX_BLOCK];
-    for chunk in xs.chunks(IDX_BLOCK) {
-        for (o, &v) in idx.iter_mut().zip(chunk) {
-            *o = histc_index(v, lo, width, nb, last);
+    let mut small = vec![0u16; counts.len()];
+    for window in xs.chunks(WINDOW) {
+        for chunk in window.chunks(IDX_BLOCK) {
+            for (o, &v) in idx.iter_mut().zip(chunk) {
+                *o = histc_index(v, lo, width, nb, last);
+            }
+            scatter(&idx[..chunk.len()], &mut small);
         }
-        scatter(&idx[..chunk.len()], counts);
+        flush(&mut small, counts);
     }
 }
 
@@ -707,6 +729,18 @@ mod tests {
         let step = 1.0f32 / 10.0;
         assert_eq!(v[3], step.mul_add(3.0, 0.0));
         assert_eq!(v[7], (-step).mul_add(3.0, 1.0));
+    }
+
+    #[test]
+    fn counts_beyond_sixteen_bits_are_exact() {
+        // 300 001 values, 300 000 of them in bin 0: the 16-bit window counters must flush.
+        let mut xs = vec![0.0f32; 300_000];
+        xs.push(1.0);
+        let h = histc(&xs, 0.0, 1.0, 16, (0.0, 1.0));
+        assert_eq!(h[0], 300_000.0);
+        assert_eq!(h[15], 1.0);
+        let (h2, mn, mx, _) = histc_in_range(&xs, 0.0, 1.0, 16);
+        assert_eq!((h2[0], h2[15], mn, mx), (300_000.0, 1.0, 0.0, 1.0));
     }
 
     #[test]
