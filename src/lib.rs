@@ -85,7 +85,8 @@ pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sq
 pub use observers::{
     compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver, HistogramObserver,
     MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
-    MseObserver, Observer, PerChannelMinMaxObserver, PercentileObserver, StreamingHistogram,
+    MseObserver, Observer, ObserverClone, PerChannelMinMaxObserver, PercentileObserver,
+    StreamingHistogram,
 };
 pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
 pub use tensor::{QuantParams, QuantizedTensor};

@@ -1,8 +1,6 @@
 //! Float layers, the sequential container, a caller's own graph through the `Model` trait
 //! (prepared, calibrated and converted by PTQ), and every error path of `nn` and `ptq`.
 
-use std::any::Any;
-
 use ndarray::{arr1, arr2, ArrayD, IxDyn};
 use qnumeric::nn::quantized::{Quantize, QuantizedAdd};
 use qnumeric::nn::{
@@ -617,12 +615,6 @@ impl Module for Square {
     }
     fn forward(&self, x: &Activation) -> Result<Activation> {
         Ok(f(x.as_float()?.mapv(|v| v * v)))
-    }
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -1,7 +1,5 @@
 //! Float reference layers.
 
-use std::any::Any;
-
 use ndarray::{ArrayD, IxDyn};
 
 use super::conv::{conv2d_core, linear_core, ConvGeometry, ConvShape};
@@ -164,14 +162,6 @@ impl Module for Linear {
 
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -340,14 +330,6 @@ impl Module for Conv2d {
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
     }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// 1-D convolution over `[N, C, L]` with weight `[out, in/groups, k]` (PyTorch's `Conv1d` /
@@ -460,14 +442,6 @@ impl Module for Conv1d {
 
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -624,14 +598,6 @@ impl Module for BatchNorm {
         }
         Ok(Activation::Float(shape_array(x.shape(), out)))
     }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 macro_rules! simple_module {
@@ -642,12 +608,6 @@ macro_rules! simple_module {
             }
             fn forward(&self, x: &Activation) -> Result<Activation> {
                 self.apply(x)
-            }
-            fn box_clone(&self) -> Box<dyn Module> {
-                Box::new(self.clone())
-            }
-            fn as_any(&self) -> &dyn Any {
-                self
             }
         }
     };
@@ -1051,13 +1011,5 @@ impl Module for Add {
 
     fn num_inputs(&self) -> usize {
         2
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(*self)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -164,14 +164,14 @@ impl WeightRef<'_> {
 /// One layer. Callers implement it for their own layers; the crate's layers implement it too.
 ///
 /// The trait is object safe, `Send` and `Sync` (a model can be shared by threads), so models
-/// hold `Box<dyn Module>`. A layer's *name* is
+/// hold `Box<dyn Module>`; cloning into a box and downcasting come with [`ModuleClone`] for
+/// every `Clone` layer. A layer's *name* is
 /// given by the model that holds it ([`Model::layer_names`]); [`Module::kind`] is the layer's
 /// type (`"Conv2d"`, `"QuantizedLinear"`, ...), used by fusion and conversion.
 ///
 /// # Examples
 /// A caller's layer: scale by two (float only).
 /// ```
-/// use std::any::Any;
 /// use qnumeric::nn::{Activation, Module};
 ///
 /// #[derive(Debug, Clone)]
@@ -181,14 +181,12 @@ impl WeightRef<'_> {
 ///     fn forward(&self, x: &Activation) -> qnumeric::Result<Activation> {
 ///         Ok(Activation::Float(x.as_float()? * 2.0))
 ///     }
-///     fn box_clone(&self) -> Box<dyn Module> { Box::new(self.clone()) }
-///     fn as_any(&self) -> &dyn Any { self }
 /// }
 /// let y = Double.forward(&Activation::Float(ndarray::arr1(&[1.0f32]).into_dyn()))?;
 /// assert_eq!(y.as_float()?[[0]], 2.0);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-pub trait Module: Send + Sync + Debug {
+pub trait Module: ModuleClone + Send + Sync + Debug {
     /// The layer's type (`"Conv2d"`, `"ConvReLU2d"`, `"BatchNorm2d"`, `"QuantizedLinear"`, ...).
     fn kind(&self) -> &'static str;
 
@@ -230,12 +228,26 @@ pub trait Module: Send + Sync + Debug {
     fn bias(&self) -> Option<&ArrayD<f32>> {
         None
     }
+}
 
+/// Cloning into a box and downcasting, implemented for every `Module + Clone` (so layers,
+/// the crate's and callers', need not write them).
+pub trait ModuleClone {
     /// Clones into a box (keeps `Box<dyn Module>` clonable).
     fn box_clone(&self) -> Box<dyn Module>;
 
     /// For downcasting to the concrete layer (fusion and conversion use it).
     fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Module + Clone + 'static> ModuleClone for T {
+    fn box_clone(&self) -> Box<dyn Module> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl Clone for Box<dyn Module> {

@@ -84,14 +84,6 @@ macro_rules! impl_hist_observer {
                 }
                 self.hist.merge(&o.hist)
             }
-
-            fn box_clone(&self) -> Box<dyn $crate::observers::Observer> {
-                Box::new(self.clone())
-            }
-
-            fn as_any(&self) -> &dyn std::any::Any {
-                self
-            }
         }
     };
 }

@@ -1,8 +1,6 @@
 //! [`DynamicObserver`]: the placeholder for dynamic quantization, where parameters are
 //! computed from each batch at run time.
 
-use std::any::Any;
-
 use ndarray::ArrayViewD;
 
 use super::minmax::per_tensor_qparams;
@@ -97,13 +95,5 @@ impl Observer for DynamicObserver {
             });
         }
         Ok(())
-    }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

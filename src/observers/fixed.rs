@@ -1,7 +1,5 @@
 //! [`FixedQParamsObserver`]: parameters fixed in advance (sigmoid, tanh, ...).
 
-use std::any::Any;
-
 use ndarray::ArrayViewD;
 
 use super::reduce::incompatible;
@@ -83,13 +81,5 @@ impl Observer for FixedQParamsObserver {
             return Err(incompatible(OP, "different fixed parameters"));
         }
         Ok(())
-    }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

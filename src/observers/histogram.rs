@@ -1,7 +1,6 @@
 //! [`HistogramObserver`]: PyTorch's (≥ 2.5) histogram observer with its L2-norm parameter
 //! search, bit for bit where PyTorch itself is deterministic.
 
-use std::any::Any;
 use std::sync::OnceLock;
 
 use ndarray::ArrayViewD;
@@ -264,14 +263,6 @@ impl Observer for HistogramObserver {
         };
         self.absorb(upd, nmin, nmax);
         Ok(())
-    }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

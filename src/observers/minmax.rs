@@ -1,7 +1,5 @@
 //! Per-tensor min/max observers: [`MinMaxObserver`] and [`MovingAverageMinMaxObserver`].
 
-use std::any::Any;
-
 use ndarray::ArrayViewD;
 
 use super::reduce::{check_averaging_constant, check_spec, incompatible, min_max};
@@ -117,14 +115,6 @@ impl Observer for MinMaxObserver {
         }
         Ok(())
     }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// PyTorch's `MovingAverageMinMaxObserver`: an exponential moving average of each batch's
@@ -236,13 +226,5 @@ impl Observer for MovingAverageMinMaxObserver {
             });
         }
         Ok(())
-    }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -70,7 +70,7 @@ use crate::tensor::QuantParams;
 /// - `qparams` does not change the observer;
 /// - `merge` combines an observer of the same kind and configuration that saw other data, so
 ///   that the result equals one observer that saw both (exactly for min/max observers).
-pub trait Observer: Send + Debug {
+pub trait Observer: ObserverClone + Send + Debug {
     /// A short name (`"MinMaxObserver"`, ...).
     fn name(&self) -> &'static str;
 
@@ -100,12 +100,26 @@ pub trait Observer: Send + Debug {
     /// [`QuantError::Incompatible`](crate::QuantError::Incompatible) when `other` is another
     /// kind of observer or has another configuration.
     fn merge(&mut self, other: &dyn Observer) -> Result<()>;
+}
 
-    /// Clones into a box (observers are `Clone`; this keeps `Box<dyn Observer>` clonable).
+/// Cloning into a box and downcasting, implemented for every `Observer + Clone` (so
+/// observers, the crate's and callers', need not write them).
+pub trait ObserverClone {
+    /// Clones into a box (keeps `Box<dyn Observer>` clonable).
     fn box_clone(&self) -> Box<dyn Observer>;
 
     /// For downcasting (used by `merge`).
     fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Observer + Clone + 'static> ObserverClone for T {
+    fn box_clone(&self) -> Box<dyn Observer> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl Clone for Box<dyn Observer> {

@@ -1,8 +1,6 @@
 //! Per-channel min/max observers: [`PerChannelMinMaxObserver`] and
 //! [`MovingAveragePerChannelMinMaxObserver`].
 
-use std::any::Any;
-
 use ndarray::ArrayViewD;
 
 use super::reduce::{
@@ -224,14 +222,6 @@ impl Observer for PerChannelMinMaxObserver {
         }
         self.state.merge_union(OP, &o.state)
     }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// PyTorch's `MovingAveragePerChannelMinMaxObserver`: the moving average of
@@ -368,13 +358,5 @@ impl Observer for MovingAveragePerChannelMinMaxObserver {
             return Err(incompatible(OP, "different configurations"));
         }
         self.state.merge_union(OP, &o.state)
-    }
-
-    fn box_clone(&self) -> Box<dyn Observer> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

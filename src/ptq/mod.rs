@@ -41,7 +41,6 @@
 //! # Ok::<(), qnumeric::QuantError>(())
 //! ```
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -524,14 +523,6 @@ impl Module for FloatIsland {
 
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.layer.bias()
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -23,8 +23,6 @@
 //! The bias is not quantized to i32; it is added in the accumulator's units during
 //! requantization. See `docs/models.md` for the measured agreement with the reference path.
 
-use std::any::Any;
-
 use ndarray::{ArrayD, IxDyn};
 
 use super::conv::{conv2d_core, linear_core, ConvGeometry, ConvShape};
@@ -175,14 +173,6 @@ impl Module for Quantize {
         let x = need_float("Quantize::forward", x)?;
         quantize_output(x, self.qparams)
     }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Dequantizes a quantized activation (a float one passes through, as `Tensor.dequantize`).
@@ -196,14 +186,6 @@ impl Module for DeQuantize {
 
     fn forward(&self, x: &Activation) -> Result<Activation> {
         Ok(Activation::Float(x.to_float()?))
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(*self)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -368,14 +350,6 @@ impl Module for QuantizedLinear {
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
     }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Quantized 2-D convolution: quint8 `[N, C, H, W]` → quint8, qint8 weight
@@ -531,14 +505,6 @@ impl Module for QuantizedConv2d {
 
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -767,14 +733,6 @@ impl Module for DynamicQuantizedLinear {
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.bias.as_ref()
     }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Quantized element-wise addition of two quint8 activations of the same shape, with its own
@@ -890,14 +848,6 @@ impl Module for QuantizedAdd {
 
     fn num_inputs(&self) -> usize {
         2
-    }
-
-    fn box_clone(&self) -> Box<dyn Module> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
