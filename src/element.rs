@@ -105,12 +105,24 @@ macro_rules! impl_qfloat_half {
             }
             #[inline(always)]
             fn slice_to_compute(src: &[Self], dst: &mut [f32]) {
+                if <$t>::HARDWARE {
+                    let bits = half::slice::HalfFloatSliceExt::reinterpret_cast(src);
+                    if crate::kernels::simd::f16_to_f32_hw(bits, dst).is_some() {
+                        return;
+                    }
+                }
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d = $to(s.to_bits());
                 }
             }
             #[inline(always)]
             fn slice_from_compute(src: &[f32], dst: &mut [Self]) {
+                if <$t>::HARDWARE {
+                    let bits = half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst);
+                    if crate::kernels::simd::f32_to_f16_hw(src, bits).is_some() {
+                        return;
+                    }
+                }
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d = <$t>::from_bits($from(*s));
                 }
@@ -126,6 +138,17 @@ macro_rules! impl_qfloat_half {
         }
     };
 }
+/// Whether a half type has hardware conversions (x86 F16C, detected at run time).
+trait HardwareConversion {
+    const HARDWARE: bool;
+}
+impl HardwareConversion for f16 {
+    const HARDWARE: bool = true;
+}
+impl HardwareConversion for bf16 {
+    const HARDWARE: bool = false;
+}
+
 impl_qfloat_half!(f16, "f16", f16_bits_to_f32, f32_to_f16_bits);
 impl_qfloat_half!(bf16, "bf16", bf16_bits_to_f32, f32_to_bf16_bits);
 
@@ -262,7 +285,7 @@ mod tests {
             -1e-8,
             3e38,
         ]);
-        for x in xs {
+        for &x in &xs {
             if x.is_nan() {
                 continue;
             }
@@ -271,6 +294,27 @@ mod tests {
         }
         assert!(f16::from_bits(f32_to_f16_bits(f32::NAN)).is_nan());
         assert!(bf16::from_bits(f32_to_bf16_bits(f32::NAN)).is_nan());
+        // The slice conversions (hardware F16C where the CPU has it) give the same bits; a
+        // length that is not a multiple of 8 exercises the tails.
+        let xs: Vec<f32> = xs.into_iter().filter(|x| !x.is_nan()).collect();
+        let mut hs = vec![f16::ZERO; xs.len()];
+        f16::slice_from_compute(&xs, &mut hs);
+        for (x, h) in xs.iter().zip(&hs) {
+            assert_eq!(h.to_bits(), f32_to_f16_bits(*x), "{x:e}");
+        }
+        let all: Vec<f16> = (0..=u16::MAX)
+            .map(f16::from_bits)
+            .chain([f16::ONE; 3])
+            .collect();
+        let mut back = vec![0.0f32; all.len()];
+        f16::slice_to_compute(&all, &mut back);
+        for (h, v) in all.iter().zip(&back) {
+            if h.is_nan() {
+                assert!(v.is_nan());
+            } else {
+                assert_eq!(v.to_bits(), f16_bits_to_f32(h.to_bits()).to_bits(), "{h:?}");
+            }
+        }
     }
 }
 

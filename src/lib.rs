@@ -77,9 +77,9 @@ pub use kernels::{
     fake_quantize, fake_quantize_backward, fake_quantize_backward_into, fake_quantize_inplace,
     fake_quantize_into, fake_quantize_mask, fake_quantize_per_channel,
     fake_quantize_per_channel_backward, fake_quantize_per_channel_backward_into,
-    fake_quantize_per_channel_into, learnable_fake_quantize, learnable_fake_quantize_backward,
-    quantize, quantize_into, quantize_per_channel, quantize_per_channel_into, LearnableGrads,
-    LearnableParams,
+    fake_quantize_per_channel_into, find_nan, learnable_fake_quantize,
+    learnable_fake_quantize_backward, quantize, quantize_into, quantize_per_channel,
+    quantize_per_channel_into, LearnableGrads, LearnableParams,
 };
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
 pub use observers::{

@@ -231,6 +231,9 @@ impl ZeroPoints {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PerChannelQParams {
     scales: Vec<f32>,
+    /// `1 / scale` per channel (as the kernels use it), computed once at construction.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    inv_scales: Vec<f32>,
     zero_points: ZeroPoints,
     axis: isize,
     range: QuantRange,
@@ -315,6 +318,7 @@ impl PerChannelQParams {
             }
         }
         Ok(PerChannelQParams {
+            inv_scales: scales.iter().map(|&s| 1.0 / s).collect(),
             scales,
             zero_points,
             axis,
@@ -326,6 +330,12 @@ impl PerChannelQParams {
     #[must_use]
     pub fn scales(&self) -> &[f32] {
         &self.scales
+    }
+
+    /// `1 / scale` per channel, in `f32` (what the kernels multiply by).
+    #[must_use]
+    pub fn inv_scales(&self) -> &[f32] {
+        &self.inv_scales
     }
 
     /// Zero points, one per channel.

@@ -101,9 +101,12 @@ fn invalid_quant_ranges() {
 }
 
 #[test]
-fn nan_input_is_refused_and_nothing_is_written() {
+fn nan_input_is_refused_with_its_index() {
     let x = array![1.0f32, 2.0, f32::NAN, 4.0];
     let qp = QParams::new(0.1, 0, QDType::QInt8).expect("valid");
+    // The NaN is found by the kernel's own pass: the error names it; `out` may be partly
+    // written (documented), unless the caller checks with `find_nan` first.
+    assert_eq!(find_nan(&x), Some(2));
     let mut out = Array1::from_elem(4, 99i8);
     assert_eq!(
         quantize_into(&x, &qp, &mut out),
@@ -112,13 +115,72 @@ fn nan_input_is_refused_and_nothing_is_written() {
             index: 2
         })
     );
-    assert_eq!(out, Array1::from_elem(4, 99i8));
     let mut y = Array1::from_elem(4, 7.0f32);
-    assert!(matches!(
+    assert_eq!(
         fake_quantize_into(&x, &qp, &mut y),
-        Err(QuantError::NanInput { .. })
+        Err(QuantError::NanInput {
+            op: "fake_quantize_into",
+            index: 2
+        })
+    );
+    // Every path of every float-input kernel finds it: contiguous, strided, half precision,
+    // per channel on the first and the last axis, and large enough to be split in chunks
+    // (threads with `rayon`), with the NaN in the last chunk.
+    let big_n = (1 << 19) + 3;
+    let mut big = Array1::from_elem(big_n, 0.5f32);
+    big[big_n - 2] = f32::NAN;
+    let mut big_out = Array1::<i8>::zeros(big_n);
+    assert_eq!(
+        quantize_into(&big, &qp, &mut big_out),
+        Err(QuantError::NanInput {
+            op: "quantize_into",
+            index: big_n - 2
+        })
+    );
+    let mut big_y = Array1::<f32>::zeros(big_n);
+    assert!(matches!(
+        fake_quantize_backward_into(&big, &big, &qp, &mut big_y),
+        Err(QuantError::NanInput { index, .. }) if index == big_n - 2
     ));
-    assert_eq!(y, Array1::from_elem(4, 7.0f32));
+    let xh = x.mapv(half::f16::from_f32);
+    assert!(matches!(
+        quantize::<i8, _, _>(&xh, &qp),
+        Err(QuantError::NanInput { index: 2, .. })
+    ));
+    assert!(matches!(
+        fake_quantize(&xh, &qp),
+        Err(QuantError::NanInput { index: 2, .. })
+    ));
+    let strided = array![1.0f32, 0.0, 2.0, 0.0, f32::NAN, 0.0];
+    let strided = strided.slice(ndarray::s![..;2]);
+    assert!(matches!(
+        quantize::<i8, _, _>(&strided, &qp),
+        Err(QuantError::NanInput { index: 2, .. })
+    ));
+    let mut grid = Array2::from_elem((64, 300), 0.25f32);
+    grid[[40, 299]] = f32::NAN;
+    for axis in [0isize, 1] {
+        let c = grid.shape()[axis as usize];
+        let pc =
+            PerChannelQParams::new(vec![0.1; c], vec![1; c], axis, QDType::QInt8).expect("valid");
+        let want = 40 * 300 + 299;
+        assert!(matches!(
+            quantize_per_channel::<i8, _, _>(&grid, &pc),
+            Err(QuantError::NanInput { index, .. }) if index == want
+        ));
+        assert!(matches!(
+            fake_quantize_per_channel(&grid, &pc),
+            Err(QuantError::NanInput { index, .. }) if index == want
+        ));
+        assert!(matches!(
+            fake_quantize_per_channel(&grid.mapv(half::bf16::from_f32), &pc),
+            Err(QuantError::NanInput { index, .. }) if index == want
+        ));
+        assert!(matches!(
+            fake_quantize_per_channel_backward(&grid, &grid, &pc),
+            Err(QuantError::NanInput { index, .. }) if index == want
+        ));
+    }
     let mut inplace = x.clone();
     assert!(fake_quantize_inplace(&mut inplace, &qp).is_err());
     assert_eq!(inplace[0], 1.0);

@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{ints_in_range, same_shape};
-use super::layout::{drive, drive_per_channel, drive_per_channel4, run_to_float, Fields};
+use super::layout::{
+    drive, drive_per_channel, drive_per_channel_arrays, rows_to_float, run_to_float, ChannelArrays,
+};
 use super::ops::FloatZpOp;
 
 /// Dequantizes per tensor into a new array.
@@ -107,19 +109,22 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| (scales[ch] as f64, zps[ch]);
             if d.bits() <= 16 {
-                // `q - zp` fits in i32 for dtypes of at most 16 bits. Fields: the f32 scale
-                // (exactly the f64 one) and the zero point's bits.
-                let f = |p: Fields, v: Q| {
-                    ((v.to_i32() - p[1].to_bits() as i32) as f64 * p[0] as f64) as f32
+                // `q - zp` fits in i32 and is exact in f32 (|q - zp| < 2^17) for dtypes of at
+                // most 16 bits, so the f32 product is the correctly rounded f64 one.
+                let f = |s: f32, _inv: f32, zp: i32, v: Q| (v.to_i32() - zp) as f32 * s;
+                let arrays = ChannelArrays {
+                    scale: scales,
+                    inv: qp.inv_scales(),
+                    zp: zps,
                 };
-                drive_per_channel4(
+                drive_per_channel_arrays(
                     q,
                     out,
                     axis,
-                    c,
-                    |ch| [scales[ch], f32::from_bits(zps[ch] as u32), 0.0, 0.0],
-                    |p, qs, os| run_to_float(qs, os, |v| f(p, v)),
-                    |p, v| F::from_compute(f(p, v)),
+                    arrays,
+                    |qs, os, p| rows_to_float(qs, os, p, &f),
+                    |(s, i, z), qs, os| run_to_float(qs, os, |v| f(s, i, z, v)),
+                    |(s, i, z), v| F::from_compute(f(s, i, z, v)),
                 );
             } else {
                 let f =

@@ -7,12 +7,12 @@ use crate::element::QFloat;
 use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
-use super::checks::{no_nan, same_shape};
+use super::checks::{no_nan, same_shape, NanFlag};
 use super::layout::{
-    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, drive_per_channel4,
-    run_float, run_float_inplace, run_from_float, run_mask_select, Fields,
+    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, drive_per_channel_arrays,
+    rows_float, run_float, run_float_inplace, run_from_float, run_mask_select, ChannelArrays,
 };
-use super::ops::{FakeQuantNarrow, FakeQuantOp, FloatZpOp};
+use super::ops::{fake_quantize_mask_narrow, fake_quantize_narrow, FakeQuantOp, FloatZpOp};
 
 /// Fake-quantizes `x` per tensor into a new array.
 ///
@@ -48,7 +48,9 @@ pub fn fake_quantize<F: QFloat, D: Dimension>(
 /// Fake-quantizes per tensor into a caller's buffer. See [`fake_quantize`].
 ///
 /// # Errors
-/// As [`fake_quantize`], plus a shape mismatch of `out`. On error nothing is written.
+/// As [`fake_quantize`], plus a shape mismatch of `out`. Argument errors are reported before anything is
+/// written; after a NaN `out` may be partly written (see
+/// [`quantize_into`](crate::quantize_into)).
 pub fn fake_quantize_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &QParams,
@@ -56,14 +58,14 @@ pub fn fake_quantize_into<F: QFloat, D: Dimension>(
 ) -> Result<()> {
     const OP: &str = "fake_quantize_into";
     same_shape(OP, x, out)?;
-    no_nan(OP, x)?;
     let op = FakeQuantOp::per_tensor(qp);
+    let nan = NanFlag::default();
     if op.narrow {
-        forward_into(x, out, |v| op.forward_narrow(v));
+        forward_into(x, out, &nan, |v| op.forward_narrow(v));
     } else {
-        forward_into(x, out, |v| op.forward_wide(v));
+        forward_into(x, out, &nan, |v| op.forward_wide(v));
     }
-    Ok(())
+    nan.check(OP, x)
 }
 
 /// Fake-quantizes per tensor in place. See [`fake_quantize`].
@@ -103,16 +105,17 @@ pub fn fake_quantize_mask<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &QParams,
 ) -> Result<Array<bool, D>> {
-    no_nan("fake_quantize_mask", x)?;
     let op = FakeQuantOp::per_tensor(qp);
     let mut out = Array::from_elem(x.raw_dim(), false);
     let m = |v: f32| op.mask(v);
+    let nan = NanFlag::default();
     drive(
         x,
         &mut out,
-        |xs, os| run_from_float(xs, os, m),
-        |v| m(v.to_compute()),
+        |xs, os| nan.record(run_from_float(xs, os, m)),
+        |v| m(nan.pass(v.to_compute())),
     );
+    nan.check("fake_quantize_mask", x)?;
     Ok(out)
 }
 
@@ -145,7 +148,9 @@ pub fn fake_quantize_backward<F: QFloat, D: Dimension>(
 /// Backward of [`fake_quantize`] into a caller's buffer. See [`fake_quantize_backward`].
 ///
 /// # Errors
-/// As [`fake_quantize_backward`], plus a shape mismatch of `dx`. On error nothing is written.
+/// As [`fake_quantize_backward`], plus a shape mismatch of `dx`. Argument errors are reported before anything is
+/// written; after a NaN `dx` may be partly written (see
+/// [`quantize_into`](crate::quantize_into)).
 pub fn fake_quantize_backward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
@@ -155,14 +160,14 @@ pub fn fake_quantize_backward_into<F: QFloat, D: Dimension>(
     const OP: &str = "fake_quantize_backward_into";
     same_shape(OP, x, dy)?;
     same_shape(OP, x, dx)?;
-    no_nan(OP, x)?;
     let op = FakeQuantOp::per_tensor(qp);
+    let nan = NanFlag::default();
     if op.narrow {
-        backward_into(x, dy, dx, |v| op.mask_narrow(v));
+        backward_into(x, dy, dx, &nan, |v| op.mask_narrow(v));
     } else {
-        backward_into(x, dy, dx, |v| op.mask_wide(v));
+        backward_into(x, dy, dx, &nan, |v| op.mask_wide(v));
     }
-    Ok(())
+    nan.check(OP, x)
 }
 
 /// Fake-quantizes with per-channel parameters (PyTorch's `fake_quantize_per_channel_affine`).
@@ -188,8 +193,9 @@ pub fn fake_quantize_per_channel<F: QFloat, D: Dimension>(
 /// Per-channel fake quantization into a caller's buffer. See [`fake_quantize_per_channel`].
 ///
 /// # Errors
-/// As [`fake_quantize_per_channel`], plus a shape mismatch of `out`. On error nothing is
-/// written.
+/// As [`fake_quantize_per_channel`], plus a shape mismatch of `out`. Argument errors are reported before anything is
+/// written; after a NaN `out` may be partly written (see
+/// [`quantize_into`](crate::quantize_into)).
 pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &PerChannelQParams,
@@ -198,34 +204,43 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
     const OP: &str = "fake_quantize_per_channel_into";
     same_shape(OP, x, out)?;
     let axis = qp.resolve_axis(OP, x.shape())?;
-    no_nan(OP, x)?;
     let (c, scales, r) = (qp.channels(), qp.scales(), qp.range());
+    let nan = NanFlag::default();
     match qp.zero_points() {
         ZeroPoints::Int(zps) => {
             let param =
                 |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             if (0..c).all(|ch| param(ch).narrow) {
-                let f = |p: Fields, v: f32| FakeQuantNarrow::from_fields(p).forward(v);
-                drive_per_channel4(
+                let (qmin, qmax) = (r.quant_min() as f32, r.quant_max() as f32);
+                let f = |s: f32, inv: f32, zp: i32, v: f32| {
+                    let zf = zp as f32;
+                    fake_quantize_narrow(v, s, inv, qmin - zf, qmax - zf)
+                };
+                let arrays = ChannelArrays {
+                    scale: scales,
+                    inv: qp.inv_scales(),
+                    zp: zps,
+                };
+                drive_per_channel_arrays(
                     x,
                     out,
                     axis,
-                    c,
-                    |ch| FakeQuantNarrow::new(&param(ch)).fields(),
-                    |p, xs, os| run_float(xs, os, |v| f(p, v)),
-                    |p, v| F::from_compute(f(p, v.to_compute())),
+                    arrays,
+                    |xs, os, p| nan.record(rows_float(xs, os, p, &f)),
+                    |(s, i, z), xs, os| nan.record(run_float(xs, os, |v| f(s, i, z, v))),
+                    |(s, i, z), v| F::from_compute(f(s, i, z, nan.pass(v.to_compute()))),
                 )
             } else {
-                forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward_wide(v))
+                forward_per_channel_into(x, out, axis, c, &nan, param, |o, v| o.forward_wide(v))
             }
         }
         ZeroPoints::Float(zps) => {
             let param =
                 |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
-            forward_per_channel_into(x, out, axis, c, param, |o, v| o.forward(v))
+            forward_per_channel_into(x, out, axis, c, &nan, param, |o, v| o.forward(v))
         }
     }
-    Ok(())
+    nan.check(OP, x)
 }
 
 /// Backward of [`fake_quantize_per_channel`]: `dx = dy * mask`.
@@ -245,8 +260,9 @@ pub fn fake_quantize_per_channel_backward<F: QFloat, D: Dimension>(
 /// Backward of [`fake_quantize_per_channel`] into a caller's buffer.
 ///
 /// # Errors
-/// As [`fake_quantize_per_channel_backward`], plus a shape mismatch of `dx`. On error nothing
-/// is written.
+/// As [`fake_quantize_per_channel_backward`], plus a shape mismatch of `dx`. Argument errors are reported before anything is
+/// written; after a NaN `dx` may be partly written (see
+/// [`quantize_into`](crate::quantize_into)).
 pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
@@ -257,39 +273,40 @@ pub fn fake_quantize_per_channel_backward_into<F: QFloat, D: Dimension>(
     same_shape(OP, x, dy)?;
     same_shape(OP, x, dx)?;
     let axis = qp.resolve_axis(OP, x.shape())?;
-    no_nan(OP, x)?;
     let (c, scales, r) = (qp.channels(), qp.scales(), qp.range());
+    let nan = NanFlag::default();
     match qp.zero_points() {
         ZeroPoints::Int(zps) => {
             let param =
                 |ch: usize| FakeQuantOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             if (0..c).all(|ch| param(ch).narrow) {
-                let narrow = |ch| FakeQuantNarrow::new(&param(ch));
-                backward_per_channel_into(x, dy, dx, axis, c, narrow, |o, v| o.mask(v))
+                let m = |o: FakeQuantOp, v: f32| fake_quantize_mask_narrow(v, o.inv, o.lo, o.hi);
+                backward_per_channel_into(x, dy, dx, axis, c, &nan, param, m)
             } else {
-                backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask_wide(v))
+                backward_per_channel_into(x, dy, dx, axis, c, &nan, param, |o, v| o.mask_wide(v))
             }
         }
         ZeroPoints::Float(zps) => {
             let param =
                 |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
-            backward_per_channel_into(x, dy, dx, axis, c, param, |o, v| o.mask(v))
+            backward_per_channel_into(x, dy, dx, axis, c, &nan, param, |o, v| o.mask(v))
         }
     }
-    Ok(())
+    nan.check(OP, x)
 }
 
 #[inline(always)]
 fn forward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<F, D>,
+    nan: &NanFlag,
     f: impl Fn(f32) -> f32 + Copy + Sync + Send,
 ) {
     drive(
         x,
         out,
-        |xs, os| run_float(xs, os, f),
-        |v| F::from_compute(f(v.to_compute())),
+        |xs, os| nan.record(run_float(xs, os, f)),
+        |v| F::from_compute(f(nan.pass(v.to_compute()))),
     );
 }
 
@@ -298,14 +315,21 @@ fn backward_into<F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
     dx: &mut ArrayRef<F, D>,
+    nan: &NanFlag,
     m: impl Fn(f32) -> bool + Copy + Sync + Send,
 ) {
     drive2(
         x,
         dy,
         dx,
-        |xs, gs, os| run_mask_select(xs, gs, os, m),
-        |v, g| if m(v.to_compute()) { g } else { F::zero() },
+        |xs, gs, os| nan.record(run_mask_select(xs, gs, os, m)),
+        |v, g| {
+            if m(nan.pass(v.to_compute())) {
+                g
+            } else {
+                F::zero()
+            }
+        },
     );
 }
 
@@ -315,6 +339,7 @@ fn forward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
     out: &mut ArrayRef<F, D>,
     axis: usize,
     channels: usize,
+    nan: &NanFlag,
     param: impl Fn(usize) -> P + Sync + Send,
     f: impl Fn(P, f32) -> f32 + Copy + Sync + Send,
 ) {
@@ -324,18 +349,20 @@ fn forward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
         axis,
         channels,
         param,
-        |o, xs, os| run_float(xs, os, |v| f(o, v)),
-        |o, v| F::from_compute(f(o, v.to_compute())),
+        |o, xs, os| nan.record(run_float(xs, os, |v| f(o, v))),
+        |o, v| F::from_compute(f(o, nan.pass(v.to_compute()))),
     );
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn backward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
     dx: &mut ArrayRef<F, D>,
     axis: usize,
     channels: usize,
+    nan: &NanFlag,
     param: impl Fn(usize) -> P + Sync + Send,
     m: impl Fn(P, f32) -> bool + Copy + Sync + Send,
 ) {
@@ -346,7 +373,13 @@ fn backward_per_channel_into<F: QFloat, D: Dimension, P: Copy + Sync>(
         axis,
         channels,
         param,
-        |o, xs, gs, os| run_mask_select(xs, gs, os, |v| m(o, v)),
-        |o, v, g| if m(o, v.to_compute()) { g } else { F::zero() },
+        |o, xs, gs, os| nan.record(run_mask_select(xs, gs, os, |v| m(o, v))),
+        |o, v, g| {
+            if m(o, nan.pass(v.to_compute())) {
+                g
+            } else {
+                F::zero()
+            }
+        },
     );
 }

@@ -18,14 +18,16 @@ use crate::parallel::{chunks2, chunks3, chunks_mut, CHUNK};
 /// Elements per conversion block (fits comfortably in L1 as f32).
 pub(crate) const BLOCK: usize = 512;
 
-/// `os[i] = f(xs[i] as f32)`.
+/// `os[i] = f(xs[i] as f32)`; returns whether `xs` held a NaN (found in the same pass).
 #[inline(always)]
-fn run_from_float_body<F: QFloat, B>(xs: &[F], os: &mut [B], f: impl Fn(f32) -> B) {
+fn run_from_float_body<F: QFloat, B>(xs: &[F], os: &mut [B], f: impl Fn(f32) -> B) -> bool {
+    let mut nan = false;
     if let Some(xf) = F::as_f32_slice(xs) {
         for (o, &v) in os.iter_mut().zip(xf) {
             *o = f(v);
+            nan |= is_nan(v);
         }
-        return;
+        return nan;
     }
     let mut buf = [0.0f32; BLOCK];
     for (xc, oc) in xs.chunks(BLOCK).zip(os.chunks_mut(BLOCK)) {
@@ -33,8 +35,17 @@ fn run_from_float_body<F: QFloat, B>(xs: &[F], os: &mut [B], f: impl Fn(f32) -> 
         F::slice_to_compute(xc, b);
         for (o, &v) in oc.iter_mut().zip(b.iter()) {
             *o = f(v);
+            nan |= is_nan(v);
         }
     }
+    nan
+}
+
+/// `v != v`: true only for NaN (a compare that vectorises, unlike an early exit).
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn is_nan(v: f32) -> bool {
+    v != v
 }
 
 /// `os[i] = F::from(f(xs[i]))`.
@@ -56,24 +67,28 @@ fn run_to_float_body<A: Copy, F: QFloat>(xs: &[A], os: &mut [F], f: impl Fn(A) -
     }
 }
 
-/// `os[i] = F::from(f(xs[i] as f32))`.
+/// `os[i] = F::from(f(xs[i] as f32))`; returns whether `xs` held a NaN.
 #[inline(always)]
-fn run_float_body<F: QFloat>(xs: &[F], os: &mut [F], f: impl Fn(f32) -> f32) {
+fn run_float_body<F: QFloat>(xs: &[F], os: &mut [F], f: impl Fn(f32) -> f32) -> bool {
+    let mut nan = false;
     if let (Some(xf), Some(of)) = (F::as_f32_slice(xs), F::as_f32_slice_mut(os)) {
         for (o, &v) in of.iter_mut().zip(xf) {
             *o = f(v);
+            nan |= is_nan(v);
         }
-        return;
+        return nan;
     }
     let mut buf = [0.0f32; BLOCK];
     for (xc, oc) in xs.chunks(BLOCK).zip(os.chunks_mut(BLOCK)) {
         let b = &mut buf[..xc.len()];
         F::slice_to_compute(xc, b);
         for v in b.iter_mut() {
+            nan |= is_nan(*v);
             *v = f(*v);
         }
         F::slice_from_compute(b, oc);
     }
+    nan
 }
 
 /// `xs[i] = F::from(f(xs[i] as f32))` in place.
@@ -96,14 +111,22 @@ fn run_float_inplace_body<F: QFloat>(xs: &mut [F], f: impl Fn(f32) -> f32) {
     }
 }
 
-/// Straight-through backward: `os[i] = if m(xs[i]) { gs[i] } else { 0 }`.
+/// Straight-through backward: `os[i] = if m(xs[i]) { gs[i] } else { 0 }`; returns whether
+/// `xs` held a NaN.
 #[inline(always)]
-fn run_mask_select_body<F: QFloat>(xs: &[F], gs: &[F], os: &mut [F], m: impl Fn(f32) -> bool) {
+fn run_mask_select_body<F: QFloat>(
+    xs: &[F],
+    gs: &[F],
+    os: &mut [F],
+    m: impl Fn(f32) -> bool,
+) -> bool {
+    let mut nan = false;
     if let Some(xf) = F::as_f32_slice(xs) {
         for ((o, &v), &g) in os.iter_mut().zip(xf).zip(gs) {
             *o = if m(v) { g } else { F::zero() };
+            nan |= is_nan(v);
         }
-        return;
+        return nan;
     }
     let mut buf = [0.0f32; BLOCK];
     for ((xc, gc), oc) in xs
@@ -115,29 +138,31 @@ fn run_mask_select_body<F: QFloat>(xs: &[F], gs: &[F], os: &mut [F], m: impl Fn(
         F::slice_to_compute(xc, b);
         for ((o, &v), &g) in oc.iter_mut().zip(b.iter()).zip(gc) {
             *o = if m(v) { g } else { F::zero() };
+            nan |= is_nan(v);
         }
     }
+    nan
 }
 
 dispatched!(
-    /// `os[i] = f(xs[i] as f32)`.
-    pub(crate) fn run_from_float[F: QFloat, B, G: Fn(f32) -> B](xs: &[F], os: &mut [B], f: G) = run_from_float_body
+    /// `os[i] = f(xs[i] as f32)`; returns whether `xs` held a NaN.
+    pub(crate) fn run_from_float[F: QFloat, B, G: Fn(f32) -> B](xs: &[F], os: &mut [B], f: G) -> bool = run_from_float_body
 );
 dispatched!(
     /// `os[i] = F::from(f(xs[i]))`.
     pub(crate) fn run_to_float[A: Copy, F: QFloat, G: Fn(A) -> f32](xs: &[A], os: &mut [F], f: G) = run_to_float_body
 );
 dispatched!(
-    /// `os[i] = F::from(f(xs[i] as f32))`.
-    pub(crate) fn run_float[F: QFloat, G: Fn(f32) -> f32](xs: &[F], os: &mut [F], f: G) = run_float_body
+    /// `os[i] = F::from(f(xs[i] as f32))`; returns whether `xs` held a NaN.
+    pub(crate) fn run_float[F: QFloat, G: Fn(f32) -> f32](xs: &[F], os: &mut [F], f: G) -> bool = run_float_body
 );
 dispatched!(
     /// `xs[i] = F::from(f(xs[i] as f32))`.
     pub(crate) fn run_float_inplace[F: QFloat, G: Fn(f32) -> f32](xs: &mut [F], f: G) = run_float_inplace_body
 );
 dispatched!(
-    /// `os[i] = if m(xs[i]) { gs[i] } else { 0 }`.
-    pub(crate) fn run_mask_select[F: QFloat, M: Fn(f32) -> bool](xs: &[F], gs: &[F], os: &mut [F], m: M) = run_mask_select_body
+    /// `os[i] = if m(xs[i]) { gs[i] } else { 0 }`; returns whether `xs` held a NaN.
+    pub(crate) fn run_mask_select[F: QFloat, M: Fn(f32) -> bool](xs: &[F], gs: &[F], os: &mut [F], m: M) -> bool = run_mask_select_body
 );
 dispatched!(
     /// Whether a slice holds a NaN.
@@ -295,81 +320,196 @@ pub(crate) fn drive_per_channel<A: Copy + Sync, B: Send, P: Copy + Sync, D: Dime
 /// Channels whose parameters are kept on the stack at once on the last-axis path.
 pub(crate) const GROUP: usize = 64;
 
-/// Channels per group on the four-field last-axis path (16 KiB of fields on the stack): a row
-/// segment of a group spans whole pages, which keeps the strided walk over rows streaming.
-pub(crate) const GROUP4: usize = 1024;
+/// Per-channel parameters as arrays indexed by channel (structure of arrays): the scale,
+/// `1 / scale` and the integer zero point of every channel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelArrays<'a> {
+    pub scale: &'a [f32],
+    pub inv: &'a [f32],
+    pub zp: &'a [i32],
+}
 
-/// Per-channel parameters as four `f32` fields (bit patterns for integers).
-pub(crate) type Fields = [f32; 4];
+impl ChannelArrays<'_> {
+    /// The parameters of channel `ch`.
+    #[inline(always)]
+    pub(crate) fn get(&self, ch: usize) -> (f32, f32, i32) {
+        (self.scale[ch], self.inv[ch], self.zp[ch])
+    }
+}
 
-/// [`drive_per_channel`] for operations whose parameters fit in four `f32` fields. With the
-/// channel on the last axis the fields of a group of channels are laid out as four arrays
-/// (structure of arrays), so the row loop reads them with plain vector loads and vectorises.
+/// [`drive_per_channel`] for operations parameterised by [`ChannelArrays`]. With the channel on
+/// the last axis of a standard-layout array the walk is row-major: every row of `c` elements is
+/// zipped with the parameter arrays (read from cache), through `rows` over chunks of whole
+/// rows. Nothing is built per call, so the walk streams like a per-tensor kernel.
 #[inline(always)]
-pub(crate) fn drive_per_channel4<A: Copy + Sync, B: Send, D: Dimension>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive_per_channel_arrays<A: Copy + Sync, B: Send, D: Dimension>(
     x: &ArrayRef<A, D>,
     out: &mut ArrayRef<B, D>,
     axis: usize,
-    channels: usize,
-    param: impl Fn(usize) -> Fields + Sync + Send,
-    run: impl Fn(Fields, &[A], &mut [B]) + Sync + Send,
-    elem: impl Fn(Fields, A) -> B + Sync + Send,
+    p: ChannelArrays<'_>,
+    rows: impl Fn(&[A], &mut [B], ChannelArrays<'_>) + Sync + Send,
+    run: impl Fn((f32, f32, i32), &[A], &mut [B]) + Sync + Send,
+    elem: impl Fn((f32, f32, i32), A) -> B + Sync + Send,
 ) {
+    let c = p.scale.len();
+    debug_assert!(p.inv.len() == c && p.zp.len() == c);
     let inner: usize = x.shape()[axis + 1..].iter().product();
-    let c = channels;
     if inner == 1 && c > 1 {
         if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-            if xs.is_empty() {
-                return;
-            }
-            let rows_per_block = (CHUNK / c).max(64);
-            chunks_indexed2(xs, os, rows_per_block * c, |_, xc, oc| {
-                let mut soa = [[0.0f32; GROUP4]; 4];
-                for g0 in (0..c).step_by(GROUP4) {
-                    let g = (c - g0).min(GROUP4);
-                    for k in 0..g {
-                        let f = param(g0 + k);
-                        for (field, v) in soa.iter_mut().zip(f) {
-                            field[k] = v;
-                        }
-                    }
-                    run_rows4(xc, oc, c, g0, g, &soa, &elem);
-                }
-            });
+            // At least 16 rows per chunk, so that each tile's parameters serve 16 rows.
+            let rows_per_chunk = (CHUNK / c).max(16);
+            chunks_indexed2(xs, os, rows_per_chunk * c, |_, xc, oc| rows(xc, oc, p));
             return;
         }
     }
-    drive_per_channel(x, out, axis, channels, param, run, elem);
+    drive_per_channel(x, out, axis, c, |ch| p.get(ch), run, elem);
 }
 
-dispatched!(
-    /// Rows of `c` elements; elements `g0..g0 + g` of each row processed with the fields
-    /// `soa[_][0..g]`.
-    fn run_rows4[A: Copy, B, E: Fn(Fields, A) -> B](xs: &[A], os: &mut [B], c: usize, g0: usize, g: usize, soa: &[[f32; GROUP4]; 4], elem: &E) = run_rows4_body
-);
-
+/// One row segment: `os[i] = e(scale[i], inv[i], zp[i], xs[i])`; returns whether `xs` held a
+/// NaN. All slices have the length of `xs`.
 #[inline(always)]
-fn run_rows4_body<A: Copy, B, E: Fn(Fields, A) -> B>(
-    xs: &[A],
+fn segment_from_f32<B, E: Fn(f32, f32, i32, f32) -> B>(
+    xs: &[f32],
     os: &mut [B],
-    c: usize,
-    g0: usize,
-    g: usize,
-    soa: &[[f32; GROUP4]; 4],
-    elem: &E,
-) {
-    let (f0, f1, f2, f3) = (&soa[0][..g], &soa[1][..g], &soa[2][..g], &soa[3][..g]);
-    for (orow, xrow) in os.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-        let fields = f0.iter().zip(f1).zip(f2).zip(f3);
-        for ((o, &v), (((&a, &b), &d), &e)) in orow[g0..g0 + g]
-            .iter_mut()
-            .zip(&xrow[g0..g0 + g])
-            .zip(fields)
-        {
-            *o = elem([a, b, d, e], v);
+    scale: &[f32],
+    inv: &[f32],
+    zp: &[i32],
+    e: &E,
+) -> bool {
+    let n = xs.len();
+    let (os, scale, inv, zp) = (&mut os[..n], &scale[..n], &inv[..n], &zp[..n]);
+    let mut nan = false;
+    for i in 0..n {
+        let v = xs[i];
+        os[i] = e(scale[i], inv[i], zp[i], v);
+        nan |= is_nan(v);
+    }
+    nan
+}
+
+/// Channels per tile of the last-axis walk: a tile's parameters (48 KiB) stay in L2 while
+/// the rows of a chunk pass under them.
+const TILE: usize = 4096;
+
+/// Calls `seg(x_segment, out_segment, first_channel)` for every row of `c` elements, tile by
+/// tile (all rows of the chunk for one tile of channels, then the next tile).
+#[inline(always)]
+fn for_tiles<A, B>(xs: &[A], os: &mut [B], c: usize, mut seg: impl FnMut(&[A], &mut [B], usize)) {
+    for t0 in (0..c).step_by(TILE) {
+        let t1 = (t0 + TILE).min(c);
+        for (xrow, orow) in xs.chunks_exact(c).zip(os.chunks_exact_mut(c)) {
+            seg(&xrow[t0..t1], &mut orow[t0..t1], t0);
         }
     }
 }
+
+/// Rows of `c = p.scale.len()` elements, element `j` of a row processed with channel `j`'s
+/// parameters: `os = e(scale, inv, zp, xs as f32)`. Returns whether `xs` held a NaN.
+#[inline(always)]
+fn rows_from_float_body<F: QFloat, B, E: Fn(f32, f32, i32, f32) -> B>(
+    xs: &[F],
+    os: &mut [B],
+    p: ChannelArrays<'_>,
+    e: &E,
+) -> bool {
+    let c = p.scale.len();
+    let mut nan = false;
+    let mut buf = [0.0f32; BLOCK];
+    for_tiles(xs, os, c, |xt, ot, t0| {
+        if let Some(xf) = F::as_f32_slice(xt) {
+            let at = t0;
+            nan |= segment_from_f32(xf, ot, &p.scale[at..], &p.inv[at..], &p.zp[at..], e);
+            return;
+        }
+        for (j, (xc, oc)) in xt.chunks(BLOCK).zip(ot.chunks_mut(BLOCK)).enumerate() {
+            let b = &mut buf[..xc.len()];
+            F::slice_to_compute(xc, b);
+            let at = t0 + j * BLOCK;
+            nan |= segment_from_f32(b, oc, &p.scale[at..], &p.inv[at..], &p.zp[at..], e);
+        }
+    });
+    nan
+}
+
+/// [`rows_from_float`] with a float output of the input's type.
+#[inline(always)]
+fn rows_float_body<F: QFloat, E: Fn(f32, f32, i32, f32) -> f32>(
+    xs: &[F],
+    os: &mut [F],
+    p: ChannelArrays<'_>,
+    e: &E,
+) -> bool {
+    let c = p.scale.len();
+    if let Some(of) = F::as_f32_slice_mut(os) {
+        return rows_from_float_body(xs, of, p, e);
+    }
+    let mut nan = false;
+    let mut buf = [0.0f32; BLOCK];
+    let mut res = [0.0f32; BLOCK];
+    for_tiles(xs, os, c, |xt, ot, t0| {
+        for (j, (xc, oc)) in xt.chunks(BLOCK).zip(ot.chunks_mut(BLOCK)).enumerate() {
+            let (b, r) = (&mut buf[..xc.len()], &mut res[..xc.len()]);
+            F::slice_to_compute(xc, b);
+            let at = t0 + j * BLOCK;
+            nan |= segment_from_f32(b, r, &p.scale[at..], &p.inv[at..], &p.zp[at..], e);
+            F::slice_from_compute(r, oc);
+        }
+    });
+    nan
+}
+
+/// Rows of `c` elements to float: `os = F::from(e(scale, inv, zp, xs))`.
+#[inline(always)]
+fn rows_to_float_body<A: Copy, F: QFloat, E: Fn(f32, f32, i32, A) -> f32>(
+    xs: &[A],
+    os: &mut [F],
+    p: ChannelArrays<'_>,
+    e: &E,
+) {
+    #[inline(always)]
+    fn segment<A: Copy, E: Fn(f32, f32, i32, A) -> f32>(
+        xs: &[A],
+        os: &mut [f32],
+        scale: &[f32],
+        inv: &[f32],
+        zp: &[i32],
+        e: &E,
+    ) {
+        let n = xs.len();
+        let (os, scale, inv, zp) = (&mut os[..n], &scale[..n], &inv[..n], &zp[..n]);
+        for i in 0..n {
+            os[i] = e(scale[i], inv[i], zp[i], xs[i]);
+        }
+    }
+    let c = p.scale.len();
+    let mut buf = [0.0f32; BLOCK];
+    for_tiles(xs, os, c, |xt, ot, t0| {
+        if let Some(of) = F::as_f32_slice_mut(ot) {
+            segment(xt, of, &p.scale[t0..], &p.inv[t0..], &p.zp[t0..], e);
+            return;
+        }
+        for (j, (xc, oc)) in xt.chunks(BLOCK).zip(ot.chunks_mut(BLOCK)).enumerate() {
+            let b = &mut buf[..xc.len()];
+            let at = t0 + j * BLOCK;
+            segment(xc, b, &p.scale[at..], &p.inv[at..], &p.zp[at..], e);
+            F::slice_from_compute(b, oc);
+        }
+    });
+}
+
+dispatched!(
+    /// Rows of `p.scale.len()` channels, float input; returns whether `xs` held a NaN.
+    pub(crate) fn rows_from_float[F: QFloat, B, E: Fn(f32, f32, i32, f32) -> B](xs: &[F], os: &mut [B], p: ChannelArrays<'_>, e: &E) -> bool = rows_from_float_body
+);
+dispatched!(
+    /// Rows of `p.scale.len()` channels, float in and out; returns whether `xs` held a NaN.
+    pub(crate) fn rows_float[F: QFloat, E: Fn(f32, f32, i32, f32) -> f32](xs: &[F], os: &mut [F], p: ChannelArrays<'_>, e: &E) -> bool = rows_float_body
+);
+dispatched!(
+    /// Rows of `p.scale.len()` channels to float.
+    pub(crate) fn rows_to_float[A: Copy, F: QFloat, E: Fn(f32, f32, i32, A) -> f32](xs: &[A], os: &mut [F], p: ChannelArrays<'_>, e: &E) = rows_to_float_body
+);
 
 /// Two-input version of [`drive_per_channel`] (runs of one channel for standard layouts,
 /// `Zip` otherwise).

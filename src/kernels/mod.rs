@@ -2,8 +2,13 @@
 //! backward), learnable fake-quantize, per tensor and per channel.
 //!
 //! Every kernel comes as an allocating function and an `_into` variant that writes into a
-//! caller's buffer without allocating. Arguments are checked before anything is written: on
-//! error an output buffer is untouched.
+//! caller's buffer without allocating. Arguments (shapes, axes, parameter lengths, storage
+//! types, integer data ranges) are checked before anything is written: on such an error an
+//! output buffer is untouched. A NaN in float data is found by the kernel's own pass, at no
+//! extra cost: the error then names the first NaN's index, but an `_into` output may be
+//! partly written. Callers that need it untouched call [`find_nan`] first (one read-only pass,
+//! which is what every kernel used to do and what made `quantize_into` a third slower). The
+//! in-place [`fake_quantize_inplace`] still scans first: there the output is the input.
 //!
 //! Numerical conventions (all bit-exact with PyTorch 2.15 for finite inputs):
 //! - the affine map runs in `f32` for every input type; the reciprocal `f32(1/scale)` is
@@ -11,7 +16,8 @@
 //! - rounding is round-half-to-even; the integer zero point is added after rounding;
 //! - `quantize` saturates to the dtype's storage range, `fake_quantize` to the parameters'
 //!   quantization range; ±inf saturate; NaN is an error;
-//! - per-channel dequantize multiplies in `f64`, per-tensor in `f32` (as PyTorch).
+//! - per-channel dequantize multiplies in `f64` as PyTorch does (for dtypes of at most 16 bits
+//!   the `f32` product computed here is the same number), per-tensor in `f32`.
 
 mod checks;
 mod dequantize;
@@ -23,6 +29,7 @@ mod quantize;
 pub mod reference;
 pub(crate) mod simd;
 
+pub use checks::find_nan;
 pub use dequantize::{
     dequantize, dequantize_into, dequantize_per_channel, dequantize_per_channel_into,
 };

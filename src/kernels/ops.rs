@@ -57,8 +57,7 @@ impl QuantizeOp {
     /// of `t + 1.5·2^23` (no float→int conversion, so the loop vectorises everywhere).
     #[inline(always)]
     pub(crate) fn apply_narrow(&self, x: f32) -> i32 {
-        let t = (x * self.inv).max(self.lo).min(self.hi);
-        ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + self.zp
+        quantize_narrow(x, self.inv, self.lo, self.hi, self.zp)
     }
 
     /// Wide path (32-bit dtypes): saturates for any |x/scale|, including beyond 2^31.
@@ -69,102 +68,32 @@ impl QuantizeOp {
     }
 }
 
-/// The narrow quantize parameters alone: 16 bytes, four 32-bit fields, so that a row of
-/// per-channel parameters is loaded with vector shuffles (channels on the last axis).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QuantizeNarrow {
-    inv: f32,
-    lo: f32,
-    hi: f32,
-    zp: i32,
+/// Narrow quantize of one element (bounds `lo`, `hi` relative to the zero point, within
+/// ±2^22). The rounded integer is read straight from the bits of `t + 1.5·2^23` (no
+/// float→int conversion, so loops vectorise everywhere).
+#[inline(always)]
+pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i32 {
+    let t = (x * inv).max(lo).min(hi);
+    ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp
 }
 
-impl QuantizeNarrow {
-    pub(crate) fn new(op: &QuantizeOp) -> Self {
-        QuantizeNarrow {
-            inv: op.inv,
-            lo: op.lo,
-            hi: op.hi,
-            zp: op.zp,
-        }
-    }
-
-    /// The four fields (the zero point as a bit pattern).
-    pub(crate) fn fields(&self) -> [f32; 4] {
-        [self.inv, self.lo, self.hi, f32::from_bits(self.zp as u32)]
-    }
-
-    /// Inverse of [`QuantizeNarrow::fields`].
-    #[inline(always)]
-    pub(crate) fn from_fields(f: [f32; 4]) -> Self {
-        QuantizeNarrow {
-            inv: f[0],
-            lo: f[1],
-            hi: f[2],
-            zp: f[3].to_bits() as i32,
-        }
-    }
-
-    /// As [`QuantizeOp::apply_narrow`].
-    #[inline(always)]
-    pub(crate) fn apply(&self, x: f32) -> i32 {
-        let t = (x * self.inv).max(self.lo).min(self.hi);
-        ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + self.zp
-    }
+/// Narrow fake-quantize of one element: the level relative to the zero point is rounded after
+/// clamping to `[lo − 1, hi + 1]` (exact for the magic-number rounding), clamped to
+/// `[lo, hi]` and scaled back.
+#[inline(always)]
+pub(crate) fn fake_quantize_narrow(x: f32, scale: f32, inv: f32, lo: f32, hi: f32) -> f32 {
+    rne_small((x * inv).max(lo - 1.0).min(hi + 1.0))
+        .max(lo)
+        .min(hi)
+        * scale
 }
 
-/// The narrow fake-quantize parameters alone (16 bytes, see [`QuantizeNarrow`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FakeQuantNarrow {
-    scale: f32,
-    inv: f32,
-    lo: f32,
-    hi: f32,
-}
-
-impl FakeQuantNarrow {
-    pub(crate) fn new(op: &FakeQuantOp) -> Self {
-        FakeQuantNarrow {
-            scale: op.scale,
-            inv: op.inv,
-            lo: op.lo,
-            hi: op.hi,
-        }
-    }
-
-    /// The four fields.
-    pub(crate) fn fields(&self) -> [f32; 4] {
-        [self.scale, self.inv, self.lo, self.hi]
-    }
-
-    /// Inverse of [`FakeQuantNarrow::fields`].
-    #[inline(always)]
-    pub(crate) fn from_fields(f: [f32; 4]) -> Self {
-        FakeQuantNarrow {
-            scale: f[0],
-            inv: f[1],
-            lo: f[2],
-            hi: f[3],
-        }
-    }
-
-    #[inline(always)]
-    fn rounded(&self, x: f32) -> f32 {
-        rne_small((x * self.inv).max(self.lo - 1.0).min(self.hi + 1.0))
-    }
-
-    /// As [`FakeQuantOp::forward_narrow`].
-    #[inline(always)]
-    pub(crate) fn forward(&self, x: f32) -> f32 {
-        self.rounded(x).max(self.lo).min(self.hi) * self.scale
-    }
-
-    /// As [`FakeQuantOp::mask_narrow`].
-    #[inline(always)]
-    pub(crate) fn mask(&self, x: f32) -> bool {
-        let r = self.rounded(x);
-        r >= self.lo && r <= self.hi
-    }
+/// The straight-through mask of [`fake_quantize_narrow`]: whether the rounded level lies in
+/// `[lo, hi]`.
+#[inline(always)]
+pub(crate) fn fake_quantize_mask_narrow(x: f32, inv: f32, lo: f32, hi: f32) -> bool {
+    let r = rne_small((x * inv).max(lo - 1.0).min(hi + 1.0));
+    r >= lo && r <= hi
 }
 
 /// Fake-quantize one element: `y = (clamp(rne(x/s) + zp, qmin, qmax) - zp) * s`, plus the
@@ -196,13 +125,6 @@ impl FakeQuantOp {
         Self::new(qp.scale(), qp.zero_point(), r.quant_min(), r.quant_max())
     }
 
-    /// Narrow path: the rounded level relative to the zero point, clamped to `[lo-1, hi+1]`
-    /// (enough to decide the mask).
-    #[inline(always)]
-    fn rounded_narrow(&self, x: f32) -> f32 {
-        rne_small((x * self.inv).max(self.lo - 1.0).min(self.hi + 1.0))
-    }
-
     /// Wide path (ranges beyond ±2^22).
     #[inline(always)]
     fn rounded_wide(&self, x: f32) -> f32 {
@@ -211,7 +133,7 @@ impl FakeQuantOp {
 
     #[inline(always)]
     pub(crate) fn forward_narrow(&self, x: f32) -> f32 {
-        self.rounded_narrow(x).max(self.lo).min(self.hi) * self.scale
+        fake_quantize_narrow(x, self.scale, self.inv, self.lo, self.hi)
     }
 
     #[inline(always)]
@@ -221,8 +143,7 @@ impl FakeQuantOp {
 
     #[inline(always)]
     pub(crate) fn mask_narrow(&self, x: f32) -> bool {
-        let r = self.rounded_narrow(x);
-        r >= self.lo && r <= self.hi
+        fake_quantize_mask_narrow(x, self.inv, self.lo, self.hi)
     }
 
     #[inline(always)]

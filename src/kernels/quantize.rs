@@ -6,9 +6,12 @@ use crate::element::{QFloat, QInt};
 use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
-use super::checks::{no_nan, same_shape, storage_holds};
-use super::layout::{drive, drive_per_channel, drive_per_channel4, run_from_float, Fields};
-use super::ops::{FloatZpOp, QuantizeNarrow, QuantizeOp};
+use super::checks::{same_shape, storage_holds, NanFlag};
+use super::layout::{
+    drive, drive_per_channel, drive_per_channel_arrays, rows_from_float, run_from_float,
+    ChannelArrays,
+};
+use super::ops::{quantize_narrow, FloatZpOp, QuantizeOp};
 
 /// Quantizes `x` per tensor into a new array.
 ///
@@ -47,7 +50,11 @@ pub fn quantize<Q: QInt, F: QFloat, D: Dimension>(
 ///
 /// # Errors
 /// As [`quantize`], plus [`QuantError::ShapeMismatch`](crate::QuantError::ShapeMismatch) when
-/// `out` has another shape. On error nothing is written.
+/// `out` has another shape. Argument errors are reported before anything is written. A NaN
+/// is found during the pass itself (a read-only scan first would cost a third of the
+/// kernel's time on data larger than the cache), so after
+/// [`QuantError::NanInput`](crate::QuantError::NanInput) `out` may be partly written; call
+/// [`find_nan`](crate::find_nan) first if it must stay untouched.
 pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &QParams,
@@ -56,26 +63,26 @@ pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
     const OP: &str = "quantize_into";
     same_shape(OP, x, out)?;
     storage_holds::<Q>(OP, qp.dtype())?;
-    no_nan(OP, x)?;
     let op = QuantizeOp::per_tensor(qp);
+    let nan = NanFlag::default();
     if op.narrow {
         let f = |v: f32| Q::from_i32_unchecked(op.apply_narrow(v));
         drive(
             x,
             out,
-            |xs, os| run_from_float(xs, os, f),
-            |v| f(v.to_compute()),
+            |xs, os| nan.record(run_from_float(xs, os, f)),
+            |v| f(nan.pass(v.to_compute())),
         );
     } else {
         let f = |v: f32| Q::from_i32_unchecked(op.apply_wide(v));
         drive(
             x,
             out,
-            |xs, os| run_from_float(xs, os, f),
-            |v| f(v.to_compute()),
+            |xs, os| nan.record(run_from_float(xs, os, f)),
+            |v| f(nan.pass(v.to_compute())),
         );
     }
-    Ok(())
+    nan.check(OP, x)
 }
 
 /// Quantizes `x` with one set of parameters per channel along `qp.axis()`.
@@ -110,7 +117,9 @@ pub fn quantize_per_channel<Q: QInt, F: QFloat, D: Dimension>(
 /// Per-channel quantization into a caller's buffer. See [`quantize_per_channel`].
 ///
 /// # Errors
-/// As [`quantize_per_channel`], plus a shape mismatch of `out`. On error nothing is written.
+/// As [`quantize_per_channel`], plus a shape mismatch of `out`. As [`quantize_into`], argument
+/// errors are reported before anything is written, and `out` may be partly written after a
+/// NaN.
 pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &PerChannelQParams,
@@ -120,36 +129,43 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
     same_shape(OP, x, out)?;
     let axis = qp.resolve_axis(OP, x.shape())?;
     storage_holds::<Q>(OP, qp.dtype())?;
-    no_nan(OP, x)?;
     let (d, c, scales) = (qp.dtype(), qp.channels(), qp.scales());
+    let nan = NanFlag::default();
     match qp.zero_points() {
+        ZeroPoints::Int(zps) if d.bits() <= 16 => {
+            // Narrow: bounds relative to each zero point stay far inside ±2^22.
+            let (dmin, dmax) = (d.min() as f32, d.max() as f32);
+            let f = |_s: f32, inv: f32, zp: i32, v: f32| {
+                let zf = zp as f32;
+                Q::from_i32_unchecked(quantize_narrow(v, inv, dmin - zf, dmax - zf, zp))
+            };
+            let arrays = ChannelArrays {
+                scale: scales,
+                inv: qp.inv_scales(),
+                zp: zps,
+            };
+            drive_per_channel_arrays(
+                x,
+                out,
+                axis,
+                arrays,
+                |xs, os, p| nan.record(rows_from_float(xs, os, p, &f)),
+                |(s, i, z), xs, os| nan.record(run_from_float(xs, os, |v| f(s, i, z, v))),
+                |(s, i, z), v| f(s, i, z, nan.pass(v.to_compute())),
+            );
+        }
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
-            if (0..c).all(|ch| param(ch).narrow) {
-                let f = |p: Fields, v: f32| {
-                    Q::from_i32_unchecked(QuantizeNarrow::from_fields(p).apply(v))
-                };
-                drive_per_channel4(
-                    x,
-                    out,
-                    axis,
-                    c,
-                    |ch| QuantizeNarrow::new(&param(ch)).fields(),
-                    |p, xs, os| run_from_float(xs, os, |v| f(p, v)),
-                    |p, v| f(p, v.to_compute()),
-                );
-            } else {
-                let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
-                drive_per_channel(
-                    x,
-                    out,
-                    axis,
-                    c,
-                    param,
-                    |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
-                    |o, v| f(o, v.to_compute()),
-                );
-            }
+            let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
+            drive_per_channel(
+                x,
+                out,
+                axis,
+                c,
+                param,
+                |o, xs, os| nan.record(run_from_float(xs, os, |v| f(o, v))),
+                |o, v| f(o, nan.pass(v.to_compute())),
+            );
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
@@ -162,10 +178,10 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 axis,
                 c,
                 param,
-                |o, xs, os| run_from_float(xs, os, |v| f(o, v)),
-                |o, v| f(o, v.to_compute()),
+                |o, xs, os| nan.record(run_from_float(xs, os, |v| f(o, v))),
+                |o, v| f(o, nan.pass(v.to_compute())),
             );
         }
     }
-    Ok(())
+    nan.check(OP, x)
 }

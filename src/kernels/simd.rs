@@ -49,6 +49,91 @@ macro_rules! dispatched {
 }
 pub(crate) use dispatched;
 
+/// Whether the CPU converts f16 ⇄ f32 in hardware (F16C with AVX; cached by std).
+#[inline(always)]
+pub(crate) fn has_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// f16 bits → f32 with F16C, 8 at a time; `None` (nothing done) without F16C. The results are
+/// exact (as the portable conversion).
+#[inline]
+pub(crate) fn f16_to_f32_hw(src: &[u16], dst: &mut [f32]) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx,f16c")]
+        unsafe fn run(src: &[u16], dst: &mut [f32]) {
+            use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n` keeps the 16-byte load and the 32-byte store in bounds;
+                // both are unaligned accesses.
+                unsafe {
+                    let h = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+                }
+                i += 8;
+            }
+            for (d, &h) in dst[i..n].iter_mut().zip(&src[i..n]) {
+                *d = half::f16::from_bits(h).to_f32();
+            }
+        }
+        if has_f16c() {
+            // SAFETY: the CPU has AVX and F16C (checked just above).
+            unsafe { run(src, dst) };
+            return Some(());
+        }
+    }
+    let _ = (src, dst);
+    None
+}
+
+/// f32 → f16 bits with F16C (round to nearest even), 8 at a time; `None` (nothing done)
+/// without F16C. Bit-identical to the portable conversion for every non-NaN value.
+#[inline]
+pub(crate) fn f32_to_f16_hw(src: &[f32], dst: &mut [u16]) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx,f16c")]
+        unsafe fn run(src: &[f32], dst: &mut [u16]) {
+            use std::arch::x86_64::{
+                __m128i, _mm256_cvtps_ph, _mm256_loadu_ps, _mm_storeu_si128,
+                _MM_FROUND_TO_NEAREST_INT,
+            };
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n` keeps the 32-byte load and the 16-byte store in bounds;
+                // both are unaligned accesses.
+                unsafe {
+                    let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                    _mm_storeu_si128(dst.as_mut_ptr().add(i).cast::<__m128i>(), h);
+                }
+                i += 8;
+            }
+            for (d, &v) in dst[i..n].iter_mut().zip(&src[i..n]) {
+                *d = half::f16::from_f32(v).to_bits();
+            }
+        }
+        if has_f16c() {
+            // SAFETY: the CPU has AVX and F16C (checked just above).
+            unsafe { run(src, dst) };
+            return Some(());
+        }
+    }
+    let _ = (src, dst);
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[inline(always)]
