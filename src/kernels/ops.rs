@@ -68,12 +68,26 @@ impl QuantizeOp {
     }
 }
 
+/// `t` clamped to `[lo, hi]` (`lo`, `hi` not NaN), as one compare-select each, which compile
+/// to single `maxps`/`minps` instructions (`f32::max` must also handle a NaN in either operand,
+/// which costs a compare and a blend). A NaN `t` gives `lo`: the kernels report NaN inputs
+/// as errors, so that value is never used.
+#[inline(always)]
+pub(crate) fn clamp(t: f32, lo: f32, hi: f32) -> f32 {
+    let t = if t > lo { t } else { lo };
+    if t < hi {
+        t
+    } else {
+        hi
+    }
+}
+
 /// Narrow quantize of one element (bounds `lo`, `hi` relative to the zero point, within
 /// ±2^22). The rounded integer is read straight from the bits of `t + 1.5·2^23` (no
 /// float→int conversion, so loops vectorise everywhere).
 #[inline(always)]
 pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i32 {
-    let t = (x * inv).max(lo).min(hi);
+    let t = clamp(x * inv, lo, hi);
     ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp
 }
 
@@ -82,17 +96,14 @@ pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i3
 /// `[lo, hi]` and scaled back.
 #[inline(always)]
 pub(crate) fn fake_quantize_narrow(x: f32, scale: f32, inv: f32, lo: f32, hi: f32) -> f32 {
-    rne_small((x * inv).max(lo - 1.0).min(hi + 1.0))
-        .max(lo)
-        .min(hi)
-        * scale
+    clamp(rne_small(clamp(x * inv, lo - 1.0, hi + 1.0)), lo, hi) * scale
 }
 
 /// The straight-through mask of [`fake_quantize_narrow`]: whether the rounded level lies in
 /// `[lo, hi]`.
 #[inline(always)]
 pub(crate) fn fake_quantize_mask_narrow(x: f32, inv: f32, lo: f32, hi: f32) -> bool {
-    let r = rne_small((x * inv).max(lo - 1.0).min(hi + 1.0));
+    let r = rne_small(clamp(x * inv, lo - 1.0, hi + 1.0));
     r >= lo && r <= hi
 }
 
