@@ -228,29 +228,37 @@ fn quantized_tensor_round_trip() -> R {
 
 #[test]
 fn per_channel_last_axis_many_channels() -> R {
-    // More channels than one parameter group (1024) and more rows than one block (64), with
-    // partial groups and blocks, against the per-tensor kernel channel by channel.
-    let (rows, c) = (70, 2500);
-    let x = Array2::from_shape_fn((rows, c), |(r, k)| {
-        ((r * 31 + k * 7) % 97) as f32 * 0.173 - 8.0
-    });
-    let scales: Vec<f32> = (0..c).map(|k| 0.05 + (k % 13) as f32 * 0.01).collect();
-    let zps: Vec<i32> = (0..c).map(|k| (k % 9) as i32 - 4).collect();
-    let pc = PerChannelQParams::new(scales.clone(), zps.clone(), 1, QDType::QInt8)?;
-    let q: Array2<i8> = quantize_per_channel(&x, &pc)?;
-    let fq = fake_quantize_per_channel(&x, &pc)?;
-    let dq: Array2<f32> = dequantize_per_channel(&q, &pc)?;
-    for k in [0, 1, 1023, 1024, 1025, 2047, 2048, 2499] {
-        let pt = QParams::new(scales[k], zps[k] as i64, QDType::QInt8)?;
-        let col = x.column(k);
-        let qk: Array1<i8> = quantize(&col, &pt)?;
-        assert_eq!(q.column(k), qk, "channel {k}");
-        assert_eq!(fq.column(k), fake_quantize(&col, &pt)?, "channel {k}");
-        for (r, &v) in qk.iter().enumerate() {
-            assert_eq!(
-                dq[[r, k]],
-                reference::dequantize_per_channel(v as i64, scales[k], zps[k] as i64)
-            );
+    // Row-major walks (few channels) and tiled walks (more than 2048 channels, tiles of 256
+    // over blocks of 4 rows), with partial tiles and blocks, against the per-tensor kernel
+    // channel by channel, for f32 and half-precision inputs.
+    for (rows, c) in [(70, 2500), (9, 4097), (130, 300), (3, 2049)] {
+        let x = Array2::from_shape_fn((rows, c), |(r, k)| {
+            ((r * 31 + k * 7) % 97) as f32 * 0.173 - 8.0
+        });
+        let scales: Vec<f32> = (0..c).map(|k| 0.05 + (k % 13) as f32 * 0.01).collect();
+        let zps: Vec<i32> = (0..c).map(|k| (k % 9) as i32 - 4).collect();
+        let pc = PerChannelQParams::new(scales.clone(), zps.clone(), 1, QDType::QInt8)?;
+        let q: Array2<i8> = quantize_per_channel(&x, &pc)?;
+        let fq = fake_quantize_per_channel(&x, &pc)?;
+        let dq: Array2<f32> = dequantize_per_channel(&q, &pc)?;
+        let xh = x.mapv(half::f16::from_f32);
+        let qh: Array2<i8> = quantize_per_channel(&xh, &pc)?;
+        let fqh = fake_quantize_per_channel(&xh, &pc)?;
+        let dqb: Array2<half::bf16> = dequantize_per_channel(&q, &pc)?;
+        for k in 0..c {
+            let pt = QParams::new(scales[k], zps[k] as i64, QDType::QInt8)?;
+            let col = x.column(k);
+            let qk: Array1<i8> = quantize(&col, &pt)?;
+            assert_eq!(q.column(k), qk, "{rows}x{c} channel {k}");
+            assert_eq!(fq.column(k), fake_quantize(&col, &pt)?, "channel {k}");
+            let colh = xh.column(k);
+            assert_eq!(qh.column(k), quantize::<i8, _, _>(&colh, &pt)?, "f16 {k}");
+            assert_eq!(fqh.column(k), fake_quantize(&colh, &pt)?, "f16 {k}");
+            for (r, &v) in qk.iter().enumerate() {
+                let want = reference::dequantize_per_channel(v as i64, scales[k], zps[k] as i64);
+                assert_eq!(dq[[r, k]], want);
+                assert_eq!(dqb[[r, k]], half::bf16::from_f32(want));
+            }
         }
     }
     Ok(())

@@ -357,8 +357,7 @@ pub(crate) fn drive_per_channel_arrays<A: Copy + Sync, B: Send, D: Dimension>(
     let inner: usize = x.shape()[axis + 1..].iter().product();
     if inner == 1 && c > 1 {
         if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-            // At least 16 rows per chunk, so that each tile's parameters serve 16 rows.
-            let rows_per_chunk = (CHUNK / c).max(16);
+            let rows_per_chunk = last_axis_rows_per_chunk(c);
             chunks_indexed2(xs, os, rows_per_chunk * c, |_, xc, oc| rows(xc, oc, p));
             return;
         }
@@ -388,16 +387,36 @@ fn segment_from_f32<B, E: Fn(f32, f32, i32, f32) -> B>(
     nan
 }
 
-/// Channels per tile of the last-axis walk: a tile's parameters (48 KiB) stay in L2 while
-/// the rows of a chunk pass under them.
-const TILE: usize = 4096;
+/// Up to this many channels the last-axis walk is row-major: the parameter arrays (12 bytes
+/// per channel) stay in L1 while rows stream past them.
+const ROW_MAJOR_MAX: usize = 2048;
 
-/// Calls `seg(x_segment, out_segment, first_channel)` for every row of `c` elements, tile by
-/// tile (all rows of the chunk for one tile of channels, then the next tile).
+/// With more channels, the walk goes tile by tile: [`TILE`] channels (3 KiB of parameters, in
+/// L1) across [`TILE_ROWS`] rows, then the next tile. Measured on this project's machine
+/// (docs/performance.md): row-major with the arrays in L2 runs at about 11 GB/s; tiles of 256
+/// channels over 4 rows at 13–26 GB/s, best where rows are far apart; taller blocks (8 rows)
+/// or wider tiles lose.
+const TILE: usize = 256;
+const TILE_ROWS: usize = 4;
+
+/// Rows per chunk handed to a row kernel (chunk boundaries depend only on `c`).
+#[inline(always)]
+fn last_axis_rows_per_chunk(c: usize) -> usize {
+    if c <= ROW_MAJOR_MAX {
+        (CHUNK / c).max(1)
+    } else {
+        TILE_ROWS
+    }
+}
+
+/// Calls `seg(x_segment, out_segment, first_channel)` for every row of `c` elements: whole rows
+/// in order when `c <= ROW_MAJOR_MAX`, else tile by tile (every row of the chunk for one tile
+/// of channels, then the next tile).
 #[inline(always)]
 fn for_tiles<A, B>(xs: &[A], os: &mut [B], c: usize, mut seg: impl FnMut(&[A], &mut [B], usize)) {
-    for t0 in (0..c).step_by(TILE) {
-        let t1 = (t0 + TILE).min(c);
+    let tile = if c <= ROW_MAJOR_MAX { c } else { TILE };
+    for t0 in (0..c).step_by(tile) {
+        let t1 = (t0 + tile).min(c);
         for (xrow, orow) in xs.chunks_exact(c).zip(os.chunks_exact_mut(c)) {
             seg(&xrow[t0..t1], &mut orow[t0..t1], t0);
         }
