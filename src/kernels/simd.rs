@@ -49,6 +49,23 @@ macro_rules! dispatched {
 }
 pub(crate) use dispatched;
 
+/// `trunc(t)` of `t` clamped to `[0, max]` (NaN gives 0), for `0 <= max < 2^31`. The clamps
+/// make the unchecked conversion sound for every input, so the compiler emits a single
+/// `cvttps2dq` (a plain `as` cast must also saturate and map NaN, which costs compares and
+/// blends in a vector loop).
+///
+/// # Panics
+/// In debug builds, if `max` is outside `[0, 2^31)`.
+#[inline(always)]
+pub(crate) fn trunc_clamped(t: f32, max: f32) -> u32 {
+    debug_assert!((0.0..2_147_483_648.0).contains(&max));
+    let t = if t > 0.0 { t } else { 0.0 };
+    let t = if t < max { t } else { max };
+    // SAFETY: `t` is in `[0, max]` with `max < 2^31` (NaN became 0 above): not NaN, not
+    // infinite, and its truncation fits in an i32.
+    unsafe { t.to_int_unchecked::<i32>() as u32 }
+}
+
 /// Whether the CPU converts f16 ⇄ f32 in hardware (F16C with AVX; cached by std).
 #[inline(always)]
 pub(crate) fn has_f16c() -> bool {
