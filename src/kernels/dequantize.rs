@@ -112,11 +112,7 @@ pub fn dequantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
                 // `q - zp` fits in i32 and is exact in f32 (|q - zp| < 2^17) for dtypes of at
                 // most 16 bits, so the f32 product is the correctly rounded f64 one.
                 let f = |s: f32, _inv: f32, zp: i32, v: Q| (v.to_i32() - zp) as f32 * s;
-                let arrays = ChannelArrays {
-                    scale: scales,
-                    inv: qp.inv_scales(),
-                    zp: zps,
-                };
+                let arrays = ChannelArrays::new(qp, zps);
                 drive_per_channel_arrays(
                     q,
                     out,

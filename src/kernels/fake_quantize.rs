@@ -216,11 +216,7 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
                     let zf = zp as f32;
                     fake_quantize_narrow(v, s, inv, qmin - zf, qmax - zf)
                 };
-                let arrays = ChannelArrays {
-                    scale: scales,
-                    inv: qp.inv_scales(),
-                    zp: zps,
-                };
+                let arrays = ChannelArrays::new(qp, zps);
                 drive_per_channel_arrays(
                     x,
                     out,

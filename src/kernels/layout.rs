@@ -329,7 +329,16 @@ pub(crate) struct ChannelArrays<'a> {
     pub zp: &'a [i32],
 }
 
-impl ChannelArrays<'_> {
+impl<'a> ChannelArrays<'a> {
+    /// The arrays of `qp`, whose integer zero points are `zp`.
+    pub(crate) fn new(qp: &'a crate::qparams::PerChannelQParams, zp: &'a [i32]) -> Self {
+        ChannelArrays {
+            scale: qp.scales(),
+            inv: qp.inv_scales(),
+            zp,
+        }
+    }
+
     /// The parameters of channel `ch`.
     #[inline(always)]
     pub(crate) fn get(&self, ch: usize) -> (f32, f32, i32) {

@@ -139,11 +139,7 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 let zf = zp as f32;
                 Q::from_i32_unchecked(quantize_narrow(v, inv, dmin - zf, dmax - zf, zp))
             };
-            let arrays = ChannelArrays {
-                scale: scales,
-                inv: qp.inv_scales(),
-                zp: zps,
-            };
+            let arrays = ChannelArrays::new(qp, zps);
             drive_per_channel_arrays(
                 x,
                 out,
@@ -157,31 +153,38 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
             let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
-            drive_per_channel(
-                x,
-                out,
-                axis,
-                c,
-                param,
-                |o, xs, os| nan.record(run_from_float(xs, os, |v| f(o, v))),
-                |o, v| f(o, nan.pass(v.to_compute())),
-            );
+            quantize_runs(x, out, axis, c, &nan, param, f);
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
             let param =
                 |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
             let f = |o: FloatZpOp, v: f32| Q::from_i32_unchecked(o.quantize(v));
-            drive_per_channel(
-                x,
-                out,
-                axis,
-                c,
-                param,
-                |o, xs, os| nan.record(run_from_float(xs, os, |v| f(o, v))),
-                |o, v| f(o, nan.pass(v.to_compute())),
-            );
+            quantize_runs(x, out, axis, c, &nan, param, f);
         }
     }
     nan.check(OP, x)
+}
+
+/// Per-channel quantization with one parameter value `P` per channel (built by `param`),
+/// recording NaN inputs in `nan`.
+#[inline(always)]
+fn quantize_runs<Q: QInt, F: QFloat, D: Dimension, P: Copy + Sync>(
+    x: &ArrayRef<F, D>,
+    out: &mut ArrayRef<Q, D>,
+    axis: usize,
+    channels: usize,
+    nan: &NanFlag,
+    param: impl Fn(usize) -> P + Sync + Send,
+    f: impl Fn(P, f32) -> Q + Copy + Sync + Send,
+) {
+    drive_per_channel(
+        x,
+        out,
+        axis,
+        channels,
+        param,
+        |o, xs, os| nan.record(run_from_float(xs, os, |v| f(o, v))),
+        |o, v| f(o, nan.pass(v.to_compute())),
+    );
 }
