@@ -67,6 +67,27 @@ pub(crate) fn chunks_mut<A: Send>(xs: &mut [A], f: impl Fn(&mut [A]) + Sync + Se
     f(xs);
 }
 
+/// Like [`map_fold`], for a reduction whose result does not depend on where the slice is
+/// cut (integer counts, flags): on one thread the whole slice is a single piece; with threads,
+/// pieces of `len / 8` elements, at least [`CHUNK`] and at most `2^20`. Few pieces keep the
+/// per-piece setup (a count buffer to clear and add up) out of the measured time.
+#[inline]
+pub(crate) fn map_fold_exact<A: Sync, R: Send>(
+    xs: &[A],
+    map: impl Fn(&[A]) -> R + Sync + Send,
+    init: R,
+    fold: impl Fn(R, R) -> R,
+) -> R {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) {
+        use rayon::prelude::*;
+        let piece = (xs.len() / 8).clamp(CHUNK, 1 << 20);
+        let parts: Vec<R> = xs.par_chunks(piece).map(map).collect();
+        return parts.into_iter().fold(init, fold);
+    }
+    fold(init, map(xs))
+}
+
 /// Maps every chunk of `xs` and folds the results in chunk order.
 #[inline]
 pub(crate) fn map_fold<A: Sync, R: Send>(

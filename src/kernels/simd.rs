@@ -66,6 +66,24 @@ pub(crate) fn trunc_clamped(t: f32, max: f32) -> u32 {
     unsafe { t.to_int_unchecked::<i32>() as u32 }
 }
 
+/// Asks the CPU to bring the cache line holding `p` into L1 ahead of use (x86-64 `prefetcht0`;
+/// nothing elsewhere). A hint only: `p` need not point into an allocation (a prefetch never
+/// faults), so callers may aim past the end of their slice.
+#[inline(always)]
+pub(crate) fn prefetch_read<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch does not access memory
+        // (it cannot fault, whatever the address).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+    }
+}
+
 /// Whether the CPU converts f16 ⇄ f32 in hardware (F16C with AVX; cached by std).
 #[inline(always)]
 pub(crate) fn has_f16c() -> bool {

@@ -34,6 +34,7 @@ mod compare;
 mod dynamic;
 mod entropy;
 mod fixed;
+mod histc;
 mod histogram;
 mod minmax;
 mod mse;
