@@ -35,9 +35,9 @@ crate::kernels::simd::dispatched!(
     fn moments_slice[F: QFloat](xs: &[F], ys: &[F]) -> [f64; 4] = moments_slice_body
 );
 
-/// Contiguous moments. Within blocks of 1024 elements the four sums run in eight `f32` lanes
+/// Contiguous moments. Within blocks of 1024 elements the four sums run in 16 `f32` lanes each
 /// (so the loop vectorises); block sums are added in `f64`. The error of an `f32` partial sum
-/// over 128 terms is far below the 1e-4 relative tolerance PyTorch's own `f32` reductions need.
+/// over 64 terms is far below the 1e-4 relative tolerance PyTorch's own `f32` reductions need.
 #[inline(always)]
 fn moments_slice_body<F: QFloat>(xs: &[F], ys: &[F]) -> [f64; 4] {
     const L: usize = 8;
@@ -55,14 +55,13 @@ fn moments_slice_body<F: QFloat>(xs: &[F], ys: &[F]) -> [f64; 4] {
                 (&bx[..n], &by[..n])
             }
         };
-        // Four simple passes over the block (it stays in L1): each is a plain 8-lane
-        // reduction, which vectorises reliably.
         let nv = n / L * L;
         let (xv, yv) = (&xf[..nv], &yf[..nv]);
-        m[0] += lanes(xv, xv, |a, b| a * b);
-        m[1] += lanes(yv, yv, |a, b| a * b);
-        m[2] += lanes(xv, yv, |a, b| a * b);
-        m[3] += lanes(xv, yv, |a, b| (a - b) * (a - b));
+        let [sxx, syy, sxy, sdd] = lanes4(xv, yv);
+        m[0] += sxx;
+        m[1] += syy;
+        m[2] += sxy;
+        m[3] += sdd;
         let (xr, yr) = (&xf[nv..], &yf[nv..]);
         for (a, b) in xr.iter().zip(yr) {
             let (u, v) = (*a as f64, *b as f64);
@@ -76,24 +75,32 @@ fn moments_slice_body<F: QFloat>(xs: &[F], ys: &[F]) -> [f64; 4] {
     m
 }
 
-/// `Σ f(a[i], b[i])` in 32 `f32` lanes (four independent 8-wide accumulators hide the add
-/// latency; `a.len()` a multiple of 8, a tail shorter than 32 goes to the first lanes),
-/// returned as f64.
+/// The four sums `(Σa², Σb², Σab, Σ(a−b)²)` in one pass, each in 16 `f32` lanes (two 8-wide
+/// accumulators per sum hide the add latency, and the eight accumulators fit the 16 vector
+/// registers; a tail shorter than 16 goes to the first lanes), returned as f64. One pass
+/// reads each block once from L1: four separate passes ran at half the read baseline.
 #[inline(always)]
-fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    const W: usize = 32;
-    let mut acc = [0.0f32; W];
+fn lanes4(a: &[f32], b: &[f32]) -> [f64; 4] {
+    const W: usize = 16;
+    let mut acc = [[0.0f32; W]; 4];
     let ca = a.chunks_exact(W);
     let cb = b.chunks_exact(W);
     for (k, (&u, &v)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[k] += f(u, v);
+        acc[0][k] += u * u;
+        acc[1][k] += v * v;
+        acc[2][k] += u * v;
+        acc[3][k] += (u - v) * (u - v);
     }
     for (ca, cb) in ca.zip(cb) {
         for k in 0..W {
-            acc[k] += f(ca[k], cb[k]);
+            let (u, v) = (ca[k], cb[k]);
+            acc[0][k] += u * u;
+            acc[1][k] += v * v;
+            acc[2][k] += u * v;
+            acc[3][k] += (u - v) * (u - v);
         }
     }
-    acc.iter().map(|&v| v as f64).sum()
+    acc.map(|q| q.iter().map(|&v| v as f64).sum())
 }
 
 /// Sums `(Σx², Σy², Σxy, Σ(x−y)²)` in f64 with a contiguous fast path.
