@@ -228,7 +228,7 @@ fn quantized_tensor_round_trip() -> R {
 
 #[test]
 fn per_channel_last_axis_many_channels() -> R {
-    // Row-major walks (few channels) and tiled walks (more than 2048 channels, tiles of 256
+    // Row-major walks (few channels) and tiled walks (more than 2048 channels, tiles of 128
     // over blocks of 4 rows), with partial tiles and blocks, against the per-tensor kernel
     // channel by channel, for f32 and half-precision inputs.
     for (rows, c) in [(70, 2500), (9, 4097), (130, 300), (3, 2049)] {

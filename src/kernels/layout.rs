@@ -400,12 +400,13 @@ fn segment_from_f32<B, E: Fn(f32, f32, i32, f32) -> B>(
 /// per channel) stay in L1 while rows stream past them.
 const ROW_MAJOR_MAX: usize = 2048;
 
-/// With more channels, the walk goes tile by tile: [`TILE`] channels (3 KiB of parameters, in
-/// L1) across [`TILE_ROWS`] rows, then the next tile. Measured on this project's machine
-/// (docs/performance.md): row-major with the arrays in L2 runs at about 11 GB/s; tiles of 256
-/// channels over 4 rows at 13–26 GB/s, best where rows are far apart; taller blocks (8 rows)
-/// or wider tiles lose.
-const TILE: usize = 256;
+/// With more channels, the walk goes tile by tile: [`TILE`] channels (1.5 KiB of parameters,
+/// in L1) across [`TILE_ROWS`] rows, then the next tile. Measured on this project's machine
+/// (docs/performance.md): row-major with the arrays in L2 runs at 0.4–0.5 of the copy
+/// baseline; tiles over 4 rows at 0.6–1.1, and 128 channels beat 256 at every channel count
+/// from 4096 to 65 536 (by 0.1–0.25 of copy; 64 was no better, 8 or 16 rows and wider tiles
+/// lose).
+const TILE: usize = 128;
 const TILE_ROWS: usize = 4;
 
 /// Rows per chunk handed to a row kernel (chunk boundaries depend only on `c`).
