@@ -12,7 +12,10 @@ use super::layout::{
     drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, drive_per_channel_arrays,
     rows_float, run_float, run_float_inplace, run_from_float, run_mask_select, ChannelArrays,
 };
-use super::ops::{fake_quantize_mask_narrow, fake_quantize_narrow, FakeQuantOp, FloatZpOp};
+use super::ops::{
+    fake_quantize_mask_narrow, fake_quantize_narrow, fake_quantize_narrow_zp, FakeQuantOp,
+    FloatZpOp,
+};
 
 /// Fake-quantizes `x` per tensor into a new array.
 ///
@@ -216,13 +219,29 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
                     let zf = zp as f32;
                     fake_quantize_narrow(v, s, inv, qmin - zf, qmax - zf)
                 };
+                // Rows across channels: the zero point changes every element, so the level is
+                // clamped on integers (when the range is small enough for that to be exact).
+                let small = |v: i64| v.abs() <= 1 << 24;
+                let ints = small(r.quant_min())
+                    && small(r.quant_max())
+                    && zps.iter().all(|&z| small(z as i64));
+                let (imin, imax) = (r.quant_min() as i32, r.quant_max() as i32);
+                let f_rows = |s: f32, inv: f32, zp: i32, v: f32| {
+                    fake_quantize_narrow_zp(v, s, inv, zp, imin, imax)
+                };
                 let arrays = ChannelArrays::new(qp, zps);
                 drive_per_channel_arrays(
                     x,
                     out,
                     axis,
                     arrays,
-                    |xs, os, p| nan.record(rows_float(xs, os, p, &f)),
+                    |xs, os, p| {
+                        nan.record(if ints {
+                            rows_float(xs, os, p, &f_rows)
+                        } else {
+                            rows_float(xs, os, p, &f)
+                        })
+                    },
                     |(s, i, z), xs, os| nan.record(run_float(xs, os, |v| f(s, i, z, v))),
                     |(s, i, z), v| F::from_compute(f(s, i, z, nan.pass(v.to_compute()))),
                 )

@@ -91,12 +91,47 @@ pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i3
     ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp
 }
 
+/// [`quantize_narrow`] with the clamp done on integers after the zero point is added
+/// (`qmin <= qmax` the storage bounds). Equal to it for every input: with integer bounds,
+/// clamping before or after rounding gives the same level, and a value beyond ±2^22 clamps to
+/// the same bound either way (narrow bounds and zero points are far inside it). Per-channel
+/// loops use it: the zero point varies by element, and bounds relative to it would cost a
+/// conversion and two subtractions per element.
+#[inline(always)]
+pub(crate) fn quantize_narrow_zp(x: f32, inv: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
+    const LIM: f32 = MAGIC_LIMIT as f32;
+    let t = clamp(x * inv, -LIM, LIM);
+    let r = ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp;
+    let r = if r > qmin { r } else { qmin };
+    if r < qmax {
+        r
+    } else {
+        qmax
+    }
+}
+
 /// Narrow fake-quantize of one element: the level relative to the zero point is rounded after
 /// clamping to `[lo − 1, hi + 1]` (exact for the magic-number rounding), clamped to
 /// `[lo, hi]` and scaled back.
 #[inline(always)]
 pub(crate) fn fake_quantize_narrow(x: f32, scale: f32, inv: f32, lo: f32, hi: f32) -> f32 {
     clamp(rne_small(clamp(x * inv, lo - 1.0, hi + 1.0)), lo, hi) * scale
+}
+
+/// [`fake_quantize_narrow`] with the level clamped on integers after the zero point is added
+/// (bounds `qmin <= qmax`, all of `qmin`, `qmax`, `zp` within ±2^24 so that nothing
+/// overflows). Equal to it for every input, by the argument of [`quantize_narrow_zp`]; the
+/// level is an exact integer, so converting it back gives the same float.
+#[inline(always)]
+pub(crate) fn fake_quantize_narrow_zp(
+    x: f32,
+    scale: f32,
+    inv: f32,
+    zp: i32,
+    qmin: i32,
+    qmax: i32,
+) -> f32 {
+    (quantize_narrow_zp(x, inv, zp, qmin, qmax) - zp) as f32 * scale
 }
 
 /// The straight-through mask of [`fake_quantize_narrow`]: whether the rounded level lies in
@@ -226,6 +261,43 @@ impl FloatZpOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_clamped_quantize_equals_relative_bounds() {
+        // Ties, bounds, values far beyond ±2^22, infinities and NaN, for the 8- and 16-bit
+        // ranges with zero points across them.
+        let mut xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.25).collect();
+        xs.extend([
+            1e30,
+            -1e30,
+            4.2e6,
+            -4.2e6,
+            8.4e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        xs.push(f32::NAN);
+        for (qmin, qmax) in [(0, 255), (-128, 127), (-32768, 32767), (0, 65535), (0, 15)] {
+            for zp in [qmin, qmin + 1, (qmin + qmax) / 2, qmax] {
+                for inv in [1.0f32, 2.0, 0.37, 1e-3, 3e5] {
+                    let (lo, hi) = ((qmin - zp) as f32, (qmax - zp) as f32);
+                    for &x in &xs {
+                        assert_eq!(
+                            quantize_narrow_zp(x, inv, zp, qmin, qmax),
+                            quantize_narrow(x, inv, lo, hi, zp),
+                            "x {x} inv {inv} zp {zp} [{qmin}, {qmax}]"
+                        );
+                        let s = 0.05f32;
+                        assert_eq!(
+                            fake_quantize_narrow_zp(x, s, inv, zp, qmin, qmax).to_bits(),
+                            fake_quantize_narrow(x, s, inv, lo, hi).to_bits(),
+                            "fake: x {x} inv {inv} zp {zp} [{qmin}, {qmax}]"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn magic_rounding_is_half_even() {

@@ -11,7 +11,7 @@ use super::layout::{
     drive, drive_per_channel, drive_per_channel_arrays, rows_from_float, run_from_float,
     ChannelArrays,
 };
-use super::ops::{quantize_narrow, FloatZpOp, QuantizeOp};
+use super::ops::{quantize_narrow, quantize_narrow_zp, FloatZpOp, QuantizeOp};
 
 /// Quantizes `x` per tensor into a new array.
 ///
@@ -135,9 +135,15 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
         ZeroPoints::Int(zps) if d.bits() <= 16 => {
             // Narrow: bounds relative to each zero point stay far inside ±2^22.
             let (dmin, dmax) = (d.min() as f32, d.max() as f32);
+            // Runs of one channel: the bounds relative to its zero point are loop constants.
             let f = |_s: f32, inv: f32, zp: i32, v: f32| {
                 let zf = zp as f32;
                 Q::from_i32_unchecked(quantize_narrow(v, inv, dmin - zf, dmax - zf, zp))
+            };
+            // Rows across channels: the zero point changes every element, so clamp on integers.
+            let (imin, imax) = (d.min() as i32, d.max() as i32);
+            let f_rows = |_s: f32, inv: f32, zp: i32, v: f32| {
+                Q::from_i32_unchecked(quantize_narrow_zp(v, inv, zp, imin, imax))
             };
             let arrays = ChannelArrays::new(qp, zps);
             drive_per_channel_arrays(
@@ -145,7 +151,7 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 out,
                 axis,
                 arrays,
-                |xs, os, p| nan.record(rows_from_float(xs, os, p, &f)),
+                |xs, os, p| nan.record(rows_from_float(xs, os, p, &f_rows)),
                 |(s, i, z), xs, os| nan.record(run_from_float(xs, os, |v| f(s, i, z, v))),
                 |(s, i, z), v| f(s, i, z, nan.pass(v.to_compute())),
             );
