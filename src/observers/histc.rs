@@ -33,46 +33,89 @@ pub(crate) fn histc_in_range(xs: &[f32], lo: f32, hi: f32, bins: usize) -> (Vec<
 }
 
 /// The histogram of `xs` and, with `CHECK`, whether a value was outside `[lo, hi]` or NaN
-/// (outside values are then counted in the edge bins; the caller discards the counts). Large
-/// inputs are counted in pieces on several threads (feature `rayon`); integer counts add up
-/// the same in any order.
+/// (outside values are then counted in the edge bins; the caller discards the counts).
 fn count<const CHECK: bool>(xs: &[f32], b: &Binning) -> (Vec<f32>, bool) {
-    let bins = b.last as usize + 1;
-    let (counts, outside) = crate::parallel::map_fold_exact(
-        xs,
-        |piece| {
-            let mut c = vec![0u32; count_len(bins)];
-            let out = count_dispatch::<CHECK>(piece, b, &mut c);
-            (c, out)
-        },
-        (vec![0u32; count_len(bins)], false),
-        |(mut a, oa), (c, oc)| {
-            for (x, y) in a.iter_mut().zip(c) {
-                *x += y;
-            }
-            (a, oa | oc)
-        },
-    );
-    let st = count_pitch(bins);
-    let hist = (0..bins)
-        .map(|i| {
-            let c = counts[i] as u64
-                + counts[st + i] as u64
-                + counts[2 * st + i] as u64
-                + counts[3 * st + i] as u64;
-            c.min(1 << 24) as f32
-        })
-        .collect();
+    let (counts, outside) = count_slots::<CHECK, _>(xs, b);
+    let hist = counts.iter().map(|&c| c.min(1 << 24) as f32).collect();
     (hist, outside)
 }
 
-/// [`count_all`] with the AVX2 index step when the CPU has it, the portable one otherwise.
-fn count_dispatch<const CHECK: bool>(xs: &[f32], b: &Binning, counts: &mut [u32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(outside) = avx2::count_all::<CHECK>(xs, b, counts) {
-        return outside;
+/// Counts per slot of `ix` over `xs` (and, with `CHECK`, whether a value was outside). Large
+/// inputs are counted in pieces on several threads (feature `rayon`); integer counts add up
+/// the same in any order. Pieces of at most 2^30 values keep the 32-bit counters exact.
+fn count_slots<const CHECK: bool, I: Dispatch>(xs: &[f32], ix: &I) -> (Vec<u64>, bool) {
+    let slots = ix.slots();
+    let mut total = vec![0u64; slots];
+    let mut outside = false;
+    for piece in xs.chunks(1 << 30) {
+        let (counts, out) = crate::parallel::map_fold_exact(
+            piece,
+            |part| {
+                let mut c = vec![0u32; count_len(slots)];
+                let out = ix.count_all::<CHECK>(part, &mut c);
+                (c, out)
+            },
+            (vec![0u32; count_len(slots)], false),
+            |(mut a, oa), (c, oc)| {
+                for (x, y) in a.iter_mut().zip(c) {
+                    *x += y;
+                }
+                (a, oa | oc)
+            },
+        );
+        let st = count_pitch(slots);
+        for (i, t) in total.iter_mut().enumerate() {
+            *t += counts[i] as u64
+                + counts[st + i] as u64
+                + counts[2 * st + i] as u64
+                + counts[3 * st + i] as u64;
+        }
+        outside |= out;
     }
-    count_all::<CHECK, _>(xs, b, counts)
+    (total, outside)
+}
+
+/// An index step with its best implementation for this CPU: [`count_all`] with the AVX2 step
+/// when the CPU has it, the portable one otherwise.
+trait Dispatch: Index8 + Sync {
+    fn count_all<const CHECK: bool>(&self, xs: &[f32], counts: &mut [u32]) -> bool;
+}
+
+impl Dispatch for Binning {
+    fn count_all<const CHECK: bool>(&self, xs: &[f32], counts: &mut [u32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(outside) = avx2::count_all::<CHECK>(xs, self, counts) {
+            return outside;
+        }
+        count_all::<CHECK, _>(xs, self, counts)
+    }
+}
+
+impl Dispatch for SignSplit {
+    fn count_all<const CHECK: bool>(&self, xs: &[f32], counts: &mut [u32]) -> bool {
+        // The portable step compiles to whole-vector code here (no range check to interleave).
+        #[cfg(target_arch = "x86_64")]
+        if let Some(outside) = avx2::count_all_compiled::<CHECK, _>(xs, self, counts) {
+            return outside;
+        }
+        count_all::<CHECK, _>(xs, self, counts)
+    }
+}
+
+/// Counts of `|x|` over `[0, top]` in `bins` equal bins (`top · bins` a power of two, so that
+/// `|x| · bins / top` is exact), negative values in a second run of `bins` counters after the
+/// first: the binning of [`StreamingHistogram`](super::StreamingHistogram). Values must be
+/// finite (`-0.0` counts as positive, like `0.0`).
+pub(crate) fn sign_split_counts(xs: &[f32], scale: f32, bins: usize) -> Vec<u64> {
+    count_slots::<false, _>(
+        xs,
+        &SignSplit {
+            scale,
+            last: (bins - 1) as f32,
+            bins: bins as u32,
+        },
+    )
+    .0
 }
 
 /// `torch.histc`'s bin index: `trunc(((x − lo)·bins) / (hi − lo))`, each step in `f32`, the
@@ -198,6 +241,7 @@ struct Binning {
 }
 
 impl Binning {
+    /// `bins` equal bins over `[lo, hi]`.
     fn new(lo: f32, hi: f32, bins: usize) -> Self {
         Binning {
             lo,
@@ -207,29 +251,14 @@ impl Binning {
             last: (bins - 1) as i32,
         }
     }
-
-    /// Bin indices of `xs` into `idx` (as long). With `CHECK`, adds to `out` (eight lanes,
-    /// where adding a compare mask is one vector op) one per value outside `[lo, hi]` or NaN.
-    #[inline(always)]
-    fn index<const CHECK: bool>(&self, xs: &[f32], idx: &mut [u32], out: &mut [u32; 8]) {
-        let mut vs = xs.chunks_exact(8);
-        let mut os = idx.chunks_exact_mut(8);
-        for (o, v) in (&mut os).zip(&mut vs) {
-            Index8::index8::<CHECK>(self, v, o, out);
-        }
-        for (o, &v) in os.into_remainder().iter_mut().zip(vs.remainder()) {
-            if CHECK {
-                out[0] += u32::from(!(v >= self.lo && v <= self.hi));
-            }
-            *o = histc_index(v, self.lo, self.width, self.nb, self.last);
-        }
-    }
 }
 
 /// The bin indices of eight values at a time, the step inside the counting loop.
 trait Index8 {
     /// Per-lane record of values outside `[lo, hi]` (or NaN).
     type Out: Copy;
+    /// How many counters the indices address (every index is below it).
+    fn slots(&self) -> usize;
     /// No value outside yet.
     fn none(&self) -> Self::Out;
     /// The indices of `v` (eight values) into `o` (eight slots); with `CHECK`, records in
@@ -237,12 +266,39 @@ trait Index8 {
     fn index8<const CHECK: bool>(&self, v: &[f32], o: &mut [u32], out: &mut Self::Out);
     /// Whether `out` recorded a value.
     fn any(&self, out: Self::Out) -> bool;
-    /// The portable binning (for the blocks' ragged ends).
-    fn binning(&self) -> &Binning;
+    /// One value's index and whether it is outside (the blocks' ragged ends).
+    fn index1(&self, v: f32) -> (u32, bool);
+}
+
+/// Indices of any number of values: eight at a time, then one by one. Values outside are
+/// recorded in `out` or (the ragged end) `ragged`.
+#[inline(always)]
+fn index_block<const CHECK: bool, I: Index8>(
+    ix: &I,
+    xs: &[f32],
+    idx: &mut [u32],
+    out: &mut I::Out,
+    ragged: &mut bool,
+) {
+    let mut vs = xs.chunks_exact(8);
+    let mut os = idx.chunks_exact_mut(8);
+    for (o, v) in (&mut os).zip(&mut vs) {
+        ix.index8::<CHECK>(v, o, out);
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(vs.remainder()) {
+        let (i, bad) = ix.index1(v);
+        *o = i;
+        *ragged |= CHECK && bad;
+    }
 }
 
 impl Index8 for Binning {
     type Out = [u32; 8];
+
+    #[inline(always)]
+    fn slots(&self) -> usize {
+        self.last as usize + 1
+    }
 
     #[inline(always)]
     fn none(&self) -> [u32; 8] {
@@ -270,8 +326,50 @@ impl Index8 for Binning {
     }
 
     #[inline(always)]
-    fn binning(&self) -> &Binning {
-        self
+    fn index1(&self, v: f32) -> (u32, bool) {
+        let i = histc_index(v, self.lo, self.width, self.nb, self.last);
+        // NaN fails both compares: it counts as outside.
+        (i, !(v >= self.lo && v <= self.hi))
+    }
+}
+
+/// The binning of [`sign_split_counts`]: `min(trunc(|v| · scale), last)`, plus `bins` for a
+/// negative value.
+#[derive(Clone, Copy)]
+struct SignSplit {
+    scale: f32,
+    last: f32,
+    bins: u32,
+}
+
+impl Index8 for SignSplit {
+    type Out = ();
+
+    #[inline(always)]
+    fn slots(&self) -> usize {
+        2 * self.bins as usize
+    }
+
+    #[inline(always)]
+    fn none(&self) {}
+
+    #[inline(always)]
+    fn index8<const CHECK: bool>(&self, v: &[f32], o: &mut [u32], _out: &mut ()) {
+        let v: &[f32; 8] = v.try_into().expect("eight values");
+        let o: &mut [u32; 8] = o.try_into().expect("eight indices");
+        *o = std::array::from_fn(|k| self.index1(v[k]).0);
+    }
+
+    #[inline(always)]
+    fn any(&self, _out: ()) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn index1(&self, v: f32) -> (u32, bool) {
+        let i = crate::kernels::simd::trunc_clamped(v.abs() * self.scale, self.last);
+        let neg = if v < 0.0 { self.bins } else { 0 };
+        (i + neg, false)
     }
 }
 
@@ -280,7 +378,7 @@ impl Index8 for Binning {
 #[inline(always)]
 fn count_all<const CHECK: bool, I: Index8>(xs: &[f32], ix: &I, counts: &mut [u32]) -> bool {
     let mut small = vec![0u16; counts.len()];
-    let stride = (ix.binning().last as usize + 1).next_power_of_two();
+    let stride = ix.slots().next_power_of_two();
     let mut outside = false;
     for window in xs.chunks(WINDOW) {
         outside |= count_window::<CHECK, I>(window, ix, &mut Counters::new(&mut small, stride));
@@ -303,17 +401,16 @@ fn count_window<const CHECK: bool, I: Index8>(
     ix: &I,
     counters: &mut Counters<'_>,
 ) -> bool {
-    let b = ix.binning();
     let mut bufs = [[0u32; IDX_BLOCK]; 2];
     let [b0, b1] = &mut bufs;
     let (mut cur, mut next) = (b0, b1);
     let mut out = ix.none();
-    let mut ragged = [0u32; 8];
+    let mut ragged = false;
     let mut blocks = xs.chunks(IDX_BLOCK);
     let Some(first) = blocks.next() else {
         return false;
     };
-    b.index::<CHECK>(first, &mut cur[..first.len()], &mut ragged);
+    index_block::<CHECK, I>(ix, first, &mut cur[..first.len()], &mut out, &mut ragged);
     let mut cur_len = first.len();
     for block in blocks {
         let ahead = block.as_ptr().wrapping_add(PREFETCH_AHEAD);
@@ -329,7 +426,8 @@ fn count_window<const CHECK: bool, I: Index8>(
             counters.add8(q);
         }
         let rest = vs.remainder();
-        b.index::<CHECK>(rest, &mut os.into_remainder()[..rest.len()], &mut ragged);
+        let rest_idx = &mut os.into_remainder()[..rest.len()];
+        index_block::<CHECK, I>(ix, rest, rest_idx, &mut out, &mut ragged);
         for q in &mut qs {
             counters.add8(q);
         }
@@ -338,7 +436,7 @@ fn count_window<const CHECK: bool, I: Index8>(
         std::mem::swap(&mut cur, &mut next);
     }
     counters.add(&cur[..cur_len]);
-    ix.any(out) || b.any(ragged)
+    ix.any(out) || ragged
 }
 
 /// The AVX2 index step.
@@ -401,6 +499,26 @@ mod avx2 {
         super::count_all::<CHECK, _>(xs, &Avx2Binning::new(b), counts)
     }
 
+    /// [`super::count_all`] with the portable step `ix` compiled for AVX2 and FMA, if the CPU
+    /// has them (`None` otherwise).
+    pub(super) fn count_all_compiled<const CHECK: bool, I: Index8>(
+        xs: &[f32],
+        ix: &I,
+        counts: &mut [u32],
+    ) -> Option<bool> {
+        if !crate::kernels::simd::has_avx2() {
+            return None;
+        }
+        /// # Safety
+        /// The CPU must have AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<const CHECK: bool, I: Index8>(xs: &[f32], ix: &I, c: &mut [u32]) -> bool {
+            super::count_all::<CHECK, _>(xs, ix, c)
+        }
+        // SAFETY: the CPU has AVX2 and FMA (detected just above).
+        Some(unsafe { run::<CHECK, I>(xs, ix, counts) })
+    }
+
     /// The portable step's operations, in its order: `((v − lo)·nb)/width`, clamped to
     /// `[0, last]` by `max(t, 0)` (NaN gives 0) then `min(t, last)`, truncated.
     ///
@@ -450,8 +568,13 @@ mod avx2 {
         }
 
         #[inline(always)]
-        fn binning(&self) -> &Binning {
-            &self.b
+        fn slots(&self) -> usize {
+            self.b.slots()
+        }
+
+        #[inline(always)]
+        fn index1(&self, v: f32) -> (u32, bool) {
+            self.b.index1(v)
         }
     }
 }
@@ -513,7 +636,7 @@ mod tests {
                 let b = Binning::new(-2.0, 2.0, bins);
                 let (mut c1, mut c2) = (vec![0u32; count_len(bins)], vec![0u32; count_len(bins)]);
                 let o1 = count_all::<true, _>(xs, &b, &mut c1);
-                let o2 = count_dispatch::<true>(xs, &b, &mut c2);
+                let o2 = Dispatch::count_all::<true>(&b, xs, &mut c2);
                 assert_eq!((c1, o1), (c2, o2), "bins {bins}, {n} values");
                 // A NaN or an outside value at any position of any block is seen.
                 if n > 0 {
