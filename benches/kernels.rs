@@ -71,7 +71,18 @@ fn kernels(c: &mut Criterion) {
             grad_factor: 1.0,
         };
         g.throughput(Throughput::Bytes((n * 20) as u64));
+        // Into caller buffers (the arithmetic), then allocating (adds the page faults of two
+        // fresh 4-byte-per-element outputs, which dominate at 16M elements).
+        let mut ly = Array1::<f32>::zeros(n);
+        let mut ldx = Array1::<f32>::zeros(n);
         g.bench_function(BenchmarkId::new("lsq_forward_backward", "f32"), |b| {
+            b.iter(|| {
+                learnable_fake_quantize_into(black_box(&x), &lsq, &mut ly).expect("ok");
+                let gr = learnable_fake_quantize_backward_into(&x, &dy, &lsq, &mut ldx);
+                black_box(gr.expect("ok"))
+            })
+        });
+        g.bench_function(BenchmarkId::new("lsq_forward_backward_alloc", "f32"), |b| {
             b.iter(|| {
                 let y = learnable_fake_quantize(black_box(&x), &lsq).expect("ok");
                 let gr = learnable_fake_quantize_backward(&x, &dy, &lsq).expect("ok");

@@ -78,7 +78,8 @@ pub use kernels::{
     fake_quantize_into, fake_quantize_mask, fake_quantize_per_channel,
     fake_quantize_per_channel_backward, fake_quantize_per_channel_backward_into,
     fake_quantize_per_channel_into, find_nan, learnable_fake_quantize,
-    learnable_fake_quantize_backward, quantize, quantize_into, quantize_per_channel,
+    learnable_fake_quantize_backward, learnable_fake_quantize_backward_into,
+    learnable_fake_quantize_into, quantize, quantize_into, quantize_per_channel,
     quantize_per_channel_into, LearnableGrads, LearnableParams,
 };
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};

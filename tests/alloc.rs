@@ -58,6 +58,15 @@ fn into_variants_do_not_allocate() {
         fake_quantize_into(&xh, &qp, &mut yh).expect("ok");
         fake_quantize_backward_into(&x, &dy, &qp, &mut y).expect("ok");
         fake_quantize_inplace(&mut y, &qp).expect("ok");
+        let lsq = LearnableParams {
+            scale: 0.05,
+            zero_point: 1.0,
+            quant_min: -128,
+            quant_max: 127,
+            grad_factor: 1.0,
+        };
+        learnable_fake_quantize_into(&x, &lsq, &mut y).expect("ok");
+        learnable_fake_quantize_backward_into(&x, &dy, &lsq, &mut y).expect("ok");
         // Transposed views take the strided path.
         let mut qt = q.view_mut().reversed_axes();
         quantize_into(&x.t(), &qp, &mut qt).expect("ok");

@@ -210,6 +210,39 @@ fn nan_input_is_refused_with_its_index() {
         learnable_fake_quantize_backward(&x, &x, &lsq),
         Err(QuantError::NanInput { .. })
     ));
+    // The `_into` pair: the NaN's index, found by the backward's own pass (its scale gradient
+    // turns NaN) on the contiguous f32 path, the threaded chunk path and the strided path.
+    for n in [5usize, 70_000, 300_000] {
+        for pos in [0, n / 2, n - 1] {
+            let mut v = Array1::from_shape_fn(n, |i| (i % 17) as f32 * 0.1 - 0.8);
+            v[pos] = f32::NAN;
+            let dy = Array1::from_elem(n, 1.0f32);
+            let mut out = Array1::<f32>::zeros(n);
+            assert!(matches!(
+                learnable_fake_quantize_into(&v, &lsq, &mut out),
+                Err(QuantError::NanInput { index, .. }) if index == pos
+            ));
+            assert!(matches!(
+                learnable_fake_quantize_backward_into(&v, &dy, &lsq, &mut out),
+                Err(QuantError::NanInput { index, .. }) if index == pos
+            ));
+        }
+    }
+    let m = array![[0.0f32, 1.0], [f32::NAN, 2.0]];
+    let mut dm = Array2::<f32>::zeros((2, 2));
+    assert!(matches!(
+        learnable_fake_quantize_backward_into(&m.t(), &m.t(), &lsq, &mut dm),
+        Err(QuantError::NanInput { index: 1, .. })
+    ));
+    // A NaN only in `dy` is not an input error: the gradients come back NaN, as PyTorch's.
+    let (ds, _) = learnable_fake_quantize_backward_into(
+        &array![0.1f32, 0.2],
+        &array![f32::NAN, 1.0],
+        &lsq,
+        &mut Array1::<f32>::zeros(2),
+    )
+    .expect("dy NaN is not refused");
+    assert!(ds.is_nan());
     // NaN in a transposed view reports the logical index.
     let m = array![[0.0f32, 1.0], [f32::NAN, 2.0]];
     assert_eq!(
@@ -274,6 +307,17 @@ fn shape_mismatches() {
         learnable_fake_quantize_backward(&x, &array![1.0f32], &lsq),
         Err(QuantError::ShapeMismatch { .. })
     ));
+    // Wrong output shapes of the `_into` pair, reported before anything is written.
+    let mut short = Array1::from_elem(1, 7.0f32);
+    assert!(matches!(
+        learnable_fake_quantize_into(&x, &lsq, &mut short),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        learnable_fake_quantize_backward_into(&x, &x, &lsq, &mut short),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert_eq!(short[0], 7.0);
 }
 
 #[test]

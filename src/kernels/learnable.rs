@@ -9,7 +9,7 @@ use crate::error::{QuantError, Result};
 use crate::qparams::{check_scale, QParams};
 
 use super::checks::{no_nan, same_shape};
-use super::fake_quantize::fake_quantize;
+use super::fake_quantize::{fake_quantize, fake_quantize_into};
 use super::simd::dispatched;
 
 /// Parameters of a learnable (LSQ) fake quantizer: a float scale and a float zero point that
@@ -100,6 +100,32 @@ pub fn learnable_fake_quantize<F: QFloat, D: Dimension>(
     fake_quantize(x, &qp)
 }
 
+/// LSQ forward into a caller's buffer (no allocation). See [`learnable_fake_quantize`].
+///
+/// # Errors
+/// As [`learnable_fake_quantize`], plus [`QuantError::ShapeMismatch`] when `out` differs in
+/// shape. As every `_into` kernel, argument errors leave `out` untouched and `out` may be
+/// partly written when a NaN is reported.
+///
+/// # Examples
+/// ```
+/// use ndarray::{array, Array1};
+/// use qnumeric::{learnable_fake_quantize_into, LearnableParams};
+/// let p = LearnableParams { scale: 0.5, zero_point: 0.0, quant_min: -8, quant_max: 7, grad_factor: 1.0 };
+/// let mut y = Array1::<f32>::zeros(3);
+/// learnable_fake_quantize_into(&array![0.3f32, -1.2, 9.0], &p, &mut y)?;
+/// assert_eq!(y, array![0.5, -1.0, 3.5]);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn learnable_fake_quantize_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    p: &LearnableParams,
+    out: &mut ArrayRef<F, D>,
+) -> Result<()> {
+    let qp = p.forward_qparams("learnable_fake_quantize_into")?;
+    fake_quantize_into(x, &qp, out)
+}
+
 /// LSQ backward, given the upstream gradient `dy`.
 ///
 /// ```text
@@ -120,16 +146,60 @@ pub fn learnable_fake_quantize_backward<F: QFloat, D: Dimension>(
     dy: &ArrayRef<F, D>,
     p: &LearnableParams,
 ) -> Result<LearnableGrads<F, D>> {
-    const OP: &str = "learnable_fake_quantize_backward";
-    same_shape(OP, x, dy)?;
-    p.validate(OP)?;
-    no_nan(OP, x)?;
+    let mut dx = Array::from_elem(x.raw_dim(), F::zero());
+    let (dscale, dzero_point) =
+        backward_into("learnable_fake_quantize_backward", x, dy, p, &mut dx)?;
+    Ok(LearnableGrads {
+        dx,
+        dscale,
+        dzero_point,
+    })
+}
+
+/// LSQ backward into a caller's buffer `dx` (no allocation); returns `(dscale, dzero_point)`.
+/// See [`learnable_fake_quantize_backward`].
+///
+/// # Errors
+/// As [`learnable_fake_quantize_backward`], plus [`QuantError::ShapeMismatch`] when `dx`
+/// differs in shape. Argument errors leave `dx` untouched; `dx` may be partly written when a
+/// NaN in `x` is reported.
+///
+/// # Examples
+/// ```
+/// use ndarray::{array, Array1};
+/// use qnumeric::{learnable_fake_quantize_backward_into, LearnableParams};
+/// let p = LearnableParams { scale: 0.5, zero_point: 0.0, quant_min: -8, quant_max: 7, grad_factor: 1.0 };
+/// let mut dx = Array1::<f32>::zeros(2);
+/// let (ds, dz) = learnable_fake_quantize_backward_into(
+///     &array![0.3f32, 9.0], &array![1.0f32, 1.0], &p, &mut dx)?;
+/// assert_eq!(dx, array![1.0, 0.0]); // 9.0 is clipped: no gradient to x
+/// assert!(ds.is_finite() && dz == -0.5);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+pub fn learnable_fake_quantize_backward_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    p: &LearnableParams,
+    dx: &mut ArrayRef<F, D>,
+) -> Result<(f32, f32)> {
+    backward_into("learnable_fake_quantize_backward_into", x, dy, p, dx)
+}
+
+fn backward_into<F: QFloat, D: Dimension>(
+    op: &'static str,
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    p: &LearnableParams,
+    dx: &mut ArrayRef<F, D>,
+) -> Result<(f32, f32)> {
+    same_shape(op, x, dy)?;
+    same_shape(op, x, dx)?;
+    p.validate(op)?;
     let (qmin, qmax) = (p.quant_min as f32, p.quant_max as f32);
     let zb = (p.zero_point + 0.5).clamp(qmin, qmax).trunc();
     let s = p.scale;
     let inv = 1.0 / s;
     let g = p.grad_factor;
-    let mut dx = Array::from_elem(x.raw_dim(), F::zero());
     let c = LsqConsts {
         qmin,
         qmax,
@@ -139,34 +209,32 @@ pub fn learnable_fake_quantize_backward<F: QFloat, D: Dimension>(
         g,
     };
     let contiguous = x.strides() == dy.strides() && x.strides() == dx.strides();
-    let (dscale, dzp) = match (x.as_slice_memory_order(), dy.as_slice_memory_order()) {
-        (Some(xs), Some(gs)) if contiguous => {
-            let os = dx
-                .as_slice_memory_order_mut()
-                .expect("a new array is contiguous");
-            match (
-                F::as_f32_slice(xs),
-                F::as_f32_slice(gs),
-                F::as_f32_slice_mut(os),
-            ) {
-                (Some(xf), Some(gf), Some(of)) => crate::parallel::map_fold3(
-                    xf,
-                    gf,
-                    of,
-                    |a, g, o| lsq_backward_slice(a, g, o, c),
-                    (0.0, 0.0),
-                    |a, b| (a.0 + b.0, a.1 + b.1),
-                ),
-                _ => lsq_backward_zip(x, dy, &mut dx, c),
-            }
-        }
-        _ => lsq_backward_zip(x, dy, &mut dx, c),
+    let slices = (x.as_slice_memory_order(), dy.as_slice_memory_order());
+    let (dscale, dzp) = match (slices, dx.as_slice_memory_order_mut()) {
+        ((Some(xs), Some(gs)), Some(os)) if contiguous => match (
+            F::as_f32_slice(xs),
+            F::as_f32_slice(gs),
+            F::as_f32_slice_mut(os),
+        ) {
+            (Some(xf), Some(gf), Some(of)) => crate::parallel::map_fold3(
+                xf,
+                gf,
+                of,
+                |a, g, o| lsq_backward_slice(a, g, o, c),
+                (0.0, 0.0),
+                |a, b| (a.0 + b.0, a.1 + b.1),
+            ),
+            _ => lsq_backward_zip(x, dy, dx, c),
+        },
+        _ => lsq_backward_zip(x, dy, dx, c),
     };
-    Ok(LearnableGrads {
-        dx,
-        dscale: dscale as f32,
-        dzero_point: dzp as f32,
-    })
+    // A NaN in `x` makes its element's scale gradient NaN, and the sum stays NaN: the pass
+    // itself detects it, and only then is `x` scanned for the index to report. (A NaN sum
+    // from `dy` alone is returned as computed, as PyTorch does.)
+    if dscale.is_nan() {
+        no_nan(op, x)?;
+    }
+    Ok((dscale as f32, dzp as f32))
 }
 
 #[derive(Clone, Copy)]
