@@ -80,12 +80,24 @@ pub(crate) fn map_fold_exact<A: Sync, R: Send>(
 ) -> R {
     #[cfg(feature = "rayon")]
     if parallel(xs.len()) {
-        use rayon::prelude::*;
         let piece = (xs.len() / 8).clamp(CHUNK, 1 << 20);
-        let parts: Vec<R> = xs.par_chunks(piece).map(map).collect();
-        return parts.into_iter().fold(init, fold);
+        return par_map_fold(xs, piece, map, init, fold);
     }
     fold(init, map(xs))
+}
+
+/// `map` over pieces of `piece` elements on the thread pool, folded in piece order.
+#[cfg(feature = "rayon")]
+fn par_map_fold<A: Sync, R: Send>(
+    xs: &[A],
+    piece: usize,
+    map: impl Fn(&[A]) -> R + Sync + Send,
+    init: R,
+    fold: impl Fn(R, R) -> R,
+) -> R {
+    use rayon::prelude::*;
+    let parts: Vec<R> = xs.par_chunks(piece).map(map).collect();
+    parts.into_iter().fold(init, fold)
 }
 
 /// Maps every chunk of `xs` and folds the results in chunk order.
@@ -98,9 +110,7 @@ pub(crate) fn map_fold<A: Sync, R: Send>(
 ) -> R {
     #[cfg(feature = "rayon")]
     if parallel(xs.len()) {
-        use rayon::prelude::*;
-        let parts: Vec<R> = xs.par_chunks(CHUNK).map(map).collect();
-        return parts.into_iter().fold(init, fold);
+        return par_map_fold(xs, CHUNK, map, init, fold);
     }
     xs.chunks(CHUNK).map(map).fold(init, fold)
 }
