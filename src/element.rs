@@ -336,6 +336,18 @@ pub trait QInt:
     fn to_i32(self) -> i32;
 }
 
+/// `v` clamped to the range of `Q` and narrowed. With the bounds known at compile time the
+/// compiler turns this into saturating pack instructions for a vector of values.
+#[inline(always)]
+pub(crate) fn saturate<Q: QInt>(v: i32) -> Q {
+    let (lo, hi) = (
+        Q::MIN.max(i32::MIN as i64) as i32,
+        Q::MAX.min(i32::MAX as i64) as i32,
+    );
+    let v = if v > lo { v } else { lo };
+    Q::from_i32_unchecked(if v < hi { v } else { hi })
+}
+
 macro_rules! impl_qint {
     ($t:ty, $name:literal) => {
         impl private::Sealed for $t {}

@@ -99,9 +99,7 @@ pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i3
 /// conversion and two subtractions per element.
 #[inline(always)]
 pub(crate) fn quantize_narrow_zp(x: f32, inv: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
-    const LIM: f32 = MAGIC_LIMIT as f32;
-    let t = clamp(x * inv, -LIM, LIM);
-    let r = ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp;
+    let r = quantize_narrow_zp_level(x, inv, zp);
     let r = if r > qmin { r } else { qmin };
     if r < qmax {
         r
@@ -116,6 +114,16 @@ pub(crate) fn quantize_narrow_zp(x: f32, inv: f32, zp: i32, qmin: i32, qmax: i32
 #[inline(always)]
 pub(crate) fn fake_quantize_narrow(x: f32, scale: f32, inv: f32, lo: f32, hi: f32) -> f32 {
     clamp(rne_small(clamp(x * inv, lo - 1.0, hi + 1.0)), lo, hi) * scale
+}
+
+/// The unclamped level of [`quantize_narrow_zp`]: `rne(clamp(x · inv, ±2^22)) + zp`. Callers
+/// whose storage type's range is the quantization range clamp it by saturating narrowing
+/// ([`crate::element::saturate`], one pack instruction for a vector of levels).
+#[inline(always)]
+pub(crate) fn quantize_narrow_zp_level(x: f32, inv: f32, zp: i32) -> i32 {
+    const LIM: f32 = MAGIC_LIMIT as f32;
+    let t = clamp(x * inv, -LIM, LIM);
+    ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS) + zp
 }
 
 /// [`fake_quantize_narrow`] with the level clamped on integers after the zero point is added
@@ -287,6 +295,26 @@ mod tests {
                             quantize_narrow(x, inv, lo, hi, zp),
                             "x {x} inv {inv} zp {zp} [{qmin}, {qmax}]"
                         );
+                        if (qmin, qmax) == (0, 255) {
+                            let sat: u8 =
+                                crate::element::saturate(quantize_narrow_zp_level(x, inv, zp));
+                            assert_eq!(sat as i32, quantize_narrow(x, inv, lo, hi, zp));
+                        }
+                        if (qmin, qmax) == (-128, 127) {
+                            let sat: i8 =
+                                crate::element::saturate(quantize_narrow_zp_level(x, inv, zp));
+                            assert_eq!(sat as i32, quantize_narrow(x, inv, lo, hi, zp));
+                        }
+                        if (qmin, qmax) == (-32768, 32767) {
+                            let sat: i16 =
+                                crate::element::saturate(quantize_narrow_zp_level(x, inv, zp));
+                            assert_eq!(sat as i32, quantize_narrow(x, inv, lo, hi, zp));
+                        }
+                        if (qmin, qmax) == (0, 65535) {
+                            let sat: u16 =
+                                crate::element::saturate(quantize_narrow_zp_level(x, inv, zp));
+                            assert_eq!(sat as i32, quantize_narrow(x, inv, lo, hi, zp));
+                        }
                         let s = 0.05f32;
                         assert_eq!(
                             fake_quantize_narrow_zp(x, s, inv, zp, qmin, qmax).to_bits(),
