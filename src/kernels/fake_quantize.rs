@@ -220,11 +220,10 @@ pub fn fake_quantize_per_channel_into<F: QFloat, D: Dimension>(
                     fake_quantize_narrow(v, s, inv, qmin - zf, qmax - zf)
                 };
                 // Rows across channels: the zero point changes every element, so the level is
-                // clamped on integers (when the range is small enough for that to be exact).
+                // clamped on integers (when the range is small enough for that to be exact; the
+                // zero points lie in the range, as `PerChannelQParams` checks when built).
                 let small = |v: i64| v.abs() <= 1 << 24;
-                let ints = small(r.quant_min())
-                    && small(r.quant_max())
-                    && zps.iter().all(|&z| small(z as i64));
+                let ints = small(r.quant_min()) && small(r.quant_max());
                 let (imin, imax) = (r.quant_min() as i32, r.quant_max() as i32);
                 let f_rows = |s: f32, inv: f32, zp: i32, v: f32| {
                     fake_quantize_narrow_zp(v, s, inv, zp, imin, imax)

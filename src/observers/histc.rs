@@ -107,21 +107,19 @@ impl Dispatch for SignSplit {
 /// first: the binning of [`StreamingHistogram`](super::StreamingHistogram). Values must be
 /// finite (`-0.0` counts as positive, like `0.0`).
 pub(crate) fn sign_split_counts(xs: &[f32], scale: f32, bins: usize) -> Vec<u64> {
-    count_slots::<false, _>(
-        xs,
-        &SignSplit {
-            scale,
-            last: (bins - 1) as f32,
-            bins: bins as u32,
-        },
-    )
-    .0
+    count_slots::<false, _>(xs, &SignSplit::new(scale, bins)).0
+}
+
+/// The slot of `v` in [`sign_split_counts`]'s counts: `min(trunc(|v| · scale), bins − 1)`,
+/// plus `bins` for a negative value (for callers that count one value at a time).
+pub(crate) fn sign_split_slot(v: f32, scale: f32, bins: usize) -> usize {
+    SignSplit::new(scale, bins).index1(v).0 as usize
 }
 
 /// `torch.histc`'s bin index: `trunc(((x − lo)·bins) / (hi − lo))`, each step in `f32`, the
 /// right edge folded into the last bin (`last = bins − 1`).
 #[inline]
-pub(crate) fn histc_index(v: f32, lo: f32, width: f32, nb: f32, last: i32) -> u32 {
+fn histc_index(v: f32, lo: f32, width: f32, nb: f32, last: i32) -> u32 {
     // For `v >= lo` (every value binned by `histc`), clamping to `last` before the truncation
     // gives the same index as `trunc(t).min(last)`; values below `lo` and NaN give bin 0.
     // The clamped truncation is a single vector conversion.
@@ -342,6 +340,16 @@ struct SignSplit {
     bins: u32,
 }
 
+impl SignSplit {
+    fn new(scale: f32, bins: usize) -> Self {
+        SignSplit {
+            scale,
+            last: (bins - 1) as f32,
+            bins: bins as u32,
+        }
+    }
+}
+
 impl Index8 for SignSplit {
     type Out = ();
 
@@ -378,7 +386,7 @@ impl Index8 for SignSplit {
 #[inline(always)]
 fn count_all<const CHECK: bool, I: Index8>(xs: &[f32], ix: &I, counts: &mut [u32]) -> bool {
     let mut small = vec![0u16; counts.len()];
-    let stride = ix.slots().next_power_of_two();
+    let stride = count_stride(ix.slots());
     let mut outside = false;
     for window in xs.chunks(WINDOW) {
         outside |= count_window::<CHECK, I>(window, ix, &mut Counters::new(&mut small, stride));

@@ -3,7 +3,7 @@
 
 use ndarray::ArrayViewD;
 
-use super::histc::sign_split_counts;
+use super::histc::{sign_split_counts, sign_split_slot};
 use super::reduce::min_max;
 use crate::error::{QuantError, Result};
 
@@ -198,13 +198,9 @@ impl StreamingHistogram {
             }
             None => {
                 for &v in x.iter() {
-                    // `|v| · scale <= bins` exactly (a power-of-two scale); the top edge
-                    // folds into the last bin.
-                    let i = ((v.abs() * scale) as usize).min(bins - 1);
-                    if v < 0.0 {
-                        self.neg[i] += 1;
-                    } else {
-                        self.pos[i] += 1;
+                    match sign_split_slot(v, scale, bins) {
+                        i if i < bins => self.pos[i] += 1,
+                        i => self.neg[i - bins] += 1,
                     }
                 }
             }
