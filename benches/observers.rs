@@ -9,8 +9,8 @@ use ndarray::{ArrayD, IxDyn};
 use qnumeric::*;
 use std::hint::black_box;
 
-fn spec(s: QScheme) -> QuantSpec {
-    QuantSpec::new(s, QDType::QInt8)
+fn spec(s: QScheme) -> QSpec {
+    QSpec::new(s, QDType::QInt8)
 }
 
 fn observers(c: &mut Criterion) {

@@ -1,9 +1,9 @@
 //! Quantized dtypes and quantization ranges.
 //!
 //! A [`QDType`] names the integer grid a tensor is quantized to (its *storage* range); a
-//! [`QuantRange`] is the part of that grid a quantizer may use (`quant_min..=quant_max`),
+//! [`QRange`] is the part of that grid a quantizer may use (`quant_min..=quant_max`),
 //! validated against the dtype. PyTorch's `reduce_range` halving is available through
-//! [`QuantRange::with_reduce_range`].
+//! [`QRange::with_reduce_range`].
 
 use crate::error::{QuantError, Result};
 use std::fmt;
@@ -131,10 +131,10 @@ impl QDType {
         })
     }
 
-    /// The full range of the dtype as a [`QuantRange`].
+    /// The full range of the dtype as a [`QRange`].
     #[must_use]
-    pub const fn full_range(self) -> QuantRange {
-        QuantRange {
+    pub const fn full_range(self) -> QRange {
+        QRange {
             dtype: self,
             quant_min: self.min(),
             quant_max: self.max(),
@@ -150,17 +150,17 @@ impl fmt::Display for QDType {
 
 /// A validated quantization range `quant_min..=quant_max` inside a dtype.
 ///
-/// Invariants (checked by [`QuantRange::new`]): `quant_min < quant_max`, `quant_min <= 0 <= quant_max`
+/// Invariants (checked by [`QRange::new`]): `quant_min < quant_max`, `quant_min <= 0 <= quant_max`
 /// and both inside the dtype's storage range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct QuantRange {
+pub struct QRange {
     dtype: QDType,
     quant_min: i64,
     quant_max: i64,
 }
 
-impl QuantRange {
+impl QRange {
     /// A custom range inside `dtype`.
     ///
     /// # Errors
@@ -169,15 +169,15 @@ impl QuantRange {
     ///
     /// # Examples
     /// ```
-    /// use qnumeric::{QDType, QuantRange};
-    /// let r = QuantRange::new(QDType::QInt8, -127, 127)?;
+    /// use qnumeric::{QDType, QRange};
+    /// let r = QRange::new(QDType::QInt8, -127, 127)?;
     /// assert_eq!((r.quant_min(), r.quant_max()), (-127, 127));
-    /// assert!(QuantRange::new(QDType::QInt8, 1, 127).is_err()); // must contain 0
+    /// assert!(QRange::new(QDType::QInt8, 1, 127).is_err()); // must contain 0
     /// # Ok::<(), qnumeric::QuantError>(())
     /// ```
     pub fn new(dtype: QDType, quant_min: i64, quant_max: i64) -> Result<Self> {
         let err = |reason| QuantError::InvalidQuantRange {
-            op: "QuantRange::new",
+            op: "QRange::new",
             quant_min,
             quant_max,
             dtype,
@@ -192,7 +192,7 @@ impl QuantRange {
         if quant_min < dtype.min() || quant_max > dtype.max() {
             return Err(err("the range must lie inside the dtype's storage range"));
         }
-        Ok(QuantRange {
+        Ok(QRange {
             dtype,
             quant_min,
             quant_max,
@@ -214,14 +214,14 @@ impl QuantRange {
             .unwrap_or(QDType::QInt32);
         if quant_min > quant_max || quant_min < dtype.min() || quant_max > dtype.max() {
             return Err(QuantError::InvalidQuantRange {
-                op: "QuantRange::for_fake_quant",
+                op: "QRange::for_fake_quant",
                 quant_min,
                 quant_max,
                 dtype,
                 reason: "quant_min must be <= quant_max and both must fit in 32 bits",
             });
         }
-        Ok(QuantRange {
+        Ok(QRange {
             dtype,
             quant_min,
             quant_max,
@@ -233,7 +233,7 @@ impl QuantRange {
     /// the range is the dtype's full range, as PyTorch does.
     #[must_use]
     pub fn with_reduce_range(self) -> Self {
-        QuantRange {
+        QRange {
             dtype: self.dtype,
             quant_min: self.quant_min.div_euclid(2),
             quant_max: self.quant_max.div_euclid(2),
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn reduce_range_floors() {
-        let r = QuantRange::new(QDType::QInt8, -127, 127).unwrap();
+        let r = QRange::new(QDType::QInt8, -127, 127).unwrap();
         let h = r.with_reduce_range();
         assert_eq!((h.quant_min(), h.quant_max()), (-64, 63));
         let u = QDType::QUInt8.full_range().with_reduce_range();
@@ -300,10 +300,10 @@ mod tests {
 
     #[test]
     fn invalid_ranges() {
-        assert!(QuantRange::new(QDType::QUInt8, 10, 5).is_err());
-        assert!(QuantRange::new(QDType::QUInt8, 0, 256).is_err());
-        assert!(QuantRange::new(QDType::QInt8, 1, 100).is_err());
-        assert!(QuantRange::for_fake_quant(5, 3).is_err());
-        assert!(QuantRange::for_fake_quant(3, 5).is_ok());
+        assert!(QRange::new(QDType::QUInt8, 10, 5).is_err());
+        assert!(QRange::new(QDType::QUInt8, 0, 256).is_err());
+        assert!(QRange::new(QDType::QInt8, 1, 100).is_err());
+        assert!(QRange::for_fake_quant(5, 3).is_err());
+        assert!(QRange::for_fake_quant(3, 5).is_ok());
     }
 }

@@ -107,7 +107,7 @@ macro_rules! impl_qfloat_half {
             fn slice_to_compute(src: &[Self], dst: &mut [f32]) {
                 if <$t>::HARDWARE {
                     let bits = half::slice::HalfFloatSliceExt::reinterpret_cast(src);
-                    if crate::kernels::simd::f16_to_f32_hw(bits, dst).is_some() {
+                    if crate::simd::f16_to_f32_hw(bits, dst).is_some() {
                         return;
                     }
                 }
@@ -119,7 +119,7 @@ macro_rules! impl_qfloat_half {
             fn slice_from_compute(src: &[f32], dst: &mut [Self]) {
                 if <$t>::HARDWARE {
                     let bits = half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst);
-                    if crate::kernels::simd::f32_to_f16_hw(src, bits).is_some() {
+                    if crate::simd::f32_to_f16_hw(src, bits).is_some() {
                         return;
                     }
                 }
@@ -330,8 +330,8 @@ pub trait QInt:
     const MIN: i64;
     /// Highest value, widened.
     const MAX: i64;
-    /// Narrows a value already known to be in `MIN..=MAX`.
-    fn from_i32_unchecked(v: i32) -> Self;
+    /// Narrows with an `as` cast, which wraps outside `MIN..=MAX` (callers clamp first).
+    fn from_i32_wrapping(v: i32) -> Self;
     /// Widens to `i32`.
     fn to_i32(self) -> i32;
 }
@@ -345,7 +345,7 @@ pub(crate) fn saturate<Q: QInt>(v: i32) -> Q {
         Q::MAX.min(i32::MAX as i64) as i32,
     );
     let v = if v > lo { v } else { lo };
-    Q::from_i32_unchecked(if v < hi { v } else { hi })
+    Q::from_i32_wrapping(if v < hi { v } else { hi })
 }
 
 macro_rules! impl_qint {
@@ -356,7 +356,7 @@ macro_rules! impl_qint {
             const MIN: i64 = <$t>::MIN as i64;
             const MAX: i64 = <$t>::MAX as i64;
             #[inline(always)]
-            fn from_i32_unchecked(v: i32) -> Self {
+            fn from_i32_wrapping(v: i32) -> Self {
                 v as $t
             }
             #[inline(always)]

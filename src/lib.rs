@@ -7,8 +7,8 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`dtype`] | [`QDType`] (quint8, qint8, qint32, 4- and 16-bit) and validated [`QuantRange`]s |
-//! | [`qparams`] | [`QScheme`], [`QParams`], [`PerChannelQParams`], [`QuantSpec`] (min/max → parameters) |
+//! | [`dtype`] | [`QDType`] (quint8, qint8, qint32, 4- and 16-bit) and validated [`QRange`]s |
+//! | [`qparams`] | [`QScheme`], [`QParams`], [`PerChannelQParams`], [`QSpec`] (min/max → parameters) |
 //! | [`kernels`] | quantize, dequantize, fake-quantize (+ backward), learnable fake-quantize |
 //! | [`tensor`] | [`QuantizedTensor`]: integer data with its parameters |
 //! | [`metrics`] | SQNR, normalized L2 error, cosine similarity, MSE, max abs error |
@@ -64,12 +64,13 @@ pub mod observers;
 mod parallel;
 pub mod ptq;
 pub mod qparams;
+mod simd;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 pub mod state_dict;
 pub mod tensor;
 
-pub use dtype::{QDType, QuantRange};
+pub use dtype::{QDType, QRange};
 pub use element::{QFloat, QInt};
 pub use error::{QuantError, Result};
 pub use kernels::{
@@ -89,14 +90,17 @@ pub use observers::{
     MseObserver, Observer, ObserverClone, PerChannelMinMaxObserver, PercentileObserver,
     StreamingHistogram,
 };
-pub use qparams::{ChosenQParams, PerChannelQParams, QParams, QScheme, QuantSpec, ZeroPoints};
-pub use tensor::{QuantParams, QuantizedTensor};
+pub use qparams::{
+    choose_dynamic_qparams, AnyQParams, PerChannelQParams, QParams, QScheme, QSpec, RawQParams,
+    ZeroPoints,
+};
+pub use tensor::QuantizedTensor;
 
 /// The items most programs need, for `use qnumeric::prelude::*`.
 pub mod prelude {
     #[doc(no_inline)]
     pub use crate::{
-        dequantize, fake_quantize, quantize, sqnr, PerChannelQParams, QDType, QParams, QScheme,
-        QuantError, QuantRange, QuantSpec, QuantizedTensor,
+        dequantize, fake_quantize, quantize, sqnr, PerChannelQParams, QDType, QParams, QRange,
+        QScheme, QSpec, QuantError, QuantizedTensor,
     };
 }

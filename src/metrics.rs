@@ -31,7 +31,7 @@ fn check<F: QFloat, D: Dimension>(
     Ok(())
 }
 
-crate::kernels::simd::dispatched!(
+crate::simd::dispatched!(
     fn moments_slice[F: QFloat](xs: &[F], ys: &[F]) -> [f64; 4] = moments_slice_body
 );
 

@@ -5,29 +5,7 @@ use ndarray::{ArrayD, ArrayRef, Dimension};
 use crate::element::{QFloat, QInt};
 use crate::error::Result;
 use crate::kernels;
-use crate::qparams::{PerChannelQParams, QParams};
-
-/// The parameters of a quantized tensor: per tensor or per channel.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub enum QuantParams {
-    /// One scale and zero point.
-    PerTensor(QParams),
-    /// One set per channel along an axis.
-    PerChannel(PerChannelQParams),
-}
-
-impl From<QParams> for QuantParams {
-    fn from(p: QParams) -> Self {
-        QuantParams::PerTensor(p)
-    }
-}
-
-impl From<PerChannelQParams> for QuantParams {
-    fn from(p: PerChannelQParams) -> Self {
-        QuantParams::PerChannel(p)
-    }
-}
+use crate::qparams::{AnyQParams, QParams};
 
 /// A quantized tensor: integer values (`Q` storage, e.g. `u8` for quint8) and their
 /// parameters. The invariant (every value inside the dtype's range, per-channel parameters
@@ -46,7 +24,7 @@ impl From<PerChannelQParams> for QuantParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor<Q: QInt = u8> {
     data: ArrayD<Q>,
-    params: QuantParams,
+    params: AnyQParams,
 }
 
 impl<Q: QInt> QuantizedTensor<Q> {
@@ -56,13 +34,13 @@ impl<Q: QInt> QuantizedTensor<Q> {
     /// As [`quantize`](crate::quantize) / [`quantize_per_channel`](crate::quantize_per_channel).
     pub fn quantize<F: QFloat, D: Dimension>(
         x: &ArrayRef<F, D>,
-        params: impl Into<QuantParams>,
+        params: impl Into<AnyQParams>,
     ) -> Result<Self> {
         let params = params.into();
         let x = x.view().into_dyn();
         let data = match &params {
-            QuantParams::PerTensor(p) => kernels::quantize(&x, p)?,
-            QuantParams::PerChannel(p) => kernels::quantize_per_channel(&x, p)?,
+            AnyQParams::PerTensor(p) => kernels::quantize(&x, p)?,
+            AnyQParams::PerChannel(p) => kernels::quantize_per_channel(&x, p)?,
         };
         Ok(QuantizedTensor { data, params })
     }
@@ -72,7 +50,7 @@ impl<Q: QInt> QuantizedTensor<Q> {
     /// # Errors
     /// A value outside the dtype's range, a storage type too narrow, or per-channel parameters
     /// that do not match the data's axis.
-    pub fn from_parts(data: ArrayD<Q>, params: impl Into<QuantParams>) -> Result<Self> {
+    pub fn from_parts(data: ArrayD<Q>, params: impl Into<AnyQParams>) -> Result<Self> {
         let params = params.into();
         // Dequantizing checks every invariant (range, axis, channel count) without writing.
         let t = QuantizedTensor { data, params };
@@ -88,13 +66,13 @@ impl<Q: QInt> QuantizedTensor<Q> {
 
     /// Consumes the tensor, returning its integer data and parameters.
     #[must_use]
-    pub fn into_parts(self) -> (ArrayD<Q>, QuantParams) {
+    pub fn into_parts(self) -> (ArrayD<Q>, AnyQParams) {
         (self.data, self.params)
     }
 
     /// The parameters.
     #[must_use]
-    pub fn params(&self) -> &QuantParams {
+    pub fn params(&self) -> &AnyQParams {
         &self.params
     }
 
@@ -102,8 +80,8 @@ impl<Q: QInt> QuantizedTensor<Q> {
     #[must_use]
     pub fn per_tensor(&self) -> Option<&QParams> {
         match &self.params {
-            QuantParams::PerTensor(p) => Some(p),
-            QuantParams::PerChannel(_) => None,
+            AnyQParams::PerTensor(p) => Some(p),
+            AnyQParams::PerChannel(_) => None,
         }
     }
 
@@ -119,8 +97,8 @@ impl<Q: QInt> QuantizedTensor<Q> {
     /// Only if the invariants were broken, which the constructors prevent.
     pub fn dequantize<F: QFloat>(&self) -> Result<ArrayD<F>> {
         match &self.params {
-            QuantParams::PerTensor(p) => kernels::dequantize(&self.data, p),
-            QuantParams::PerChannel(p) => kernels::dequantize_per_channel(&self.data, p),
+            AnyQParams::PerTensor(p) => kernels::dequantize(&self.data, p),
+            AnyQParams::PerChannel(p) => kernels::dequantize_per_channel(&self.data, p),
         }
     }
 }

@@ -5,8 +5,7 @@
 use ndarray::{Array1, ArrayD};
 use qnumeric::observers::compare_calibrators;
 use qnumeric::{
-    EntropyObserver, MseObserver, Observer, PercentileObserver, QDType, QScheme, QuantError,
-    QuantSpec,
+    EntropyObserver, MseObserver, Observer, PercentileObserver, QDType, QScheme, QSpec, QuantError,
 };
 
 /// Deterministic LCG in [0, 1).
@@ -36,10 +35,10 @@ fn normal_with_outliers(n: usize) -> ArrayD<f32> {
     Array1::from(v).into_dyn()
 }
 
-fn specs() -> Vec<QuantSpec> {
+fn specs() -> Vec<QSpec> {
     vec![
-        QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8),
-        QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8),
+        QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8),
+        QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8),
     ]
 }
 
@@ -85,7 +84,7 @@ fn minmax_wins_on_uniform_data() {
 
 #[test]
 fn comparison_refuses_bad_input() {
-    let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
     let empty = ArrayD::<f32>::zeros(vec![0]);
     assert!(matches!(
         compare_calibrators(empty.view(), spec),
@@ -96,7 +95,7 @@ fn comparison_refuses_bad_input() {
         compare_calibrators(nan.view(), spec),
         Err(QuantError::NanInput { .. })
     ));
-    let pc = QuantSpec::new(QScheme::PerChannelAffine, QDType::QUInt8);
+    let pc = QSpec::new(QScheme::PerChannelAffine, QDType::QUInt8);
     let x = Array1::from(vec![1.0f32, 2.0]).into_dyn();
     assert!(matches!(
         compare_calibrators(x.view(), pc),
@@ -106,7 +105,7 @@ fn comparison_refuses_bad_input() {
 
 #[test]
 fn calibrators_refuse_bad_parameters_and_empty_state() {
-    let spec = QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
+    let spec = QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
     for p in [0.0, -1.0, 100.5, f64::NAN] {
         assert!(matches!(
             PercentileObserver::new(spec, p),
@@ -126,20 +125,16 @@ fn percentile_tail_convention() {
     let mut v: Vec<f32> = (1..=1000).map(|i| i as f32 / 1000.0).collect();
     v.extend(std::iter::repeat(100.0).take(10));
     let x = Array1::from(v).into_dyn();
-    let mut sym = PercentileObserver::new(
-        QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8),
-        99.0,
-    )
-    .unwrap();
+    let mut sym =
+        PercentileObserver::new(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8), 99.0)
+            .unwrap();
     sym.observe(x.view()).unwrap();
     let (lo, hi) = sym.range().unwrap();
     assert!((1.0..1.1).contains(&hi), "{hi}");
     assert_eq!(lo, 0.001);
-    let mut full = PercentileObserver::new(
-        QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8),
-        100.0,
-    )
-    .unwrap();
+    let mut full =
+        PercentileObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8), 100.0)
+            .unwrap();
     full.observe(x.view()).unwrap();
     assert_eq!(full.range().unwrap(), (0.001, 100.0));
 }

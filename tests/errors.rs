@@ -35,7 +35,7 @@ fn zero_points_outside_range() {
         QParams::new(0.1, -129, QDType::QInt8),
         Err(QuantError::ZeroPointOutOfRange { .. })
     ));
-    let r = QuantRange::new(QDType::QUInt8, 0, 127).expect("valid");
+    let r = QRange::new(QDType::QUInt8, 0, 127).expect("valid");
     assert!(matches!(
         QParams::with_range(0.1, 128, r),
         Err(QuantError::ZeroPointOutOfRange { .. })
@@ -51,22 +51,22 @@ fn invalid_quant_ranges() {
     for (lo, hi) in [(10, 5), (5, 5), (1, 127), (-5, -1), (0, 256)] {
         assert!(
             matches!(
-                QuantRange::new(QDType::QUInt8, lo, hi),
+                QRange::new(QDType::QUInt8, lo, hi),
                 Err(QuantError::InvalidQuantRange { .. })
             ),
             "{lo}..{hi}"
         );
     }
     assert!(matches!(
-        QuantRange::new(QDType::QInt8, -129, 127),
+        QRange::new(QDType::QInt8, -129, 127),
         Err(QuantError::InvalidQuantRange { .. })
     ));
     assert!(matches!(
-        QuantRange::for_fake_quant(3, 2),
+        QRange::for_fake_quant(3, 2),
         Err(QuantError::InvalidQuantRange { .. })
     ));
     assert!(matches!(
-        QuantSpec::from_pytorch(
+        QSpec::from_pytorch(
             QDType::QInt8,
             QScheme::PerTensorAffine,
             false,
@@ -77,7 +77,7 @@ fn invalid_quant_ranges() {
         Err(QuantError::InvalidQuantRange { .. })
     ));
     assert!(matches!(
-        QuantSpec::from_pytorch(
+        QSpec::from_pytorch(
             QDType::QInt8,
             QScheme::PerTensorAffine,
             false,
@@ -420,7 +420,7 @@ fn non_finite_parameters() {
         learnable_fake_quantize(&array![1.0f32], &lsq),
         Err(QuantError::InvalidScale { .. })
     ));
-    let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
     assert!(matches!(
         spec.qparams_from_min_max(0.0, f32::INFINITY),
         Err(QuantError::NonFinite { .. })

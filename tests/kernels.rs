@@ -32,7 +32,7 @@ fn spec_examples_quantize() -> R {
 #[test]
 fn spec_examples_fake_quantize() -> R {
     // pytorch.md §4.5: scale 0.1, zp 10, 0..255.
-    let qp = QParams::with_range(0.1, 10, QuantRange::new(QDType::QUInt8, 0, 255)?)?;
+    let qp = QParams::with_range(0.1, 10, QRange::new(QDType::QUInt8, 0, 255)?)?;
     let x = array![f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 0.0, 1.0, 2.0];
     assert_eq!(
         fake_quantize(&x, &qp)?,

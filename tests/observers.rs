@@ -6,20 +6,20 @@ use ndarray::{array, concatenate, Array1, ArrayD, Axis, IxDyn};
 use proptest::prelude::*;
 use qnumeric::observers::compare_calibrators;
 use qnumeric::{
-    DynamicObserver, EntropyObserver, FixedQParamsObserver, HistogramObserver, MinMaxObserver,
-    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, MseObserver, Observer,
-    PerChannelMinMaxObserver, PercentileObserver, QDType, QScheme, QuantError, QuantParams,
-    QuantSpec, StreamingHistogram, ZeroPoints,
+    AnyQParams, DynamicObserver, EntropyObserver, FixedQParamsObserver, HistogramObserver,
+    MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    MseObserver, Observer, PerChannelMinMaxObserver, PercentileObserver, QDType, QScheme, QSpec,
+    QuantError, StreamingHistogram, ZeroPoints,
 };
 
 /// Builds a fresh observer.
 type Factory = Box<dyn Fn() -> Box<dyn Observer>>;
-fn spec(s: QScheme, d: QDType) -> QuantSpec {
-    QuantSpec::new(s, d)
+fn spec(s: QScheme, d: QDType) -> QSpec {
+    QSpec::new(s, d)
 }
 
-fn pt(s: QScheme, d: QDType, reduce: bool, lo: Option<i64>, hi: Option<i64>) -> QuantSpec {
-    QuantSpec::from_pytorch(d, s, reduce, lo, hi, None).unwrap()
+fn pt(s: QScheme, d: QDType, reduce: bool, lo: Option<i64>, hi: Option<i64>) -> QSpec {
+    QSpec::from_pytorch(d, s, reduce, lo, hi, None).unwrap()
 }
 
 fn v1(v: &[f32]) -> ArrayD<f32> {
@@ -28,21 +28,21 @@ fn v1(v: &[f32]) -> ArrayD<f32> {
 
 fn per_tensor(o: &dyn Observer) -> (f32, i32) {
     match o.qparams().unwrap() {
-        QuantParams::PerTensor(p) => (p.scale(), p.zero_point()),
-        QuantParams::PerChannel(_) => panic!("per tensor expected"),
+        AnyQParams::PerTensor(p) => (p.scale(), p.zero_point()),
+        AnyQParams::PerChannel(_) => panic!("per tensor expected"),
     }
 }
 
 fn per_channel(o: &dyn Observer) -> (Vec<f32>, Vec<f32>) {
     match o.qparams().unwrap() {
-        QuantParams::PerChannel(p) => {
+        AnyQParams::PerChannel(p) => {
             let zps = match p.zero_points() {
                 ZeroPoints::Int(v) => v.iter().map(|&z| z as f32).collect(),
                 ZeroPoints::Float(v) => v.clone(),
             };
             (p.scales().to_vec(), zps)
         }
-        QuantParams::PerTensor(_) => panic!("per channel expected"),
+        AnyQParams::PerTensor(_) => panic!("per channel expected"),
     }
 }
 
@@ -371,7 +371,7 @@ fn every_refusal_is_typed() {
     // bad custom ranges (PyTorch AssertionError)
     for (d, lo, hi) in [(QDType::QUInt8, 10, 5), (QDType::QInt8, 1, 127)] {
         assert!(matches!(
-            QuantSpec::from_pytorch(d, QScheme::PerTensorAffine, false, Some(lo), Some(hi), None),
+            QSpec::from_pytorch(d, QScheme::PerTensorAffine, false, Some(lo), Some(hi), None),
             Err(QuantError::InvalidQuantRange { .. })
         ));
     }

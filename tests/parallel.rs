@@ -52,20 +52,20 @@ fn results() -> Vec<(&'static str, u64)> {
     };
     let g = learnable_fake_quantize_backward(&x, &y, &lsq).expect("ok");
     let big = x.view().into_dyn();
-    let pt = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let pt = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
     let mut hist = HistogramObserver::new(pt).expect("valid");
     hist.observe(big.clone()).expect("ok");
     hist.observe(y.view().into_dyn()).expect("ok");
     let hist_sum = hash(hist.histogram().iter().map(|v| v.to_bits() as u64));
-    let QuantParams::PerTensor(hq) = hist.qparams().expect("ok") else {
+    let AnyQParams::PerTensor(hq) = hist.qparams().expect("ok") else {
         panic!("per tensor")
     };
     let mut mm = MinMaxObserver::new(pt).expect("valid");
     mm.observe(big.clone()).expect("ok");
-    let QuantParams::PerTensor(mq) = mm.qparams().expect("ok") else {
+    let AnyQParams::PerTensor(mq) = mm.qparams().expect("ok") else {
         panic!("per tensor")
     };
-    let pcs = QuantSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
+    let pcs = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
     let mut pco = PerChannelMinMaxObserver::new(pcs, -1).expect("valid");
     pco.observe(x2.view().into_dyn()).expect("ok");
     let pc_sum = hash(

@@ -4,12 +4,13 @@
 
 use ndarray::{ArrayD, IxDyn};
 use qnumeric::nn::quantized::{
-    choose_dynamic_qparams, DeQuantize, DynamicQuantizedLinear, Mismatch, Quantize, QuantizedAdd,
-    QuantizedConv2d, QuantizedLinear,
+    DeQuantize, DynamicQuantizedLinear, Mismatch, Quantize, QuantizedAdd, QuantizedConv2d,
+    QuantizedLinear,
 };
 use qnumeric::nn::{Activation, Conv2d, ConvGeometry, Linear, Module};
 use qnumeric::{
-    PerChannelQParams, QDType, QParams, QuantError, QuantParams, QuantizedTensor, ZeroPoints,
+    choose_dynamic_qparams, AnyQParams, PerChannelQParams, QDType, QParams, QuantError,
+    QuantizedTensor, ZeroPoints,
 };
 
 /// Deterministic pseudo-random numbers in [-1, 1) (64-bit LCG).
@@ -490,6 +491,6 @@ fn quantized_weight_access_and_kinds() {
     assert_eq!(lin.output_qparams(), &out);
     assert_eq!(
         lin.quantized_weight().params(),
-        &QuantParams::PerTensor(QParams::new(0.01, 0, QDType::QInt8).expect("qp"))
+        &AnyQParams::PerTensor(QParams::new(0.01, 0, QDType::QInt8).expect("qp"))
     );
 }

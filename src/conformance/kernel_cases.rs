@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 use super::case::{
     compare_floats, compare_ints, f64_list, i64_list, tensor_f32, tensor_i64, Case, CaseResult,
 };
-use crate::dtype::{QDType, QuantRange};
+use crate::dtype::{QDType, QRange};
 use crate::element::QInt;
 use crate::kernels::{self, LearnableParams};
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
@@ -26,7 +26,7 @@ fn to_storage<Q: QInt>(q: &ArrayD<i64>, dtype: QDType) -> CaseResult<ArrayD<Q>> 
     if q.iter().any(|&v| v < dtype.min() || v > dtype.max()) {
         return Err("input holds values outside the dtype".into());
     }
-    Ok(q.mapv(|v| Q::from_i32_unchecked(v as i32)))
+    Ok(q.mapv(|v| Q::from_i32_wrapping(v as i32)))
 }
 
 /// Runs `$body` with `$Q` bound to the natural storage type of `$dtype`.
@@ -125,7 +125,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
         }
         "fake_quantize_per_tensor_affine" => {
             let x = tensor_f32(case.field("x")?)?;
-            let range = e(QuantRange::for_fake_quant(
+            let range = e(QRange::for_fake_quant(
                 case.i64_field("quant_min")?,
                 case.i64_field("quant_max")?,
             ))?;
@@ -152,7 +152,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
         }
         "fake_quantize_per_channel_affine" => {
             let x = tensor_f32(case.field("x")?)?;
-            let range = e(QuantRange::for_fake_quant(
+            let range = e(QRange::for_fake_quant(
                 case.i64_field("quant_min")?,
                 case.i64_field("quant_max")?,
             ))?;

@@ -4,14 +4,14 @@
 
 use super::case::{compare_floats, f64_list, tensor_f32, Case, CaseResult, Tolerance};
 use super::json::Json;
-use crate::dtype::{QDType, QuantRange};
+use crate::dtype::{QDType, QRange};
 use crate::error::QuantError;
 use crate::observers::{
     FixedQParamsObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver, Observer, PerChannelMinMaxObserver,
 };
-use crate::qparams::{QScheme, QuantSpec, ZeroPoints};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{QScheme, QSpec, ZeroPoints};
 
 /// PyTorch's default averaging constant.
 const DEFAULT_AVERAGING: f64 = 0.01;
@@ -37,10 +37,10 @@ fn opt_f64(cfg: &Json, key: &str) -> CaseResult<Option<f64>> {
 }
 
 /// PyTorch's `calculate_qmin_qmax`/`validate_qmin_qmax` as a spec. PyTorch skips the length
-/// check for `quint8` custom ranges (e.g. `0..=1000`), which no [`QuantRange`] of `quint8` can
+/// check for `quint8` custom ranges (e.g. `0..=1000`), which no [`QRange`] of `quint8` can
 /// hold; such a range is represented in the narrowest wider dtype, which gives PyTorch's
 /// affine parameters (they depend only on `quant_min`/`quant_max`).
-fn spec_from_config(cfg: &Json) -> Result<QuantSpec, QuantError> {
+fn spec_from_config(cfg: &Json) -> Result<QSpec, QuantError> {
     let fmt = |detail: String| QuantError::Format {
         op: "conformance",
         detail,
@@ -59,18 +59,18 @@ fn spec_from_config(cfg: &Json) -> Result<QuantSpec, QuantError> {
     let qmax = opt_i64(cfg, "quant_max").map_err(fmt)?;
     let eps = opt_f64(cfg, "eps").map_err(fmt)?.map(|e| e as f32);
     match (
-        QuantSpec::from_pytorch(dtype, scheme, reduce_range, qmin, qmax, eps),
+        QSpec::from_pytorch(dtype, scheme, reduce_range, qmin, qmax, eps),
         qmin,
         qmax,
     ) {
         (Err(QuantError::InvalidQuantRange { .. }), Some(lo), Some(hi))
             if dtype == QDType::QUInt8 && lo <= 0 && 0 <= hi && lo < hi =>
         {
-            let mut range = QuantRange::for_fake_quant(lo, hi)?;
+            let mut range = QRange::for_fake_quant(lo, hi)?;
             if reduce_range {
                 range = range.with_reduce_range();
             }
-            let mut spec = QuantSpec::new(scheme, range.dtype());
+            let mut spec = QSpec::new(scheme, range.dtype());
             spec.range = range;
             spec.customized_range = true;
             if let Some(e) = eps {
@@ -93,7 +93,7 @@ fn build(case: &Case) -> CaseResult<Result<Box<dyn Observer>, QuantError>> {
         let zp = opt_i64(cfg, "zero_point")?.ok_or("missing `config.zero_point`")?;
         let lo = opt_i64(cfg, "quant_min")?.unwrap_or(dtype.min());
         let hi = opt_i64(cfg, "quant_max")?.unwrap_or(dtype.max());
-        return Ok(QuantRange::new(dtype, lo, hi)
+        return Ok(QRange::new(dtype, lo, hi)
             .and_then(|r| FixedQParamsObserver::new(scale, zp, r))
             .map(|o| Box::new(o) as Box<dyn Observer>));
     }
@@ -154,7 +154,7 @@ fn observed(obs: &dyn Observer) -> Option<(Vec<f32>, Vec<f32>)> {
 }
 
 /// The observer after its batches, with its parameters (or the first refusal).
-type Observed = Result<(Box<dyn Observer>, QuantParams), QuantError>;
+type Observed = Result<(Box<dyn Observer>, AnyQParams), QuantError>;
 
 /// Builds, feeds and asks for parameters; the first refusal is returned as `Err`.
 fn run_observer(case: &Case) -> CaseResult<Observed> {
@@ -204,8 +204,8 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
     let tol = case.tolerance();
     let zp_atol = case.json.get("zero_point_atol").and_then(Json::as_f64);
     let (scales, zps): (Vec<f64>, Vec<f64>) = match &qp {
-        QuantParams::PerTensor(p) => (vec![p.scale() as f64], vec![p.zero_point() as f64]),
-        QuantParams::PerChannel(p) => {
+        AnyQParams::PerTensor(p) => (vec![p.scale() as f64], vec![p.zero_point() as f64]),
+        AnyQParams::PerChannel(p) => {
             let zps = match p.zero_points() {
                 ZeroPoints::Int(v) => v.iter().map(|&z| z as f64).collect(),
                 ZeroPoints::Float(v) => v.iter().map(|&z| z as f64).collect(),
@@ -216,7 +216,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
     compare_floats("scale", &scales, &f64_list(case.expected("scale")?)?, tol)?;
     let float_zp = matches!(
         &qp,
-        QuantParams::PerChannel(p) if matches!(p.zero_points(), ZeroPoints::Float(_))
+        AnyQParams::PerChannel(p) if matches!(p.zero_points(), ZeroPoints::Float(_))
     );
     let expected_zp = f64_list(case.expected("zero_point")?)?;
     if float_zp {

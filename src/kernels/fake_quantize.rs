@@ -33,8 +33,8 @@ use super::ops::{
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{fake_quantize, QDType, QParams, QuantRange};
-/// let qp = QParams::with_range(0.1, 10, QuantRange::new(QDType::QUInt8, 0, 255)?)?;
+/// use qnumeric::{fake_quantize, QDType, QParams, QRange};
+/// let qp = QParams::with_range(0.1, 10, QRange::new(QDType::QUInt8, 0, 255)?)?;
 /// let y = fake_quantize(&array![0.0f32, 0.123, 1e30, -1e30], &qp)?;
 /// assert_eq!(y, array![0.0, 0.1, 24.5, -1.0]);
 /// # Ok::<(), qnumeric::QuantError>(())

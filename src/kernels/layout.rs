@@ -2,7 +2,7 @@
 //!
 //! This is the only place that thinks about memory order and vectorisation. Kernels give two
 //! forms of their operation: a *run* over contiguous slices (the hot loop, compiled through
-//! [`simd::dispatch`](super::simd::dispatch)) and an *element* function for the strided
+//! [`simd::dispatch`](crate::simd::dispatch)) and an *element* function for the strided
 //! fallback (`Zip`). The drivers take the slice path whenever input and output share a
 //! memory order.
 //!
@@ -11,9 +11,9 @@
 
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
-use super::simd::dispatched;
 use crate::element::QFloat;
 use crate::parallel::{chunks2, chunks3, chunks_mut, CHUNK};
+use crate::simd::dispatched;
 
 /// Elements per conversion block (fits comfortably in L1 as f32).
 pub(crate) const BLOCK: usize = 512;

@@ -3,14 +3,14 @@
 
 use ndarray::{Array, ArrayRef, Dimension, Zip};
 
-use crate::dtype::QuantRange;
+use crate::dtype::QRange;
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 use crate::qparams::{check_scale, QParams};
 
 use super::checks::{no_nan, same_shape};
 use super::fake_quantize::{fake_quantize, fake_quantize_into};
-use super::simd::dispatched;
+use crate::simd::dispatched;
 
 /// Parameters of a learnable (LSQ) fake quantizer: a float scale and a float zero point that
 /// training updates, the range, and PyTorch's `grad_factor` (LSQ's gradient scale, e.g.
@@ -42,7 +42,7 @@ pub struct LearnableGrads<F, D: Dimension> {
 }
 
 impl LearnableParams {
-    fn validate(&self, op: &'static str) -> Result<QuantRange> {
+    fn validate(&self, op: &'static str) -> Result<QRange> {
         check_scale(op, self.scale)?;
         for (what, v) in [
             ("zero point", self.zero_point),
@@ -61,11 +61,11 @@ impl LearnableParams {
                 op,
                 quant_min: self.quant_min,
                 quant_max: self.quant_max,
-                dtype: QuantRange::for_fake_quant(self.quant_min.min(0), self.quant_max.max(1))?.dtype(),
+                dtype: QRange::for_fake_quant(self.quant_min.min(0), self.quant_max.max(1))?.dtype(),
                 reason: "learnable fake quantization needs quant_min <= 0 <= quant_max and quant_min < quant_max",
             });
         }
-        let range = QuantRange::for_fake_quant(self.quant_min, self.quant_max)?;
+        let range = QRange::for_fake_quant(self.quant_min, self.quant_max)?;
         let (lo, hi) = (self.quant_min as f32, self.quant_max as f32);
         if self.zero_point < lo || self.zero_point > hi {
             return Err(QuantError::ZeroPointOutOfRange {

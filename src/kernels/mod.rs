@@ -27,7 +27,6 @@ mod learnable;
 mod ops;
 mod quantize;
 pub mod reference;
-pub(crate) mod simd;
 
 pub use checks::find_nan;
 pub use dequantize::{

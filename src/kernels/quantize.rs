@@ -76,9 +76,9 @@ pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
             saturate::<Q>(quantize_narrow_zp_level(v, inv, zp))
         });
     } else if op.narrow {
-        quantize_with(x, out, &nan, |v| Q::from_i32_unchecked(op.apply_narrow(v)));
+        quantize_with(x, out, &nan, |v| Q::from_i32_wrapping(op.apply_narrow(v)));
     } else {
-        quantize_with(x, out, &nan, |v| Q::from_i32_unchecked(op.apply_wide(v)));
+        quantize_with(x, out, &nan, |v| Q::from_i32_wrapping(op.apply_wide(v)));
     }
     nan.check(OP, x)
 }
@@ -160,27 +160,27 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
                 let (dmin, dmax) = (d.min() as f32, d.max() as f32);
                 let f = |_s: f32, inv: f32, zp: i32, v: f32| {
                     let zf = zp as f32;
-                    Q::from_i32_unchecked(quantize_narrow(v, inv, dmin - zf, dmax - zf, zp))
+                    Q::from_i32_wrapping(quantize_narrow(v, inv, dmin - zf, dmax - zf, zp))
                 };
                 // Rows across channels: the zero point changes every element, so clamp on
                 // integers.
                 let (imin, imax) = (d.min() as i32, d.max() as i32);
                 let f_rows = |_s: f32, inv: f32, zp: i32, v: f32| {
-                    Q::from_i32_unchecked(quantize_narrow_zp(v, inv, zp, imin, imax))
+                    Q::from_i32_wrapping(quantize_narrow_zp(v, inv, zp, imin, imax))
                 };
                 quantize_arrays(x, out, axis, arrays, &nan, &f_rows, &f);
             }
         }
         ZeroPoints::Int(zps) => {
             let param = |ch: usize| QuantizeOp::new(scales[ch], zps[ch], d.min(), d.max());
-            let f = |o: QuantizeOp, v: f32| Q::from_i32_unchecked(o.apply_wide(v));
+            let f = |o: QuantizeOp, v: f32| Q::from_i32_wrapping(o.apply_wide(v));
             quantize_runs(x, out, axis, c, &nan, param, f);
         }
         ZeroPoints::Float(zps) => {
             let r = qp.range();
             let param =
                 |ch: usize| FloatZpOp::new(scales[ch], zps[ch], r.quant_min(), r.quant_max());
-            let f = |o: FloatZpOp, v: f32| Q::from_i32_unchecked(o.quantize(v));
+            let f = |o: FloatZpOp, v: f32| Q::from_i32_wrapping(o.quantize(v));
             quantize_runs(x, out, axis, c, &nan, param, f);
         }
     }

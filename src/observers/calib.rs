@@ -1,16 +1,11 @@
 //! Shared plumbing of the histogram calibrators (percentile, entropy, MSE).
 
 use crate::error::Result;
-use crate::qparams::{QScheme, QuantSpec};
+use crate::qparams::{QScheme, QSpec};
 
 /// Expected squared error per value when the histogram's bin centres are fake-quantized with
 /// the parameters `spec` picks for `[lo, hi]`.
-pub(crate) fn histogram_mse(
-    spec: &QuantSpec,
-    bins: &[(f64, u64)],
-    lo: f32,
-    hi: f32,
-) -> Result<f64> {
+pub(crate) fn histogram_mse(spec: &QSpec, bins: &[(f64, u64)], lo: f32, hi: f32) -> Result<f64> {
     let p = spec.qparams_from_min_max(lo, hi)?;
     let scale = p.scale as f64;
     let inv = 1.0 / scale;
@@ -39,7 +34,7 @@ pub(crate) fn clip_range(t: f64, min: f32, max: f32) -> (f32, f32) {
     (min.max(-t), max.min(t))
 }
 
-/// Implements [`Observer`](super::Observer) for a calibrator holding `spec: QuantSpec` and
+/// Implements [`Observer`](super::Observer) for a calibrator holding `spec: QSpec` and
 /// `hist: StreamingHistogram`, with a `range()` method and `same_config()`.
 macro_rules! impl_hist_observer {
     ($ty:ident, $name:literal) => {
@@ -48,7 +43,7 @@ macro_rules! impl_hist_observer {
                 $name
             }
 
-            fn spec(&self) -> &$crate::qparams::QuantSpec {
+            fn spec(&self) -> &$crate::qparams::QSpec {
                 &self.spec
             }
 
@@ -56,7 +51,7 @@ macro_rules! impl_hist_observer {
                 self.hist.observe(x)
             }
 
-            fn qparams(&self) -> $crate::error::Result<$crate::tensor::QuantParams> {
+            fn qparams(&self) -> $crate::error::Result<$crate::qparams::AnyQParams> {
                 let (lo, hi) = self.range()?;
                 $crate::observers::minmax::per_tensor_qparams(&self.spec, lo, hi)
             }

@@ -10,8 +10,8 @@ use super::{
 use crate::error::{QuantError, Result};
 use crate::kernels::fake_quantize;
 use crate::metrics::sqnr;
-use crate::qparams::{QParams, QuantSpec};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{QParams, QSpec};
 
 /// One calibrator's result on the tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ pub struct CalibratorResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibratorComparison {
     /// The spec every calibrator used.
-    pub spec: QuantSpec,
+    pub spec: QSpec,
     /// Number of values compared.
     pub numel: usize,
     /// One row per calibrator, min/max first.
@@ -97,10 +97,10 @@ impl fmt::Display for CalibratorComparison {
     }
 }
 
-fn per_tensor(op: &'static str, q: QuantParams) -> Result<QParams> {
+fn per_tensor(op: &'static str, q: AnyQParams) -> Result<QParams> {
     match q {
-        QuantParams::PerTensor(p) => Ok(p),
-        QuantParams::PerChannel(_) => Err(QuantError::UnsupportedConfig {
+        AnyQParams::PerTensor(p) => Ok(p),
+        AnyQParams::PerChannel(_) => Err(QuantError::UnsupportedConfig {
             op,
             reason: "the comparison is per tensor",
         }),
@@ -120,20 +120,17 @@ fn per_tensor(op: &'static str, q: QuantParams) -> Result<QParams> {
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::compare_calibrators;
-/// use qnumeric::{QDType, QScheme, QuantSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 60.0; // an outlier
-/// let spec = QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
+/// let spec = QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
 /// let report = compare_calibrators(Array1::from(x).into_dyn().view(), spec)?;
 /// assert_ne!(report.best().name, "minmax");
 /// println!("{report}");
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-pub fn compare_calibrators(
-    x: ArrayViewD<'_, f32>,
-    spec: QuantSpec,
-) -> Result<CalibratorComparison> {
+pub fn compare_calibrators(x: ArrayViewD<'_, f32>, spec: QSpec) -> Result<CalibratorComparison> {
     const OP: &str = "compare_calibrators";
     if x.is_empty() {
         return Err(QuantError::EmptyInput { op: OP });

@@ -7,13 +7,13 @@ use super::minmax::per_tensor_qparams;
 use super::reduce::{check_spec, incompatible, min_max};
 use super::Observer;
 use crate::error::{QuantError, Result};
-use crate::qparams::QuantSpec;
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::QSpec;
 
 /// Dynamic quantization: `qparams` come from the **last** batch only (PyTorch's
 /// `PlaceholderObserver(is_dynamic=True)` defers this to the quantized kernel, which picks
 /// parameters from each input's min/max; this observer computes them with
-/// [`QuantSpec::qparams_from_min_max`]).
+/// [`QSpec::qparams_from_min_max`]).
 ///
 /// - An empty batch is [`QuantError::EmptyInput`]: it would otherwise leave the previous
 ///   batch's parameters in place silently.
@@ -22,8 +22,8 @@ use crate::tensor::QuantParams;
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{DynamicObserver, Observer, QDType, QScheme, QuantSpec};
-/// let mut obs = DynamicObserver::new(QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
+/// use qnumeric::{DynamicObserver, Observer, QDType, QScheme, QSpec};
+/// let mut obs = DynamicObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
 /// obs.observe(array![-10.0f32, 10.0].into_dyn().view())?;
 /// obs.observe(array![0.0f32, 1.0].into_dyn().view())?;
 /// assert_eq!(obs.min_max(), Some((0.0, 1.0)));
@@ -31,7 +31,7 @@ use crate::tensor::QuantParams;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynamicObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     last: Option<(f32, f32)>,
 }
 
@@ -40,7 +40,7 @@ impl DynamicObserver {
     ///
     /// # Errors
     /// As [`MinMaxObserver::new`](super::MinMaxObserver::new).
-    pub fn new(spec: QuantSpec) -> Result<Self> {
+    pub fn new(spec: QSpec) -> Result<Self> {
         check_spec("DynamicObserver::new", &spec, false, true)?;
         Ok(DynamicObserver { spec, last: None })
     }
@@ -57,7 +57,7 @@ impl Observer for DynamicObserver {
         "DynamicObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -68,7 +68,7 @@ impl Observer for DynamicObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         let (a, b) = self.last.ok_or(QuantError::Empty {
             op: "DynamicObserver::qparams",
         })?;

@@ -4,7 +4,7 @@ use super::calib::{clip_range, impl_hist_observer};
 use super::reduce::check_spec;
 use super::streaming::StreamingHistogram;
 use crate::error::{QuantError, Result};
-use crate::qparams::QuantSpec;
+use crate::qparams::QSpec;
 
 /// Entropy calibration: TensorRT's algorithm on a 2048-bin [`StreamingHistogram`] of `|x|`.
 ///
@@ -25,11 +25,11 @@ use crate::qparams::QuantSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::EntropyObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{Observer, QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;
-/// let mut obs = EntropyObserver::new(QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8))?;
+/// let mut obs = EntropyObserver::new(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8))?;
 /// obs.observe(Array1::from(x).into_dyn().view())?;
 /// let (lo, hi) = obs.range()?; // the clipping range (here: uniform bulk, nothing to gain)
 /// assert!(lo >= -0.5 && hi <= 50.0);
@@ -37,7 +37,7 @@ use crate::qparams::QuantSpec;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntropyObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     hist: StreamingHistogram,
 }
 
@@ -128,7 +128,7 @@ impl EntropyObserver {
     ///
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a per-channel scheme.
-    pub fn new(spec: QuantSpec) -> Result<Self> {
+    pub fn new(spec: QSpec) -> Result<Self> {
         check_spec("EntropyObserver::new", &spec, false, false)?;
         Ok(EntropyObserver {
             spec,

@@ -4,10 +4,10 @@ use ndarray::ArrayViewD;
 
 use super::reduce::incompatible;
 use super::Observer;
-use crate::dtype::QuantRange;
+use crate::dtype::QRange;
 use crate::error::Result;
-use crate::qparams::{QParams, QScheme, QuantSpec};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{QParams, QScheme, QSpec};
 
 /// PyTorch's `FixedQParamsObserver`: returns the parameters it was built with, whatever it
 /// observes (PyTorch uses it for outputs of known range: `(2/256, 128)` for tanh, `(1/256, 0)`
@@ -18,15 +18,15 @@ use crate::tensor::QuantParams;
 ///
 /// # Examples
 /// ```
-/// use qnumeric::{FixedQParamsObserver, Observer, QDType, QuantParams};
+/// use qnumeric::{FixedQParamsObserver, Observer, QDType, AnyQParams};
 /// let obs = FixedQParamsObserver::new(2.0 / 256.0, 128, QDType::QUInt8.full_range())?;
-/// let QuantParams::PerTensor(qp) = obs.qparams()? else { unreachable!() };
+/// let AnyQParams::PerTensor(qp) = obs.qparams()? else { unreachable!() };
 /// assert_eq!((qp.scale(), qp.zero_point()), (0.0078125, 128));
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixedQParamsObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     qparams: QParams,
 }
 
@@ -37,9 +37,9 @@ impl FixedQParamsObserver {
     /// [`QuantError::InvalidScale`](crate::QuantError::InvalidScale) and
     /// [`QuantError::ZeroPointOutOfRange`](crate::QuantError::ZeroPointOutOfRange) as
     /// [`QParams::with_range`].
-    pub fn new(scale: f32, zero_point: i64, range: QuantRange) -> Result<Self> {
+    pub fn new(scale: f32, zero_point: i64, range: QRange) -> Result<Self> {
         let qparams = QParams::with_range(scale, zero_point, range)?;
-        let mut spec = QuantSpec::new(QScheme::PerTensorAffine, range.dtype());
+        let mut spec = QSpec::new(QScheme::PerTensorAffine, range.dtype());
         spec.range = range;
         spec.customized_range = !range.is_full();
         Ok(FixedQParamsObserver { spec, qparams })
@@ -57,7 +57,7 @@ impl Observer for FixedQParamsObserver {
         "FixedQParamsObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -65,8 +65,8 @@ impl Observer for FixedQParamsObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
-        Ok(QuantParams::PerTensor(self.qparams))
+    fn qparams(&self) -> Result<AnyQParams> {
+        Ok(AnyQParams::PerTensor(self.qparams))
     }
 
     fn reset(&mut self) {}

@@ -123,7 +123,7 @@ fn histc_index(v: f32, lo: f32, width: f32, nb: f32, last: i32) -> u32 {
     // For `v >= lo` (every value binned by `histc`), clamping to `last` before the truncation
     // gives the same index as `trunc(t).min(last)`; values below `lo` and NaN give bin 0.
     // The clamped truncation is a single vector conversion.
-    crate::kernels::simd::trunc_clamped((v - lo) * nb / width, last as f32)
+    crate::simd::trunc_clamped((v - lo) * nb / width, last as f32)
 }
 
 /// Values whose bin indices are computed at once before they are counted. Small blocks let
@@ -375,7 +375,7 @@ impl Index8 for SignSplit {
 
     #[inline(always)]
     fn index1(&self, v: f32) -> (u32, bool) {
-        let i = crate::kernels::simd::trunc_clamped(v.abs() * self.scale, self.last);
+        let i = crate::simd::trunc_clamped(v.abs() * self.scale, self.last);
         let neg = if v < 0.0 { self.bins } else { 0 };
         (i + neg, false)
     }
@@ -428,7 +428,7 @@ fn count_window<const CHECK: bool, I: Index8>(
         let mut qs = cur[..cur_len].chunks_exact(8);
         for (j, ((o, v), q)) in (&mut os).zip(&mut vs).zip(&mut qs).enumerate() {
             if j % 2 == 0 {
-                crate::kernels::simd::prefetch_read(ahead.wrapping_add(8 * j));
+                crate::simd::prefetch_read(ahead.wrapping_add(8 * j));
             }
             ix.index8::<CHECK>(v, o, &mut out);
             counters.add8(q);
@@ -489,7 +489,7 @@ mod avx2 {
         b: &Binning,
         counts: &mut [u32],
     ) -> Option<bool> {
-        if !crate::kernels::simd::has_avx2() {
+        if !crate::simd::has_avx2() {
             return None;
         }
         // SAFETY: the CPU has AVX2 and FMA (detected just above).
@@ -514,7 +514,7 @@ mod avx2 {
         ix: &I,
         counts: &mut [u32],
     ) -> Option<bool> {
-        if !crate::kernels::simd::has_avx2() {
+        if !crate::simd::has_avx2() {
             return None;
         }
         /// # Safety

@@ -10,8 +10,8 @@ use super::minmax::per_tensor_qparams;
 use super::reduce::{check_spec, incompatible, min_max};
 use super::Observer;
 use crate::error::{QuantError, Result};
-use crate::qparams::QuantSpec;
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::QSpec;
 
 /// PyTorch's constant upsampling rate when re-binning a histogram into a wider range.
 const UPSAMPLE_RATE: usize = 16;
@@ -39,9 +39,9 @@ const UPSAMPLE_RATE: usize = 16;
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{HistogramObserver, Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{HistogramObserver, Observer, QDType, QScheme, QSpec};
 ///
-/// let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+/// let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
 /// let mut obs = HistogramObserver::with_bins(spec, 3)?;
 /// obs.observe(array![2.0f32, 3.0, 4.0, 5.0].into_dyn().view())?;
 /// obs.observe(array![5.0f32, 6.0, 7.0, 8.0].into_dyn().view())?;
@@ -51,7 +51,7 @@ const UPSAMPLE_RATE: usize = 16;
 /// ```
 #[derive(Debug, Clone)]
 pub struct HistogramObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     bins: usize,
     histogram: Vec<f32>,
     range: Option<(f32, f32)>,
@@ -76,7 +76,7 @@ impl HistogramObserver {
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a per-channel scheme;
     /// [`QuantError::InvalidScale`] for a bad `eps`.
-    pub fn new(spec: QuantSpec) -> Result<Self> {
+    pub fn new(spec: QSpec) -> Result<Self> {
         Self::with_bins(spec, Self::DEFAULT_BINS)
     }
 
@@ -85,7 +85,7 @@ impl HistogramObserver {
     /// # Errors
     /// As [`HistogramObserver::new`]; [`QuantError::InvalidParameter`] for `bins == 0` or
     /// more than 2^24 bins (counts are `f32`).
-    pub fn with_bins(spec: QuantSpec, bins: usize) -> Result<Self> {
+    pub fn with_bins(spec: QSpec, bins: usize) -> Result<Self> {
         const OP: &str = "HistogramObserver::new";
         check_spec(OP, &spec, false, false)?;
         if bins == 0 || bins > 1 << 22 {
@@ -162,7 +162,7 @@ impl Observer for HistogramObserver {
         "HistogramObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -214,7 +214,7 @@ impl Observer for HistogramObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         if self.range.is_none() {
             return Err(QuantError::Empty {
                 op: "HistogramObserver::qparams",
@@ -372,7 +372,7 @@ pub(crate) fn floor_div_exact(a: f32, b: f32) -> f32 {
 
 /// `∫ x² dx` over `[a, z]` times a density, PyTorch's `_get_norm` in `f32`.
 #[inline]
-fn get_norm(a: f32, z: f32, density: f32) -> f32 {
+fn bin_norm(a: f32, z: f32, density: f32) -> f32 {
     density * ((z * z * z - a * a * a) / 3.0)
 }
 
@@ -398,10 +398,10 @@ fn quantization_error(hist: &[f32], min: f32, max: f32, ns: usize, ne: usize, ds
         let cb = (db + 0.5) * dbw32;
         let de = floor_div(e, dbw32).clamp(0.0, top);
         let dens = hv / bw32;
-        let mut n = get_norm(b - cb, half, dens);
-        n += ((de - db) - 1.0) * get_norm(neg_half, half, dens);
+        let mut n = bin_norm(b - cb, half, dens);
+        n += ((de - db) - 1.0) * bin_norm(neg_half, half, dens);
         let dec = de * dbw32 + half;
-        n += get_norm(neg_half, e - dec, dens);
+        n += bin_norm(neg_half, e - dec, dens);
         total += n as f64;
     }
     (total as f32) as f64
@@ -472,7 +472,7 @@ mod tests {
     use ndarray::ArrayD;
 
     fn obs(bins: usize, scheme: QScheme, dtype: QDType) -> HistogramObserver {
-        HistogramObserver::with_bins(QuantSpec::new(scheme, dtype), bins).unwrap()
+        HistogramObserver::with_bins(QSpec::new(scheme, dtype), bins).unwrap()
     }
 
     fn feed(o: &mut HistogramObserver, v: &[f32]) {
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn reduce_range_example() {
-        let spec = QuantSpec::from_pytorch(
+        let spec = QSpec::from_pytorch(
             QDType::QUInt8,
             QScheme::PerTensorAffine,
             true,
@@ -570,7 +570,7 @@ mod tests {
             o.histogram(),
             &[2.5625, 0.4375, 0.0, 2.0, 0.9375, 1.0625, 0.0, 1.0]
         );
-        let crate::tensor::QuantParams::PerTensor(qp) = o.qparams().unwrap() else {
+        let crate::qparams::AnyQParams::PerTensor(qp) = o.qparams().unwrap() else {
             panic!("per tensor")
         };
         assert_eq!((qp.scale(), qp.zero_point()), (0.018_602_362, 0));

@@ -5,13 +5,13 @@ use ndarray::ArrayViewD;
 use super::reduce::{check_averaging_constant, check_spec, incompatible, min_max};
 use super::Observer;
 use crate::error::{QuantError, Result};
-use crate::qparams::{QParams, QuantSpec};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{QParams, QSpec};
 
 /// Per-tensor parameters from a `(min, max)` pair with a spec.
-pub(crate) fn per_tensor_qparams(spec: &QuantSpec, min: f32, max: f32) -> Result<QuantParams> {
+pub(crate) fn per_tensor_qparams(spec: &QSpec, min: f32, max: f32) -> Result<AnyQParams> {
     let p = spec.qparams_from_min_max(min, max)?;
-    Ok(QuantParams::PerTensor(QParams::with_range(
+    Ok(AnyQParams::PerTensor(QParams::with_range(
         p.scale,
         p.zero_point as i64,
         spec.range,
@@ -22,7 +22,7 @@ pub(crate) fn per_tensor_qparams(spec: &QuantSpec, min: f32, max: f32) -> Result
 ///
 /// - `observe`: `min = min(min, batch_min)`, `max = max(max, batch_max)`; an empty batch is a
 ///   no-op (as in PyTorch).
-/// - `qparams`: [`QuantSpec::qparams_from_min_max`] (PyTorch's `_calculate_qparams`).
+/// - `qparams`: [`QSpec::qparams_from_min_max`] (PyTorch's `_calculate_qparams`).
 /// - NaN/±inf: refused with [`QuantError::NanInput`] / [`QuantError::NonFinite`]; the observer
 ///   is unchanged. (PyTorch lets a single NaN poison `min_val`/`max_val` for good, and stores
 ///   ±inf, which gives an infinite scale.)
@@ -32,20 +32,20 @@ pub(crate) fn per_tensor_qparams(spec: &QuantSpec, min: f32, max: f32) -> Result
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{MinMaxObserver, Observer, QDType, QScheme, QuantSpec, QuantParams};
+/// use qnumeric::{MinMaxObserver, Observer, QDType, QScheme, QSpec, AnyQParams};
 ///
-/// let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+/// let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
 /// let mut obs = MinMaxObserver::new(spec)?;
 /// obs.observe(array![1.0f32, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0].into_dyn().view())?;
 /// obs.observe(array![4.0f32, 5.0, 5.0, 6.0, 7.0, 8.0].into_dyn().view())?;
 /// assert_eq!(obs.min_max(), Some((1.0, 8.0)));
-/// let QuantParams::PerTensor(qp) = obs.qparams()? else { unreachable!() };
+/// let AnyQParams::PerTensor(qp) = obs.qparams()? else { unreachable!() };
 /// assert_eq!((qp.scale(), qp.zero_point()), (0.031_372_55, 0));
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MinMaxObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     range: Option<(f32, f32)>,
 }
 
@@ -56,7 +56,7 @@ impl MinMaxObserver {
     /// [`QuantError::UnsupportedConfig`] for a per-channel scheme, or for a symmetric scheme on
     /// `quint8` with `reduce_range` (PyTorch's NotImplementedError; detected as the
     /// non-customized `0..=127` quint8 range); [`QuantError::InvalidScale`] for a bad `eps`.
-    pub fn new(spec: QuantSpec) -> Result<Self> {
+    pub fn new(spec: QSpec) -> Result<Self> {
         check_spec("MinMaxObserver::new", &spec, false, true)?;
         Ok(MinMaxObserver { spec, range: None })
     }
@@ -73,7 +73,7 @@ impl Observer for MinMaxObserver {
         "MinMaxObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -87,7 +87,7 @@ impl Observer for MinMaxObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         let (a, b) = self.range.ok_or(QuantError::Empty {
             op: "MinMaxObserver::qparams",
         })?;
@@ -133,9 +133,9 @@ impl Observer for MinMaxObserver {
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{MovingAverageMinMaxObserver, Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{MovingAverageMinMaxObserver, Observer, QDType, QScheme, QSpec};
 ///
-/// let spec = QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+/// let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
 /// let mut obs = MovingAverageMinMaxObserver::new(spec, 0.5)?;
 /// obs.observe(array![0.0f32, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0].into_dyn().view())?;
 /// obs.observe(array![2.0f32, 5.0, 5.0, 6.0, 7.0, 10.0].into_dyn().view())?;
@@ -144,7 +144,7 @@ impl Observer for MinMaxObserver {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MovingAverageMinMaxObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     averaging_constant: f32,
     range: Option<(f32, f32)>,
 }
@@ -155,7 +155,7 @@ impl MovingAverageMinMaxObserver {
     /// # Errors
     /// As [`MinMaxObserver::new`]; [`QuantError::InvalidParameter`] when the averaging constant
     /// is not in `(0, 1]`.
-    pub fn new(spec: QuantSpec, averaging_constant: f32) -> Result<Self> {
+    pub fn new(spec: QSpec, averaging_constant: f32) -> Result<Self> {
         const OP: &str = "MovingAverageMinMaxObserver::new";
         check_spec(OP, &spec, false, true)?;
         check_averaging_constant(OP, averaging_constant)?;
@@ -184,7 +184,7 @@ impl Observer for MovingAverageMinMaxObserver {
         "MovingAverageMinMaxObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -199,7 +199,7 @@ impl Observer for MovingAverageMinMaxObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         let (a, b) = self.range.ok_or(QuantError::Empty {
             op: "MovingAverageMinMaxObserver::qparams",
         })?;

@@ -60,8 +60,8 @@ use std::fmt::Debug;
 use ndarray::ArrayViewD;
 
 use crate::error::Result;
-use crate::qparams::QuantSpec;
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::QSpec;
 
 /// A calibration observer: watches batches of a tensor and proposes quantization parameters.
 ///
@@ -76,7 +76,7 @@ pub trait Observer: ObserverClone + Send + Debug {
     fn name(&self) -> &'static str;
 
     /// How parameters are chosen (scheme, range, eps).
-    fn spec(&self) -> &QuantSpec;
+    fn spec(&self) -> &QSpec;
 
     /// Feeds one batch (any shape).
     ///
@@ -90,7 +90,7 @@ pub trait Observer: ObserverClone + Send + Debug {
     /// # Errors
     /// [`QuantError::Empty`](crate::QuantError::Empty) when nothing was observed (see each
     /// observer for PyTorch's behaviour there).
-    fn qparams(&self) -> Result<QuantParams>;
+    fn qparams(&self) -> Result<AnyQParams>;
 
     /// Forgets everything observed.
     fn reset(&mut self);

@@ -4,14 +4,14 @@ use super::calib::{clip_range, histogram_mse, impl_hist_observer};
 use super::reduce::check_spec;
 use super::streaming::StreamingHistogram;
 use crate::error::{QuantError, Result};
-use crate::qparams::QuantSpec;
+use crate::qparams::QSpec;
 
 /// MSE-optimal calibration (pytorch-quantization / ModelOpt style) on a 2048-bin
 /// [`StreamingHistogram`].
 ///
 /// Candidates are the thresholds `t = k·w` at every bin edge from `k = 16` up (every value of
 /// `|x|` below `2^e`); each gives the range `[−t, t]` clamped to the observed `[min, max]`,
-/// its parameters come from the observer's [`QuantSpec`] (so affine schemes, custom ranges and
+/// its parameters come from the observer's [`QSpec`] (so affine schemes, custom ranges and
 /// `eps` are honoured), and its error is the expected squared error of fake-quantizing every
 /// bin centre, weighted by the counts. The candidate with the smallest error wins (ties: the
 /// wider range). NaN/inf refused; `qparams` before data is [`QuantError::Empty`].
@@ -20,11 +20,11 @@ use crate::qparams::QuantSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::MseObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{Observer, QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;
-/// let mut obs = MseObserver::new(QuantSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
+/// let mut obs = MseObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
 /// obs.observe(Array1::from(x).into_dyn().view())?;
 /// let (_, hi) = obs.range()?;
 /// assert!(hi < 50.0);
@@ -32,7 +32,7 @@ use crate::qparams::QuantSpec;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MseObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     hist: StreamingHistogram,
 }
 
@@ -41,7 +41,7 @@ impl MseObserver {
     ///
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a per-channel scheme.
-    pub fn new(spec: QuantSpec) -> Result<Self> {
+    pub fn new(spec: QSpec) -> Result<Self> {
         check_spec("MseObserver::new", &spec, false, false)?;
         Ok(MseObserver {
             spec,

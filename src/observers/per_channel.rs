@@ -8,16 +8,16 @@ use super::reduce::{
 };
 use super::Observer;
 use crate::error::{QuantError, Result};
-use crate::qparams::{resolve_axis, PerChannelQParams, QuantSpec, ZeroPoints};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{resolve_axis, PerChannelQParams, QSpec, ZeroPoints};
 
 /// Per-channel parameters from per-channel `(min, max)` lists.
 pub(crate) fn per_channel_qparams(
-    spec: &QuantSpec,
+    spec: &QSpec,
     axis: isize,
     mins: &[f32],
     maxs: &[f32],
-) -> Result<QuantParams> {
+) -> Result<AnyQParams> {
     let mut scales = Vec::with_capacity(mins.len());
     let mut zps = Vec::with_capacity(mins.len());
     for (&a, &b) in mins.iter().zip(maxs) {
@@ -30,7 +30,7 @@ pub(crate) fn per_channel_qparams(
     } else {
         ZeroPoints::Int(zps.into_iter().map(|z| z as i32).collect())
     };
-    Ok(QuantParams::PerChannel(PerChannelQParams::with_range(
+    Ok(AnyQParams::PerChannel(PerChannelQParams::with_range(
         scales,
         zero_points,
         axis,
@@ -103,7 +103,7 @@ impl ChannelState {
 ///   and flattens; the per-channel min/max do not depend on that order.
 /// - A later batch with another channel count is [`QuantError::LengthMismatch`] (PyTorch's
 ///   shape-mismatch RuntimeError). Empty batches are no-ops.
-/// - `qparams` gives [`QuantParams::PerChannel`] with `axis = ch_axis` as configured; float
+/// - `qparams` gives [`AnyQParams::PerChannel`] with `axis = ch_axis` as configured; float
 ///   zero points for [`QScheme::PerChannelAffineFloatQParams`](crate::QScheme).
 /// - NaN/inf and empty-observer behaviour as [`MinMaxObserver`](super::MinMaxObserver)
 ///   (PyTorch: NaN poisons the affected channel; never observed → scale 1.0, zero point 0).
@@ -111,9 +111,9 @@ impl ChannelState {
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{Observer, PerChannelMinMaxObserver, QDType, QScheme, QuantSpec};
+/// use qnumeric::{Observer, PerChannelMinMaxObserver, QDType, QScheme, QSpec};
 ///
-/// let spec = QuantSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
+/// let spec = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
 /// let mut obs = PerChannelMinMaxObserver::new(spec, 0)?;
 /// let w = array![[-5.0f32, -3.5, -2.0, 0.0, 3.0, 5.0, 7.0], [1.0, 3.0, 2.0, 5.0, 6.5, 8.0, 10.0]];
 /// obs.observe(w.into_dyn().view())?;
@@ -123,7 +123,7 @@ impl ChannelState {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerChannelMinMaxObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     state: ChannelState,
 }
 
@@ -133,7 +133,7 @@ impl PerChannelMinMaxObserver {
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a per-tensor scheme, or for a symmetric scheme on
     /// `quint8` with `reduce_range`; [`QuantError::InvalidScale`] for a bad `eps`.
-    pub fn new(spec: QuantSpec, ch_axis: isize) -> Result<Self> {
+    pub fn new(spec: QSpec, ch_axis: isize) -> Result<Self> {
         check_spec("PerChannelMinMaxObserver::new", &spec, true, true)?;
         Ok(PerChannelMinMaxObserver {
             spec,
@@ -169,7 +169,7 @@ impl Observer for PerChannelMinMaxObserver {
         "PerChannelMinMaxObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -192,7 +192,7 @@ impl Observer for PerChannelMinMaxObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         if self.state.mins.is_empty() {
             return Err(QuantError::Empty {
                 op: "PerChannelMinMaxObserver::qparams",
@@ -234,9 +234,9 @@ impl Observer for PerChannelMinMaxObserver {
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{MovingAveragePerChannelMinMaxObserver, Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{MovingAveragePerChannelMinMaxObserver, Observer, QDType, QScheme, QSpec};
 ///
-/// let spec = QuantSpec::new(QScheme::PerChannelAffine, QDType::QUInt8);
+/// let spec = QSpec::new(QScheme::PerChannelAffine, QDType::QUInt8);
 /// let mut obs = MovingAveragePerChannelMinMaxObserver::new(spec, -1, 0.5)?;
 /// obs.observe(array![[0.0f32, 4.0], [2.0, 8.0]].into_dyn().view())?;
 /// obs.observe(array![[2.0f32, 0.0], [2.0, 6.0]].into_dyn().view())?;
@@ -246,7 +246,7 @@ impl Observer for PerChannelMinMaxObserver {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MovingAveragePerChannelMinMaxObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     averaging_constant: f32,
     state: ChannelState,
 }
@@ -257,7 +257,7 @@ impl MovingAveragePerChannelMinMaxObserver {
     /// # Errors
     /// As [`PerChannelMinMaxObserver::new`]; [`QuantError::InvalidParameter`] when the
     /// averaging constant is not in `(0, 1]`.
-    pub fn new(spec: QuantSpec, ch_axis: isize, averaging_constant: f32) -> Result<Self> {
+    pub fn new(spec: QSpec, ch_axis: isize, averaging_constant: f32) -> Result<Self> {
         const OP: &str = "MovingAveragePerChannelMinMaxObserver::new";
         check_spec(OP, &spec, true, true)?;
         check_averaging_constant(OP, averaging_constant)?;
@@ -302,7 +302,7 @@ impl Observer for MovingAveragePerChannelMinMaxObserver {
         "MovingAveragePerChannelMinMaxObserver"
     }
 
-    fn spec(&self) -> &QuantSpec {
+    fn spec(&self) -> &QSpec {
         &self.spec
     }
 
@@ -326,7 +326,7 @@ impl Observer for MovingAveragePerChannelMinMaxObserver {
         Ok(())
     }
 
-    fn qparams(&self) -> Result<QuantParams> {
+    fn qparams(&self) -> Result<AnyQParams> {
         if self.state.mins.is_empty() {
             return Err(QuantError::Empty {
                 op: "MovingAveragePerChannelMinMaxObserver::qparams",

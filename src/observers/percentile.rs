@@ -4,7 +4,7 @@ use super::calib::{clip_range, impl_hist_observer};
 use super::reduce::check_spec;
 use super::streaming::StreamingHistogram;
 use crate::error::{QuantError, Result};
-use crate::qparams::QuantSpec;
+use crate::qparams::QSpec;
 
 /// Percentile calibration (ONNX Runtime, pytorch-quantization, AIMET), from a
 /// [`StreamingHistogram`] of 2048 bins.
@@ -24,11 +24,11 @@ use crate::qparams::QuantSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::PercentileObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QuantSpec};
+/// use qnumeric::{Observer, QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..10_000).map(|i| (i as f32 / 10_000.0) - 0.5).collect();
 /// x[0] = -40.0; // one outlier
-/// let spec = QuantSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
+/// let spec = QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
 /// let mut obs = PercentileObserver::new(spec, 99.9)?;
 /// obs.observe(Array1::from(x).into_dyn().view())?;
 /// let (lo, hi) = obs.range()?;
@@ -37,7 +37,7 @@ use crate::qparams::QuantSpec;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PercentileObserver {
-    spec: QuantSpec,
+    spec: QSpec,
     percentile: f64,
     hist: StreamingHistogram,
 }
@@ -48,7 +48,7 @@ impl PercentileObserver {
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a per-channel scheme;
     /// [`QuantError::InvalidParameter`] for a percentile outside `(0, 100]`.
-    pub fn new(spec: QuantSpec, percentile: f64) -> Result<Self> {
+    pub fn new(spec: QSpec, percentile: f64) -> Result<Self> {
         const OP: &str = "PercentileObserver::new";
         check_spec(OP, &spec, false, false)?;
         if !(percentile > 0.0 && percentile <= 100.0) {

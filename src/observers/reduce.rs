@@ -5,7 +5,7 @@ use ndarray::{ArrayViewD, Axis};
 
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
-use crate::qparams::{QScheme, QuantSpec};
+use crate::qparams::{QScheme, QSpec};
 
 /// Min, max and a sum of a slice. NaN is ignored by the min/max but poisons the sum, so a
 /// non-finite sum flags a batch to re-check (the sum can also overflow on finite data; the
@@ -27,7 +27,7 @@ fn scan(xs: &[f32]) -> (f32, f32, f32) {
     )
 }
 
-crate::kernels::simd::dispatched!(
+crate::simd::dispatched!(
     fn scan_chunk[](xs: &[f32]) -> (f32, f32, f32) = scan_body
 );
 
@@ -70,7 +70,7 @@ fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; LANES] {
     acc
 }
 
-crate::kernels::simd::dispatched!(
+crate::simd::dispatched!(
     /// Column-wise min, max and sum over rows of `mn.len()` values.
     fn columns[](s: &[f32], mn: &mut [f32], mx: &mut [f32], sacc: &mut [f32]) = columns_body
 );
@@ -207,7 +207,7 @@ pub(crate) fn channel_min_max(
 /// schemes and vice versa; min/max observers refuse `symmetric + reduce_range + quint8`.
 pub(crate) fn check_spec(
     op: &'static str,
-    spec: &QuantSpec,
+    spec: &QSpec,
     per_channel: bool,
     minmax_family: bool,
 ) -> Result<()> {
@@ -237,7 +237,7 @@ pub(crate) fn check_spec(
 }
 
 /// Whether a non-customized quint8 spec carries `reduce_range`'s halved range.
-fn reduced_quint8(spec: &QuantSpec) -> bool {
+fn reduced_quint8(spec: &QSpec) -> bool {
     spec.range.dtype() == QDType::QUInt8
         && !spec.customized_range
         && spec.range.quant_min() == 0

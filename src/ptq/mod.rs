@@ -57,8 +57,8 @@ use crate::nn::{
     Module, QuantStub, ReLU, ReLU6, WeightRef,
 };
 use crate::observers::{HistogramObserver, MinMaxObserver, Observer, PerChannelMinMaxObserver};
-use crate::qparams::{QParams, QScheme, QuantSpec};
-use crate::tensor::QuantParams;
+use crate::qparams::AnyQParams;
+use crate::qparams::{QParams, QScheme, QSpec};
 
 /// Makes a fresh observer.
 pub type ObserverFactory = Arc<dyn Fn() -> Result<Box<dyn Observer>> + Send + Sync>;
@@ -82,8 +82,8 @@ impl fmt::Debug for QConfig {
     }
 }
 
-fn x86_activation_spec() -> Result<QuantSpec> {
-    QuantSpec::from_pytorch(
+fn x86_activation_spec() -> Result<QSpec> {
+    QSpec::from_pytorch(
         QDType::QUInt8,
         QScheme::PerTensorAffine,
         true,
@@ -93,8 +93,8 @@ fn x86_activation_spec() -> Result<QuantSpec> {
     )
 }
 
-fn weight_spec() -> QuantSpec {
-    QuantSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8)
+fn weight_spec() -> QSpec {
+    QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8)
 }
 
 impl QConfig {
@@ -391,8 +391,8 @@ impl<M: Model> Prepared<M> {
                 name: name.to_string(),
             })?;
         match obs.qparams()? {
-            QuantParams::PerTensor(p) => Ok(p),
-            QuantParams::PerChannel(_) => Err(QuantError::UnsupportedConfig {
+            AnyQParams::PerTensor(p) => Ok(p),
+            AnyQParams::PerChannel(_) => Err(QuantError::UnsupportedConfig {
                 op: OP,
                 reason: "activation observers must be per tensor",
             }),
@@ -438,7 +438,7 @@ impl<M: Model> Prepared<M> {
 }
 
 /// Observes a float weight with the config's weight observer.
-fn weight_params(qconfig: &QConfig, w: &ArrayD<f32>) -> Result<QuantParams> {
+fn weight_params(qconfig: &QConfig, w: &ArrayD<f32>) -> Result<AnyQParams> {
     let mut obs = (qconfig.weight)()?;
     obs.observe(w.view())?;
     obs.qparams()

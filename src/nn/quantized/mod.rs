@@ -33,8 +33,9 @@ use super::layers::{
 use super::{Activation, Module, WeightRef};
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
-use crate::qparams::{QParams, ZeroPoints};
-use crate::tensor::{QuantParams, QuantizedTensor};
+use crate::qparams::AnyQParams;
+use crate::qparams::{choose_dynamic_qparams, QParams, ZeroPoints};
+use crate::tensor::QuantizedTensor;
 
 fn need_quint8(op: &'static str, qp: &QParams) -> Result<()> {
     if qp.dtype() == QDType::QUInt8 {
@@ -64,8 +65,8 @@ fn weight_channels(
     out: usize,
 ) -> Result<(Vec<f32>, Vec<i32>)> {
     match w.params() {
-        QuantParams::PerTensor(p) => Ok((vec![p.scale(); out], vec![p.zero_point(); out])),
-        QuantParams::PerChannel(p) => {
+        AnyQParams::PerTensor(p) => Ok((vec![p.scale(); out], vec![p.zero_point(); out])),
+        AnyQParams::PerChannel(p) => {
             let axis = crate::qparams::resolve_axis(op, p.axis(), w.shape().len())?;
             if axis != 0 {
                 return Err(QuantError::UnsupportedConfig {
@@ -242,7 +243,7 @@ impl QuantizedLinear {
     /// As [`QuantizedTensor::quantize`] and [`QuantizedLinear::new`].
     pub fn from_float(
         linear: &Linear,
-        weight_params: impl Into<QuantParams>,
+        weight_params: impl Into<AnyQParams>,
         output: QParams,
     ) -> Result<Self> {
         let w = QuantizedTensor::<i8>::quantize(linear.weight_array(), weight_params)?;
@@ -408,7 +409,7 @@ impl QuantizedConv2d {
     /// As [`QuantizedTensor::quantize`] and [`QuantizedConv2d::new`].
     pub fn from_float(
         conv: &Conv2d,
-        weight_params: impl Into<QuantParams>,
+        weight_params: impl Into<AnyQParams>,
         output: QParams,
     ) -> Result<Self> {
         let w = QuantizedTensor::<i8>::quantize(conv.weight_array(), weight_params)?;
@@ -508,75 +509,6 @@ impl Module for QuantizedConv2d {
     }
 }
 
-/// Chooses quint8 parameters for a dynamic activation as fbgemm's `ChooseQuantizationParams`
-/// does (no sparsity preservation): range extended to 0, `scale = (max − min) / (qmax − qmin)`
-/// in f64 (0.1 when it rounds to 0 in f32), scales below `6.1e-5` raised, zero point from the
-/// end with the smaller error, nudged into the range with round-half-even.
-///
-/// `reduce_range` uses `0..=127` (PyTorch's x86 default for dynamic linear).
-///
-/// # Errors
-/// [`QuantError::NonFinite`] for a non-finite bound; [`QuantError::InvalidParameter`] when
-/// `min > max`.
-pub fn choose_dynamic_qparams(min: f32, max: f32, reduce_range: bool) -> Result<QParams> {
-    const OP: &str = "choose_dynamic_qparams";
-    for (what, v) in [("min", min), ("max", max)] {
-        if !v.is_finite() {
-            return Err(QuantError::NonFinite {
-                op: OP,
-                what,
-                value: v as f64,
-            });
-        }
-    }
-    if min > max {
-        return Err(QuantError::InvalidParameter {
-            op: OP,
-            what: "min",
-            value: min as f64,
-            reason: "min must not exceed max",
-        });
-    }
-    const SMALL: f64 = 6.1e-5;
-    let (qmin, qmax) = (0.0f64, if reduce_range { 127.0 } else { 255.0 });
-    let mut min = min.min(0.0);
-    let mut max = max.max(0.0);
-    let mut scale = (max as f64 - min as f64) / (qmax - qmin);
-    if scale as f32 == 0.0 || (1.0f32 / scale as f32).is_infinite() {
-        scale = 0.1;
-    }
-    if scale < SMALL {
-        let org = scale;
-        scale = SMALL;
-        if min == 0.0 {
-            max = (SMALL * (qmax - qmin)) as f32;
-        } else if max == 0.0 {
-            min = (-SMALL * (qmax - qmin)) as f32;
-        } else {
-            let amp = (SMALL / org) as f32;
-            min *= amp;
-            max *= amp;
-        }
-    }
-    let zp_from_min = qmin - min as f64 / scale;
-    let zp_from_max = qmax - max as f64 / scale;
-    let err_min = qmin.abs() - (min as f64 / scale).abs();
-    let err_max = qmax.abs() - (max as f64 / scale).abs();
-    let initial = if err_min < err_max {
-        zp_from_min
-    } else {
-        zp_from_max
-    };
-    let zp = if initial < qmin {
-        qmin
-    } else if initial > qmax {
-        qmax
-    } else {
-        initial.round_ties_even()
-    };
-    QParams::new(scale as f32, zp as i64, QDType::QUInt8)
-}
-
 /// Dynamically quantized linear layer: float `[*, in]` → float `[*, out]`. Each call
 /// quantizes its input to quint8 with parameters chosen from that input's min and max
 /// ([`choose_dynamic_qparams`]), accumulates in i32 against the qint8 weight and returns
@@ -621,7 +553,7 @@ impl DynamicQuantizedLinear {
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a linear layer with a fused ReLU; as
     /// [`DynamicQuantizedLinear::new`].
-    pub fn from_float(linear: &Linear, weight_params: impl Into<QuantParams>) -> Result<Self> {
+    pub fn from_float(linear: &Linear, weight_params: impl Into<AnyQParams>) -> Result<Self> {
         if linear.has_relu() {
             return Err(QuantError::UnsupportedConfig {
                 op: "DynamicQuantizedLinear::from_float",

@@ -1,10 +1,22 @@
 //! Quantization schemes and parameters.
 //!
 //! [`QParams`] (per tensor) and [`PerChannelQParams`] are validated values: once built, the
-//! kernels trust them. [`QuantSpec`] describes *how* parameters are chosen (scheme, range, eps)
-//! and [`QuantSpec::qparams_from_min_max`] is PyTorch's `_calculate_qparams`, bit for bit.
+//! kernels trust them. [`QSpec`] describes *how* parameters are chosen (scheme, range, eps)
+//! and [`QSpec::qparams_from_min_max`] is PyTorch's `_calculate_qparams`, bit for bit.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | [`QScheme`], [`QParams`], [`PerChannelQParams`], [`ZeroPoints`], [`AnyQParams`] |
+//! | `spec.rs` | [`QSpec`], [`RawQParams`]: PyTorch's `_calculate_qparams` |
+//! | `dynamic.rs` | [`choose_dynamic_qparams`]: fbgemm's per-call choice for dynamic quantization |
 
-use crate::dtype::{QDType, QuantRange};
+mod dynamic;
+mod spec;
+
+pub use dynamic::choose_dynamic_qparams;
+pub use spec::{QSpec, RawQParams};
+
+use crate::dtype::{QDType, QRange};
 use crate::error::{QuantError, Result};
 
 /// How values map to the integer grid.
@@ -120,7 +132,7 @@ fn check_zero_point(op: &'static str, zp: i64, min: i64, max: i64) -> Result<()>
 pub struct QParams {
     scale: f32,
     zero_point: i32,
-    range: QuantRange,
+    range: QRange,
 }
 
 impl QParams {
@@ -139,7 +151,7 @@ impl QParams {
     ///
     /// # Errors
     /// As [`QParams::new`], with the zero point checked against the range.
-    pub fn with_range(scale: f32, zero_point: i64, range: QuantRange) -> Result<Self> {
+    pub fn with_range(scale: f32, zero_point: i64, range: QRange) -> Result<Self> {
         const OP: &str = "QParams::new";
         check_scale(OP, scale)?;
         check_zero_point(OP, zero_point, range.quant_min(), range.quant_max())?;
@@ -164,7 +176,7 @@ impl QParams {
 
     /// The quantization range.
     #[must_use]
-    pub const fn range(&self) -> QuantRange {
+    pub const fn range(&self) -> QRange {
         self.range
     }
 
@@ -210,15 +222,12 @@ impl ZeroPoints {
         self.len() == 0
     }
 
-    /// The zero point of channel `c` as a float.
-    ///
-    /// # Panics
-    /// If `c >= self.len()`.
+    /// The zero point of channel `c` as a float, `None` when `c >= self.len()`.
     #[must_use]
-    pub fn get_f32(&self, c: usize) -> f32 {
+    pub fn get(&self, c: usize) -> Option<f32> {
         match self {
-            ZeroPoints::Int(v) => v[c] as f32,
-            ZeroPoints::Float(v) => v[c],
+            ZeroPoints::Int(v) => v.get(c).map(|&z| z as f32),
+            ZeroPoints::Float(v) => v.get(c).copied(),
         }
     }
 }
@@ -236,7 +245,7 @@ pub struct PerChannelQParams {
     inv_scales: Vec<f32>,
     zero_points: ZeroPoints,
     axis: isize,
-    range: QuantRange,
+    range: QRange,
 }
 
 impl PerChannelQParams {
@@ -277,7 +286,7 @@ impl PerChannelQParams {
         scales: Vec<f32>,
         zero_points: ZeroPoints,
         axis: isize,
-        range: QuantRange,
+        range: QRange,
     ) -> Result<Self> {
         const OP: &str = "PerChannelQParams::new";
         if scales.is_empty() {
@@ -358,7 +367,7 @@ impl PerChannelQParams {
 
     /// The quantization range.
     #[must_use]
-    pub const fn range(&self) -> QuantRange {
+    pub const fn range(&self) -> QRange {
         self.range
     }
 
@@ -406,6 +415,28 @@ impl PerChannelQParams {
     }
 }
 
+/// Checks a (min, max) range before parameters are chosen from it: both finite, `min <= max`.
+pub(crate) fn check_min_max(op: &'static str, min: f32, max: f32) -> Result<()> {
+    for (what, v) in [("min", min), ("max", max)] {
+        if !v.is_finite() {
+            return Err(QuantError::NonFinite {
+                op,
+                what,
+                value: v as f64,
+            });
+        }
+    }
+    if min > max {
+        return Err(QuantError::InvalidParameter {
+            op,
+            what: "min",
+            value: min as f64,
+            reason: "min must not exceed max",
+        });
+    }
+    Ok(())
+}
+
 /// Resolves a possibly negative axis against a rank.
 pub(crate) fn resolve_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
     let n = ndim as isize;
@@ -416,248 +447,31 @@ pub(crate) fn resolve_axis(op: &'static str, axis: isize, ndim: usize) -> Result
         Ok(a as usize)
     }
 }
-
-/// How quantization parameters are chosen from a range: scheme, quantization range, eps floor.
-///
-/// `customized_range` records whether the caller gave `quant_min`/`quant_max` explicitly: it
-/// decides PyTorch's symmetric `quint8` zero point (128 for the default range,
-/// `floor((qmin + qmax) / 2)` for a custom one, even `0..=255` given explicitly).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct QuantSpec {
-    /// The scheme.
-    pub scheme: QScheme,
-    /// The quantization range (after any `reduce_range`).
-    pub range: QuantRange,
-    /// Lower bound of the scale (PyTorch default: `f32::EPSILON`).
-    pub eps: f32,
-    /// Whether the range was given explicitly (see above).
-    pub customized_range: bool,
+/// The parameters of a quantized tensor: per tensor or per channel.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum AnyQParams {
+    /// One scale and zero point.
+    PerTensor(QParams),
+    /// One set per channel along an axis.
+    PerChannel(PerChannelQParams),
 }
 
-/// One channel's parameters as chosen by [`QuantSpec::qparams_from_min_max`]: the zero point is
-/// an integer value except for [`QScheme::PerChannelAffineFloatQParams`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChosenQParams {
-    /// The scale.
-    pub scale: f32,
-    /// The zero point (integer-valued unless float qparams).
-    pub zero_point: f32,
+impl From<QParams> for AnyQParams {
+    fn from(p: QParams) -> Self {
+        AnyQParams::PerTensor(p)
+    }
 }
 
-impl QuantSpec {
-    /// PyTorch's defaults for a dtype and scheme: the full range (or halved with
-    /// `reduce_range`), `eps = f32::EPSILON`, range not customized.
-    #[must_use]
-    pub fn new(scheme: QScheme, dtype: QDType) -> Self {
-        QuantSpec {
-            scheme,
-            range: dtype.full_range(),
-            eps: f32::EPSILON,
-            customized_range: false,
-        }
-    }
-
-    /// A spec from PyTorch's observer arguments (`dtype`, `qscheme`, `reduce_range`,
-    /// `quant_min`, `quant_max`, `eps`), with PyTorch's rules (`calculate_qmin_qmax`,
-    /// `validate_qmin_qmax`):
-    /// - without a custom range: the dtype's full range, halved by `reduce_range` for 8-bit
-    ///   dtypes (`0..=127`, `-64..=63`);
-    /// - with both `quant_min` and `quant_max`: the range must contain 0, `min < max`, and lie
-    ///   in the dtype; `reduce_range` then halves it with floor division (PyTorch's quirk:
-    ///   `-127..=127` becomes `-64..=63`).
-    ///
-    /// Giving only one of `quant_min`/`quant_max` is ignored as PyTorch does (defaults apply).
-    ///
-    /// # Errors
-    /// [`QuantError::InvalidQuantRange`] for a bad custom range; [`QuantError::InvalidScale`]
-    /// for an `eps` that is not finite and > 0.
-    ///
-    /// # Examples
-    /// ```
-    /// use qnumeric::{QDType, QScheme, QuantSpec};
-    /// let s = QuantSpec::from_pytorch(QDType::QUInt8, QScheme::PerTensorAffine, true, None, None, None)?;
-    /// assert_eq!((s.range.quant_min(), s.range.quant_max()), (0, 127));
-    /// # Ok::<(), qnumeric::QuantError>(())
-    /// ```
-    pub fn from_pytorch(
-        dtype: QDType,
-        scheme: QScheme,
-        reduce_range: bool,
-        quant_min: Option<i64>,
-        quant_max: Option<i64>,
-        eps: Option<f32>,
-    ) -> Result<Self> {
-        let eps = eps.unwrap_or(f32::EPSILON);
-        check_scale("QuantSpec::from_pytorch", eps)?;
-        let (range, customized_range) = match (quant_min, quant_max) {
-            (Some(lo), Some(hi)) => {
-                let r = QuantRange::new(dtype, lo, hi).map_err(|e| match e {
-                    QuantError::InvalidQuantRange {
-                        quant_min,
-                        quant_max,
-                        dtype,
-                        reason,
-                        ..
-                    } => QuantError::InvalidQuantRange {
-                        op: "QuantSpec::from_pytorch",
-                        quant_min,
-                        quant_max,
-                        dtype,
-                        reason,
-                    },
-                    other => other,
-                })?;
-                (
-                    if reduce_range {
-                        r.with_reduce_range()
-                    } else {
-                        r
-                    },
-                    true,
-                )
-            }
-            _ => {
-                let r = dtype.full_range();
-                let halve = reduce_range && dtype.bits() == 8;
-                (if halve { r.with_reduce_range() } else { r }, false)
-            }
-        };
-        Ok(QuantSpec {
-            scheme,
-            range,
-            eps,
-            customized_range,
-        })
-    }
-
-    /// PyTorch's `_calculate_qparams` for one (min, max) pair, bit for bit (see
-    /// `docs/quantization-model.md`).
-    ///
-    /// ```text
-    /// affine:    scale = max((max(max,0) - min(min,0)) / (qmax - qmin), eps)
-    ///            zp    = clamp(qmin - rne(min(min,0) / scale), qmin, qmax)
-    /// symmetric: scale = max(max(-min(min,0), max(max,0)) / ((qmax - qmin) / 2), eps)
-    ///            zp    = 0, or 128 / floor((qmin+qmax)/2) for quint8, 32768 for quint16
-    /// float qp:  scale = (max - min) / (qmax - qmin), replaced by 1 if <= eps
-    ///            zp    = -min / scale (a float)
-    /// ```
-    ///
-    /// # Errors
-    /// [`QuantError::NonFinite`] when min or max is not finite (PyTorch would return a NaN or
-    /// infinite scale); [`QuantError::InvalidParameter`] when `min > max`.
-    pub fn qparams_from_min_max(&self, min: f32, max: f32) -> Result<ChosenQParams> {
-        const OP: &str = "QuantSpec::qparams_from_min_max";
-        for (what, v) in [("min", min), ("max", max)] {
-            if !v.is_finite() {
-                return Err(QuantError::NonFinite {
-                    op: OP,
-                    what,
-                    value: v as f64,
-                });
-            }
-        }
-        if min > max {
-            return Err(QuantError::InvalidParameter {
-                op: OP,
-                what: "min",
-                value: min as f64,
-                reason: "min must not exceed max",
-            });
-        }
-        let qmin = self.range.quant_min();
-        let qmax = self.range.quant_max();
-        let min_neg = min.min(0.0);
-        let max_pos = max.max(0.0);
-        match self.scheme {
-            QScheme::PerTensorSymmetric | QScheme::PerChannelSymmetric => {
-                let amax = (-min_neg).max(max_pos);
-                let denom = ((qmax - qmin) as f64 / 2.0) as f32;
-                let scale = (amax / denom).max(self.eps);
-                let dtype = self.range.dtype();
-                let zp = match dtype {
-                    QDType::QUInt8 | QDType::QUInt4 if self.customized_range => {
-                        (qmin + qmax).div_euclid(2)
-                    }
-                    QDType::QUInt8 | QDType::QUInt4 => (dtype.max() + 1) / 2,
-                    QDType::QUInt16 => 32768,
-                    _ => 0,
-                };
-                Ok(ChosenQParams {
-                    scale,
-                    zero_point: zp as f32,
-                })
-            }
-            QScheme::PerChannelAffineFloatQParams => {
-                let mut scale = (max - min) / ((qmax - qmin) as f32);
-                if scale <= self.eps {
-                    scale = 1.0;
-                }
-                Ok(ChosenQParams {
-                    scale,
-                    zero_point: -min / scale,
-                })
-            }
-            QScheme::PerTensorAffine | QScheme::PerChannelAffine => {
-                let scale = ((max_pos - min_neg) / ((qmax - qmin) as f32)).max(self.eps);
-                let zp = (qmin as f64 - ((min_neg / scale).round_ties_even() as f64))
-                    .clamp(qmin as f64, qmax as f64);
-                Ok(ChosenQParams {
-                    scale,
-                    zero_point: zp as f32,
-                })
-            }
-        }
+impl From<PerChannelQParams> for AnyQParams {
+    fn from(p: PerChannelQParams) -> Self {
+        AnyQParams::PerChannel(p)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(s: QScheme, d: QDType) -> QuantSpec {
-        QuantSpec::new(s, d)
-    }
-
-    #[test]
-    fn spec_examples() {
-        // pytorch.md §10
-        let a = spec(QScheme::PerTensorAffine, QDType::QUInt8);
-        let p = a.qparams_from_min_max(0.0, 0.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (f32::EPSILON, 0.0));
-        let p = a.qparams_from_min_max(3.0, 3.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (0.011_764_706, 0.0));
-        let s = spec(QScheme::PerTensorSymmetric, QDType::QInt8);
-        let p = s.qparams_from_min_max(-3.0, -3.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (0.023_529_412, 0.0));
-        let s = spec(QScheme::PerTensorSymmetric, QDType::QUInt8);
-        let p = s.qparams_from_min_max(-1.0, 2.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (0.015_686_275, 128.0));
-        let mut c = s;
-        c.range = QuantRange::new(QDType::QUInt8, 0, 127).unwrap();
-        c.customized_range = true;
-        let p = c.qparams_from_min_max(-1.0, 2.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (0.031_496_063, 63.0));
-        let a8 = spec(QScheme::PerTensorAffine, QDType::QInt8);
-        let p = a8.qparams_from_min_max(-1.0, 2.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (0.011_764_706, -43.0));
-        let f = spec(QScheme::PerChannelAffineFloatQParams, QDType::QUInt8);
-        let p = f.qparams_from_min_max(1.0, 1.0).unwrap();
-        assert_eq!((p.scale, p.zero_point), (1.0, -1.0));
-    }
-
-    #[test]
-    fn rejects_bad_ranges() {
-        let a = spec(QScheme::PerTensorAffine, QDType::QUInt8);
-        assert!(matches!(
-            a.qparams_from_min_max(f32::NAN, 1.0),
-            Err(QuantError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            a.qparams_from_min_max(2.0, 1.0),
-            Err(QuantError::InvalidParameter { .. })
-        ));
-    }
 
     #[test]
     fn axis_resolution() {

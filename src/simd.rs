@@ -1,8 +1,12 @@
-//! Runtime CPU dispatch. [`dispatched!`] turns an `#[inline(always)]` slice kernel into a
-//! function that runs a copy compiled with AVX2 and FMA when the CPU has them, and the
-//! baseline x86-64 (SSE2) copy otherwise. The kernels are portable Rust written to
-//! vectorise (no intrinsics); only code generation changes, so results are identical on every
-//! CPU (Rust never contracts `a*b + c` into an FMA by itself).
+//! Runtime CPU dispatch and the few SIMD helpers shared by the whole crate (elements,
+//! kernels, observers, metrics).
+//!
+//! [`dispatched!`] turns an `#[inline(always)]` slice kernel into a function that runs a copy
+//! compiled with AVX2 and FMA when the CPU has them, and the baseline x86-64 (SSE2) copy
+//! otherwise. The dispatched kernels are portable Rust written to vectorise; only code
+//! generation changes, so results are identical on every CPU (Rust never contracts `a*b + c`
+//! into an FMA by itself). The helpers below that do use intrinsics (hardware f16
+//! conversion, prefetch) say so, and each has a portable fallback.
 //!
 //! The dispatch sits at the slice level (the hot loop itself), not around closures, because
 //! LLVM only compiles code for AVX2 when it is inlined into the `target_feature` function, and
@@ -37,7 +41,7 @@ macro_rules! dispatched {
                 unsafe fn avx2<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if $crate::kernels::simd::has_avx2() {
+                if $crate::simd::has_avx2() {
                     // SAFETY: `avx2` requires only the CPU features AVX2 and FMA, detected
                     // just above; its body is safe code.
                     return unsafe { avx2($($arg),*) };
