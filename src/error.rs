@@ -165,6 +165,116 @@ pub enum QuantError {
         /// What was wrong, with position where known.
         detail: String,
     },
+    /// A layer name that is empty, or already used in the model.
+    #[error("{op}: invalid layer name `{name}`: {reason}")]
+    InvalidName {
+        /// The public operation.
+        op: &'static str,
+        /// The name given.
+        name: String,
+        /// Why it is refused (`"empty"`, `"already used"`).
+        reason: &'static str,
+    },
+    /// A float activation where a quantized one is needed, or the reverse.
+    #[error("{op}: expected a {expected} activation, got a {got} one")]
+    WrongActivation {
+        /// The public operation.
+        op: &'static str,
+        /// The kind the operation needs.
+        expected: ActivationKind,
+        /// The kind it got.
+        got: ActivationKind,
+    },
+    /// Quantization parameters of a kind the operation does not take (a quint8 activation
+    /// quantized per channel, weights along another axis than 0, float zero points ...).
+    #[error("{op}: unsupported quantization parameters: {reason}")]
+    UnsupportedQParams {
+        /// The public operation.
+        op: &'static str,
+        /// What is required.
+        reason: &'static str,
+    },
+    /// Parameters of another dtype than the operation requires.
+    #[error("{op}: expected {expected} parameters, got {got}")]
+    WrongDType {
+        /// The public operation.
+        op: &'static str,
+        /// The dtype required.
+        expected: QDType,
+        /// The dtype given.
+        got: QDType,
+    },
+    /// A layer the operation cannot take in that place (a two-input layer in a sequential
+    /// container, a fused ReLU where dynamic quantization has none ...).
+    #[error("{op}: unsupported layer {kind}: {reason}")]
+    UnsupportedLayer {
+        /// The public operation.
+        op: &'static str,
+        /// The layer's kind ([`Module::kind`](crate::nn::Module::kind)).
+        kind: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Layers named for fusion that form no fusion pattern, or do not follow each other.
+    #[error("{op}: cannot fuse {names:?} ({kinds:?}): {reason}")]
+    NotFusable {
+        /// The public operation.
+        op: &'static str,
+        /// The layers' names, as given.
+        names: Vec<String>,
+        /// Their kinds.
+        kinds: Vec<String>,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A model without a [`QuantStub`](crate::nn::QuantStub): nothing would be quantized.
+    #[error("{op}: the model has no QuantStub, so nothing would be quantized (see Sequential::with_quant_stubs)")]
+    NoQuantStub {
+        /// The public operation.
+        op: &'static str,
+    },
+    /// Two quantized tensors compared value by value that have different parameters.
+    #[error("{op}: the tensors have different quantization parameters")]
+    QParamsMismatch {
+        /// The public operation.
+        op: &'static str,
+    },
+    /// An integer accumulator that the given weights could overflow.
+    #[error("{op}: an i32 accumulator could overflow: up to {bound} for output channel {channel}")]
+    AccumulatorOverflow {
+        /// The public operation.
+        op: &'static str,
+        /// The output channel with the largest bound.
+        channel: usize,
+        /// The largest possible accumulator magnitude.
+        bound: i64,
+    },
+    /// Geometry (padding, dilation, kernel, stride) whose arithmetic overflows `usize`.
+    #[error("{op}: {what} overflows")]
+    GeometryOverflow {
+        /// The public operation.
+        op: &'static str,
+        /// Which quantity overflowed.
+        what: &'static str,
+    },
+}
+
+/// Whether an activation is float or quantized (for [`QuantError::WrongActivation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActivationKind {
+    /// A float tensor.
+    Float,
+    /// A quantized tensor.
+    Quantized,
+}
+
+impl std::fmt::Display for ActivationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActivationKind::Float => "float",
+            ActivationKind::Quantized => "quantized",
+        })
+    }
 }
 
 /// `Result` with [`QuantError`] as the default error type.

@@ -52,6 +52,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod classify;
 pub mod conformance;
 pub mod dtype;
 pub mod element;

@@ -2,10 +2,12 @@
 //! layers built from them with PyTorch's names and layouts.
 //!
 //! ```no_run
+//! use qnumeric::nn::{ConvGeometry, ReLU, Sequential};
 //! use qnumeric::state_dict::StateDict;
 //! let sd = StateDict::load("data/digits/digits_cnn.safetensors")?;
-//! let model = qnumeric::state_dict::digits_cnn(&sd)?;
-//! println!("{:?}", qnumeric::nn::Model::layer_names(&model));
+//! let _model = Sequential::new()
+//!     .with("conv1", sd.conv2d("conv1", ConvGeometry::default().padding(1, 1))?)?
+//!     .with("relu1", ReLU)?;
 //! # Ok::<(), qnumeric::QuantError>(())
 //! ```
 
@@ -16,9 +18,7 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{QuantError, Result};
-use crate::nn::{
-    BatchNorm, BatchNormParams, Conv2d, ConvGeometry, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-};
+use crate::nn::{BatchNormParams, Conv2d, ConvGeometry, Linear};
 
 /// One stored array.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,37 +224,4 @@ impl StateDict {
 
 fn array<T>(shape: &[usize], data: Vec<T>) -> Result<ArrayD<T>> {
     ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| format_err(e.to_string()))
-}
-
-/// The digits CNN of `data/digits` (BatchNorm eps `1e-5`), between PyTorch-style stubs:
-///
-/// ```text
-/// quant → conv1 → bn1 → relu1 → conv2 → bn2 → relu2 → pool → flatten → fc1 → relu3 → fc2 → dequant
-/// ```
-/// (convolutions 3×3, padding 1; `MaxPool2d(2)`; flatten in C, H, W order). The stubs are
-/// identities in float.
-///
-/// # Errors
-/// [`QuantError::NotFound`] for a missing tensor; shape errors from the layers.
-pub fn digits_cnn(sd: &StateDict) -> Result<Sequential> {
-    let geo = ConvGeometry::default().padding(1, 1);
-    Sequential::new()
-        .with("conv1", sd.conv2d("conv1", geo)?)?
-        .with(
-            "bn1",
-            BatchNorm::new_2d(sd.batch_norm_params("bn1", 1e-5)?)?,
-        )?
-        .with("relu1", ReLU)?
-        .with("conv2", sd.conv2d("conv2", geo)?)?
-        .with(
-            "bn2",
-            BatchNorm::new_2d(sd.batch_norm_params("bn2", 1e-5)?)?,
-        )?
-        .with("relu2", ReLU)?
-        .with("pool", MaxPool2d::new(2))?
-        .with("flatten", Flatten::default())?
-        .with("fc1", sd.linear("fc1")?)?
-        .with("relu3", ReLU)?
-        .with("fc2", sd.linear("fc2")?)?
-        .with_quant_stubs()
 }

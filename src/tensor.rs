@@ -3,7 +3,7 @@
 use ndarray::{ArrayD, ArrayRef, Dimension};
 
 use crate::element::{QFloat, QInt};
-use crate::error::Result;
+use crate::error::{QuantError, Result};
 use crate::kernels;
 use crate::qparams::{AnyQParams, QParams};
 
@@ -89,6 +89,55 @@ impl<Q: QInt> QuantizedTensor<Q> {
     #[must_use]
     pub fn shape(&self) -> &[usize] {
         self.data.shape()
+    }
+
+    /// The per-tensor parameters, or [`QuantError::UnsupportedQParams`] naming `op` for a
+    /// tensor quantized per channel.
+    pub(crate) fn need_per_tensor(&self, op: &'static str) -> Result<&QParams> {
+        self.per_tensor().ok_or(QuantError::UnsupportedQParams {
+            op,
+            reason: "activations must be quantized per tensor",
+        })
+    }
+
+    /// Wraps data the caller produced inside the dtype's range (checked in debug builds).
+    pub(crate) fn from_valid_parts(data: ArrayD<Q>, params: impl Into<AnyQParams>) -> Self {
+        let t = QuantizedTensor {
+            data,
+            params: params.into(),
+        };
+        debug_assert!(
+            t.dequantize::<f32>().is_ok(),
+            "values outside the dtype's range"
+        );
+        t
+    }
+
+    /// A tensor with the same parameters and other integer data of the same dtype. The
+    /// caller keeps every value inside the dtype's range (checked in debug builds).
+    pub(crate) fn with_data(&self, data: ArrayD<Q>) -> Self {
+        let t = QuantizedTensor {
+            data,
+            params: self.params.clone(),
+        };
+        debug_assert!(
+            t.dequantize::<f32>().is_ok(),
+            "values outside the dtype's range"
+        );
+        t
+    }
+
+    /// The same parameters, each value mapped by `f` (which keeps values inside the dtype's
+    /// range).
+    pub(crate) fn map_values(&self, f: impl Fn(Q) -> Q) -> Self {
+        self.with_data(self.data.mapv(f))
+    }
+
+    /// Dequantizes to `f32` (the invariants guarantee success).
+    #[must_use]
+    pub fn to_float(&self) -> ArrayD<f32> {
+        self.dequantize::<f32>()
+            .expect("a QuantizedTensor's invariants (range, axis, channels) hold from construction")
     }
 
     /// Dequantizes to a float array.

@@ -6,12 +6,15 @@
 use std::sync::OnceLock;
 
 use ndarray::ArrayD;
-use qnumeric::conformance::Json;
 use qnumeric::fusion::{fuse_auto, fuse_modules, FusionPattern};
 use qnumeric::nn::quantized::{Mismatch, QuantizedConv2d, QuantizedLinear};
-use qnumeric::nn::{argmax_rows, Activation, Model, Module, Sequential};
+use qnumeric::nn::{Activation, Model, Module, Sequential};
 use qnumeric::ptq::{prepare, PtqConfig};
-use qnumeric::state_dict::{digits_cnn, StateDict};
+use qnumeric::state_dict::StateDict;
+
+#[path = "../examples/digits/model.rs"]
+mod model;
+use model::digits_cnn;
 use qnumeric::{sqnr, QuantError};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
@@ -22,7 +25,7 @@ struct Digits {
     int8: Sequential,
     test_x: ArrayD<f32>,
     test_y: Vec<i32>,
-    reference: Json,
+    reference: serde_json::Value,
 }
 
 fn digits() -> &'static Digits {
@@ -58,7 +61,7 @@ fn digits() -> &'static Digits {
                 .iter()
                 .copied()
                 .collect(),
-            reference: Json::parse(&text).expect("reference json"),
+            reference: serde_json::from_str(&text).expect("reference json"),
         }
     })
 }
@@ -76,11 +79,14 @@ fn logits(model: &Sequential) -> ArrayD<f32> {
         .forward(Activation::Float(digits().test_x.clone()))
         .expect("forward")
         .into_float()
-        .expect("float")
 }
 
 fn accuracy(logits: &ArrayD<f32>) -> f64 {
-    let pred = argmax_rows(logits).expect("argmax");
+    let l2 = logits
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .expect("2-D logits");
+    let pred = qnumeric::classify::argmax_rows(&l2).expect("argmax");
     let y = &digits().test_y;
     pred.iter().zip(y).filter(|(&p, &l)| p as i32 == l).count() as f64 / y.len() as f64
 }
@@ -117,16 +123,14 @@ fn fused_accuracy_is_pytorchs_and_auto_fusion_agrees() {
             .expect("layer")
             .weight()
             .expect("weight")
-            .to_float()
-            .expect("w");
+            .to_float();
         let b = d
             .fused
             .layer(name)
             .expect("layer")
             .weight()
             .expect("weight")
-            .to_float()
-            .expect("w");
+            .to_float();
         assert_eq!(a, b, "{name}");
     }
     assert_eq!(auto.layer("bn1").map(|l| l.kind()), Some("Identity"));
@@ -160,16 +164,14 @@ fn weight_sqnr_per_layer_matches_pytorch() {
             .expect("layer")
             .weight()
             .expect("w")
-            .to_float()
-            .expect("f");
+            .to_float();
         let wq = d
             .int8
             .layer(layer)
             .expect("layer")
             .weight()
             .expect("w")
-            .to_float()
-            .expect("q");
+            .to_float();
         let db = sqnr(&wf, &wq).expect("sqnr");
         let pt = reference(&["weight_sqnr_db", key]);
         println!("{layer}: {db:.4} dB (PyTorch {pt:.4} dB)");

@@ -3,11 +3,12 @@
 
 use ndarray::{ArrayD, IxDyn};
 use qnumeric::fusion::{
-    fuse_auto, fuse_conv_bn_weights, fuse_linear_bn_weights, fuse_modules, FusionPattern,
+    fuse_auto, fuse_conv_bn_weights, fuse_linear_bn_weights, fuse_modules, ConvLayout,
+    FusionPattern,
 };
 use qnumeric::nn::{
-    Activation, BatchNorm, BatchNormParams, Conv1d, Conv2d, ConvGeometry, Flatten, Linear, Model,
-    Module, ReLU, Sequential,
+    Activation, BatchNorm, BatchNormParams, Conv1d, Conv2d, ConvGeometry, ConvGeometry1d, Flatten,
+    Linear, Model, Module, ReLU, Sequential,
 };
 use qnumeric::QuantError;
 
@@ -150,7 +151,17 @@ fn check_conv(x_shape: &[usize], w_shape: &[usize], groups: usize, transpose: bo
     let b = r.array(&[out]);
     let bn = r.bn(out);
     for bias in [Some(&b), None] {
-        let (fw, fb) = fuse_conv_bn_weights(&w, bias, &bn, transpose, groups).expect("fuse");
+        let (fw, fb) = fuse_conv_bn_weights(
+            &w,
+            bias,
+            &bn,
+            if transpose {
+                ConvLayout::Transposed { groups }
+            } else {
+                ConvLayout::Conv
+            },
+        )
+        .expect("fuse");
         assert_eq!(fw.shape(), w.shape());
         let (fused, unfused) = if transpose {
             (
@@ -194,14 +205,12 @@ fn fused_linear_equals_linear_then_bn() {
         let y = y
             .forward(&Activation::Float(x.clone()))
             .expect("y")
-            .into_float()
-            .expect("f");
+            .into_float();
         let f = Linear::new(fw, Some(fb)).expect("fused");
         let f = f
             .forward(&Activation::Float(x.clone()))
             .expect("f")
-            .into_float()
-            .expect("f");
+            .into_float();
         let mut reference = y.mapv(f64::from);
         for ((_, o), v) in reference.indexed_iter_mut().map(|(i, v)| ((i[0], i[1]), v)) {
             let c = if bn.num_features() == 1 { 0 } else { o };
@@ -224,7 +233,7 @@ fn pytorch_defaults_for_missing_pieces() {
         bias: None,
         eps: 1.0,
     };
-    let (fw, fb) = fuse_conv_bn_weights(&w, None, &bn, false, 1).expect("fuse");
+    let (fw, fb) = fuse_conv_bn_weights(&w, None, &bn, ConvLayout::Conv).expect("fuse");
     assert_eq!(fw.as_slice(), Some(&[1.0f32, 2.0][..]));
     assert_eq!(fb.as_slice(), Some(&[-0.5f32, 1.0][..]));
 }
@@ -275,7 +284,6 @@ fn run(m: &Sequential, x: &ArrayD<f32>) -> ArrayD<f32> {
     m.forward(Activation::Float(x.clone()))
         .expect("forward")
         .into_float()
-        .expect("float")
 }
 
 fn kinds(m: &Sequential) -> Vec<&'static str> {
@@ -369,7 +377,16 @@ fn fuse_conv1d_bn1d() {
     let mut m = Sequential::new()
         .with(
             "c",
-            Conv1d::new(r.array(&[4, 1, 3]), None, 1, 1, 1, 2).expect("c"),
+            Conv1d::new(
+                r.array(&[4, 1, 3]),
+                None,
+                ConvGeometry1d::default()
+                    .stride(1)
+                    .padding(1)
+                    .dilation(1)
+                    .groups(2),
+            )
+            .expect("c"),
         )
         .expect("p")
         .with("bn", BatchNorm::new_1d(r.bn(4)).expect("bn"))
@@ -400,7 +417,7 @@ fn fusion_errors_leave_the_model_unchanged() {
     assert_unchanged(&m, &f, &x);
     // wrong order
     let e = fuse_modules(&mut f, &[&["bn1", "conv1"]]);
-    assert!(matches!(e, Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(e, Err(QuantError::NotFusable { .. })));
     // not a pattern: ReLU first, a single layer, four layers
     for group in [
         &["relu1", "conv2"][..],
@@ -409,12 +426,12 @@ fn fusion_errors_leave_the_model_unchanged() {
     ] {
         assert!(matches!(
             fuse_modules(&mut f, &[group]),
-            Err(QuantError::UnsupportedConfig { .. })
+            Err(QuantError::NotFusable { .. })
         ));
     }
     // not consecutive
     let e = fuse_modules(&mut f, &[&["conv1", "relu3"]]);
-    assert!(matches!(e, Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(e, Err(QuantError::NotFusable { .. })));
     // Linear with BatchNorm2d / Conv2d with BatchNorm1d
     let mut r = Lcg(43);
     let mut g = Sequential::new()
@@ -427,7 +444,7 @@ fn fusion_errors_leave_the_model_unchanged() {
         .expect("p");
     assert!(matches!(
         fuse_modules(&mut g, &[&["c", "bn1d"]]),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::NotFusable { .. })
     ));
     assert!(fuse_auto(&mut g).expect("auto").is_empty());
     // mismatched channels: by names and automatically
@@ -462,7 +479,7 @@ fn fusion_errors_leave_the_model_unchanged() {
     let mut f2 = m.clone();
     fuse_modules(&mut f2, &[&["conv3", "relu3"]]).expect("first");
     let e = fuse_modules(&mut f2, &[&["conv3", "relu3"]]);
-    assert!(matches!(e, Err(QuantError::UnsupportedConfig { .. })));
+    assert!(matches!(e, Err(QuantError::NotFusable { .. })));
     assert_unchanged(&m, &f, &x);
 }
 
@@ -473,38 +490,43 @@ fn weight_level_errors() {
     let w = r.array(&[4, 2, 3]);
     // rank < 2
     assert!(matches!(
-        fuse_conv_bn_weights(&r.array(&[4]), None, &bn4, false, 1),
+        fuse_conv_bn_weights(&r.array(&[4]), None, &bn4, ConvLayout::Conv),
         Err(QuantError::ShapeMismatch { .. })
     ));
     // groups 0; transposed groups not dividing the input channels
     assert!(matches!(
-        fuse_conv_bn_weights(&w, None, &bn4, false, 0),
+        fuse_conv_bn_weights(&w, None, &bn4, ConvLayout::Transposed { groups: 0 }),
         Err(QuantError::InvalidParameter { .. })
     ));
     assert!(matches!(
-        fuse_conv_bn_weights(&r.array(&[3, 2, 3]), None, &bn4, true, 2),
+        fuse_conv_bn_weights(
+            &r.array(&[3, 2, 3]),
+            None,
+            &bn4,
+            ConvLayout::Transposed { groups: 2 }
+        ),
         Err(QuantError::InvalidParameter { .. })
     ));
     // BN channels != output channels (also transposed: out = 2 * groups)
     assert!(matches!(
-        fuse_conv_bn_weights(&w, None, &r.bn(3), false, 1),
+        fuse_conv_bn_weights(&w, None, &r.bn(3), ConvLayout::Conv),
         Err(QuantError::LengthMismatch { .. })
     ));
     assert!(matches!(
-        fuse_conv_bn_weights(&w, None, &bn4, true, 1),
+        fuse_conv_bn_weights(&w, None, &bn4, ConvLayout::Transposed { groups: 1 }),
         Err(QuantError::LengthMismatch { .. })
     ));
-    assert!(fuse_conv_bn_weights(&w, None, &bn4, true, 2).is_ok());
+    assert!(fuse_conv_bn_weights(&w, None, &bn4, ConvLayout::Transposed { groups: 2 }).is_ok());
     // bias of the wrong shape
     assert!(matches!(
-        fuse_conv_bn_weights(&w, Some(&r.array(&[3])), &bn4, false, 1),
+        fuse_conv_bn_weights(&w, Some(&r.array(&[3])), &bn4, ConvLayout::Conv),
         Err(QuantError::ShapeMismatch { .. })
     ));
     // inconsistent BN lists, bad eps
     let mut bad = bn4.clone();
     bad.running_var.pop();
     assert!(matches!(
-        fuse_conv_bn_weights(&w, None, &bad, false, 1),
+        fuse_conv_bn_weights(&w, None, &bad, ConvLayout::Conv),
         Err(QuantError::LengthMismatch { .. })
     ));
     let mut bad = bn4.clone();
@@ -517,7 +539,7 @@ fn weight_level_errors() {
         let mut bad = bn4.clone();
         bad.eps = eps;
         assert!(matches!(
-            fuse_conv_bn_weights(&w, None, &bad, false, 1),
+            fuse_conv_bn_weights(&w, None, &bad, ConvLayout::Conv),
             Err(QuantError::InvalidParameter { .. })
         ));
         assert!(matches!(

@@ -89,9 +89,8 @@ fn linear_case(relu: bool, seed: u64) -> Mismatch {
     let y = float
         .forward(&Activation::Float(x.clone()))
         .expect("float")
-        .into_float()
-        .expect("float");
-    let wp = weight_params(float.weight_array());
+        .into_float();
+    let wp = weight_params(float.core().weight());
     let q = QuantizedLinear::from_float(&float, wp, act_params(&y)).expect("quantized");
     let xq = quantized_input(&x);
     measure(
@@ -116,9 +115,8 @@ fn conv_case(geo: ConvGeometry, relu: bool, seed: u64) -> Mismatch {
     let y = float
         .forward(&Activation::Float(x.clone()))
         .expect("float")
-        .into_float()
-        .expect("float");
-    let wp = weight_params(float.weight_array());
+        .into_float();
+    let wp = weight_params(float.core().weight());
     let q = QuantizedConv2d::from_float(&float, wp, act_params(&y)).expect("quantized");
     let xq = quantized_input(&x);
     measure(
@@ -199,19 +197,11 @@ fn dynamic_linear_matches_reference_in_float() {
     let w = r.array(&[24, 40], 0.5);
     let b = r.array(&[24], 0.5);
     let float = Linear::new(w, Some(b)).expect("linear");
-    let q = DynamicQuantizedLinear::from_float(&float, weight_params(float.weight_array()))
+    let q = DynamicQuantizedLinear::from_float(&float, weight_params(float.core().weight()))
         .expect("dynamic");
     let xa = Activation::Float(x.clone());
-    let int = q
-        .forward(&xa)
-        .expect("integer")
-        .into_float()
-        .expect("float");
-    let refr = q
-        .forward_reference(&xa)
-        .expect("reference")
-        .into_float()
-        .expect("float");
+    let int = q.forward(&xa).expect("integer").into_float();
+    let refr = q.forward_reference(&xa).expect("reference").into_float();
     let xs = q.quantize_input(&xa).expect("quantized input");
     let sx = xs.per_tensor().expect("per tensor").scale();
     // Largest difference in units of the accumulator's quantum sx·sw[o].
@@ -223,11 +213,7 @@ fn dynamic_linear_matches_reference_in_float() {
     println!("DynamicQuantizedLinear: max difference {worst:.2e} quanta");
     assert!(worst < 0.01, "{worst}");
     // The float output is close to the unquantized layer.
-    let exact = float
-        .forward(&xa)
-        .expect("float")
-        .into_float()
-        .expect("float");
+    let exact = float.forward(&xa).expect("float").into_float();
     assert!(qnumeric::sqnr(&exact, &int).expect("sqnr") > 30.0);
 }
 
@@ -278,15 +264,15 @@ fn quantized_layer_errors() {
     let qint8 = QParams::new(0.1, 0, QDType::QInt8).expect("qp");
     assert!(matches!(
         QuantizedLinear::new(wq.clone(), None, qint8),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongDType { .. })
     ));
     assert!(matches!(
         Quantize::new(qint8),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongDType { .. })
     ));
     assert!(matches!(
         QuantizedAdd::new(qint8),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongDType { .. })
     ));
     // bias of the wrong length
     assert!(matches!(
@@ -317,7 +303,7 @@ fn quantized_layer_errors() {
         QuantizedTensor::<i8>::quantize(&ArrayD::<f32>::zeros(IxDyn(&[2, 3])), pc).expect("w");
     assert!(matches!(
         QuantizedLinear::new(w_ax1, None, out),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::UnsupportedQParams { .. })
     ));
     // float zero points
     let fz = PerChannelQParams::with_range(
@@ -331,7 +317,7 @@ fn quantized_layer_errors() {
         QuantizedTensor::<i8>::from_parts(ndarray::Array::zeros(IxDyn(&[2, 3])), fz).expect("w");
     assert!(matches!(
         QuantizedLinear::new(w_fz, None, out),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::UnsupportedQParams { .. })
     ));
 
     let lin = QuantizedLinear::new(wq.clone(), None, out).expect("linear");
@@ -339,11 +325,11 @@ fn quantized_layer_errors() {
     let xf = Activation::Float(ArrayD::zeros(IxDyn(&[1, 3])));
     assert!(matches!(
         lin.forward(&xf),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
     assert!(matches!(
         lin.forward_reference(&xf),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
     // wrong feature count
     let x4 = Activation::Quantized(
@@ -360,13 +346,13 @@ fn quantized_layer_errors() {
     );
     assert!(matches!(
         lin.forward(&xpc),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::UnsupportedQParams { .. })
     ));
     // quantize layer on a quantized input
     let q = Quantize::new(out).expect("q");
     assert!(matches!(
         q.forward(&x4),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
 
     // convolution: channel mismatch, bad geometry, float input, kernel larger than input
@@ -405,7 +391,7 @@ fn quantized_layer_errors() {
     let f4 = Activation::Float(ArrayD::zeros(IxDyn(&[1, 2, 5, 5])));
     assert!(matches!(
         conv.forward(&f4),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
 
     // add: one input, different shapes, float inputs
@@ -424,7 +410,7 @@ fn quantized_layer_errors() {
     ));
     assert!(matches!(
         add.forward_reference(&xf, &xf),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
 
     // dynamic: NaN input, wrong features, quantized input, LinearReLU
@@ -440,14 +426,14 @@ fn quantized_layer_errors() {
     ));
     assert!(matches!(
         dynl.forward(&x4),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
     let lr = Linear::new(ArrayD::zeros(IxDyn(&[2, 3])), None)
         .expect("linear")
         .with_relu();
     assert!(matches!(
         DynamicQuantizedLinear::from_float(&lr, QParams::new(0.1, 0, QDType::QInt8).expect("qp")),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::UnsupportedLayer { .. })
     ));
     assert!(matches!(
         choose_dynamic_qparams(f32::INFINITY, 1.0, true),
@@ -465,7 +451,7 @@ fn quantized_layer_errors() {
     );
     assert!(matches!(
         Mismatch::between(&x4, &x4b),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::QParamsMismatch { .. })
     ));
     assert!(matches!(
         Mismatch::between(&x4, &x3),
@@ -473,7 +459,7 @@ fn quantized_layer_errors() {
     ));
     assert!(matches!(
         Mismatch::between(&x4, &xf),
-        Err(QuantError::UnsupportedConfig { .. })
+        Err(QuantError::WrongActivation { .. })
     ));
 }
 

@@ -4,7 +4,7 @@ use ndarray::ArrayD;
 
 use super::case::{compare_floats, tensor_f32, Case, CaseResult};
 use super::json::Json;
-use crate::fusion::{fuse_conv_bn_weights, fuse_linear_bn_weights};
+use crate::fusion::{fuse_conv_bn_weights, fuse_linear_bn_weights, ConvLayout};
 use crate::nn::BatchNormParams;
 
 fn optional_tensor(case: &Case, key: &str) -> CaseResult<Option<ArrayD<f32>>> {
@@ -72,7 +72,12 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
                 }
                 None => 1,
             };
-            fuse_conv_bn_weights(&w, bias.as_ref(), &bn, transpose, groups)
+            let layout = if transpose {
+                ConvLayout::Transposed { groups }
+            } else {
+                ConvLayout::Conv
+            };
+            fuse_conv_bn_weights(&w, bias.as_ref(), &bn, layout)
                 .map_err(|e| format!("error: {e}"))?
         }
         "fuse_linear_bn" => {

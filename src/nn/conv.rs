@@ -1,12 +1,24 @@
-//! Convolution geometry and the direct (im2col + row-major product) convolution core shared by
-//! the float and the integer layers.
+//! Convolutions: [`ConvGeometry`] / [`ConvGeometry1d`], the checked output-shape arithmetic,
+//! the float path (im2col + a matrix product through `matrixmultiply`), [`Conv2d`] and
+//! [`Conv1d`] (a view of a height-1 [`Conv2d`]).
 
-use std::ops::{AddAssign, Mul};
+use ndarray::{linalg::general_mat_mul, Array2, ArrayD, ArrayView2, ArrayViewD, IxDyn};
 
+use super::quantized::{Int8Accumulation, QuantizedConv1d, QuantizedConv2d};
+use super::weighted::finish_rows;
+use super::{Activation, LayerRole, Module, WeightRef, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
+use crate::qparams::QParams;
+use crate::tensor::QuantizedTensor;
 
-/// Stride, padding, dilation and groups of a 2-D convolution (a 1-D convolution uses the
-/// second entry of each pair and height 1).
+/// Stride, padding, dilation and groups of a 2-D convolution (height, width).
+///
+/// # Examples
+/// ```
+/// use qnumeric::nn::ConvGeometry;
+/// let g = ConvGeometry::default().stride(2, 2).padding(1, 1).groups(4);
+/// assert_eq!((g.stride, g.padding, g.dilation, g.groups), ([2, 2], [1, 1], [1, 1], 4));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConvGeometry {
@@ -61,22 +73,22 @@ impl ConvGeometry {
         self
     }
 
-    /// Checks stride, dilation and groups against a weight `[out, in/groups, kh, kw]`.
+    /// Checks stride, dilation and groups against the output channel count.
     pub(crate) fn check(&self, op: &'static str, out_channels: usize) -> Result<()> {
-        let bad = |what: &'static str, value: usize| QuantError::InvalidParameter {
+        let bad = |what: &'static str| QuantError::InvalidParameter {
             op,
             what,
-            value: value as f64,
+            value: 0.0,
             reason: "must be >= 1",
         };
-        if self.stride[0] == 0 || self.stride[1] == 0 {
-            return Err(bad("stride", 0));
+        if self.stride.contains(&0) {
+            return Err(bad("stride"));
         }
-        if self.dilation[0] == 0 || self.dilation[1] == 0 {
-            return Err(bad("dilation", 0));
+        if self.dilation.contains(&0) {
+            return Err(bad("dilation"));
         }
         if self.groups == 0 {
-            return Err(bad("groups", 0));
+            return Err(bad("groups"));
         }
         if out_channels % self.groups != 0 {
             return Err(QuantError::InvalidParameter {
@@ -90,7 +102,82 @@ impl ConvGeometry {
     }
 }
 
-/// Everything the core needs: input `[n, c_in, h, w]`, weight `[c_out, c_in/groups, kh, kw]`.
+/// Stride, padding, dilation and groups of a 1-D convolution.
+///
+/// # Examples
+/// ```
+/// use qnumeric::nn::ConvGeometry1d;
+/// let g = ConvGeometry1d::default().stride(2).padding(1);
+/// assert_eq!((g.stride, g.padding, g.dilation, g.groups), (2, 1, 1, 1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConvGeometry1d {
+    /// Stride, >= 1.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: usize,
+    /// Dilation, >= 1.
+    pub dilation: usize,
+    /// Groups, >= 1, dividing both channel counts.
+    pub groups: usize,
+}
+
+impl Default for ConvGeometry1d {
+    /// Stride 1, no padding, dilation 1, one group.
+    fn default() -> Self {
+        ConvGeometry1d {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+impl ConvGeometry1d {
+    /// Sets the stride (builder style).
+    #[must_use]
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+
+    /// Sets the padding (builder style).
+    #[must_use]
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = p;
+        self
+    }
+
+    /// Sets the dilation (builder style).
+    #[must_use]
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+
+    /// Sets the number of groups (builder style).
+    #[must_use]
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The same geometry as a height-1 2-D one.
+    #[must_use]
+    pub fn to_2d(self) -> ConvGeometry {
+        ConvGeometry {
+            stride: [1, self.stride],
+            padding: [0, self.padding],
+            dilation: [1, self.dilation],
+            groups: self.groups,
+        }
+    }
+}
+
+/// Everything a convolution kernel needs: input `[n, c_in, h, w]`, weight
+/// `[c_out, c_in/groups, kh, kw]`, output `[n, c_out, oh, ow]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvShape {
     pub n: usize,
@@ -105,39 +192,68 @@ pub(crate) struct ConvShape {
     pub geo: ConvGeometry,
 }
 
+/// `(len + 2p − (d·(k − 1) + 1)) / s + 1` with every step checked.
+pub(crate) fn conv_out_len(
+    op: &'static str,
+    len: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+) -> Result<usize> {
+    let overflow = |what| QuantError::GeometryOverflow { op, what };
+    let span = k
+        .checked_sub(1)
+        .and_then(|k1| d.checked_mul(k1))
+        .and_then(|v| v.checked_add(1))
+        .ok_or(overflow("dilation · (kernel − 1)"))?;
+    let padded = p
+        .checked_mul(2)
+        .and_then(|pp| len.checked_add(pp))
+        .ok_or(overflow("input + 2 · padding"))?;
+    if k == 0 || padded < span {
+        return Err(QuantError::ShapeMismatch {
+            op,
+            expected: vec![span],
+            got: vec![padded],
+        });
+    }
+    Ok((padded - span) / s + 1)
+}
+
 impl ConvShape {
     /// Validates an input shape against a weight shape and computes the output size.
     pub(crate) fn new(
         op: &'static str,
-        input: [usize; 4],
-        weight: [usize; 4],
+        input: &[usize],
+        weight: &[usize],
         geo: ConvGeometry,
     ) -> Result<ConvShape> {
-        let [n, c_in, h, w] = input;
-        let [c_out, cg, kh, kw] = weight;
+        let (&[n, c_in, h, w], &[c_out, cg, kh, kw]) = (input, weight) else {
+            return Err(QuantError::ShapeMismatch {
+                op,
+                expected: vec![0; 4],
+                got: input.to_vec(),
+            });
+        };
         geo.check(op, c_out)?;
-        if cg * geo.groups != c_in {
+        if cg.checked_mul(geo.groups) != Some(c_in) {
             return Err(QuantError::LengthMismatch {
                 op,
-                what: "input channels (weight.shape[1] * groups)",
-                expected: cg * geo.groups,
+                what: "input channels (weight.shape[1] · groups)",
+                expected: cg.saturating_mul(geo.groups),
                 got: c_in,
             });
         }
-        let out = |len: usize, k: usize, s: usize, p: usize, d: usize| -> Result<usize> {
-            let span = d * (k.max(1) - 1) + 1;
-            let padded = len + 2 * p;
-            if k == 0 || padded < span {
-                return Err(QuantError::ShapeMismatch {
-                    op,
-                    expected: vec![span],
-                    got: vec![padded],
-                });
-            }
-            Ok((padded - span) / s + 1)
-        };
-        let oh = out(h, kh, geo.stride[0], geo.padding[0], geo.dilation[0])?;
-        let ow = out(w, kw, geo.stride[1], geo.padding[1], geo.dilation[1])?;
+        let oh = conv_out_len(op, h, kh, geo.stride[0], geo.padding[0], geo.dilation[0])?;
+        let ow = conv_out_len(op, w, kw, geo.stride[1], geo.padding[1], geo.dilation[1])?;
+        [n, c_out, oh, ow]
+            .iter()
+            .try_fold(1usize, |a, &v| a.checked_mul(v))
+            .ok_or(QuantError::GeometryOverflow {
+                op,
+                what: "output size",
+            })?;
         Ok(ConvShape {
             n,
             c_in,
@@ -151,86 +267,396 @@ impl ConvShape {
             geo,
         })
     }
+
+    /// Output positions per image.
+    pub(crate) fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Input channels per group.
+    pub(crate) fn cg(&self) -> usize {
+        self.c_in / self.geo.groups
+    }
+
+    /// Output channels per group.
+    pub(crate) fn og(&self) -> usize {
+        self.c_out / self.geo.groups
+    }
+
+    /// Calls `f(ky, kx, oy, ox, iy, ix)` for every kernel tap and output position, with the
+    /// input coordinates (`None` in the padding).
+    #[inline]
+    pub(crate) fn source(&self, ky: usize, kx: usize, oy: usize, ox: usize) -> Option<usize> {
+        let iy = (oy * self.geo.stride[0] + ky * self.geo.dilation[0])
+            .checked_sub(self.geo.padding[0])?;
+        let ix = (ox * self.geo.stride[1] + kx * self.geo.dilation[1])
+            .checked_sub(self.geo.padding[1])?;
+        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+    }
 }
 
-/// Direct convolution: per image and group, unfold the input (im2col, padding = `zero`) and
-/// multiply by the weight rows. Accumulation order per output: input channel, then kernel row,
-/// then kernel column.
-pub(crate) fn conv2d_core<T>(x: &[T], wt: &[T], s: &ConvShape, zero: T) -> Vec<T>
-where
-    T: Copy + Mul<Output = T> + AddAssign,
-{
-    let g = s.geo.groups;
-    let cg = s.c_in / g;
-    let og = s.c_out / g;
+/// Images per block so that the unfolded input stays near 4 M values.
+pub(crate) fn images_per_block(s: &ConvShape) -> usize {
+    let per_image = (s.cg() * s.kh * s.kw * s.positions()).max(1);
+    ((4 << 20) / per_image).clamp(1, s.n.max(1))
+}
+
+/// Float convolution: per block of images and group, unfold the input (im2col, rows
+/// `(ci, ky, kx)`, columns the output positions of every image of the block) and multiply the
+/// group's weight rows by it.
+pub(crate) fn conv_float(
+    op: &'static str,
+    x: ArrayViewD<'_, f32>,
+    weight: ArrayViewD<'_, f32>,
+    core: &WeightedCore,
+    geo: ConvGeometry,
+) -> Result<ArrayD<f32>> {
+    let s = ConvShape::new(op, x.shape(), weight.shape(), geo)?;
+    let xs = x.as_standard_layout();
+    let xd = xs.as_slice().expect("standard layout");
+    let ws = weight.as_standard_layout();
+    let wd = ws.as_slice().expect("standard layout");
+    let (cg, og, l) = (s.cg(), s.og(), s.positions());
     let kk = cg * s.kh * s.kw;
-    let l = s.oh * s.ow;
     let plane = s.h * s.w;
-    let mut out = vec![zero; s.n * s.c_out * l];
-    let mut cols = vec![zero; kk * l];
-    let [sy, sx] = s.geo.stride;
-    let [py, px] = s.geo.padding;
-    let [dy, dx] = s.geo.dilation;
-    for b in 0..s.n {
-        for gi in 0..g {
+    let mut out = vec![0.0f32; s.n * s.c_out * l];
+    let block = images_per_block(&s);
+    let mut cols = Vec::new();
+    let mut prod = Array2::<f32>::zeros((0, 0));
+    for b0 in (0..s.n).step_by(block) {
+        let nb = block.min(s.n - b0);
+        let width = nb * l;
+        cols.clear();
+        cols.resize(kk * width, 0.0f32);
+        for g in 0..s.geo.groups {
             for ci in 0..cg {
-                let src = &x[(b * s.c_in + gi * cg + ci) * plane..][..plane];
                 for ky in 0..s.kh {
                     for kx in 0..s.kw {
                         let row = (ci * s.kh + ky) * s.kw + kx;
-                        let crow = &mut cols[row * l..(row + 1) * l];
-                        for oy in 0..s.oh {
-                            let iy = (oy * sy + ky * dy) as isize - py as isize;
-                            let dst = &mut crow[oy * s.ow..(oy + 1) * s.ow];
-                            if iy < 0 || iy >= s.h as isize {
-                                dst.fill(zero);
-                                continue;
-                            }
-                            let srow = &src[iy as usize * s.w..][..s.w];
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let ix = (ox * sx + kx * dx) as isize - px as isize;
-                                *d = if ix < 0 || ix >= s.w as isize {
-                                    zero
-                                } else {
-                                    srow[ix as usize]
-                                };
+                        let crow = &mut cols[row * width..][..width];
+                        for bi in 0..nb {
+                            let src = &xd[((b0 + bi) * s.c_in + g * cg + ci) * plane..][..plane];
+                            let dst = &mut crow[bi * l..][..l];
+                            for oy in 0..s.oh {
+                                for ox in 0..s.ow {
+                                    dst[oy * s.ow + ox] =
+                                        s.source(ky, kx, oy, ox).map_or(0.0, |i| src[i]);
+                                }
                             }
                         }
                     }
                 }
             }
+            let wg = ArrayView2::from_shape((og, kk), &wd[g * og * kk..][..og * kk])
+                .expect("og·kk weights");
+            let cv = ArrayView2::from_shape((kk, width), &cols[..]).expect("kk·width columns");
+            if prod.dim() != (og, width) {
+                prod = Array2::zeros((og, width));
+            }
+            general_mat_mul(1.0, &wg, &cv, 0.0, &mut prod);
             for o in 0..og {
-                let oc = gi * og + o;
-                let orow = &mut out[(b * s.c_out + oc) * l..][..l];
-                let wrow = &wt[oc * kk..][..kk];
-                for (k, &wv) in wrow.iter().enumerate() {
-                    let crow = &cols[k * l..][..l];
-                    for (acc, &c) in orow.iter_mut().zip(crow) {
-                        *acc += wv * c;
-                    }
+                let prow = prod.row(o);
+                let prow = prow.as_slice().expect("row of a standard-layout array");
+                for bi in 0..nb {
+                    let oc = g * og + o;
+                    out[((b0 + bi) * s.c_out + oc) * l..][..l]
+                        .copy_from_slice(&prow[bi * l..][..l]);
                 }
             }
         }
     }
-    out
+    finish_rows(&mut out, s.c_out, l, core);
+    Ok(ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size"))
 }
 
-/// Row-by-row product `out[n, o] = Σ_k x[n, k] · w[o, k]` (accumulation in `k` order).
-pub(crate) fn linear_core<T>(x: &[T], wt: &[T], n: usize, k: usize, o: usize, zero: T) -> Vec<T>
-where
-    T: Copy + Mul<Output = T> + AddAssign,
-{
-    let mut out = vec![zero; n * o];
-    for b in 0..n {
-        let xr = &x[b * k..][..k];
-        for j in 0..o {
-            let wr = &wt[j * k..][..k];
-            let mut acc = zero;
-            for (&a, &w) in xr.iter().zip(wr) {
-                acc += a * w;
-            }
-            out[b * o + j] = acc;
+/// 2-D convolution over `[N, C, H, W]` with weight `[out, in/groups, kh, kw]`, optional bias and
+/// fused ReLU (PyTorch's `Conv2d` / `ConvReLU2d`).
+///
+/// # Examples
+/// ```
+/// use ndarray::{ArrayD, IxDyn};
+/// use qnumeric::nn::{Activation, Conv2d, ConvGeometry, Module};
+/// let conv = Conv2d::new(ArrayD::from_elem(IxDyn(&[1, 1, 2, 2]), 1.0), None, ConvGeometry::default())?;
+/// let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+/// assert_eq!(conv.forward(&Activation::Float(x))?.as_float()?.as_slice(), Some(&[10.0f32][..]));
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    core: WeightedCore,
+    geo: ConvGeometry,
+}
+
+impl Conv2d {
+    /// A convolution from its weight `[out, in/groups, kh, kw]`, optional bias `[out]` and
+    /// geometry.
+    ///
+    /// # Errors
+    /// [`QuantError::ShapeMismatch`] for a weight that is not 4-D or a bias of the wrong
+    /// shape; [`QuantError::InvalidParameter`] for a zero stride, dilation or groups, or groups
+    /// that do not divide the output channels.
+    pub fn new(weight: ArrayD<f32>, bias: Option<ArrayD<f32>>, geo: ConvGeometry) -> Result<Self> {
+        Self::from_core(WeightedCore::new(weight, bias)?, geo)
+    }
+
+    /// A convolution from a core whose weight is `[out, in/groups, kh, kw]`.
+    ///
+    /// # Errors
+    /// As [`Conv2d::new`].
+    pub fn from_core(core: WeightedCore, geo: ConvGeometry) -> Result<Self> {
+        const OP: &str = "Conv2d::new";
+        if core.weight().ndim() != 4 {
+            return Err(QuantError::ShapeMismatch {
+                op: OP,
+                expected: vec![0; 4],
+                got: core.weight().shape().to_vec(),
+            });
+        }
+        geo.check(OP, core.out_channels())?;
+        Ok(Conv2d { core, geo })
+    }
+
+    /// The same layer with a fused ReLU (`ConvReLU2d`).
+    #[must_use]
+    pub fn with_relu(mut self) -> Self {
+        self.core = self.core.with_relu();
+        self
+    }
+
+    /// Output channels.
+    #[must_use]
+    pub fn out_channels(&self) -> usize {
+        self.core.out_channels()
+    }
+
+    /// The geometry.
+    #[must_use]
+    pub fn geometry(&self) -> ConvGeometry {
+        self.geo
+    }
+
+    /// Weight, bias and fused ReLU.
+    #[must_use]
+    pub fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+}
+
+impl Module for Conv2d {
+    fn kind(&self) -> &'static str {
+        if self.core.has_relu() {
+            "ConvReLU2d"
+        } else {
+            "Conv2d"
         }
     }
-    out
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        const OP: &str = "Conv2d::forward";
+        let x = x.need_float(OP)?;
+        conv_float(OP, x.view(), self.core.weight_view(), &self.core, self.geo)
+            .map(Activation::Float)
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::Weighted(self)
+    }
+}
+
+impl WeightedLayer for Conv2d {
+    fn weighted_kind(&self) -> WeightedKind {
+        WeightedKind::Conv {
+            spatial_dims: 2,
+            groups: self.geo.groups,
+        }
+    }
+
+    fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+
+    fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
+        Ok(Box::new(Conv2d::from_core(core, self.geo)?))
+    }
+
+    fn quantize(
+        &self,
+        weight: QuantizedTensor<i8>,
+        output: QParams,
+        accumulation: Int8Accumulation,
+    ) -> Result<Box<dyn Module>> {
+        let q = QuantizedConv2d::new(weight, self.core.bias().cloned(), self.geo, output)?
+            .with_accumulation(accumulation);
+        Ok(Box::new(if self.core.has_relu() {
+            q.with_relu()
+        } else {
+            q
+        }))
+    }
+}
+
+/// Inserts a unit axis at position 2 of a 3-D shape (`[a, b, c]` → `[a, b, 1, c]`).
+pub(crate) fn as_height_one(shape: &[usize]) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    s.insert(2.min(s.len()), 1);
+    s
+}
+
+/// 1-D convolution over `[N, C, L]` with weight `[out, in/groups, k]` (PyTorch's `Conv1d` /
+/// `ConvReLU1d`): a view of a height-1 [`Conv2d`] (input and weight are reshaped, not copied).
+///
+/// # Examples
+/// ```
+/// use ndarray::{ArrayD, IxDyn};
+/// use qnumeric::nn::{Activation, Conv1d, ConvGeometry1d, Module};
+/// let conv = Conv1d::new(ArrayD::from_elem(IxDyn(&[1, 1, 2]), 1.0), None, ConvGeometry1d::default().stride(2))?;
+/// let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 4]), vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+/// assert_eq!(conv.forward(&Activation::Float(x))?.as_float()?.as_slice(), Some(&[3.0f32, 7.0][..]));
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv1d {
+    core: WeightedCore,
+    geo: ConvGeometry1d,
+}
+
+impl Conv1d {
+    /// A 1-D convolution from its weight `[out, in/groups, k]`, optional bias and geometry.
+    ///
+    /// # Errors
+    /// As [`Conv2d::new`], for a 3-D weight.
+    pub fn new(
+        weight: ArrayD<f32>,
+        bias: Option<ArrayD<f32>>,
+        geo: ConvGeometry1d,
+    ) -> Result<Self> {
+        Self::from_core(WeightedCore::new(weight, bias)?, geo)
+    }
+
+    /// A 1-D convolution from a core whose weight is `[out, in/groups, k]`.
+    ///
+    /// # Errors
+    /// As [`Conv1d::new`].
+    pub fn from_core(core: WeightedCore, geo: ConvGeometry1d) -> Result<Self> {
+        const OP: &str = "Conv1d::new";
+        if core.weight().ndim() != 3 {
+            return Err(QuantError::ShapeMismatch {
+                op: OP,
+                expected: vec![0; 3],
+                got: core.weight().shape().to_vec(),
+            });
+        }
+        geo.to_2d().check(OP, core.out_channels())?;
+        Ok(Conv1d { core, geo })
+    }
+
+    /// The same layer with a fused ReLU (`ConvReLU1d`).
+    #[must_use]
+    pub fn with_relu(mut self) -> Self {
+        self.core = self.core.with_relu();
+        self
+    }
+
+    /// Output channels.
+    #[must_use]
+    pub fn out_channels(&self) -> usize {
+        self.core.out_channels()
+    }
+
+    /// The geometry.
+    #[must_use]
+    pub fn geometry(&self) -> ConvGeometry1d {
+        self.geo
+    }
+
+    /// Weight, bias and fused ReLU.
+    #[must_use]
+    pub fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+}
+
+impl Module for Conv1d {
+    fn kind(&self) -> &'static str {
+        if self.core.has_relu() {
+            "ConvReLU1d"
+        } else {
+            "Conv1d"
+        }
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        const OP: &str = "Conv1d::forward";
+        let x = x.need_float(OP)?;
+        if x.ndim() != 3 {
+            return Err(QuantError::ShapeMismatch {
+                op: OP,
+                expected: vec![0; 3],
+                got: x.shape().to_vec(),
+            });
+        }
+        let x4 = x
+            .view()
+            .into_shape_with_order(IxDyn(&as_height_one(x.shape())))
+            .ok();
+        let x4 = match x4 {
+            Some(v) => v.to_owned(),
+            None => x
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&as_height_one(x.shape())))
+                .expect("same number of elements"),
+        };
+        let w4 = self
+            .core
+            .weight_view()
+            .into_shape_with_order(IxDyn(&as_height_one(self.core.weight().shape())))
+            .expect("standard-layout weight");
+        let y = conv_float(OP, x4.view(), w4, &self.core, self.geo.to_2d())?;
+        let (n, c, l) = (y.shape()[0], y.shape()[1], y.shape()[3]);
+        Ok(Activation::Float(
+            y.into_shape_with_order(IxDyn(&[n, c, l]))
+                .expect("height-1 output"),
+        ))
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::Weighted(self)
+    }
+
+    fn weight(&self) -> Option<WeightRef<'_>> {
+        Some(WeightRef::Float(self.core.weight_view()))
+    }
+}
+
+impl WeightedLayer for Conv1d {
+    fn weighted_kind(&self) -> WeightedKind {
+        WeightedKind::Conv {
+            spatial_dims: 1,
+            groups: self.geo.groups,
+        }
+    }
+
+    fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+
+    fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
+        Ok(Box::new(Conv1d::from_core(core, self.geo)?))
+    }
+
+    fn quantize(
+        &self,
+        weight: QuantizedTensor<i8>,
+        output: QParams,
+        accumulation: Int8Accumulation,
+    ) -> Result<Box<dyn Module>> {
+        let q = QuantizedConv1d::new(weight, self.core.bias().cloned(), self.geo, output)?
+            .with_accumulation(accumulation);
+        Ok(Box::new(if self.core.has_relu() {
+            q.with_relu()
+        } else {
+            q
+        }))
+    }
 }

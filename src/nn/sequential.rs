@@ -29,8 +29,9 @@ impl Sequential {
     /// Appends a layer.
     ///
     /// # Errors
-    /// [`QuantError::UnsupportedConfig`] when the name is empty or already used, or the layer
-    /// takes more than one input (use your own [`Model`] for graphs with joins).
+    /// [`QuantError::InvalidName`] when the name is empty or already used;
+    /// [`QuantError::UnsupportedLayer`] when the layer takes more than one input (use your own
+    /// [`Model`] for graphs with joins).
     pub fn push(&mut self, name: impl Into<String>, layer: impl Module + 'static) -> Result<()> {
         self.push_boxed(name, Box::new(layer))
     }
@@ -43,23 +44,20 @@ impl Sequential {
         const OP: &str = "Sequential::push";
         let name = name.into();
         if name.is_empty() {
-            return Err(QuantError::UnsupportedConfig {
+            return Err(QuantError::InvalidName {
                 op: OP,
+                name,
                 reason: "a layer name must not be empty",
             });
         }
         if self.index_of(&name).is_some() {
-            return Err(QuantError::UnsupportedConfig {
+            return Err(QuantError::InvalidName {
                 op: OP,
+                name,
                 reason: "a layer with this name is already in the container",
             });
         }
-        if layer.num_inputs() != 1 {
-            return Err(QuantError::UnsupportedConfig {
-                op: OP,
-                reason: "a sequential container only holds single-input layers",
-            });
-        }
+        single_input(OP, layer.as_ref())?;
         self.layers.push((name, layer));
         Ok(())
     }
@@ -122,8 +120,9 @@ impl Sequential {
             });
         }
         self.push_boxed(name, layer)?;
-        let last = self.layers.pop().expect("just pushed");
-        self.layers.insert(index, last);
+        if let Some(last) = self.layers.pop() {
+            self.layers.insert(index, last);
+        }
         Ok(())
     }
 
@@ -138,9 +137,17 @@ impl Sequential {
         self.push("dequant", super::DeQuantStub)?;
         Ok(self)
     }
+}
 
-    pub(crate) fn layers_mut(&mut self) -> &mut Vec<(String, Box<dyn Module>)> {
-        &mut self.layers
+fn single_input(op: &'static str, layer: &dyn Module) -> Result<()> {
+    if layer.num_inputs() == 1 {
+        Ok(())
+    } else {
+        Err(QuantError::UnsupportedLayer {
+            op,
+            kind: layer.kind().to_string(),
+            reason: "a sequential container only holds single-input layers",
+        })
     }
 }
 
@@ -162,12 +169,7 @@ impl Model for Sequential {
             what: "layer",
             name: name.to_string(),
         })?;
-        if layer.num_inputs() != 1 {
-            return Err(QuantError::UnsupportedConfig {
-                op: "Sequential::replace_layer",
-                reason: "a sequential container only holds single-input layers",
-            });
-        }
+        single_input("Sequential::replace_layer", layer.as_ref())?;
         Ok(std::mem::replace(&mut self.layers[i].1, layer))
     }
 

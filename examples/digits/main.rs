@@ -8,70 +8,27 @@
 
 use std::time::Instant;
 
-use ndarray::{ArrayD, Axis};
-use qnumeric::conformance::Json;
+use ndarray::Axis;
 use qnumeric::fusion::fuse_auto;
-use qnumeric::nn::{argmax_rows, Activation, Model, Sequential};
+use qnumeric::nn::Model;
 use qnumeric::ptq::{prepare, PtqConfig};
-use qnumeric::state_dict::{digits_cnn, StateDict};
 use qnumeric::{sqnr, QuantError, Result};
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
-
-fn accuracy(
-    model: &Sequential,
-    images: &ArrayD<f32>,
-    labels: &ArrayD<i32>,
-) -> Result<(f64, ArrayD<f32>)> {
-    let logits = model
-        .forward(Activation::Float(images.clone()))?
-        .into_float()?;
-    let pred = argmax_rows(&logits)?;
-    let hits = pred
-        .iter()
-        .zip(labels.iter())
-        .filter(|(&p, &l)| p as i32 == l)
-        .count();
-    Ok((hits as f64 / labels.len() as f64, logits))
-}
+mod model;
+use model::{evaluate, Digits};
 
 fn main() -> Result<()> {
     let t0 = Instant::now();
-    let sd = StateDict::load(format!("{DIR}/digits_cnn.safetensors"))?;
-    let data = StateDict::load(format!("{DIR}/digits_data.safetensors"))?;
-    let reference =
-        std::fs::read_to_string(format!("{DIR}/pytorch_reference.json")).map_err(|e| {
-            QuantError::Format {
-                op: "digits",
-                detail: e.to_string(),
-            }
-        })?;
-    let reference = Json::parse(&reference).map_err(|detail| QuantError::Format {
-        op: "digits",
-        detail,
-    })?;
-    let pt = |path: &[&str]| -> f64 {
-        let mut j = &reference;
-        for k in path {
-            match j.get(k) {
-                Some(v) => j = v,
-                None => return f64::NAN,
-            }
-        }
-        j.as_f64().unwrap_or(f64::NAN)
-    };
+    let d = Digits::load()?;
+    let pt = |path: &[&str]| d.pytorch(path);
+    let (test_x, test_y, calib) = (&d.test_x, &d.test_y, &d.calib);
 
-    let test_x = data.f32("test_images")?;
-    let test_y = data.i32("test_labels")?;
-    let calib = data.f32("calib_images")?;
-
-    let float_model = digits_cnn(&sd)?;
-    let (float_acc, _) = accuracy(&float_model, test_x, test_y)?;
+    let float_model = d.model.clone();
+    let (float_acc, _) = evaluate(&float_model, test_x, test_y)?;
 
     let mut fused = float_model.clone();
     let groups = fuse_auto(&mut fused)?;
-    let (fused_acc, fused_logits) = accuracy(&fused, test_x, test_y)?;
-
+    let (fused_acc, fused_logits) = evaluate(&fused, test_x, test_y)?;
     let mut prepared = prepare(fused.clone(), &PtqConfig::default())?;
     prepared.calibrate(calib)?;
     let act: Vec<(String, f32, i32)> = ["quant", "conv1", "conv2", "fc1", "fc2"]
@@ -83,7 +40,7 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let int8 = prepared.convert()?;
-    let (int8_acc, int8_logits) = accuracy(&int8, test_x, test_y)?;
+    let (int8_acc, int8_logits) = evaluate(&int8, test_x, test_y)?;
     let logits_sqnr = sqnr(&fused_logits, &int8_logits)?;
     let elapsed = t0.elapsed();
 
@@ -130,7 +87,7 @@ fn main() -> Result<()> {
                 what: "weight",
                 name: layer.into(),
             })?
-            .to_float()?;
+            .to_float();
         let wq = int8
             .layer(layer)
             .and_then(|l| l.weight())
@@ -139,7 +96,7 @@ fn main() -> Result<()> {
                 what: "weight",
                 name: layer.into(),
             })?
-            .to_float()?;
+            .to_float();
         let label = format!("{layer} weight SQNR (dB)");
         println!(
             "{label:<28}{:>12.4}{:>12.4}",

@@ -1,0 +1,168 @@
+//! [`Linear`]: the fully connected layer (`Linear` / `LinearReLU`).
+
+use ndarray::{linalg::general_mat_mul, Array2, ArrayD, ArrayView2, IxDyn};
+
+use super::quantized::{Int8Accumulation, QuantizedLinear};
+use super::weighted::finish_rows;
+use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
+use crate::error::{QuantError, Result};
+use crate::qparams::QParams;
+use crate::tensor::QuantizedTensor;
+
+/// Fully connected layer `y = x·Wᵀ + b` on the last axis, optionally followed by a fused ReLU
+/// (PyTorch's `Linear` / `LinearReLU`). Weight `[out, in]`, bias `[out]`. The product runs
+/// through `matrixmultiply` (ndarray's `dot`).
+///
+/// # Examples
+/// ```
+/// use ndarray::arr2;
+/// use qnumeric::nn::{Activation, Linear, Module};
+/// let fc = Linear::new(arr2(&[[1.0f32, 2.0], [-1.0, 0.5]]).into_dyn(), None)?.with_relu();
+/// let y = fc.forward(&Activation::Float(arr2(&[[1.0f32, 1.0]]).into_dyn()))?;
+/// assert_eq!(y.as_float()?.as_slice(), Some(&[3.0f32, 0.0][..]));
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    core: WeightedCore,
+}
+
+impl Linear {
+    /// A linear layer from a weight `[out, in]` and an optional bias `[out]`.
+    ///
+    /// # Errors
+    /// [`QuantError::ShapeMismatch`] for a weight that is not 2-D or a bias of the wrong shape.
+    pub fn new(weight: ArrayD<f32>, bias: Option<ArrayD<f32>>) -> Result<Self> {
+        Self::from_core(WeightedCore::new(weight, bias)?)
+    }
+
+    /// A linear layer from a core whose weight is `[out, in]`.
+    ///
+    /// # Errors
+    /// [`QuantError::ShapeMismatch`] for a weight that is not 2-D.
+    pub fn from_core(core: WeightedCore) -> Result<Self> {
+        if core.weight().ndim() != 2 {
+            return Err(QuantError::ShapeMismatch {
+                op: "Linear::new",
+                expected: vec![0, 0],
+                got: core.weight().shape().to_vec(),
+            });
+        }
+        Ok(Linear { core })
+    }
+
+    /// The same layer with a fused ReLU (`LinearReLU`).
+    #[must_use]
+    pub fn with_relu(mut self) -> Self {
+        self.core = self.core.with_relu();
+        self
+    }
+
+    /// Input features.
+    #[must_use]
+    pub fn in_features(&self) -> usize {
+        self.core.weight().shape()[1]
+    }
+
+    /// Output features.
+    #[must_use]
+    pub fn out_features(&self) -> usize {
+        self.core.out_channels()
+    }
+
+    /// Weight, bias and fused ReLU.
+    #[must_use]
+    pub fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+}
+
+/// Checks that `shape` ends in `k` (rank >= 1) and returns the number of rows.
+pub(crate) fn linear_rows(op: &'static str, shape: &[usize], k: usize) -> Result<usize> {
+    match shape.last() {
+        Some(&last) if last == k => Ok(shape[..shape.len() - 1].iter().product()),
+        _ => {
+            let mut expected = shape.to_vec();
+            match expected.last_mut() {
+                Some(l) => *l = k,
+                None => expected.push(k),
+            }
+            Err(QuantError::ShapeMismatch {
+                op,
+                expected,
+                got: shape.to_vec(),
+            })
+        }
+    }
+}
+
+/// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape, through a matrix
+/// product.
+pub(crate) fn linear_float(
+    op: &'static str,
+    x: &ArrayD<f32>,
+    core: &WeightedCore,
+) -> Result<ArrayD<f32>> {
+    let w = core.weight();
+    let (o, k) = (w.shape()[0], w.shape()[1]);
+    let n = linear_rows(op, x.shape(), k)?;
+    let xs = x.as_standard_layout();
+    let x2 = ArrayView2::from_shape((n, k), xs.as_slice().expect("standard layout"))
+        .expect("n·k elements");
+    let w2 = ArrayView2::from_shape((o, k), core.weight_slice()).expect("o·k elements");
+    let mut y = Array2::<f32>::zeros((n, o));
+    general_mat_mul(1.0, &x2, &w2.t(), 0.0, &mut y);
+    let mut out = y.into_raw_vec_and_offset().0;
+    finish_rows(&mut out, o, 1, core);
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1 checked") = o;
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("n·o elements"))
+}
+
+impl Module for Linear {
+    fn kind(&self) -> &'static str {
+        if self.core.has_relu() {
+            "LinearReLU"
+        } else {
+            "Linear"
+        }
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        const OP: &str = "Linear::forward";
+        linear_float(OP, x.need_float(OP)?, &self.core).map(Activation::Float)
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::Weighted(self)
+    }
+}
+
+impl WeightedLayer for Linear {
+    fn weighted_kind(&self) -> WeightedKind {
+        WeightedKind::Linear
+    }
+
+    fn core(&self) -> &WeightedCore {
+        &self.core
+    }
+
+    fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
+        Ok(Box::new(Linear::from_core(core)?))
+    }
+
+    fn quantize(
+        &self,
+        weight: QuantizedTensor<i8>,
+        output: QParams,
+        accumulation: Int8Accumulation,
+    ) -> Result<Box<dyn Module>> {
+        let q = QuantizedLinear::new(weight, self.core.bias().cloned(), output)?
+            .with_accumulation(accumulation);
+        Ok(Box::new(if self.core.has_relu() {
+            q.with_relu()
+        } else {
+            q
+        }))
+    }
+}

@@ -1,0 +1,245 @@
+//! [`MaxPool2d`] and [`AvgPool2d`] over `[N, C, H, W]`, float or quantized.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::{Activation, LayerRole, Module};
+use crate::error::{QuantError, Result};
+
+/// The checked shape of a pooling: planes, input and output sizes.
+#[derive(Debug, Clone, Copy)]
+struct PoolShape {
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+impl PoolShape {
+    fn new(
+        op: &'static str,
+        shape: &[usize],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Self> {
+        let &[n, c, h, w] = shape else {
+            return Err(QuantError::ShapeMismatch {
+                op,
+                expected: vec![0; 4],
+                got: shape.to_vec(),
+            });
+        };
+        for (what, v) in [("kernel_size", kernel), ("stride", stride)] {
+            if v.contains(&0) {
+                return Err(QuantError::InvalidParameter {
+                    op,
+                    what,
+                    value: 0.0,
+                    reason: "must be >= 1",
+                });
+            }
+        }
+        if padding[0] > kernel[0] / 2 || padding[1] > kernel[1] / 2 {
+            return Err(QuantError::InvalidParameter {
+                op,
+                what: "padding",
+                value: padding[0].max(padding[1]) as f64,
+                reason: "must be at most half the kernel size",
+            });
+        }
+        // padding <= kernel / 2, so 2·padding cannot overflow; the sum with the input can.
+        let padded = |len: usize, p: usize| {
+            len.checked_add(2 * p).ok_or(QuantError::GeometryOverflow {
+                op,
+                what: "input + 2 · padding",
+            })
+        };
+        let (ph, pw) = (padded(h, padding[0])?, padded(w, padding[1])?);
+        if ph < kernel[0] || pw < kernel[1] {
+            return Err(QuantError::ShapeMismatch {
+                op,
+                expected: kernel.to_vec(),
+                got: vec![ph, pw],
+            });
+        }
+        Ok(PoolShape {
+            planes: n * c,
+            h,
+            w,
+            oh: (ph - kernel[0]) / stride[0] + 1,
+            ow: (pw - kernel[1]) / stride[1] + 1,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// Runs `f(window values, number of padded taps)` over every window.
+    fn run<T: Copy, U>(&self, data: &[T], mut f: impl FnMut(&[T], usize) -> U) -> Vec<U> {
+        let mut out = Vec::with_capacity(self.planes * self.oh * self.ow);
+        let mut win =
+            Vec::with_capacity(self.kernel[0].saturating_mul(self.kernel[1]).min(1 << 20));
+        for p in 0..self.planes {
+            let plane = &data[p * self.h * self.w..][..self.h * self.w];
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    win.clear();
+                    let mut padded = 0usize;
+                    for ky in 0..self.kernel[0] {
+                        let iy = (oy * self.stride[0] + ky).checked_sub(self.padding[0]);
+                        for kx in 0..self.kernel[1] {
+                            let ix = (ox * self.stride[1] + kx).checked_sub(self.padding[1]);
+                            match (iy, ix) {
+                                (Some(iy), Some(ix)) if iy < self.h && ix < self.w => {
+                                    win.push(plane[iy * self.w + ix]);
+                                }
+                                _ => padded += 1,
+                            }
+                        }
+                    }
+                    out.push(f(&win, padded));
+                }
+            }
+        }
+        out
+    }
+
+    fn out_shape(&self, input: &[usize]) -> [usize; 4] {
+        [input[0], input[1], self.oh, self.ow]
+    }
+}
+
+/// Max pooling over `[N, C, H, W]` (padding never wins, `ceil_mode = false`, dilation 1).
+/// Works on quantized activations too (the maximum of the integers, parameters kept, exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Window (height, width).
+    pub kernel: [usize; 2],
+    /// Stride (height, width); PyTorch's default is the kernel size.
+    pub stride: [usize; 2],
+    /// Padding (height, width).
+    pub padding: [usize; 2],
+}
+
+impl MaxPool2d {
+    /// A square window `k`, stride `k`, no padding (`nn.MaxPool2d(k)`).
+    #[must_use]
+    pub fn new(k: usize) -> Self {
+        MaxPool2d {
+            kernel: [k, k],
+            stride: [k, k],
+            padding: [0, 0],
+        }
+    }
+}
+
+impl Module for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "MaxPool2d"
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        const OP: &str = "MaxPool2d::forward";
+        let s = PoolShape::new(OP, x.shape(), self.kernel, self.stride, self.padding)?;
+        let shape = s.out_shape(x.shape());
+        match x {
+            Activation::Float(a) => {
+                let data = a.as_standard_layout();
+                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                    w.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
+                        if v.is_nan() || m.is_nan() {
+                            f32::NAN
+                        } else {
+                            m.max(v)
+                        }
+                    })
+                });
+                Ok(Activation::Float(
+                    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size"),
+                ))
+            }
+            Activation::Quantized(q) => {
+                let data = q.int_repr().as_standard_layout();
+                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                    w.iter().copied().max().unwrap_or(0)
+                });
+                let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size");
+                Ok(Activation::Quantized(q.with_data(arr)))
+            }
+        }
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::PassThrough
+    }
+}
+
+/// Average pooling over `[N, C, H, W]` (`count_include_pad = true`, `ceil_mode = false`).
+/// On a quantized activation the parameters are kept and the average is computed on the
+/// integers, summed in `i64`: `zp + rne((Σq − count·zp) / window)`, clamped to `0..=255`
+/// (PyTorch's quantized `avg_pool2d` with equal input and output parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPool2d {
+    /// Window (height, width).
+    pub kernel: [usize; 2],
+    /// Stride (height, width).
+    pub stride: [usize; 2],
+    /// Padding (height, width), counted in the divisor.
+    pub padding: [usize; 2],
+}
+
+impl AvgPool2d {
+    /// A square window `k`, stride `k`, no padding (`nn.AvgPool2d(k)`).
+    #[must_use]
+    pub fn new(k: usize) -> Self {
+        AvgPool2d {
+            kernel: [k, k],
+            stride: [k, k],
+            padding: [0, 0],
+        }
+    }
+}
+
+impl Module for AvgPool2d {
+    fn kind(&self) -> &'static str {
+        "AvgPool2d"
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        const OP: &str = "AvgPool2d::forward";
+        let s = PoolShape::new(OP, x.shape(), self.kernel, self.stride, self.padding)?;
+        let shape = s.out_shape(x.shape());
+        // The divisor counts padded taps; as f64 it is exact up to 2^53.
+        let div = self.kernel[0] as f64 * self.kernel[1] as f64;
+        match x {
+            Activation::Float(a) => {
+                let data = a.as_standard_layout();
+                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                    w.iter().sum::<f32>() / div as f32
+                });
+                Ok(Activation::Float(
+                    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size"),
+                ))
+            }
+            Activation::Quantized(q) => {
+                let zp = i64::from(q.need_per_tensor(OP)?.zero_point());
+                let data = q.int_repr().as_standard_layout();
+                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                    let sum: i64 = w.iter().map(|&v| i64::from(v) - zp).sum();
+                    let v = (sum as f64 / div).round_ties_even() + zp as f64;
+                    v.clamp(0.0, 255.0) as u8
+                });
+                let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size");
+                Ok(Activation::Quantized(q.with_data(arr)))
+            }
+        }
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::PassThrough
+    }
+}

@@ -1,0 +1,188 @@
+//! [`DynamicQuantizedLinear`]: the input quantized per call, float output.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::accumulate::{Int8Accumulation, IntWeights};
+use super::requant::{check_bias_values, weight_channels};
+use crate::error::{QuantError, Result};
+use crate::nn::linear::{linear_float, linear_rows};
+use crate::nn::weighted::check_bias;
+use crate::nn::{Activation, LayerRole, Linear, Module, WeightRef, WeightedCore};
+use crate::qparams::{choose_dynamic_qparams, AnyQParams};
+use crate::tensor::QuantizedTensor;
+
+/// Dynamically quantized linear layer: float `[*, in]` → float `[*, out]`. Each call
+/// quantizes its input to quint8 with parameters chosen from that input's min and max
+/// ([`choose_dynamic_qparams`]), accumulates in i32 against the qint8 weight and returns
+/// `f32(sx·sw[o])·acc + bias[o]` (fbgemm's float output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicQuantizedLinear {
+    weight: QuantizedTensor<i8>,
+    bias: Option<ArrayD<f32>>,
+    reduce_range: bool,
+    w_int: IntWeights,
+    w_scales: Vec<f32>,
+}
+
+impl DynamicQuantizedLinear {
+    /// A dynamic linear layer with `reduce_range` on (PyTorch's x86 default: inputs use
+    /// `0..=127`).
+    ///
+    /// # Errors
+    /// As [`QuantizedLinear::new`](super::QuantizedLinear::new).
+    pub fn new(weight: QuantizedTensor<i8>, bias: Option<ArrayD<f32>>) -> Result<Self> {
+        const OP: &str = "DynamicQuantizedLinear::new";
+        if weight.shape().len() != 2 {
+            return Err(QuantError::ShapeMismatch {
+                op: OP,
+                expected: vec![0, 0],
+                got: weight.shape().to_vec(),
+            });
+        }
+        let o = weight.shape()[0];
+        check_bias(OP, bias.as_ref(), o)?;
+        check_bias_values(OP, bias.as_ref())?;
+        let (w_scales, zps) = weight_channels(OP, &weight)?;
+        let raw = weight.int_repr().as_standard_layout();
+        let w_int = IntWeights::new(OP, raw.as_slice().expect("standard layout"), o, &zps)?;
+        Ok(DynamicQuantizedLinear {
+            weight,
+            bias,
+            reduce_range: true,
+            w_int,
+            w_scales,
+        })
+    }
+
+    /// Quantizes a float [`Linear`]'s weight.
+    ///
+    /// # Errors
+    /// [`QuantError::UnsupportedLayer`] for a linear layer with a fused ReLU; as
+    /// [`DynamicQuantizedLinear::new`].
+    pub fn from_float(linear: &Linear, weight_params: impl Into<AnyQParams>) -> Result<Self> {
+        if linear.core().has_relu() {
+            return Err(QuantError::UnsupportedLayer {
+                op: "DynamicQuantizedLinear::from_float",
+                kind: linear.kind().to_string(),
+                reason: "dynamic quantization of a LinearReLU is not supported",
+            });
+        }
+        let w = QuantizedTensor::<i8>::quantize(linear.core().weight(), weight_params)?;
+        DynamicQuantizedLinear::new(w, linear.core().bias().cloned())
+    }
+
+    /// The same layer with the full input range `0..=255` (what PyTorch's x86 engine wants on
+    /// VNNI CPUs).
+    #[must_use]
+    pub fn with_full_range(mut self) -> Self {
+        self.reduce_range = false;
+        self
+    }
+
+    /// Whether inputs use the halved range `0..=127`.
+    #[must_use]
+    pub fn reduce_range(&self) -> bool {
+        self.reduce_range
+    }
+
+    /// The quantized weight.
+    #[must_use]
+    pub fn quantized_weight(&self) -> &QuantizedTensor<i8> {
+        &self.weight
+    }
+
+    /// The weight scale of each output channel.
+    #[must_use]
+    pub fn weight_scales(&self) -> &[f32] {
+        &self.w_scales
+    }
+
+    /// Quantizes an input as [`Module::forward`] does.
+    ///
+    /// # Errors
+    /// [`QuantError::NanInput`] / [`QuantError::NonFinite`] for NaN or infinite inputs;
+    /// [`QuantError::ShapeMismatch`] when the last axis is not `in`.
+    pub fn quantize_input(&self, x: &Activation) -> Result<QuantizedTensor<u8>> {
+        const OP: &str = "DynamicQuantizedLinear::forward";
+        let x = x.need_float(OP)?;
+        linear_rows(OP, x.shape(), self.w_int.k)?;
+        if let Some(index) = x.iter().position(|v| v.is_nan()) {
+            return Err(QuantError::NanInput { op: OP, index });
+        }
+        let (mut lo, mut hi) = (0.0f32, 0.0f32);
+        for &v in x {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        let qp = choose_dynamic_qparams(lo, hi, self.reduce_range)?;
+        QuantizedTensor::quantize(x, qp)
+    }
+
+    /// The reference path: the same quantized input, dequantized, through an f32 linear layer
+    /// with the dequantized weight.
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    pub fn forward_reference(&self, x: &Activation) -> Result<Activation> {
+        let q = self.quantize_input(x)?;
+        let core = WeightedCore::new(self.weight.to_float(), self.bias.clone())?;
+        linear_float(
+            "DynamicQuantizedLinear::forward_reference",
+            &q.to_float(),
+            &core,
+        )
+        .map(Activation::Float)
+    }
+}
+
+impl Module for DynamicQuantizedLinear {
+    fn kind(&self) -> &'static str {
+        "DynamicQuantizedLinear"
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        let q = self.quantize_input(x)?;
+        let qp = *q.per_tensor().expect("quantized per tensor above");
+        let o = self.w_int.out;
+        let n = linear_rows("DynamicQuantizedLinear::forward", q.shape(), self.w_int.k)?;
+        let xs = q.int_repr().as_standard_layout();
+        let mut acc = vec![0i32; n * o];
+        self.w_int.accumulate(
+            xs.as_slice().expect("standard layout"),
+            n,
+            qp.zero_point(),
+            Int8Accumulation::Exact,
+            &mut acc,
+        );
+        let act_w: Vec<f32> = self.w_scales.iter().map(|&s| qp.scale() * s).collect();
+        let data = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                let j = i % o.max(1);
+                let v = act_w[j] * a as f32;
+                match &self.bias {
+                    Some(b) => v + b[j],
+                    None => v,
+                }
+            })
+            .collect();
+        let mut shape = q.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1 checked") = o;
+        Ok(Activation::Float(
+            ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values"),
+        ))
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::Quantized
+    }
+
+    fn weight(&self) -> Option<WeightRef<'_>> {
+        Some(WeightRef::Quantized(&self.weight))
+    }
+
+    fn bias(&self) -> Option<&ArrayD<f32>> {
+        self.bias.as_ref()
+    }
+}

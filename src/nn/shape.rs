@@ -1,0 +1,79 @@
+//! [`Flatten`] and [`Identity`]: shape layers that run on float and quantized activations.
+
+use ndarray::IxDyn;
+
+use super::{Activation, LayerRole, Module};
+use crate::error::{QuantError, Result};
+
+/// Flattens axes `start_dim..` into one (row-major, so `[N, C, H, W]` becomes `[N, C·H·W]` in
+/// C, H, W order). Works on quantized activations too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flatten {
+    /// First axis flattened (PyTorch's default 1).
+    pub start_dim: usize,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Flatten { start_dim: 1 }
+    }
+}
+
+impl Module for Flatten {
+    fn kind(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        let shape = x.shape();
+        if self.start_dim >= shape.len().max(1) {
+            return Err(QuantError::InvalidAxis {
+                op: "Flatten::forward",
+                axis: isize::try_from(self.start_dim).unwrap_or(isize::MAX),
+                ndim: shape.len(),
+            });
+        }
+        let mut new_shape = shape[..self.start_dim].to_vec();
+        new_shape.push(shape[self.start_dim..].iter().product());
+        let dim = IxDyn(&new_shape);
+        Ok(match x {
+            Activation::Float(a) => Activation::Float(
+                a.as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(dim)
+                    .expect("same number of elements"),
+            ),
+            Activation::Quantized(q) => Activation::Quantized(
+                q.with_data(
+                    q.int_repr()
+                        .as_standard_layout()
+                        .into_owned()
+                        .into_shape_with_order(dim)
+                        .expect("same number of elements"),
+                ),
+            ),
+        })
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::PassThrough
+    }
+}
+
+/// Passes its input through (what fusion leaves in place of the folded layers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity;
+
+impl Module for Identity {
+    fn kind(&self) -> &'static str {
+        "Identity"
+    }
+
+    fn forward(&self, x: &Activation) -> Result<Activation> {
+        Ok(x.clone())
+    }
+
+    fn role(&self) -> LayerRole<'_> {
+        LayerRole::PassThrough
+    }
+}

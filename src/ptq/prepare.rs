@@ -1,0 +1,272 @@
+//! [`prepare`], [`Prepared`] (calibration) and [`Prepared::convert`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ndarray::ArrayD;
+
+use super::{FloatIsland, PtqConfig, QConfig};
+use crate::error::{QuantError, Result};
+use crate::nn::quantized::{DeQuantize, Quantize, QuantizedAdd};
+use crate::nn::{Activation, LayerRole, Model, Module, WeightedLayer};
+use crate::observers::Observer;
+use crate::qparams::{AnyQParams, QParams};
+use crate::tensor::QuantizedTensor;
+
+/// What [`Prepared::convert`] will do with a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum LayerPlan {
+    /// Outside the quantized domain: unchanged.
+    Float,
+    /// A `QuantStub`: becomes [`Quantize`].
+    Quantize,
+    /// A `DeQuantStub`: becomes [`DeQuantize`].
+    DeQuantize,
+    /// A weighted layer or an `Add`: becomes its int8 layer.
+    Quantized,
+    /// Runs on quantized activations as it is (ReLU, pooling, flatten, integer layers ...).
+    PassThrough,
+    /// Stays float inside the quantized domain: becomes a [`FloatIsland`].
+    FloatIsland,
+}
+
+impl LayerPlan {
+    /// Whether the layer's output is observed during calibration.
+    #[must_use]
+    pub fn observes_output(self) -> bool {
+        matches!(
+            self,
+            LayerPlan::Quantize | LayerPlan::Quantized | LayerPlan::FloatIsland
+        )
+    }
+}
+
+/// The plan of one layer inside the quantized domain, from its role.
+fn plan_in_domain(role: LayerRole<'_>, qconfig: Option<&QConfig>) -> LayerPlan {
+    match role {
+        LayerRole::Relu | LayerRole::PassThrough | LayerRole::Quantized => LayerPlan::PassThrough,
+        LayerRole::Weighted(_) | LayerRole::Add if qconfig.is_some() => LayerPlan::Quantized,
+        LayerRole::QuantStub => LayerPlan::Quantize,
+        LayerRole::DeQuantStub => LayerPlan::DeQuantize,
+        _ => LayerPlan::FloatIsland,
+    }
+}
+
+/// A model with observers attached, ready for calibration.
+pub struct Prepared<M: Model> {
+    model: M,
+    config: PtqConfig,
+    plan: Vec<(String, LayerPlan)>,
+    observers: BTreeMap<String, Box<dyn Observer>>,
+    batches: usize,
+}
+
+impl<M: Model + fmt::Debug> fmt::Debug for Prepared<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("model", &self.model)
+            .field("plan", &self.plan)
+            .field("observers", &self.observers)
+            .field("batches", &self.batches)
+            .finish()
+    }
+}
+
+/// Plans the conversion of `model` and attaches observers (PyTorch's `prepare`). The
+/// quantized domain starts at a [`QuantStub`](crate::nn::QuantStub) and ends at a
+/// [`DeQuantStub`](crate::nn::DeQuantStub), in execution order; each layer is planned from
+/// its [`Module::role`].
+///
+/// # Errors
+/// [`QuantError::NoQuantStub`] when the model has no [`QuantStub`](crate::nn::QuantStub)
+/// (nothing would be quantized); [`QuantError::NotFound`] for an override naming a layer
+/// that is not in the model.
+pub fn prepare<M: Model>(model: M, config: &PtqConfig) -> Result<Prepared<M>> {
+    const OP: &str = "ptq::prepare";
+    let names = model.layer_names();
+    if let Some(name) = config.overrides.keys().find(|n| !names.contains(n)) {
+        return Err(QuantError::NotFound {
+            op: OP,
+            what: "layer (in the per-layer overrides)",
+            name: name.clone(),
+        });
+    }
+    let mut in_domain = false;
+    let mut any_stub = false;
+    let mut plan = Vec::with_capacity(names.len());
+    let mut observers = BTreeMap::new();
+    for name in names {
+        let layer = model.layer(&name).ok_or_else(|| QuantError::NotFound {
+            op: OP,
+            what: "layer",
+            name: name.clone(),
+        })?;
+        let qconfig = config.qconfig(&name);
+        let role = layer.role();
+        let p = match role {
+            LayerRole::QuantStub => {
+                any_stub = true;
+                in_domain = true;
+                LayerPlan::Quantize
+            }
+            LayerRole::DeQuantStub if in_domain => {
+                in_domain = false;
+                LayerPlan::DeQuantize
+            }
+            _ if !in_domain => LayerPlan::Float,
+            _ => plan_in_domain(role, qconfig),
+        };
+        if p.observes_output() {
+            let q = qconfig.unwrap_or(&config.default);
+            observers.insert(name.clone(), q.new_activation_observer());
+        }
+        plan.push((name, p));
+    }
+    if !any_stub {
+        return Err(QuantError::NoQuantStub { op: OP });
+    }
+    Ok(Prepared {
+        model,
+        config: config.clone(),
+        plan,
+        observers,
+        batches: 0,
+    })
+}
+
+impl<M: Model> Prepared<M> {
+    /// Runs one calibration batch through the float model, feeding every observer; returns the
+    /// model's (float) output.
+    ///
+    /// # Errors
+    /// Errors of the model's layers and of the observers (e.g. NaN in an activation).
+    pub fn calibrate(&mut self, x: &ArrayD<f32>) -> Result<Activation> {
+        let observers = &mut self.observers;
+        let mut hook = |name: &str,
+                        _layer: &dyn Module,
+                        _inputs: &[&Activation],
+                        output: &mut Activation|
+         -> Result<()> {
+            if let Some(obs) = observers.get_mut(name) {
+                match output {
+                    Activation::Float(a) => obs.observe(a.view())?,
+                    Activation::Quantized(q) => obs.observe(q.to_float().view())?,
+                }
+            }
+            Ok(())
+        };
+        let y = self.model.run(Activation::Float(x.clone()), &mut hook)?;
+        self.batches += 1;
+        Ok(y)
+    }
+
+    /// Number of calibration batches run.
+    #[must_use]
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// The (float) model.
+    #[must_use]
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The plan: what convert does with each layer, in execution order.
+    #[must_use]
+    pub fn plan(&self) -> &[(String, LayerPlan)] {
+        &self.plan
+    }
+
+    /// The observer of a layer's output, if it has one.
+    #[must_use]
+    pub fn observer(&self, name: &str) -> Option<&dyn Observer> {
+        self.observers.get(name).map(AsRef::as_ref)
+    }
+
+    /// The output parameters observed for a layer.
+    ///
+    /// # Errors
+    /// [`QuantError::NotFound`] when the layer has no observer; [`QuantError::Empty`] when it
+    /// saw no data; [`QuantError::UnsupportedQParams`] when the observer is not per tensor.
+    pub fn output_qparams(&self, name: &str) -> Result<QParams> {
+        const OP: &str = "Prepared::output_qparams";
+        let obs = self
+            .observers
+            .get(name)
+            .ok_or_else(|| QuantError::NotFound {
+                op: OP,
+                what: "observed layer",
+                name: name.to_string(),
+            })?;
+        match obs.qparams()? {
+            AnyQParams::PerTensor(p) => Ok(p),
+            AnyQParams::PerChannel(_) => Err(QuantError::UnsupportedQParams {
+                op: OP,
+                reason: "activation observers must be per tensor",
+            }),
+        }
+    }
+
+    /// Builds the quantized model (PyTorch's `convert`): every planned layer is replaced; the
+    /// others stay as they are.
+    ///
+    /// # Errors
+    /// [`QuantError::Empty`] when a needed observer saw no data (calibrate first); errors of
+    /// the weight observers and of the quantized layers' constructors. On error nothing is
+    /// returned (the prepared model is consumed).
+    pub fn convert(mut self) -> Result<M> {
+        let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
+        for (name, p) in &self.plan {
+            let layer = self.model.layer(name).ok_or_else(|| QuantError::NotFound {
+                op: "Prepared::convert",
+                what: "layer",
+                name: name.clone(),
+            })?;
+            let new: Box<dyn Module> = match p {
+                LayerPlan::Float | LayerPlan::PassThrough => continue,
+                LayerPlan::Quantize => Box::new(Quantize::new(self.output_qparams(name)?)?),
+                LayerPlan::DeQuantize => Box::new(DeQuantize),
+                LayerPlan::FloatIsland => Box::new(FloatIsland::new(
+                    layer.box_clone(),
+                    self.output_qparams(name)?,
+                )?),
+                LayerPlan::Quantized => {
+                    let qconfig = self.config.qconfig(name).unwrap_or(&self.config.default);
+                    let out = self.output_qparams(name)?;
+                    match layer.role() {
+                        LayerRole::Weighted(w) => quantize_weighted(w, qconfig, out)?,
+                        _ => Box::new(QuantizedAdd::new(out)?),
+                    }
+                }
+            };
+            replacements.push((name.clone(), new));
+        }
+        for (name, layer) in replacements {
+            self.model.replace_layer(&name, layer)?;
+        }
+        Ok(self.model)
+    }
+}
+
+/// A weighted layer's weight, observed with the config's weight observer and quantized.
+pub(crate) fn quantized_weight(
+    w: &dyn WeightedLayer,
+    qconfig: &QConfig,
+) -> Result<QuantizedTensor<i8>> {
+    let weight = w.core().weight();
+    let mut obs = qconfig.new_weight_observer();
+    obs.observe(weight.view())?;
+    QuantizedTensor::<i8>::quantize(weight, obs.qparams()?)
+}
+
+/// The int8 layer of a weighted layer.
+fn quantize_weighted(
+    w: &dyn WeightedLayer,
+    qconfig: &QConfig,
+    out: QParams,
+) -> Result<Box<dyn Module>> {
+    w.quantize(quantized_weight(w, qconfig)?, out, qconfig.accumulation())
+}
