@@ -9,7 +9,6 @@
 use std::time::Instant;
 
 use ndarray::{ArrayD, Axis};
-use qnumeric::conformance::Json;
 use qnumeric::fusion::fuse_auto;
 use qnumeric::nn::{argmax_rows, Activation, Model, Sequential};
 use qnumeric::ptq::{prepare, PtqConfig};
@@ -46,10 +45,11 @@ fn main() -> Result<()> {
                 detail: e.to_string(),
             }
         })?;
-    let reference = Json::parse(&reference).map_err(|detail| QuantError::Format {
-        op: "digits",
-        detail,
-    })?;
+    let reference: serde_json::Value =
+        serde_json::from_str(&reference).map_err(|e| QuantError::Format {
+            op: "digits",
+            detail: e.to_string(),
+        })?;
     let pt = |path: &[&str]| -> f64 {
         let mut j = &reference;
         for k in path {

@@ -6,13 +6,13 @@
 use std::sync::OnceLock;
 
 use ndarray::ArrayD;
-use qnumeric::conformance::Json;
 use qnumeric::fusion::{fuse_auto, fuse_modules, FusionPattern};
 use qnumeric::nn::quantized::{Mismatch, QuantizedConv2d, QuantizedLinear};
 use qnumeric::nn::{argmax_rows, Activation, Model, Module, Sequential};
 use qnumeric::ptq::{prepare, PtqConfig};
 use qnumeric::state_dict::{digits_cnn, StateDict};
 use qnumeric::{sqnr, QuantError};
+use serde_json::Value as Json;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
 
@@ -58,7 +58,7 @@ fn digits() -> &'static Digits {
                 .iter()
                 .copied()
                 .collect(),
-            reference: Json::parse(&text).expect("reference json"),
+            reference: serde_json::from_str(&text).expect("reference json"),
         }
     })
 }
