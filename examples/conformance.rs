@@ -2,7 +2,7 @@
 //! qnumeric: one line per failing case, then `N passed, M failed`; exits non-zero on failures.
 //!
 //! ```text
-//! cargo run --release --example conformance -- tests/golden/kernels.jsonl tests/golden/metrics.jsonl
+//! cargo run --release --features conformance --example conformance -- tests/golden/*.jsonl
 //! ```
 
 use std::process::ExitCode;

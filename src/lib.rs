@@ -53,6 +53,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 pub mod dtype;
 pub mod element;

@@ -3,18 +3,32 @@
 //! Work is always cut at the same fixed chunk boundaries, with or without the feature, and
 //! reductions combine the chunks' partial results in chunk order: results are identical bit
 //! for bit whether the chunks ran on one thread or many. Slices shorter than
-//! [`PAR_MIN_LEN`] always run on the calling thread (no scheduling overhead for small tensors).
+//! [`PAR_MIN_LEN`] always run on the calling thread (no scheduling overhead for small tensors),
+//! and so does everything in a rayon pool of one thread (`RAYON_NUM_THREADS=1`, or inside a
+//! one-thread pool's `install`): there the sequential path runs, exactly as without the
+//! feature.
 
 /// Elements per chunk.
 pub(crate) const CHUNK: usize = 1 << 16;
 
 /// Below this many elements work stays on the calling thread.
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) const PAR_MIN_LEN: usize = 1 << 18;
 
+/// Whether `len` elements are split across the current rayon pool: long enough, and the pool
+/// has more than one thread.
+#[cfg(feature = "rayon")]
 #[inline]
-#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) fn parallel(len: usize) -> bool {
-    cfg!(feature = "rayon") && len >= PAR_MIN_LEN
+    len >= PAR_MIN_LEN && rayon::current_num_threads() > 1
+}
+
+/// Without the feature, nothing is split.
+#[cfg(not(feature = "rayon"))]
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn parallel(_len: usize) -> bool {
+    false
 }
 
 /// `f(x_chunk, out_chunk)` over aligned chunks of two slices.

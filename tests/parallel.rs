@@ -1,10 +1,16 @@
-//! Results do not depend on the `rayon` feature: the checksums below were computed without it
-//! and must hold with it (CI runs the suite with `--all-features`). Sizes are above the
-//! parallel threshold so that the parallel paths really run.
+//! Results do not depend on the `rayon` feature: every call below runs twice in this process,
+//! once in a rayon pool of one thread (where qnumeric takes its sequential path, the one it
+//! takes without the feature) and once in a pool of four threads (the parallel path), and the
+//! two results must agree bit for bit. Sizes are above the parallel threshold (2^18 elements)
+//! so that the parallel paths really run.
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2};
 use qnumeric::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
 
+const N: usize = 1 << 20;
+
+/// Deterministic pseudo-random values in about [-4.5, 4.5) (xorshift64).
 fn data(n: usize) -> Vec<f32> {
     let mut s = 0x2545_f491_4f6c_dd1du64;
     (0..n)
@@ -17,32 +23,109 @@ fn data(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// FNV-1a over the bit patterns.
-fn hash(bits: impl Iterator<Item = u64>) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in bits {
-        h ^= b;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+fn f32_bits<'a>(v: impl IntoIterator<Item = &'a f32>) -> Vec<u32> {
+    v.into_iter().map(|x| x.to_bits()).collect()
 }
 
-fn results() -> Vec<(&'static str, u64)> {
-    let n = 1 << 20;
-    let x = Array1::from(data(n));
-    let y = Array1::from(data(n + 7).split_off(7));
-    let qp = QParams::new(0.03, 11, QDType::QInt8).expect("valid");
-    let q: Array1<i8> = quantize(&x, &qp).expect("ok");
-    let fq = fake_quantize(&x, &qp).expect("ok");
-    let x2 = x.view().into_shape_with_order((1024, 1024)).expect("shape");
+fn i8_bits<'a>(v: impl IntoIterator<Item = &'a i8>) -> Vec<u32> {
+    v.into_iter().map(|&x| x as u8 as u32).collect()
+}
+
+fn f64_bits(v: f64) -> Vec<u32> {
+    let b = v.to_bits();
+    vec![(b >> 32) as u32, b as u32]
+}
+
+fn qparams_bits(q: &AnyQParams) -> Vec<u32> {
+    match q {
+        AnyQParams::PerTensor(p) => vec![p.scale().to_bits(), p.zero_point() as u32],
+        AnyQParams::PerChannel(_) => panic!("expected per-tensor parameters"),
+    }
+}
+
+/// Runs calls in a one-thread and a four-thread pool and collects the ones that differ.
+struct Compare {
+    sequential: ThreadPool,
+    parallel: ThreadPool,
+    mismatches: Vec<String>,
+}
+
+impl Compare {
+    fn new() -> Self {
+        let pool = |n| {
+            ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .expect("thread pool")
+        };
+        let c = Compare {
+            sequential: pool(1),
+            parallel: pool(4),
+            mismatches: Vec::new(),
+        };
+        assert_eq!(c.sequential.install(rayon::current_num_threads), 1);
+        assert_eq!(c.parallel.install(rayon::current_num_threads), 4);
+        c
+    }
+
+    /// Runs `f` in both pools; records `name` when the bit patterns differ.
+    fn same(&mut self, name: &str, f: impl Fn() -> Vec<u32> + Sync) {
+        let a = self.sequential.install(&f);
+        let b = self.parallel.install(&f);
+        if a.len() != b.len() {
+            self.mismatches
+                .push(format!("{name}: {} values vs {}", a.len(), b.len()));
+        } else if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+            self.mismatches.push(format!(
+                "{name}: first difference at [{i}]: {:#x} vs {:#x}",
+                a[i], b[i]
+            ));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.mismatches.is_empty(),
+            "one thread vs four:\n{}",
+            self.mismatches.join("\n")
+        );
+    }
+}
+
+struct Inputs {
+    x: Array1<f32>,
+    y: Array1<f32>,
+}
+
+impl Inputs {
+    fn new() -> Self {
+        Inputs {
+            x: Array1::from(data(N)),
+            y: Array1::from(data(N + 7).split_off(7)),
+        }
+    }
+
+    fn x2(&self) -> ArrayView2<'_, f32> {
+        self.x
+            .view()
+            .into_shape_with_order((1024, 1024))
+            .expect("shape")
+    }
+}
+
+fn per_channel(axis: isize) -> PerChannelQParams {
     let scales: Vec<f32> = (0..1024).map(|i| 0.01 + i as f32 * 1e-4).collect();
     let zps: Vec<i32> = (0..1024).map(|i| (i % 7) - 3).collect();
-    let pc0 = PerChannelQParams::new(scales.clone(), zps.clone(), 0, QDType::QInt8).expect("valid");
-    let pc1 = PerChannelQParams::new(scales, zps, 1, QDType::QInt8).expect("valid");
-    let q0: Array2<i8> = quantize_per_channel(&x2, &pc0).expect("ok");
-    let q1: Array2<i8> = quantize_per_channel(&x2, &pc1).expect("ok");
-    let f1 = fake_quantize_per_channel(&x2, &pc1).expect("ok");
-    let d0: Array2<f32> = dequantize_per_channel(&q0, &pc0).expect("ok");
+    PerChannelQParams::new(scales, zps, axis, QDType::QInt8).expect("valid")
+}
+
+#[test]
+fn kernels_are_identical_on_one_thread_and_many() {
+    let inp = Inputs::new();
+    let x = &inp.x;
+    let x2 = inp.x2();
+    let qp = QParams::new(0.03, 11, QDType::QInt8).expect("valid");
+    let (pc0, pc1) = (per_channel(0), per_channel(1));
     let lsq = LearnableParams {
         scale: 0.02,
         zero_point: 1.4,
@@ -50,91 +133,81 @@ fn results() -> Vec<(&'static str, u64)> {
         quant_max: 127,
         grad_factor: 0.3,
     };
-    let g = learnable_fake_quantize_backward(&x, &y, &lsq).expect("ok");
-    let big = x.view().into_dyn();
-    let pt = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
-    let mut hist = HistogramObserver::new(pt).expect("valid");
-    hist.observe(big.clone()).expect("ok");
-    hist.observe(y.view().into_dyn()).expect("ok");
-    let hist_sum = hash(hist.histogram().iter().map(|v| v.to_bits() as u64));
-    let AnyQParams::PerTensor(hq) = hist.qparams().expect("ok") else {
-        panic!("per tensor")
-    };
-    let mut mm = MinMaxObserver::new(pt).expect("valid");
-    mm.observe(big.clone()).expect("ok");
-    let AnyQParams::PerTensor(mq) = mm.qparams().expect("ok") else {
-        panic!("per tensor")
-    };
-    let pcs = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
-    let mut pco = PerChannelMinMaxObserver::new(pcs, -1).expect("valid");
-    pco.observe(x2.view().into_dyn()).expect("ok");
-    let pc_sum = hash(
-        pco.max_vals()
-            .iter()
-            .chain(pco.min_vals().iter())
-            .map(|v| v.to_bits() as u64),
-    );
-    vec![
-        ("histogram", hist_sum),
-        (
-            "histogram qparams",
-            ((hq.scale().to_bits() as u64) << 32) | hq.zero_point() as u32 as u64,
-        ),
-        (
-            "minmax qparams",
-            ((mq.scale().to_bits() as u64) << 32) | mq.zero_point() as u32 as u64,
-        ),
-        ("per-channel min/max", pc_sum),
-        ("quantize", hash(q.iter().map(|&v| v as u64))),
-        ("fake_quantize", hash(fq.iter().map(|v| v.to_bits() as u64))),
-        (
-            "quantize_per_channel axis 0",
-            hash(q0.iter().map(|&v| v as u64)),
-        ),
-        (
-            "quantize_per_channel axis 1",
-            hash(q1.iter().map(|&v| v as u64)),
-        ),
-        (
-            "fake_quantize_per_channel axis 1",
-            hash(f1.iter().map(|v| v.to_bits() as u64)),
-        ),
-        (
-            "dequantize_per_channel axis 0",
-            hash(d0.iter().map(|v| v.to_bits() as u64)),
-        ),
-        ("lsq dx", hash(g.dx.iter().map(|v| v.to_bits() as u64))),
-        ("lsq dscale", g.dscale.to_bits() as u64),
-        ("lsq dzero_point", g.dzero_point.to_bits() as u64),
-        ("sqnr", sqnr(&x, &y).expect("ok").to_bits()),
-        ("cosine", cosine_similarity(&x, &y).expect("ok").to_bits()),
-        (
-            "normalized_l2",
-            normalized_l2_error(&x, &y).expect("ok").to_bits(),
-        ),
-    ]
+    let mut c = Compare::new();
+    c.same("quantize", || {
+        let q: Array1<i8> = quantize(x, &qp).expect("ok");
+        i8_bits(&q)
+    });
+    c.same("fake_quantize", || {
+        f32_bits(&fake_quantize(x, &qp).expect("ok"))
+    });
+    c.same("quantize_per_channel axis 0", || {
+        let q: Array2<i8> = quantize_per_channel(&x2, &pc0).expect("ok");
+        i8_bits(&q)
+    });
+    c.same("quantize_per_channel axis 1", || {
+        let q: Array2<i8> = quantize_per_channel(&x2, &pc1).expect("ok");
+        i8_bits(&q)
+    });
+    c.same("fake_quantize_per_channel axis 1", || {
+        f32_bits(&fake_quantize_per_channel(&x2, &pc1).expect("ok"))
+    });
+    c.same("dequantize_per_channel axis 0", || {
+        let q: Array2<i8> = quantize_per_channel(&x2, &pc0).expect("ok");
+        let d: Array2<f32> = dequantize_per_channel(&q, &pc0).expect("ok");
+        f32_bits(&d)
+    });
+    c.same("learnable backward", || {
+        let g = learnable_fake_quantize_backward(x, &inp.y, &lsq).expect("ok");
+        let mut bits = f32_bits(&g.dx);
+        bits.extend([g.dscale.to_bits(), g.dzero_point.to_bits()]);
+        bits
+    });
+    c.finish();
 }
 
 #[test]
-fn results_are_identical_with_and_without_rayon() {
-    let expected: &[(&str, u64)] = &[
-        ("histogram", 0x512fa61170716325),
-        ("histogram qparams", 0x3d107e5400000080),
-        ("minmax qparams", 0x3d10906600000080),
-        ("per-channel min/max", 0xdce8be84511e907f),
-        ("quantize", 0x2f049d92dd027699),
-        ("fake_quantize", 0x89df709a0bc855e9),
-        ("quantize_per_channel axis 0", 0xfd06bc401a61c439),
-        ("quantize_per_channel axis 1", 0xb348bdc4ce2a3d92),
-        ("fake_quantize_per_channel axis 1", 0xd0973d0da42c6fbc),
-        ("dequantize_per_channel axis 0", 0xf9765066de65f7ee),
-        ("lsq dx", 0xae067e60a5f7094f),
-        ("lsq dscale", 0xc5330304),
-        ("lsq dzero_point", 0xc1086711),
-        ("sqnr", 0xc00819d505b2966a),
-        ("cosine", 0xbf417fdaf03a5bcd),
-        ("normalized_l2", 0x3ff6a22968892d88),
-    ];
-    let got = results();
-    assert_eq!(got, expected);
+fn observers_are_identical_on_one_thread_and_many() {
+    let inp = Inputs::new();
+    let x2 = inp.x2();
+    let pt = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let mut c = Compare::new();
+    c.same("HistogramObserver", || {
+        let mut hist = HistogramObserver::new(pt).expect("valid");
+        hist.observe(inp.x.view().into_dyn()).expect("ok");
+        hist.observe(inp.y.view().into_dyn()).expect("ok");
+        let mut bits = f32_bits(hist.histogram());
+        bits.extend(qparams_bits(&hist.qparams().expect("ok")));
+        bits
+    });
+    c.same("MinMaxObserver", || {
+        let mut mm = MinMaxObserver::new(pt).expect("valid");
+        mm.observe(inp.x.view().into_dyn()).expect("ok");
+        let (lo, hi) = mm.min_max().expect("observed");
+        let mut bits = vec![lo.to_bits(), hi.to_bits()];
+        bits.extend(qparams_bits(&mm.qparams().expect("ok")));
+        bits
+    });
+    c.same("PerChannelMinMaxObserver axis -1", || {
+        let spec = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
+        let mut pco = PerChannelMinMaxObserver::new(spec, -1).expect("valid");
+        pco.observe(x2.into_dyn()).expect("ok");
+        f32_bits(pco.min_vals().iter().chain(pco.max_vals()))
+    });
+    c.finish();
+}
+
+#[test]
+fn metrics_are_identical_on_one_thread_and_many() {
+    let inp = Inputs::new();
+    let (x, y) = (&inp.x, &inp.y);
+    let mut c = Compare::new();
+    c.same("sqnr", || f64_bits(sqnr(x, y).expect("ok")));
+    c.same("cosine_similarity", || {
+        f64_bits(cosine_similarity(x, y).expect("ok"))
+    });
+    c.same("normalized_l2_error", || {
+        f64_bits(normalized_l2_error(x, y).expect("ok"))
+    });
+    c.finish();
 }

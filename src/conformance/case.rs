@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::json::Json;
+use super::json::{self, exact_f32, int, list, Json};
 
 /// A parsed case.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +45,10 @@ impl Case {
     /// Parses one line.
     ///
     /// # Errors
-    /// A message when the line is not a JSON object with string `id` and `op`.
+    /// A message when the line is not JSON (including nesting deeper than 128 levels) or not
+    /// an object with string `id` and `op`.
     pub fn parse(line: &str) -> CaseResult<Case> {
-        let json = Json::parse(line)?;
+        let json = json::parse(line)?;
         let id = json
             .get("id")
             .and_then(Json::as_str)
@@ -73,16 +74,32 @@ impl Case {
             .ok_or_else(|| format!("missing `expected.{key}`"))
     }
 
-    pub(crate) fn f64_field(&self, key: &str) -> CaseResult<f64> {
-        self.field(key)?
-            .as_f64()
-            .ok_or_else(|| format!("`{key}` is not a number"))
+    /// The required member `key` read with `read`; errors name the member.
+    pub(crate) fn read<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&Json) -> CaseResult<T>,
+    ) -> CaseResult<T> {
+        read(self.field(key)?).map_err(|e| format!("`{key}`: {e}"))
     }
 
+    /// The member `key` of `expected` read with `read`; errors name the member.
+    pub(crate) fn read_expected<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&Json) -> CaseResult<T>,
+    ) -> CaseResult<T> {
+        read(self.expected(key)?).map_err(|e| format!("`expected.{key}`: {e}"))
+    }
+
+    /// A float member (a number or `"inf"`, `"-inf"`, `"nan"`).
+    pub(crate) fn f64_field(&self, key: &str) -> CaseResult<f64> {
+        self.read(key, json::number)
+    }
+
+    /// An integer member in the range of `i64`.
     pub(crate) fn i64_field(&self, key: &str) -> CaseResult<i64> {
-        self.field(key)?
-            .as_i64()
-            .ok_or_else(|| format!("`{key}` is not an integer"))
+        self.read(key, int::<i64>)
     }
 
     pub(crate) fn str_field(&self, key: &str) -> CaseResult<&str> {
@@ -94,8 +111,8 @@ impl Case {
     /// The case's tolerance (`None`: bit-exact).
     #[must_use]
     pub fn tolerance(&self) -> Option<Tolerance> {
-        let rtol = self.json.get("rtol").and_then(Json::as_f64);
-        let atol = self.json.get("atol").and_then(Json::as_f64);
+        let rtol = self.json.get("rtol").and_then(|j| json::number(j).ok());
+        let atol = self.json.get("atol").and_then(|j| json::number(j).ok());
         if rtol.is_none() && atol.is_none() {
             None
         } else {
@@ -107,46 +124,50 @@ impl Case {
     }
 }
 
-/// Reads a float list.
+/// Reads a float list (numbers or `"inf"`, `"-inf"`, `"nan"`).
 pub(crate) fn f64_list(j: &Json) -> CaseResult<Vec<f64>> {
-    j.as_array()
-        .ok_or("expected a list")?
+    list(j, json::number)
+}
+
+/// Reads a list of exact f32 values.
+pub(crate) fn f32_list(j: &Json) -> CaseResult<Vec<f32>> {
+    list(j, exact_f32)
+}
+
+/// Reads a list of integers in the range of `T`.
+pub(crate) fn int_list<T: TryFrom<i128>>(j: &Json) -> CaseResult<Vec<T>> {
+    list(j, int::<T>)
+}
+
+/// Reads a `{"shape", "data"}` tensor, each element with `read`. The shape's dimensions are
+/// non-negative integers and their product is the length of `data`.
+fn tensor<T>(j: &Json, read: impl Fn(&Json) -> CaseResult<T>) -> CaseResult<ArrayD<T>> {
+    let shape: Vec<usize> = int_list(j.get("shape").ok_or("tensor without `shape`")?)
+        .map_err(|e| format!("shape{e}"))?;
+    let len = shape
         .iter()
-        .map(|v| v.as_f64().ok_or_else(|| format!("not a number: {v:?}")))
-        .collect()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than usize holds"))?;
+    let data = j.get("data").ok_or("tensor without `data`")?;
+    let n = data
+        .as_array()
+        .ok_or_else(|| format!("data {} is not a list", json::shown(data)))?
+        .len();
+    if n != len {
+        return Err(format!("shape {shape:?} holds {len} values, data has {n}"));
+    }
+    let data = list(data, read).map_err(|e| format!("data{e}"))?;
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| format!("bad tensor: {e}"))
 }
 
-/// Reads an integer list.
-pub(crate) fn i64_list(j: &Json) -> CaseResult<Vec<i64>> {
-    j.as_array()
-        .ok_or("expected a list")?
-        .iter()
-        .map(|v| v.as_i64().ok_or_else(|| format!("not an integer: {v:?}")))
-        .collect()
-}
-
-fn shape_of(j: &Json) -> CaseResult<Vec<usize>> {
-    Ok(i64_list(j.get("shape").ok_or("tensor without `shape`")?)?
-        .into_iter()
-        .map(|d| d as usize)
-        .collect())
-}
-
-/// Reads a `{"shape", "data"}` tensor of floats (exact f32 values).
+/// Reads a `{"shape", "data"}` tensor of floats; each value must be exactly an f32.
 pub(crate) fn tensor_f32(j: &Json) -> CaseResult<ArrayD<f32>> {
-    let shape = shape_of(j)?;
-    let data: Vec<f32> = f64_list(j.get("data").ok_or("tensor without `data`")?)?
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| format!("bad tensor: {e}"))
+    tensor(j, exact_f32)
 }
 
-/// Reads a `{"shape", "data"}` tensor of integers.
+/// Reads a `{"shape", "data"}` tensor of integers in the range of `i64`.
 pub(crate) fn tensor_i64(j: &Json) -> CaseResult<ArrayD<i64>> {
-    let shape = shape_of(j)?;
-    let data = i64_list(j.get("data").ok_or("tensor without `data`")?)?;
-    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| format!("bad tensor: {e}"))
+    tensor(j, int::<i64>)
 }
 
 /// Compares float results: bit-exact without a tolerance.

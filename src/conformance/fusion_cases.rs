@@ -3,19 +3,19 @@
 use ndarray::ArrayD;
 
 use super::case::{compare_floats, tensor_f32, Case, CaseResult};
-use super::json::Json;
+use super::json::{int, Json};
 use crate::fusion::{fuse_conv_bn_weights, fuse_linear_bn_weights, ConvLayout};
 use crate::nn::BatchNormParams;
 
 fn optional_tensor(case: &Case, key: &str) -> CaseResult<Option<ArrayD<f32>>> {
     match case.json.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(j) => tensor_f32(j).map(Some),
+        Some(_) => case.read(key, tensor_f32).map(Some),
     }
 }
 
 fn list(case: &Case, key: &str) -> CaseResult<Vec<f32>> {
-    Ok(tensor_f32(case.field(key)?)?.iter().copied().collect())
+    Ok(case.read(key, tensor_f32)?.iter().copied().collect())
 }
 
 fn optional_list(case: &Case, key: &str) -> CaseResult<Option<Vec<f32>>> {
@@ -38,7 +38,7 @@ fn floats(a: &ArrayD<f32>) -> Vec<f64> {
 
 fn compare(case: &Case, weight: &ArrayD<f32>, bias: &ArrayD<f32>) -> CaseResult<()> {
     let tol = case.tolerance();
-    let ew = tensor_f32(case.expected("weight")?)?;
+    let ew = case.read_expected("weight", tensor_f32)?;
     if ew.shape() != weight.shape() {
         return Err(format!(
             "weight: shape {:?}, expected {:?}",
@@ -47,7 +47,7 @@ fn compare(case: &Case, weight: &ArrayD<f32>, bias: &ArrayD<f32>) -> CaseResult<
         ));
     }
     compare_floats("weight", &floats(weight), &floats(&ew), tol)?;
-    let eb = tensor_f32(case.expected("bias")?)?;
+    let eb = case.read_expected("bias", tensor_f32)?;
     compare_floats("bias", &floats(bias), &floats(&eb), tol)
 }
 
@@ -55,17 +55,20 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
     let bn = batch_norm(case)?;
     let (w, b) = match case.op.as_str() {
         "fuse_conv_bn" => {
-            let w = tensor_f32(case.field("conv_weight")?)?;
+            let w = case.read("conv_weight", tensor_f32)?;
             let bias = optional_tensor(case, "conv_bias")?;
-            let transpose = case
-                .json
-                .get("transpose")
-                .and_then(Json::as_bool)
-                .unwrap_or(false);
+            let transpose = match case.json.get("transpose") {
+                None | Some(Json::Null) => false,
+                Some(t) => t.as_bool().ok_or("`transpose` is not a boolean")?,
+            };
             // The groups of a transposed convolution: given, or implied by the BN's channel
             // count (out = groups · weight.shape[1]).
-            let groups = match case.json.get("groups").and_then(Json::as_i64) {
-                Some(g) if g >= 1 => g as usize,
+            let groups = match case.json.get("groups") {
+                None | Some(Json::Null) => None,
+                Some(_) => Some(case.read("groups", int::<usize>)?),
+            };
+            let groups = match groups {
+                Some(g) if g >= 1 => g,
                 Some(g) => return Err(format!("bad `groups` {g}")),
                 None if transpose && w.ndim() >= 2 && w.shape()[1] > 0 => {
                     (bn.num_features() / w.shape()[1]).max(1)
@@ -81,7 +84,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
                 .map_err(|e| format!("error: {e}"))?
         }
         "fuse_linear_bn" => {
-            let w = tensor_f32(case.field("linear_weight")?)?;
+            let w = case.read("linear_weight", tensor_f32)?;
             let bias = optional_tensor(case, "linear_bias")?;
             fuse_linear_bn_weights(&w, bias.as_ref(), &bn).map_err(|e| format!("error: {e}"))?
         }

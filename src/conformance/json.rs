@@ -1,276 +1,194 @@
-//! A small JSON reader (RFC 8259), enough for the conformance files: no dependency needed.
+//! JSON values of golden cases, and strict readers for the numbers in them.
+//!
+//! Values are [`serde_json::Value`]s. The readers check every number against what the format
+//! says it is: an integer in the range of the type it is read into, an exact `f32`, a float
+//! (with the strings `"inf"`, `"-inf"`, `"nan"`). A value that does not fit fails its case with
+//! a reason; nothing is cast or rounded on the way in.
 
-use std::collections::BTreeMap;
+use std::any::type_name;
 
-/// A parsed JSON value. Numbers keep their `f64` value and whether they were written as
-/// integers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    /// `null`
-    Null,
-    /// `true` / `false`
-    Bool(bool),
-    /// A number.
-    Num(f64),
-    /// A string.
-    Str(String),
-    /// An array.
-    Arr(Vec<Json>),
-    /// An object (keys sorted).
-    Obj(BTreeMap<String, Json>),
+pub(crate) use serde_json::Value as Json;
+
+use super::case::CaseResult;
+
+/// Parses one JSON document. Nesting deeper than `serde_json`'s recursion limit (128) is an
+/// error, not a stack overflow.
+pub(crate) fn parse(text: &str) -> CaseResult<Json> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
-impl Json {
-    /// Parses one JSON document.
-    ///
-    /// # Errors
-    /// A message with the byte offset of the first syntax error.
-    pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            b: text.as_bytes(),
-            i: 0,
-        };
-        p.ws();
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.b.len() {
-            return Err(format!("trailing characters at byte {}", p.i));
-        }
-        Ok(v)
-    }
-
-    /// The member `key` of an object.
-    #[must_use]
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.get(key),
-            _ => None,
-        }
-    }
-
-    /// The value as a number (also the strings `"inf"`, `"-inf"`, `"nan"`).
-    #[must_use]
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Json::Num(v) => Some(*v),
-            Json::Str(s) => match s.as_str() {
-                "inf" | "Infinity" => Some(f64::INFINITY),
-                "-inf" | "-Infinity" => Some(f64::NEG_INFINITY),
-                "nan" | "NaN" => Some(f64::NAN),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    /// The value as an integer (a number with no fractional part).
-    #[must_use]
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Json::Num(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => Some(*v as i64),
-            _ => None,
-        }
-    }
-
-    /// The value as a string.
-    #[must_use]
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The value as an array.
-    #[must_use]
-    pub fn as_array(&self) -> Option<&[Json]> {
-        match self {
-            Json::Arr(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// The value as a boolean.
-    #[must_use]
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Json::Bool(b) => Some(*b),
-            _ => None,
-        }
+/// A value as it appears in a message: its JSON text, shortened when long.
+pub(crate) fn shown(j: &Json) -> String {
+    const MAX: usize = 40;
+    let s = j.to_string();
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
     }
 }
 
-struct Parser<'a> {
-    b: &'a [u8],
-    i: usize,
+/// A number as a float: a JSON number (integers converted to the nearest `f64`) or one of the
+/// strings `"inf"`, `"-inf"`, `"nan"` (also `"Infinity"`, `"-Infinity"`, `"NaN"`).
+pub(crate) fn number(j: &Json) -> CaseResult<f64> {
+    match j {
+        Json::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| format!("{n} is not representable as a number")),
+        Json::String(s) => match s.as_str() {
+            "inf" | "Infinity" => Ok(f64::INFINITY),
+            "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+            "nan" | "NaN" => Ok(f64::NAN),
+            _ => Err(format!("{} is not a number", shown(j))),
+        },
+        _ => Err(format!("{} is not a number", shown(j))),
+    }
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-            self.i += 1;
-        }
+/// A JSON integer as `i128` (every JSON integer serde_json reads fits).
+fn integer(j: &Json) -> CaseResult<i128> {
+    match j {
+        Json::Number(n) => n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+            .ok_or_else(|| format!("{n} is not an integer")),
+        _ => Err(format!("{} is not an integer", shown(j))),
     }
+}
 
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
-    }
+/// An integer in the range of `T`. A number with a fraction or an exponent is not an integer;
+/// a value outside `T`'s range is an error, never a wrapped or saturated value.
+pub(crate) fn int<T: TryFrom<i128>>(j: &Json) -> CaseResult<T> {
+    let v = integer(j)?;
+    T::try_from(v).map_err(|_| format!("{v} is out of range for {}", type_name::<T>()))
+}
 
-    fn eat(&mut self, lit: &str) -> Result<(), String> {
-        if self.b[self.i..].starts_with(lit.as_bytes()) {
-            self.i += lit.len();
-            Ok(())
+/// A float that is exactly an `f32` (the format's promise for tensor data, scales and zero
+/// points): a value that would round is an error. `"inf"`, `"-inf"` and `"nan"` are allowed.
+pub(crate) fn exact_f32(j: &Json) -> CaseResult<f32> {
+    if let Ok(i) = integer(j) {
+        let f = i as f32;
+        // |i| < 2^64 here, so `f` is finite and the cast back is exact.
+        return if f as i128 == i {
+            Ok(f)
         } else {
-            self.err(&format!("expected `{lit}`"))
-        }
+            Err(format!("{i} is not exactly an f32"))
+        };
     }
+    let v = number(j)?;
+    let f = v as f32;
+    if v.is_nan() || f64::from(f) == v {
+        Ok(f)
+    } else {
+        Err(format!("{} is not exactly an f32", shown(j)))
+    }
+}
 
-    fn value(&mut self) -> Result<Json, String> {
-        match self.b.get(self.i) {
-            None => self.err("unexpected end"),
-            Some(b'n') => self.eat("null").map(|_| Json::Null),
-            Some(b't') => self.eat("true").map(|_| Json::Bool(true)),
-            Some(b'f') => self.eat("false").map(|_| Json::Bool(false)),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(v));
-                }
-                loop {
-                    self.ws();
-                    v.push(self.value()?);
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(v));
-                        }
-                        _ => return self.err("expected `,` or `]`"),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.ws();
-                    self.eat(":")?;
-                    self.ws();
-                    let v = self.value()?;
-                    m.insert(k, v);
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(m));
-                        }
-                        _ => return self.err("expected `,` or `}`"),
-                    }
-                }
-            }
-            Some(c) if *c == b'-' || c.is_ascii_digit() => self.number(),
-            Some(b'N') => self.eat("NaN").map(|_| Json::Num(f64::NAN)),
-            Some(b'I') => self.eat("Infinity").map(|_| Json::Num(f64::INFINITY)),
-            _ => self.err("unexpected character"),
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.i;
-        if self.b[self.i..].starts_with(b"-Infinity") {
-            self.i += 9;
-            return Ok(Json::Num(f64::NEG_INFINITY));
-        }
-        while self.i < self.b.len()
-            && matches!(
-                self.b[self.i],
-                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-            )
-        {
-            self.i += 1;
-        }
-        let s = std::str::from_utf8(&self.b[start..self.i]).map_err(|e| e.to_string())?;
-        s.parse::<f64>()
-            .map(Json::Num)
-            .map_err(|_| format!("bad number `{s}` at byte {start}"))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if self.b.get(self.i) != Some(&b'"') {
-            return self.err("expected a string");
-        }
-        self.i += 1;
-        let mut out = String::new();
-        loop {
-            let start = self.i;
-            while self.i < self.b.len() && self.b[self.i] != b'"' && self.b[self.i] != b'\\' {
-                self.i += 1;
-            }
-            out.push_str(std::str::from_utf8(&self.b[start..self.i]).map_err(|e| e.to_string())?);
-            match self.b.get(self.i) {
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(out);
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    let c = *self.b.get(self.i).ok_or("unterminated escape")?;
-                    self.i += 1;
-                    match c {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'n' => out.push('\n'),
-                        b'r' => out.push('\r'),
-                        b't' => out.push('\t'),
-                        b'u' => {
-                            let hex = self.b.get(self.i..self.i + 4).ok_or("short \\u escape")?;
-                            let code = u32::from_str_radix(
-                                std::str::from_utf8(hex).map_err(|e| e.to_string())?,
-                                16,
-                            )
-                            .map_err(|e| e.to_string())?;
-                            self.i += 4;
-                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                        }
-                        _ => return self.err("bad escape"),
-                    }
-                }
-                _ => return self.err("unterminated string"),
-            }
-        }
-    }
+/// The elements of a list, each read with `read`; errors name the index.
+pub(crate) fn list<T>(j: &Json, read: impl Fn(&Json) -> CaseResult<T>) -> CaseResult<Vec<T>> {
+    j.as_array()
+        .ok_or_else(|| format!("{} is not a list", shown(j)))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| read(v).map_err(|e| format!("[{i}]: {e}")))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn j(s: &str) -> Json {
+        parse(s).expect("valid JSON")
+    }
+
     #[test]
     fn parses_documents() {
-        let v =
-            Json::parse(r#"{"a": [1, -2.5e3, "inf", null, true], "b": {"c": "x\"y"}}"#).unwrap();
-        let a = v.get("a").unwrap().as_array().unwrap();
-        assert_eq!(a[0].as_i64(), Some(1));
-        assert_eq!(a[1].as_f64(), Some(-2500.0));
-        assert_eq!(a[2].as_f64(), Some(f64::INFINITY));
-        assert_eq!(v.get("b").unwrap().get("c").unwrap().as_str(), Some("x\"y"));
-        assert!(Json::parse("[1,").is_err());
-        assert!(Json::parse("{} x").is_err());
+        let v = j(r#"{"a": [1, -2.5e3, "inf", null, true], "b": {"c": "x\"y"}}"#);
+        let a = v.get("a").and_then(Json::as_array).expect("list");
+        assert_eq!(int::<i64>(&a[0]), Ok(1));
+        assert_eq!(number(&a[1]), Ok(-2500.0));
+        assert_eq!(number(&a[2]), Ok(f64::INFINITY));
+        assert_eq!(
+            v.get("b").and_then(|b| b.get("c")),
+            Some(&Json::from("x\"y"))
+        );
+        assert!(parse("[1,").is_err());
+        assert!(parse("{} x").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "[".repeat(50_000) + &"]".repeat(50_000);
+        let e = parse(&deep).expect_err("too deep");
+        assert!(e.contains("recursion limit"), "{e}");
+    }
+
+    #[test]
+    fn integers_out_of_range_are_refused_not_cast() {
+        assert_eq!(
+            int::<i32>(&j("4294967296")),
+            Err("4294967296 is out of range for i32".into())
+        );
+        assert_eq!(int::<i32>(&j("-2147483648")), Ok(i32::MIN));
+        assert_eq!(int::<i64>(&j("18446744073709551615")).ok(), None);
+        assert_eq!(int::<u64>(&j("18446744073709551615")), Ok(u64::MAX));
+        assert_eq!(
+            int::<usize>(&j("-1")),
+            Err("-1 is out of range for usize".into())
+        );
+    }
+
+    #[test]
+    fn non_integral_numbers_are_not_integers() {
+        assert_eq!(int::<i64>(&j("2.5")), Err("2.5 is not an integer".into()));
+        assert_eq!(int::<i64>(&j("3.0")), Err("3.0 is not an integer".into()));
+        assert_eq!(
+            int::<i64>(&j("1e3")),
+            Err("1000.0 is not an integer".into())
+        );
+        assert!(int::<i64>(&j(r#""7""#)).is_err());
+    }
+
+    #[test]
+    fn floats_that_are_not_exact_f32_are_refused() {
+        assert_eq!(exact_f32(&j("0.5")), Ok(0.5));
+        assert_eq!(exact_f32(&j("16777216")), Ok(16_777_216.0));
+        assert_eq!(
+            exact_f32(&j("1.401298464324817e-45")),
+            Ok(f32::from_bits(1))
+        );
+        // The shortest f32 text of that value, but as a float the nearest f64 to 1e-45.
+        assert!(exact_f32(&j("1e-45")).is_err());
+        for neg_zero in ["-0.0", "-0"] {
+            assert!(exact_f32(&j(neg_zero)).is_ok_and(|v| v == 0.0 && v.is_sign_negative()));
+        }
+        assert!(exact_f32(&j(r#""nan""#)).is_ok_and(f32::is_nan));
+        assert_eq!(exact_f32(&j(r#""-inf""#)), Ok(f32::NEG_INFINITY));
+        assert_eq!(
+            exact_f32(&j("0.1")),
+            Err("0.1 is not exactly an f32".into())
+        );
+        assert_eq!(
+            exact_f32(&j("16777217")),
+            Err("16777217 is not exactly an f32".into())
+        );
+        // Finite but beyond f32's range: not the infinity it would round to.
+        assert!(exact_f32(&j("1e39")).is_err());
+    }
+
+    #[test]
+    fn list_errors_name_the_index() {
+        assert_eq!(
+            list(&j("[1, 2, 4294967296]"), int::<i32>),
+            Err("[2]: 4294967296 is out of range for i32".into())
+        );
+        assert!(list(&j("3"), int::<i32>).is_err());
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let long = Json::from(vec![1; 100]);
+        assert!(shown(&long).ends_with("...") && shown(&long).len() <= 43);
     }
 }

@@ -3,8 +3,10 @@
 use ndarray::ArrayD;
 
 use super::case::{
-    compare_floats, compare_ints, f64_list, i64_list, tensor_f32, tensor_i64, Case, CaseResult,
+    compare_floats, compare_ints, f32_list, f64_list, int_list, tensor_f32, tensor_i64, Case,
+    CaseResult,
 };
+use super::json::{exact_f32, int};
 use crate::dtype::{QDType, QRange};
 use crate::element::QInt;
 use crate::kernels::{self, LearnableParams};
@@ -23,9 +25,14 @@ fn ints<Q: QInt>(a: &ArrayD<Q>) -> Vec<i64> {
 }
 
 fn to_storage<Q: QInt>(q: &ArrayD<i64>, dtype: QDType) -> CaseResult<ArrayD<Q>> {
-    if q.iter().any(|&v| v < dtype.min() || v > dtype.max()) {
-        return Err("input holds values outside the dtype".into());
+    if let Some(v) = q.iter().find(|&&v| v < dtype.min() || v > dtype.max()) {
+        return Err(format!(
+            "`q` holds {v}, outside {dtype} ({}..={})",
+            dtype.min(),
+            dtype.max()
+        ));
     }
+    // Every value is in the dtype's range, which the storage type `Q` holds: exact.
     Ok(q.mapv(|v| Q::from_i32_wrapping(v as i32)))
 }
 
@@ -58,44 +65,39 @@ macro_rules! with_storage {
 }
 
 fn per_channel(case: &Case, dtype: QDType) -> CaseResult<PerChannelQParams> {
-    let scales: Vec<f32> = f64_list(case.field("scales")?)?
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
-    let zps: Vec<i32> = i64_list(case.field("zero_points")?)?
-        .into_iter()
-        .map(|v| v as i32)
-        .collect();
-    let axis = case.i64_field("axis")? as isize;
+    let scales = case.read("scales", f32_list)?;
+    let zps = case.read("zero_points", int_list::<i32>)?;
+    let axis = case.read("axis", int::<isize>)?;
     e(PerChannelQParams::new(scales, zps, axis, dtype))
+}
+
+/// The per-tensor `scale` (an exact f32) and integer `zero_point`.
+fn per_tensor(case: &Case, dtype: QDType) -> CaseResult<QParams> {
+    e(QParams::new(
+        case.read("scale", exact_f32)?,
+        case.i64_field("zero_point")?,
+        dtype,
+    ))
 }
 
 pub(crate) fn run(case: &Case) -> CaseResult<()> {
     let tol = case.tolerance();
     match case.op.as_str() {
         "quantize_per_tensor" => {
-            let x = tensor_f32(case.field("x")?)?;
+            let x = case.read("x", tensor_f32)?;
             let dtype = e(QDType::from_name(case.str_field("dtype")?))?;
-            let qp = e(QParams::new(
-                case.f64_field("scale")? as f32,
-                case.i64_field("zero_point")?,
-                dtype,
-            ))?;
-            let expected = tensor_i64(case.expected("q")?)?;
+            let qp = per_tensor(case, dtype)?;
+            let expected = case.read_expected("q", tensor_i64)?;
             with_storage!(dtype, Q, {
                 let q: ArrayD<Q> = e(kernels::quantize(&x, &qp))?;
                 compare_ints("q", &ints(&q), expected.as_slice().unwrap_or(&[]))
             })
         }
         "dequantize_per_tensor" => {
-            let q = tensor_i64(case.field("q")?)?;
+            let q = case.read("q", tensor_i64)?;
             let dtype = e(QDType::from_name(case.str_field("dtype")?))?;
-            let qp = e(QParams::new(
-                case.f64_field("scale")? as f32,
-                case.i64_field("zero_point")?,
-                dtype,
-            ))?;
-            let expected = floats(&tensor_f32(case.expected("x")?)?);
+            let qp = per_tensor(case, dtype)?;
+            let expected = floats(&case.read_expected("x", tensor_f32)?);
             with_storage!(dtype, Q, {
                 let qs: ArrayD<Q> = to_storage(&q, dtype)?;
                 let x: ArrayD<f32> = e(kernels::dequantize(&qs, &qp))?;
@@ -103,20 +105,20 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             })
         }
         "quantize_per_channel" => {
-            let x = tensor_f32(case.field("x")?)?;
+            let x = case.read("x", tensor_f32)?;
             let dtype = e(QDType::from_name(case.str_field("dtype")?))?;
             let qp = per_channel(case, dtype)?;
-            let expected = tensor_i64(case.expected("q")?)?;
+            let expected = case.read_expected("q", tensor_i64)?;
             with_storage!(dtype, Q, {
                 let q: ArrayD<Q> = e(kernels::quantize_per_channel(&x, &qp))?;
                 compare_ints("q", &ints(&q), expected.as_slice().unwrap_or(&[]))
             })
         }
         "dequantize_per_channel" => {
-            let q = tensor_i64(case.field("q")?)?;
+            let q = case.read("q", tensor_i64)?;
             let dtype = e(QDType::from_name(case.str_field("dtype")?))?;
             let qp = per_channel(case, dtype)?;
-            let expected = floats(&tensor_f32(case.expected("x")?)?);
+            let expected = floats(&case.read_expected("x", tensor_f32)?);
             with_storage!(dtype, Q, {
                 let qs: ArrayD<Q> = to_storage(&q, dtype)?;
                 let x: ArrayD<f32> = e(kernels::dequantize_per_channel(&qs, &qp))?;
@@ -124,13 +126,13 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             })
         }
         "fake_quantize_per_tensor_affine" => {
-            let x = tensor_f32(case.field("x")?)?;
+            let x = case.read("x", tensor_f32)?;
             let range = e(QRange::for_fake_quant(
                 case.i64_field("quant_min")?,
                 case.i64_field("quant_max")?,
             ))?;
             let qp = e(QParams::with_range(
-                case.f64_field("scale")? as f32,
+                case.read("scale", exact_f32)?,
                 case.i64_field("zero_point")?,
                 range,
             ))?;
@@ -138,7 +140,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             compare_floats(
                 "y",
                 &floats(&y),
-                &floats(&tensor_f32(case.expected("y")?)?),
+                &floats(&case.read_expected("y", tensor_f32)?),
                 tol,
             )?;
             let ones = ArrayD::from_elem(x.raw_dim(), 1.0f32);
@@ -146,35 +148,27 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             compare_floats(
                 "grad",
                 &floats(&g),
-                &floats(&tensor_f32(case.expected("grad")?)?),
+                &floats(&case.read_expected("grad", tensor_f32)?),
                 tol,
             )
         }
         "fake_quantize_per_channel_affine" => {
-            let x = tensor_f32(case.field("x")?)?;
+            let x = case.read("x", tensor_f32)?;
             let range = e(QRange::for_fake_quant(
                 case.i64_field("quant_min")?,
                 case.i64_field("quant_max")?,
             ))?;
-            let scales: Vec<f32> = f64_list(case.field("scales")?)?
-                .into_iter()
-                .map(|v| v as f32)
-                .collect();
-            let zps: Vec<i32> = i64_list(case.field("zero_points")?)?
-                .into_iter()
-                .map(|v| v as i32)
-                .collect();
             let qp = e(PerChannelQParams::with_range(
-                scales,
-                ZeroPoints::Int(zps),
-                case.i64_field("axis")? as isize,
+                case.read("scales", f32_list)?,
+                ZeroPoints::Int(case.read("zero_points", int_list::<i32>)?),
+                case.read("axis", int::<isize>)?,
                 range,
             ))?;
             let y = e(kernels::fake_quantize_per_channel(&x, &qp))?;
             compare_floats(
                 "y",
                 &floats(&y),
-                &floats(&tensor_f32(case.expected("y")?)?),
+                &floats(&case.read_expected("y", tensor_f32)?),
                 tol,
             )?;
             let ones = ArrayD::from_elem(x.raw_dim(), 1.0f32);
@@ -182,16 +176,16 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             compare_floats(
                 "grad",
                 &floats(&g),
-                &floats(&tensor_f32(case.expected("grad")?)?),
+                &floats(&case.read_expected("grad", tensor_f32)?),
                 tol,
             )
         }
         "fake_quantize_learnable_per_tensor_affine" => {
-            let x = tensor_f32(case.field("x")?)?;
-            let dy = tensor_f32(case.field("dy")?)?;
+            let x = case.read("x", tensor_f32)?;
+            let dy = case.read("dy", tensor_f32)?;
             let p = LearnableParams {
-                scale: case.f64_field("scale")? as f32,
-                zero_point: case.f64_field("zero_point")? as f32,
+                scale: case.read("scale", exact_f32)?,
+                zero_point: case.read("zero_point", exact_f32)?,
                 quant_min: case.i64_field("quant_min")?,
                 quant_max: case.i64_field("quant_max")?,
                 grad_factor: case.f64_field("grad_factor")? as f32,
@@ -200,14 +194,14 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             compare_floats(
                 "y",
                 &floats(&y),
-                &floats(&tensor_f32(case.expected("y")?)?),
+                &floats(&case.read_expected("y", tensor_f32)?),
                 tol,
             )?;
             let g = e(kernels::learnable_fake_quantize_backward(&x, &dy, &p))?;
             compare_floats(
                 "dx",
                 &floats(&g.dx),
-                &floats(&tensor_f32(case.expected("dx")?)?),
+                &floats(&case.read_expected("dx", tensor_f32)?),
                 tol,
             )?;
             let scalar = |k: &str| -> CaseResult<Vec<f64>> {

@@ -1,16 +1,14 @@
 //! Metric cases (`metrics.jsonl`).
 
 use super::case::{compare_floats, tensor_f32, Case, CaseResult};
+use super::json::number;
 use crate::metrics::Metric;
 
 pub(crate) fn run(case: &Case) -> CaseResult<()> {
     let metric = Metric::from_name(case.str_field("metric")?).map_err(|e| e.to_string())?;
-    let x = tensor_f32(case.field("x")?)?;
-    let y = tensor_f32(case.field("y")?)?;
+    let x = case.read("x", tensor_f32)?;
+    let y = case.read("y", tensor_f32)?;
     let v = metric.compute(&x, &y).map_err(|e| format!("error: {e}"))?;
-    let expected = case
-        .expected("value")?
-        .as_f64()
-        .ok_or("`expected.value` is not a number")?;
+    let expected = case.read_expected("value", number)?;
     compare_floats("value", &[v], &[expected], case.tolerance())
 }

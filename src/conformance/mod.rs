@@ -1,17 +1,75 @@
-//! The conformance harness: runs golden cases (JSON lines, the format of PyTorch's reference
-//! files, see `tests/golden/FORMAT.md`) against qnumeric and reports every mismatch.
+//! The conformance harness: runs golden cases against qnumeric and reports every mismatch.
+//! Needs the feature `conformance`.
 //!
-//! One case per line; each has an `id`, an `op` and `expected`. A float passes against `e`
-//! when `|v - e| <= atol + rtol·|e|`; with no tolerance given, floats must match bit for bit
-//! (NaN matches NaN) and integers exactly. An `op` the harness does not know counts as failed,
-//! with the reason `unsupported`.
+//! The cases shipped in `tests/golden/*.jsonl` were computed by PyTorch; `cargo test
+//! --all-features` runs all of them. The harness is public so that you can run your own
+//! files (cases you generated from your PyTorch version, or cases for a custom backend).
 //!
-//! ```no_run
-//! let report = qnumeric::conformance::run_file("tests/golden/kernels.jsonl")?;
-//! for f in &report.failures {
-//!     println!("{f}");
+//! # Format
+//! JSON lines: one object a line, blank lines ignored. Each case has a string `id`, a string
+//! `op`, its inputs and `expected`. A tensor is `{"shape": [d0, d1, ...], "data": [...]}`,
+//! row-major with `data` flat. The ops, their inputs and outputs are described in
+//! `tests/golden/FORMAT.md` in the repository:
+//!
+//! | file | ops |
+//! |---|---|
+//! | kernels | `quantize_per_tensor`, `dequantize_per_tensor`, `quantize_per_channel`, `dequantize_per_channel`, `fake_quantize_per_tensor_affine`, `fake_quantize_per_channel_affine`, `fake_quantize_learnable_per_tensor_affine` |
+//! | observers | `observer` (PyTorch's observer classes by name) |
+//! | metrics | `metric` (`sqnr`, `normalized_l2_error`, `cosine_similarity`) |
+//! | fusion | `fuse_conv_bn`, `fuse_linear_bn` |
+//!
+//! Inputs are read strictly; a case whose inputs do not follow the format fails with a reason
+//! naming the member, and nothing is cast or rounded on the way in:
+//! - integers (zero points, `quant_min`/`quant_max`, axes, shapes, integer tensor data) are JSON
+//!   integers in the range of the type they are read into (`i32` for per-channel zero points,
+//!   non-negative for shape dimensions); `3.0` or `2.5` where an integer is expected fails;
+//! - float tensor data, scales and zero points are exactly representable as `f32` (`0.1`
+//!   fails), or one of the strings `"inf"`, `"-inf"`, `"nan"`;
+//! - a tensor's shape holds exactly as many elements as its `data`;
+//! - a line that is not a JSON object with `id` and `op` (including nesting deeper than 128
+//!   levels) is reported as a failure with the id `line-N`, and the next lines still run.
+//!
+//! # Tolerances
+//! A case may give `rtol` and `atol`: a float `v` passes against `e` when
+//! `|v - e| <= atol + rtol·|e|`, equal infinities pass and NaN passes only against NaN. Without
+//! a tolerance, floats must have the same `f32` bit pattern (NaN matches NaN, `-0.0` does not
+//! match `0.0`) and integers must be equal. Observer cases may give `zero_point_atol`, the
+//! number of integer steps an integer zero point may differ by.
+//!
+//! # Unsupported cases
+//! An `op` the harness does not know, or an observer class it does not implement, fails with
+//! the reason `unsupported`: a file with new ops reports them instead of skipping them.
+//!
+//! # Running your own files
+//! [`run_file`] reads and runs a file, [`run_str`] runs text; both return a [`Report`] whose
+//! `Display` is `N passed, M failed`. From the repository, the example runs files from the
+//! command line: `cargo run --release --features conformance --example conformance -- FILE...`.
+//!
+//! ```
+//! use qnumeric::conformance::run_str;
+//!
+//! let cases = concat!(
+//!     r#"{"id": "q1", "op": "quantize_per_tensor", "dtype": "quint8", "scale": 0.5, "#,
+//!     r#""zero_point": 10, "x": {"shape": [3], "data": [0.0, 0.5, -1.0]}, "#,
+//!     r#""expected": {"q": {"shape": [3], "data": [10, 11, 8]}}}"#,
+//!     "\n",
+//!     r#"{"id": "q2", "op": "no_such_op", "expected": {}}"#,
+//! );
+//! let report = run_str(cases, "inline");
+//! assert_eq!(report.to_string(), "1 passed, 1 failed");
+//! assert_eq!(report.failures[0].reason, "unsupported");
+//!
+//! // A file, with one line per failing case:
+//! # let dir = std::env::temp_dir().join(format!("qnumeric-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).map_err(|e| qnumeric::QuantError::Format { op: "doc", detail: e.to_string() })?;
+//! # let path = dir.join("mine.jsonl");
+//! # std::fs::write(&path, cases).map_err(|e| qnumeric::QuantError::Format { op: "doc", detail: e.to_string() })?;
+//! let report = qnumeric::conformance::run_file(&path)?;
+//! for failure in &report.failures {
+//!     println!("{failure}");
 //! }
-//! println!("{report}"); // "N passed, M failed"
+//! println!("{report}");
+//! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), qnumeric::QuantError>(())
 //! ```
 
@@ -28,7 +86,9 @@ use std::path::Path;
 use crate::error::{QuantError, Result};
 
 pub use case::{Case, Tolerance};
-pub use json::Json;
+/// A case's JSON value ([`Case::json`]): `serde_json`'s `Value`, re-exported so that callers
+/// need no `serde_json` dependency of their own to read a case's members.
+pub use serde_json::Value as Json;
 
 /// What a case came to.
 #[derive(Debug, Clone, PartialEq)]
