@@ -79,6 +79,7 @@ mod json;
 mod kernel_cases;
 mod metric_cases;
 mod observer_cases;
+mod qlayer_cases;
 
 use std::fmt;
 use std::path::Path;
@@ -174,6 +175,7 @@ pub fn run_case(case: &Case) -> Outcome {
         "metric" => metric_cases::run,
         "observer" => observer_cases::run,
         "fuse_conv_bn" | "fuse_linear_bn" => fusion_cases::run,
+        "quantized_linear" | "quantized_conv2d" => qlayer_cases::run,
         _ => return Outcome::Unsupported,
     };
     match handler(case) {
