@@ -80,12 +80,14 @@ impl IntWeights {
         op: &'static str,
         raw: &[i8],
         out: usize,
+        k: usize,
         zero_points: &[i32],
     ) -> Result<Self> {
-        let k = raw.len().checked_div(out).unwrap_or(0);
+        debug_assert_eq!(raw.len(), out * k);
         let mut centered = Vec::with_capacity(raw.len());
         let (mut sum_raw, mut sum_centered) = (Vec::with_capacity(out), Vec::with_capacity(out));
-        for (o, row) in raw.chunks(k.max(1)).take(out).enumerate() {
+        for o in 0..out {
+            let row = &raw[o * k..][..k];
             let zw = zero_points[o];
             let (mut s_raw, mut s_c, mut abs_c) = (0i64, 0i64, 0i64);
             for &v in row {
@@ -288,7 +290,7 @@ mod tests {
             let x: Vec<u8> = (0..m * k).map(|_| lcg(&mut seed) as u8).collect();
             let w: Vec<i8> = (0..out * k).map(|_| lcg(&mut seed) as i8).collect();
             let zw: Vec<i32> = (0..out).map(|o| (o as i32 % 3) - 1).collect();
-            let iw = IntWeights::new("t", &w, out, &zw).expect("weights");
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
             let mut acc = vec![0; m * out];
             iw.accumulate(&x, m, 17, Int8Accumulation::Exact, &mut acc);
             let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
@@ -307,7 +309,7 @@ mod tests {
         let (k, out) = (64, 1);
         let x = vec![255u8; k];
         let w = vec![127i8; k];
-        let iw = IntWeights::new("t", &w, out, &[0]).expect("weights");
+        let iw = IntWeights::new("t", &w, out, k, &[0]).expect("weights");
         let mut acc = [0];
         iw.accumulate(&x, 1, 0, Int8Accumulation::X86Avx2, &mut acc);
         assert_eq!(acc[0], 32 * 32767);
@@ -318,7 +320,7 @@ mod tests {
         let (m, k, out) = (3, 31, 6);
         let x: Vec<u8> = (0..m * k).map(|_| (lcg(&mut seed) % 128) as u8).collect();
         let w: Vec<i8> = (0..out * k).map(|_| lcg(&mut seed) as i8).collect();
-        let iw = IntWeights::new("t", &w, out, &vec![0; out]).expect("weights");
+        let iw = IntWeights::new("t", &w, out, k, &vec![0; out]).expect("weights");
         let (mut a, mut b) = (vec![0; m * out], vec![0; m * out]);
         iw.accumulate(&x, m, 5, Int8Accumulation::Exact, &mut a);
         iw.accumulate(&x, m, 5, Int8Accumulation::X86Avx2, &mut b);
@@ -331,7 +333,7 @@ mod tests {
         let k = 33_200;
         let w = vec![127i8; k];
         assert!(matches!(
-            IntWeights::new("t", &w, 1, &[0]),
+            IntWeights::new("t", &w, 1, k, &[0]),
             Err(QuantError::AccumulatorOverflow { channel: 0, .. })
         ));
     }

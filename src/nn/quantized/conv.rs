@@ -73,7 +73,13 @@ impl QuantizedConv2d {
                     }
                 }
             }
-            groups.push(IntWeights::new(OP, &rows, og, &zps[g * og..(g + 1) * og])?);
+            groups.push(IntWeights::new(
+                OP,
+                &rows,
+                og,
+                kk,
+                &zps[g * og..(g + 1) * og],
+            )?);
         }
         Ok(QuantizedConv2d {
             weight,

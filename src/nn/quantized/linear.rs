@@ -70,7 +70,13 @@ impl QuantizedLinear {
         need_quint8(OP, &output)?;
         let (w_scales, zps) = weight_channels(OP, &weight)?;
         let raw = weight.int_repr().as_standard_layout();
-        let w_int = IntWeights::new(OP, raw.as_slice().expect("standard layout"), o, &zps)?;
+        let w_int = IntWeights::new(
+            OP,
+            raw.as_slice().expect("standard layout"),
+            o,
+            weight.shape()[1],
+            &zps,
+        )?;
         Ok(QuantizedLinear {
             weight,
             bias,
