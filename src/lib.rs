@@ -56,6 +56,7 @@ pub mod classify;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
+pub mod diagnose;
 pub mod dtype;
 pub mod element;
 pub mod error;

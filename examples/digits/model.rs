@@ -55,6 +55,8 @@ pub struct Digits {
     pub test_y: Vec<i64>,
     /// `calib_images` `[200, 1, 8, 8]`.
     pub calib: ArrayD<f32>,
+    /// Their labels (the first 200 `train_labels`).
+    pub calib_y: Vec<i64>,
     /// `pytorch_reference.json`.
     pub reference: serde_json::Value,
 }
@@ -83,6 +85,12 @@ impl Digits {
                 .map(|&l| i64::from(l))
                 .collect(),
             calib: data.f32("calib_images")?.clone(),
+            calib_y: data
+                .i32("train_labels")?
+                .iter()
+                .take(200)
+                .map(|&l| i64::from(l))
+                .collect(),
             reference: serde_json::from_str(&text).map_err(format_err)?,
         })
     }

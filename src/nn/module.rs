@@ -80,6 +80,15 @@ pub trait Module: ModuleClone + Send + Sync + Debug {
         LayerRole::Float
     }
 
+    /// The reference path of an integer layer on these inputs: `dequantize → f32 op →
+    /// quantize` with the layer's own parameters, the oracle its integer kernel is checked
+    /// against ([`crate::diagnose`]). `None` (the default) for layers without one: float
+    /// layers, and integer layers whose kernel is its own reference.
+    fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
+        let _ = inputs;
+        None
+    }
+
     /// The weight, for layers that have one.
     fn weight(&self) -> Option<WeightRef<'_>> {
         match self.role() {

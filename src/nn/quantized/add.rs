@@ -109,6 +109,18 @@ impl Module for QuantizedAdd {
         2
     }
 
+    fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
+        Some(match inputs {
+            [a, b] => self.forward_reference(a, b),
+            _ => Err(QuantError::LengthMismatch {
+                op: "Module::reference",
+                what: "inputs",
+                expected: 2,
+                got: inputs.len(),
+            }),
+        })
+    }
+
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Quantized
     }

@@ -260,6 +260,18 @@ impl Module for QuantizedConv2d {
         Ok(self.run(q, qp, &s))
     }
 
+    fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
+        Some(match inputs {
+            [x] => self.forward_reference(x),
+            _ => Err(QuantError::LengthMismatch {
+                op: "Module::reference",
+                what: "inputs",
+                expected: 1,
+                got: inputs.len(),
+            }),
+        })
+    }
+
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Quantized
     }
@@ -396,6 +408,18 @@ impl Module for QuantizedConv1d {
     fn forward(&self, x: &Activation) -> Result<Activation> {
         let x4 = Self::lift("QuantizedConv1d::forward", x)?;
         Ok(Self::lower(self.inner.forward(&x4)?))
+    }
+
+    fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
+        Some(match inputs {
+            [x] => self.forward_reference(x),
+            _ => Err(QuantError::LengthMismatch {
+                op: "Module::reference",
+                what: "inputs",
+                expected: 1,
+                got: inputs.len(),
+            }),
+        })
     }
 
     fn role(&self) -> LayerRole<'_> {

@@ -214,6 +214,18 @@ impl Module for QuantizedLinear {
         )))
     }
 
+    fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
+        Some(match inputs {
+            [x] => self.forward_reference(x),
+            _ => Err(QuantError::LengthMismatch {
+                op: "Module::reference",
+                what: "inputs",
+                expected: 1,
+                got: inputs.len(),
+            }),
+        })
+    }
+
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Quantized
     }

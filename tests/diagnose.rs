@@ -1,0 +1,326 @@
+//! The diagnosis: the kernel check flags each buggy kernel and passes the reference ones; the
+//! calibration audit flags a calibration set that is too small and one-sided.
+
+use ndarray::{ArrayD, IxDyn};
+use qnumeric::diagnose::{
+    audit_calibration, AuditThresholds, CaseKind, KernelCheck, KernelInputs, KernelOp,
+    KernelTolerance, KernelVerdict,
+};
+use qnumeric::nn::quantized::{Int8Accumulation, QuantizedAdd, QuantizedConv2d, QuantizedLinear};
+use qnumeric::nn::{Activation, Conv2d, Linear, Module};
+use qnumeric::{QParams, QuantError, Result};
+
+/// The crate's integer path for every op (a correct, non-reference kernel).
+fn integer_kernel(mode: Int8Accumulation) -> impl FnMut(&KernelInputs) -> Result<ArrayD<u8>> {
+    move |inputs| {
+        let y = match inputs {
+            KernelInputs::Quantize { x, qparams } => return qnumeric::quantize(x, qparams),
+            KernelInputs::Linear {
+                x,
+                weight,
+                bias,
+                output,
+            } => QuantizedLinear::new(weight.clone(), bias.clone(), *output)?
+                .with_accumulation(mode)
+                .forward(&Activation::Quantized(x.clone()))?,
+            KernelInputs::Conv2d {
+                x,
+                weight,
+                bias,
+                geometry,
+                output,
+            } => QuantizedConv2d::new(weight.clone(), bias.clone(), *geometry, *output)?
+                .with_accumulation(mode)
+                .forward(&Activation::Quantized(x.clone()))?,
+            KernelInputs::Add { a, b, output } => QuantizedAdd::new(*output)?.forward_many(&[
+                &Activation::Quantized(a.clone()),
+                &Activation::Quantized(b.clone()),
+            ])?,
+            _ => unreachable!("every op is listed"),
+        };
+        Ok(y.as_quantized()?.int_repr().clone())
+    }
+}
+
+/// The float result of the op (before requantization) and its output parameters.
+fn float_result(inputs: &KernelInputs) -> Result<(ArrayD<f32>, QParams)> {
+    Ok(match inputs {
+        KernelInputs::Quantize { x, qparams } => (x.clone(), *qparams),
+        KernelInputs::Linear {
+            x,
+            weight,
+            bias,
+            output,
+        } => {
+            let l = Linear::new(weight.to_float(), bias.clone())?;
+            (
+                l.forward(&Activation::Float(x.to_float()))?.into_float(),
+                *output,
+            )
+        }
+        KernelInputs::Conv2d {
+            x,
+            weight,
+            bias,
+            geometry,
+            output,
+        } => {
+            let c = Conv2d::new(weight.to_float(), bias.clone(), *geometry)?;
+            (
+                c.forward(&Activation::Float(x.to_float()))?.into_float(),
+                *output,
+            )
+        }
+        KernelInputs::Add { a, b, output } => (a.to_float() + b.to_float(), *output),
+        _ => unreachable!("every op is listed"),
+    })
+}
+
+/// A kernel that rounds half away from zero (`f32::round`) when requantizing.
+fn rounds_half_away(inputs: &KernelInputs) -> Result<ArrayD<u8>> {
+    let (y, qp) = float_result(inputs)?;
+    let inv = 1.0 / qp.scale();
+    Ok(y.mapv(|v| ((v * inv).round() + qp.zero_point() as f32).clamp(0.0, 255.0) as u8))
+}
+
+/// A kernel whose output zero point is off by one.
+fn zero_point_off_by_one(inputs: &KernelInputs) -> Result<ArrayD<u8>> {
+    Ok(inputs.reference()?.mapv(|v| v.saturating_add(1)))
+}
+
+const OPS: [KernelOp; 4] = [
+    KernelOp::Quantize,
+    KernelOp::Linear,
+    KernelOp::Conv2d,
+    KernelOp::Add,
+];
+
+#[test]
+fn the_reference_itself_is_exact_for_every_op() {
+    for op in OPS {
+        let r = KernelCheck::new(op).run(|i| i.reference()).expect("check");
+        assert_eq!(
+            r.verdict(&KernelTolerance::exact()),
+            KernelVerdict::Exact,
+            "{op:?}\n{r}"
+        );
+        assert!(r.total.values > 0);
+    }
+}
+
+#[test]
+fn the_crates_integer_kernels_pass_the_default_tolerance() {
+    for op in OPS {
+        let r = KernelCheck::new(op)
+            .run(integer_kernel(Int8Accumulation::Exact))
+            .expect("check");
+        r.assert_within(&KernelTolerance::default());
+    }
+}
+
+#[test]
+fn rounding_half_away_from_zero_is_flagged_for_every_op() {
+    for op in OPS {
+        let r = KernelCheck::new(op).run(rounds_half_away).expect("check");
+        assert_eq!(
+            r.verdict(&KernelTolerance::default()),
+            KernelVerdict::Mismatch,
+            "{op:?}\n{r}"
+        );
+        // the ties cases are where it shows, as a systematic positive bias
+        let ties = r
+            .by_kind
+            .iter()
+            .find(|(k, _)| *k == CaseKind::Ties)
+            .expect("ties")
+            .1;
+        assert!(ties.off_by_one > 0, "{op:?}\n{r}");
+    }
+}
+
+#[test]
+fn a_zero_point_off_by_one_is_flagged_for_every_op() {
+    for op in OPS {
+        let r = KernelCheck::new(op)
+            .run(zero_point_off_by_one)
+            .expect("check");
+        assert_eq!(
+            r.verdict(&KernelTolerance::default()),
+            KernelVerdict::Mismatch,
+            "{op:?}"
+        );
+        assert!(r.total.mean_diff() > 0.5, "{op:?}\n{r}");
+    }
+}
+
+#[test]
+fn x86_avx2_accumulation_on_full_range_activations_is_flagged() {
+    // The saturation cases put activations at 200..255 against weights at 100..127: pairs
+    // overflow 16 bits, which is what reduce_range avoids.
+    for op in [KernelOp::Linear, KernelOp::Conv2d] {
+        let r = KernelCheck::new(op)
+            .run(integer_kernel(Int8Accumulation::X86Avx2))
+            .expect("check");
+        assert_eq!(
+            r.verdict(&KernelTolerance::default()),
+            KernelVerdict::Mismatch,
+            "{op:?}\n{r}"
+        );
+    }
+}
+
+#[test]
+fn kernel_errors_and_wrong_shapes_are_failed_cases() {
+    let r = KernelCheck::new(KernelOp::Add)
+        .run(|_| Err(QuantError::EmptyInput { op: "mine" }))
+        .expect("check");
+    assert!(r.total.failed_cases > 0);
+    assert_eq!(
+        r.verdict(&KernelTolerance::default()),
+        KernelVerdict::Mismatch
+    );
+    assert!(r
+        .first_failure
+        .as_deref()
+        .is_some_and(|s| s.contains("mine")));
+    let r = KernelCheck::new(KernelOp::Add)
+        .run(|_| Ok(ArrayD::zeros(IxDyn(&[0]))))
+        .expect("check");
+    assert!(r
+        .first_failure
+        .as_deref()
+        .is_some_and(|s| s.contains("shape")));
+}
+
+#[test]
+fn real_inputs_for_another_op_are_refused() {
+    let quantize = KernelCheck::new(KernelOp::Quantize)
+        .generate(CaseKind::Random)
+        .expect("gen");
+    let check = KernelCheck::new(KernelOp::Add).with_real_inputs(quantize);
+    assert!(matches!(
+        check.run(|i| i.reference()),
+        Err(QuantError::UnsupportedLayer { .. })
+    ));
+}
+
+#[test]
+fn real_inputs_are_checked_and_seeds_are_deterministic() {
+    let real = KernelCheck::new(KernelOp::Linear)
+        .seed(9)
+        .generate(CaseKind::Random)
+        .expect("gen");
+    let check = KernelCheck::new(KernelOp::Linear)
+        .seed(3)
+        .with_real_inputs(real);
+    let a = check.run(zero_point_off_by_one).expect("a");
+    let b = check.run(zero_point_off_by_one).expect("b");
+    assert_eq!(a, b);
+    assert!(a
+        .by_kind
+        .iter()
+        .any(|(k, s)| *k == CaseKind::Real && s.values > 0));
+    let c = KernelCheck::new(KernelOp::Linear)
+        .seed(4)
+        .run(zero_point_off_by_one)
+        .expect("c");
+    assert_ne!(a.total.values, 0);
+    assert_ne!(format!("{:?}", a.by_kind[0]), format!("{:?}", c.by_kind[0]));
+}
+
+#[cfg(feature = "safetensors")]
+#[path = "../examples/digits/model.rs"]
+mod model;
+
+#[cfg(feature = "safetensors")]
+mod audit {
+    use super::*;
+    use qnumeric::ptq::PtqConfig;
+
+    use super::model;
+
+    #[test]
+    fn ten_images_of_one_digit_are_flagged() {
+        let d = model::Digits::load().expect("digits");
+        let ones: Vec<usize> = d
+            .calib_y
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l == 1)
+            .map(|(i, _)| i)
+            .take(10)
+            .collect();
+        assert_eq!(ones.len(), 10);
+        let x = d.calib.select(ndarray::Axis(0), &ones);
+        let labels = vec![1i64; 10];
+        let a = audit_calibration(
+            &d.model,
+            &PtqConfig::default(),
+            &x,
+            Some((&labels, Some(10))),
+            &AuditThresholds::default(),
+        )
+        .expect("audit");
+        assert!(!a.is_sound());
+        assert_eq!(a.samples, 10);
+        assert_eq!(a.missing_classes, vec![0, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(
+            a.findings
+                .iter()
+                .any(|f| f.contains("only 10 calibration samples")),
+            "{a}"
+        );
+        assert!(
+            a.findings
+                .iter()
+                .any(|f| f.contains("no calibration sample")),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_calibration_set_covers_every_class() {
+        let d = model::Digits::load().expect("digits");
+        let mut fused = d.model.clone();
+        qnumeric::fusion::fuse_auto(&mut fused).expect("fuse");
+        let a = audit_calibration(
+            &fused,
+            &PtqConfig::default(),
+            &d.calib,
+            Some((&d.calib_y, Some(10))),
+            &AuditThresholds::default(),
+        )
+        .expect("audit");
+        assert_eq!(a.samples, 200);
+        assert!(a.missing_classes.is_empty());
+        assert!(a.sparse_classes.is_empty(), "{a}");
+        let names: Vec<&str> = a.observers.iter().map(|o| o.layer.as_str()).collect();
+        assert_eq!(names, ["quant", "conv1", "conv2", "fc1", "fc2"], "{a}");
+    }
+
+    #[test]
+    fn audit_errors() {
+        let d = model::Digits::load().expect("digits");
+        let empty = ArrayD::<f32>::zeros(IxDyn(&[0, 1, 8, 8]));
+        assert!(matches!(
+            audit_calibration(
+                &d.model,
+                &PtqConfig::default(),
+                &empty,
+                None,
+                &AuditThresholds::default()
+            ),
+            Err(QuantError::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            audit_calibration(
+                &d.model,
+                &PtqConfig::default(),
+                &d.calib,
+                Some((&[1, 2], None)),
+                &AuditThresholds::default()
+            ),
+            Err(QuantError::LengthMismatch { .. })
+        ));
+    }
+}
