@@ -83,14 +83,7 @@ impl fmt::Debug for QConfig {
 }
 
 fn x86_activation_spec() -> Result<QSpec> {
-    QSpec::from_pytorch(
-        QDType::QUInt8,
-        QScheme::PerTensorAffine,
-        true,
-        None,
-        None,
-        None,
-    )
+    QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8).with_reduce_range()
 }
 
 fn weight_spec() -> QSpec {
