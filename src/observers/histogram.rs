@@ -595,10 +595,16 @@ mod tests {
 
     #[test]
     fn floor_division_is_pythons() {
+        // pytorch.md §3.5: 1.0 // 0.1 = 9, 7.0 // 0.1 = 69, -0.3 // 0.1 = -4 (Python).
         assert_eq!(floor_div(1.0, 0.1), 9.0);
         assert_eq!(floor_div(7.0, 0.1), 69.0);
         assert_eq!(floor_div(-0.3, 0.1), -4.0);
+        // Python: -0.0 // 0.1 = -0.0
         assert_eq!(floor_div(-0.0, 0.1).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn floor_division_fast_path_matches_the_reference() {
         // The fast path agrees with the reference on a grid of hard cases.
         for i in -2000..2000 {
             for d in [0.1f32, 0.3, 0.7, 1.1e-3, 3.0] {
@@ -622,13 +628,18 @@ mod tests {
         assert_eq!(v[7], (-step).mul_add(3.0, 1.0));
     }
 
+    // The worked examples of pytorch.md §3.5 (torch 2.15).
+
     #[test]
-    fn pytorch_worked_examples() {
+    fn worked_example_bins_3() {
         let mut o = obs(3, QScheme::PerTensorAffine, QDType::QUInt8);
         feed(&mut o, &[2.0, 3.0, 4.0, 5.0]);
         feed(&mut o, &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(o.histogram(), &[2.0, 3.0, 3.0]);
+    }
 
+    #[test]
+    fn worked_example_update_within_range_is_added() {
         let mut o = obs(10, QScheme::PerTensorAffine, QDType::QUInt8);
         feed(&mut o, &[0.0, 3.0, 4.0, 9.0]);
         feed(&mut o, &[2.0, 3.0, 7.0, 8.0]);
@@ -636,7 +647,10 @@ mod tests {
             o.histogram(),
             &[1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
         );
+    }
 
+    #[test]
+    fn worked_example_single_values() {
         let mut o = obs(10, QScheme::PerTensorAffine, QDType::QUInt8);
         for v in [1.0, 3.0, 2.0, 4.0] {
             feed(&mut o, &[v]);
@@ -646,7 +660,10 @@ mod tests {
             o.histogram(),
             &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
         );
+    }
 
+    #[test]
+    fn worked_example_degenerate_ranges_combine() {
         let mut o = obs(3, QScheme::PerTensorSymmetric, QDType::QInt8);
         for v in [
             [1.0f32, 1.0, 1.0, 1.0],
@@ -662,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn reduce_range_example() {
+    fn worked_example_reduce_range() {
         let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8)
             .with_reduce_range()
             .unwrap();

@@ -338,19 +338,31 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     #[test]
-    fn scan_finds_extremes_and_non_finite() {
+    fn scan_finds_extremes() {
+        // (i − 11)·0.5 for i in 0..37: from −5.5 (i = 0) to 12.5 (i = 36)
         let v: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.5).collect();
         let (a, b, sum) = scan(&v);
         assert_eq!((a, b), (-5.5, 12.5));
         assert!(sum.is_finite());
-        let mut w = v.clone();
+    }
+
+    #[test]
+    fn scan_sum_flags_nan() {
+        let mut w: Vec<f32> = (0..37).map(|i| i as f32).collect();
         w[33] = f32::NAN;
         assert!(scan(&w).2.is_nan());
-        // Overflowing sums of finite data are re-checked, not refused.
+    }
+
+    #[test]
+    fn overflowing_sums_of_finite_data_are_rechecked_not_refused() {
         let big = ArrayD::from_elem(IxDyn(&[40]), 3.0e38f32);
         assert_eq!(min_max("t", &big.view()).unwrap(), Some((3.0e38, 3.0e38)));
         let big = ArrayD::from_elem(IxDyn(&[4, 10]), 3.0e38f32);
         assert!(channel_min_max("t", &big.view(), 1).is_ok());
+        let big64 = ArrayD::from_elem(IxDyn(&[4, 10]), 3.0e38f64);
+        let view = FloatView::F64(big64.view());
+        assert_eq!(min_max_view("t", &view).unwrap(), Some((3.0e38, 3.0e38)));
+        assert!(channel_min_max_view("t", &view, 0).is_ok());
     }
 
     #[test]
