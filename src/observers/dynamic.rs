@@ -19,7 +19,7 @@ use crate::qparams::{AnyQParams, QSpec};
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{DynamicObserver, Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{DynamicObserver, QDType, QScheme, QSpec};
 /// let mut obs = DynamicObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
 /// obs.observe(array![-10.0f32, 10.0].view())?;
 /// obs.observe(array![0.0f32, 1.0].view())?;

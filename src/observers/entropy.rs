@@ -25,7 +25,7 @@ use crate::qparams::QSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::EntropyObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;

@@ -40,7 +40,7 @@ const UPSAMPLE_RATE: usize = 16;
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{HistogramObserver, Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{HistogramObserver, QDType, QScheme, QSpec};
 ///
 /// let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
 /// let mut obs = HistogramObserver::with_bins(spec, 3)?;

@@ -152,6 +152,12 @@ pub trait Observer: ObserverClone + Send + Sync + Debug {
     fn merge(&mut self, other: &dyn Observer) -> Result<()>;
 }
 
+// `Box<dyn Observer>` is `Send + Sync` (the trait requires both): checked at compile time.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<Box<dyn Observer>>();
+};
+
 impl dyn Observer {
     /// Feeds one batch to a boxed or borrowed observer: an array view or a reference to an
     /// array of `f32`, `f64`, `f16` or `bf16`, any dimension (see [`FloatView`]).

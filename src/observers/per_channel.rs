@@ -58,7 +58,7 @@ static MOVING_AVERAGE: Ops = ops!("MovingAveragePerChannelMinMaxObserver");
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{Observer, PerChannelMinMaxObserver, QDType, QScheme, QSpec};
+/// use qnumeric::{PerChannelMinMaxObserver, QDType, QScheme, QSpec};
 ///
 /// let spec = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8);
 /// let mut obs = PerChannelMinMaxObserver::new(spec, 0)?;

@@ -24,7 +24,7 @@ use crate::qparams::QSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::PercentileObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..10_000).map(|i| (i as f32 / 10_000.0) - 0.5).collect();
 /// x[0] = -40.0; // one outlier

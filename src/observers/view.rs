@@ -22,7 +22,7 @@ use crate::error::{QuantError, Result};
 /// ```
 /// use half::f16;
 /// use ndarray::array;
-/// use qnumeric::{MinMaxObserver, Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{MinMaxObserver, QDType, QScheme, QSpec};
 ///
 /// let mut obs = MinMaxObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
 /// obs.observe(array![1.0f32, 2.0].view())?; // an f32 view
