@@ -550,6 +550,11 @@ fn observe_takes_f64_f16_bf16_views_and_references() {
         .unwrap();
     o.observe(&array![bf16::from_f32(4.0)]).unwrap();
     assert_eq!(o.min_max(), Some((-2.0, 4.0)));
+    // An `&ArrayRef` (what the kernels take) converts too.
+    let x = array![5.0f32];
+    let r: &ndarray::ArrayRef<f32, _> = &x;
+    o.observe(r).unwrap();
+    assert_eq!(o.min_max(), Some((-2.0, 5.0)));
     // The same through `dyn Observer`.
     let mut boxed: Box<dyn Observer> = Box::new(MinMaxObserver::new(sp).unwrap());
     boxed.observe(&x64).unwrap();
