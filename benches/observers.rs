@@ -43,7 +43,7 @@ fn observers(c: &mut Criterion) {
             (
                 "moving_average",
                 &flat,
-                Box::new(MovingAverageMinMaxObserver::new(pt, 0.01).expect("ok")),
+                Box::new(MinMaxObserver::moving_average(pt, 0.01).expect("ok")),
             ),
             (
                 "per_channel/axis0",
@@ -58,7 +58,7 @@ fn observers(c: &mut Criterion) {
             (
                 "moving_average_per_channel/axis0",
                 &w,
-                Box::new(MovingAveragePerChannelMinMaxObserver::new(pc, 0, 0.01).expect("ok")),
+                Box::new(PerChannelMinMaxObserver::moving_average(pc, 0, 0.01).expect("ok")),
             ),
             (
                 "histogram/observe",

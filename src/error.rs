@@ -257,6 +257,18 @@ pub enum QuantError {
         /// Which quantity overflowed.
         what: &'static str,
     },
+    /// Finite values whose range cannot be represented in `f32`: the width `max − min` of an
+    /// observed range (or the scale chosen from it) overflows, or an `f64` value lies beyond
+    /// `f32`'s range. PyTorch computes an infinite scale or NaN statistics there.
+    #[error("{op}: the range {min:e}..={max:e} overflows f32")]
+    RangeOverflow {
+        /// The public operation.
+        op: &'static str,
+        /// Lower end of the range.
+        min: f64,
+        /// Upper end of the range.
+        max: f64,
+    },
 }
 
 /// Whether an activation is float or quantized (for [`QuantError::WrongActivation`]).

@@ -89,10 +89,9 @@ pub use kernels::{
 };
 pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
 pub use observers::{
-    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver, HistogramObserver,
-    MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
-    MseObserver, Observer, ObserverClone, PerChannelMinMaxObserver, PercentileObserver,
-    StreamingHistogram,
+    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver, FloatView,
+    HistogramObserver, MinMaxObserver, MseObserver, Observer, ObserverClone,
+    PerChannelMinMaxObserver, PercentileObserver, StreamingHistogram, UpdateRule,
 };
 pub use qparams::{
     choose_dynamic_qparams, AnyQParams, PerChannelQParams, QParams, QScheme, QSpec, RawQParams,

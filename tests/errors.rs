@@ -66,25 +66,11 @@ fn invalid_quant_ranges() {
         Err(QuantError::InvalidQuantRange { .. })
     ));
     assert!(matches!(
-        QSpec::from_pytorch(
-            QDType::QInt8,
-            QScheme::PerTensorAffine,
-            false,
-            Some(1),
-            Some(127),
-            None
-        ),
+        QSpec::new(QScheme::PerTensorAffine, QDType::QInt8).with_quant_range(1, 127),
         Err(QuantError::InvalidQuantRange { .. })
     ));
     assert!(matches!(
-        QSpec::from_pytorch(
-            QDType::QInt8,
-            QScheme::PerTensorAffine,
-            false,
-            None,
-            None,
-            Some(0.0)
-        ),
+        QSpec::new(QScheme::PerTensorAffine, QDType::QInt8).with_eps(0.0),
         Err(QuantError::InvalidScale { .. })
     ));
     let lsq = LearnableParams {

@@ -1,20 +1,25 @@
 //! Observer cases (`observers.jsonl`): build the observer from PyTorch's constructor
 //! arguments, feed the batches, compare parameters (and min/max where given), or expect a
 //! refusal for `error` cases.
+//!
+//! Deliberate refusals: PyTorch skips the dtype check of a `quint8` custom range (it accepts
+//! `quant_min = -4` or `quant_max = 300`, as long as the range contains 0). No `quint8` tensor
+//! can hold such a range, and qnumeric refuses it ([`QSpec::with_quant_range`] gives
+//! [`QuantError::InvalidQuantRange`]) rather than compute parameters PyTorch's way in some
+//! other dtype. A case with such a range passes when qnumeric refuses it with that error,
+//! whatever parameters PyTorch computed, and fails if qnumeric returns parameters or another
+//! error; its failure reason (when it fails) says `deliberately refused`. Golden case
+//! `observer-400` (`quint8`, `0..=300`) is one.
 
 use super::case::{compare_floats, f64_list, tensor_f32, Case, CaseResult, Tolerance};
 use super::json::Json;
 use crate::dtype::{QDType, QRange};
 use crate::error::QuantError;
 use crate::observers::{
-    FixedQParamsObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver, Observer, PerChannelMinMaxObserver,
+    FixedQParamsObserver, HistogramObserver, MinMaxObserver, Observer, PerChannelMinMaxObserver,
+    UpdateRule,
 };
-use crate::qparams::AnyQParams;
-use crate::qparams::{QScheme, QSpec, ZeroPoints};
-
-/// PyTorch's default averaging constant.
-const DEFAULT_AVERAGING: f64 = 0.01;
+use crate::qparams::{AnyQParams, QScheme, QSpec, ZeroPoints};
 
 fn opt_i64(cfg: &Json, key: &str) -> CaseResult<Option<i64>> {
     match cfg.get(key) {
@@ -36,10 +41,7 @@ fn opt_f64(cfg: &Json, key: &str) -> CaseResult<Option<f64>> {
     }
 }
 
-/// PyTorch's `calculate_qmin_qmax`/`validate_qmin_qmax` as a spec. PyTorch skips the length
-/// check for `quint8` custom ranges (e.g. `0..=1000`), which no [`QRange`] of `quint8` can
-/// hold; such a range is represented in the narrowest wider dtype, which gives PyTorch's
-/// affine parameters (they depend only on `quant_min`/`quant_max`).
+/// PyTorch's observer arguments as a spec, through [`QSpec`]'s builders.
 fn spec_from_config(cfg: &Json) -> Result<QSpec, QuantError> {
     let fmt = |detail: String| QuantError::Format {
         op: "conformance",
@@ -57,29 +59,34 @@ fn spec_from_config(cfg: &Json) -> Result<QSpec, QuantError> {
         .unwrap_or(false);
     let qmin = opt_i64(cfg, "quant_min").map_err(fmt)?;
     let qmax = opt_i64(cfg, "quant_max").map_err(fmt)?;
-    let eps = opt_f64(cfg, "eps").map_err(fmt)?.map(|e| e as f32);
-    match (
-        QSpec::from_pytorch(dtype, scheme, reduce_range, qmin, qmax, eps),
-        qmin,
-        qmax,
-    ) {
-        (Err(QuantError::InvalidQuantRange { .. }), Some(lo), Some(hi))
-            if dtype == QDType::QUInt8 && lo <= 0 && 0 <= hi && lo < hi =>
-        {
-            let mut range = QRange::for_fake_quant(lo, hi)?;
-            if reduce_range {
-                range = range.with_reduce_range();
-            }
-            let mut spec = QSpec::new(scheme, range.dtype());
-            spec.range = range;
-            spec.customized_range = true;
-            if let Some(e) = eps {
-                spec.eps = e;
-            }
-            Ok(spec)
-        }
-        (other, _, _) => other,
+    let eps = opt_f64(cfg, "eps").map_err(fmt)?;
+    let mut spec = QSpec::new(scheme, dtype);
+    // PyTorch uses a custom range only when both ends are given.
+    if let (Some(lo), Some(hi)) = (qmin, qmax) {
+        spec = spec.with_quant_range(lo, hi)?;
     }
+    if reduce_range {
+        spec = spec.with_reduce_range()?;
+    }
+    if let Some(e) = eps {
+        spec = spec.with_eps(e as f32)?;
+    }
+    Ok(spec)
+}
+
+/// Whether a case gives a `quint8` custom range that PyTorch accepts (it contains 0,
+/// `quant_min < quant_max`) but `quint8` cannot hold: qnumeric refuses these deliberately.
+fn deliberately_refused_range(cfg: &Json) -> CaseResult<bool> {
+    let dtype = cfg.get("dtype").and_then(Json::as_str).unwrap_or("quint8");
+    if QDType::from_name(dtype).ok() != Some(QDType::QUInt8) {
+        return Ok(false);
+    }
+    Ok(
+        match (opt_i64(cfg, "quant_min")?, opt_i64(cfg, "quant_max")?) {
+            (Some(lo), Some(hi)) => lo <= 0 && 0 <= hi && lo < hi && (lo < 0 || hi > 255),
+            _ => false,
+        },
+    )
 }
 
 /// Builds the observer a case describes.
@@ -102,31 +109,28 @@ fn build(case: &Case) -> CaseResult<Result<Box<dyn Observer>, QuantError>> {
         Err(e) => return Ok(Err(e)),
     };
     let ch_axis = opt_i64(cfg, "ch_axis")?.unwrap_or(0) as isize;
-    let c = opt_f64(cfg, "averaging_constant")?.unwrap_or(DEFAULT_AVERAGING) as f32;
+    let c = opt_f64(cfg, "averaging_constant")?
+        .map_or(UpdateRule::DEFAULT_AVERAGING_CONSTANT, |c| c as f32);
+    let ema = UpdateRule::MovingAverage {
+        averaging_constant: c,
+    };
     let bins = opt_i64(cfg, "bins")?.unwrap_or(HistogramObserver::DEFAULT_BINS as i64);
     let boxed = |o: Result<Box<dyn Observer>, QuantError>| o;
     Ok(match name {
         "MinMaxObserver" => boxed(MinMaxObserver::new(spec).map(|o| Box::new(o) as _)),
         "MovingAverageMinMaxObserver" => {
-            boxed(MovingAverageMinMaxObserver::new(spec, c).map(|o| Box::new(o) as _))
+            boxed(MinMaxObserver::with_rule(spec, ema).map(|o| Box::new(o) as _))
         }
         "PerChannelMinMaxObserver" => {
             boxed(PerChannelMinMaxObserver::new(spec, ch_axis).map(|o| Box::new(o) as _))
         }
-        "MovingAveragePerChannelMinMaxObserver" => boxed(
-            MovingAveragePerChannelMinMaxObserver::new(spec, ch_axis, c).map(|o| Box::new(o) as _),
-        ),
+        "MovingAveragePerChannelMinMaxObserver" => {
+            boxed(PerChannelMinMaxObserver::with_rule(spec, ch_axis, ema).map(|o| Box::new(o) as _))
+        }
         "HistogramObserver" => {
-            if bins < 1 {
-                boxed(Err(QuantError::InvalidParameter {
-                    op: "HistogramObserver::new",
-                    what: "bins",
-                    value: bins as f64,
-                    reason: "must be in 1..=2^24",
-                }))
-            } else {
-                boxed(HistogramObserver::with_bins(spec, bins as usize).map(|o| Box::new(o) as _))
-            }
+            // A negative count (or one beyond usize) is refused like 0 bins.
+            let bins = usize::try_from(bins).unwrap_or(0);
+            boxed(HistogramObserver::with_bins(spec, bins).map(|o| Box::new(o) as _))
         }
         _ => return Err(super::UNSUPPORTED.into()),
     })
@@ -138,13 +142,7 @@ fn observed(obs: &dyn Observer) -> Option<(Vec<f32>, Vec<f32>)> {
     if let Some(o) = any.downcast_ref::<MinMaxObserver>() {
         return o.min_max().map(|(a, b)| (vec![a], vec![b]));
     }
-    if let Some(o) = any.downcast_ref::<MovingAverageMinMaxObserver>() {
-        return o.min_max().map(|(a, b)| (vec![a], vec![b]));
-    }
     if let Some(o) = any.downcast_ref::<PerChannelMinMaxObserver>() {
-        return Some((o.min_vals().to_vec(), o.max_vals().to_vec()));
-    }
-    if let Some(o) = any.downcast_ref::<MovingAveragePerChannelMinMaxObserver>() {
         return Some((o.min_vals().to_vec(), o.max_vals().to_vec()));
     }
     if let Some(o) = any.downcast_ref::<HistogramObserver>() {
@@ -189,6 +187,18 @@ fn compare_zero_points(got: &[f64], expected: &[f64], zp_atol: Option<f64>) -> C
 
 pub(crate) fn run(case: &Case) -> CaseResult<()> {
     let outcome = run_observer(case)?;
+    if deliberately_refused_range(case.field("config")?)? {
+        return match outcome {
+            Err(QuantError::InvalidQuantRange { .. }) => Ok(()),
+            Err(e) => Err(format!(
+                "deliberately refused quint8 range: expected InvalidQuantRange, got: {e}"
+            )),
+            Ok(_) => Err(
+                "deliberately refused quint8 range: expected InvalidQuantRange, got parameters"
+                    .into(),
+            ),
+        };
+    }
     let expects_error = case.expected("error").ok();
     let (obs, qp) = match (outcome, expects_error) {
         (Err(_), Some(_)) => return Ok(()),

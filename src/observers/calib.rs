@@ -10,9 +10,9 @@ pub(crate) fn histogram_mse(spec: &QSpec, bins: &[(f64, u64)], lo: f32, hi: f32)
     let scale = p.scale as f64;
     let inv = 1.0 / scale;
     let zp = p.zero_point as f64;
-    let qmin = spec.range.quant_min() as f64;
-    let qmax = spec.range.quant_max() as f64;
-    let float_zp = matches!(spec.scheme, QScheme::PerChannelAffineFloatQParams);
+    let qmin = spec.range().quant_min() as f64;
+    let qmax = spec.range().quant_max() as f64;
+    let float_zp = matches!(spec.scheme(), QScheme::PerChannelAffineFloatQParams);
     let mut err = 0.0f64;
     let mut n = 0u64;
     for &(c, k) in bins {
@@ -28,14 +28,26 @@ pub(crate) fn histogram_mse(spec: &QSpec, bins: &[(f64, u64)], lo: f32, hi: f32)
     Ok(if n == 0 { 0.0 } else { err / n as f64 })
 }
 
-/// Clamps a symmetric threshold to the observed range: `[max(min, −t), min(max, t)]`.
+/// Clamps a symmetric threshold `t >= 0` to the observed range: `[max(min, −t), min(max, t)]`.
+///
+/// For one-sided data beyond the threshold (all values above `t`, or all below `−t`) that
+/// interval is empty; the candidate is then the threshold itself, `[t, t]` (or `[−t, −t]`):
+/// the parameters of `[0, t]` (`[−t, 0]`), which clip every value to `t`.
 pub(crate) fn clip_range(t: f64, min: f32, max: f32) -> (f32, f32) {
     let t = t as f32;
-    (min.max(-t), max.min(t))
+    let (lo, hi) = (min.max(-t), max.min(t));
+    if lo <= hi {
+        (lo, hi)
+    } else if min > 0.0 {
+        (hi, hi)
+    } else {
+        (lo, lo)
+    }
 }
 
 /// Implements [`Observer`](super::Observer) for a calibrator holding `spec: QSpec` and
-/// `hist: StreamingHistogram`, with a `range()` method and `same_config()`.
+/// `hist: StreamingHistogram`, with a `range()` method and `same_config()`. `merge` leaves the
+/// calibrator unchanged on error.
 macro_rules! impl_hist_observer {
     ($ty:ident, $name:literal) => {
         impl $crate::observers::Observer for $ty {
@@ -47,7 +59,10 @@ macro_rules! impl_hist_observer {
                 &self.spec
             }
 
-            fn observe(&mut self, x: ndarray::ArrayViewD<'_, f32>) -> $crate::error::Result<()> {
+            fn observe_view(
+                &mut self,
+                x: $crate::observers::FloatView<'_>,
+            ) -> $crate::error::Result<()> {
                 self.hist.observe(x)
             }
 
@@ -83,3 +98,21 @@ macro_rules! impl_hist_observer {
     };
 }
 pub(crate) use impl_hist_observer;
+
+/// Checks a deserialized calibrator's histogram: the constructors' bin count.
+#[cfg(feature = "serde")]
+pub(crate) fn check_calibrator_histogram(
+    op: &'static str,
+    hist: &super::StreamingHistogram,
+) -> Result<()> {
+    if hist.bins() == super::StreamingHistogram::DEFAULT_BINS {
+        Ok(())
+    } else {
+        Err(crate::error::QuantError::InvalidParameter {
+            op,
+            what: "bins",
+            value: hist.bins() as f64,
+            reason: "a calibrator's histogram has 2048 bins",
+        })
+    }
+}

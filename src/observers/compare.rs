@@ -70,9 +70,9 @@ impl fmt::Display for CalibratorComparison {
             f,
             "calibrators on {} values ({}, {}..={}):",
             self.numel,
-            self.spec.scheme.name(),
-            self.spec.range.quant_min(),
-            self.spec.range.quant_max()
+            self.spec.scheme().name(),
+            self.spec.range().quant_min(),
+            self.spec.range().quant_max()
         )?;
         writeln!(
             f,

@@ -1,14 +1,11 @@
 //! [`DynamicObserver`]: the placeholder for dynamic quantization, where parameters are
 //! computed from each batch at run time.
 
-use ndarray::ArrayViewD;
-
-use super::minmax::per_tensor_qparams;
-use super::reduce::{check_spec, incompatible, min_max};
-use super::Observer;
+use super::minmax::{per_tensor_qparams, union};
+use super::reduce::{check_spec, incompatible, min_max_view};
+use super::{FloatView, Observer};
 use crate::error::{QuantError, Result};
-use crate::qparams::AnyQParams;
-use crate::qparams::QSpec;
+use crate::qparams::{AnyQParams, QSpec};
 
 /// Dynamic quantization: `qparams` come from the **last** batch only (PyTorch's
 /// `PlaceholderObserver(is_dynamic=True)` defers this to the quantized kernel, which picks
@@ -22,14 +19,19 @@ use crate::qparams::QSpec;
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{DynamicObserver, Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{DynamicObserver, QDType, QScheme, QSpec};
 /// let mut obs = DynamicObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
-/// obs.observe(array![-10.0f32, 10.0].into_dyn().view())?;
-/// obs.observe(array![0.0f32, 1.0].into_dyn().view())?;
+/// obs.observe(array![-10.0f32, 10.0].view())?;
+/// obs.observe(array![0.0f32, 1.0].view())?;
 /// assert_eq!(obs.min_max(), Some((0.0, 1.0)));
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "DynamicState", try_from = "DynamicState")
+)]
 pub struct DynamicObserver {
     spec: QSpec,
     last: Option<(f32, f32)>,
@@ -61,9 +63,9 @@ impl Observer for DynamicObserver {
         &self.spec
     }
 
-    fn observe(&mut self, x: ArrayViewD<'_, f32>) -> Result<()> {
+    fn observe_view(&mut self, x: FloatView<'_>) -> Result<()> {
         const OP: &str = "DynamicObserver::observe";
-        let r = min_max(OP, &x)?.ok_or(QuantError::EmptyInput { op: OP })?;
+        let r = min_max_view(OP, &x)?.ok_or(QuantError::EmptyInput { op: OP })?;
         self.last = Some(r);
         Ok(())
     }
@@ -88,12 +90,42 @@ impl Observer for DynamicObserver {
         if o.spec != self.spec {
             return Err(incompatible(OP, "different specs"));
         }
-        if let Some((a, b)) = o.last {
-            self.last = Some(match self.last {
-                None => (a, b),
-                Some((m, n)) => (m.min(a), n.max(b)),
-            });
+        if let Some(r) = o.last {
+            self.last = Some(union(self.last, r));
         }
         Ok(())
+    }
+}
+
+/// The serialized state of a [`DynamicObserver`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DynamicState {
+    spec: QSpec,
+    last_min_max: Option<(f32, f32)>,
+}
+
+#[cfg(feature = "serde")]
+impl From<DynamicObserver> for DynamicState {
+    fn from(o: DynamicObserver) -> Self {
+        DynamicState {
+            spec: o.spec,
+            last_min_max: o.last,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<DynamicState> for DynamicObserver {
+    type Error = QuantError;
+
+    /// The constructor's checks, and a finite `min <= max`.
+    fn try_from(s: DynamicState) -> Result<Self> {
+        let mut o = DynamicObserver::new(s.spec)?;
+        if let Some((a, b)) = s.last_min_max {
+            crate::qparams::check_min_max("DynamicObserver::deserialize", a, b)?;
+        }
+        o.last = s.last_min_max;
+        Ok(o)
     }
 }

@@ -25,17 +25,22 @@ use crate::qparams::QSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::EntropyObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;
 /// let mut obs = EntropyObserver::new(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8))?;
-/// obs.observe(Array1::from(x).into_dyn().view())?;
+/// obs.observe(&Array1::from(x))?;
 /// let (lo, hi) = obs.range()?; // the clipping range (here: uniform bulk, nothing to gain)
 /// assert!(lo >= -0.5 && hi <= 50.0);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "CalibratorState", try_from = "CalibratorState")
+)]
 pub struct EntropyObserver {
     spec: QSpec,
     hist: StreamingHistogram,
@@ -148,9 +153,9 @@ impl EntropyObserver {
 
     /// The number of quantized levels on one side of zero used by the search.
     fn levels(&self, min: f32, max: f32) -> usize {
-        let all = self.spec.range.levels().min(1 << 20) as usize;
+        let all = self.spec.range().levels().min(1 << 20) as usize;
         let one_sided = min >= 0.0 || max <= 0.0;
-        if self.spec.scheme.is_symmetric() || !one_sided {
+        if self.spec.scheme().is_symmetric() || !one_sided {
             (all / 2).max(1)
         } else {
             all
@@ -173,6 +178,37 @@ impl EntropyObserver {
 }
 
 impl_hist_observer!(EntropyObserver, "EntropyObserver");
+
+/// The serialized state of a [`EntropyObserver`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CalibratorState {
+    spec: QSpec,
+    histogram: StreamingHistogram,
+}
+
+#[cfg(feature = "serde")]
+impl From<EntropyObserver> for CalibratorState {
+    fn from(o: EntropyObserver) -> Self {
+        CalibratorState {
+            spec: o.spec,
+            histogram: o.hist,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<CalibratorState> for EntropyObserver {
+    type Error = QuantError;
+
+    /// The constructor's checks and the constructor's histogram size.
+    fn try_from(s: CalibratorState) -> Result<Self> {
+        let mut o = EntropyObserver::new(s.spec)?;
+        super::calib::check_calibrator_histogram("EntropyObserver::deserialize", &s.histogram)?;
+        o.hist = s.histogram;
+        Ok(o)
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

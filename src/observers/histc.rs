@@ -5,8 +5,8 @@
 //! The loop is built for one counter update per cycle, which is what bounds it: bin indices are
 //! computed eight at a time into a small block while the previous block is counted into four
 //! interleaved arrays of 16-bit counters, and the input is prefetched ahead. On x86-64 with
-//! AVX2 the eight-value index step is written with intrinsics (the compiler's own
-//! vectorisation of it inside the counting loop was poor); it performs the same IEEE
+//! AVX2 the eight-value index step is written with intrinsics (the compiler does not
+//! vectorise it well inside the counting loop); it performs the same IEEE
 //! operations in the same order as the portable step, so counts are identical on every CPU.
 
 /// `torch.histc(x, bins, lo, hi)` for a batch whose values all lie in `[lo, hi]`;
@@ -146,8 +146,8 @@ fn count_stride(bins: usize) -> usize {
 /// Distance between the starts of the four count arrays: the stride plus a pad, so that the
 /// same bin in two arrays does not sit at the same address modulo 4 KiB. Without the pad
 /// (arrays exactly 4 KiB apart for 2048 bins) equal bins counted close together in two arrays
-/// look dependent to the CPU's store-to-load check (4K aliasing), which cost 20% of the
-/// observe time on normal data.
+/// look dependent to the CPU's store-to-load check (4K aliasing), which costs about 20% of
+/// the observe time on normal data.
 fn count_pitch(bins: usize) -> usize {
     count_stride(bins) + 544
 }

@@ -3,15 +3,13 @@
 
 use std::sync::OnceLock;
 
-use ndarray::ArrayViewD;
-
 use super::histc::{histc, histc_in_range};
 use super::minmax::per_tensor_qparams;
-use super::reduce::{check_spec, incompatible, min_max};
-use super::Observer;
+use super::reduce::{check_spec, incompatible, min_max_view, with_view};
+use super::view::for_each_block;
+use super::{FloatView, Observer};
 use crate::error::{QuantError, Result};
-use crate::qparams::AnyQParams;
-use crate::qparams::QSpec;
+use crate::qparams::{AnyQParams, QSpec};
 
 /// PyTorch's constant upsampling rate when re-binning a histogram into a wider range.
 const UPSAMPLE_RATE: usize = 16;
@@ -30,6 +28,9 @@ const UPSAMPLE_RATE: usize = 16;
 ///
 /// - NaN or ±inf in a batch: refused with a typed error, observer unchanged. (PyTorch raises
 ///   on NaN from `histc`, and drops ±inf values with a warning.)
+/// - A batch (or a `merge`) that would make `max − min` overflow `f32` (finite values near
+///   ±`f32::MAX`) is [`QuantError::RangeOverflow`], observer unchanged: the bin width would be
+///   infinite (PyTorch computes NaN statistics).
 /// - Empty batches are no-ops; `qparams` before any data is [`QuantError::Empty`] (PyTorch:
 ///   scale 1.0, zero point 0 with a warning).
 /// - The search result is cached until the next `observe`/`merge`/`reset`.
@@ -39,17 +40,22 @@ const UPSAMPLE_RATE: usize = 16;
 /// # Examples
 /// ```
 /// use ndarray::array;
-/// use qnumeric::{HistogramObserver, Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{HistogramObserver, QDType, QScheme, QSpec};
 ///
 /// let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
 /// let mut obs = HistogramObserver::with_bins(spec, 3)?;
-/// obs.observe(array![2.0f32, 3.0, 4.0, 5.0].into_dyn().view())?;
-/// obs.observe(array![5.0f32, 6.0, 7.0, 8.0].into_dyn().view())?;
+/// obs.observe(array![2.0f32, 3.0, 4.0, 5.0].view())?;
+/// obs.observe(array![5.0f32, 6.0, 7.0, 8.0].view())?;
 /// assert_eq!(obs.min_max(), Some((2.0, 8.0)));
 /// assert_eq!(obs.histogram(), &[2.0, 3.0, 3.0]);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "HistogramState", try_from = "HistogramState")
+)]
 pub struct HistogramObserver {
     spec: QSpec,
     bins: usize,
@@ -71,6 +77,10 @@ impl HistogramObserver {
     /// PyTorch's default: 2048 bins.
     pub const DEFAULT_BINS: usize = 2048;
 
+    /// The most bins allowed, 2^22: re-binning a histogram (PyTorch's 16× upscale) builds
+    /// `16·bins` points, 256 MiB of `f32` at this limit.
+    pub const MAX_BINS: usize = 1 << 22;
+
     /// A histogram observer with 2048 bins.
     ///
     /// # Errors
@@ -83,17 +93,17 @@ impl HistogramObserver {
     /// A histogram observer with `bins` bins.
     ///
     /// # Errors
-    /// As [`HistogramObserver::new`]; [`QuantError::InvalidParameter`] for `bins == 0` or
-    /// more than 2^24 bins (counts are `f32`).
+    /// As [`HistogramObserver::new`]; [`QuantError::InvalidParameter`] unless
+    /// `1 <= bins <= 2^22` ([`HistogramObserver::MAX_BINS`]).
     pub fn with_bins(spec: QSpec, bins: usize) -> Result<Self> {
         const OP: &str = "HistogramObserver::new";
         check_spec(OP, &spec, false, false)?;
-        if bins == 0 || bins > 1 << 22 {
+        if bins == 0 || bins > Self::MAX_BINS {
             return Err(QuantError::InvalidParameter {
                 op: OP,
                 what: "bins",
                 value: bins as f64,
-                reason: "must be in 1..=2^24",
+                reason: "must be in 1..=2^22",
             });
         }
         Ok(HistogramObserver {
@@ -139,7 +149,7 @@ impl HistogramObserver {
     }
 
     fn dst_nbins(&self) -> f64 {
-        2f64.powi(self.spec.range.dtype().bits() as i32)
+        2f64.powi(self.spec.dtype().bits() as i32)
     }
 
     /// Folds a histogram `upd` that already lies over `[nmin, nmax]` into this one.
@@ -166,15 +176,17 @@ impl Observer for HistogramObserver {
         &self.spec
     }
 
-    fn observe(&mut self, x: ArrayViewD<'_, f32>) -> Result<()> {
+    fn observe_view(&mut self, x: FloatView<'_>) -> Result<()> {
         const OP: &str = "HistogramObserver::observe";
         // Steady state (the batch falls inside the range seen so far, the common case in
-        // calibration): one pass bins the batch over the current range and measures its
-        // min/max/sum at the same time. If the batch turns out to leave the range, that
-        // pass is discarded and the general path below runs with the measured range.
-        if let (Some((omin, omax)), Some(xs)) = (self.range, x.as_slice_memory_order()) {
-            if omin < omax && !xs.is_empty() {
-                let (counts, inside) = histc_in_range(xs, omin, omax, self.bins);
+        // calibration): one pass bins the batch over the current range and checks that every
+        // value lies inside at the same time. If one does not, that pass is discarded and the
+        // general path below runs.
+        if let Some((omin, omax)) = self.range {
+            if omin < omax && !x.is_empty() {
+                let (counts, inside) = count_batch(&x, self.bins, |xs| {
+                    histc_in_range(xs, omin, omax, self.bins)
+                });
                 if inside {
                     self.cache = OnceLock::new();
                     for (h, c) in self.histogram.iter_mut().zip(counts) {
@@ -184,33 +196,21 @@ impl Observer for HistogramObserver {
                 }
             }
         }
-        // First batch, a batch that leaves the range, or NaN/inf (refused by `min_max`).
-        let Some((xmin, xmax)) = min_max(OP, &x)? else {
+        // First batch, a batch that leaves the range, or NaN/inf (refused by `min_max_view`).
+        let Some((xmin, xmax)) = min_max_view(OP, &x)? else {
             return Ok(());
         };
-        self.cache = OnceLock::new();
-        let data = x.as_slice_memory_order();
-        let owned;
-        let xs: &[f32] = match data {
-            Some(s) => s,
-            None => {
-                owned = x.iter().copied().collect::<Vec<f32>>();
-                &owned
-            }
+        let (nmin, nmax) = match self.range {
+            None => (xmin, xmax),
+            Some((omin, omax)) => (omin.min(xmin), omax.max(xmax)),
         };
+        check_width(OP, nmin, nmax)?;
         let bins = self.bins;
-        match self.range {
-            None => {
-                self.histogram = histc(xs, xmin, xmax, bins, (xmin, xmax));
-                self.range = Some((xmin, xmax));
-            }
-            Some((omin, omax)) => {
-                let nmin = omin.min(xmin);
-                let nmax = omax.max(xmax);
-                let upd = histc(xs, nmin, nmax, bins, (xmin, xmax));
-                self.absorb(upd, nmin, nmax);
-            }
-        }
+        let (upd, _) = count_batch(&x, bins, |xs| {
+            (histc(xs, nmin, nmax, bins, (xmin, xmax)), true)
+        });
+        self.cache = OnceLock::new();
+        self.absorb(upd, nmin, nmax);
         Ok(())
     }
 
@@ -242,11 +242,12 @@ impl Observer for HistogramObserver {
         let Some((bmin, bmax)) = o.range else {
             return Ok(());
         };
-        self.cache = OnceLock::new();
         let (nmin, nmax) = match self.range {
             None => (bmin, bmax),
             Some((a, b)) => (a.min(bmin), b.max(bmax)),
         };
+        check_width(OP, nmin, nmax)?;
+        self.cache = OnceLock::new();
         // The other histogram, re-binned into the union range as PyTorch's combine would.
         let upd = if (bmin, bmax) == (nmin, nmax) {
             o.histogram.clone()
@@ -257,6 +258,49 @@ impl Observer for HistogramObserver {
         self.absorb(upd, nmin, nmax);
         Ok(())
     }
+}
+
+/// Refuses a range whose width `max − min` overflows `f32` (the bin width would be infinite).
+fn check_width(op: &'static str, min: f32, max: f32) -> Result<()> {
+    if (max - min).is_finite() {
+        Ok(())
+    } else {
+        Err(QuantError::RangeOverflow {
+            op,
+            min: min as f64,
+            max: max as f64,
+        })
+    }
+}
+
+/// Runs a counting function (`histc` over a slice, with a flag) on a whole batch: directly on
+/// a contiguous `f32` batch, otherwise on `f32` conversions of large chunks, adding the counts
+/// (exact integers) and and-ing the flags. The counts equal one call over the whole batch
+/// converted to `f32`, saturation at 2^24 per bin included.
+fn count_batch(
+    x: &FloatView<'_>,
+    bins: usize,
+    count: impl Fn(&[f32]) -> (Vec<f32>, bool),
+) -> (Vec<f32>, bool) {
+    if let FloatView::F32(v) = x {
+        if let Some(s) = v.as_slice_memory_order() {
+            return count(s);
+        }
+    }
+    // Each call allocates and clears count arrays of about 4·bins: chunks many times larger
+    // keep that overhead small.
+    let chunk = (64 * bins).max(1 << 20);
+    let mut total = vec![0u64; bins];
+    let mut flag = true;
+    with_view!(x, |v| for_each_block(v, chunk, |b| {
+        let (c, f) = count(b);
+        for (t, c) in total.iter_mut().zip(c) {
+            *t += c as u64;
+        }
+        flag &= f;
+    }));
+    let hist = total.iter().map(|&c| c.min(1 << 24) as f32).collect();
+    (hist, flag)
 }
 
 /// `torch.linspace(start, end, n)` in `f32` (CPU): the first half `fma(step, i, start)`, the
@@ -463,6 +507,75 @@ fn non_linear_param_search(hist: &[f32], min: f32, max: f32, dst: f64) -> (f32, 
     (new_min, new_max)
 }
 
+/// The serialized state of a [`HistogramObserver`] (the search cache is not kept).
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistogramState {
+    spec: QSpec,
+    bins: usize,
+    histogram: Vec<f32>,
+    min_max: Option<(f32, f32)>,
+}
+
+#[cfg(feature = "serde")]
+impl From<HistogramObserver> for HistogramState {
+    fn from(o: HistogramObserver) -> Self {
+        HistogramState {
+            spec: o.spec,
+            bins: o.bins,
+            histogram: o.histogram,
+            min_max: o.range,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<HistogramState> for HistogramObserver {
+    type Error = QuantError;
+
+    /// The constructor's checks; `bins` counts, each finite and `>= 0`, all zero before any
+    /// data; a finite `min <= max` whose width does not overflow.
+    fn try_from(s: HistogramState) -> Result<Self> {
+        const OP: &str = "HistogramObserver::deserialize";
+        let mut o = HistogramObserver::with_bins(s.spec, s.bins)?;
+        if s.histogram.len() != s.bins {
+            return Err(QuantError::LengthMismatch {
+                op: OP,
+                what: "histogram",
+                expected: s.bins,
+                got: s.histogram.len(),
+            });
+        }
+        if let Some(&c) = s.histogram.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
+            return Err(QuantError::InvalidParameter {
+                op: OP,
+                what: "histogram count",
+                value: c as f64,
+                reason: "counts must be finite and >= 0",
+            });
+        }
+        match s.min_max {
+            Some((a, b)) => {
+                crate::qparams::check_min_max(OP, a, b)?;
+                check_width(OP, a, b)?;
+            }
+            None => {
+                if s.histogram.iter().any(|&c| c != 0.0) {
+                    return Err(QuantError::InvalidParameter {
+                        op: OP,
+                        what: "histogram count",
+                        value: s.histogram.iter().map(|&c| c as f64).sum(),
+                        reason: "an observer without a range has an empty histogram",
+                    });
+                }
+            }
+        }
+        o.histogram = s.histogram;
+        o.range = s.min_max;
+        Ok(o)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -476,20 +589,22 @@ mod tests {
     }
 
     fn feed(o: &mut HistogramObserver, v: &[f32]) {
-        o.observe(
-            ArrayD::from_shape_vec(vec![v.len()], v.to_vec())
-                .unwrap()
-                .view(),
-        )
-        .unwrap();
+        o.observe(&ArrayD::from_shape_vec(vec![v.len()], v.to_vec()).unwrap())
+            .unwrap();
     }
 
     #[test]
     fn floor_division_is_pythons() {
+        // pytorch.md §3.5: 1.0 // 0.1 = 9, 7.0 // 0.1 = 69, -0.3 // 0.1 = -4 (Python).
         assert_eq!(floor_div(1.0, 0.1), 9.0);
         assert_eq!(floor_div(7.0, 0.1), 69.0);
         assert_eq!(floor_div(-0.3, 0.1), -4.0);
+        // Python: -0.0 // 0.1 = -0.0
         assert_eq!(floor_div(-0.0, 0.1).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn floor_division_fast_path_matches_the_reference() {
         // The fast path agrees with the reference on a grid of hard cases.
         for i in -2000..2000 {
             for d in [0.1f32, 0.3, 0.7, 1.1e-3, 3.0] {
@@ -513,13 +628,18 @@ mod tests {
         assert_eq!(v[7], (-step).mul_add(3.0, 1.0));
     }
 
+    // The worked examples of pytorch.md §3.5 (torch 2.15).
+
     #[test]
-    fn pytorch_worked_examples() {
+    fn worked_example_bins_3() {
         let mut o = obs(3, QScheme::PerTensorAffine, QDType::QUInt8);
         feed(&mut o, &[2.0, 3.0, 4.0, 5.0]);
         feed(&mut o, &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(o.histogram(), &[2.0, 3.0, 3.0]);
+    }
 
+    #[test]
+    fn worked_example_update_within_range_is_added() {
         let mut o = obs(10, QScheme::PerTensorAffine, QDType::QUInt8);
         feed(&mut o, &[0.0, 3.0, 4.0, 9.0]);
         feed(&mut o, &[2.0, 3.0, 7.0, 8.0]);
@@ -527,7 +647,10 @@ mod tests {
             o.histogram(),
             &[1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
         );
+    }
 
+    #[test]
+    fn worked_example_single_values() {
         let mut o = obs(10, QScheme::PerTensorAffine, QDType::QUInt8);
         for v in [1.0, 3.0, 2.0, 4.0] {
             feed(&mut o, &[v]);
@@ -537,7 +660,10 @@ mod tests {
             o.histogram(),
             &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
         );
+    }
 
+    #[test]
+    fn worked_example_degenerate_ranges_combine() {
         let mut o = obs(3, QScheme::PerTensorSymmetric, QDType::QInt8);
         for v in [
             [1.0f32, 1.0, 1.0, 1.0],
@@ -553,16 +679,10 @@ mod tests {
     }
 
     #[test]
-    fn reduce_range_example() {
-        let spec = QSpec::from_pytorch(
-            QDType::QUInt8,
-            QScheme::PerTensorAffine,
-            true,
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+    fn worked_example_reduce_range() {
+        let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8)
+            .with_reduce_range()
+            .unwrap();
         let mut o = HistogramObserver::with_bins(spec, 8).unwrap();
         feed(&mut o, &[0.0, 0.3, 1.2, 1.7]);
         feed(&mut o, &[0.1, 1.3, 2.0, 2.7]);

@@ -14,23 +14,31 @@ use crate::qparams::QSpec;
 /// its parameters come from the observer's [`QSpec`] (so affine schemes, custom ranges and
 /// `eps` are honoured), and its error is the expected squared error of fake-quantizing every
 /// bin centre, weighted by the counts. The candidate with the smallest error wins (ties: the
-/// wider range). NaN/inf refused; `qparams` before data is [`QuantError::Empty`].
+/// wider range). For one-sided data the candidates below the data's smallest magnitude clip
+/// everything to the threshold (see `range`). Candidates whose scale overflows `f32` are
+/// skipped ([`QuantError::RangeOverflow`] when none is left). NaN/inf refused; `qparams`
+/// before data is [`QuantError::Empty`].
 ///
 /// # Examples
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::MseObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..20_000).map(|i| (i * 7919 % 20_000) as f32 / 20_000.0 - 0.5).collect();
 /// x[0] = 50.0;
 /// let mut obs = MseObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
-/// obs.observe(Array1::from(x).into_dyn().view())?;
+/// obs.observe(&Array1::from(x))?;
 /// let (_, hi) = obs.range()?;
 /// assert!(hi < 50.0);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "CalibratorState", try_from = "CalibratorState")
+)]
 pub struct MseObserver {
     spec: QSpec,
     hist: StreamingHistogram,
@@ -62,7 +70,8 @@ impl MseObserver {
     /// The clipping range.
     ///
     /// # Errors
-    /// [`QuantError::Empty`] before any data.
+    /// [`QuantError::Empty`] before any data; [`QuantError::RangeOverflow`] when every
+    /// candidate's scale overflows `f32`.
     pub fn range(&self) -> Result<(f32, f32)> {
         let (min, max) = self.hist.min_max().ok_or(QuantError::Empty {
             op: "MseObserver::range",
@@ -71,7 +80,8 @@ impl MseObserver {
         let bins = self.hist.signed_bins();
         let amax = (-(min as f64)).max(max as f64);
         let b = self.hist.bins();
-        let mut best = (f64::INFINITY, (min, max));
+        let mut best: Option<(f64, (f32, f32))> = None;
+        let mut overflow = None;
         let mut last = None;
         for k in (16.min(b)..=b).rev() {
             let t = k as f64 * w;
@@ -83,13 +93,55 @@ impl MseObserver {
                 continue;
             }
             last = Some(r);
-            let e = histogram_mse(&self.spec, &bins, r.0, r.1)?;
-            if e < best.0 {
-                best = (e, r);
+            // A candidate whose scale overflows f32 cannot be chosen.
+            let e = match histogram_mse(&self.spec, &bins, r.0, r.1) {
+                Err(e @ QuantError::RangeOverflow { .. }) => {
+                    overflow = Some(e);
+                    continue;
+                }
+                other => other?,
+            };
+            if best.map_or(true, |(b, _)| e < b) {
+                best = Some((e, r));
             }
         }
-        Ok(best.1)
+        match (best, overflow) {
+            (Some((_, r)), _) => Ok(r),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok((min, max)),
+        }
     }
 }
 
 impl_hist_observer!(MseObserver, "MseObserver");
+
+/// The serialized state of a [`MseObserver`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CalibratorState {
+    spec: QSpec,
+    histogram: StreamingHistogram,
+}
+
+#[cfg(feature = "serde")]
+impl From<MseObserver> for CalibratorState {
+    fn from(o: MseObserver) -> Self {
+        CalibratorState {
+            spec: o.spec,
+            histogram: o.hist,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<CalibratorState> for MseObserver {
+    type Error = QuantError;
+
+    /// The constructor's checks and the constructor's histogram size.
+    fn try_from(s: CalibratorState) -> Result<Self> {
+        let mut o = MseObserver::new(s.spec)?;
+        super::calib::check_calibrator_histogram("MseObserver::deserialize", &s.histogram)?;
+        o.hist = s.histogram;
+        Ok(o)
+    }
+}

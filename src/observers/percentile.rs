@@ -24,18 +24,23 @@ use crate::qparams::QSpec;
 /// ```
 /// use ndarray::Array1;
 /// use qnumeric::observers::PercentileObserver;
-/// use qnumeric::{Observer, QDType, QScheme, QSpec};
+/// use qnumeric::{QDType, QScheme, QSpec};
 ///
 /// let mut x: Vec<f32> = (0..10_000).map(|i| (i as f32 / 10_000.0) - 0.5).collect();
 /// x[0] = -40.0; // one outlier
 /// let spec = QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8);
 /// let mut obs = PercentileObserver::new(spec, 99.9)?;
-/// obs.observe(Array1::from(x).into_dyn().view())?;
+/// obs.observe(&Array1::from(x))?;
 /// let (lo, hi) = obs.range()?;
 /// assert!(hi < 1.0 && lo > -1.0);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "CalibratorState", try_from = "CalibratorState")
+)]
 pub struct PercentileObserver {
     spec: QSpec,
     percentile: f64,
@@ -93,7 +98,7 @@ impl PercentileObserver {
         let w = self.hist.bin_width().unwrap_or(0.0);
         let n = self.hist.count() as f64;
         let tail = 1.0 - self.percentile / 100.0;
-        if self.spec.scheme.is_symmetric() {
+        if self.spec.scheme().is_symmetric() {
             let allowed = n * tail;
             let abs = self.hist.abs_counts();
             let mut above = n;
@@ -133,3 +138,36 @@ impl PercentileObserver {
 }
 
 impl_hist_observer!(PercentileObserver, "PercentileObserver");
+
+/// The serialized state of a [`PercentileObserver`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CalibratorState {
+    spec: QSpec,
+    percentile: f64,
+    histogram: StreamingHistogram,
+}
+
+#[cfg(feature = "serde")]
+impl From<PercentileObserver> for CalibratorState {
+    fn from(o: PercentileObserver) -> Self {
+        CalibratorState {
+            spec: o.spec,
+            percentile: o.percentile,
+            histogram: o.hist,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<CalibratorState> for PercentileObserver {
+    type Error = QuantError;
+
+    /// The constructor's checks and the constructor's histogram size.
+    fn try_from(s: CalibratorState) -> Result<Self> {
+        let mut o = PercentileObserver::new(s.spec, s.percentile)?;
+        super::calib::check_calibrator_histogram("PercentileObserver::deserialize", &s.histogram)?;
+        o.hist = s.histogram;
+        Ok(o)
+    }
+}

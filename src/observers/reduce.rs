@@ -3,9 +3,25 @@
 
 use ndarray::{ArrayViewD, Axis};
 
+use super::view::{for_each_block, non_finite_error, FloatView, BLOCK};
 use crate::dtype::QDType;
+use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 use crate::qparams::{QScheme, QSpec};
+
+/// Runs `$body` with `$v` bound to the typed view inside a [`FloatView`] (one
+/// monomorphised copy per element type).
+macro_rules! with_view {
+    ($x:expr, |$v:ident| $body:expr) => {
+        match $x {
+            $crate::observers::FloatView::F32($v) => $body,
+            $crate::observers::FloatView::F64($v) => $body,
+            $crate::observers::FloatView::F16($v) => $body,
+            $crate::observers::FloatView::BF16($v) => $body,
+        }
+    };
+}
+pub(crate) use with_view;
 
 /// Min, max and a sum of a slice. NaN is ignored by the min/max but poisons the sum, so a
 /// non-finite sum flags a batch to re-check (the sum can also overflow on finite data; the
@@ -109,23 +125,6 @@ fn columns_body(s: &[f32], mn: &mut [f32], mx: &mut [f32], sacc: &mut [f32]) {
     }
 }
 
-/// The first non-finite value of `x` (logical order) as the error to return.
-pub(crate) fn non_finite_error(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<()> {
-    for (i, &v) in x.iter().enumerate() {
-        if v.is_nan() {
-            return Err(QuantError::NanInput { op, index: i });
-        }
-        if v.is_infinite() {
-            return Err(QuantError::NonFinite {
-                op,
-                what: "observed value",
-                value: v as f64,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Global `(min, max)` of a batch; `None` for an empty batch.
 ///
 /// # Errors
@@ -152,6 +151,79 @@ pub(crate) fn min_max(op: &'static str, x: &ArrayViewD<'_, f32>) -> Result<Optio
         non_finite_error(op, x)?;
     }
     Ok(Some((mn, mx)))
+}
+
+/// Global `(min, max)` of a batch of any float type; `None` for an empty batch. `f32`
+/// batches take [`min_max`]; the others are converted block by block.
+///
+/// # Errors
+/// As [`min_max`]; [`QuantError::RangeOverflow`] for an `f64` value beyond `f32`'s range.
+pub(crate) fn min_max_view(op: &'static str, x: &FloatView<'_>) -> Result<Option<(f32, f32)>> {
+    match x {
+        FloatView::F32(v) => min_max(op, v),
+        FloatView::F64(v) => min_max_converted(op, v),
+        FloatView::F16(v) => min_max_converted(op, v),
+        FloatView::BF16(v) => min_max_converted(op, v),
+    }
+}
+
+fn min_max_converted<F: QFloat>(
+    op: &'static str,
+    x: &ArrayViewD<'_, F>,
+) -> Result<Option<(f32, f32)>> {
+    if x.is_empty() {
+        return Ok(None);
+    }
+    let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0.0f32);
+    for_each_block(x, BLOCK, |b| {
+        let (a, c, t) = scan(b);
+        acc = (acc.0.min(a), acc.1.max(c), acc.2 + t);
+    });
+    if !acc.2.is_finite() {
+        non_finite_error(op, x)?;
+    }
+    Ok(Some((acc.0, acc.1)))
+}
+
+/// Per-channel `(min, max)` along `axis` (already resolved) of a non-empty batch of any
+/// float type.
+///
+/// # Errors
+/// As [`min_max_view`].
+pub(crate) fn channel_min_max_view(
+    op: &'static str,
+    x: &FloatView<'_>,
+    axis: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    match x {
+        FloatView::F32(v) => channel_min_max(op, v, axis),
+        FloatView::F64(v) => channel_min_max_converted(op, v, axis),
+        FloatView::F16(v) => channel_min_max_converted(op, v, axis),
+        FloatView::BF16(v) => channel_min_max_converted(op, v, axis),
+    }
+}
+
+fn channel_min_max_converted<F: QFloat>(
+    op: &'static str,
+    x: &ArrayViewD<'_, F>,
+    axis: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let c = x.shape()[axis];
+    let mut mn = vec![f32::INFINITY; c];
+    let mut mx = vec![f32::NEG_INFINITY; c];
+    let mut sum = 0.0f32;
+    for (ch, sub) in x.axis_iter(Axis(axis)).enumerate() {
+        for_each_block(&sub, BLOCK, |b| {
+            let (a, d, t) = scan(b);
+            mn[ch] = mn[ch].min(a);
+            mx[ch] = mx[ch].max(d);
+            sum += t;
+        });
+    }
+    if !sum.is_finite() {
+        non_finite_error(op, x)?;
+    }
+    Ok((mn, mx))
 }
 
 /// Per-channel `(min, max)` along `axis` (already resolved), for a non-empty batch.
@@ -204,14 +276,15 @@ pub(crate) fn channel_min_max(
 }
 
 /// PyTorch's observer-construction rules for a spec: per-tensor observers refuse per-channel
-/// schemes and vice versa; min/max observers refuse `symmetric + reduce_range + quint8`.
+/// schemes and vice versa; min/max observers refuse `symmetric + reduce_range + quint8`
+/// (PyTorch's `NotImplementedError`, whatever the range).
 pub(crate) fn check_spec(
     op: &'static str,
     spec: &QSpec,
     per_channel: bool,
     minmax_family: bool,
 ) -> Result<()> {
-    if spec.scheme.is_per_channel() != per_channel {
+    if spec.scheme().is_per_channel() != per_channel {
         return Err(QuantError::UnsupportedConfig {
             op,
             reason: if per_channel {
@@ -221,27 +294,17 @@ pub(crate) fn check_spec(
             },
         });
     }
-    if !(spec.eps.is_finite() && spec.eps > 0.0) {
-        return Err(QuantError::InvalidScale {
-            op,
-            scale: spec.eps as f64,
-        });
-    }
-    if minmax_family && spec.scheme.is_symmetric() && reduced_quint8(spec) {
+    if minmax_family
+        && spec.scheme().is_symmetric()
+        && spec.reduce_range()
+        && spec.dtype() == QDType::QUInt8
+    {
         return Err(QuantError::UnsupportedConfig {
             op,
             reason: "cannot reduce range for symmetric quantization for quint8 (PyTorch raises NotImplementedError)",
         });
     }
     Ok(())
-}
-
-/// Whether a non-customized quint8 spec carries `reduce_range`'s halved range.
-fn reduced_quint8(spec: &QSpec) -> bool {
-    spec.range.dtype() == QDType::QUInt8
-        && !spec.customized_range
-        && spec.range.quant_min() == 0
-        && spec.range.quant_max() == 127
 }
 
 /// `0 < c <= 1`.
@@ -275,19 +338,31 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     #[test]
-    fn scan_finds_extremes_and_non_finite() {
+    fn scan_finds_extremes() {
+        // (i − 11)·0.5 for i in 0..37: from −5.5 (i = 0) to 12.5 (i = 36)
         let v: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.5).collect();
         let (a, b, sum) = scan(&v);
         assert_eq!((a, b), (-5.5, 12.5));
         assert!(sum.is_finite());
-        let mut w = v.clone();
+    }
+
+    #[test]
+    fn scan_sum_flags_nan() {
+        let mut w: Vec<f32> = (0..37).map(|i| i as f32).collect();
         w[33] = f32::NAN;
         assert!(scan(&w).2.is_nan());
-        // Overflowing sums of finite data are re-checked, not refused.
+    }
+
+    #[test]
+    fn overflowing_sums_of_finite_data_are_rechecked_not_refused() {
         let big = ArrayD::from_elem(IxDyn(&[40]), 3.0e38f32);
         assert_eq!(min_max("t", &big.view()).unwrap(), Some((3.0e38, 3.0e38)));
         let big = ArrayD::from_elem(IxDyn(&[4, 10]), 3.0e38f32);
         assert!(channel_min_max("t", &big.view(), 1).is_ok());
+        let big64 = ArrayD::from_elem(IxDyn(&[4, 10]), 3.0e38f64);
+        let view = FloatView::F64(big64.view());
+        assert_eq!(min_max_view("t", &view).unwrap(), Some((3.0e38, 3.0e38)));
+        assert!(channel_min_max_view("t", &view, 0).is_ok());
     }
 
     #[test]

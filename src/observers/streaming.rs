@@ -1,10 +1,10 @@
 //! [`StreamingHistogram`]: the mergeable histogram behind the percentile, entropy and MSE
 //! calibrators.
 
-use ndarray::ArrayViewD;
-
 use super::histc::{sign_split_counts, sign_split_slot};
-use super::reduce::min_max;
+use super::reduce::{min_max_view, with_view};
+use super::view::for_each_block;
+use super::FloatView;
 use crate::error::{QuantError, Result};
 
 /// A histogram of `|x|` split by sign, over `[0, 2^e]` with `bins` equal bins, where `e` is
@@ -16,7 +16,9 @@ use crate::error::{QuantError, Result};
 /// histograms of shards, or observing the concatenation all give the **same** counts. The
 /// price is resolution: the data's `max |x|` covers between half and all of the bins.
 ///
-/// Counts are exact `u64`. The observed signed `min`/`max` are kept too.
+/// Counts are exact `u64`. The observed signed `min`/`max` are kept too. With the `serde`
+/// feature the histogram serializes, and deserializing checks that the state is one
+/// `observe`/`merge` can produce (bin count, exponent, counts, range).
 ///
 /// # Examples
 /// ```
@@ -24,7 +26,7 @@ use crate::error::{QuantError, Result};
 /// use qnumeric::observers::StreamingHistogram;
 ///
 /// let mut h = StreamingHistogram::new(16)?;
-/// h.observe(array![0.5f32, -1.0, 3.0].into_dyn().view())?;
+/// h.observe(array![0.5f32, -1.0, 3.0].view())?;
 /// assert_eq!(h.top(), Some(4.0)); // |x| <= 4 = 2^2
 /// assert_eq!(h.count(), 3);
 /// assert_eq!(h.positive()[2], 1); // 0.5 in [0.5, 0.75)
@@ -32,6 +34,11 @@ use crate::error::{QuantError, Result};
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "StreamingState", try_from = "StreamingState")
+)]
 pub struct StreamingHistogram {
     log2_bins: i32,
     exp: Option<i32>,
@@ -171,12 +178,15 @@ impl StreamingHistogram {
         self.exp = Some(e);
     }
 
-    /// Adds a batch.
+    /// Adds a batch: an array view or a reference to an array of `f32`, `f64`, `f16` or
+    /// `bf16` (see [`FloatView`]).
     ///
     /// # Errors
-    /// [`QuantError::NanInput`] / [`QuantError::NonFinite`] (histogram unchanged).
-    pub fn observe(&mut self, x: ArrayViewD<'_, f32>) -> Result<()> {
-        let Some((mn, mx)) = min_max("StreamingHistogram::observe", &x)? else {
+    /// [`QuantError::NanInput`] / [`QuantError::NonFinite`]; [`QuantError::RangeOverflow`] for
+    /// an `f64` value beyond `f32`'s range (histogram unchanged).
+    pub fn observe<'a>(&mut self, x: impl Into<FloatView<'a>>) -> Result<()> {
+        let x = x.into();
+        let Some((mn, mx)) = min_max_view("StreamingHistogram::observe", &x)? else {
             return Ok(());
         };
         let e = self.exp_for((-mn).max(mx));
@@ -184,25 +194,35 @@ impl StreamingHistogram {
         self.grow_to(e);
         let scale = 2f32.powi(self.log2_bins - e);
         let bins = self.pos.len();
-        match x.as_slice_memory_order() {
-            // The counting loop of `HistogramObserver` (pipelined, vectorised index step).
-            Some(s) => {
-                let counts = sign_split_counts(s, scale, bins);
-                let (pos, neg) = counts.split_at(bins);
-                for (h, c) in self.pos.iter_mut().zip(pos) {
-                    *h += c;
-                }
-                for (h, c) in self.neg.iter_mut().zip(neg) {
-                    *h += c;
-                }
+        let mut add = |counts: Vec<u64>| {
+            let (pos, neg) = counts.split_at(bins);
+            for (h, c) in self.pos.iter_mut().zip(pos) {
+                *h += c;
             }
-            None => {
-                for &v in x.iter() {
-                    match sign_split_slot(v, scale, bins) {
-                        i if i < bins => self.pos[i] += 1,
-                        i => self.neg[i - bins] += 1,
+            for (h, c) in self.neg.iter_mut().zip(neg) {
+                *h += c;
+            }
+        };
+        match &x {
+            // The counting loop of `HistogramObserver` (pipelined, vectorised index step).
+            FloatView::F32(v) => match v.as_slice_memory_order() {
+                Some(s) => add(sign_split_counts(s, scale, bins)),
+                None => {
+                    for &v in v.iter() {
+                        match sign_split_slot(v, scale, bins) {
+                            i if i < bins => self.pos[i] += 1,
+                            i => self.neg[i - bins] += 1,
+                        }
                     }
                 }
+            },
+            // Other types: the same loop on f32 conversions of large chunks (each call clears
+            // count arrays of about 8·bins).
+            other => {
+                let chunk = (64 * bins).max(1 << 20);
+                with_view!(other, |v| for_each_block(v, chunk, |b| add(
+                    sign_split_counts(b, scale, bins)
+                )));
             }
         }
         self.min = self.min.min(mn);
@@ -263,6 +283,85 @@ impl StreamingHistogram {
     /// Counts of `|x|` (both signs together).
     pub(crate) fn abs_counts(&self) -> Vec<u64> {
         self.pos.iter().zip(&self.neg).map(|(a, b)| a + b).collect()
+    }
+}
+
+/// The serialized state of a [`StreamingHistogram`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StreamingState {
+    bins: usize,
+    exponent: Option<i32>,
+    positive: Vec<u64>,
+    negative: Vec<u64>,
+    min_max: Option<(f32, f32)>,
+}
+
+#[cfg(feature = "serde")]
+impl From<StreamingHistogram> for StreamingState {
+    fn from(h: StreamingHistogram) -> Self {
+        StreamingState {
+            bins: h.pos.len(),
+            exponent: h.exp,
+            min_max: h.min_max(),
+            positive: h.pos,
+            negative: h.neg,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<StreamingState> for StreamingHistogram {
+    type Error = QuantError;
+
+    /// The constructor's checks on `bins`; `bins` counts per sign; no data (no exponent,
+    /// no range, zero counts) or data: an exponent in the allowed range covering a finite
+    /// `min <= max`, and at least one count.
+    fn try_from(s: StreamingState) -> Result<Self> {
+        const OP: &str = "StreamingHistogram::deserialize";
+        let mut h = StreamingHistogram::new(s.bins)?;
+        for (what, v) in [("positive", &s.positive), ("negative", &s.negative)] {
+            if v.len() != s.bins {
+                return Err(QuantError::LengthMismatch {
+                    op: OP,
+                    what,
+                    expected: s.bins,
+                    got: v.len(),
+                });
+            }
+        }
+        let total = s
+            .positive
+            .iter()
+            .chain(&s.negative)
+            .try_fold(0u64, |a, &c| a.checked_add(c));
+        let bad = |reason| QuantError::Format {
+            op: OP,
+            detail: format!("inconsistent histogram state: {reason}"),
+        };
+        match (s.exponent, s.min_max) {
+            (None, None) => {
+                if total != Some(0) {
+                    return Err(bad("counts without a range"));
+                }
+            }
+            (Some(e), Some((mn, mx))) => {
+                crate::qparams::check_min_max(OP, mn, mx)?;
+                if !(h.exp_for((-mn).max(mx))..=h.exp_for(f32::MAX)).contains(&e) {
+                    return Err(bad("the exponent does not cover the range"));
+                }
+                if matches!(total, None | Some(0)) {
+                    return Err(bad("a range without counts, or counts beyond u64"));
+                }
+                h.min = mn;
+                h.max = mx;
+            }
+            _ => return Err(bad("an exponent without a range or a range without one")),
+        }
+        h.exp = s.exponent;
+        h.pos = s.positive;
+        h.neg = s.negative;
+        Ok(h)
     }
 }
 

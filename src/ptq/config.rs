@@ -28,15 +28,9 @@ pub struct QConfig {
 }
 
 fn x86_activation_spec() -> QSpec {
-    QSpec::from_pytorch(
-        QDType::QUInt8,
-        QScheme::PerTensorAffine,
-        true,
-        None,
-        None,
-        None,
-    )
-    .expect("PyTorch's x86 activation spec (quint8 affine, reduce_range) is valid")
+    QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8)
+        .with_reduce_range()
+        .expect("PyTorch's x86 activation spec (quint8 affine, reduce_range) is valid")
 }
 
 fn x86_weight_observer() -> PerChannelMinMaxObserver {
