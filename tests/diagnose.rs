@@ -324,3 +324,76 @@ mod audit {
         ));
     }
 }
+
+#[cfg(feature = "safetensors")]
+mod measured {
+    use super::model;
+    use qnumeric::diagnose::{Budget, Diagnoser, EvalData, Precision};
+    use qnumeric::fusion::fuse_auto;
+    use qnumeric::nn::quantized::Int8Accumulation;
+    use qnumeric::nn::Sequential;
+
+    fn fused() -> (model::Digits, Sequential) {
+        let d = model::Digits::load().expect("digits");
+        let mut m = d.model.clone();
+        fuse_auto(&mut m).expect("fuse");
+        (d, m)
+    }
+
+    #[test]
+    fn sensitivity_reduce_range_precisions_and_the_mixed_plan_on_digits() {
+        let (d, m) = fused();
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let dg = Diagnoser::new(&m, &d.calib, eval).expect("diagnoser");
+        assert_eq!(dg.float_quality().accuracy, Some(0.992));
+        let s = dg.sensitivity().expect("sensitivity");
+        println!("{s}");
+        let names: Vec<&str> = s.rows.iter().map(|r| r.layer.as_str()).collect();
+        assert_eq!(names, ["conv1", "conv2", "fc1", "fc2"]);
+        // keeping a layer in float never loses much, and one layer alone in int8 beats all of them
+        for r in &s.rows {
+            assert!(
+                r.only_this_quantized.sqnr_db > s.all_quantized.sqnr_db,
+                "{s}"
+            );
+        }
+        let rr = dg.reduce_range().expect("reduce_range");
+        println!("{rr:#?}");
+        assert_eq!(rr.rows.len(), 4);
+        let q = |on: bool, acc: Int8Accumulation| {
+            rr.rows
+                .iter()
+                .find(|r| r.reduce_range == on && r.accumulation == acc)
+                .expect("row")
+                .quality
+                .sqnr_db
+        };
+        // with reduce_range the two accumulations agree (no pair can saturate)
+        assert_eq!(
+            q(true, Int8Accumulation::Exact),
+            q(true, Int8Accumulation::X86Avx2)
+        );
+        // full range is finer on an exact CPU
+        assert!(q(false, Int8Accumulation::Exact) > q(true, Int8Accumulation::Exact));
+        for p in [Precision::F16, Precision::BF16, Precision::F32] {
+            let qf = dg.with_layer_in("conv2", p).expect("precision");
+            println!("conv2 in {}: {qf}", p.name());
+        }
+        let dynamic = dg.dynamic().expect("dynamic");
+        println!("dynamic: {dynamic}");
+        let plan = dg
+            .mixed_plan(&Budget {
+                min_sqnr_db: Some(42.0),
+                max_accuracy_drop: Some(0.0),
+            })
+            .expect("plan");
+        println!("{plan:?}");
+        assert!(plan.meets_budget);
+        assert!(plan.quality.sqnr_db >= 42.0);
+        let sweep = dg.observer_sweep("conv2").expect("sweep");
+        assert!(sweep.results.len() >= 5);
+    }
+}

@@ -4,12 +4,23 @@
 //! |---|---|---|
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
+//! | [`Precision`], [`RoundedLayer`] | `precision.rs` | a layer kept in fp16 / bf16 / fp32 |
+//! | [`Sensitivity`], [`MixedPlan`], [`ReduceRangeCost`], [`observer_sweep`] | `variants.rs` | PTQ variants measured on the caller's data |
 
 mod audit;
 mod kernel_check;
+mod precision;
+mod session;
+mod variants;
 
 pub use audit::{audit_calibration, AuditThresholds, CalibrationAudit, ObserverConvergence};
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
     KernelVerdict, WorstCase,
+};
+pub use precision::{Precision, RoundedLayer};
+pub use session::Diagnoser;
+pub use variants::{
+    observer_sweep, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, ReduceRangeRow,
+    Sensitivity, SensitivityRow,
 };

@@ -7,13 +7,19 @@ use crate::nn::quantized::Quantize;
 use crate::nn::{Activation, LayerRole, Module, WeightRef};
 use crate::qparams::QParams;
 
-/// A float layer inside the quantized domain: a quantized input is dequantized, the float
-/// layer runs, and the output is quantized with the observed parameters. A float input runs
-/// the float layer and stays float.
+/// A float layer inside the quantized domain: quantized inputs are dequantized (float ones
+/// taken as they are), the float layer runs, and the output is quantized with the observed
+/// parameters.
+///
+/// [`Prepared::convert`](super::Prepared::convert) lets consecutive islands (with only
+/// pass-through layers between them) hand float values to each other: only the last one of
+/// such a run quantizes its output ([`FloatIsland::with_float_output`] on the others), so a
+/// run of layers kept in float costs one dequantize and one quantize, not one per layer.
 #[derive(Debug, Clone)]
 pub struct FloatIsland {
     layer: Box<dyn Module>,
     quantize: Quantize,
+    float_output: bool,
 }
 
 impl FloatIsland {
@@ -26,7 +32,21 @@ impl FloatIsland {
         Ok(FloatIsland {
             layer,
             quantize: Quantize::new(output)?,
+            float_output: false,
         })
+    }
+
+    /// The same island handing its output on in float (for a float layer after it).
+    #[must_use]
+    pub fn with_float_output(mut self) -> Self {
+        self.float_output = true;
+        self
+    }
+
+    /// Whether the island hands its output on in float.
+    #[must_use]
+    pub fn has_float_output(&self) -> bool {
+        self.float_output
     }
 
     /// The float layer.
@@ -52,14 +72,13 @@ impl Module for FloatIsland {
     }
 
     fn forward_many(&self, inputs: &[&Activation]) -> Result<Activation> {
-        let quantized = inputs.iter().any(|a| a.is_quantized());
         let floats: Vec<Activation> = inputs
             .iter()
             .map(|a| Activation::Float(a.to_float()))
             .collect();
         let refs: Vec<&Activation> = floats.iter().collect();
         let y = self.layer.forward_many(&refs)?;
-        if quantized {
+        if !self.float_output {
             self.quantize.forward(&y)
         } else {
             Ok(y)

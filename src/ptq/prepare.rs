@@ -219,7 +219,7 @@ impl<M: Model> Prepared<M> {
     /// returned (the prepared model is consumed).
     pub fn convert(mut self) -> Result<M> {
         let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
-        for (name, p) in &self.plan {
+        for (i, (name, p)) in self.plan.iter().enumerate() {
             let layer = self.model.layer(name).ok_or_else(|| QuantError::NotFound {
                 op: "Prepared::convert",
                 what: "layer",
@@ -229,10 +229,21 @@ impl<M: Model> Prepared<M> {
                 LayerPlan::Float | LayerPlan::PassThrough => continue,
                 LayerPlan::Quantize => Box::new(Quantize::new(self.output_qparams(name)?)?),
                 LayerPlan::DeQuantize => Box::new(DeQuantize),
-                LayerPlan::FloatIsland => Box::new(FloatIsland::new(
-                    layer.box_clone(),
-                    self.output_qparams(name)?,
-                )?),
+                LayerPlan::FloatIsland => {
+                    let island = FloatIsland::new(layer.box_clone(), self.output_qparams(name)?)?;
+                    // The next layer that is not a pass-through decides: another island (or
+                    // the end of the domain) takes float values as they are.
+                    let next = self.plan[i + 1..]
+                        .iter()
+                        .map(|(_, p)| *p)
+                        .find(|p| *p != LayerPlan::PassThrough);
+                    match next {
+                        Some(LayerPlan::FloatIsland | LayerPlan::DeQuantize) => {
+                            Box::new(island.with_float_output())
+                        }
+                        _ => Box::new(island),
+                    }
+                }
                 LayerPlan::Quantized => {
                     let qconfig = self.config.qconfig(name).unwrap_or(&self.config.default);
                     let out = self.output_qparams(name)?;
