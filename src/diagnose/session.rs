@@ -21,7 +21,7 @@ use crate::ptq::{PtqConfig, QConfig};
 /// ```
 /// use ndarray::{ArrayD, IxDyn};
 /// use qnumeric::diagnose::{Diagnoser, EvalData};
-/// use qnumeric::nn::{Linear, ReLU, Sequential};
+/// use qnumeric::nn::{Linear, Sequential};
 ///
 /// let w = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] as f32 - i[1] as f32) * 0.3);
 /// let model = Sequential::new()
