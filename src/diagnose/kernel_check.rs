@@ -159,7 +159,7 @@ pub struct DiffStats {
 }
 
 impl DiffStats {
-    fn add_values(&mut self, kernel: &[u8], reference: &[u8]) {
+    pub(crate) fn add_values(&mut self, kernel: &[u8], reference: &[u8]) {
         for (&k, &r) in kernel.iter().zip(reference) {
             let d = i64::from(k) - i64::from(r);
             self.values += 1;
@@ -232,6 +232,15 @@ impl Default for KernelTolerance {
 }
 
 impl KernelTolerance {
+    /// Whether differences are within this tolerance (and no case failed).
+    #[must_use]
+    pub fn accepts(&self, s: &DiffStats) -> bool {
+        s.failed_cases == 0
+            && s.max_abs_diff <= self.max_abs_diff
+            && s.off_by_one_fraction() <= self.max_off_by_one_fraction
+            && s.mean_diff().abs() <= self.max_abs_mean_diff
+    }
+
     /// Bit-exact agreement (for kernels that promise exactness).
     #[must_use]
     pub fn exact() -> Self {
@@ -301,12 +310,7 @@ impl KernelReport {
         }
         // Every kind of case must be within the tolerance on its own: a bias hidden in the
         // ties cases must not be averaged away by the random ones.
-        let within = |s: &DiffStats| {
-            s.max_abs_diff <= tol.max_abs_diff
-                && s.off_by_one_fraction() <= tol.max_off_by_one_fraction
-                && s.mean_diff().abs() <= tol.max_abs_mean_diff
-        };
-        if self.by_kind.iter().all(|(_, s)| within(s)) {
+        if self.by_kind.iter().all(|(_, s)| tol.accepts(s)) {
             KernelVerdict::WithinTolerance
         } else {
             KernelVerdict::Mismatch
