@@ -431,7 +431,8 @@ fn db(x: f64) -> String {
     }
 }
 
-/// Formats rows as an aligned table: the first `left` columns left-aligned, the rest right.
+/// Formats rows as an aligned table: the first `left` columns and the last one
+/// left-aligned, the others right-aligned.
 pub(crate) fn table(header: &[String], rows: &[Vec<String>], left: usize) -> String {
     let n = header.len();
     let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -448,7 +449,7 @@ pub(crate) fn table(header: &[String], rows: &[Vec<String>], left: usize) -> Str
                 out.push_str("  ");
             }
             let pad = w[i] - c.chars().count();
-            if i < left {
+            if i < left || i + 1 == n {
                 out.push_str(c);
                 out.push_str(&" ".repeat(pad));
             } else {
