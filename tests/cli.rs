@@ -175,7 +175,10 @@ fn compare_text_table_in_metadata_order() {
         ("nan", "NaN at flat index 5"),
         ("ghost", "listed in `order` but in neither file"),
     ] {
-        assert!(out.contains(&format!("  {name}: {reason}")), "{name}: {out}");
+        assert!(
+            out.contains(&format!("  {name}: {reason}")),
+            "{name}: {out}"
+        );
     }
     assert!(stderr(&o).is_empty());
 }
@@ -222,7 +225,13 @@ fn compare_json_fields_and_order() {
 #[test]
 fn compare_per_sample() {
     let p = pair("per-sample", None);
-    let o = run(&["compare", s(&p.float), s(&p.quant), "--json", "--per-sample"]);
+    let o = run(&[
+        "compare",
+        s(&p.float),
+        s(&p.quant),
+        "--json",
+        "--per-sample",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j = json(&o);
     assert_eq!(j["order"], "name");
@@ -242,7 +251,10 @@ fn compare_per_sample() {
     let text = run(&["compare", s(&p.float), s(&p.quant), "--per-sample"]);
     assert!(text.status.success());
     let out = stdout(&text);
-    assert!(out.contains("per sample:") && out.contains("worst samples"), "{out}");
+    assert!(
+        out.contains("per sample:") && out.contains("worst samples"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -257,7 +269,12 @@ fn unreadable_input_is_one_line_and_exit_code_2() {
     std::fs::write(&corrupt, b"this is not a safetensors file").expect("write");
     let empty = d.join("empty.safetensors");
     std::fs::write(&empty, b"").expect("write");
-    for (bad, first) in [(&missing, true), (&truncated, false), (&corrupt, true), (&empty, false)] {
+    for (bad, first) in [
+        (&missing, true),
+        (&truncated, false),
+        (&corrupt, true),
+        (&empty, false),
+    ] {
         let args = if first {
             ["compare", s(bad), s(&p.quant)]
         } else {

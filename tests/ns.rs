@@ -8,9 +8,9 @@ use qnumeric::nn::{
     Activation, Add, DeQuantStub, LayerHook, Linear, Model, Module, QuantStub, Sequential,
 };
 use qnumeric::ns::{
-    compare_models, compare_weight_tensors, compare_weights, per_batch, CompareOptions,
-    Comparison, CustomComparison, ErrorStats, LayerFilter, LogMode, ModelComparator, NsReport,
-    NumericLog, ROUNDING_FLOOR_QUANTA,
+    compare_models, compare_weight_tensors, compare_weights, per_batch, CompareOptions, Comparison,
+    CustomComparison, ErrorStats, LayerFilter, LogMode, ModelComparator, NsReport, NumericLog,
+    ROUNDING_FLOOR_QUANTA,
 };
 use qnumeric::ptq::{prepare, PtqConfig, QConfig};
 use qnumeric::{QDType, QParams, QuantError, Result};
@@ -80,11 +80,10 @@ mod digits {
         R.get_or_init(|| {
             let s = setup();
             // 5 batches of 100: the streamed figures are those of the 500 images.
-            let batches = s
-                .d
-                .test_x
-                .axis_chunks_iter(Axis(0), 100)
-                .map(|b| b.to_owned());
+            let batches =
+                s.d.test_x
+                    .axis_chunks_iter(Axis(0), 100)
+                    .map(|b| b.to_owned());
             compare_models(&s.fused, &s.int8, batches, CompareOptions::default()).expect("compare")
         })
     }
@@ -110,7 +109,10 @@ mod digits {
         );
         // Local error of the convolutions: about the rounding floor of their outputs.
         for layer in ["conv1", "conv2", "fc1", "fc2"] {
-            let l = r.layer(layer).and_then(|l| l.local.as_ref()).expect("local");
+            let l = r
+                .layer(layer)
+                .and_then(|l| l.local.as_ref())
+                .expect("local");
             let q = l.rms_quanta.expect("quantized output");
             println!("{layer}: local {q:.3} quanta RMS (floor {ROUNDING_FLOOR_QUANTA:.3})");
             assert!(q < 2.0 * ROUNDING_FLOOR_QUANTA, "{layer}: {q}");
@@ -137,7 +139,10 @@ mod digits {
             ("fc1", "fc1._packed_params._packed_params"),
             ("fc2", "fc2._packed_params._packed_params"),
         ] {
-            let w = r.layer(layer).and_then(|l| l.weight.as_ref()).expect("weight");
+            let w = r
+                .layer(layer)
+                .and_then(|l| l.weight.as_ref())
+                .expect("weight");
             let pt = s.d.pytorch(&["weight_sqnr_db", key]);
             println!(
                 "{layer}: weight {:.4} dB (PyTorch {pt:.4} dB), {} channels, worst channel {:?}",
@@ -145,7 +150,11 @@ mod digits {
                 w.channels.len(),
                 w.worst_channel()
             );
-            assert!((w.sqnr_db - pt).abs() <= 0.01, "{layer}: {} vs {pt}", w.sqnr_db);
+            assert!(
+                (w.sqnr_db - pt).abs() <= 0.01,
+                "{layer}: {} vs {pt}",
+                w.sqnr_db
+            );
             assert_eq!(w.channels.len(), w.shape[0]);
         }
         // The same through compare_weights directly.
@@ -176,7 +185,10 @@ mod digits {
     fn digits_per_sample_sqnr_covers_every_image() {
         let s = setup();
         let r = report();
-        let fc2 = r.layer("fc2").and_then(|l| l.cumulative.as_ref()).expect("fc2");
+        let fc2 = r
+            .layer("fc2")
+            .and_then(|l| l.cumulative.as_ref())
+            .expect("fc2");
         assert_eq!(fc2.samples.len(), 500);
         assert_eq!(fc2.shape, [500, 10]);
         // Sample 7's figure is the SQNR of image 7's logits alone.
@@ -195,7 +207,11 @@ mod digits {
             .expect("int8")
             .into_float();
         let one = qnumeric::sqnr(&f, &q).expect("sqnr");
-        assert!((fc2.samples[7].sqnr_db - one).abs() < 1e-3, "{} vs {one}", fc2.samples[7].sqnr_db);
+        assert!(
+            (fc2.samples[7].sqnr_db - one).abs() < 1e-3,
+            "{} vs {one}",
+            fc2.samples[7].sqnr_db
+        );
         let worst = fc2.worst_samples(3);
         assert!(fc2.samples[worst[0]].sqnr_db <= fc2.samples[worst[1]].sqnr_db);
         let median = fc2.sample_sqnr_percentile(50.0).expect("median");
@@ -210,7 +226,9 @@ mod digits {
             &s.fused,
             &s.int8,
             [s.d.test_x.clone()],
-            CompareOptions::default().weights(false).only(&["conv2", "fc2"]),
+            CompareOptions::default()
+                .weights(false)
+                .only(&["conv2", "fc2"]),
         )
         .expect("compare");
         let five = report();
@@ -253,9 +271,7 @@ impl Residual {
             ),
             (
                 "fc2".into(),
-                Box::new(
-                    Linear::new(w2, Some(ArrayD::from_elem(IxDyn(&[8]), 0.1))).expect("fc2"),
-                ),
+                Box::new(Linear::new(w2, Some(ArrayD::from_elem(IxDyn(&[8]), 0.1))).expect("fc2")),
             ),
             ("add".into(), Box::new(Add)),
             ("dequant".into(), Box::new(DeQuantStub)),
@@ -349,7 +365,11 @@ fn callers_residual_graph_cumulative_and_local() {
         add.sqnr_db(Comparison::Local).expect("l"),
     );
     assert!(loc > cum, "local {loc} vs cumulative {cum}");
-    let q = add.local.as_ref().and_then(|c| c.rms_quanta).expect("quanta");
+    let q = add
+        .local
+        .as_ref()
+        .and_then(|c| c.rms_quanta)
+        .expect("quanta");
     assert!(q <= ROUNDING_FLOOR_QUANTA * 1.5, "{q}");
     // dequant is exact on its own.
     assert_eq!(r.sqnr_db("dequant", Comparison::Local), Some(f64::INFINITY));
@@ -390,11 +410,7 @@ fn local_comparison_is_the_twin_on_the_quantized_input() {
     )
     .expect("comparator");
     cmp.run(x).expect("run");
-    let got = cmp
-        .local_log()
-        .stats("fc2")
-        .expect("fc2")
-        .sqnr_db();
+    let got = cmp.local_log().stats("fc2").expect("fc2").sqnr_db();
     assert!(rel(got, expect) < 1e-5, "{got} vs {expect}");
     assert!(cmp.cumulative_log().is_empty());
 }
@@ -414,9 +430,17 @@ fn comparator_options_select_and_switch_layers() {
     cmp.run(x.clone()).expect("run");
     let r = cmp.report().expect("report");
     assert!(r.layer("dequant").is_none());
-    let fc2 = r.layer("fc2").and_then(|l| l.cumulative.as_ref()).expect("fc2");
+    let fc2 = r
+        .layer("fc2")
+        .and_then(|l| l.cumulative.as_ref())
+        .expect("fc2");
     assert_eq!(fc2.batches, 1);
-    assert_eq!(r.layer("fc1").and_then(|l| l.cumulative.as_ref()).map(|c| c.batches), Some(2));
+    assert_eq!(
+        r.layer("fc1")
+            .and_then(|l| l.cumulative.as_ref())
+            .map(|c| c.batches),
+        Some(2)
+    );
     let (cum, loc) = cmp.into_logs();
     assert_eq!(cum.layer_names(), ["quant", "fc1", "add", "fc2"]);
     assert!(loc.len() >= 3);
@@ -481,7 +505,11 @@ fn push_pairs_without_a_model() {
     let clipped = stem.clipped_fraction.expect("quantized");
     assert!(clipped > 0.3 && clipped < 0.5, "{clipped}");
     let head = log.comparison("head").expect("head");
-    assert!((head.mean_error + 0.01).abs() < 1e-6, "bias {}", head.mean_error);
+    assert!(
+        (head.mean_error + 0.01).abs() < 1e-6,
+        "bias {}",
+        head.mean_error
+    );
     assert!((head.max_abs - 0.01).abs() < 1e-6);
     assert_eq!(head.rms_quanta, None);
     let tail = log.comparison("tail").expect("tail");
@@ -638,9 +666,16 @@ fn callers_comparisons_by_name() {
         log.extend_with_comparison("bad", |_, _| Err(QuantError::Empty { op: "mine" })),
         Err(QuantError::Empty { op: "mine" })
     );
-    assert!(!log.comparison("early").expect("e").custom.contains_key("bad"));
-    log.add_comparison("fails", per_batch(|_, _| Err(QuantError::Empty { op: "mine" })))
-        .expect("add");
+    assert!(!log
+        .comparison("early")
+        .expect("e")
+        .custom
+        .contains_key("bad"));
+    log.add_comparison(
+        "fails",
+        per_batch(|_, _| Err(QuantError::Empty { op: "mine" })),
+    )
+    .expect("add");
     assert_eq!(
         log.push("early", &x, &x, None),
         Err(QuantError::Empty { op: "mine" })
@@ -692,14 +727,24 @@ fn push_errors_are_typed_and_leave_the_log_unchanged() {
     ));
     // empty inputs and a zero-sized sample axis
     let e = ArrayD::<f32>::zeros(IxDyn(&[2, 0]));
-    assert_eq!(log.push("a", &e, &e, None), Err(QuantError::EmptyInput { op }));
+    assert_eq!(
+        log.push("a", &e, &e, None),
+        Err(QuantError::EmptyInput { op })
+    );
     let z = ArrayD::<f32>::zeros(IxDyn(&[0, 3]));
-    assert_eq!(log.push("a", &z, &z, None), Err(QuantError::EmptyInput { op }));
+    assert_eq!(
+        log.push("a", &z, &z, None),
+        Err(QuantError::EmptyInput { op })
+    );
     // 0-d: no sample axis
     let s = ArrayD::<f32>::zeros(IxDyn(&[]));
     assert_eq!(
         log.push("a", &s, &s, None),
-        Err(QuantError::InvalidAxis { op, axis: 0, ndim: 0 })
+        Err(QuantError::InvalidAxis {
+            op,
+            axis: 0,
+            ndim: 0
+        })
     );
     assert_eq!(log.stats("a").cloned(), before);
     assert_eq!(log.layer_names(), ["a"]);
@@ -719,7 +764,10 @@ fn model_comparison_errors() {
         ModelComparator::new(
             &float,
             &int8,
-            CompareOptions::default().cumulative(false).local(false).weights(false)
+            CompareOptions::default()
+                .cumulative(false)
+                .local(false)
+                .weights(false)
         ),
         Err(QuantError::UnsupportedConfig { .. })
     ));
@@ -740,8 +788,8 @@ fn model_comparison_errors() {
         })
     );
     // A NaN input reaches a typed error (from the model or from the log), never a panic.
-    let mut cmp = ModelComparator::new(&float, &int8, CompareOptions::default())
-        .expect("comparator");
+    let mut cmp =
+        ModelComparator::new(&float, &int8, CompareOptions::default()).expect("comparator");
     let mut bad = x.clone();
     bad[[0, 0]] = f32::NAN;
     assert!(matches!(cmp.run(bad), Err(QuantError::NanInput { .. })));
@@ -754,10 +802,7 @@ fn model_comparison_errors() {
         .expect("fc1");
     let mut cmp = ModelComparator::new(&other, &int8, CompareOptions::default().only(&["fc1"]))
         .expect("comparator");
-    assert!(matches!(
-        cmp.run(x),
-        Err(QuantError::ShapeMismatch { .. })
-    ));
+    assert!(matches!(cmp.run(x), Err(QuantError::ShapeMismatch { .. })));
     // Weights of different shapes.
     assert!(matches!(
         compare_weights(&other, &int8),
@@ -839,16 +884,31 @@ fn report_json_has_every_comparison() {
     let fc1 = &layers[1];
     assert_eq!(fc1["name"], "fc1");
     assert_eq!(fc1["kind"], "QuantizedLinearReLU");
-    for key in ["sqnr_db", "normalized_l2", "cosine", "mse", "max_abs", "mean_error"] {
+    for key in [
+        "sqnr_db",
+        "normalized_l2",
+        "cosine",
+        "mse",
+        "max_abs",
+        "mean_error",
+    ] {
         assert!(fc1["cumulative"][key].is_number(), "{key}");
         assert!(fc1["local"][key].is_number(), "{key}");
     }
     assert!(fc1["cumulative"]["rms_quanta"].is_number());
-    assert_eq!(fc1["cumulative"]["samples"].as_array().map(Vec::len), Some(64));
-    assert!(fc1["weight"]["channels"].as_array().is_some_and(|c| c.len() == 8));
+    assert_eq!(
+        fc1["cumulative"]["samples"].as_array().map(Vec::len),
+        Some(64)
+    );
+    assert!(fc1["weight"]["channels"]
+        .as_array()
+        .is_some_and(|c| c.len() == 8));
     // Non-finite figures are strings.
     assert_eq!(layers[4]["local"]["sqnr_db"], "inf");
-    assert_eq!(j["worst"], r.worst().map(|l| l.name.clone()).expect("worst"));
+    assert_eq!(
+        j["worst"],
+        r.worst().map(|l| l.name.clone()).expect("worst")
+    );
     assert!(j.get("largest_drop").is_some() && j.get("first_below").is_some());
 }
 
@@ -864,7 +924,14 @@ fn report_text_marks_and_threshold() {
     .expect("compare");
     assert_eq!(r.first_below_threshold().expect("below").layer, "quant");
     let text = r.to_string();
-    for col in ["SQNR dB", "local dB", "weight dB", "quanta", "local quanta", "<- worst"] {
+    for col in [
+        "SQNR dB",
+        "local dB",
+        "weight dB",
+        "quanta",
+        "local quanta",
+        "<- worst",
+    ] {
         assert!(text.contains(col), "{col}: {text}");
     }
     assert!(text.contains("first below 100.00 dB: quant"), "{text}");

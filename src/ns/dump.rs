@@ -66,19 +66,21 @@ fn parse<'a>(op: &'static str, what: &str, bytes: &'a [u8]) -> Result<Dump<'a>> 
     };
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let order = meta.metadata().as_ref().and_then(|m| m.get("order")).map(|o| {
-        o.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let order = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("order"))
+        .map(|o| {
+            o.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
     Ok(Dump { st, order })
 }
 
 /// Decodes a float tensor to `f64` (exact); `Err(reason)` for other dtypes.
-fn decode(
-    view: &safetensors::tensor::TensorView<'_>,
-) -> std::result::Result<ArrayD<f64>, String> {
+fn decode(view: &safetensors::tensor::TensorView<'_>) -> std::result::Result<ArrayD<f64>, String> {
     let data = view.data();
     let values: Vec<f64> = match view.dtype() {
         Dtype::F32 => data
@@ -185,7 +187,10 @@ fn compare(f: &Dump<'_>, q: &Dump<'_>) -> DumpComparison {
             }
             (order, OrderSource::Metadata)
         }
-        None => (all.iter().map(|n| (*n).clone()).collect(), OrderSource::Name),
+        None => (
+            all.iter().map(|n| (*n).clone()).collect(),
+            OrderSource::Name,
+        ),
     };
     let mut log = NumericLog::streaming();
     for name in &order {

@@ -92,7 +92,11 @@ where
 /// ```
 pub fn per_batch<F>(f: F) -> ComparisonFactory
 where
-    F: Fn(&ArrayViewD<'_, f32>, &ArrayViewD<'_, f32>) -> Result<f64> + Clone + Send + Sync + 'static,
+    F: Fn(&ArrayViewD<'_, f32>, &ArrayViewD<'_, f32>) -> Result<f64>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     Arc::new(move || {
         Box::new(PerBatch {

@@ -212,7 +212,11 @@ impl NsReport {
     /// the worst; ties go to the earlier layer.
     #[must_use]
     pub fn worst(&self) -> Option<&LayerReport> {
-        for which in [Comparison::Cumulative, Comparison::Local, Comparison::Weight] {
+        for which in [
+            Comparison::Cumulative,
+            Comparison::Local,
+            Comparison::Weight,
+        ] {
             let mut best: Option<(&LayerReport, f64)> = None;
             for l in &self.layers {
                 let lossy = |d: &f64| !d.is_nan() && *d != f64::INFINITY;
@@ -286,10 +290,18 @@ impl NsReport {
     /// samples (index and SQNR, worst first).
     #[must_use]
     pub fn sample_table(&self, which: Comparison, worst: usize) -> String {
-        let header: Vec<String> = ["layer", "samples", "min dB", "p5 dB", "median dB", "max dB", "worst samples (dB)"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let header: Vec<String> = [
+            "layer",
+            "samples",
+            "min dB",
+            "p5 dB",
+            "median dB",
+            "max dB",
+            "worst samples (dB)",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
         let opt = |v: Option<f64>| v.map_or(String::new(), db);
         let rows: Vec<Vec<String>> = self
             .layers
@@ -577,9 +589,13 @@ impl fmt::Display for NsReport {
         f.write_str(&table(&header, &rows, left))?;
         if let Some(w) = &worst {
             let l = self.layer(w).and_then(|l| {
-                [Comparison::Cumulative, Comparison::Local, Comparison::Weight]
-                    .into_iter()
-                    .find_map(|c| l.sqnr_db(c).map(|d| (c, d)))
+                [
+                    Comparison::Cumulative,
+                    Comparison::Local,
+                    Comparison::Weight,
+                ]
+                .into_iter()
+                .find_map(|c| l.sqnr_db(c).map(|d| (c, d)))
             });
             if let Some((c, d)) = l {
                 writeln!(f, "worst: {w} ({} dB {})", db(d), c.name())?;
@@ -645,11 +661,18 @@ mod tests {
         assert!(r.first_below(10.0).is_none());
         assert_eq!(r.worst().map(|l| l.name.as_str()), Some("d"));
         let text = r.to_string();
-        assert!(text.contains("<- largest drop <- first below threshold"), "{text}");
+        assert!(
+            text.contains("<- largest drop <- first below threshold"),
+            "{text}"
+        );
         assert!(text.contains("largest drop: c, 30.00 dB below b"), "{text}");
         let csv = r.to_csv();
         assert_eq!(csv.lines().count(), 5);
-        assert!(csv.lines().nth(1).expect("row").starts_with("a,,cumulative,"));
+        assert!(csv
+            .lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("a,,cumulative,"));
     }
 
     #[test]

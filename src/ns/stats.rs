@@ -225,7 +225,13 @@ impl ErrorStats {
                 (Some(a), Some(c)) => {
                     accumulate(a.iter().copied(), c.iter().copied(), range, &mut b, &mut s)
                 }
-                _ => accumulate(xs.iter().copied(), ys.iter().copied(), range, &mut b, &mut s),
+                _ => accumulate(
+                    xs.iter().copied(),
+                    ys.iter().copied(),
+                    range,
+                    &mut b,
+                    &mut s,
+                ),
             }
             new_samples.push(s);
         }
@@ -478,6 +484,17 @@ impl OutputComparison {
         idx
     }
 
+    /// Fraction of the samples whose SQNR is below `db` (NaN SQNRs, from all-zero samples,
+    /// count as not below; 0 when there are no samples).
+    #[must_use]
+    pub fn fraction_of_samples_below(&self, db: f64) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        let below = self.samples.iter().filter(|s| s.sqnr_db < db).count();
+        below as f64 / self.samples.len() as f64
+    }
+
     /// The `p`-th percentile (`0..=100`, nearest rank) of the per-sample SQNRs, NaNs left
     /// out (`None` when no sample has a number).
     #[must_use]
@@ -537,10 +554,10 @@ mod tests {
     fn clipped_and_quanta() {
         let qp = QParams::new(0.5, 0, crate::QDType::QUInt8).expect("qp");
         // representable 0..=127.5
-        let x = ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![-1.0f32, 0.2, 1.0, 200.0])
-            .expect("shape");
-        let y = ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![0.0f32, 0.0, 1.0, 127.5])
-            .expect("shape");
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![-1.0f32, 0.2, 1.0, 200.0]).expect("shape");
+        let y =
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![0.0f32, 0.0, 1.0, 127.5]).expect("shape");
         let mut s = ErrorStats::new();
         s.update(&x, &y, Some(&qp)).expect("ok");
         assert_eq!(s.clipped_fraction(), Some(0.5));
@@ -583,5 +600,8 @@ mod tests {
         assert_eq!(c.sample_sqnr_percentile(0.0), Some(c.samples[1].sqnr_db));
         assert_eq!(c.sample_sqnr_percentile(100.0), Some(f64::INFINITY));
         assert_eq!(c.sample_sqnr_percentile(101.0), None);
+        assert_eq!(c.fraction_of_samples_below(f64::INFINITY), 0.5);
+        assert_eq!(c.fraction_of_samples_below(0.0), 0.0);
+        assert_eq!(ErrorStats::new().summary().fraction_of_samples_below(1.0), 0.0);
     }
 }

@@ -51,7 +51,11 @@ impl WeightComparison {
     pub fn worst_channel(&self) -> Option<usize> {
         (0..self.channels.len())
             .filter(|&c| !self.channels[c].sqnr_db.is_nan())
-            .min_by(|&a, &b| self.channels[a].sqnr_db.total_cmp(&self.channels[b].sqnr_db))
+            .min_by(|&a, &b| {
+                self.channels[a]
+                    .sqnr_db
+                    .total_cmp(&self.channels[b].sqnr_db)
+            })
     }
 
     /// Widest channel range over narrowest (`max − min` of the float weights): how much a
@@ -62,7 +66,9 @@ impl WeightComparison {
             .channels
             .iter()
             .map(|c| f64::from(c.max) - f64::from(c.min));
-        let (lo, hi) = widths.fold((f64::INFINITY, 0.0f64), |(lo, hi), w| (lo.min(w), hi.max(w)));
+        let (lo, hi) = widths.fold((f64::INFINITY, 0.0f64), |(lo, hi), w| {
+            (lo.min(w), hi.max(w))
+        });
         hi / lo
     }
 }
@@ -71,9 +77,9 @@ impl WeightComparison {
 /// the output-channel axis.
 ///
 /// # Errors
-/// [`QuantError::ShapeMismatch`] for different shapes; [`QuantError::InvalidAxis`] for a
-/// 0-d weight; [`QuantError::EmptyInput`] for an empty one; [`QuantError::NanInput`] /
-/// [`QuantError::NonFinite`] for a NaN or an infinity.
+/// [`QuantError::ShapeMismatch`](crate::QuantError::ShapeMismatch) for different shapes; [`QuantError::InvalidAxis`](crate::QuantError::InvalidAxis) for a
+/// 0-d weight; [`QuantError::EmptyInput`](crate::QuantError::EmptyInput) for an empty one; [`QuantError::NanInput`](crate::QuantError::NanInput) /
+/// [`QuantError::NonFinite`](crate::QuantError::NonFinite) for a NaN or an infinity.
 ///
 /// # Examples
 /// ```
@@ -90,7 +96,9 @@ pub fn compare_weight_tensors<D: Dimension>(
     quant: &ArrayRef<f32, D>,
 ) -> Result<WeightComparison> {
     let mut stats = ErrorStats::new();
-    stats.update(float, quant, None).map_err(|e| rename(e, OP))?;
+    stats
+        .update(float, quant, None)
+        .map_err(|e| rename(e, OP))?;
     let channels = float
         .view()
         .into_dyn()
@@ -150,6 +158,7 @@ pub fn compare_weights<F: Model + ?Sized, Q: Model + ?Sized>(
 mod tests {
     use super::*;
     use crate::error::QuantError;
+
     use ndarray::{array, Array0};
 
     #[test]
