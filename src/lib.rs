@@ -14,6 +14,7 @@
 //! | [`metrics`] | SQNR, normalized L2 error, cosine similarity, MSE, max abs error |
 //! | [`observers`] | the [`Observer`] trait; PyTorch's observers (min-max, moving average, per channel, histogram, fixed, dynamic) and percentile / entropy / MSE calibrators, [`observers::compare_calibrators`] |
 //! | [`nn`] | the `Module` and `Model` traits, float and int8 reference layers |
+//! | [`ns`] | the Numeric Suite: cumulative, local and weight comparison, per sample, streamed; reports |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
 //! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
 //! | `state_dict` | `.safetensors` state dicts and the digits model (feature `safetensors`) |
@@ -64,6 +65,7 @@ pub mod fusion;
 pub mod kernels;
 pub mod metrics;
 pub mod nn;
+pub mod ns;
 pub mod observers;
 mod parallel;
 pub mod ptq;

@@ -1,0 +1,607 @@
+//! The streaming accumulator of one layer ([`ErrorStats`]) and what it reports
+//! ([`OutputComparison`], [`SampleStats`]).
+
+use std::collections::BTreeMap;
+
+use ndarray::{ArrayRef, ArrayViewD, Dimension};
+
+use crate::element::QFloat;
+use crate::error::{QuantError, Result};
+use crate::qparams::QParams;
+
+/// RMS of the rounding error of a uniform quantizer, in quanta: `1/sqrt(12)` ≈ 0.2887. A
+/// layer whose own (local) error sits at this floor loses nothing beyond rounding.
+pub const ROUNDING_FLOOR_QUANTA: f64 = 0.288_675_134_594_812_9;
+
+/// The running sums of one sample (first index of the sample axis).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct SampleAcc {
+    signal: f64,
+    noise: f64,
+    max_abs: f64,
+    clipped: u64,
+}
+
+/// One sample's figures: its SQNR and what it is computed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SampleStats {
+    /// `20·log10(‖x‖/‖x−y‖)` over this sample's values (dB; PyTorch's conventions for
+    /// identical and all-zero values, as [`crate::sqnr`]).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub sqnr_db: f64,
+    /// `Σx²` of the reference (float) values.
+    pub signal_power: f64,
+    /// `Σ(x−y)²`.
+    pub noise_power: f64,
+    /// `max |x−y|`.
+    pub max_abs: f64,
+    /// How many reference values lie outside the representable range of the output
+    /// parameters (0 where the output was not quantized).
+    pub clipped: u64,
+}
+
+/// Streaming statistics of the differences between a reference (`x`, float) and a value
+/// under test (`y`, quantized or dequantized) for one layer, fed batch after batch with
+/// [`ErrorStats::update`]. The first axis of every batch is the sample axis.
+///
+/// Memory is a fixed set of `f64` sums plus four numbers per sample (`Σx²`, `Σ(x−y)²`,
+/// `max |x−y|`, clipped count): it does not grow with the number of batches beyond the
+/// per-sample numbers. Every sum runs in `f64` over exact conversions of the inputs, so the
+/// results equal the metrics of [`crate::metrics`] on the concatenation of the batches up to
+/// the summation order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorStats {
+    batches: u64,
+    n: u64,
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+    sdd: f64,
+    sd: f64,
+    max_abs: f64,
+    quantized_n: u64,
+    clipped: u64,
+    sdd_quanta: f64,
+    qparams: Option<QParams>,
+    sample_shape: Option<Vec<usize>>,
+    shape_varies: bool,
+    samples: Vec<SampleAcc>,
+}
+
+/// The sums of one batch, merged into [`ErrorStats`] only when the whole batch is valid.
+#[derive(Default)]
+struct BatchSums {
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+    sdd: f64,
+    sd: f64,
+    max_abs: f64,
+    clipped: u64,
+}
+
+/// Checks a pair of batches: same shape, a sample axis, at least one value.
+pub(crate) fn check_pair(op: &'static str, x: &[usize], y: &[usize]) -> Result<()> {
+    if x != y {
+        return Err(QuantError::ShapeMismatch {
+            op,
+            expected: x.to_vec(),
+            got: y.to_vec(),
+        });
+    }
+    if x.is_empty() {
+        return Err(QuantError::InvalidAxis {
+            op,
+            axis: 0,
+            ndim: 0,
+        });
+    }
+    if x.contains(&0) {
+        return Err(QuantError::EmptyInput { op });
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn accumulate<A: QFloat, B: QFloat>(
+    xs: impl Iterator<Item = A>,
+    ys: impl Iterator<Item = B>,
+    range: Option<(f64, f64)>,
+    b: &mut BatchSums,
+    s: &mut SampleAcc,
+) {
+    let (mut sxx, mut syy, mut sxy, mut sdd, mut sd, mut mx) =
+        (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut clipped = 0u64;
+    match range {
+        None => {
+            for (a, c) in xs.zip(ys) {
+                let (u, v) = (a.to_f64_exact(), c.to_f64_exact());
+                let d = u - v;
+                sxx += u * u;
+                syy += v * v;
+                sxy += u * v;
+                sdd += d * d;
+                sd += d;
+                mx = mx.max(d.abs());
+            }
+        }
+        Some((lo, hi)) => {
+            for (a, c) in xs.zip(ys) {
+                let (u, v) = (a.to_f64_exact(), c.to_f64_exact());
+                let d = u - v;
+                sxx += u * u;
+                syy += v * v;
+                sxy += u * v;
+                sdd += d * d;
+                sd += d;
+                mx = mx.max(d.abs());
+                clipped += u64::from(u < lo || u > hi);
+            }
+        }
+    }
+    b.sxx += sxx;
+    b.syy += syy;
+    b.sxy += sxy;
+    b.sdd += sdd;
+    b.sd += sd;
+    b.max_abs = b.max_abs.max(mx);
+    b.clipped += clipped;
+    s.signal += sxx;
+    s.noise += sdd;
+    s.max_abs = s.max_abs.max(mx);
+    s.clipped += clipped;
+}
+
+/// The first non-finite value of either array (row-major flat index), as a typed error.
+fn first_non_finite<A: QFloat, B: QFloat>(
+    op: &'static str,
+    x: &ArrayViewD<'_, A>,
+    y: &ArrayViewD<'_, B>,
+) -> QuantError {
+    for (index, (a, b)) in x.iter().zip(y.iter()).enumerate() {
+        for v in [a.to_f64_exact(), b.to_f64_exact()] {
+            if v.is_nan() {
+                return QuantError::NanInput { op, index };
+            }
+            if v.is_infinite() {
+                return QuantError::NonFinite {
+                    op,
+                    what: "a compared value",
+                    value: v,
+                };
+            }
+        }
+    }
+    // Sums overflowed on finite inputs: not reachable for f32 data (|x|² < 1.2e77), kept as
+    // a typed error for f64 data near its limits.
+    QuantError::NonFinite {
+        op,
+        what: "the sum of squared values",
+        value: f64::INFINITY,
+    }
+}
+
+pub(crate) fn sqnr_db(signal: f64, noise: f64) -> f64 {
+    20.0 * (signal.sqrt() / noise.sqrt()).log10()
+}
+
+impl ErrorStats {
+    /// No data yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one batch: `x` the reference (float) values, `y` the values under test, both of
+    /// the same shape with the samples along the first axis. `output` are the parameters
+    /// `y` was quantized with, when it was: they give the clipped fraction and the error in
+    /// quanta. On an error nothing is added.
+    ///
+    /// # Errors
+    /// [`QuantError::ShapeMismatch`] when the shapes differ; [`QuantError::InvalidAxis`] for a
+    /// 0-d array (no sample axis); [`QuantError::EmptyInput`] when an axis has length 0;
+    /// [`QuantError::NanInput`] / [`QuantError::NonFinite`] for a NaN or an infinity in
+    /// either array.
+    pub fn update<A: QFloat, B: QFloat, D: Dimension>(
+        &mut self,
+        x: &ArrayRef<A, D>,
+        y: &ArrayRef<B, D>,
+        output: Option<&QParams>,
+    ) -> Result<()> {
+        const OP: &str = "ErrorStats::update";
+        check_pair(OP, x.shape(), y.shape())?;
+        let (x, y) = (x.view().into_dyn(), y.view().into_dyn());
+        let range = output.map(|q| {
+            let (lo, hi) = q.representable();
+            (f64::from(lo), f64::from(hi))
+        });
+        let mut b = BatchSums::default();
+        let mut new_samples = Vec::with_capacity(x.shape()[0]);
+        for (xs, ys) in x.outer_iter().zip(y.outer_iter()) {
+            let mut s = SampleAcc::default();
+            match (xs.as_slice(), ys.as_slice()) {
+                (Some(a), Some(c)) => {
+                    accumulate(a.iter().copied(), c.iter().copied(), range, &mut b, &mut s)
+                }
+                _ => accumulate(
+                    xs.iter().copied(),
+                    ys.iter().copied(),
+                    range,
+                    &mut b,
+                    &mut s,
+                ),
+            }
+            new_samples.push(s);
+        }
+        if !(b.sdd.is_finite() && b.sd.is_finite() && b.sxx.is_finite() && b.syy.is_finite()) {
+            return Err(first_non_finite(OP, &x, &y));
+        }
+        let count = x.len() as u64;
+        self.batches += 1;
+        self.n += count;
+        self.sxx += b.sxx;
+        self.syy += b.syy;
+        self.sxy += b.sxy;
+        self.sdd += b.sdd;
+        self.sd += b.sd;
+        self.max_abs = self.max_abs.max(b.max_abs);
+        if let Some(q) = output {
+            let scale = f64::from(q.scale());
+            self.quantized_n += count;
+            self.clipped += b.clipped;
+            self.sdd_quanta += b.sdd / (scale * scale);
+            self.qparams = Some(*q);
+        }
+        let trailing = &x.shape()[1..];
+        match &self.sample_shape {
+            None => self.sample_shape = Some(trailing.to_vec()),
+            Some(s) if s != trailing => self.shape_varies = true,
+            Some(_) => {}
+        }
+        self.samples.extend(new_samples);
+        Ok(())
+    }
+
+    /// Batches added.
+    #[must_use]
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Values compared (all batches).
+    #[must_use]
+    pub fn elements(&self) -> u64 {
+        self.n
+    }
+
+    /// Samples seen (the first axes of all batches, added up).
+    #[must_use]
+    pub fn samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// SQNR `20·log10(‖x‖/‖x−y‖)` over everything seen (dB).
+    #[must_use]
+    pub fn sqnr_db(&self) -> f64 {
+        sqnr_db(self.sxx, self.sdd)
+    }
+
+    /// `sqrt(Σ(x−y)²/Σx²)`.
+    #[must_use]
+    pub fn normalized_l2(&self) -> f64 {
+        (self.sdd / self.sxx).sqrt()
+    }
+
+    /// Cosine similarity with PyTorch's `eps = 1e-8` clamp of each norm.
+    #[must_use]
+    pub fn cosine(&self) -> f64 {
+        const EPS: f64 = 1e-8;
+        self.sxy / (self.sxx.sqrt().max(EPS) * self.syy.sqrt().max(EPS))
+    }
+
+    /// Mean squared error (NaN before any data).
+    #[must_use]
+    pub fn mse(&self) -> f64 {
+        self.sdd / self.n as f64
+    }
+
+    /// `max |x−y|` (0 before any data).
+    #[must_use]
+    pub fn max_abs(&self) -> f64 {
+        self.max_abs
+    }
+
+    /// Mean signed error `Σ(x−y)/n`: a bias of the quantized values (positive when they are
+    /// below the reference on average).
+    #[must_use]
+    pub fn mean_error(&self) -> f64 {
+        self.sd / self.n as f64
+    }
+
+    /// Fraction of reference values outside the representable range of the output
+    /// parameters, over the batches that came with parameters (`None` when none did).
+    #[must_use]
+    pub fn clipped_fraction(&self) -> Option<f64> {
+        (self.quantized_n > 0).then(|| self.clipped as f64 / self.quantized_n as f64)
+    }
+
+    /// RMS error in quanta of the output scale, over the batches that came with parameters
+    /// (`None` when none did). Compare with [`ROUNDING_FLOOR_QUANTA`].
+    #[must_use]
+    pub fn rms_quanta(&self) -> Option<f64> {
+        (self.quantized_n > 0).then(|| (self.sdd_quanta / self.quantized_n as f64).sqrt())
+    }
+
+    /// The output parameters of the last batch that came with them.
+    #[must_use]
+    pub fn output_qparams(&self) -> Option<&QParams> {
+        self.qparams.as_ref()
+    }
+
+    /// `[samples, per-sample shape...]`, with the per-sample shape of the first batch
+    /// (`None` before any data).
+    #[must_use]
+    pub fn shape(&self) -> Option<Vec<usize>> {
+        self.sample_shape.as_ref().map(|t| {
+            let mut s = vec![self.samples.len()];
+            s.extend_from_slice(t);
+            s
+        })
+    }
+
+    /// Whether batches came with different per-sample shapes.
+    #[must_use]
+    pub fn shape_varies(&self) -> bool {
+        self.shape_varies
+    }
+
+    /// Each sample's SQNR (dB), in the order the samples were added.
+    #[must_use]
+    pub fn sample_sqnr_db(&self) -> Vec<f64> {
+        self.samples
+            .iter()
+            .map(|s| sqnr_db(s.signal, s.noise))
+            .collect()
+    }
+
+    /// Each sample's figures, in the order the samples were added.
+    pub fn sample_stats(&self) -> impl ExactSizeIterator<Item = SampleStats> + '_ {
+        self.samples.iter().map(|s| SampleStats {
+            sqnr_db: sqnr_db(s.signal, s.noise),
+            signal_power: s.signal,
+            noise_power: s.noise,
+            max_abs: s.max_abs,
+            clipped: s.clipped,
+        })
+    }
+
+    /// Heap bytes held (the per-sample numbers).
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<SampleAcc>()
+            + self
+                .sample_shape
+                .as_ref()
+                .map_or(0, |s| s.capacity() * std::mem::size_of::<usize>())
+    }
+
+    /// The finished figures.
+    #[must_use]
+    pub fn summary(&self) -> OutputComparison {
+        OutputComparison {
+            shape: self.shape().unwrap_or_default(),
+            shape_varies: self.shape_varies,
+            batches: self.batches,
+            elements: self.n,
+            sqnr_db: self.sqnr_db(),
+            normalized_l2: self.normalized_l2(),
+            cosine: self.cosine(),
+            mse: self.mse(),
+            max_abs: self.max_abs(),
+            mean_error: self.mean_error(),
+            clipped_fraction: self.clipped_fraction(),
+            rms_quanta: self.rms_quanta(),
+            output_qparams: self.qparams,
+            samples: self.sample_stats().collect(),
+            custom: BTreeMap::new(),
+        }
+    }
+}
+
+/// The figures of one layer under one comparison (cumulative or local): what
+/// [`ErrorStats::summary`] gives, with the values of the caller's own comparisons.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct OutputComparison {
+    /// `[samples, per-sample shape...]` (per-sample shape of the first batch).
+    pub shape: Vec<usize>,
+    /// Whether batches came with different per-sample shapes.
+    pub shape_varies: bool,
+    /// Batches seen.
+    pub batches: u64,
+    /// Values compared.
+    pub elements: u64,
+    /// SQNR (dB).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub sqnr_db: f64,
+    /// Normalized L2 error.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub normalized_l2: f64,
+    /// Cosine similarity.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub cosine: f64,
+    /// Mean squared error.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub mse: f64,
+    /// Largest absolute error.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub max_abs: f64,
+    /// Mean signed error `Σ(x−y)/n` (bias).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::f64"))]
+    pub mean_error: f64,
+    /// Fraction of float values outside the output's representable range (quantized
+    /// outputs only).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::opt_f64"))]
+    pub clipped_fraction: Option<f64>,
+    /// RMS error in quanta of the output scale (quantized outputs only); the rounding floor
+    /// is [`ROUNDING_FLOOR_QUANTA`].
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::opt_f64"))]
+    pub rms_quanta: Option<f64>,
+    /// The output parameters (quantized outputs only).
+    pub output_qparams: Option<QParams>,
+    /// One entry per sample, in the order the samples were seen.
+    pub samples: Vec<SampleStats>,
+    /// The caller's comparisons by name ([`super::NumericLog::add_comparison`],
+    /// [`super::NumericLog::extend_with_comparison`]).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::map_vec_f64"))]
+    pub custom: BTreeMap<String, Vec<f64>>,
+}
+
+impl OutputComparison {
+    /// Each sample's SQNR (dB).
+    #[must_use]
+    pub fn sample_sqnr_db(&self) -> Vec<f64> {
+        self.samples.iter().map(|s| s.sqnr_db).collect()
+    }
+
+    /// The indices of the `k` samples with the lowest SQNR, worst first (NaN SQNRs, from
+    /// all-zero samples, last).
+    #[must_use]
+    pub fn worst_samples(&self, k: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.samples.len()).collect();
+        idx.sort_by(|&a, &b| {
+            let (x, y) = (self.samples[a].sqnr_db, self.samples[b].sqnr_db);
+            match (x.is_nan(), y.is_nan()) {
+                (true, true) => a.cmp(&b),
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                (false, false) => x.total_cmp(&y).then(a.cmp(&b)),
+            }
+        });
+        idx.truncate(k);
+        idx
+    }
+
+    /// Fraction of the samples whose SQNR is below `db` (NaN SQNRs, from all-zero samples,
+    /// count as not below; 0 when there are no samples).
+    #[must_use]
+    pub fn fraction_of_samples_below(&self, db: f64) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        let below = self.samples.iter().filter(|s| s.sqnr_db < db).count();
+        below as f64 / self.samples.len() as f64
+    }
+
+    /// The `p`-th percentile (`0..=100`, nearest rank) of the per-sample SQNRs, NaNs left
+    /// out (`None` when no sample has a number).
+    #[must_use]
+    pub fn sample_sqnr_percentile(&self, p: f64) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .samples
+            .iter()
+            .map(|s| s.sqnr_db)
+            .filter(|x| !x.is_nan())
+            .collect();
+        if v.is_empty() || !(0.0..=100.0).contains(&p) {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        Some(v[rank.min(v.len() - 1)])
+    }
+}
+
+/// An error of the accumulator under the public operation's name.
+pub(crate) fn rename(e: QuantError, op: &'static str) -> QuantError {
+    match e {
+        QuantError::ShapeMismatch { expected, got, .. } => {
+            QuantError::ShapeMismatch { op, expected, got }
+        }
+        QuantError::InvalidAxis { axis, ndim, .. } => QuantError::InvalidAxis { op, axis, ndim },
+        QuantError::EmptyInput { .. } => QuantError::EmptyInput { op },
+        QuantError::NanInput { index, .. } => QuantError::NanInput { op, index },
+        QuantError::NonFinite { what, value, .. } => QuantError::NonFinite { op, what, value },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, ArrayD, IxDyn};
+
+    #[test]
+    fn one_batch_matches_the_definitions() {
+        let x = array![[1.0f32, 2.0, 3.0], [0.5, -1.0, 4.0]];
+        let y = array![[1.0f32, 2.0, 3.5], [0.5, -1.5, 4.0]];
+        let mut s = ErrorStats::new();
+        s.update(&x, &y, None).expect("ok");
+        assert_eq!(s.samples(), 2);
+        assert_eq!(s.elements(), 6);
+        assert!((s.sample_sqnr_db()[0] - 17.4819).abs() < 1e-4);
+        let sxx: f64 = x.iter().map(|v| f64::from(*v).powi(2)).sum();
+        assert!((s.normalized_l2() - (0.5f64 / sxx).sqrt()).abs() < 1e-15);
+        assert_eq!(s.max_abs(), 0.5);
+        assert_eq!(s.mean_error(), 0.0);
+        assert_eq!(s.clipped_fraction(), None);
+        assert_eq!(s.shape(), Some(vec![2, 3]));
+    }
+
+    #[test]
+    fn clipped_and_quanta() {
+        let qp = QParams::new(0.5, 0, crate::QDType::QUInt8).expect("qp");
+        // representable 0..=127.5
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![-1.0f32, 0.2, 1.0, 200.0]).expect("shape");
+        let y =
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![0.0f32, 0.0, 1.0, 127.5]).expect("shape");
+        let mut s = ErrorStats::new();
+        s.update(&x, &y, Some(&qp)).expect("ok");
+        assert_eq!(s.clipped_fraction(), Some(0.5));
+        let expect = ((1.0f64 + 0.04 + 72.5f64 * 72.5) / 0.25 / 4.0).sqrt();
+        let got = s.rms_quanta().expect("quantized");
+        assert!((got - expect).abs() < 1e-6 * expect, "{got} {expect}");
+        assert!(ROUNDING_FLOOR_QUANTA - 1.0 / 12f64.sqrt() == 0.0);
+    }
+
+    #[test]
+    fn errors_leave_the_stats_unchanged() {
+        let mut s = ErrorStats::new();
+        let x = array![[1.0f32, 2.0]];
+        s.update(&x, &x, None).expect("ok");
+        let before = s.clone();
+        let bad = array![[1.0f32, f32::NAN]];
+        assert_eq!(
+            s.update(&x, &bad, None),
+            Err(QuantError::NanInput {
+                op: "ErrorStats::update",
+                index: 1
+            })
+        );
+        let inf = array![[f32::INFINITY, 1.0]];
+        assert!(matches!(
+            s.update(&inf, &x, None),
+            Err(QuantError::NonFinite { .. })
+        ));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn percentiles_and_worst() {
+        let x = array![[1.0f32], [1.0], [1.0], [0.0]];
+        let y = array![[0.9f32], [0.5], [1.0], [0.0]];
+        let mut s = ErrorStats::new();
+        s.update(&x, &y, None).expect("ok");
+        let c = s.summary();
+        assert_eq!(c.worst_samples(4), vec![1, 0, 2, 3]);
+        assert_eq!(c.sample_sqnr_percentile(0.0), Some(c.samples[1].sqnr_db));
+        assert_eq!(c.sample_sqnr_percentile(100.0), Some(f64::INFINITY));
+        assert_eq!(c.sample_sqnr_percentile(101.0), None);
+        assert_eq!(c.fraction_of_samples_below(f64::INFINITY), 0.5);
+        assert_eq!(c.fraction_of_samples_below(0.0), 0.0);
+        assert_eq!(ErrorStats::new().summary().fraction_of_samples_below(1.0), 0.0);
+    }
+}

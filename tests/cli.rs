@@ -1,0 +1,316 @@
+//! `qnumeric compare` end to end, on `.safetensors` dumps this test writes: good files (with
+//! and without the `order` key), `--json`, `--per-sample`, skipped tensors (one file only,
+//! mismatched shapes, non-float dtype, NaN), a missing, a truncated and a corrupt file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{ArrayD, Axis, IxDyn};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qnumeric"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8")
+}
+
+/// A scratch directory of this test (removed first, so reruns start clean).
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qnumeric-cli-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn data(shape: &[usize], seed: u32) -> ArrayD<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    ArrayD::from_shape_fn(IxDyn(shape), |_| {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 2000) as f32 / 1000.0 - 1.0
+    })
+}
+
+enum T {
+    F32(ArrayD<f32>),
+    F16(ArrayD<f32>),
+    I32(Vec<usize>),
+}
+
+fn write(path: &Path, tensors: &[(&str, T)], order: Option<&str>) {
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| match t {
+            T::F32(a) => (
+                n.to_string(),
+                Dtype::F32,
+                a.shape().to_vec(),
+                a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            T::F16(a) => (
+                n.to_string(),
+                Dtype::F16,
+                a.shape().to_vec(),
+                a.iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            ),
+            T::I32(shape) => (
+                n.to_string(),
+                Dtype::I32,
+                shape.clone(),
+                vec![0u8; 4 * shape.iter().product::<usize>()],
+            ),
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("view")))
+        .collect();
+    let meta = order.map(|o| HashMap::from([("order".to_string(), o.to_string())]));
+    safetensors::serialize_to_file(views, meta, path).expect("write");
+}
+
+struct Pair {
+    float: PathBuf,
+    quant: PathBuf,
+    stem: ArrayD<f32>,
+    stem_q: ArrayD<f32>,
+}
+
+/// Dumps of five compared layers and four that cannot be compared.
+fn pair(name: &str, order: Option<&str>) -> Pair {
+    let d = dir(name);
+    let stem = data(&[6, 2, 3], 1);
+    let stem_q = stem.mapv(|v| (v * 16.0).round() / 16.0);
+    let body = data(&[6, 8], 2);
+    let body_q = &body + &data(&[6, 8], 3).mapv(|v| v * 0.05);
+    let head = data(&[6, 4], 4);
+    // exactly representable in f16 on both sides: lossless
+    let head16 = head.mapv(|v| half::f16::from_f32(v).to_f32());
+    let mut nan = data(&[6, 2], 5);
+    nan[[2, 1]] = f32::NAN;
+    let float = d.join("float.safetensors");
+    let quant = d.join("quant.safetensors");
+    write(
+        &float,
+        &[
+            ("stem", T::F32(stem.clone())),
+            ("body", T::F32(body.clone())),
+            ("head", T::F32(head16.clone())),
+            ("zeta", T::F32(body.clone())),
+            ("alpha", T::F32(body.clone())),
+            ("only_float", T::F32(body.clone())),
+            ("mismatch", T::F32(data(&[6, 4], 6))),
+            ("ints", T::I32(vec![6, 3])),
+            ("nan", T::F32(nan.clone())),
+        ],
+        order,
+    );
+    write(
+        &quant,
+        &[
+            ("stem", T::F32(stem_q.clone())),
+            ("body", T::F32(body_q)),
+            ("head", T::F16(head16)),
+            ("zeta", T::F32(body.mapv(|v| v * 0.5))),
+            ("alpha", T::F32(body.mapv(|v| v * 0.9))),
+            ("only_quant", T::F32(body)),
+            ("mismatch", T::F32(data(&[6, 5], 6))),
+            ("ints", T::I32(vec![6, 3])),
+            ("nan", T::F32(data(&[6, 2], 5))),
+        ],
+        None,
+    );
+    Pair {
+        float,
+        quant,
+        stem,
+        stem_q,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).expect("one JSON object")
+}
+
+#[test]
+fn compare_text_table_in_metadata_order() {
+    let p = pair("text", Some("stem, body ,head,alpha,zeta,ghost"));
+    let o = run(&["compare", s(&p.float), s(&p.quant)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    println!("{out}");
+    let pos = |n: &str| {
+        out.lines()
+            .position(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("{n} in {out}"))
+    };
+    assert!(pos("stem") < pos("body") && pos("body") < pos("head"));
+    assert!(pos("head") < pos("alpha") && pos("alpha") < pos("zeta"));
+    assert!(out.contains("<- worst"));
+    assert!(out.contains("order: `order` metadata"));
+    for (name, reason) in [
+        ("only_float", "only in the float file"),
+        ("only_quant", "only in the quantized file"),
+        ("mismatch", "shapes differ: [6, 4] vs [6, 5]"),
+        ("ints", "non-float dtype I32 in the float file"),
+        ("nan", "NaN at flat index 5"),
+        ("ghost", "listed in `order` but in neither file"),
+    ] {
+        assert!(
+            out.contains(&format!("  {name}: {reason}")),
+            "{name}: {out}"
+        );
+    }
+    assert!(stderr(&o).is_empty());
+}
+
+#[test]
+fn compare_json_fields_and_order() {
+    let p = pair("json", Some("stem,body,head"));
+    let o = run(&["compare", s(&p.float), s(&p.quant), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["order"], "metadata");
+    let tensors = j["tensors"].as_array().expect("tensors");
+    let names: Vec<&str> = tensors.iter().filter_map(|t| t["name"].as_str()).collect();
+    // listed names first, the rest by name
+    assert_eq!(names, ["stem", "body", "head", "alpha", "zeta"]);
+    let stem = &tensors[0];
+    assert_eq!(stem["shape"], serde_json::json!([6, 2, 3]));
+    for key in ["sqnr_db", "normalized_l2", "cosine", "mse", "max_abs"] {
+        assert!(stem[key].is_number(), "{key}: {stem}");
+    }
+    assert!(stem.get("sample_sqnr_db").is_none());
+    let expect = qnumeric::sqnr(&p.stem, &p.stem_q).expect("sqnr");
+    let got = stem["sqnr_db"].as_f64().expect("number");
+    assert!((got - expect).abs() < 1e-4, "{got} vs {expect}");
+    // f16 against f32 of the same values: lossless, and infinity is a string
+    assert_eq!(tensors[2]["sqnr_db"], "inf");
+    // 0.9·x (rounded to f32): 20 dB
+    assert!((tensors[3]["sqnr_db"].as_f64().expect("n") - 20.0).abs() < 1e-4);
+    let skipped: Vec<&str> = j["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["ints", "mismatch", "nan", "only_float", "only_quant"]
+    );
+    assert!(j["skipped"][0]["reason"].is_string());
+    assert_eq!(j["worst"], "zeta");
+    assert!(j.get("largest_drop").is_some() && j.get("first_below").is_some());
+}
+
+#[test]
+fn compare_per_sample() {
+    let p = pair("per-sample", None);
+    let o = run(&[
+        "compare",
+        s(&p.float),
+        s(&p.quant),
+        "--json",
+        "--per-sample",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["order"], "name");
+    let tensors = j["tensors"].as_array().expect("tensors");
+    let names: Vec<&str> = tensors.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["alpha", "body", "head", "stem", "zeta"]);
+    let stem = &tensors[3];
+    let per = stem["sample_sqnr_db"].as_array().expect("per sample");
+    assert_eq!(per.len(), 6);
+    for (i, v) in per.iter().enumerate() {
+        let x = p.stem.index_axis(Axis(0), i);
+        let y = p.stem_q.index_axis(Axis(0), i);
+        let expect = qnumeric::sqnr(&x, &y).expect("sqnr");
+        let got = v.as_f64().expect("number");
+        assert!((got - expect).abs() < 1e-4, "sample {i}: {got} vs {expect}");
+    }
+    let text = run(&["compare", s(&p.float), s(&p.quant), "--per-sample"]);
+    assert!(text.status.success());
+    let out = stdout(&text);
+    assert!(
+        out.contains("per sample:") && out.contains("worst samples"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unreadable_input_is_one_line_and_exit_code_2() {
+    let p = pair("unreadable", None);
+    let d = p.float.parent().expect("dir").to_path_buf();
+    let missing = d.join("missing.safetensors");
+    let bytes = std::fs::read(&p.float).expect("read");
+    let truncated = d.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let corrupt = d.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"this is not a safetensors file").expect("write");
+    let empty = d.join("empty.safetensors");
+    std::fs::write(&empty, b"").expect("write");
+    for (bad, first) in [
+        (&missing, true),
+        (&truncated, false),
+        (&corrupt, true),
+        (&empty, false),
+    ] {
+        let args = if first {
+            ["compare", s(bad), s(&p.quant)]
+        } else {
+            ["compare", s(&p.float), s(bad)]
+        };
+        let o = run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", bad.display());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(s(bad)), "{err}");
+        assert!(err.starts_with("qnumeric: "), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+    // Usage errors come from the parser, also with code 2.
+    let o = run(&["compare", s(&p.float)]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn threshold_option() {
+    let p = pair("threshold", Some("stem,body,head,alpha,zeta"));
+    let o = run(&[
+        "compare",
+        s(&p.float),
+        s(&p.quant),
+        "--json",
+        "--threshold",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["first_below"]["layer"], "stem");
+    assert_eq!(j["jump_threshold_db"], 100.0);
+    let o = run(&["compare", s(&p.float), s(&p.quant), "--threshold", "nan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
