@@ -815,7 +815,9 @@ fn model_comparison_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
 
     /// Any shapes and values: Ok or a typed error, never a panic; a refused push changes
     /// nothing.

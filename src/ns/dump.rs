@@ -356,3 +356,52 @@ impl fmt::Display for DumpComparison {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    fn dump(values: &[f32], order: Option<&str>) -> Vec<u8> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![values.len(), 1], &bytes).expect("view");
+        let meta = order.map(|o| [("order".to_string(), o.to_string())].into());
+        safetensors::serialize([("a", view)], meta).expect("serialize")
+    }
+
+    #[test]
+    fn bytes_in_and_unreadable_bytes() {
+        let f = dump(&[1.0, 2.0], Some("a"));
+        let q = dump(&[1.0, 2.5], None);
+        let c = compare_dumps(&f, &q).expect("compare");
+        assert_eq!(c.order, OrderSource::Metadata);
+        assert_eq!(c.report.layers.len(), 1);
+        assert!(c.skipped.is_empty());
+        let err = compare_dumps(b"junk", &q).expect_err("unreadable");
+        assert!(
+            matches!(&err, QuantError::Format { op: "compare_dumps", detail } if detail.starts_with("float dump: ")),
+            "{err}"
+        );
+        let err = compare_dumps(&f, &q[..q.len() - 1]).expect_err("truncated");
+        assert!(
+            matches!(&err, QuantError::Format { detail, .. } if detail.starts_with("quantized dump: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn skip_reasons() {
+        assert_eq!(
+            reason(&QuantError::NonFinite {
+                op: "x",
+                what: "y",
+                value: f64::INFINITY
+            }),
+            "non-finite value inf"
+        );
+        assert_eq!(
+            reason(&QuantError::Empty { op: "x" }),
+            "x: no data observed yet"
+        );
+    }
+}

@@ -590,6 +590,21 @@ mod tests {
     }
 
     #[test]
+    fn sums_beyond_f64_are_a_typed_error() {
+        let x = array![[1e200f64, 1.0]];
+        let mut s = ErrorStats::new();
+        assert_eq!(
+            s.update(&x, &x, None),
+            Err(QuantError::NonFinite {
+                op: "ErrorStats::update",
+                what: "the sum of squared values",
+                value: f64::INFINITY
+            })
+        );
+        assert_eq!(s, ErrorStats::new());
+    }
+
+    #[test]
     fn percentiles_and_worst() {
         let x = array![[1.0f32], [1.0], [1.0], [0.0]];
         let y = array![[0.9f32], [0.5], [1.0], [0.0]];
@@ -602,6 +617,9 @@ mod tests {
         assert_eq!(c.sample_sqnr_percentile(101.0), None);
         assert_eq!(c.fraction_of_samples_below(f64::INFINITY), 0.5);
         assert_eq!(c.fraction_of_samples_below(0.0), 0.0);
-        assert_eq!(ErrorStats::new().summary().fraction_of_samples_below(1.0), 0.0);
+        assert_eq!(
+            ErrorStats::new().summary().fraction_of_samples_below(1.0),
+            0.0
+        );
     }
 }
