@@ -397,3 +397,180 @@ mod measured {
         assert!(sweep.results.len() >= 5);
     }
 }
+
+#[cfg(feature = "safetensors")]
+#[path = "../examples/digits/faults.rs"]
+mod faults;
+
+#[cfg(feature = "safetensors")]
+mod verdicts {
+    use super::{faults, model};
+    use qnumeric::diagnose::{
+        diagnose, DiagnoseOptions, Diagnosis, EvalData, Quantized, RemedyDepth, Verdict,
+    };
+    use qnumeric::fusion::fuse_auto;
+    use qnumeric::nn::Sequential;
+    use qnumeric::ptq::{prepare, PtqConfig};
+
+    fn fused(d: &model::Digits) -> Sequential {
+        let mut m = d.model.clone();
+        fuse_auto(&mut m).expect("fuse");
+        m
+    }
+
+    fn named() -> DiagnoseOptions {
+        DiagnoseOptions {
+            remedies: RemedyDepth::Named,
+            ..DiagnoseOptions::default()
+        }
+    }
+
+    fn verdict_of(d: &Diagnosis, layer: &str) -> Verdict {
+        d.layers
+            .iter()
+            .find(|l| l.name == layer)
+            .expect("layer compared")
+            .verdict
+    }
+
+    #[test]
+    fn the_healthy_model_gets_no_verdict() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let mut opts = named();
+        opts.calib_labels = Some((d.calib_y.clone(), Some(10)));
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let dg = diagnose(
+            &m,
+            Quantized::Config(PtqConfig::default()),
+            &d.calib,
+            eval,
+            &opts,
+        )
+        .expect("diagnosis");
+        println!("{dg}");
+        assert_eq!(dg.verdict, Verdict::Fine, "{dg}");
+        assert_eq!(dg.first_layer, None);
+        assert!(dg.audit.is_sound(), "{}", dg.audit);
+    }
+
+    #[test]
+    fn bright_outlier_images_are_data_sensitive_and_among_the_worst_samples() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let (x, bright) = faults::bright_images(&d.test_x, 20, 4.0);
+        let eval = EvalData {
+            inputs: &x,
+            labels: Some(&d.test_y),
+        };
+        let dg = diagnose(
+            &m,
+            Quantized::Config(PtqConfig::default()),
+            &d.calib,
+            eval,
+            &named(),
+        )
+        .expect("diagnosis");
+        println!("{dg}");
+        assert_eq!(dg.verdict, Verdict::DataSensitive, "{dg}");
+        assert_eq!(dg.first_layer.as_deref(), Some("quant"), "{dg}");
+        assert!(
+            dg.worst_samples.iter().all(|s| bright.contains(s)),
+            "{:?}",
+            dg.worst_samples
+        );
+    }
+
+    #[test]
+    fn coarse_per_tensor_weights_are_data_insensitive_at_that_layer() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let cfg = faults::coarse_weights("conv2").expect("config");
+        let dg = diagnose(&m, Quantized::Config(cfg), &d.calib, eval, &named()).expect("diagnosis");
+        println!("{dg}");
+        assert_eq!(verdict_of(&dg, "conv2"), Verdict::DataInsensitive, "{dg}");
+        assert_eq!(dg.first_layer.as_deref(), Some("conv2"), "{dg}");
+    }
+
+    #[test]
+    fn a_buggy_kernel_is_an_implementation_error() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let mut p = prepare(m.clone(), &PtqConfig::default()).expect("prepare");
+        p.calibrate(&d.calib).expect("calibrate");
+        let mut int8 = p.convert().expect("convert");
+        faults::buggy_kernel(&mut int8, "fc1").expect("inject");
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let dg = diagnose(
+            &m,
+            Quantized::Model(&int8, PtqConfig::default()),
+            &d.calib,
+            eval,
+            &named(),
+        )
+        .expect("diagnosis");
+        println!("{dg}");
+        assert_eq!(dg.verdict, Verdict::Implementation, "{dg}");
+        assert_eq!(verdict_of(&dg, "fc1"), Verdict::Implementation, "{dg}");
+        assert!(
+            dg.remedies[0]
+                .action
+                .starts_with("fix the int8 kernel of `fc1`"),
+            "{dg}"
+        );
+        // the correct layers are not flagged as implementation errors
+        assert!(
+            dg.layers
+                .iter()
+                .filter(|l| l.name != "fc1")
+                .all(|l| l.verdict != Verdict::Implementation),
+            "{dg}"
+        );
+    }
+
+    #[test]
+    fn calibration_on_ten_images_of_one_digit_is_flagged_by_the_audit() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let (calib, labels) = faults::one_digit(&d.calib, &d.calib_y, 3, 10);
+        let mut opts = named();
+        opts.calib_labels = Some((labels, Some(10)));
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let dg = diagnose(
+            &m,
+            Quantized::Config(PtqConfig::default()),
+            &calib,
+            eval,
+            &opts,
+        )
+        .expect("diagnosis");
+        println!("{dg}");
+        assert!(!dg.audit.is_sound());
+        assert!(
+            dg.remedies
+                .iter()
+                .any(|r| r.action.starts_with("calibrate on more data")),
+            "{dg}"
+        );
+        let html = dg.to_html();
+        assert!(
+            html.starts_with("<!DOCTYPE html>")
+                && html.contains("<svg")
+                && !html.contains("http://")
+                && !html.contains("https://")
+        );
+    }
+}

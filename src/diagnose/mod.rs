@@ -2,18 +2,23 @@
 //!
 //! | item | file | what it answers |
 //! |---|---|---|
+//! | [`diagnose`], [`Diagnosis`], [`Verdict`], [`Remedy`] | `verdict.rs` | the one call: per-layer verdicts with their evidence, remedies ranked and measured |
+//! | [`Diagnosis::to_html`], [`ActivationHistogram`] | `html.rs` | the self-contained HTML page |
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
 //! | [`Precision`], [`RoundedLayer`] | `precision.rs` | a layer kept in fp16 / bf16 / fp32 |
 //! | [`Sensitivity`], [`MixedPlan`], [`ReduceRangeCost`], [`observer_sweep`] | `variants.rs` | PTQ variants measured on the caller's data |
 
 mod audit;
+mod html;
 mod kernel_check;
 mod precision;
 mod session;
 mod variants;
+mod verdict;
 
 pub use audit::{audit_calibration, AuditThresholds, CalibrationAudit, ObserverConvergence};
+pub use html::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
     KernelVerdict, WorstCase,
@@ -23,4 +28,8 @@ pub use session::Diagnoser;
 pub use variants::{
     observer_sweep, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, ReduceRangeRow,
     Sensitivity, SensitivityRow,
+};
+pub use verdict::{
+    diagnose, DiagnoseOptions, Diagnosis, LayerDiagnosis, LayerEvidence, Quantized, Remedy,
+    RemedyDepth, SampleEvidence, Thresholds, Verdict,
 };

@@ -1,0 +1,385 @@
+//! The self-contained HTML page of a [`Diagnosis`]: no network, inline SVG.
+
+use std::fmt::Write as _;
+
+use super::verdict::{Diagnosis, Verdict};
+
+/// A histogram of one layer's float outputs next to the range its quantized output can
+/// represent.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ActivationHistogram {
+    /// The layer.
+    pub layer: String,
+    /// Lowest float value.
+    pub min: f32,
+    /// Highest float value.
+    pub max: f32,
+    /// Counts of equal-width bins over `[min, max]`.
+    pub counts: Vec<u64>,
+    /// The quantized output's representable range, if the layer's output is quantized.
+    pub representable: Option<(f32, f32)>,
+}
+
+impl ActivationHistogram {
+    /// A histogram of the finite values of `x` in `bins` bins.
+    #[must_use]
+    pub fn of(
+        layer: &str,
+        x: impl Iterator<Item = f32> + Clone,
+        bins: usize,
+        representable: Option<(f32, f32)>,
+    ) -> Self {
+        let (min, max) = x
+            .clone()
+            .filter(|v| v.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        let bins = bins.max(1);
+        let mut counts = vec![0u64; bins];
+        if min.is_finite() && max.is_finite() {
+            let width = f64::from(max) - f64::from(min);
+            for v in x.filter(|v| v.is_finite()) {
+                let i = if width > 0.0 {
+                    (((f64::from(v) - f64::from(min)) / width) * bins as f64) as usize
+                } else {
+                    0
+                };
+                counts[i.min(bins - 1)] += 1;
+            }
+        }
+        ActivationHistogram {
+            layer: layer.to_string(),
+            min,
+            max,
+            counts,
+            representable,
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn color(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Fine => "#4c9a2a",
+        Verdict::DataSensitive => "#e0a100",
+        Verdict::DataInsensitive => "#d9534f",
+        Verdict::Implementation => "#7b3fbf",
+    }
+}
+
+/// Horizontal bars: one group per layer, local and cumulative SQNR.
+fn sqnr_bars(d: &Diagnosis) -> String {
+    let row_h = 34.0;
+    let (left, width) = (140.0, 520.0);
+    let h = 30.0 + row_h * d.layers.len() as f64;
+    let max_db = d
+        .layers
+        .iter()
+        .flat_map(|l| [l.evidence.local.as_ref(), l.evidence.cumulative.as_ref()])
+        .flatten()
+        .map(|s| s.sqnr_db)
+        .filter(|v| v.is_finite())
+        .fold(10.0f64, f64::max)
+        .min(120.0);
+    let mut s = format!(
+        r#"<svg width="{}" height="{h}" role="img" aria-label="SQNR per layer">"#,
+        left + width + 80.0
+    );
+    for db in (0..=(max_db as i64)).step_by(10) {
+        let x = left + width * db as f64 / max_db;
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="18" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="12" font-size="10" text-anchor="middle">{db} dB</text>"##,
+            h - 4.0
+        );
+    }
+    for (i, l) in d.layers.iter().enumerate() {
+        let y = 22.0 + row_h * i as f64;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + 16.0,
+            esc(&l.name)
+        );
+        for (j, (ev, opacity, label)) in [
+            (l.evidence.local.as_ref(), 1.0, "local"),
+            (l.evidence.cumulative.as_ref(), 0.45, "cumulative"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(e) = ev {
+                let v = if e.sqnr_db.is_finite() {
+                    e.sqnr_db.clamp(0.0, max_db)
+                } else {
+                    max_db
+                };
+                let w = width * v / max_db;
+                let yy = y + 13.0 * j as f64;
+                let _ = write!(
+                    s,
+                    r#"<rect x="{left}" y="{yy}" width="{w:.1}" height="11" fill="{}" fill-opacity="{opacity}"><title>{} {label}: {:.2} dB</title></rect><text x="{:.1}" y="{}" font-size="10">{:.1}</text>"#,
+                    color(l.verdict),
+                    esc(&l.name),
+                    e.sqnr_db,
+                    left + w + 4.0,
+                    yy + 9.0,
+                    e.sqnr_db
+                );
+            }
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A histogram of values as vertical bars.
+fn histogram_svg(counts: &[u64], lo: f64, hi: f64, unit: &str, marks: &[(f64, &str)]) -> String {
+    let (w, h, pad) = (520.0, 140.0, 24.0);
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bw = w / counts.len().max(1) as f64;
+    let mut s = format!(
+        r#"<svg width="{}" height="{}" role="img">"#,
+        w + 2.0 * pad,
+        h + 2.0 * pad
+    );
+    for (i, &c) in counts.iter().enumerate() {
+        let bh = (h - 10.0) * c as f64 / max;
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#5b8def"><title>{c}</title></rect>"##,
+            pad + bw * i as f64,
+            pad + h - bh,
+            (bw - 1.0).max(0.5)
+        );
+    }
+    let x_of = |v: f64| pad + w * ((v - lo) / (hi - lo).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
+    for (v, label) in marks {
+        let x = x_of(*v);
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{pad}" x2="{x:.1}" y2="{}" stroke="#d9534f" stroke-dasharray="4 3"/><text x="{x:.1}" y="{}" font-size="10" fill="#d9534f" text-anchor="middle">{}</text>"##,
+            pad + h,
+            pad - 6.0,
+            esc(label)
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{pad}" y="{}" font-size="10">{lo:.3}{unit}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{hi:.3}{unit}</text></svg>"#,
+        pad + h + 14.0,
+        pad + w,
+        pad + h + 14.0
+    );
+    s
+}
+
+fn sample_histogram(values: &[f64], bins: usize) -> (Vec<u64>, f64, f64) {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if finite.is_empty() {
+        return (vec![0; bins], 0.0, 1.0);
+    }
+    let hi = if hi > lo { hi } else { lo + 1.0 };
+    let mut counts = vec![0u64; bins];
+    for v in finite {
+        let i = (((v - lo) / (hi - lo)) * bins as f64) as usize;
+        counts[i.min(bins - 1)] += 1;
+    }
+    (counts, lo, hi)
+}
+
+impl Diagnosis {
+    /// One self-contained HTML page (inline CSS and SVG, no network): per-layer SQNR bars
+    /// (local and cumulative), the per-sample error histogram, per-channel weight ranges and
+    /// activation histograms of the flagged layers, the verdicts and the ranked remedies.
+    #[must_use]
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>qnumeric diagnosis</title><style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:980px}}
+h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f4f4f4}}
+.badge{{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-size:12px}}
+.muted{{color:#666;font-size:12px}}
+</style></head><body>"#
+        );
+        let _ = write!(
+            h,
+            r#"<h1>qnumeric diagnosis: <span class="badge" style="background:{}">{}</span></h1>"#,
+            color(self.verdict),
+            self.verdict
+        );
+        let _ = write!(
+            h,
+            "<p>int8 against float on the evaluation data: {}",
+            esc(&self.quality.to_string())
+        );
+        if let Some(a) = self.float_accuracy {
+            let _ = write!(h, " (float accuracy {a:.4})");
+        }
+        h.push_str("</p>");
+        if let Some(l) = &self.first_layer {
+            let _ = write!(h, "<p>First layer with a verdict: <b>{}</b>.</p>", esc(l));
+        }
+        h.push_str("<h2>SQNR per layer</h2><p class=\"muted\">Dark bar: the layer's own (local) error; light bar: accumulated (cumulative). Colour: verdict.</p>");
+        h.push_str(&sqnr_bars(self));
+        h.push_str("<h2>Verdicts and evidence</h2><table><tr><th>layer</th><th>kind</th><th>verdict</th><th>local dB</th><th>cumulative dB</th><th>samples below threshold</th><th>clipped</th><th>RMS quanta</th><th>kernel vs reference</th></tr>");
+        for l in &self.layers {
+            let e = &l.evidence;
+            let db = |s: &Option<super::verdict::SampleEvidence>| {
+                s.as_ref()
+                    .map_or("–".into(), |s| format!("{:.2}", s.sqnr_db))
+            };
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td><span class="badge" style="background:{}">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                esc(&l.name),
+                esc(&e.kind),
+                color(l.verdict),
+                l.verdict,
+                db(&e.local),
+                db(&e.cumulative),
+                e.local.as_ref().map_or("–".into(), |s| format!(
+                    "{:.1}%",
+                    s.fraction_below * 100.0
+                )),
+                e.clipped_fraction
+                    .map_or("–".into(), |c| format!("{:.2}%", c * 100.0)),
+                e.rms_quanta.map_or("–".into(), |q| format!("{q:.2}")),
+                e.kernel.map_or("–".into(), |k| format!(
+                    "{} of {} differ, max {}",
+                    k.values - k.exact,
+                    k.values,
+                    k.max_abs_diff
+                )),
+            );
+            for r in &l.reasons {
+                let _ = write!(
+                    h,
+                    r#"<tr><td></td><td colspan="8" class="muted">{}</td></tr>"#,
+                    esc(r)
+                );
+            }
+        }
+        h.push_str("</table>");
+        if let Some(last) = self
+            .layers
+            .iter()
+            .rev()
+            .find_map(|l| l.evidence.cumulative.as_ref())
+        {
+            let (counts, lo, hi) = sample_histogram(&last.sample_sqnr_db, 40);
+            let _ = write!(h, "<h2>Per-sample error at the output</h2><p class=\"muted\">SQNR of each evaluation sample at the last compared layer; worst samples: {:?}</p>", self.worst_samples);
+            h.push_str(&histogram_svg(&counts, lo, hi, " dB", &[]));
+        }
+        for l in self.layers.iter().filter(|l| l.verdict != Verdict::Fine) {
+            let _ = write!(h, "<h2>{} ({})</h2>", esc(&l.name), l.verdict);
+            if let Some(local) = &l.evidence.local {
+                let (counts, lo, hi) = sample_histogram(&local.sample_sqnr_db, 40);
+                h.push_str("<p class=\"muted\">Per-sample SQNR of the layer's own error</p>");
+                h.push_str(&histogram_svg(&counts, lo, hi, " dB", &[]));
+            }
+            if let Some(w) = self.report.layer(&l.name).and_then(|r| r.weight.as_ref()) {
+                if !w.channels.is_empty() {
+                    let lo = w
+                        .channels
+                        .iter()
+                        .map(|c| f64::from(c.min))
+                        .fold(f64::INFINITY, f64::min);
+                    let hi = w
+                        .channels
+                        .iter()
+                        .map(|c| f64::from(c.max))
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let (cw, ch) = (520.0, 10.0 * w.channels.len() as f64 + 20.0);
+                    let _ = write!(
+                        h,
+                        r#"<p class="muted">Weight range per output channel ({} channels, per-tensor weight SQNR {:.2} dB)</p><svg width="{}" height="{ch}">"#,
+                        w.channels.len(),
+                        w.sqnr_db,
+                        cw + 48.0
+                    );
+                    for (i, c) in w.channels.iter().enumerate() {
+                        let x0 =
+                            24.0 + cw * (f64::from(c.min) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
+                        let x1 =
+                            24.0 + cw * (f64::from(c.max) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
+                        let _ = write!(
+                            h,
+                            r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="7" fill="#888"><title>channel {i}: [{:.4}, {:.4}], {:.1} dB</title></rect>"##,
+                            10.0 + 10.0 * i as f64,
+                            (x1 - x0).max(1.0),
+                            c.min,
+                            c.max,
+                            c.sqnr_db
+                        );
+                    }
+                    h.push_str("</svg>");
+                }
+            }
+            if let Some(hist) = self.histograms.iter().find(|a| a.layer == l.name) {
+                let marks: Vec<(f64, &str)> = hist
+                    .representable
+                    .map(|(a, b)| vec![(f64::from(a), "q min"), (f64::from(b), "q max")])
+                    .unwrap_or_default();
+                h.push_str("<p class=\"muted\">Float activations of the layer on the evaluation data; dashed: the quantized output's range</p>");
+                h.push_str(&histogram_svg(
+                    &hist.counts,
+                    f64::from(hist.min),
+                    f64::from(hist.max),
+                    "",
+                    &marks,
+                ));
+            }
+        }
+        if !self.audit.findings.is_empty() {
+            h.push_str("<h2>Calibration audit</h2><ul>");
+            for f in &self.audit.findings {
+                let _ = write!(h, "<li>{}</li>", esc(f));
+            }
+            h.push_str("</ul>");
+        }
+        h.push_str("<h2>Remedies, best first</h2><table><tr><th>#</th><th>remedy</th><th>measured</th><th>gain</th><th>evidence</th></tr>");
+        for (i, r) in self.remedies.iter().enumerate() {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+                i + 1,
+                esc(&r.action),
+                r.measured
+                    .map_or("not measurable here".into(), |q| esc(&q.to_string())),
+                r.gain_db.map_or("–".into(), |g| format!("{g:+.2} dB")),
+                esc(&r.evidence)
+            );
+        }
+        h.push_str("</table>");
+        if let Some(rr) = &self.reduce_range {
+            let _ = write!(h, "<h2>reduce_range, measured</h2><p>{}</p><table><tr><th>reduce_range</th><th>accumulation</th><th>quality</th></tr>", esc(&rr.advice));
+            for r in &rr.rows {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{:?}</td><td>{}</td></tr>",
+                    r.reduce_range,
+                    r.accumulation,
+                    esc(&r.quality.to_string())
+                );
+            }
+            h.push_str("</table>");
+        }
+        h.push_str("<p class=\"muted\">Generated by qnumeric.</p></body></html>");
+        h
+    }
+}
