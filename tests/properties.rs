@@ -103,6 +103,6 @@ proptest! {
         let xt = x.t();
         let mut out = Array2::<i32>::zeros((2, n));
         quantize_into(&xt, &qp, &mut out)?;
-        prop_assert_eq!(out, quantize::<i32, _, _>(&xt.to_owned(), &qp)?);
+        prop_assert_eq!(out, quantize::<_, i32, _>(&xt.to_owned(), &qp)?);
     }
 }

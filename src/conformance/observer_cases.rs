@@ -68,7 +68,7 @@ fn spec_from_config(cfg: &Json) -> Result<QSpec, QuantError> {
         {
             let mut range = QRange::for_fake_quant(lo, hi)?;
             if reduce_range {
-                range = range.with_reduce_range();
+                range = range.with_reduce_range()?;
             }
             let mut spec = QSpec::new(scheme, range.dtype());
             spec.range = range;

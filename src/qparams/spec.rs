@@ -97,7 +97,7 @@ impl QSpec {
                 })?;
                 (
                     if reduce_range {
-                        r.with_reduce_range()
+                        r.with_reduce_range()?
                     } else {
                         r
                     },
@@ -107,7 +107,7 @@ impl QSpec {
             _ => {
                 let r = dtype.full_range();
                 let halve = reduce_range && dtype.bits() == 8;
-                (if halve { r.with_reduce_range() } else { r }, false)
+                (if halve { r.with_reduce_range()? } else { r }, false)
             }
         };
         Ok(QSpec {
