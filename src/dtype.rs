@@ -396,4 +396,26 @@ mod tests {
         assert!(QRange::for_fake_quant(5, 3).is_err());
         assert!(QRange::for_fake_quant(3, 5).is_ok());
     }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserialization_refuses_invalid_ranges() {
+        let parse = |s: &str| serde_json::from_str::<QRange>(s);
+        let e = parse(r#"{"dtype":"QInt8","quant_min":5,"quant_max":-3}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid quantization range 5..=-3"),
+            "{e}"
+        );
+        assert!(parse(r#"{"dtype":"QUInt8","quant_min":0,"quant_max":256}"#).is_err());
+        assert!(parse(r#"{"dtype":"QInt4","quant_min":-9,"quant_max":7}"#).is_err());
+        for r in [
+            QDType::QUInt8.full_range(),
+            QRange::new(QDType::QInt8, -127, 127).unwrap(),
+            QRange::for_fake_quant(3, 5).unwrap(),
+            QRange::for_fake_quant(4, 4).unwrap(),
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(parse(&json).unwrap(), r, "{json}");
+        }
+    }
 }

@@ -556,4 +556,80 @@ mod tests {
         assert!(resolve_axis("t", 3, 3).is_err());
         assert!(resolve_axis("t", -4, 3).is_err());
     }
+
+    #[cfg(feature = "serde")]
+    mod serde_validation {
+        use super::*;
+
+        fn refused<T: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str, what: &str) {
+            let e = serde_json::from_str::<T>(json).expect_err(json);
+            assert!(e.to_string().contains(what), "{json}: {e}");
+        }
+
+        const RANGE: &str = r#"{"dtype":"QUInt8","quant_min":0,"quant_max":255}"#;
+
+        #[test]
+        fn qparams_refuse_what_the_constructor_refuses() {
+            let qp = |scale: &str, zp: &str, range: &str| {
+                format!(r#"{{"scale":{scale},"zero_point":{zp},"range":{range}}}"#)
+            };
+            refused::<QParams>(&qp("0.0", "0", RANGE), "invalid scale 0");
+            refused::<QParams>(&qp("-1.0", "0", RANGE), "invalid scale -1");
+            refused::<QParams>(&qp("1e-45", "0", RANGE), "finite reciprocal");
+            refused::<QParams>(&qp("1e39", "0", RANGE), "invalid scale inf");
+            refused::<QParams>(&qp("0.1", "300", RANGE), "zero point 300 outside");
+            refused::<QParams>(&qp("0.1", "4294967296", RANGE), "zero point 4294967296");
+            let bad_range = r#"{"dtype":"QUInt8","quant_min":5,"quant_max":-3}"#;
+            refused::<QParams>(&qp("0.1", "0", bad_range), "invalid quantization range");
+            let p = QParams::new(0.1, 128, QDType::QUInt8).unwrap();
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<QParams>(&json).unwrap(), p);
+        }
+
+        #[test]
+        fn zero_points_refuse_non_finite_floats() {
+            refused::<ZeroPoints>(r#"{"Float":[0.5,1e39]}"#, "non-finite value inf");
+            let z: ZeroPoints = serde_json::from_str(r#"{"Int":[-3,2147483647]}"#).unwrap();
+            assert_eq!(z, ZeroPoints::Int(vec![-3, i32::MAX]));
+        }
+
+        #[test]
+        fn per_channel_qparams_refuse_what_the_constructor_refuses() {
+            let pc = |scales: &str, zps: &str| {
+                format!(r#"{{"scales":{scales},"zero_points":{zps},"axis":0,"range":{RANGE}}}"#)
+            };
+            refused::<PerChannelQParams>(&pc("[]", r#"{"Int":[]}"#), "scales has length 0");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Int":[1,2]}"#), "zero_points");
+            refused::<PerChannelQParams>(&pc("[0.1, 0.0]", r#"{"Int":[1,2]}"#), "scale 0");
+            refused::<PerChannelQParams>(&pc("[0.1, 1e-40]", r#"{"Int":[1,2]}"#), "reciprocal");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Int":[256]}"#), "zero point 256");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Float":[1e39]}"#), "non-finite");
+            // The reciprocals are recomputed, whatever the input says.
+            let json = format!(
+                r#"{{"scales":[0.5,0.25],"inv_scales":[7.0,7.0],"zero_points":{{"Int":[1,2]}},"axis":-1,"range":{RANGE}}}"#
+            );
+            let p: PerChannelQParams = serde_json::from_str(&json).unwrap();
+            assert_eq!(p.inv_scales(), &[2.0, 4.0]);
+            let back: PerChannelQParams =
+                serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+            assert_eq!(back, p);
+        }
+
+        #[test]
+        fn any_qparams_validate_their_variant() {
+            refused::<AnyQParams>(
+                &format!(r#"{{"PerTensor":{{"scale":0.0,"zero_point":0,"range":{RANGE}}}}}"#),
+                "invalid scale 0",
+            );
+            refused::<AnyQParams>(
+                &format!(
+                    r#"{{"PerChannel":{{"scales":[0.1],"zero_points":{{"Int":[-1]}},"axis":0,"range":{RANGE}}}}}"#
+                ),
+                "zero point -1",
+            );
+            let a = AnyQParams::from(QParams::new(0.5, -3, QDType::QInt8).unwrap());
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<AnyQParams>(&json).unwrap(), a);
+        }
+    }
 }
