@@ -12,8 +12,8 @@ use crate::error::Result;
 /// `reduce_range` uses `0..=127` (PyTorch's x86 default for dynamic linear).
 ///
 /// # Errors
-/// [`QuantError::NonFinite`] for a non-finite bound; [`QuantError::InvalidParameter`] when
-/// `min > max`.
+/// [`QuantError::NonFinite`](crate::QuantError::NonFinite) for a non-finite bound;
+/// [`QuantError::InvalidParameter`](crate::QuantError::InvalidParameter) when `min > max`.
 pub fn choose_dynamic_qparams(min: f32, max: f32, reduce_range: bool) -> Result<QParams> {
     check_min_max("choose_dynamic_qparams", min, max)?;
     const SMALL: f64 = 6.1e-5;
