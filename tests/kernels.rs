@@ -711,3 +711,17 @@ fn convention_affine_map_runs_in_f32<F: QFloat>() -> R {
     Ok(())
 }
 for_each_float!(convention_affine_map_runs_in_f32);
+
+/// Dequantize takes `q - zero_point` exactly, also for qint32 (PyTorch 2.15 wraps it in 32
+/// bits: i32::MIN - i32::MAX would be 1, giving +2^-20 here instead of -4096).
+fn convention_dequantize_difference_is_exact<F: QFloat>() -> R {
+    let scale = 2f32.powi(-20);
+    let qp = QParams::new(scale, i32::MAX as i64, QDType::QInt32)?;
+    let x: Array1<F> = dequantize(&array![i32::MIN, i32::MAX], &qp)?;
+    assert_eq!(x, floats::<F>(&[-4096.0, 0.0]), "{}", F::NAME);
+    let pc = PerChannelQParams::new(vec![scale], vec![i32::MIN], 0, QDType::QInt32)?;
+    let y: Array2<F> = dequantize_per_channel(&array![[i32::MAX, i32::MIN]], &pc)?;
+    assert_eq!(y, array![[to::<F>(4096.0), to::<F>(0.0)]], "{}", F::NAME);
+    Ok(())
+}
+for_each_float!(convention_dequantize_difference_is_exact);
