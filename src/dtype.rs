@@ -150,14 +150,50 @@ impl fmt::Display for QDType {
 
 /// A validated quantization range `quant_min..=quant_max` inside a dtype.
 ///
-/// Invariants (checked by [`QRange::new`]): `quant_min < quant_max`, `quant_min <= 0 <= quant_max`
-/// and both inside the dtype's storage range.
+/// Invariants: every range has `quant_min <= quant_max`, both inside the dtype's storage range.
+/// A range from [`QRange::new`] also has `quant_min < quant_max` and `quant_min <= 0 <= quant_max`;
+/// a range from [`QRange::for_fake_quant`] needs only the first, as PyTorch's fake quantization;
+/// [`QRange::with_reduce_range`] keeps whichever its input had. Deserialization (feature
+/// `serde`) checks the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "QRangeRepr"))]
 pub struct QRange {
     dtype: QDType,
     quant_min: i64,
     quant_max: i64,
+}
+
+/// The serialized form of a [`QRange`], validated on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct QRangeRepr {
+    dtype: QDType,
+    quant_min: i64,
+    quant_max: i64,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<QRangeRepr> for QRange {
+    type Error = QuantError;
+
+    fn try_from(r: QRangeRepr) -> Result<Self> {
+        let (dtype, quant_min, quant_max) = (r.dtype, r.quant_min, r.quant_max);
+        if quant_min > quant_max || quant_min < dtype.min() || quant_max > dtype.max() {
+            return Err(QuantError::InvalidQuantRange {
+                op: "QRange::deserialize",
+                quant_min,
+                quant_max,
+                dtype,
+                reason: "quant_min must be <= quant_max and both inside the dtype's storage range",
+            });
+        }
+        Ok(QRange {
+            dtype,
+            quant_min,
+            quant_max,
+        })
+    }
 }
 
 impl QRange {
@@ -228,16 +264,42 @@ impl QRange {
         })
     }
 
-    /// PyTorch's `reduce_range`: halve both ends with floor division (`-128..127` becomes
-    /// `-64..63`, `0..255` becomes `0..127`). 32-bit and 16-bit dtypes are left unchanged when
-    /// the range is the dtype's full range, as PyTorch does.
-    #[must_use]
-    pub fn with_reduce_range(self) -> Self {
-        QRange {
-            dtype: self.dtype,
-            quant_min: self.quant_min.div_euclid(2),
-            quant_max: self.quant_max.div_euclid(2),
+    /// PyTorch's `reduce_range`: halve both ends with floor division (`-128..=127` becomes
+    /// `-64..=63`, `0..=255` becomes `0..=127`). The full range of a 16- or 32-bit dtype is
+    /// returned unchanged (PyTorch's observers keep `qint32` whole under `reduce_range`).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidQuantRange`] when the halved range would break the range's
+    /// invariants (`0..=1` would become `0..=0`).
+    ///
+    /// # Examples
+    /// ```
+    /// use qnumeric::{QDType, QRange};
+    /// let r = QDType::QUInt8.full_range().with_reduce_range()?;
+    /// assert_eq!((r.quant_min(), r.quant_max()), (0, 127));
+    /// assert_eq!(QDType::QInt32.full_range().with_reduce_range()?, QDType::QInt32.full_range());
+    /// assert!(QRange::new(QDType::QUInt8, 0, 1)?.with_reduce_range().is_err());
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    pub fn with_reduce_range(self) -> Result<Self> {
+        if self.is_full() && self.dtype.bits() >= 16 {
+            return Ok(self);
         }
+        let (quant_min, quant_max) = (self.quant_min.div_euclid(2), self.quant_max.div_euclid(2));
+        if quant_min == quant_max && self.quant_min < self.quant_max {
+            return Err(QuantError::InvalidQuantRange {
+                op: "QRange::with_reduce_range",
+                quant_min: self.quant_min,
+                quant_max: self.quant_max,
+                dtype: self.dtype,
+                reason: "halving the range would leave a single level",
+            });
+        }
+        Ok(QRange {
+            dtype: self.dtype,
+            quant_min,
+            quant_max,
+        })
     }
 
     /// The dtype the range lives in.
@@ -284,10 +346,38 @@ mod tests {
     #[test]
     fn reduce_range_floors() {
         let r = QRange::new(QDType::QInt8, -127, 127).unwrap();
-        let h = r.with_reduce_range();
+        let h = r.with_reduce_range().unwrap();
         assert_eq!((h.quant_min(), h.quant_max()), (-64, 63));
-        let u = QDType::QUInt8.full_range().with_reduce_range();
+        let u = QDType::QUInt8.full_range().with_reduce_range().unwrap();
         assert_eq!((u.quant_min(), u.quant_max()), (0, 127));
+        let n = QRange::new(QDType::QInt8, -1, 1).unwrap();
+        let nh = n.with_reduce_range().unwrap();
+        assert_eq!((nh.quant_min(), nh.quant_max()), (-1, 0));
+    }
+
+    #[test]
+    fn reduce_range_leaves_full_wide_ranges_unchanged() {
+        for d in [QDType::QInt32, QDType::QInt16, QDType::QUInt16] {
+            assert_eq!(d.full_range().with_reduce_range().unwrap(), d.full_range());
+        }
+        // A custom 32-bit range is halved like any other.
+        let r = QRange::new(QDType::QInt32, -1000, 1001).unwrap();
+        let h = r.with_reduce_range().unwrap();
+        assert_eq!((h.quant_min(), h.quant_max()), (-500, 500));
+    }
+
+    #[test]
+    fn reduce_range_refuses_to_collapse_a_two_level_range() {
+        let r = QRange::new(QDType::QUInt8, 0, 1).unwrap();
+        assert!(matches!(
+            r.with_reduce_range(),
+            Err(QuantError::InvalidQuantRange {
+                op: "QRange::with_reduce_range",
+                quant_min: 0,
+                quant_max: 1,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -305,5 +395,27 @@ mod tests {
         assert!(QRange::new(QDType::QInt8, 1, 100).is_err());
         assert!(QRange::for_fake_quant(5, 3).is_err());
         assert!(QRange::for_fake_quant(3, 5).is_ok());
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserialization_refuses_invalid_ranges() {
+        let parse = |s: &str| serde_json::from_str::<QRange>(s);
+        let e = parse(r#"{"dtype":"QInt8","quant_min":5,"quant_max":-3}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid quantization range 5..=-3"),
+            "{e}"
+        );
+        assert!(parse(r#"{"dtype":"QUInt8","quant_min":0,"quant_max":256}"#).is_err());
+        assert!(parse(r#"{"dtype":"QInt4","quant_min":-9,"quant_max":7}"#).is_err());
+        for r in [
+            QDType::QUInt8.full_range(),
+            QRange::new(QDType::QInt8, -127, 127).unwrap(),
+            QRange::for_fake_quant(3, 5).unwrap(),
+            QRange::for_fake_quant(4, 4).unwrap(),
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(parse(&json).unwrap(), r, "{json}");
+        }
     }
 }

@@ -41,10 +41,12 @@ pub trait QFloat:
     fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
     /// The slice itself when `Self` is `f32`.
     fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The slice itself when `Self` is `f64` (lets the metrics read `f64` data unrounded).
+    fn as_f64_slice(s: &[Self]) -> Option<&[f64]>;
 }
 
 macro_rules! impl_qfloat_prim {
-    ($t:ty, $name:literal, |$s:ident| $cast:expr, |$m:ident| $cast_mut:expr) => {
+    ($t:ty, $name:literal, |$s:ident| $cast:expr, |$m:ident| $cast_mut:expr, |$d:ident| $cast64:expr) => {
         impl private::Sealed for $t {}
         impl QFloat for $t {
             const NAME: &'static str = $name;
@@ -80,11 +82,15 @@ macro_rules! impl_qfloat_prim {
             fn as_f32_slice_mut($m: &mut [Self]) -> Option<&mut [f32]> {
                 $cast_mut
             }
+            #[inline(always)]
+            fn as_f64_slice($d: &[Self]) -> Option<&[f64]> {
+                $cast64
+            }
         }
     };
 }
-impl_qfloat_prim!(f32, "f32", |s| Some(s), |s| Some(s));
-impl_qfloat_prim!(f64, "f64", |_s| None, |_s| None);
+impl_qfloat_prim!(f32, "f32", |s| Some(s), |s| Some(s), |_s| None);
+impl_qfloat_prim!(f64, "f64", |_s| None, |_s| None, |s| Some(s));
 
 macro_rules! impl_qfloat_half {
     ($t:ty, $name:literal, $to:path, $from:path) => {
@@ -133,6 +139,10 @@ macro_rules! impl_qfloat_half {
             }
             #[inline(always)]
             fn as_f32_slice_mut(_s: &mut [Self]) -> Option<&mut [f32]> {
+                None
+            }
+            #[inline(always)]
+            fn as_f64_slice(_s: &[Self]) -> Option<&[f64]> {
                 None
             }
         }

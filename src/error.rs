@@ -21,6 +21,16 @@ pub enum QuantError {
         /// Flat (logical, row-major) index of the first NaN found.
         index: usize,
     },
+    /// An infinite value in data where only finite values are allowed (metrics).
+    #[error("{op}: infinite value {value} in the input at flat index {index}")]
+    InfiniteInput {
+        /// The public operation.
+        op: &'static str,
+        /// Flat (logical, row-major) index of the first infinite value found.
+        index: usize,
+        /// The value (`+inf` or `-inf`).
+        value: f64,
+    },
     /// A non-finite value (±inf or NaN) where only finite values are allowed.
     #[error("{op}: non-finite value {value} where a finite one is required ({what})")]
     NonFinite {
@@ -31,8 +41,9 @@ pub enum QuantError {
         /// The value.
         value: f64,
     },
-    /// A scale that is zero, negative, NaN or infinite.
-    #[error("{op}: invalid scale {scale} (a scale must be finite and > 0)")]
+    /// A scale that is zero, negative, NaN or infinite, or so small (below about `2.9e-39`)
+    /// that its `f32` reciprocal, which the kernels multiply by, is infinite.
+    #[error("{op}: invalid scale {scale} (a scale must be finite, > 0, with a finite reciprocal)")]
     InvalidScale {
         /// The public operation.
         op: &'static str,

@@ -41,7 +41,13 @@
 //!   PyTorch's order: multiply by `f32(1/scale)`, round half to even, add the zero point.
 //! - `quantize` saturates to the storage range (also beyond `|x/scale| = 2^31`, where PyTorch
 //!   2.15 wraps); ±inf saturate; NaN is a typed error, never a silent value.
-//! - Metrics accumulate in `f64`.
+//! - A scale must be finite, `> 0` and have a finite `f32` reciprocal; anything else is a
+//!   typed error when the parameters are built.
+//! - Dequantize takes `q - zero_point` exactly (also for qint32, where PyTorch 2.15 wraps).
+//! - Metrics read every element exactly (`f64` inputs unrounded) and accumulate in `f64`;
+//!   NaN and ±inf inputs are typed errors.
+//!
+//! What is refused, what saturates and what is exact: `docs/error-model.md`.
 //!
 //! ## Features
 //! - `rayon`: parallel versions of the large-tensor paths.

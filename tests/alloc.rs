@@ -50,7 +50,14 @@ fn into_variants_do_not_allocate() {
     let mut q = Array3::<i8>::zeros(x.raw_dim());
     let mut y = Array3::<f32>::zeros(x.raw_dim());
     let mut yh = Array3::<f16>::from_elem(x.raw_dim(), f16::ZERO);
+    // qint32 with a zero point at the end of the i32 range: the wide paths (exact differences).
+    let qp32 = QParams::new(0.05, i32::MAX as i64, QDType::QInt32).expect("valid");
+    let mut q32 = Array3::<i32>::zeros(x.raw_dim());
     let n = allocations(|| {
+        quantize_into(&x, &qp32, &mut q32).expect("ok");
+        dequantize_into(&q32, &qp32, &mut y).expect("ok");
+        fake_quantize_into(&x, &qp32, &mut y).expect("ok");
+        fake_quantize_backward_into(&x, &dy, &qp32, &mut y).expect("ok");
         quantize_into(&x, &qp, &mut q).expect("ok");
         quantize_into(&xh, &qp, &mut q).expect("ok");
         dequantize_into(&q, &qp, &mut y).expect("ok");
@@ -82,6 +89,8 @@ fn into_variants_do_not_allocate() {
     let pc16 =
         PerChannelQParams::new(vec![0.02; 16], vec![0; 16], 1, QDType::QInt8).expect("valid");
     let x2 = x.index_axis(ndarray::Axis(0), 0).reversed_axes();
+    let wide = PerChannelQParams::new(vec![0.02; 33], vec![i32::MIN; 33], -1, QDType::QInt32)
+        .expect("valid");
     let n = allocations(|| {
         for pc in [&n_params, &last, &first] {
             quantize_per_channel_into(&x, pc, &mut q).expect("ok");
@@ -89,6 +98,9 @@ fn into_variants_do_not_allocate() {
             fake_quantize_per_channel_into(&x, pc, &mut y).expect("ok");
             fake_quantize_per_channel_backward_into(&x, &dy, pc, &mut y).expect("ok");
         }
+        quantize_per_channel_into(&x, &wide, &mut q32).expect("ok");
+        dequantize_per_channel_into(&q32, &wide, &mut y).expect("ok");
+        fake_quantize_per_channel_into(&x, &wide, &mut y).expect("ok");
         quantize_per_channel_into(&x2, &pc16, &mut m).expect("ok");
     });
     assert_eq!(n, 0, "per-channel _into kernels allocated {n} times");

@@ -3,8 +3,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use qnumeric::diagnose::{
-    audit_calibration, AuditThresholds, CaseKind, KernelCheck, KernelInputs, KernelOp,
-    KernelTolerance, KernelVerdict,
+    CaseKind, KernelCheck, KernelInputs, KernelOp, KernelTolerance, KernelVerdict,
 };
 use qnumeric::nn::quantized::{Int8Accumulation, QuantizedAdd, QuantizedConv2d, QuantizedLinear};
 use qnumeric::nn::{Activation, Conv2d, Linear, Module};
@@ -235,6 +234,7 @@ mod model;
 #[cfg(feature = "safetensors")]
 mod audit {
     use super::*;
+    use qnumeric::diagnose::{audit_calibration, AuditThresholds};
     use qnumeric::ptq::PtqConfig;
 
     use super::model;

@@ -130,7 +130,7 @@ fn nan_input_is_refused_with_its_index() {
     ));
     let xh = x.mapv(half::f16::from_f32);
     assert!(matches!(
-        quantize::<i8, _, _>(&xh, &qp),
+        quantize::<_, i8, _>(&xh, &qp),
         Err(QuantError::NanInput { index: 2, .. })
     ));
     assert!(matches!(
@@ -140,7 +140,7 @@ fn nan_input_is_refused_with_its_index() {
     let strided = array![1.0f32, 0.0, 2.0, 0.0, f32::NAN, 0.0];
     let strided = strided.slice(ndarray::s![..;2]);
     assert!(matches!(
-        quantize::<i8, _, _>(&strided, &qp),
+        quantize::<_, i8, _>(&strided, &qp),
         Err(QuantError::NanInput { index: 2, .. })
     ));
     let mut grid = Array2::from_elem((64, 300), 0.25f32);
@@ -151,7 +151,7 @@ fn nan_input_is_refused_with_its_index() {
             PerChannelQParams::new(vec![0.1; c], vec![1; c], axis, QDType::QInt8).expect("valid");
         let want = 40 * 300 + 299;
         assert!(matches!(
-            quantize_per_channel::<i8, _, _>(&grid, &pc),
+            quantize_per_channel::<_, i8, _>(&grid, &pc),
             Err(QuantError::NanInput { index, .. }) if index == want
         ));
         assert!(matches!(
@@ -174,7 +174,7 @@ fn nan_input_is_refused_with_its_index() {
     assert!(fake_quantize_backward(&x, &x, &qp).is_err());
     let pc = PerChannelQParams::new(vec![0.1; 4], vec![0; 4], 0, QDType::QInt8).expect("valid");
     assert!(matches!(
-        quantize_per_channel::<i8, _, _>(&x, &pc),
+        quantize_per_channel::<_, i8, _>(&x, &pc),
         Err(QuantError::NanInput { .. })
     ));
     assert!(matches!(
@@ -232,7 +232,7 @@ fn nan_input_is_refused_with_its_index() {
     // NaN in a transposed view reports the logical index.
     let m = array![[0.0f32, 1.0], [f32::NAN, 2.0]];
     assert_eq!(
-        quantize::<i8, _, _>(&m.t(), &qp),
+        quantize::<_, i8, _>(&m.t(), &qp),
         Err(QuantError::NanInput {
             op: "quantize_into",
             index: 1
@@ -311,7 +311,7 @@ fn bad_axes_and_channel_counts() {
     let x = Array2::<f32>::zeros((3, 4));
     let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 2, QDType::QInt8).expect("valid");
     assert!(matches!(
-        quantize_per_channel::<i8, _, _>(&x, &pc),
+        quantize_per_channel::<_, i8, _>(&x, &pc),
         Err(QuantError::InvalidAxis {
             axis: 2,
             ndim: 2,
@@ -325,7 +325,7 @@ fn bad_axes_and_channel_counts() {
     ));
     let pc = PerChannelQParams::new(vec![0.1; 3], vec![0; 3], 1, QDType::QInt8).expect("valid");
     assert!(matches!(
-        quantize_per_channel::<i8, _, _>(&x, &pc),
+        quantize_per_channel::<_, i8, _>(&x, &pc),
         Err(QuantError::LengthMismatch {
             expected: 4,
             got: 3,
@@ -357,12 +357,12 @@ fn storage_too_narrow() {
     let x = array![1.0f32];
     let qp = QParams::new(0.1, 0, QDType::QInt32).expect("valid");
     assert!(matches!(
-        quantize::<i8, _, _>(&x, &qp),
+        quantize::<_, i8, _>(&x, &qp),
         Err(QuantError::StorageTooNarrow { storage: "i8", .. })
     ));
     let qp = QParams::new(0.1, 0, QDType::QInt8).expect("valid");
     assert!(matches!(
-        quantize::<u8, _, _>(&x, &qp),
+        quantize::<_, u8, _>(&x, &qp),
         Err(QuantError::StorageTooNarrow { .. })
     ));
 }
@@ -455,6 +455,6 @@ fn error_messages_name_the_operation() {
     let e = QParams::new(0.0, 0, QDType::QUInt8).expect_err("invalid");
     assert_eq!(
         e.to_string(),
-        "QParams::new: invalid scale 0 (a scale must be finite and > 0)"
+        "QParams::new: invalid scale 0 (a scale must be finite, > 0, with a finite reciprocal)"
     );
 }

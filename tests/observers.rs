@@ -1125,6 +1125,7 @@ fn quint8_ranges_beyond_the_dtype_are_refused_not_emulated() {
     }
 }
 
+#[cfg(feature = "conformance")]
 #[test]
 fn conformance_counts_quint8_ranges_beyond_the_dtype_as_deliberately_refused() {
     // A case shaped like observer-400 (quint8, 0..=300): PyTorch's parameters are expected,

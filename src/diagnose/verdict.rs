@@ -563,22 +563,19 @@ fn remedies<M: Model + Clone>(
         let weighted = float
             .layer(name)
             .is_some_and(|m| matches!(m.role(), LayerRole::Weighted(_)));
-        match l.verdict {
-            Verdict::DataSensitive => {
-                let worst = l
-                    .evidence
-                    .local
-                    .as_ref()
-                    .map(|s| s.worst_samples.clone())
-                    .unwrap_or_default();
-                push(
-                    "use a calibration set closer to the inference data".into(),
-                    Some(name),
-                    None,
-                    format!("{ev_text}; worst samples {worst:?}"),
-                );
-            }
-            _ => {}
+        if l.verdict == Verdict::DataSensitive {
+            let worst = l
+                .evidence
+                .local
+                .as_ref()
+                .map(|s| s.worst_samples.clone())
+                .unwrap_or_default();
+            push(
+                "use a calibration set closer to the inference data".into(),
+                Some(name),
+                None,
+                format!("{ev_text}; worst samples {worst:?}"),
+            );
         }
         if !measured {
             push(

@@ -17,9 +17,10 @@ use super::ops::FloatZpOp;
 /// ```text
 /// x = f32( f32(q - zero_point) * scale )
 /// ```
-/// (then converted to `F`, round to nearest even). Bit-exact with PyTorch's per-tensor
-/// `dequantize`, including its 32-bit wrap of `q - zero_point` for qint32 values near the ends
-/// of the i32 range.
+/// (then converted to `F`, round to nearest even). The difference `q - zero_point` is exact
+/// (taken in `i64` for qint32) and rounded to `f32` once. Bit-exact with PyTorch's per-tensor
+/// `dequantize`, except for qint32 values within `zero_point` of the ends of the i32 range,
+/// where PyTorch 2.15 wraps the difference in 32 bits (the `note` cases of the golden files).
 ///
 /// # Errors
 /// [`QuantError::InvalidParameter`](crate::QuantError::InvalidParameter) when a stored value
@@ -58,17 +59,31 @@ pub fn dequantize_into<F: QFloat, Q: QInt, D: Dimension>(
     let d = qp.dtype();
     ints_in_range(OP, q, d.min(), d.max())?;
     let (s, z) = (qp.scale(), qp.zero_point());
-    // `q - zp` in 32-bit two's complement, as PyTorch: for qint32 values within `zp` of the
-    // ends of the i32 range the difference wraps (PyTorch 2.15 does this; the golden cases
-    // pin it). Narrower dtypes never wrap.
-    let f = |v: Q| v.to_i32().wrapping_sub(z) as f32 * s;
+    if d.bits() <= 16 {
+        // Both ends within ±2^16: `q - zp` cannot overflow i32 and is exact in f32.
+        let f = |v: Q| (v.to_i32() - z) as f32 * s;
+        dequantize_with(q, out, f);
+    } else {
+        // qint32: `q - zp` spans ±2^32, so it is taken in i64 and rounded to f32 once.
+        let f = |v: Q| (v.to_i32() as i64 - z as i64) as f32 * s;
+        dequantize_with(q, out, f);
+    }
+    Ok(())
+}
+
+/// `out = F::from(f(q))` element by element.
+#[inline(always)]
+fn dequantize_with<F: QFloat, Q: QInt, D: Dimension>(
+    q: &ArrayRef<Q, D>,
+    out: &mut ArrayRef<F, D>,
+    f: impl Fn(Q) -> f32 + Copy + Sync + Send,
+) {
     drive(
         q,
         out,
         |qs, os| run_to_float(qs, os, f),
         |v| F::from_compute(f(v)),
     );
-    Ok(())
 }
 
 /// Dequantizes with per-channel parameters.

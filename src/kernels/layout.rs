@@ -279,7 +279,7 @@ pub(crate) fn drive_per_channel<A: Copy + Sync, B: Send, P: Copy + Sync, D: Dime
             // Blocks of whole rows (each starts at channel 0), at least 64 rows so that each
             // group's parameters, built once per block, serve many rows.
             let rows_per_block = (CHUNK / c).max(64);
-            chunks_indexed2(xs, os, rows_per_block * c, |_, xc, oc| {
+            chunks_indexed2(xs, os, rows_per_block.saturating_mul(c), |_, xc, oc| {
                 let mut group = [param(0); GROUP];
                 for g0 in (0..c).step_by(GROUP) {
                     let g = (c - g0).min(GROUP);
@@ -367,7 +367,9 @@ pub(crate) fn drive_per_channel_arrays<A: Copy + Sync, B: Send, D: Dimension>(
     if inner == 1 && c > 1 {
         if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
             let rows_per_chunk = last_axis_rows_per_chunk(c);
-            chunks_indexed2(xs, os, rows_per_chunk * c, |_, xc, oc| rows(xc, oc, p));
+            chunks_indexed2(xs, os, rows_per_chunk.saturating_mul(c), |_, xc, oc| {
+                rows(xc, oc, p)
+            });
             return;
         }
     }

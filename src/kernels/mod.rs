@@ -6,18 +6,34 @@
 //! types, integer data ranges) are checked before anything is written: on such an error an
 //! output buffer is untouched. A NaN in float data is found by the kernel's own pass, at no
 //! extra cost: the error then names the first NaN's index, but an `_into` output may be
-//! partly written. Callers that need it untouched call [`find_nan`] first (one read-only pass,
-//! which is what every kernel used to do and what made `quantize_into` a third slower). The
-//! in-place [`fake_quantize_inplace`] still scans first: there the output is the input.
+//! partly written. Callers that need it untouched call [`find_nan`] first (one read-only
+//! pass over the input). The in-place [`fake_quantize_inplace`] scans first: there the output
+//! is the input.
 //!
-//! Numerical conventions (all bit-exact with PyTorch 2.15 for finite inputs):
+//! Generic parameters come in one order everywhere: `<F: QFloat, Q: QInt, D: Dimension>`
+//! (float type, integer type, dimension). The types are usually inferred; annotate the
+//! binding rather than writing a turbofish:
+//!
+//! ```
+//! use ndarray::{array, Array1};
+//! use qnumeric::{dequantize, quantize, QDType, QParams};
+//! let qp = QParams::new(0.5, 0, QDType::QInt8)?;
+//! let q: Array1<i8> = quantize(&array![1.0f32, -2.0], &qp)?;
+//! let x: Array1<f32> = dequantize(&q, &qp)?;
+//! assert_eq!(x, array![1.0, -2.0]);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+//!
+//! Numerical conventions (bit-exact with PyTorch 2.15 for finite inputs, except where PyTorch
+//! wraps an integer: see `docs/error-model.md`):
 //! - the affine map runs in `f32` for every input type; the reciprocal `f32(1/scale)` is
 //!   computed once and multiplied (never `x / scale`);
 //! - rounding is round-half-to-even; the integer zero point is added after rounding;
 //! - `quantize` saturates to the dtype's storage range, `fake_quantize` to the parameters'
 //!   quantization range; ±inf saturate; NaN is an error;
-//! - per-channel dequantize multiplies in `f64` as PyTorch does (for dtypes of at most 16 bits
-//!   the `f32` product computed here is the same number), per-tensor in `f32`.
+//! - dequantize takes `q - zero_point` exactly; per-channel dequantize multiplies in `f64` as
+//!   PyTorch does (for dtypes of at most 16 bits the `f32` product computed here is the same
+//!   number), per-tensor in `f32`.
 
 mod checks;
 mod dequantize;

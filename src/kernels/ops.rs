@@ -158,6 +158,9 @@ pub(crate) struct FakeQuantOp {
     pub inv: f32,
     pub lo: f32,
     pub hi: f32,
+    /// The bounds relative to the zero point, exact (32-bit ranges are not exact in `f32`).
+    pub lo64: f64,
+    pub hi64: f64,
     pub narrow: bool,
 }
 
@@ -170,6 +173,8 @@ impl FakeQuantOp {
             inv: 1.0 / scale,
             lo: lo as f32,
             hi: hi as f32,
+            lo64: lo as f64,
+            hi64: hi as f64,
             narrow: lo > -MAGIC_LIMIT && hi < MAGIC_LIMIT,
         }
     }
@@ -179,10 +184,12 @@ impl FakeQuantOp {
         Self::new(qp.scale(), qp.zero_point(), r.quant_min(), r.quant_max())
     }
 
-    /// Wide path (ranges beyond ±2^22).
+    /// Wide path (ranges beyond ±2^22): the rounded level relative to the zero point, in
+    /// `f64` (exact: an integer-valued `f32`). Adding `0.0` turns a rounded `-0.0` into `0.0`:
+    /// the level is an integer, and PyTorch's result for it is `+0.0`.
     #[inline(always)]
-    fn rounded_wide(&self, x: f32) -> f32 {
-        (x * self.inv).round_ties_even()
+    fn rounded_wide(&self, x: f32) -> f64 {
+        (x * self.inv).round_ties_even() as f64 + 0.0
     }
 
     #[inline(always)]
@@ -192,7 +199,7 @@ impl FakeQuantOp {
 
     #[inline(always)]
     pub(crate) fn forward_wide(&self, x: f32) -> f32 {
-        self.rounded_wide(x).max(self.lo).min(self.hi) * self.scale
+        self.rounded_wide(x).max(self.lo64).min(self.hi64) as f32 * self.scale
     }
 
     #[inline(always)]
@@ -203,7 +210,7 @@ impl FakeQuantOp {
     #[inline(always)]
     pub(crate) fn mask_wide(&self, x: f32) -> bool {
         let r = self.rounded_wide(x);
-        r >= self.lo && r <= self.hi
+        r >= self.lo64 && r <= self.hi64
     }
 
     #[inline(always)]
@@ -217,33 +224,35 @@ impl FakeQuantOp {
 }
 
 /// Float zero point (`per_channel_affine_float_qparams`): the zero point is added before
-/// rounding.
+/// rounding. The level is clamped in `f64`, where every 32-bit bound is exact.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FloatZpOp {
     pub scale: f32,
     pub inv: f32,
     pub zp: f32,
-    pub qmin: f32,
-    pub qmax: f32,
+    pub qmin: f64,
+    pub qmax: f64,
 }
 
 impl FloatZpOp {
+    /// `scale` is valid (finite, `> 0`, finite reciprocal), as `PerChannelQParams` checks.
     pub(crate) fn new(scale: f32, zp: f32, qmin: i64, qmax: i64) -> Self {
         FloatZpOp {
             scale,
-            inv: if scale == 0.0 { 1.0 } else { 1.0 / scale },
+            inv: 1.0 / scale,
             zp,
-            qmin: qmin as f32,
-            qmax: qmax as f32,
+            qmin: qmin as f64,
+            qmax: qmax as f64,
         }
     }
 
-    /// Unclamped rounded level.
+    /// Unclamped rounded level (an integer-valued `f32`, ±inf, or NaN), in `f64`.
     #[inline(always)]
-    pub(crate) fn level(&self, x: f32) -> f32 {
-        (x * self.inv + self.zp).round_ties_even()
+    pub(crate) fn level(&self, x: f32) -> f64 {
+        (x * self.inv + self.zp).round_ties_even() as f64
     }
 
+    /// The clamped level; a NaN level gives `qmin` (NaN inputs are reported as errors).
     #[inline(always)]
     pub(crate) fn quantize(&self, x: f32) -> i32 {
         self.level(x).max(self.qmin).min(self.qmax) as i32

@@ -39,7 +39,7 @@ use super::ops::{
 /// assert_eq!(q, array![0, 2, 2, 0, 127]);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-pub fn quantize<Q: QInt, F: QFloat, D: Dimension>(
+pub fn quantize<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &QParams,
 ) -> Result<Array<Q, D>> {
@@ -57,7 +57,7 @@ pub fn quantize<Q: QInt, F: QFloat, D: Dimension>(
 /// kernel's time on data larger than the cache), so after
 /// [`QuantError::NanInput`](crate::QuantError::NanInput) `out` may be partly written; call
 /// [`find_nan`](crate::find_nan) first if it must stay untouched.
-pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
+pub fn quantize_into<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &QParams,
     out: &mut ArrayRef<Q, D>,
@@ -85,7 +85,7 @@ pub fn quantize_into<Q: QInt, F: QFloat, D: Dimension>(
 
 /// `out = f(x)` element by element, recording NaN inputs in `nan`.
 #[inline(always)]
-fn quantize_with<Q: QInt, F: QFloat, D: Dimension>(
+fn quantize_with<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<Q, D>,
     nan: &NanFlag,
@@ -119,7 +119,7 @@ fn quantize_with<Q: QInt, F: QFloat, D: Dimension>(
 /// assert_eq!(q, array![[1, 2], [12, 14]]);
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-pub fn quantize_per_channel<Q: QInt, F: QFloat, D: Dimension>(
+pub fn quantize_per_channel<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &PerChannelQParams,
 ) -> Result<Array<Q, D>> {
@@ -134,7 +134,7 @@ pub fn quantize_per_channel<Q: QInt, F: QFloat, D: Dimension>(
 /// As [`quantize_per_channel`], plus a shape mismatch of `out`. As [`quantize_into`], argument
 /// errors are reported before anything is written, and `out` may be partly written after a
 /// NaN.
-pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
+pub fn quantize_per_channel_into<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     qp: &PerChannelQParams,
     out: &mut ArrayRef<Q, D>,
@@ -190,7 +190,7 @@ pub fn quantize_per_channel_into<Q: QInt, F: QFloat, D: Dimension>(
 /// Per-channel quantization against [`ChannelArrays`]: `rows` for rows across channels (the
 /// last axis), `runs` for runs of one channel; both `(scale, inv, zp, x) -> q`.
 #[inline(always)]
-fn quantize_arrays<Q: QInt, F: QFloat, D: Dimension>(
+fn quantize_arrays<F: QFloat, Q: QInt, D: Dimension>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<Q, D>,
     axis: usize,
@@ -213,7 +213,7 @@ fn quantize_arrays<Q: QInt, F: QFloat, D: Dimension>(
 /// Per-channel quantization with one parameter value `P` per channel (built by `param`),
 /// recording NaN inputs in `nan`.
 #[inline(always)]
-fn quantize_runs<Q: QInt, F: QFloat, D: Dimension, P: Copy + Sync>(
+fn quantize_runs<F: QFloat, Q: QInt, D: Dimension, P: Copy + Sync>(
     x: &ArrayRef<F, D>,
     out: &mut ArrayRef<Q, D>,
     axis: usize,

@@ -90,8 +90,10 @@ impl QScheme {
     }
 }
 
+/// A scale must be finite, `> 0`, and have a finite `f32` reciprocal (the kernels multiply by
+/// `1 / scale`; below about `2.9e-39` it is infinite and `0.0 * inf` would be NaN).
 pub(crate) fn check_scale(op: &'static str, scale: f32) -> Result<()> {
-    if scale.is_finite() && scale > 0.0 {
+    if scale.is_finite() && scale > 0.0 && (1.0f32 / scale).is_finite() {
         Ok(())
     } else {
         Err(QuantError::InvalidScale {
@@ -116,7 +118,8 @@ fn check_zero_point(op: &'static str, zp: i64, min: i64, max: i64) -> Result<()>
 
 /// Per-tensor quantization parameters: `q = clamp(rne(x * (1/scale)) + zero_point)`.
 ///
-/// Invariants: `scale` is finite and `> 0`; `zero_point` lies in the range.
+/// Invariants: `scale` is finite and `> 0` with a finite reciprocal `1 / scale`; `zero_point`
+/// lies in the range. Deserialization (feature `serde`) goes through [`QParams::with_range`].
 ///
 /// # Examples
 /// ```
@@ -128,7 +131,8 @@ fn check_zero_point(op: &'static str, zp: i64, min: i64, max: i64) -> Result<()>
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "QParamsRepr"))]
 pub struct QParams {
     scale: f32,
     zero_point: i32,
@@ -139,7 +143,8 @@ impl QParams {
     /// Parameters over the dtype's full range.
     ///
     /// # Errors
-    /// [`QuantError::InvalidScale`] for a zero, negative or non-finite scale;
+    /// [`QuantError::InvalidScale`] for a zero, negative or non-finite scale, or one whose
+    /// `f32` reciprocal is infinite (below about `2.9e-39`);
     /// [`QuantError::ZeroPointOutOfRange`] for a zero point outside the dtype.
     pub fn new(scale: f32, zero_point: i64, dtype: QDType) -> Result<Self> {
         Self::with_range(scale, zero_point, dtype.full_range())
@@ -197,8 +202,12 @@ impl QParams {
 }
 
 /// Per-channel zero points: integers (affine/symmetric) or floats (float-qparams).
+///
+/// Deserialization (feature `serde`) refuses non-finite float zero points, which no
+/// [`PerChannelQParams`] accepts.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "ZeroPointsRepr"))]
 pub enum ZeroPoints {
     /// Integer zero points, added after rounding.
     Int(Vec<i32>),
@@ -234,10 +243,13 @@ impl ZeroPoints {
 
 /// Per-channel quantization parameters along one axis.
 ///
-/// Invariants: as many scales as zero points, at least one channel, every scale finite and
-/// `> 0`, every integer zero point inside the range, every float zero point finite.
+/// Invariants: as many scales as zero points, at least one channel, every scale valid as for
+/// [`QParams`], every integer zero point inside the range, every float zero point finite.
+/// Deserialization (feature `serde`) goes through [`PerChannelQParams::with_range`] (the
+/// reciprocals are recomputed, never read).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "PerChannelQParamsRepr"))]
 pub struct PerChannelQParams {
     scales: Vec<f32>,
     /// `1 / scale` per channel (as the kernels use it), computed once at construction.
@@ -314,17 +326,7 @@ impl PerChannelQParams {
                     check_zero_point(OP, zp as i64, range.quant_min(), range.quant_max())?;
                 }
             }
-            ZeroPoints::Float(z) => {
-                for &zp in z {
-                    if !zp.is_finite() {
-                        return Err(QuantError::NonFinite {
-                            op: OP,
-                            what: "float zero point",
-                            value: zp as f64,
-                        });
-                    }
-                }
-            }
+            ZeroPoints::Float(z) => check_float_zero_points(OP, z)?,
         }
         Ok(PerChannelQParams {
             inv_scales: scales.iter().map(|&s| 1.0 / s).collect(),
@@ -415,6 +417,18 @@ impl PerChannelQParams {
     }
 }
 
+/// Every float zero point must be finite.
+fn check_float_zero_points(op: &'static str, z: &[f32]) -> Result<()> {
+    match z.iter().find(|zp| !zp.is_finite()) {
+        Some(&zp) => Err(QuantError::NonFinite {
+            op,
+            what: "float zero point",
+            value: zp as f64,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks a (min, max) range before parameters are chosen from it: both finite, `min <= max`.
 pub(crate) fn check_min_max(op: &'static str, min: f32, max: f32) -> Result<()> {
     for (what, v) in [("min", min), ("max", max)] {
@@ -448,8 +462,11 @@ pub(crate) fn resolve_axis(op: &'static str, axis: isize, ndim: usize) -> Result
     }
 }
 /// The parameters of a quantized tensor: per tensor or per channel.
+///
+/// Deserialization (feature `serde`) validates each variant through its own type's
+/// constructor.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AnyQParams {
     /// One scale and zero point.
     PerTensor(QParams),
@@ -469,6 +486,66 @@ impl From<PerChannelQParams> for AnyQParams {
     }
 }
 
+/// The serialized form of [`QParams`], validated on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct QParamsRepr {
+    scale: f32,
+    zero_point: i64,
+    range: QRange,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<QParamsRepr> for QParams {
+    type Error = QuantError;
+
+    fn try_from(r: QParamsRepr) -> Result<Self> {
+        QParams::with_range(r.scale, r.zero_point, r.range)
+    }
+}
+
+/// The serialized form of [`ZeroPoints`], validated on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+enum ZeroPointsRepr {
+    Int(Vec<i32>),
+    Float(Vec<f32>),
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ZeroPointsRepr> for ZeroPoints {
+    type Error = QuantError;
+
+    fn try_from(r: ZeroPointsRepr) -> Result<Self> {
+        Ok(match r {
+            ZeroPointsRepr::Int(z) => ZeroPoints::Int(z),
+            ZeroPointsRepr::Float(z) => {
+                check_float_zero_points("ZeroPoints::deserialize", &z)?;
+                ZeroPoints::Float(z)
+            }
+        })
+    }
+}
+
+/// The serialized form of [`PerChannelQParams`], validated on the way in.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct PerChannelQParamsRepr {
+    scales: Vec<f32>,
+    zero_points: ZeroPoints,
+    axis: isize,
+    range: QRange,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<PerChannelQParamsRepr> for PerChannelQParams {
+    type Error = QuantError;
+
+    fn try_from(r: PerChannelQParamsRepr) -> Result<Self> {
+        PerChannelQParams::with_range(r.scales, r.zero_points, r.axis, r.range)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +555,87 @@ mod tests {
         assert_eq!(resolve_axis("t", -1, 3).unwrap(), 2);
         assert!(resolve_axis("t", 3, 3).is_err());
         assert!(resolve_axis("t", -4, 3).is_err());
+    }
+
+    #[cfg(feature = "serde")]
+    mod serde_validation {
+        use super::*;
+
+        fn refused<T: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str, what: &str) {
+            let e = serde_json::from_str::<T>(json).expect_err(json);
+            // A value beyond f32 may be refused by the JSON reader itself (with
+            // `float_roundtrip`) before the constructor sees it: a refusal either way.
+            let e = e.to_string();
+            assert!(
+                e.contains(what) || e.contains("number out of range"),
+                "{json}: {e}"
+            );
+        }
+
+        const RANGE: &str = r#"{"dtype":"QUInt8","quant_min":0,"quant_max":255}"#;
+
+        #[test]
+        fn qparams_refuse_what_the_constructor_refuses() {
+            let qp = |scale: &str, zp: &str, range: &str| {
+                format!(r#"{{"scale":{scale},"zero_point":{zp},"range":{range}}}"#)
+            };
+            refused::<QParams>(&qp("0.0", "0", RANGE), "invalid scale 0");
+            refused::<QParams>(&qp("-1.0", "0", RANGE), "invalid scale -1");
+            refused::<QParams>(&qp("1e-45", "0", RANGE), "finite reciprocal");
+            refused::<QParams>(&qp("1e39", "0", RANGE), "invalid scale inf");
+            refused::<QParams>(&qp("0.1", "300", RANGE), "zero point 300 outside");
+            refused::<QParams>(&qp("0.1", "4294967296", RANGE), "zero point 4294967296");
+            let bad_range = r#"{"dtype":"QUInt8","quant_min":5,"quant_max":-3}"#;
+            refused::<QParams>(&qp("0.1", "0", bad_range), "invalid quantization range");
+            let p = QParams::new(0.1, 128, QDType::QUInt8).unwrap();
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<QParams>(&json).unwrap(), p);
+        }
+
+        #[test]
+        fn zero_points_refuse_non_finite_floats() {
+            refused::<ZeroPoints>(r#"{"Float":[0.5,1e39]}"#, "non-finite value inf");
+            let z: ZeroPoints = serde_json::from_str(r#"{"Int":[-3,2147483647]}"#).unwrap();
+            assert_eq!(z, ZeroPoints::Int(vec![-3, i32::MAX]));
+        }
+
+        #[test]
+        fn per_channel_qparams_refuse_what_the_constructor_refuses() {
+            let pc = |scales: &str, zps: &str| {
+                format!(r#"{{"scales":{scales},"zero_points":{zps},"axis":0,"range":{RANGE}}}"#)
+            };
+            refused::<PerChannelQParams>(&pc("[]", r#"{"Int":[]}"#), "scales has length 0");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Int":[1,2]}"#), "zero_points");
+            refused::<PerChannelQParams>(&pc("[0.1, 0.0]", r#"{"Int":[1,2]}"#), "scale 0");
+            refused::<PerChannelQParams>(&pc("[0.1, 1e-40]", r#"{"Int":[1,2]}"#), "reciprocal");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Int":[256]}"#), "zero point 256");
+            refused::<PerChannelQParams>(&pc("[0.1]", r#"{"Float":[1e39]}"#), "non-finite");
+            // The reciprocals are recomputed, whatever the input says.
+            let json = format!(
+                r#"{{"scales":[0.5,0.25],"inv_scales":[7.0,7.0],"zero_points":{{"Int":[1,2]}},"axis":-1,"range":{RANGE}}}"#
+            );
+            let p: PerChannelQParams = serde_json::from_str(&json).unwrap();
+            assert_eq!(p.inv_scales(), &[2.0, 4.0]);
+            let back: PerChannelQParams =
+                serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+            assert_eq!(back, p);
+        }
+
+        #[test]
+        fn any_qparams_validate_their_variant() {
+            refused::<AnyQParams>(
+                &format!(r#"{{"PerTensor":{{"scale":0.0,"zero_point":0,"range":{RANGE}}}}}"#),
+                "invalid scale 0",
+            );
+            refused::<AnyQParams>(
+                &format!(
+                    r#"{{"PerChannel":{{"scales":[0.1],"zero_points":{{"Int":[-1]}},"axis":0,"range":{RANGE}}}}}"#
+                ),
+                "zero point -1",
+            );
+            let a = AnyQParams::from(QParams::new(0.5, -3, QDType::QInt8).unwrap());
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<AnyQParams>(&json).unwrap(), a);
+        }
     }
 }
