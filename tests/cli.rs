@@ -1,4 +1,5 @@
-//! `qnumeric compare` end to end, on `.safetensors` dumps this test writes: good files (with
+//! `qnumeric compare` and `qnumeric diagnose` end to end, on `.safetensors` dumps this test
+//! writes (the digits model's per-layer outputs for the diagnosis): good files (with
 //! and without the `order` key), `--json`, `--per-sample`, skipped tensors (one file only,
 //! mismatched shapes, non-float dtype, NaN), a missing, a truncated and a corrupt file.
 
@@ -311,6 +312,117 @@ fn threshold_option() {
     assert_eq!(j["first_below"]["layer"], "stem");
     assert_eq!(j["jump_threshold_db"], 100.0);
     let o = run(&["compare", s(&p.float), s(&p.quant), "--threshold", "nan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[path = "../examples/digits/model.rs"]
+mod model;
+
+#[path = "../examples/digits/faults.rs"]
+mod faults;
+
+/// Every layer's output of a model run (dequantized), in execution order.
+fn layer_outputs<M: qnumeric::nn::Model>(m: &M, x: &ArrayD<f32>) -> Vec<(String, ArrayD<f32>)> {
+    let mut out: Vec<(String, ArrayD<f32>)> = Vec::new();
+    let mut hook = |name: &str,
+                    _l: &dyn qnumeric::nn::Module,
+                    _i: &[&qnumeric::nn::Activation],
+                    y: &mut qnumeric::nn::Activation|
+     -> qnumeric::Result<()> {
+        if !name.starts_with("bn") && !name.starts_with("relu") {
+            out.push((name.to_string(), y.to_float()));
+        }
+        Ok(())
+    };
+    m.run(qnumeric::nn::Activation::Float(x.clone()), &mut hook)
+        .expect("run");
+    out
+}
+
+/// Writes the float and int8 dumps of the digits model (fused) on `x`, quantized with `cfg`.
+fn digits_dumps(name: &str, x: &ArrayD<f32>, cfg: &qnumeric::ptq::PtqConfig) -> (PathBuf, PathBuf) {
+    let d = model::Digits::load().expect("digits");
+    let mut m = d.model.clone();
+    qnumeric::fusion::fuse_auto(&mut m).expect("fuse");
+    let mut p = qnumeric::ptq::prepare(m.clone(), cfg).expect("prepare");
+    p.calibrate(&d.calib).expect("calibrate");
+    let q = p.convert().expect("convert");
+    let dir = dir(name);
+    let (fo, qo) = (layer_outputs(&m, x), layer_outputs(&q, x));
+    let order: Vec<&str> = fo.iter().map(|(n, _)| n.as_str()).collect();
+    let order = order.join(",");
+    let ft: Vec<(&str, T)> = fo
+        .iter()
+        .map(|(n, a)| (n.as_str(), T::F32(a.clone())))
+        .collect();
+    let qt: Vec<(&str, T)> = qo
+        .iter()
+        .map(|(n, a)| (n.as_str(), T::F32(a.clone())))
+        .collect();
+    let (f, qp) = (dir.join("float.safetensors"), dir.join("quant.safetensors"));
+    write(&f, &ft, Some(&order));
+    write(&qp, &qt, Some(&order));
+    (f, qp)
+}
+
+#[test]
+fn diagnose_dumps_of_the_healthy_digits_model_gives_no_verdict() {
+    let d = model::Digits::load().expect("digits");
+    let (f, q) = digits_dumps(
+        "diag-healthy",
+        &d.test_x,
+        &qnumeric::ptq::PtqConfig::default(),
+    );
+    let o = run(&["diagnose", s(&f), s(&q), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["verdict"], "fine", "{j}");
+    assert!(j["first_layer"].is_null());
+    assert_eq!(j["worst_samples"].as_array().map(Vec::len), Some(10));
+    let layers = j["layers"].as_array().expect("layers");
+    assert_eq!(layers[0]["name"], "quant");
+    assert!(layers
+        .iter()
+        .all(|l| l["verdict"] == "fine" && l["evidence"]["sqnr_db"].is_number()));
+    let text = run(&["diagnose", s(&f), s(&q)]);
+    assert!(
+        stdout(&text).starts_with("verdict: fine"),
+        "{}",
+        stdout(&text)
+    );
+}
+
+#[test]
+fn diagnose_dumps_names_bright_outliers_and_coarse_weights() {
+    let d = model::Digits::load().expect("digits");
+    let (x, bright) = faults::bright_images(&d.test_x, 20, 4.0);
+    let (f, q) = digits_dumps("diag-bright", &x, &qnumeric::ptq::PtqConfig::default());
+    let j = json(&run(&["diagnose", s(&f), s(&q), "--json"]));
+    assert_eq!(j["verdict"], "data-sensitive", "{j}");
+    assert_eq!(j["first_layer"], "quant", "{j}");
+    let worst: Vec<usize> = j["worst_samples"]
+        .as_array()
+        .expect("worst")
+        .iter()
+        .map(|v| v.as_u64().expect("index") as usize)
+        .collect();
+    assert!(worst.iter().all(|w| bright.contains(w)), "{worst:?}");
+
+    let cfg = faults::coarse_weights("conv2").expect("config");
+    let (f, q) = digits_dumps("diag-coarse", &d.test_x, &cfg);
+    let j = json(&run(&["diagnose", s(&f), s(&q), "--json"]));
+    assert_eq!(j["verdict"], "data-insensitive", "{j}");
+    assert_eq!(j["first_layer"], "conv2", "{j}");
+}
+
+#[test]
+fn diagnose_with_a_missing_file_fails_with_one_line() {
+    let o = run(&[
+        "diagnose",
+        "/no/such/float.safetensors",
+        "/no/such/quant.safetensors",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! qnumeric compare FLOAT.safetensors QUANT.safetensors [--json] [--per-sample] [--threshold DB]
+//! qnumeric diagnose FLOAT.safetensors QUANT.safetensors [--json] [--threshold DB]
 //! ```
 //!
 //! Exit codes: 0 when both files were read (tensors that cannot be compared are listed as
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use qnumeric::diagnose::{diagnose_report, Thresholds};
 use qnumeric::ns::{compare_dump_files, DEFAULT_JUMP_THRESHOLD_DB};
 
 #[derive(Parser)]
@@ -47,6 +49,20 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_JUMP_THRESHOLD_DB, allow_negative_numbers = true)]
         threshold: f64,
     },
+    /// The verdicts that per-sample evidence supports (fine, data-sensitive,
+    /// data-insensitive) from two dumps of per-layer outputs (sample axis first).
+    Diagnose {
+        /// Outputs of the float model.
+        float: PathBuf,
+        /// Outputs of the quantized model (dequantized).
+        quant: PathBuf,
+        /// One JSON object (`verdict`, `first_layer`, `worst_samples`, `layers`).
+        #[arg(long)]
+        json: bool,
+        /// A sample below this SQNR (dB) at a layer has a large error there.
+        #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+        threshold: f64,
+    },
 }
 
 /// Number of worst samples listed by the per-sample text table.
@@ -62,7 +78,46 @@ fn main() -> ExitCode {
             per_sample,
             threshold,
         } => compare(&float, &quant, json, per_sample, threshold),
+        Command::Diagnose {
+            float,
+            quant,
+            json,
+            threshold,
+        } => diagnose(&float, &quant, json, threshold),
     }
+}
+
+fn diagnose(
+    float: &std::path::Path,
+    quant: &std::path::Path,
+    json: bool,
+    threshold: f64,
+) -> ExitCode {
+    let cmp = match compare_dump_files(float, quant) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let t = Thresholds {
+        min_sqnr_db: threshold,
+        ..Thresholds::default()
+    };
+    let d = diagnose_report(&cmp.report, &t);
+    let mut text = if json {
+        match serde_json::to_string_pretty(&d) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        }
+    } else {
+        d.to_string()
+    };
+    if !cmp.skipped.is_empty() && !json {
+        for s in &cmp.skipped {
+            text.push_str(&format!("skipped {}: {}\n", s.name, s.reason));
+        }
+    }
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

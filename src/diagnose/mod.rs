@@ -4,12 +4,14 @@
 //! |---|---|---|
 //! | [`diagnose`], [`Diagnosis`], [`Verdict`], [`Remedy`] | `verdict.rs` | the one call: per-layer verdicts with their evidence, remedies ranked and measured |
 //! | [`Diagnosis::to_html`], [`ActivationHistogram`] | `html.rs` | the self-contained HTML page |
+//! | [`diagnose_report`], [`ReportDiagnosis`] | `dumps.rs` | verdicts from per-sample evidence alone (dumps, pushed pairs; `qnumeric diagnose`) |
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
 //! | [`Precision`], [`RoundedLayer`] | `precision.rs` | a layer kept in fp16 / bf16 / fp32 |
 //! | [`Sensitivity`], [`MixedPlan`], [`ReduceRangeCost`], [`observer_sweep`] | `variants.rs` | PTQ variants measured on the caller's data |
 
 mod audit;
+mod dumps;
 mod html;
 mod kernel_check;
 mod precision;
@@ -18,6 +20,7 @@ mod variants;
 mod verdict;
 
 pub use audit::{audit_calibration, AuditThresholds, CalibrationAudit, ObserverConvergence};
+pub use dumps::{diagnose_report, ReportDiagnosis, ReportLayer};
 pub use html::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
