@@ -78,7 +78,7 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
                     && previous
                         .as_ref()
                         .and_then(|p| p.get(i))
-                        .is_none_or_ge(t.min_sqnr_db)
+                        .map_or(true, |&p| p >= t.min_sqnr_db)
             })
             .count();
         let fraction_new_below = if n == 0 {
@@ -117,16 +117,6 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
             .map(|l| l.evidence.worst_samples.clone())
             .unwrap_or_default(),
         layers,
-    }
-}
-
-trait AtLeast {
-    fn is_none_or_ge(self, v: f64) -> bool;
-}
-
-impl AtLeast for Option<&f64> {
-    fn is_none_or_ge(self, v: f64) -> bool {
-        self.map_or(true, |&p| p >= v)
     }
 }
 

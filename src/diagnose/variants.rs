@@ -253,22 +253,12 @@ pub struct Budget {
 
 impl Budget {
     fn met(&self, q: &Quality, float: &Quality) -> bool {
-        let sqnr_ok = self.min_sqnr_db.is_none_or_ge(q.sqnr_db);
+        let sqnr_ok = self.min_sqnr_db.map_or(true, |t| q.sqnr_db >= t);
         let acc_ok = match (self.max_accuracy_drop, q.accuracy, float.accuracy) {
             (Some(d), Some(a), Some(f)) => f - a <= d + 1e-12,
             _ => true,
         };
         sqnr_ok && acc_ok
-    }
-}
-
-trait AtLeast {
-    fn is_none_or_ge(&self, v: f64) -> bool;
-}
-
-impl AtLeast for Option<f64> {
-    fn is_none_or_ge(&self, v: f64) -> bool {
-        self.map_or(true, |t| v >= t)
     }
 }
 
