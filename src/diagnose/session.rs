@@ -178,18 +178,15 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
         Ok(out)
     }
 
-    /// The model with every layer's weights quantized per output channel (PyTorch's x86
-    /// weight observer), measured.
+    /// The model with `layer`'s weights quantized per output channel (PyTorch's x86 weight
+    /// observer: qint8 symmetric along axis 0), measured.
     ///
     /// # Errors
     /// As [`Diagnoser::quantized`].
-    pub fn per_channel_weights(&self) -> Result<Quality> {
-        let d = &self.config.default;
-        let mut cfg = PtqConfig::new(
-            QConfig::from_boxed(d.activation().box_clone(), per_channel_weights()?)
-                .with_accumulation(d.accumulation()),
-        );
-        cfg.overrides = self.config.overrides.clone();
-        self.measure(&cfg)
+    pub fn per_channel_weights(&self, layer: &str) -> Result<Quality> {
+        let q = self.config.qconfig(layer).unwrap_or(&self.config.default);
+        let qc = QConfig::from_boxed(q.activation().box_clone(), per_channel_weights()?)
+            .with_accumulation(q.accumulation());
+        self.with_layer_config(layer, qc)
     }
 }

@@ -477,6 +477,22 @@ pub fn diagnose<M: Model + Clone>(
     })
 }
 
+/// The cost of a remedy, for ordering remedies of about the same gain: changes that keep the
+/// layer in int8 first, then dynamic int8, bf16, fp16 and fp32.
+fn cost_rank(action: &str) -> u8 {
+    if action.contains(" in fp32") {
+        4
+    } else if action.contains(" in fp16") {
+        3
+    } else if action.contains(" in bf16") {
+        2
+    } else if action.starts_with("dynamic") {
+        1
+    } else {
+        0
+    }
+}
+
 /// Whether a BatchNorm follows a weighted layer directly (Conv-BN or Linear-BN not fused).
 fn unfused_batch_norm<M: Model>(m: &M) -> Option<String> {
     let names = m.layer_names();
@@ -615,6 +631,20 @@ fn remedies<M: Model + Clone>(
                 );
             }
         }
+        if weighted {
+            if let Ok(q) = dg.per_channel_weights(name) {
+                push(
+                    format!("quantize `{name}`'s weights per output channel (qint8, symmetric)"),
+                    Some(name),
+                    Some(q),
+                    format!(
+                        "{ev_text}; per-tensor weight ranges are set by the widest channel (weight SQNR {:.1} dB, worst channel {:.1} dB)",
+                        l.evidence.weight_sqnr_db.unwrap_or(f64::NAN),
+                        l.evidence.worst_channel_weight_sqnr_db.unwrap_or(f64::NAN)
+                    ),
+                );
+            }
+        }
         if weighted && is_linear(float, name) {
             if let Ok(q) = dg.dynamic() {
                 push(
@@ -626,31 +656,33 @@ fn remedies<M: Model + Clone>(
             }
         }
     }
-    if measured && verdict != Verdict::Fine {
-        push(
-            "quantize weights per output channel".into(),
-            None,
-            Some(dg.per_channel_weights()?),
-            "per-tensor weight ranges are set by the widest channel".into(),
-        );
+    if measured {
         let rr = dg.reduce_range()?;
-        let best = rr
-            .rows
-            .iter()
-            .filter(|r| r.accumulation == crate::nn::quantized::x86_engine_accumulation())
-            .max_by(|a, b| a.quality.sqnr_db.total_cmp(&b.quality.sqnr_db))
-            .map(|r| r.quality);
-        push(
-            "set reduce_range for the CPU kind (see the measurement)".into(),
-            None,
-            best,
-            rr.advice.clone(),
-        );
+        if !flagged.is_empty() {
+            let best = rr
+                .rows
+                .iter()
+                .filter(|r| r.accumulation == crate::nn::quantized::x86_engine_accumulation())
+                .max_by(|a, b| a.quality.sqnr_db.total_cmp(&b.quality.sqnr_db))
+                .map(|r| r.quality);
+            push(
+                "set reduce_range for the CPU kind (see the measurement)".into(),
+                None,
+                best,
+                rr.advice.clone(),
+            );
+        }
         reduce_range = Some(rr);
     }
-    // Rank: measured gains first (largest first), then what cannot be measured.
+    // Rank: measured gains first, largest first; gains within the same 1 dB step are ordered
+    // by cost (int8 changes, dynamic int8, bf16, fp16, fp32: a layer taken out of int8 adds
+    // quantize/dequantize transitions); then what cannot be measured.
     out.sort_by(|a, b| match (a.gain_db, b.gain_db) {
-        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(x), Some(y)) => y
+            .floor()
+            .total_cmp(&x.floor())
+            .then(cost_rank(&a.action).cmp(&cost_rank(&b.action)))
+            .then(y.total_cmp(&x)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
@@ -734,6 +766,9 @@ impl fmt::Display for Diagnosis {
             for s in &self.audit.findings {
                 writeln!(f, "calibration: {s}")?;
             }
+        }
+        if let Some(rr) = &self.reduce_range {
+            writeln!(f, "reduce_range: {}", rr.advice)?;
         }
         if !self.remedies.is_empty() {
             writeln!(f, "remedies, best first:")?;
