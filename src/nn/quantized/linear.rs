@@ -195,11 +195,13 @@ impl Module for QuantizedLinear {
             &self.out,
             self.relu,
         );
-        let data: Vec<u8> = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| rq.apply(a, i % o.max(1)))
-            .collect();
+        let mut data = vec![0u8; n * o];
+        for (d, a) in data
+            .chunks_exact_mut(o.max(1))
+            .zip(acc.chunks_exact(o.max(1)))
+        {
+            rq.apply_channels(a, 0, d);
+        }
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values");
