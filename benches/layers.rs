@@ -120,19 +120,27 @@ fn tensor(shape: &[usize], seed: u64, scale: f32) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape")
 }
 
-/// Input activations quantized on the full 0..=255 range (zero point 128).
-fn quantized_input(x: &ArrayD<f32>) -> Activation {
-    let qp = QParams::new(0.03, 128, QDType::QUInt8).expect("valid");
-    Activation::Quantized(QuantizedTensor::<u8>::quantize(x, qp).expect("quantize"))
+/// Input activations quantized on the full 0..=255 range (zero point 128), or on 0..=127
+/// (zero point 64: PyTorch's x86 default, `reduce_range`).
+fn quantized_input(x: &ArrayD<f32>, seven_bit: bool) -> Activation {
+    let qp = if seven_bit {
+        QRange::new(QDType::QUInt8, 0, 127).and_then(|r| QParams::with_range(0.06, 64, r))
+    } else {
+        QParams::new(0.03, 128, QDType::QUInt8)
+    };
+    Activation::Quantized(QuantizedTensor::<u8>::quantize(x, qp.expect("valid")).expect("q"))
 }
 
 fn output_qparams() -> QParams {
     QParams::new(0.05, 128, QDType::QUInt8).expect("valid")
 }
 
-const MODES: [(Int8Accumulation, &str); 2] = [
-    (Int8Accumulation::Exact, "int8_exact"),
-    (Int8Accumulation::X86Avx2, "int8_x86_avx2"),
+/// The int8 runs: exact accumulation on full-range activations (`i16` pairs) and on 7-bit
+/// ones (`u8` quads: no pair can saturate), and the x86 AVX2 emulation on full-range ones.
+const MODES: [(Int8Accumulation, bool, &str); 3] = [
+    (Int8Accumulation::Exact, false, "int8_exact"),
+    (Int8Accumulation::Exact, true, "int8_exact_7bit"),
+    (Int8Accumulation::X86Avx2, false, "int8_x86_avx2"),
 ];
 
 /// A 3×3 convolution (padding 1) with its float, int8 exact and int8 x86-AVX2 forward passes.
@@ -156,14 +164,14 @@ fn conv_case(
     let conv = Conv2d::new(w.clone(), bias, geo).expect("conv").with_relu();
     let x = tensor(&[n, c_in, hw, hw], 5, 1.0);
     let xf = Activation::Float(x.clone());
-    let xq = quantized_input(&x);
     g.throughput(Throughput::Elements((c_out * k * n * l) as u64));
     g.bench_function("float", |b| {
         b.iter(|| conv.forward(black_box(&xf)).expect("forward"))
     });
     let q = QuantizedConv2d::from_float(&conv, per_channel(&w), output_qparams()).expect("q");
-    for (mode, label) in MODES {
+    for (mode, seven_bit, label) in MODES {
         let q = q.clone().with_accumulation(mode);
+        let xq = quantized_input(&x, seven_bit);
         g.bench_function(label, |b| {
             b.iter(|| q.forward(black_box(&xq)).expect("forward"))
         });
@@ -182,14 +190,14 @@ fn linear_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out: 
     let fc = Linear::new(w.clone(), Some(tensor(&[out], 7, 0.1))).expect("linear");
     let x = tensor(&[n, k], 8, 1.0);
     let xf = Activation::Float(x.clone());
-    let xq = quantized_input(&x);
     g.throughput(Throughput::Elements((n * k * out) as u64));
     g.bench_function("float", |b| {
         b.iter(|| fc.forward(black_box(&xf)).expect("forward"))
     });
     let q = QuantizedLinear::from_float(&fc, per_channel(&w), output_qparams()).expect("q");
-    for (mode, label) in MODES {
+    for (mode, seven_bit, label) in MODES {
         let q = q.clone().with_accumulation(mode);
+        let xq = quantized_input(&x, seven_bit);
         g.bench_function(label, |b| {
             b.iter(|| q.forward(black_box(&xq)).expect("forward"))
         });

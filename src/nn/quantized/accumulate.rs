@@ -66,11 +66,11 @@ const MB: usize = 48;
 
 /// The weights of an int8 layer, prepared once: `[out, k]` in the reduction order of the
 /// layer's kernel, with the sums the zero-point corrections need, packed in panels of [`NR`]
-/// output channels for each accumulation mode:
-/// - exact: the weights with their zero point taken off, `i16`, by pairs: pair `t`
+/// output channels for each kind of activation rows ([`ActRow`]):
+/// - `i16` rows (exact pairs): the weights with their zero point taken off, `i16`: pair `t`
 ///   (reduction indices `2t`, `2t + 1`) of channel `o` at `((o / NR)·kp + t)·2·NR + (o % NR)·2`;
-/// - x86 AVX2: the stored weights, `i8`, by quads (two `vpmaddubsw` pairs): quad `s` of
-///   channel `o` at `((o / NR)·kq + s)·4·NR + (o % NR)·4`.
+/// - `u8` rows (saturating pairs, by quads): the stored weights, `i8`: quad `s` of channel `o`
+///   at `((o / NR)·kq + s)·4·NR + (o % NR)·4`.
 ///
 /// Padding (past `k`, past `out`) is 0.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,17 +83,22 @@ pub(crate) struct IntWeights {
     any_zero_point: bool,
     sum_raw: Vec<i32>,
     sum_centered: Vec<i32>,
+    /// The largest `|w[2t]| + |w[2t + 1]|` of the stored weights over every pair.
+    max_pair: i32,
 }
 
-/// The element of the activation rows a mode's kernel reads: `i16` for
-/// [`Int8Accumulation::Exact`], `u8` for [`Int8Accumulation::X86Avx2`] (values `0..=255`
-/// either way).
+/// The element of the activation rows a kernel reads (values `0..=255` either way):
+/// - `i16`: exact pairs (`vpmaddwd`) against the weights with their zero point taken off:
+///   the exact sum for every input;
+/// - `u8`: pairs saturated to `i16` (`vpmaddubsw`, by quads) against the stored weights, then
+///   the zero points' contributions: the [`Int8Accumulation::X86Avx2`] sum, which is also the
+///   exact sum when no pair can saturate ([`IntWeights::bytes_are_exact`]).
 pub(crate) trait ActRow: Copy + Default + From<u8> + Into<i32> + Send + Sync {
-    /// The accumulation mode whose kernel reads this element.
-    fn mode() -> Int8Accumulation;
-    /// `acc[i·out + o] = Σ` over the reduction steps of row `i` and channel `o`'s panel
-    /// (before the zero-point corrections).
-    fn gemm(w: &IntWeights, a: &[Self], m: usize, lda: usize, acc: &mut [i32]);
+    /// Reduction elements per kernel step (rows are padded to a multiple).
+    const STEP: usize;
+    /// `acc[i·out + o] = init[o] + Σ` over the reduction steps of row `i` and channel `o`'s
+    /// panel.
+    fn gemm(w: &IntWeights, a: &[Self], m: usize, lda: usize, init: &[i32], acc: &mut [i32]);
 }
 
 impl IntWeights {
@@ -161,16 +166,26 @@ impl IntWeights {
             any_zero_point: zero_points.iter().any(|&z| z != 0),
             sum_raw,
             sum_centered,
+            max_pair: raw
+                .chunks(k.max(1))
+                .take(out)
+                .flat_map(|row| row.chunks(2))
+                .map(|p| p.iter().map(|&v| i32::from(v).abs()).sum::<i32>())
+                .max()
+                .unwrap_or(0),
         })
     }
 
-    /// The length of an activation row the kernel of `mode` reads: `k` rounded up to a
-    /// multiple of 2 (exact) or 4 (x86 AVX2).
-    pub(crate) fn row_len(&self, mode: Int8Accumulation) -> usize {
-        match mode {
-            Int8Accumulation::Exact => self.k.next_multiple_of(2),
-            Int8Accumulation::X86Avx2 => self.k.next_multiple_of(4),
-        }
+    /// Whether `u8` rows give the exact sum for inputs no larger than `x_max`: no pair
+    /// `x0·w0 + x1·w1` can leave the `i16` range (always with 7-bit activations, PyTorch's
+    /// `reduce_range`).
+    pub(crate) fn bytes_are_exact(&self, x_max: u8) -> bool {
+        i32::from(x_max) * self.max_pair <= i32::from(i16::MAX)
+    }
+
+    /// The length of an activation row of `T`: `k` rounded up to a multiple of `T::STEP`.
+    pub(crate) fn row_len<T: ActRow>(&self) -> usize {
+        self.k.next_multiple_of(T::STEP)
     }
 
     /// `acc[i·out + o] = Σ_t (x[i·k + t] − zx)·(w[o, t] − zw[o])` for `m` rows of stored u8
@@ -184,20 +199,18 @@ impl IntWeights {
         mode: Int8Accumulation,
         acc: &mut [i32],
     ) {
-        match mode {
-            Int8Accumulation::Exact => self.accumulate_as::<i16>(x, m, zx, mode, acc),
-            Int8Accumulation::X86Avx2 => self.accumulate_as::<u8>(x, m, zx, mode, acc),
+        let bytes = match mode {
+            Int8Accumulation::Exact => self.bytes_are_exact(x.iter().fold(0, |a, &v| a.max(v))),
+            Int8Accumulation::X86Avx2 => true,
+        };
+        if bytes {
+            self.accumulate_as::<u8>(x, m, zx, acc);
+        } else {
+            self.accumulate_as::<i16>(x, m, zx, acc);
         }
     }
 
-    fn accumulate_as<T: ActRow>(
-        &self,
-        x: &[u8],
-        m: usize,
-        zx: i32,
-        mode: Int8Accumulation,
-        acc: &mut [i32],
-    ) {
+    fn accumulate_as<T: ActRow>(&self, x: &[u8], m: usize, zx: i32, acc: &mut [i32]) {
         let (k, out) = (self.k, self.out);
         assert_eq!(x.len(), m * k, "m·k activations");
         assert_eq!(acc.len(), m * out, "m·out accumulators");
@@ -205,7 +218,7 @@ impl IntWeights {
             acc.fill(0);
             return;
         }
-        let lda = self.row_len(mode);
+        let lda = self.row_len::<T>();
         let work = m.saturating_mul(k).saturating_mul(out);
         crate::nn::conv::for_each_block(
             acc,
@@ -228,10 +241,10 @@ impl IntWeights {
         );
     }
 
-    /// As [`IntWeights::accumulate`] for rows already in the kernel's element type (`i16`:
-    /// exact, `u8`: x86 AVX2): row `i` is `a[i·lda..][..k]` with `lda >= row_len(mode)`; the
-    /// entries from `k` to `row_len(mode)` are read but meet zero weights. Runs on the calling
-    /// thread.
+    /// `acc[i·out + o]` as [`IntWeights::accumulate`] computes it, from rows of `T` (`i16`:
+    /// exact; `u8`: the x86 AVX2 sum, exact when [`IntWeights::bytes_are_exact`]): row `i` is
+    /// `a[i·lda..][..k]` with `lda >= row_len::<T>()`; the entries from `k` to `row_len` are
+    /// read but meet zero weights. Runs on the calling thread.
     pub(crate) fn accumulate_rows<T: ActRow>(
         &self,
         a: &[T],
@@ -241,8 +254,7 @@ impl IntWeights {
         acc: &mut [i32],
     ) {
         let (k, out) = (self.k, self.out);
-        let mode = T::mode();
-        let len = self.row_len(mode);
+        let len = self.row_len::<T>();
         assert!(lda >= len, "row stride below the row length");
         assert!(
             m == 0 || a.len() >= (m - 1) * lda + len,
@@ -253,25 +265,20 @@ impl IntWeights {
             acc.fill(0);
             return;
         }
-        T::gemm(self, a, m, lda, acc);
-        match mode {
-            Int8Accumulation::Exact => {
-                for row in acc.chunks_exact_mut(out) {
-                    for (a, &s) in row.iter_mut().zip(&self.sum_centered) {
-                        *a -= zx * s;
-                    }
-                }
-            }
-            Int8Accumulation::X86Avx2 => {
-                for (i, row) in acc.chunks_exact_mut(out).enumerate() {
-                    let xs: i32 = if self.any_zero_point {
-                        a[i * lda..][..k].iter().map(|&v| v.into()).sum::<i32>() - k as i32 * zx
-                    } else {
-                        0
-                    };
-                    for ((a, &s), &zw) in row.iter_mut().zip(&self.sum_raw).zip(&self.zero_points) {
-                        *a -= zx * s + zw * xs;
-                    }
+        // The input zero point's contribution starts every sum.
+        let sums = if T::STEP == 2 {
+            &self.sum_centered
+        } else {
+            &self.sum_raw
+        };
+        let init: Vec<i32> = sums.iter().map(|&s| -zx * s).collect();
+        T::gemm(self, a, m, lda, &init, acc);
+        if T::STEP == 4 && self.any_zero_point {
+            // The weights' zero points: − zw·Σ(x − zx), per row.
+            for (i, row) in acc.chunks_exact_mut(out).enumerate() {
+                let xs = a[i * lda..][..k].iter().map(|&v| v.into()).sum::<i32>() - k as i32 * zx;
+                for (a, &zw) in row.iter_mut().zip(&self.zero_points) {
+                    *a -= zw * xs;
                 }
             }
         }
@@ -279,30 +286,26 @@ impl IntWeights {
 }
 
 impl ActRow for i16 {
-    fn mode() -> Int8Accumulation {
-        Int8Accumulation::Exact
-    }
+    const STEP: usize = 2;
 
-    fn gemm(w: &IntWeights, a: &[i16], m: usize, lda: usize, acc: &mut [i32]) {
+    fn gemm(w: &IntWeights, a: &[i16], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
         let steps = w.k.div_ceil(2);
         #[cfg(target_arch = "x86_64")]
         if let Some(kern) = avx2::Pairs::new() {
-            return avx2::gemm(&kern, a, m, lda, &w.centered, steps, w.out, acc);
+            return avx2::gemm(&kern, a, m, lda, &w.centered, steps, init, acc);
         }
-        drive(&PortablePairs, a, m, lda, &w.centered, steps, w.out, acc);
+        drive(&PortablePairs, a, m, lda, &w.centered, steps, init, acc);
     }
 }
 
 impl ActRow for u8 {
-    fn mode() -> Int8Accumulation {
-        Int8Accumulation::X86Avx2
-    }
+    const STEP: usize = 4;
 
-    fn gemm(w: &IntWeights, a: &[u8], m: usize, lda: usize, acc: &mut [i32]) {
+    fn gemm(w: &IntWeights, a: &[u8], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
         let steps = w.k.div_ceil(4);
         #[cfg(target_arch = "x86_64")]
         if let Some(kern) = avx2::SaturatingQuads::new() {
-            return avx2::gemm(&kern, a, m, lda, &w.raw, steps, w.out, acc);
+            return avx2::gemm(&kern, a, m, lda, &w.raw, steps, init, acc);
         }
         drive(
             &PortableSaturatingQuads,
@@ -311,7 +314,7 @@ impl ActRow for u8 {
             lda,
             &w.raw,
             steps,
-            w.out,
+            init,
             acc,
         );
     }
@@ -429,9 +432,10 @@ fn tile_rows<K: Kernel>(
     }
 }
 
-/// The blocked matrix product `acc[i·out + o] = Σ` over the steps of row `i` and channel
-/// `o`'s panel: row blocks of [`MB`], reduction blocks of [`KC`] steps, then every panel,
-/// then tiles of `K::MR` rows (the panel block stays in L1 across the row block's tiles).
+/// The blocked matrix product `acc[i·out + o] = init[o] + Σ` over the steps of row `i` and
+/// channel `o`'s panel (`out = init.len()`): row blocks of [`MB`], reduction blocks of [`KC`]
+/// steps, then every panel, then tiles of `K::MR` rows (the panel block stays in L1 across
+/// the row block's tiles).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn drive<K: Kernel>(
@@ -441,9 +445,10 @@ fn drive<K: Kernel>(
     lda: usize,
     w: &[K::B],
     steps: usize,
-    out: usize,
+    init: &[i32],
     acc: &mut [i32],
 ) {
+    let out = init.len();
     let (step, panel) = (K::STEP, K::STEP * NR);
     for r0 in (0..m).step_by(MB) {
         let r1 = (r0 + MB).min(m);
@@ -459,7 +464,9 @@ fn drive<K: Kernel>(
                     tile_rows(kern, rows, ar, lda, b, sc, |i, v| {
                         let dst = &mut acc[(r + i) * out + c0..][..cols];
                         if s0 == 0 {
-                            dst.copy_from_slice(&v[..cols]);
+                            for ((d, &s), &i0) in dst.iter_mut().zip(v).zip(&init[c0..]) {
+                                *d = i0 + s;
+                            }
                         } else {
                             for (d, &s) in dst.iter_mut().zip(v) {
                                 *d += s;
@@ -646,7 +653,7 @@ mod avx2 {
         lda: usize,
         w: &[K::B],
         steps: usize,
-        out: usize,
+        init: &[i32],
         acc: &mut [i32],
     ) {
         /// # Safety
@@ -660,13 +667,13 @@ mod avx2 {
             lda: usize,
             w: &[K::B],
             steps: usize,
-            out: usize,
+            init: &[i32],
             acc: &mut [i32],
         ) {
-            drive(kern, a, m, lda, w, steps, out, acc);
+            drive(kern, a, m, lda, w, steps, init, acc);
         }
         // SAFETY: an `Avx2Kernel` value exists only on a CPU with AVX2.
-        unsafe { run(kern, a, m, lda, w, steps, out, acc) };
+        unsafe { run(kern, a, m, lda, w, steps, init, acc) };
     }
 }
 
@@ -763,15 +770,19 @@ mod tests {
         for &(m, k, out) in SHAPES {
             let (x, w, zw) = case(&mut seed, m, k, out);
             let iw = IntWeights::new("t", &w, out, &zw).expect("weights");
-            for zx in [0, 17, 255] {
-                let mut acc = vec![0; m * out];
-                iw.accumulate(&x, m, zx, Int8Accumulation::Exact, &mut acc);
-                let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
-                assert_eq!(
-                    got,
-                    reference(&x, m, k, &w, &zw, zx),
-                    "m={m} k={k} out={out} zx={zx}"
-                );
+            // Full-range activations (i16 rows) and 7-bit ones (u8 rows: no pair saturates).
+            let x7: Vec<u8> = x.iter().map(|&v| v & 127).collect();
+            for x in [&x, &x7] {
+                for zx in [0, 17, 255] {
+                    let mut acc = vec![0; m * out];
+                    iw.accumulate(x, m, zx, Int8Accumulation::Exact, &mut acc);
+                    let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
+                    assert_eq!(
+                        got,
+                        reference(x, m, k, &w, &zw, zx),
+                        "m={m} k={k} out={out} zx={zx}"
+                    );
+                }
             }
         }
     }
@@ -816,11 +827,11 @@ mod tests {
         let (x, w, zw) = case(&mut seed, m, k, out);
         let iw = IntWeights::new("t", &w, out, &zw).expect("weights");
         let (mut by_rows, mut by_x) = (vec![0; m * out], vec![0; m * out]);
-        let lda = iw.row_len(Int8Accumulation::Exact) + 5;
+        let lda = iw.row_len::<i16>() + 5;
         iw.accumulate_rows(&rows::<i16>(&x, m, k, lda, 255), m, lda, 9, &mut by_rows);
         iw.accumulate(&x, m, 9, Int8Accumulation::Exact, &mut by_x);
         assert_eq!(by_rows, by_x, "exact");
-        let lda = iw.row_len(Int8Accumulation::X86Avx2) + 3;
+        let lda = iw.row_len::<u8>() + 3;
         iw.accumulate_rows(&rows::<u8>(&x, m, k, lda, 255), m, lda, 9, &mut by_rows);
         iw.accumulate(&x, m, 9, Int8Accumulation::X86Avx2, &mut by_x);
         assert_eq!(by_rows, by_x, "x86 avx2");
@@ -836,8 +847,9 @@ mod tests {
         for &(m, k, out) in SHAPES {
             let (x, w, zw) = case(&mut seed, m, k, out);
             let iw = IntWeights::new("t", &w, out, &zw).expect("weights");
+            let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
             for extra in [0, 3] {
-                let lda = iw.row_len(Int8Accumulation::Exact) + extra;
+                let lda = iw.row_len::<i16>() + extra;
                 let a = rows::<i16>(&x, m, k, lda, 77);
                 let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
                 let steps = k.div_ceil(2);
@@ -848,13 +860,13 @@ mod tests {
                     lda,
                     &iw.centered,
                     steps,
-                    out,
+                    &init,
                     &mut portable,
                 );
-                avx2::gemm(&pairs, &a, m, lda, &iw.centered, steps, out, &mut fast);
+                avx2::gemm(&pairs, &a, m, lda, &iw.centered, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "pairs m={m} k={k} out={out} lda={lda}");
 
-                let lda = iw.row_len(Int8Accumulation::X86Avx2) + extra;
+                let lda = iw.row_len::<u8>() + extra;
                 let a = rows::<u8>(&x, m, k, lda, 201);
                 let steps = k.div_ceil(4);
                 drive(
@@ -864,10 +876,10 @@ mod tests {
                     lda,
                     &iw.raw,
                     steps,
-                    out,
+                    &init,
                     &mut portable,
                 );
-                avx2::gemm(&quads, &a, m, lda, &iw.raw, steps, out, &mut fast);
+                avx2::gemm(&quads, &a, m, lda, &iw.raw, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "quads m={m} k={k} out={out} lda={lda}");
             }
         }
@@ -896,6 +908,25 @@ mod tests {
         iw.accumulate(&x, m, 5, Int8Accumulation::Exact, &mut a);
         iw.accumulate(&x, m, 5, Int8Accumulation::X86Avx2, &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bytes_are_exact_only_where_no_pair_can_saturate() {
+        // Largest pair |64| + |−64| = 128: 255·128 = 32 640 fits i16.
+        let iw = IntWeights::new("t", &[64, -64, 3, 1], 1, &[0]).expect("weights");
+        assert!(iw.bytes_are_exact(255));
+        // Largest pair 127 + 2 = 129: 255·129 = 32 895 does not; 254·129 = 32 766 does.
+        let iw = IntWeights::new("t", &[127, 2, 5], 1, &[0]).expect("weights");
+        assert!(!iw.bytes_are_exact(255));
+        assert!(iw.bytes_are_exact(254));
+        // −128 with −128: 7-bit activations still never saturate (127·256 = 32 512).
+        let iw = IntWeights::new("t", &[-128, -128], 1, &[0]).expect("weights");
+        assert!(iw.bytes_are_exact(127));
+        assert!(!iw.bytes_are_exact(128));
+        let x = vec![255u8, 255, 127, 127];
+        let mut acc = [0, 0];
+        iw.accumulate(&x, 2, 0, Int8Accumulation::Exact, &mut acc);
+        assert_eq!(acc, [-2 * 255 * 128, -2 * 127 * 128]);
     }
 
     #[test]

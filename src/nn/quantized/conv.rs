@@ -177,19 +177,28 @@ impl QuantizedConv2d {
         )?))
     }
 
-    /// The integer path on a checked input: per block of images, the input is widened to
-    /// `i16` in channels-last order, unfolded into one row per output position (columns
+    /// The integer path on a checked input: per block of images, the input is transposed to
+    /// channels-last order, unfolded into one row per output position (columns
     /// `(ky, kx, ci)`, the input zero point in the padding), multiplied by each group's weight
-    /// panels, requantized and written back channels-first. Blocks run on the rayon pool for
-    /// large layers.
+    /// panels, requantized and written back channels-first. Rows are `u8` for the x86 AVX2
+    /// mode and for exact accumulation where no pair can saturate, else `i16`. Blocks run on
+    /// the rayon pool for large layers.
     fn run(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
-        match self.accumulation {
-            Int8Accumulation::Exact => self.run_as::<i16>(q, qp, s),
-            Int8Accumulation::X86Avx2 => self.run_as::<u8>(q, qp, s),
+        let bytes = match self.accumulation {
+            Int8Accumulation::Exact => {
+                let x_max = q.int_repr().iter().fold(0, |a, &v| a.max(v));
+                self.groups.iter().all(|w| w.bytes_are_exact(x_max))
+            }
+            Int8Accumulation::X86Avx2 => true,
+        };
+        if bytes {
+            self.run_as::<u8>(q, qp, s)
+        } else {
+            self.run_as::<i16>(q, qp, s)
         }
     }
 
-    /// [`QuantizedConv2d::run`] with rows of the mode's element type.
+    /// [`QuantizedConv2d::run`] with rows of `T`.
     fn run_as<T: ActRow>(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
         let xs = q.int_repr().as_standard_layout();
         let xd = xs.as_slice().expect("standard layout");
@@ -234,7 +243,7 @@ impl QuantizedConv2d {
                 wide.clear();
                 wide.extend(hwc.iter().map(|&v| T::from(v)));
                 for (g, w) in self.groups.iter().enumerate() {
-                    let lda = w.row_len(T::mode());
+                    let lda = w.row_len::<T>();
                     rows.resize(m * lda, T::default());
                     for (img, rows_i) in wide
                         .chunks_exact((plane * s.c_in).max(1))
@@ -245,9 +254,7 @@ impl QuantizedConv2d {
                     acc.resize(m * og, 0);
                     w.accumulate_rows(rows, m, lda, zx, acc);
                     q.resize(m * og, 0);
-                    for (qr, ar) in q.chunks_exact_mut(og).zip(acc.chunks_exact(og)) {
-                        rq.apply_channels(ar, g * og, qr);
-                    }
+                    rq.apply_rows(acc, g * og, og, q);
                     // [nb, l, og] → [nb, og, l] into the group's channels
                     for (src, dst) in q
                         .chunks_exact(l * og)
@@ -293,14 +300,16 @@ fn unfold_body<T: ActRow>(s: &ConvShape, img: &[T], g: usize, pad: T, lda: usize
             for oy in 0..s.oh {
                 let rows_y = &mut rows[oy * s.ow * lda..][..s.ow * lda];
                 let iy = (oy * sh + ky * dh).checked_sub(ph).filter(|&iy| iy < s.h);
-                for (ox, row) in rows_y.chunks_exact_mut(lda).enumerate() {
-                    let dst = &mut row[tap..][..cg];
-                    match iy {
-                        Some(iy) if (lo..hi).contains(&ox) => {
-                            let ix = ox * sw + kx * dw - pw;
-                            copy_run(dst, &img[(iy * s.w + ix) * s.c_in + g * cg..][..cg]);
-                        }
-                        _ => dst.fill(pad),
+                let (lo, hi) = if iy.is_some() { (lo, hi) } else { (s.ow, s.ow) };
+                // (Index arithmetic: `chunks_exact_mut(lda)` divides by `lda` per call.)
+                for ox in (0..lo).chain(hi..s.ow) {
+                    rows_y[ox * lda + tap..][..cg].fill(pad);
+                }
+                if let Some(iy) = iy.filter(|_| lo < hi) {
+                    let src0 = (iy * s.w + lo * sw + kx * dw - pw) * s.c_in + g * cg;
+                    for (j, ox) in (lo..hi).enumerate() {
+                        let src = &img[src0 + j * sw * s.c_in..][..cg];
+                        copy_run(&mut rows_y[ox * lda + tap..][..cg], src);
                     }
                 }
             }

@@ -196,12 +196,7 @@ impl Module for QuantizedLinear {
             self.relu,
         );
         let mut data = vec![0u8; n * o];
-        for (d, a) in data
-            .chunks_exact_mut(o.max(1))
-            .zip(acc.chunks_exact(o.max(1)))
-        {
-            rq.apply_channels(a, 0, d);
-        }
+        rq.apply_rows(&acc, 0, o, &mut data);
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values");

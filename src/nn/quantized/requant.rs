@@ -92,7 +92,7 @@ impl Requant {
         }
     }
 
-    /// One accumulator of channel `o` (the oracle of [`Requant::apply_channels`]).
+    /// One accumulator of channel `o` (the oracle of [`Requant::apply_rows`]).
     #[cfg(test)]
     pub(crate) fn apply(&self, acc: i32, o: usize) -> u8 {
         let v = (acc as f32 * self.sx) * self.w_scales[o] + self.bias[o];
@@ -101,11 +101,12 @@ impl Requant {
         r.clamp(self.lo, 255.0) as u8
     }
 
-    /// `out[j] = apply(acc[j], o0 + j)` for the channels `o0..o0 + acc.len()`, vectorised.
-    pub(crate) fn apply_channels(&self, acc: &[i32], o0: usize, out: &mut [u8]) {
-        let n = acc.len();
-        assert_eq!(out.len(), n, "one output per accumulator");
-        requant_run(
+    /// `out[i·n + j] = apply(acc[i·n + j], o0 + j)` for rows of the `n` channels
+    /// `o0..o0 + n`, vectorised.
+    pub(crate) fn apply_rows(&self, acc: &[i32], o0: usize, n: usize, out: &mut [u8]) {
+        assert_eq!(out.len(), acc.len(), "one output per accumulator");
+        assert_eq!(acc.len() % n.max(1), 0, "whole rows");
+        requant_rows(
             acc,
             &self.w_scales[o0..][..n],
             &self.bias[o0..][..n],
@@ -115,12 +116,22 @@ impl Requant {
     }
 }
 
-/// [`Requant::apply`] over a run of channels with the same `f32` operations in the same
-/// order. The rounding `rne(t)` is `(t + 1.5·2^23) − 1.5·2^23`, exact for `|t| <= 2^22`; `t`
+/// [`Requant::apply`] over rows of the channels of `ws` and `bias`, with the same `f32`
+/// operations in the same order. The rounding `rne(t)` is `(t + 1.5·2^23) − 1.5·2^23`, exact for `|t| <= 2^22`; `t`
 /// is clamped to that range first, which changes no result (beyond it both give an output
 /// clamped to the range's end).
 #[inline(always)]
-fn requant_run_body(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
+fn requant_rows_body(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
+    let n = ws.len().max(1);
+    for (a, o) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        requant_run(a, ws, bias, p, o);
+    }
+}
+
+crate::simd::dispatched!(fn requant_rows[](acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) = requant_rows_body);
+
+#[inline(always)]
+fn requant_run(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
     const MAGIC: f32 = 12_582_912.0;
     const LIMIT: f32 = 4_194_304.0;
     let [sx, so, zo, lo] = p;
@@ -135,8 +146,6 @@ fn requant_run_body(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mu
         *o = crate::simd::trunc_clamped(r, 255.0) as u8;
     }
 }
-
-crate::simd::dispatched!(fn requant_run[](acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) = requant_run_body);
 
 #[cfg(test)]
 mod tests {
@@ -167,16 +176,16 @@ mod tests {
             let out = QParams::new(0.0731, zo, QDType::QUInt8).expect("valid");
             let rq = Requant::new(0.0173, &w_scales, Some(&bias), &out, relu);
             for o0 in 0..8 {
-                for chunk in accs.chunks(8 - o0) {
-                    let mut got = vec![0u8; chunk.len()];
-                    rq.apply_channels(chunk, o0, &mut got);
-                    let want: Vec<u8> = chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &a)| rq.apply(a, o0 + j))
-                        .collect();
-                    assert_eq!(got, want, "zo={zo} relu={relu} o0={o0}");
-                }
+                let n = 8 - o0;
+                let whole = &accs[..accs.len() / n * n];
+                let mut got = vec![0u8; whole.len()];
+                rq.apply_rows(whole, o0, n, &mut got);
+                let want: Vec<u8> = whole
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &a)| rq.apply(a, o0 + j % n))
+                    .collect();
+                assert_eq!(got, want, "zo={zo} relu={relu} o0={o0}");
             }
         }
     }
