@@ -211,3 +211,66 @@ fn metrics_are_identical_on_one_thread_and_many() {
     });
     c.finish();
 }
+
+#[test]
+fn layers_are_identical_on_one_thread_and_many() {
+    use ndarray::{ArrayD, IxDyn};
+    use qnumeric::nn::quantized::{Int8Accumulation, QuantizedConv2d, QuantizedLinear};
+    use qnumeric::nn::{Activation, Conv2d, ConvGeometry, Linear, Module};
+
+    let tensor = |shape: &[usize], scale: f32| {
+        let n = shape.iter().product();
+        let v = data(n).into_iter().map(|x| x * scale).collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape")
+    };
+    let act = QParams::new(0.05, 128, QDType::QUInt8).expect("valid");
+    let quantized = |x: &ArrayD<f32>| {
+        Activation::Quantized(QuantizedTensor::<u8>::quantize(x, act).expect("quantize"))
+    };
+    let wq = QParams::new(0.004, 0, QDType::QInt8).expect("valid");
+    let u8_bits = |y: Activation| {
+        let q = y
+            .as_quantized()
+            .expect("quantized output")
+            .int_repr()
+            .clone();
+        q.iter().map(|&v| u32::from(v)).collect::<Vec<u32>>()
+    };
+    // Above the threshold (2^22 multiply-accumulates) and several blocks of images or rows.
+    let conv = Conv2d::new(
+        tensor(&[32, 32, 3, 3], 0.05),
+        Some(tensor(&[32], 0.1)),
+        ConvGeometry::default().padding(1, 1),
+    )
+    .expect("conv")
+    .with_relu();
+    let x = tensor(&[5, 32, 16, 16], 0.2);
+    let fc = Linear::new(tensor(&[64, 256], 0.05), Some(tensor(&[64], 0.1))).expect("linear");
+    let xl = tensor(&[600, 256], 0.2);
+    let mut c = Compare::new();
+    c.same("Conv2d", || {
+        let y = conv
+            .forward(&Activation::Float(x.clone()))
+            .expect("forward");
+        f32_bits(&y.into_float())
+    });
+    c.same("Linear", || {
+        let y = fc.forward(&Activation::Float(xl.clone())).expect("forward");
+        f32_bits(&y.into_float())
+    });
+    for mode in [Int8Accumulation::Exact, Int8Accumulation::X86Avx2] {
+        let qc = QuantizedConv2d::from_float(&conv, wq, act)
+            .expect("quantized conv")
+            .with_accumulation(mode);
+        c.same(&format!("QuantizedConv2d {mode:?}"), || {
+            u8_bits(qc.forward(&quantized(&x)).expect("forward"))
+        });
+        let ql = QuantizedLinear::from_float(&fc, wq, act)
+            .expect("quantized linear")
+            .with_accumulation(mode);
+        c.same(&format!("QuantizedLinear {mode:?}"), || {
+            u8_bits(ql.forward(&quantized(&xl)).expect("forward"))
+        });
+    }
+    c.finish();
+}

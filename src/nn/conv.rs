@@ -2,7 +2,7 @@
 //! the float path (im2col + a matrix product through `matrixmultiply`), [`Conv2d`] and
 //! [`Conv1d`] (a view of a height-1 [`Conv2d`]).
 
-use ndarray::{linalg::general_mat_mul, Array2, ArrayD, ArrayView2, ArrayViewD, IxDyn};
+use ndarray::{linalg::general_mat_mul, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
 use super::quantized::{Int8Accumulation, QuantizedConv1d, QuantizedConv2d};
 use super::weighted::finish_rows;
@@ -282,28 +282,112 @@ impl ConvShape {
     pub(crate) fn og(&self) -> usize {
         self.c_out / self.geo.groups
     }
+}
 
-    /// Calls `f(ky, kx, oy, ox, iy, ix)` for every kernel tap and output position, with the
-    /// input coordinates (`None` in the padding).
-    #[inline]
-    pub(crate) fn source(&self, ky: usize, kx: usize, oy: usize, ox: usize) -> Option<usize> {
-        let iy = (oy * self.geo.stride[0] + ky * self.geo.dilation[0])
-            .checked_sub(self.geo.padding[0])?;
-        let ix = (ox * self.geo.stride[1] + kx * self.geo.dilation[1])
-            .checked_sub(self.geo.padding[1])?;
-        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+/// Images per block so that the unfolded input of a block stays near 256 K values (1 MiB of
+/// `f32`, in L2), at least one image.
+pub(crate) fn images_per_block(s: &ConvShape) -> usize {
+    let per_image = (s.cg() * s.kh * s.kw * s.positions()).max(1);
+    ((256 << 10) / per_image).clamp(1, s.n.max(1))
+}
+
+/// Multiply-accumulates of a convolution, saturated.
+pub(crate) fn conv_macs(s: &ConvShape) -> usize {
+    [s.n, s.c_out, s.cg(), s.kh, s.kw, s.positions()]
+        .iter()
+        .fold(1usize, |a, &v| a.saturating_mul(v))
+}
+
+/// Layers of at least this many multiply-accumulates are split across the rayon pool.
+const PAR_MIN_MACS: usize = 1 << 22;
+
+/// Calls `f(index, piece, scratch)` for the consecutive `chunk`-element pieces of `out` (the
+/// last may be shorter). With the `rayon` feature, a layer of at least [`PAR_MIN_MACS`]
+/// multiply-accumulates (`work`) runs its pieces on the pool (each thread with its own
+/// scratch); otherwise they run in order on this thread. A piece is computed the same way
+/// either way, so results do not depend on the feature or the pool.
+pub(crate) fn for_each_block<T: Send, S: Default + Send>(
+    out: &mut [T],
+    chunk: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) {
+    let chunk = chunk.max(1);
+    #[cfg(feature = "rayon")]
+    if work >= PAR_MIN_MACS && out.len() > chunk && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(S::default, |s, (i, c)| f(i, c, s));
+        return;
+    }
+    let _ = (work, PAR_MIN_MACS);
+    let mut scratch = S::default();
+    for (i, c) in out.chunks_mut(chunk).enumerate() {
+        f(i, c, &mut scratch);
     }
 }
 
-/// Images per block so that the unfolded input stays near 4 M values.
-pub(crate) fn images_per_block(s: &ConvShape) -> usize {
-    let per_image = (s.cg() * s.kh * s.kw * s.positions()).max(1);
-    ((4 << 20) / per_image).clamp(1, s.n.max(1))
+/// The output columns `[lo, hi)` of a row whose input column `ox·stride + off − pad` lies in
+/// `[0, len)`.
+#[inline]
+pub(crate) fn valid_range(
+    len: usize,
+    out_len: usize,
+    stride: usize,
+    off: usize,
+    pad: usize,
+) -> (usize, usize) {
+    let lo = if off >= pad {
+        0
+    } else {
+        (pad - off).div_ceil(stride)
+    };
+    let hi = if len + pad <= off {
+        0
+    } else {
+        (len + pad - off).div_ceil(stride)
+    };
+    let lo = lo.min(out_len);
+    (lo, hi.clamp(lo, out_len))
+}
+
+/// The input plane `src` (`h·w`) under kernel tap `(ky, kx)` at every output position, row by
+/// row into `dst` (`oh·ow`), `zero` in the padding.
+#[inline]
+fn unfold_tap<T: Copy>(s: &ConvShape, src: &[T], ky: usize, kx: usize, zero: T, dst: &mut [T]) {
+    let [sh, sw] = s.geo.stride;
+    let [ph, pw] = s.geo.padding;
+    let [dh, dw] = s.geo.dilation;
+    let off = kx * dw;
+    let (lo, hi) = valid_range(s.w, s.ow, sw, off, pw);
+    for (oy, row) in dst.chunks_exact_mut(s.ow).take(s.oh).enumerate() {
+        let iy = (oy * sh + ky * dh).checked_sub(ph).filter(|&iy| iy < s.h);
+        let Some(iy) = iy else {
+            row.fill(zero);
+            continue;
+        };
+        row[..lo].fill(zero);
+        row[hi..].fill(zero);
+        if lo < hi {
+            let srow = &src[iy * s.w..][..s.w];
+            let ix0 = lo * sw + off - pw;
+            let mid = &mut row[lo..hi];
+            if sw == 1 {
+                mid.copy_from_slice(&srow[ix0..][..mid.len()]);
+            } else {
+                for (d, &v) in mid.iter_mut().zip(srow[ix0..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+    }
 }
 
 /// Float convolution: per block of images and group, unfold the input (im2col, rows
 /// `(ci, ky, kx)`, columns the output positions of every image of the block) and multiply the
-/// group's weight rows by it.
+/// group's weight rows by it (`matrixmultiply`). Blocks of images run on the rayon pool for
+/// large layers.
 pub(crate) fn conv_float(
     op: &'static str,
     x: ArrayViewD<'_, f32>,
@@ -321,51 +405,48 @@ pub(crate) fn conv_float(
     let plane = s.h * s.w;
     let mut out = vec![0.0f32; s.n * s.c_out * l];
     let block = images_per_block(&s);
-    let mut cols = Vec::new();
-    let mut prod = Array2::<f32>::zeros((0, 0));
-    for b0 in (0..s.n).step_by(block) {
-        let nb = block.min(s.n - b0);
-        let width = nb * l;
-        cols.clear();
-        cols.resize(kk * width, 0.0f32);
-        for g in 0..s.geo.groups {
-            for ci in 0..cg {
-                for ky in 0..s.kh {
-                    for kx in 0..s.kw {
-                        let row = (ci * s.kh + ky) * s.kw + kx;
-                        let crow = &mut cols[row * width..][..width];
-                        for bi in 0..nb {
-                            let src = &xd[((b0 + bi) * s.c_in + g * cg + ci) * plane..][..plane];
-                            let dst = &mut crow[bi * l..][..l];
-                            for oy in 0..s.oh {
-                                for ox in 0..s.ow {
-                                    dst[oy * s.ow + ox] =
-                                        s.source(ky, kx, oy, ox).map_or(0.0, |i| src[i]);
-                                }
+    let per_image = s.c_out * l;
+    for_each_block(
+        &mut out,
+        block * per_image,
+        conv_macs(&s),
+        |bi0, out_b: &mut [f32], (cols, prod): &mut (Vec<f32>, Vec<f32>)| {
+            let b0 = bi0 * block;
+            let nb = out_b.len() / per_image.max(1);
+            let width = nb * l;
+            cols.resize(kk * width, 0.0);
+            prod.resize(og * width, 0.0);
+            for g in 0..s.geo.groups {
+                for ci in 0..cg {
+                    for ky in 0..s.kh {
+                        for kx in 0..s.kw {
+                            let row = (ci * s.kh + ky) * s.kw + kx;
+                            let crow = &mut cols[row * width..][..width];
+                            for (bi, dst) in crow.chunks_exact_mut(l).enumerate() {
+                                let src =
+                                    &xd[((b0 + bi) * s.c_in + g * cg + ci) * plane..][..plane];
+                                unfold_tap(&s, src, ky, kx, 0.0, dst);
                             }
                         }
                     }
                 }
-            }
-            let wg = ArrayView2::from_shape((og, kk), &wd[g * og * kk..][..og * kk])
-                .expect("og·kk weights");
-            let cv = ArrayView2::from_shape((kk, width), &cols[..]).expect("kk·width columns");
-            if prod.dim() != (og, width) {
-                prod = Array2::zeros((og, width));
-            }
-            general_mat_mul(1.0, &wg, &cv, 0.0, &mut prod);
-            for o in 0..og {
-                let prow = prod.row(o);
-                let prow = prow.as_slice().expect("row of a standard-layout array");
-                for bi in 0..nb {
-                    let oc = g * og + o;
-                    out[((b0 + bi) * s.c_out + oc) * l..][..l]
-                        .copy_from_slice(&prow[bi * l..][..l]);
+                let wg = ArrayView2::from_shape((og, kk), &wd[g * og * kk..][..og * kk])
+                    .expect("og·kk weights");
+                let cv = ArrayView2::from_shape((kk, width), &cols[..kk * width])
+                    .expect("kk·width columns");
+                let mut pv = ArrayViewMut2::from_shape((og, width), &mut prod[..og * width])
+                    .expect("og·width products");
+                general_mat_mul(1.0, &wg, &cv, 0.0, &mut pv);
+                for o in 0..og {
+                    let prow = &prod[o * width..][..width];
+                    for (bi, dst) in out_b.chunks_exact_mut(per_image).enumerate() {
+                        dst[(g * og + o) * l..][..l].copy_from_slice(&prow[bi * l..][..l]);
+                    }
                 }
             }
-        }
-    }
-    finish_rows(&mut out, s.c_out, l, core);
+            finish_rows(out_b, s.c_out, l, core);
+        },
+    );
     Ok(ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size"))
 }
 

@@ -1,7 +1,8 @@
 //! [`Linear`]: the fully connected layer (`Linear` / `LinearReLU`).
 
-use ndarray::{linalg::general_mat_mul, Array2, ArrayD, ArrayView2, IxDyn};
+use ndarray::{linalg::general_mat_mul, ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
 
+use super::conv::for_each_block;
 use super::quantized::{Int8Accumulation, QuantizedLinear};
 use super::weighted::finish_rows;
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
@@ -96,8 +97,12 @@ pub(crate) fn linear_rows(op: &'static str, shape: &[usize], k: usize) -> Result
     }
 }
 
-/// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape, through a matrix
-/// product.
+/// Rows per matrix product of [`linear_float`]: the unit of work split across threads.
+const ROWS: usize = 256;
+
+/// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape, through matrix
+/// products of [`ROWS`] rows at most (on the rayon pool for large layers; each row's result
+/// does not depend on where the rows are cut).
 pub(crate) fn linear_float(
     op: &'static str,
     x: &ArrayD<f32>,
@@ -107,13 +112,18 @@ pub(crate) fn linear_float(
     let (o, k) = (w.shape()[0], w.shape()[1]);
     let n = linear_rows(op, x.shape(), k)?;
     let xs = x.as_standard_layout();
-    let x2 = ArrayView2::from_shape((n, k), xs.as_slice().expect("standard layout"))
-        .expect("n·k elements");
+    let xd = xs.as_slice().expect("standard layout");
     let w2 = ArrayView2::from_shape((o, k), core.weight_slice()).expect("o·k elements");
-    let mut y = Array2::<f32>::zeros((n, o));
-    general_mat_mul(1.0, &x2, &w2.t(), 0.0, &mut y);
-    let mut out = y.into_raw_vec_and_offset().0;
-    finish_rows(&mut out, o, 1, core);
+    let mut out = vec![0.0f32; n * o];
+    let work = n.saturating_mul(k).saturating_mul(o);
+    for_each_block(&mut out, ROWS * o, work, |b, y: &mut [f32], (): &mut ()| {
+        let rows = y.len() / o.max(1);
+        let x2 = ArrayView2::from_shape((rows, k), &xd[b * ROWS * k..][..rows * k])
+            .expect("rows·k elements");
+        let mut y2 = ArrayViewMut2::from_shape((rows, o), y).expect("rows·o elements");
+        general_mat_mul(1.0, &x2, &w2.t(), 0.0, &mut y2);
+        finish_rows(y, o, 1, core);
+    });
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1 checked") = o;
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("n·o elements"))

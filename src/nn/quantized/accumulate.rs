@@ -3,7 +3,6 @@
 //! for AVX2 where the CPU has it; identical results on every path).
 
 use crate::error::{QuantError, Result};
-use crate::simd::dispatched;
 
 /// How an int8 layer sums the products of its u8 activations and i8 weights.
 ///
@@ -58,18 +57,48 @@ pub fn x86_engine_accumulation() -> Int8Accumulation {
     }
 }
 
-/// The weight rows of an int8 layer, prepared once: `[out, k]` in the reduction order of the
-/// layer's kernel, stored (`raw`) and with the zero point taken off (`centered`), with the
-/// row sums the zero-point corrections need.
+/// Output channels per weight panel (the vector lanes of the kernels: two 8 × `i32` vectors).
+const NR: usize = 16;
+/// Reduction steps (pairs, or quads) per cache block: a panel block is 16 KiB (in L1).
+const KC: usize = 256;
+/// Activation rows per cache block (a multiple of every tile height).
+const MB: usize = 48;
+
+/// The weights of an int8 layer, prepared once: `[out, k]` in the reduction order of the
+/// layer's kernel, with the sums the zero-point corrections need, packed in panels of [`NR`]
+/// output channels for each kind of activation rows ([`ActRow`]):
+/// - `i16` rows (exact pairs): the weights with their zero point taken off, `i16`: pair `t`
+///   (reduction indices `2t`, `2t + 1`) of channel `o` at `((o / NR)·kp + t)·2·NR + (o % NR)·2`;
+/// - `u8` rows (saturating pairs, by quads): the stored weights, `i8`: quad `s` of channel `o`
+///   at `((o / NR)·kq + s)·4·NR + (o % NR)·4`.
+///
+/// Padding (past `k`, past `out`) is 0.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct IntWeights {
     pub(crate) out: usize,
     pub(crate) k: usize,
-    raw: Vec<i16>,
     centered: Vec<i16>,
+    raw: Vec<i8>,
     zero_points: Vec<i32>,
+    any_zero_point: bool,
     sum_raw: Vec<i32>,
     sum_centered: Vec<i32>,
+    /// The largest `|w[2t]| + |w[2t + 1]|` of the stored weights over every pair.
+    max_pair: i32,
+}
+
+/// The element of the activation rows a kernel reads (values `0..=255` either way):
+/// - `i16`: exact pairs (`vpmaddwd`) against the weights with their zero point taken off:
+///   the exact sum for every input;
+/// - `u8`: pairs saturated to `i16` (`vpmaddubsw`, by quads) against the stored weights, then
+///   the zero points' contributions: the [`Int8Accumulation::X86Avx2`] sum, which is also the
+///   exact sum when no pair can saturate ([`IntWeights::bytes_are_exact`]).
+pub(crate) trait ActRow: Copy + Default + From<u8> + Into<i32> + Send + Sync {
+    /// Reduction elements per kernel step (rows are padded to a multiple).
+    const STEP: usize;
+    /// `acc[i·out + o] = init[o] + Σ` over the reduction steps of row `i` and channel `o`'s
+    /// panel.
+    fn gemm(w: &IntWeights, a: &[Self], m: usize, lda: usize, init: &[i32], acc: &mut [i32]);
 }
 
 impl IntWeights {
@@ -84,7 +113,6 @@ impl IntWeights {
         zero_points: &[i32],
     ) -> Result<Self> {
         debug_assert_eq!(raw.len(), out * k);
-        let mut centered = Vec::with_capacity(raw.len());
         let (mut sum_raw, mut sum_centered) = (Vec::with_capacity(out), Vec::with_capacity(out));
         for o in 0..out {
             let row = &raw[o * k..][..k];
@@ -95,7 +123,6 @@ impl IntWeights {
                 s_raw += i64::from(v);
                 s_c += c;
                 abs_c += c.abs();
-                centered.push(i16::try_from(c).expect("i8 minus an i8 zero point fits i16"));
             }
             // Exact: |Σ x·c − zx·Σc| <= 2·255·Σ|c|. Emulated: ceil(k/2) saturated pairs of at
             // most 2^15, plus the zero-point corrections (each <= 255·Σ|w| + 255·128·k).
@@ -112,19 +139,60 @@ impl IntWeights {
             sum_raw.push(s_raw as i32);
             sum_centered.push(s_c as i32);
         }
+        fn pack<T: Copy + Default>(
+            out: usize,
+            k: usize,
+            step: usize,
+            value: impl Fn(usize, usize) -> T,
+        ) -> Vec<T> {
+            let steps = k.div_ceil(step);
+            let mut p = vec![T::default(); out.div_ceil(NR) * steps * step * NR];
+            for o in 0..out {
+                for t in 0..k {
+                    p[((o / NR) * steps + t / step) * step * NR + (o % NR) * step + t % step] =
+                        value(o, t);
+                }
+            }
+            p
+        }
+        let centered = pack(out, k, 2, |o, t| {
+            i16::try_from(i32::from(raw[o * k + t]) - zero_points[o])
+                .expect("i8 minus an i8 zero point fits i16")
+        });
         Ok(IntWeights {
             out,
             k,
-            raw: raw.iter().map(|&v| i16::from(v)).collect(),
             centered,
+            raw: pack(out, k, 4, |o, t| raw[o * k + t]),
             zero_points: zero_points.to_vec(),
+            any_zero_point: zero_points.iter().any(|&z| z != 0),
             sum_raw,
             sum_centered,
+            max_pair: raw
+                .chunks(k.max(1))
+                .take(out)
+                .flat_map(|row| row.chunks(2))
+                .map(|p| p.iter().map(|&v| i32::from(v).abs()).sum::<i32>())
+                .max()
+                .unwrap_or(0),
         })
     }
 
+    /// Whether `u8` rows give the exact sum for inputs no larger than `x_max`: no pair
+    /// `x0·w0 + x1·w1` can leave the `i16` range (always with 7-bit activations, PyTorch's
+    /// `reduce_range`).
+    pub(crate) fn bytes_are_exact(&self, x_max: u8) -> bool {
+        i32::from(x_max) * self.max_pair <= i32::from(i16::MAX)
+    }
+
+    /// The length of an activation row of `T`: `k` rounded up to a multiple of `T::STEP`.
+    pub(crate) fn row_len<T: ActRow>(&self) -> usize {
+        self.k.next_multiple_of(T::STEP)
+    }
+
     /// `acc[i·out + o] = Σ_t (x[i·k + t] − zx)·(w[o, t] − zw[o])` for `m` rows of stored u8
-    /// activations, summed as `mode` says.
+    /// activations, summed as `mode` says. Large inputs are split across the rayon pool in
+    /// fixed row blocks (integer sums: the same result either way).
     pub(crate) fn accumulate(
         &self,
         x: &[u8],
@@ -133,118 +201,483 @@ impl IntWeights {
         mode: Int8Accumulation,
         acc: &mut [i32],
     ) {
+        let bytes = match mode {
+            Int8Accumulation::Exact => self.bytes_are_exact(x.iter().fold(0, |a, &v| a.max(v))),
+            Int8Accumulation::X86Avx2 => true,
+        };
+        if bytes {
+            self.accumulate_as::<u8>(x, m, zx, acc);
+        } else {
+            self.accumulate_as::<i16>(x, m, zx, acc);
+        }
+    }
+
+    fn accumulate_as<T: ActRow>(&self, x: &[u8], m: usize, zx: i32, acc: &mut [i32]) {
         let (k, out) = (self.k, self.out);
-        debug_assert_eq!(x.len(), m * k);
-        debug_assert_eq!(acc.len(), m * out);
-        match mode {
-            Int8Accumulation::Exact => {
-                gemm_exact(x, m, k, &self.centered, out, acc);
-                for row in acc.chunks_mut(out.max(1)) {
-                    for (a, &s) in row.iter_mut().zip(&self.sum_centered) {
-                        *a -= zx * s;
+        assert_eq!(x.len(), m * k, "m·k activations");
+        assert_eq!(acc.len(), m * out, "m·out accumulators");
+        if k == 0 || out == 0 {
+            acc.fill(0);
+            return;
+        }
+        let lda = self.row_len::<T>();
+        let work = m.saturating_mul(k).saturating_mul(out);
+        crate::nn::conv::for_each_block(
+            acc,
+            MB * out,
+            work,
+            |b, acc_b: &mut [i32], rows: &mut Vec<T>| {
+                let mb = acc_b.len() / out;
+                rows.clear();
+                rows.resize(mb * lda, T::default());
+                for (row, xr) in rows
+                    .chunks_exact_mut(lda)
+                    .zip(x[b * MB * k..][..mb * k].chunks_exact(k))
+                {
+                    for (d, &v) in row.iter_mut().zip(xr) {
+                        *d = T::from(v);
                     }
                 }
-            }
-            Int8Accumulation::X86Avx2 => {
-                gemm_pairs_saturating(x, m, k, &self.raw, out, acc);
-                let any_zw = self.zero_points.iter().any(|&z| z != 0);
-                for (i, row) in acc.chunks_mut(out.max(1)).enumerate() {
-                    let xs: i32 = if any_zw {
-                        x[i * k..][..k].iter().map(|&v| i32::from(v)).sum::<i32>() - k as i32 * zx
-                    } else {
-                        0
-                    };
-                    for ((a, &s), &zw) in row.iter_mut().zip(&self.sum_raw).zip(&self.zero_points) {
-                        *a -= zx * s + zw * xs;
-                    }
+                self.accumulate_rows(rows, mb, lda, zx, acc_b);
+            },
+        );
+    }
+
+    /// `acc[i·out + o]` as [`IntWeights::accumulate`] computes it, from rows of `T` (`i16`:
+    /// exact; `u8`: the x86 AVX2 sum, exact when [`IntWeights::bytes_are_exact`]): row `i` is
+    /// `a[i·lda..][..k]` with `lda >= row_len::<T>()`; the entries from `k` to `row_len` are
+    /// read but meet zero weights. Runs on the calling thread.
+    pub(crate) fn accumulate_rows<T: ActRow>(
+        &self,
+        a: &[T],
+        m: usize,
+        lda: usize,
+        zx: i32,
+        acc: &mut [i32],
+    ) {
+        let (k, out) = (self.k, self.out);
+        let len = self.row_len::<T>();
+        assert!(lda >= len, "row stride below the row length");
+        assert!(
+            m == 0 || a.len() >= (m - 1) * lda + len,
+            "m rows of activations"
+        );
+        assert_eq!(acc.len(), m * out, "m·out accumulators");
+        if k == 0 || out == 0 {
+            acc.fill(0);
+            return;
+        }
+        // The input zero point's contribution starts every sum.
+        let sums = if T::STEP == 2 {
+            &self.sum_centered
+        } else {
+            &self.sum_raw
+        };
+        let init: Vec<i32> = sums.iter().map(|&s| -zx * s).collect();
+        T::gemm(self, a, m, lda, &init, acc);
+        if T::STEP == 4 && self.any_zero_point {
+            // The weights' zero points: − zw·Σ(x − zx), per row.
+            for (i, row) in acc.chunks_exact_mut(out).enumerate() {
+                let xs = a[i * lda..][..k].iter().map(|&v| v.into()).sum::<i32>() - k as i32 * zx;
+                for (a, &zw) in row.iter_mut().zip(&self.zero_points) {
+                    *a -= zw * xs;
                 }
             }
         }
     }
 }
 
-/// Output rows computed together (register blocking over the weight rows).
-const BLOCK: usize = 4;
+impl ActRow for i16 {
+    const STEP: usize = 2;
 
-#[inline(always)]
-fn gemm_exact_body(x: &[u8], m: usize, k: usize, w: &[i16], out: usize, acc: &mut [i32]) {
-    if k == 0 {
-        acc.fill(0);
-        return;
-    }
-    for i in 0..m {
-        let xr = &x[i * k..][..k];
-        let ar = &mut acc[i * out..][..out];
-        let mut o = 0;
-        while o + BLOCK <= out {
-            let w0 = &w[o * k..][..k];
-            let w1 = &w[(o + 1) * k..][..k];
-            let w2 = &w[(o + 2) * k..][..k];
-            let w3 = &w[(o + 3) * k..][..k];
-            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-            for ((((&xv, &b0), &b1), &b2), &b3) in xr.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
-                let xv = i32::from(i16::from(xv));
-                a0 += xv * i32::from(b0);
-                a1 += xv * i32::from(b1);
-                a2 += xv * i32::from(b2);
-                a3 += xv * i32::from(b3);
-            }
-            ar[o] = a0;
-            ar[o + 1] = a1;
-            ar[o + 2] = a2;
-            ar[o + 3] = a3;
-            o += BLOCK;
+    fn gemm(w: &IntWeights, a: &[i16], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+        let steps = w.k.div_ceil(2);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kern) = avx2::Pairs::new() {
+            return avx2::gemm(&kern, a, m, lda, &w.centered, steps, init, acc);
         }
-        while o < out {
-            let wr = &w[o * k..][..k];
-            ar[o] = xr
-                .iter()
-                .zip(wr)
-                .map(|(&xv, &b)| i32::from(i16::from(xv)) * i32::from(b))
-                .sum();
-            o += 1;
-        }
+        drive(&PortablePairs, a, m, lda, &w.centered, steps, init, acc);
     }
 }
 
-dispatched!(fn gemm_exact[](x: &[u8], m: usize, k: usize, w: &[i16], out: usize, acc: &mut [i32]) = gemm_exact_body);
+impl ActRow for u8 {
+    const STEP: usize = 4;
+
+    fn gemm(w: &IntWeights, a: &[u8], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+        let steps = w.k.div_ceil(4);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kern) = avx2::SaturatingQuads::new() {
+            return avx2::gemm(&kern, a, m, lda, &w.raw, steps, init, acc);
+        }
+        drive(
+            &PortableSaturatingQuads,
+            a,
+            m,
+            lda,
+            &w.raw,
+            steps,
+            init,
+            acc,
+        );
+    }
+}
+
+/// The register tile of a matrix product: for `R <= MR` activation rows and the [`NR`]
+/// channels of one weight panel block, the sum over `steps` reduction steps of `STEP`
+/// elements each (row `r`'s step `s` at `a[r·lda + STEP·s..][..STEP]`, the channels' at
+/// `b[NR·STEP·s..][..NR·STEP]`, channel by channel).
+trait Kernel {
+    type A: Copy;
+    type B: Copy;
+    /// Reduction elements per step.
+    const STEP: usize;
+    /// Rows per full tile (at most 6).
+    const MR: usize;
+    fn tile<const R: usize>(
+        &self,
+        a: &[Self::A],
+        lda: usize,
+        b: &[Self::B],
+        steps: usize,
+    ) -> [[i32; NR]; R];
+}
+
+/// Exact pairs in portable Rust: `x0·w0 + x1·w1` in `i32` (CPUs without AVX2, and the oracle
+/// of the AVX2 kernel).
+struct PortablePairs;
+
+impl Kernel for PortablePairs {
+    type A = i16;
+    type B = i16;
+    const STEP: usize = 2;
+    const MR: usize = 6;
+
+    #[inline(always)]
+    fn tile<const R: usize>(
+        &self,
+        a: &[i16],
+        lda: usize,
+        b: &[i16],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        let mut acc = [[0i32; NR]; R];
+        for (t, bt) in b.chunks_exact(2 * NR).take(steps).enumerate() {
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let x0 = i32::from(a[r * lda + 2 * t]);
+                let x1 = i32::from(a[r * lda + 2 * t + 1]);
+                for (v, w) in ar.iter_mut().zip(bt.chunks_exact(2)) {
+                    *v += x0 * i32::from(w[0]) + x1 * i32::from(w[1]);
+                }
+            }
+        }
+        acc
+    }
+}
 
 /// `x0·w0 + x1·w1` saturated to `i16`, as `vpmaddubsw` does.
 #[inline(always)]
-fn pair(x0: u8, x1: u8, w0: i16, w1: i16) -> i32 {
+fn saturating_pair(x0: u8, x1: u8, w0: i8, w1: i8) -> i32 {
     let p = i32::from(x0) * i32::from(w0) + i32::from(x1) * i32::from(w1);
     p.clamp(i32::from(i16::MIN), i32::from(i16::MAX))
 }
 
-#[inline(always)]
-fn dot_pairs(xr: &[u8], wr: &[i16]) -> i32 {
-    let mut a = 0i32;
-    let (xc, wc) = (xr.chunks_exact(2), wr.chunks_exact(2));
-    let (xt, wt) = (xc.remainder(), wc.remainder());
-    for (xp, wp) in xc.zip(wc) {
-        a += pair(xp[0], xp[1], wp[0], wp[1]);
+/// Saturating pairs by quads in portable Rust (CPUs without AVX2, and the oracle of the AVX2
+/// kernel).
+struct PortableSaturatingQuads;
+
+impl Kernel for PortableSaturatingQuads {
+    type A = u8;
+    type B = i8;
+    const STEP: usize = 4;
+    const MR: usize = 4;
+
+    #[inline(always)]
+    fn tile<const R: usize>(&self, a: &[u8], lda: usize, b: &[i8], steps: usize) -> [[i32; NR]; R] {
+        let mut acc = [[0i32; NR]; R];
+        for (s, bs) in b.chunks_exact(4 * NR).take(steps).enumerate() {
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let x = &a[r * lda + 4 * s..][..4];
+                for (v, w) in ar.iter_mut().zip(bs.chunks_exact(4)) {
+                    *v += saturating_pair(x[0], x[1], w[0], w[1])
+                        + saturating_pair(x[2], x[3], w[2], w[3]);
+                }
+            }
+        }
+        acc
     }
-    if let (Some(&x0), Some(&w0)) = (xt.first(), wt.first()) {
-        a += pair(x0, 0, w0, 0);
-    }
-    a
 }
 
+/// `kern.tile` for `rows <= 6` rows.
 #[inline(always)]
-fn gemm_pairs_body(x: &[u8], m: usize, k: usize, w: &[i16], out: usize, acc: &mut [i32]) {
-    if k == 0 {
-        acc.fill(0);
-        return;
+fn tile_rows<K: Kernel>(
+    kern: &K,
+    rows: usize,
+    a: &[K::A],
+    lda: usize,
+    b: &[K::B],
+    steps: usize,
+    f: impl FnMut(usize, &[i32; NR]),
+) {
+    #[inline(always)]
+    fn each<const R: usize>(t: [[i32; NR]; R], mut f: impl FnMut(usize, &[i32; NR])) {
+        for (i, r) in t.iter().enumerate() {
+            f(i, r);
+        }
     }
-    for i in 0..m {
-        let xr = &x[i * k..][..k];
-        for (o, a) in acc[i * out..][..out].iter_mut().enumerate() {
-            *a = dot_pairs(xr, &w[o * k..][..k]);
+    match rows {
+        1 => each(kern.tile::<1>(a, lda, b, steps), f),
+        2 => each(kern.tile::<2>(a, lda, b, steps), f),
+        3 => each(kern.tile::<3>(a, lda, b, steps), f),
+        4 => each(kern.tile::<4>(a, lda, b, steps), f),
+        5 => each(kern.tile::<5>(a, lda, b, steps), f),
+        _ => each(kern.tile::<6>(a, lda, b, steps), f),
+    }
+}
+
+/// The blocked matrix product `acc[i·out + o] = init[o] + Σ` over the steps of row `i` and
+/// channel `o`'s panel (`out = init.len()`): row blocks of [`MB`], reduction blocks of [`KC`]
+/// steps, then every panel, then tiles of `K::MR` rows (the panel block stays in L1 across
+/// the row block's tiles).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn drive<K: Kernel>(
+    kern: &K,
+    a: &[K::A],
+    m: usize,
+    lda: usize,
+    w: &[K::B],
+    steps: usize,
+    init: &[i32],
+    acc: &mut [i32],
+) {
+    let out = init.len();
+    let (step, panel) = (K::STEP, K::STEP * NR);
+    for r0 in (0..m).step_by(MB) {
+        let r1 = (r0 + MB).min(m);
+        for s0 in (0..steps).step_by(KC) {
+            let sc = KC.min(steps - s0);
+            for j in 0..out.div_ceil(NR) {
+                let b = &w[(j * steps + s0) * panel..][..sc * panel];
+                let (c0, cols) = (j * NR, NR.min(out - j * NR));
+                let mut r = r0;
+                while r < r1 {
+                    let rows = K::MR.min(r1 - r);
+                    let ar = &a[r * lda + s0 * step..];
+                    tile_rows(kern, rows, ar, lda, b, sc, |i, v| {
+                        let dst = &mut acc[(r + i) * out + c0..][..cols];
+                        if s0 == 0 {
+                            for ((d, &s), &i0) in dst.iter_mut().zip(v).zip(&init[c0..]) {
+                                *d = i0 + s;
+                            }
+                        } else {
+                            for (d, &s) in dst.iter_mut().zip(v) {
+                                *d += s;
+                            }
+                        }
+                    });
+                    r += rows;
+                }
+            }
         }
     }
 }
 
-dispatched!(fn gemm_pairs_saturating[](x: &[u8], m: usize, k: usize, w: &[i16], out: usize, acc: &mut [i32]) = gemm_pairs_body);
+/// The AVX2 kernels, written with intrinsics. For the exact pairs the compiler does not find
+/// `vpmaddwd` in the portable tile: it multiplies the broadcast pair with `vpmulld` (eight
+/// products per instruction instead of sixteen, plus shuffles), at half the rate. The
+/// saturating mode is `vpmaddubsw` itself, the instruction it emulates. The portable kernels
+/// are their oracles (`avx2_kernels_equal_the_portable_ones`).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use super::{drive, Kernel, NR};
+    use std::arch::x86_64::*;
+
+    /// Exact pairs (`vpmaddwd`). A value exists only where the CPU has AVX2 (its
+    /// constructor checks), which makes its safe method sound.
+    #[derive(Clone, Copy)]
+    pub(super) struct Pairs(());
+
+    impl Pairs {
+        pub(super) fn new() -> Option<Self> {
+            crate::simd::has_avx2().then_some(Pairs(()))
+        }
+    }
+
+    /// Saturating pairs by quads (`vpmaddubsw`, then `vpmaddwd` by ones to add each quad's
+    /// two pairs in `i32`). Exists only where the CPU has AVX2.
+    #[derive(Clone, Copy)]
+    pub(super) struct SaturatingQuads(());
+
+    impl SaturatingQuads {
+        pub(super) fn new() -> Option<Self> {
+            crate::simd::has_avx2().then_some(SaturatingQuads(()))
+        }
+    }
+
+    impl Kernel for Pairs {
+        type A = i16;
+        type B = i16;
+        const STEP: usize = 2;
+        const MR: usize = 6;
+
+        #[inline(always)]
+        fn tile<const R: usize>(
+            &self,
+            a: &[i16],
+            lda: usize,
+            b: &[i16],
+            steps: usize,
+        ) -> [[i32; NR]; R] {
+            assert!(
+                steps == 0 || a.len() >= (R - 1) * lda + 2 * steps,
+                "tile rows"
+            );
+            assert!(b.len() >= 2 * NR * steps, "panel block");
+            // SAFETY: a `Pairs` exists only on a CPU with AVX2; the slices hold every element
+            // the tile reads (asserted just above).
+            unsafe { pairs::<R>(a, lda, b, steps) }
+        }
+    }
+
+    impl Kernel for SaturatingQuads {
+        type A = u8;
+        type B = i8;
+        const STEP: usize = 4;
+        const MR: usize = 4;
+
+        #[inline(always)]
+        fn tile<const R: usize>(
+            &self,
+            a: &[u8],
+            lda: usize,
+            b: &[i8],
+            steps: usize,
+        ) -> [[i32; NR]; R] {
+            assert!(
+                steps == 0 || a.len() >= (R - 1) * lda + 4 * steps,
+                "tile rows"
+            );
+            assert!(b.len() >= 4 * NR * steps, "panel block");
+            // SAFETY: a `SaturatingQuads` exists only on a CPU with AVX2; the slices hold
+            // every element the tile reads (asserted just above).
+            unsafe { saturating_quads::<R>(a, lda, b, steps) }
+        }
+    }
+
+    /// Stores the tile's accumulators.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store<const R: usize>(acc: &[[__m256i; 2]; R]) -> [[i32; NR]; R] {
+        let mut out = [[0i32; NR]; R];
+        for (o, v) in out.iter_mut().zip(acc) {
+            // SAFETY: `o` holds 16 `i32`: two unaligned 8-lane stores.
+            _mm256_storeu_si256(o.as_mut_ptr().cast(), v[0]);
+            _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), v[1]);
+        }
+        out
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `a` must hold `(R − 1)·lda + 2·steps` values and `b`
+    /// `2·NR·steps` (when `steps > 0`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pairs<const R: usize>(
+        a: &[i16],
+        lda: usize,
+        b: &[i16],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for t in 0..steps {
+            // SAFETY (all loads): `t < steps` and `r < R` keep `2·NR·t + 2·NR − 1 <
+            // 2·NR·steps` and `r·lda + 2·t + 1 < (R − 1)·lda + 2·steps`, inside the slices
+            // (the caller's contract); the loads are unaligned.
+            let b0 = _mm256_loadu_si256(bp.add(2 * NR * t).cast());
+            let b1 = _mm256_loadu_si256(bp.add(2 * NR * t + NR).cast());
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32(ap.add(r * lda + 2 * t).cast::<i32>().read_unaligned());
+                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(x, b0));
+                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(x, b1));
+            }
+        }
+        store(&acc)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `a` must hold `(R − 1)·lda + 4·steps` values and `b`
+    /// `4·NR·steps` (when `steps > 0`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn saturating_quads<const R: usize>(
+        a: &[u8],
+        lda: usize,
+        b: &[i8],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let ones = _mm256_set1_epi16(1);
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for s in 0..steps {
+            // SAFETY (all loads): `s < steps` and `r < R` keep `4·NR·s + 4·NR − 1 <
+            // 4·NR·steps` and `r·lda + 4·s + 3 < (R − 1)·lda + 4·steps`, inside the slices
+            // (the caller's contract); the loads are unaligned.
+            let b0 = _mm256_loadu_si256(bp.add(4 * NR * s).cast());
+            let b1 = _mm256_loadu_si256(bp.add(4 * NR * s + 2 * NR).cast());
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // The u8 operand first: `vpmaddubsw` multiplies unsigned by signed bytes.
+                let x = _mm256_set1_epi32(ap.add(r * lda + 4 * s).cast::<i32>().read_unaligned());
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
+                acc_r[0] = _mm256_add_epi32(acc_r[0], p0);
+                acc_r[1] = _mm256_add_epi32(acc_r[1], p1);
+            }
+        }
+        store(&acc)
+    }
+
+    /// The kernels whose values exist only on a CPU with AVX2.
+    pub(super) trait Avx2Kernel: Kernel {}
+    impl Avx2Kernel for Pairs {}
+    impl Avx2Kernel for SaturatingQuads {}
+
+    /// [`drive`] compiled for AVX2 (the kernel value proves the CPU has it).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm<K: Avx2Kernel>(
+        kern: &K,
+        a: &[K::A],
+        m: usize,
+        lda: usize,
+        w: &[K::B],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        /// # Safety
+        /// The CPU must have AVX2.
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run<K: Kernel>(
+            kern: &K,
+            a: &[K::A],
+            m: usize,
+            lda: usize,
+            w: &[K::B],
+            steps: usize,
+            init: &[i32],
+            acc: &mut [i32],
+        ) {
+            drive(kern, a, m, lda, w, steps, init, acc);
+        }
+        // SAFETY: an `Avx2Kernel` value exists only on a CPU with AVX2.
+        unsafe { run(kern, a, m, lda, w, steps, init, acc) };
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -276,29 +709,181 @@ mod tests {
         r
     }
 
+    /// The x86 AVX2 sum written out: pairs of stored values saturated to `i16`, summed in
+    /// `i64`, then the zero points' contributions.
+    fn saturating_reference(
+        x: &[u8],
+        m: usize,
+        k: usize,
+        w: &[i8],
+        zw: &[i32],
+        zx: i32,
+    ) -> Vec<i64> {
+        let out = zw.len();
+        let mut r = Vec::new();
+        for i in 0..m {
+            let xr = &x[i * k..][..k];
+            let xs: i64 =
+                xr.iter().map(|&v| i64::from(v)).sum::<i64>() - (k as i64) * i64::from(zx);
+            for o in 0..out {
+                let wr = &w[o * k..][..k];
+                let mut s = 0i64;
+                for t in (0..k).step_by(2) {
+                    let mut p = i64::from(xr[t]) * i64::from(wr[t]);
+                    if t + 1 < k {
+                        p += i64::from(xr[t + 1]) * i64::from(wr[t + 1]);
+                    }
+                    s += p.clamp(-32768, 32767);
+                }
+                let sw: i64 = wr.iter().map(|&v| i64::from(v)).sum();
+                r.push(s - i64::from(zx) * sw - i64::from(zw[o]) * xs);
+            }
+        }
+        r
+    }
+
+    /// `(m, k, out)`: every tile-height remainder (6 and 4 rows), row blocks (48), reduction
+    /// blocks (256 pairs), odd `k`, panel remainders (16 channels) and empty shapes.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (3, 7, 5),
+        (2, 33, 9),
+        (4, 64, 4),
+        (1, 0, 3),
+        (0, 5, 2),
+        (5, 18, 16),
+        (7, 9, 17),
+        (13, 144, 32),
+        (49, 31, 33),
+        (97, 517, 15),
+        (50, 1030, 18),
+    ];
+
+    fn case(seed: &mut u64, m: usize, k: usize, out: usize) -> (Vec<u8>, Vec<i8>, Vec<i32>) {
+        let x: Vec<u8> = (0..m * k).map(|_| lcg(seed) as u8).collect();
+        let w: Vec<i8> = (0..out * k).map(|_| lcg(seed) as i8).collect();
+        let zw: Vec<i32> = (0..out).map(|o| (o as i32 % 3) - 1).collect();
+        (x, w, zw)
+    }
+
     #[test]
     fn exact_mode_equals_the_exact_sum_at_every_shape() {
         let mut seed = 7;
-        for &(m, k, out) in &[
-            (1, 1, 1),
-            (3, 7, 5),
-            (2, 33, 9),
-            (4, 64, 4),
-            (1, 0, 3),
-            (0, 5, 2),
-        ] {
-            let x: Vec<u8> = (0..m * k).map(|_| lcg(&mut seed) as u8).collect();
-            let w: Vec<i8> = (0..out * k).map(|_| lcg(&mut seed) as i8).collect();
-            let zw: Vec<i32> = (0..out).map(|o| (o as i32 % 3) - 1).collect();
+        for &(m, k, out) in SHAPES {
+            let (x, w, zw) = case(&mut seed, m, k, out);
             let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
-            let mut acc = vec![0; m * out];
-            iw.accumulate(&x, m, 17, Int8Accumulation::Exact, &mut acc);
-            let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
-            assert_eq!(
-                got,
-                reference(&x, m, k, &w, &zw, 17),
-                "m={m} k={k} out={out}"
-            );
+            // Full-range activations (i16 rows) and 7-bit ones (u8 rows: no pair saturates).
+            let x7: Vec<u8> = x.iter().map(|&v| v & 127).collect();
+            for x in [&x, &x7] {
+                for zx in [0, 17, 255] {
+                    let mut acc = vec![0; m * out];
+                    iw.accumulate(x, m, zx, Int8Accumulation::Exact, &mut acc);
+                    let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
+                    assert_eq!(
+                        got,
+                        reference(x, m, k, &w, &zw, zx),
+                        "m={m} k={k} out={out} zx={zx}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emulated_mode_equals_the_pairwise_saturating_sum_at_every_shape() {
+        let mut seed = 11;
+        for &(m, k, out) in SHAPES {
+            let (x, w, zw) = case(&mut seed, m, k, out);
+            for zw in [vec![0; out], zw] {
+                let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+                for zx in [0, 128] {
+                    let mut acc = vec![0; m * out];
+                    iw.accumulate(&x, m, zx, Int8Accumulation::X86Avx2, &mut acc);
+                    let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
+                    assert_eq!(
+                        got,
+                        saturating_reference(&x, m, k, &w, &zw, zx),
+                        "m={m} k={k} out={out} zx={zx} zw={:?}",
+                        &zw[..out.min(3)]
+                    );
+                }
+            }
+        }
+    }
+
+    /// `m` rows of `x` widened to `T`, `lda` apart, the padding filled with `fill`.
+    fn rows<T: ActRow>(x: &[u8], m: usize, k: usize, lda: usize, fill: T) -> Vec<T> {
+        let mut a = vec![fill; m * lda];
+        for i in 0..m {
+            for t in 0..k {
+                a[i * lda + t] = T::from(x[i * k + t]);
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn rows_with_a_wider_stride_and_any_padding_give_the_same_sums() {
+        let mut seed = 5;
+        let (m, k, out) = (11, 23, 20);
+        let (x, w, zw) = case(&mut seed, m, k, out);
+        let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+        let (mut by_rows, mut by_x) = (vec![0; m * out], vec![0; m * out]);
+        let lda = iw.row_len::<i16>() + 5;
+        iw.accumulate_rows(&rows::<i16>(&x, m, k, lda, 255), m, lda, 9, &mut by_rows);
+        iw.accumulate(&x, m, 9, Int8Accumulation::Exact, &mut by_x);
+        assert_eq!(by_rows, by_x, "exact");
+        let lda = iw.row_len::<u8>() + 3;
+        iw.accumulate_rows(&rows::<u8>(&x, m, k, lda, 255), m, lda, 9, &mut by_rows);
+        iw.accumulate(&x, m, 9, Int8Accumulation::X86Avx2, &mut by_x);
+        assert_eq!(by_rows, by_x, "x86 avx2");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_equal_the_portable_ones() {
+        let Some((pairs, quads)) = avx2::Pairs::new().zip(avx2::SaturatingQuads::new()) else {
+            return; // no AVX2 on this CPU: nothing to compare
+        };
+        let mut seed = 13;
+        for &(m, k, out) in SHAPES {
+            let (x, w, zw) = case(&mut seed, m, k, out);
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+            let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
+            for extra in [0, 3] {
+                let lda = iw.row_len::<i16>() + extra;
+                let a = rows::<i16>(&x, m, k, lda, 77);
+                let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
+                let steps = k.div_ceil(2);
+                drive(
+                    &PortablePairs,
+                    &a,
+                    m,
+                    lda,
+                    &iw.centered,
+                    steps,
+                    &init,
+                    &mut portable,
+                );
+                avx2::gemm(&pairs, &a, m, lda, &iw.centered, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "pairs m={m} k={k} out={out} lda={lda}");
+
+                let lda = iw.row_len::<u8>() + extra;
+                let a = rows::<u8>(&x, m, k, lda, 201);
+                let steps = k.div_ceil(4);
+                drive(
+                    &PortableSaturatingQuads,
+                    &a,
+                    m,
+                    lda,
+                    &iw.raw,
+                    steps,
+                    &init,
+                    &mut portable,
+                );
+                avx2::gemm(&quads, &a, m, lda, &iw.raw, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "quads m={m} k={k} out={out} lda={lda}");
+            }
         }
     }
 
@@ -325,6 +910,25 @@ mod tests {
         iw.accumulate(&x, m, 5, Int8Accumulation::Exact, &mut a);
         iw.accumulate(&x, m, 5, Int8Accumulation::X86Avx2, &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bytes_are_exact_only_where_no_pair_can_saturate() {
+        // Largest pair |64| + |−64| = 128: 255·128 = 32 640 fits i16.
+        let iw = IntWeights::new("t", &[64, -64, 3, 1], 1, 4, &[0]).expect("weights");
+        assert!(iw.bytes_are_exact(255));
+        // Largest pair 127 + 2 = 129: 255·129 = 32 895 does not; 254·129 = 32 766 does.
+        let iw = IntWeights::new("t", &[127, 2, 5], 1, 3, &[0]).expect("weights");
+        assert!(!iw.bytes_are_exact(255));
+        assert!(iw.bytes_are_exact(254));
+        // −128 with −128: 7-bit activations still never saturate (127·256 = 32 512).
+        let iw = IntWeights::new("t", &[-128, -128], 1, 2, &[0]).expect("weights");
+        assert!(iw.bytes_are_exact(127));
+        assert!(!iw.bytes_are_exact(128));
+        let x = vec![255u8, 255, 127, 127];
+        let mut acc = [0, 0];
+        iw.accumulate(&x, 2, 0, Int8Accumulation::Exact, &mut acc);
+        assert_eq!(acc, [-2 * 255 * 128, -2 * 127 * 128]);
     }
 
     #[test]

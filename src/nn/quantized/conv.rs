@@ -2,10 +2,12 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::accumulate::{Int8Accumulation, IntWeights};
+use super::accumulate::{ActRow, Int8Accumulation, IntWeights};
 use super::requant::{check_bias_values, need_quint8, weight_channels, Requant};
 use crate::error::{QuantError, Result};
-use crate::nn::conv::{as_height_one, conv_float, images_per_block, ConvShape};
+use crate::nn::conv::{
+    as_height_one, conv_float, conv_macs, for_each_block, images_per_block, valid_range, ConvShape,
+};
 use crate::nn::weighted::check_bias;
 use crate::nn::{
     Activation, ConvGeometry, ConvGeometry1d, LayerRole, Module, WeightRef, WeightedCore,
@@ -181,14 +183,34 @@ impl QuantizedConv2d {
         )?))
     }
 
-    /// The integer path on a checked input.
+    /// The integer path on a checked input: per block of images, the input is transposed to
+    /// channels-last order, unfolded into one row per output position (columns
+    /// `(ky, kx, ci)`, the input zero point in the padding), multiplied by each group's weight
+    /// panels, requantized and written back channels-first. Rows are `u8` for the x86 AVX2
+    /// mode and for exact accumulation where no pair can saturate, else `i16`. Blocks run on
+    /// the rayon pool for large layers.
     fn run(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
+        let bytes = match self.accumulation {
+            Int8Accumulation::Exact => {
+                let x_max = q.int_repr().iter().fold(0, |a, &v| a.max(v));
+                self.groups.iter().all(|w| w.bytes_are_exact(x_max))
+            }
+            Int8Accumulation::X86Avx2 => true,
+        };
+        if bytes {
+            self.run_as::<u8>(q, qp, s)
+        } else {
+            self.run_as::<i16>(q, qp, s)
+        }
+    }
+
+    /// [`QuantizedConv2d::run`] with rows of `T`.
+    fn run_as<T: ActRow>(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
         let xs = q.int_repr().as_standard_layout();
         let xd = xs.as_slice().expect("standard layout");
         let zx = qp.zero_point();
-        let pad = u8::try_from(zx).expect("a quint8 zero point is in 0..=255");
-        let (cg, og, l) = (s.cg(), s.og(), s.positions());
-        let kk = cg * s.kh * s.kw;
+        let pad = T::from(u8::try_from(zx).expect("a quint8 zero point is in 0..=255"));
+        let (og, l) = (s.og(), s.positions());
         let plane = s.h * s.w;
         let rq = Requant::new(
             qp.scale(),
@@ -199,50 +221,170 @@ impl QuantizedConv2d {
         );
         let mut out = vec![0u8; s.n * s.c_out * l];
         let block = images_per_block(s);
-        let mut cols: Vec<u8> = Vec::new();
-        let mut acc: Vec<i32> = Vec::new();
-        for b0 in (0..s.n).step_by(block) {
-            let nb = block.min(s.n - b0);
-            let m = nb * l;
-            for (g, w) in self.groups.iter().enumerate() {
-                // rows: output positions of the block; columns (ky, kx, ci).
-                cols.clear();
-                cols.resize(m * kk, pad);
-                for bi in 0..nb {
-                    let img = &xd[(b0 + bi) * s.c_in * plane..][..s.c_in * plane];
-                    for oy in 0..s.oh {
-                        for ox in 0..s.ow {
-                            let row = &mut cols[((bi * s.oh + oy) * s.ow + ox) * kk..][..kk];
-                            for ky in 0..s.kh {
-                                for kx in 0..s.kw {
-                                    if let Some(src) = s.source(ky, kx, oy, ox) {
-                                        let dst = &mut row[(ky * s.kw + kx) * cg..][..cg];
-                                        for (ci, d) in dst.iter_mut().enumerate() {
-                                            *d = img[(g * cg + ci) * plane + src];
-                                        }
-                                    }
-                                }
-                            }
-                        }
+        let per_image = s.c_out * l;
+        for_each_block(
+            &mut out,
+            block * per_image,
+            conv_macs(s),
+            |bi0, out_b: &mut [u8], scratch: &mut Scratch<T>| {
+                let b0 = bi0 * block;
+                let nb = out_b.len() / per_image.max(1);
+                let m = nb * l;
+                let Scratch {
+                    hwc,
+                    wide,
+                    rows,
+                    acc,
+                    q,
+                } = scratch;
+                // [nb, c_in, h, w] → [nb, h, w, c_in]
+                hwc.resize(nb * plane * s.c_in, 0);
+                let x_b = &xd[b0 * s.c_in * plane..][..nb * s.c_in * plane];
+                for (src, dst) in x_b
+                    .chunks_exact((s.c_in * plane).max(1))
+                    .zip(hwc.chunks_exact_mut((s.c_in * plane).max(1)))
+                {
+                    transpose_bytes(src, plane, s.c_in, plane, dst, s.c_in);
+                }
+                wide.clear();
+                wide.extend(hwc.iter().map(|&v| T::from(v)));
+                for (g, w) in self.groups.iter().enumerate() {
+                    let lda = w.row_len::<T>();
+                    rows.resize(m * lda, T::default());
+                    for (img, rows_i) in wide
+                        .chunks_exact((plane * s.c_in).max(1))
+                        .zip(rows.chunks_exact_mut((l * lda).max(1)))
+                    {
+                        unfold(s, img, g, pad, lda, rows_i);
+                    }
+                    acc.resize(m * og, 0);
+                    w.accumulate_rows(rows, m, lda, zx, acc);
+                    q.resize(m * og, 0);
+                    rq.apply_rows(acc, g * og, og, q);
+                    // [nb, l, og] → [nb, og, l] into the group's channels
+                    for (src, dst) in q
+                        .chunks_exact(l * og)
+                        .zip(out_b.chunks_exact_mut(per_image))
+                    {
+                        transpose_bytes(src, og, l, og, &mut dst[g * og * l..], l);
                     }
                 }
-                acc.clear();
-                acc.resize(m * og, 0);
-                w.accumulate(&cols, m, zx, self.accumulation, &mut acc);
-                for bi in 0..nb {
-                    for o in 0..og {
-                        let oc = g * og + o;
-                        let dst = &mut out[((b0 + bi) * s.c_out + oc) * l..][..l];
-                        for (p, d) in dst.iter_mut().enumerate() {
-                            *d = rq.apply(acc[(bi * l + p) * og + o], oc);
-                        }
+            },
+        );
+        let arr =
+            ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size");
+        Activation::Quantized(QuantizedTensor::from_valid_parts(arr, self.out))
+    }
+}
+
+/// Per-thread buffers of [`QuantizedConv2d::run`]: the channels-last input, the unfolded
+/// rows, the accumulators and the requantized rows of one block.
+#[derive(Default)]
+struct Scratch<T> {
+    hwc: Vec<u8>,
+    wide: Vec<T>,
+    rows: Vec<T>,
+    acc: Vec<i32>,
+    q: Vec<u8>,
+}
+
+/// The unfolded rows of one channels-last image `img` (`[h, w, c_in]`, widened) for group `g`: row `p`
+/// (an output position) is `rows[p·lda..]`, column `(ky·kw + kx)·cg + ci` the input value
+/// under tap `(ky, kx)` of channel `g·cg + ci` (`pad`, the input zero point, in the padding),
+/// then zeros up to `lda`.
+#[inline(always)]
+fn unfold_body<T: ActRow>(s: &ConvShape, img: &[T], g: usize, pad: T, lda: usize, rows: &mut [T]) {
+    let cg = s.cg();
+    let kk = cg * s.kh * s.kw;
+    let [sh, sw] = s.geo.stride;
+    let [ph, pw] = s.geo.padding;
+    let [dh, dw] = s.geo.dilation;
+    for ky in 0..s.kh {
+        for kx in 0..s.kw {
+            let tap = (ky * s.kw + kx) * cg;
+            let (lo, hi) = valid_range(s.w, s.ow, sw, kx * dw, pw);
+            for oy in 0..s.oh {
+                let rows_y = &mut rows[oy * s.ow * lda..][..s.ow * lda];
+                let iy = (oy * sh + ky * dh).checked_sub(ph).filter(|&iy| iy < s.h);
+                let (lo, hi) = if iy.is_some() { (lo, hi) } else { (s.ow, s.ow) };
+                // (Index arithmetic: `chunks_exact_mut(lda)` divides by `lda` per call.)
+                for ox in (0..lo).chain(hi..s.ow) {
+                    rows_y[ox * lda + tap..][..cg].fill(pad);
+                }
+                if let Some(iy) = iy.filter(|_| lo < hi) {
+                    let src0 = (iy * s.w + lo * sw + kx * dw - pw) * s.c_in + g * cg;
+                    for (j, ox) in (lo..hi).enumerate() {
+                        let src = &img[src0 + j * sw * s.c_in..][..cg];
+                        copy_run(&mut rows_y[ox * lda + tap..][..cg], src);
                     }
                 }
             }
         }
-        let arr =
-            ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size");
-        Activation::Quantized(QuantizedTensor::from_valid_parts(arr, self.out))
+    }
+    for row in rows.chunks_exact_mut(lda) {
+        row[kk..].fill(T::default());
+    }
+}
+
+crate::simd::dispatched!(fn unfold[T: ActRow](s: &ConvShape, img: &[T], g: usize, pad: T, lda: usize, rows: &mut [T]) = unfold_body);
+
+/// `dst.copy_from_slice(src)` for the short runs of the unfolding, in fixed 8-value pieces
+/// (a call to `memcpy` per run cost more than the copy).
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let s: &[T; 8] = s.try_into().expect("eight values");
+        d.copy_from_slice(s);
+    }
+    for (d, &s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+        *d = s;
+    }
+}
+
+/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: 8 × 8 blocks
+/// transposed in registers (three rounds of byte swaps between 64-bit rows), the edges one
+/// byte at a time.
+fn transpose_bytes(
+    src: &[u8],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+) {
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    for i0 in (0..r8).step_by(8) {
+        for j0 in (0..c8).step_by(8) {
+            let mut x = [0u64; 8];
+            for (r, v) in x.iter_mut().enumerate() {
+                let b: [u8; 8] = src[(i0 + r) * src_stride + j0..][..8]
+                    .try_into()
+                    .expect("eight bytes");
+                *v = u64::from_le_bytes(b);
+            }
+            for (half, mask) in [
+                (4usize, 0x0000_0000_ffff_ffffu64),
+                (2, 0x0000_ffff_0000_ffff),
+                (1, 0x00ff_00ff_00ff_00ff),
+            ] {
+                for i in (0..8).filter(|i| i & half == 0) {
+                    let t = ((x[i] >> (8 * half)) ^ x[i + half]) & mask;
+                    x[i] ^= t << (8 * half);
+                    x[i + half] ^= t;
+                }
+            }
+            for (c, v) in x.iter().enumerate() {
+                dst[(j0 + c) * dst_stride + i0..][..8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    for i in 0..rows {
+        let js = if i < r8 { c8..cols } else { 0..cols };
+        for j in js {
+            dst[j * dst_stride + i] = src[i * src_stride + j];
+        }
     }
 }
 
@@ -432,5 +574,29 @@ impl Module for QuantizedConv1d {
 
     fn bias(&self) -> Option<&ArrayD<f32>> {
         self.inner.bias()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_bytes;
+
+    #[test]
+    fn byte_transpose_equals_the_plain_one_at_every_shape() {
+        for (rows, cols) in [(1, 1), (3, 5), (8, 8), (9, 17), (16, 64), (64, 32), (23, 8)] {
+            let (ss, ds) = (cols + 3, rows + 5);
+            let src: Vec<u8> = (0..rows * ss).map(|i| (i * 37 % 251) as u8).collect();
+            let mut dst = vec![0u8; cols * ds];
+            transpose_bytes(&src, ss, rows, cols, &mut dst, ds);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[j * ds + i],
+                        src[i * ss + j],
+                        "{rows}×{cols} at ({i}, {j})"
+                    );
+                }
+            }
+        }
     }
 }

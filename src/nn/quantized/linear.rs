@@ -201,11 +201,8 @@ impl Module for QuantizedLinear {
             &self.out,
             self.relu,
         );
-        let data: Vec<u8> = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| rq.apply(a, i % o.max(1)))
-            .collect();
+        let mut data = vec![0u8; n * o];
+        rq.apply_rows(&acc, 0, o, &mut data);
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values");

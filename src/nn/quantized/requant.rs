@@ -92,11 +92,101 @@ impl Requant {
         }
     }
 
-    #[inline]
+    /// One accumulator of channel `o` (the oracle of [`Requant::apply_rows`]).
+    #[cfg(test)]
     pub(crate) fn apply(&self, acc: i32, o: usize) -> u8 {
         let v = (acc as f32 * self.sx) * self.w_scales[o] + self.bias[o];
         let r = (v / self.so).round_ties_even() + self.zo;
         // NaN cannot occur (finite accumulator, bias without NaN); ±inf saturate.
         r.clamp(self.lo, 255.0) as u8
+    }
+
+    /// `out[i·n + j] = apply(acc[i·n + j], o0 + j)` for rows of the `n` channels
+    /// `o0..o0 + n`, vectorised.
+    pub(crate) fn apply_rows(&self, acc: &[i32], o0: usize, n: usize, out: &mut [u8]) {
+        assert_eq!(out.len(), acc.len(), "one output per accumulator");
+        assert_eq!(acc.len() % n.max(1), 0, "whole rows");
+        requant_rows(
+            acc,
+            &self.w_scales[o0..][..n],
+            &self.bias[o0..][..n],
+            [self.sx, self.so, self.zo, self.lo],
+            out,
+        );
+    }
+}
+
+/// [`Requant::apply`] over rows of the channels of `ws` and `bias`, with the same `f32`
+/// operations in the same order. The rounding `rne(t)` is `(t + 1.5·2^23) − 1.5·2^23`, exact for `|t| <= 2^22`; `t`
+/// is clamped to that range first, which changes no result (beyond it both give an output
+/// clamped to the range's end).
+#[inline(always)]
+fn requant_rows_body(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
+    let n = ws.len().max(1);
+    for (a, o) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        requant_run(a, ws, bias, p, o);
+    }
+}
+
+crate::simd::dispatched!(fn requant_rows[](acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) = requant_rows_body);
+
+#[inline(always)]
+fn requant_run(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    const LIMIT: f32 = 4_194_304.0;
+    let [sx, so, zo, lo] = p;
+    for (((o, &a), &w), &b) in out.iter_mut().zip(acc).zip(ws).zip(bias) {
+        let v = (a as f32 * sx) * w + b;
+        let t = v / so;
+        // Compare-selects: no NaN here (finite accumulator, bias without NaN).
+        let t = if t > -LIMIT { t } else { -LIMIT };
+        let t = if t < LIMIT { t } else { LIMIT };
+        let r = ((t + MAGIC) - MAGIC) + zo;
+        let r = if r > lo { r } else { lo };
+        *o = crate::simd::trunc_clamped(r, 255.0) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr1;
+
+    #[test]
+    fn vectorised_requantization_equals_the_scalar_one() {
+        let bias = arr1(&[
+            0.0f32,
+            0.37,
+            -1.5e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.5,
+            -0.25,
+            1e-3,
+        ])
+        .into_dyn();
+        let mut accs: Vec<i32> = vec![0, 1, -1, i32::MAX, i32::MIN, 1 << 22, -(1 << 22), 77_777];
+        let mut s = 1u64;
+        accs.extend((0..2000).map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((s >> 33) as i32) >> (s % 24)
+        }));
+        let w_scales = [0.01f32, 0.002, 0.5, 1e-6, 0.03, 0.25, 0.0125, 7.0];
+        for (zo, relu) in [(0, false), (128, false), (55, true), (255, true)] {
+            let out = QParams::new(0.0731, zo, QDType::QUInt8).expect("valid");
+            let rq = Requant::new(0.0173, &w_scales, Some(&bias), &out, relu);
+            for o0 in 0..8 {
+                let n = 8 - o0;
+                let whole = &accs[..accs.len() / n * n];
+                let mut got = vec![0u8; whole.len()];
+                rq.apply_rows(whole, o0, n, &mut got);
+                let want: Vec<u8> = whole
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &a)| rq.apply(a, o0 + j % n))
+                    .collect();
+                assert_eq!(got, want, "zo={zo} relu={relu} o0={o0}");
+            }
+        }
     }
 }
