@@ -1,7 +1,6 @@
 //! The digits CNN (data/digits): float, fused and int8 accuracy, weight and logits SQNR against
 //! PyTorch's own figures (`pytorch_reference.json`), and each quantized layer's integer path
 //! against its reference path on real activations.
-#![cfg(feature = "safetensors")]
 
 use std::sync::OnceLock;
 
@@ -12,8 +11,7 @@ use qnumeric::nn::{Activation, Model, Module, Sequential};
 use qnumeric::ptq::{prepare, PtqConfig};
 use qnumeric::state_dict::StateDict;
 
-#[path = "../examples/digits/model.rs"]
-mod model;
+use crate::model;
 use model::digits_cnn;
 use qnumeric::{sqnr, QuantError};
 

@@ -228,8 +228,7 @@ fn real_inputs_are_checked_and_seeds_are_deterministic() {
 }
 
 #[cfg(feature = "safetensors")]
-#[path = "../examples/digits/model.rs"]
-mod model;
+use crate::model;
 
 #[cfg(feature = "safetensors")]
 mod audit {
@@ -399,8 +398,7 @@ mod measured {
 }
 
 #[cfg(feature = "safetensors")]
-#[path = "../examples/digits/faults.rs"]
-mod faults;
+use crate::faults;
 
 #[cfg(feature = "safetensors")]
 mod verdicts {

@@ -16,8 +16,7 @@ use qnumeric::ptq::{prepare, PtqConfig, QConfig};
 use qnumeric::{QDType, QParams, QuantError, Result};
 
 #[cfg(feature = "safetensors")]
-#[path = "../examples/digits/model.rs"]
-mod model;
+use crate::model;
 
 /// Deterministic values in `[-1, 1)`.
 fn data(shape: &[usize], seed: u64) -> ArrayD<f32> {

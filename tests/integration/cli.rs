@@ -316,11 +316,9 @@ fn threshold_option() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
 
-#[path = "../examples/digits/model.rs"]
-mod model;
+use crate::model;
 
-#[path = "../examples/digits/faults.rs"]
-mod faults;
+use crate::faults;
 
 /// Every layer's output of a model run (dequantized), in execution order.
 fn layer_outputs<M: qnumeric::nn::Model>(m: &M, x: &ArrayD<f32>) -> Vec<(String, ArrayD<f32>)> {
