@@ -284,11 +284,11 @@ impl ConvShape {
     }
 }
 
-/// Images per block so that the unfolded input of a block stays near 256 K values (1 MiB of
-/// `f32`, in L2), at least one image.
-pub(crate) fn images_per_block(s: &ConvShape) -> usize {
+/// Images per block so that the unfolded input of a block (one group) stays near `values`
+/// values, at least one image.
+pub(crate) fn images_per_block(s: &ConvShape, values: usize) -> usize {
     let per_image = (s.cg() * s.kh * s.kw * s.positions()).max(1);
-    ((256 << 10) / per_image).clamp(1, s.n.max(1))
+    (values / per_image).clamp(1, s.n.max(1))
 }
 
 /// Multiply-accumulates of a convolution, saturated.
@@ -352,6 +352,21 @@ pub(crate) fn valid_range(
     (lo, hi.clamp(lo, out_len))
 }
 
+/// `dst.copy_from_slice(src)` for the short runs of an unfolding, in fixed 8-value pieces
+/// (a call to `memcpy` per run cost more than the copy).
+#[inline(always)]
+pub(crate) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let s: &[T; 8] = s.try_into().expect("eight values");
+        d.copy_from_slice(s);
+    }
+    for (d, &s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+        *d = s;
+    }
+}
+
 /// The input plane `src` (`h·w`) under kernel tap `(ky, kx)` at every output position, row by
 /// row into `dst` (`oh·ow`), `zero` in the padding.
 #[inline]
@@ -367,14 +382,16 @@ fn unfold_tap<T: Copy>(s: &ConvShape, src: &[T], ky: usize, kx: usize, zero: T, 
             row.fill(zero);
             continue;
         };
-        row[..lo].fill(zero);
-        row[hi..].fill(zero);
+        let (left, rest) = row.split_at_mut(lo);
+        for d in left.iter_mut().chain(&mut rest[hi - lo..]) {
+            *d = zero;
+        }
         if lo < hi {
             let srow = &src[iy * s.w..][..s.w];
             let ix0 = lo * sw + off - pw;
             let mid = &mut row[lo..hi];
             if sw == 1 {
-                mid.copy_from_slice(&srow[ix0..][..mid.len()]);
+                copy_run(mid, &srow[ix0..][..hi - lo]);
             } else {
                 for (d, &v) in mid.iter_mut().zip(srow[ix0..].iter().step_by(sw)) {
                     *d = v;
@@ -404,7 +421,8 @@ pub(crate) fn conv_float(
     let kk = cg * s.kh * s.kw;
     let plane = s.h * s.w;
     let mut out = vec![0.0f32; s.n * s.c_out * l];
-    let block = images_per_block(&s);
+    // 256 K values: 1 MiB of `f32` columns, in L2.
+    let block = images_per_block(&s, 256 << 10);
     let per_image = s.c_out * l;
     for_each_block(
         &mut out,

@@ -1,6 +1,7 @@
-//! How the int8 layers sum their integer products: [`Int8Accumulation`], the prepared weight
-//! rows ([`IntWeights`]) and the u8 × i8 → i32 matrix-product kernels (portable Rust compiled
-//! for AVX2 where the CPU has it; identical results on every path).
+//! How the int8 layers sum their integer products: [`Int8Accumulation`], the packed weights
+//! ([`IntWeights`]) and the blocked u8 × i8 → i32 matrix product: register tiles written with
+//! AVX2 intrinsics where the CPU has it (runtime detection) and in portable Rust elsewhere,
+//! with identical results on every path. See docs/performance.md ("Layers").
 
 use crate::error::{QuantError, Result};
 
