@@ -12,7 +12,7 @@
 mod common;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayD, IxDyn};
 use qnumeric::nn::quantized::{Int8Accumulation, QuantizedConv2d, QuantizedLinear};
@@ -224,7 +224,7 @@ mod model;
 fn digits(c: &mut Criterion<CpuTime>) {
     use qnumeric::fusion::fuse_modules;
     use qnumeric::nn::{Model, Sequential};
-    use qnumeric::ptq::{prepare, PtqConfig};
+    use qnumeric::ptq::{PtqConfig, prepare};
 
     let d = model::Digits::load().expect("data/digits");
     let mut fused: Sequential = d.model.clone();

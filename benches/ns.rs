@@ -9,11 +9,11 @@ mod model;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use qnumeric::fusion::fuse_modules;
 use qnumeric::nn::{Activation, Model, Sequential};
-use qnumeric::ns::{compare_models, CompareOptions};
-use qnumeric::ptq::{prepare, PtqConfig};
+use qnumeric::ns::{CompareOptions, compare_models};
+use qnumeric::ptq::{PtqConfig, prepare};
 
 fn models() -> (Sequential, Sequential, ndarray::ArrayD<f32>) {
     let d = model::Digits::load().expect("digits data");

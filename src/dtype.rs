@@ -126,7 +126,7 @@ impl QDType {
                 return Err(QuantError::Format {
                     op: "QDType::from_name",
                     detail: format!("unknown quantized dtype `{name}`"),
-                })
+                });
             }
         })
     }

@@ -46,7 +46,7 @@ pub trait QFloat:
 }
 
 macro_rules! impl_qfloat_prim {
-    ($t:ty, $name:literal, |$s:ident| $cast:expr, |$m:ident| $cast_mut:expr, |$d:ident| $cast64:expr) => {
+    ($t:ty, $name:literal, |$s:ident| $cast:expr_2021, |$m:ident| $cast_mut:expr_2021, |$d:ident| $cast64:expr_2021) => {
         impl private::Sealed for $t {}
         impl QFloat for $t {
             const NAME: &'static str = $name;
@@ -223,11 +223,7 @@ fn f32_to_bf16_bits(f: f32) -> u16 {
     let x = f.to_bits();
     let rounded = (x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16) as u16;
     let nan = ((x >> 16) | 0x0040) as u16;
-    if f.is_nan() {
-        nan
-    } else {
-        rounded
-    }
+    if f.is_nan() { nan } else { rounded }
 }
 
 #[cfg(test)]

@@ -239,7 +239,9 @@ pub enum QuantError {
         reason: &'static str,
     },
     /// A model without a [`QuantStub`](crate::nn::QuantStub): nothing would be quantized.
-    #[error("{op}: the model has no QuantStub, so nothing would be quantized (see Sequential::with_quant_stubs)")]
+    #[error(
+        "{op}: the model has no QuantStub, so nothing would be quantized (see Sequential::with_quant_stubs)"
+    )]
     NoQuantStub {
         /// The public operation.
         op: &'static str,

@@ -54,7 +54,7 @@
 //! - `serde`: `Serialize`/`Deserialize` on configurations, parameters and reports.
 //! - `safetensors`: load state dicts from `.safetensors` files.
 //!
-//! MSRV: Rust 1.81.
+//! MSRV: Rust 1.85 (edition 2024).
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -86,24 +86,24 @@ pub use dtype::{QDType, QRange};
 pub use element::{QFloat, QInt};
 pub use error::{QuantError, Result};
 pub use kernels::{
-    dequantize, dequantize_into, dequantize_per_channel, dequantize_per_channel_into,
-    fake_quantize, fake_quantize_backward, fake_quantize_backward_into, fake_quantize_inplace,
-    fake_quantize_into, fake_quantize_mask, fake_quantize_per_channel,
-    fake_quantize_per_channel_backward, fake_quantize_per_channel_backward_into,
-    fake_quantize_per_channel_into, find_nan, learnable_fake_quantize,
-    learnable_fake_quantize_backward, learnable_fake_quantize_backward_into,
-    learnable_fake_quantize_into, quantize, quantize_into, quantize_per_channel,
-    quantize_per_channel_into, LearnableGrads, LearnableParams,
+    LearnableGrads, LearnableParams, dequantize, dequantize_into, dequantize_per_channel,
+    dequantize_per_channel_into, fake_quantize, fake_quantize_backward,
+    fake_quantize_backward_into, fake_quantize_inplace, fake_quantize_into, fake_quantize_mask,
+    fake_quantize_per_channel, fake_quantize_per_channel_backward,
+    fake_quantize_per_channel_backward_into, fake_quantize_per_channel_into, find_nan,
+    learnable_fake_quantize, learnable_fake_quantize_backward,
+    learnable_fake_quantize_backward_into, learnable_fake_quantize_into, quantize, quantize_into,
+    quantize_per_channel, quantize_per_channel_into,
 };
-pub use metrics::{cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr, Metric};
+pub use metrics::{Metric, cosine_similarity, max_abs_error, mse, normalized_l2_error, sqnr};
 pub use observers::{
-    compare_calibrators, DynamicObserver, EntropyObserver, FixedQParamsObserver, FloatView,
-    HistogramObserver, MinMaxObserver, MseObserver, Observer, ObserverClone,
-    PerChannelMinMaxObserver, PercentileObserver, StreamingHistogram, UpdateRule,
+    DynamicObserver, EntropyObserver, FixedQParamsObserver, FloatView, HistogramObserver,
+    MinMaxObserver, MseObserver, Observer, ObserverClone, PerChannelMinMaxObserver,
+    PercentileObserver, StreamingHistogram, UpdateRule, compare_calibrators,
 };
 pub use qparams::{
-    choose_dynamic_qparams, AnyQParams, PerChannelQParams, QParams, QScheme, QSpec, RawQParams,
-    ZeroPoints,
+    AnyQParams, PerChannelQParams, QParams, QScheme, QSpec, RawQParams, ZeroPoints,
+    choose_dynamic_qparams,
 };
 pub use tensor::QuantizedTensor;
 
@@ -111,7 +111,7 @@ pub use tensor::QuantizedTensor;
 pub mod prelude {
     #[doc(no_inline)]
     pub use crate::{
-        dequantize, fake_quantize, quantize, sqnr, PerChannelQParams, QDType, QParams, QRange,
-        QScheme, QSpec, QuantError, QuantizedTensor,
+        PerChannelQParams, QDType, QParams, QRange, QScheme, QSpec, QuantError, QuantizedTensor,
+        dequantize, fake_quantize, quantize, sqnr,
     };
 }

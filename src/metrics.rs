@@ -194,7 +194,7 @@ mod avx2 {
         /// Adds one vector of 4 `u` and 4 `v` values to lanes `h*4..h*4+4` of the sums (a
         /// macro, so that the intrinsics are expanded inside the AVX2 functions).
         macro_rules! step {
-            ($acc:ident, $h:literal, $u:expr, $v:expr) => {{
+            ($acc:ident, $h:literal, $u:expr_2021, $v:expr_2021) => {{
                 let (u, v) = ($u, $v);
                 let d = _mm256_sub_pd(u, v);
                 $acc[0][$h] = _mm256_add_pd($acc[0][$h], _mm256_mul_pd(u, u));
@@ -352,11 +352,7 @@ fn mul_pow2(mut v: f64, mut e: i32) -> f64 {
 
 /// The `k` with `a · 2^-k` in `(0.25, 2]` for `a > 0` finite; 0 for `a == 0`.
 fn exponent_of(a: f64) -> i32 {
-    if a > 0.0 {
-        a.log2().ceil() as i32
-    } else {
-        0
-    }
+    if a > 0.0 { a.log2().ceil() as i32 } else { 0 }
 }
 
 /// Moments of finite data with power-of-two scaling: each norm is accumulated with its own

@@ -77,7 +77,7 @@ pub(crate) fn trunc_clamped(t: f32, max: f32) -> u32 {
 pub(crate) fn prefetch_read<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: SSE is part of the x86-64 baseline, and a prefetch does not access memory
         // (it cannot fault, whatever the address).
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
@@ -109,7 +109,7 @@ pub(crate) fn f16_to_f32_hw(src: &[u16], dst: &mut [f32]) -> Option<()> {
     {
         #[target_feature(enable = "avx,f16c")]
         unsafe fn run(src: &[u16], dst: &mut [f32]) {
-            use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
             let n = src.len().min(dst.len());
             let mut i = 0;
             while i + 8 <= n {
@@ -144,8 +144,8 @@ pub(crate) fn f32_to_f16_hw(src: &[f32], dst: &mut [u16]) -> Option<()> {
         #[target_feature(enable = "avx,f16c")]
         unsafe fn run(src: &[f32], dst: &mut [u16]) {
             use std::arch::x86_64::{
-                __m128i, _mm256_cvtps_ph, _mm256_loadu_ps, _mm_storeu_si128,
-                _MM_FROUND_TO_NEAREST_INT,
+                __m128i, _MM_FROUND_TO_NEAREST_INT, _mm_storeu_si128, _mm256_cvtps_ph,
+                _mm256_loadu_ps,
             };
             let n = src.len().min(dst.len());
             let mut i = 0;

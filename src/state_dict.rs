@@ -92,7 +92,7 @@ impl StateDict {
                 other => {
                     return Err(format_err(format!(
                         "{name}: unsupported dtype {other:?} (F32, I32, I64 are)"
-                    )))
+                    )));
                 }
             };
             tensors.insert(name, t);

@@ -96,7 +96,7 @@ pub fn one_digit(
     let idx: Vec<usize> = labels
         .iter()
         .enumerate()
-        .filter(|(_, &l)| l == digit)
+        .filter(|&(_, &l)| l == digit)
         .map(|(i, _)| i)
         .take(n)
         .collect();

@@ -14,15 +14,15 @@
 use std::time::Instant;
 
 use ndarray::Axis;
-use qnumeric::diagnose::{diagnose, DiagnoseOptions, Diagnosis, EvalData, Quantized, Verdict};
+use qnumeric::diagnose::{DiagnoseOptions, Diagnosis, EvalData, Quantized, Verdict, diagnose};
 use qnumeric::fusion::fuse_auto;
 use qnumeric::nn::Model;
-use qnumeric::ptq::{prepare, PtqConfig};
-use qnumeric::{sqnr, QuantError, Result};
+use qnumeric::ptq::{PtqConfig, prepare};
+use qnumeric::{QuantError, Result, sqnr};
 
 mod faults;
 mod model;
-use model::{evaluate, Digits};
+use model::{Digits, evaluate};
 
 /// Shows a long step while it runs, then its duration.
 fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qnumeric::diagnose::{diagnose_report, Thresholds};
-use qnumeric::ns::{compare_dump_files, DEFAULT_JUMP_THRESHOLD_DB};
+use qnumeric::diagnose::{Thresholds, diagnose_report};
+use qnumeric::ns::{DEFAULT_JUMP_THRESHOLD_DB, compare_dump_files};
 
 #[derive(Parser)]
 #[command(

@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::json::{self, exact_f32, int, list, Json};
+use super::json::{self, Json, exact_f32, int, list};
 
 /// A parsed case.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,9 +2,9 @@
 
 use ndarray::ArrayD;
 
-use super::case::{compare_floats, tensor_f32, Case, CaseResult};
-use super::json::{int, Json};
-use crate::fusion::{fuse_conv_bn_weights, fuse_linear_bn_weights, ConvLayout};
+use super::case::{Case, CaseResult, compare_floats, tensor_f32};
+use super::json::{Json, int};
+use crate::fusion::{ConvLayout, fuse_conv_bn_weights, fuse_linear_bn_weights};
 use crate::nn::BatchNormParams;
 
 fn optional_tensor(case: &Case, key: &str) -> CaseResult<Option<ArrayD<f32>>> {

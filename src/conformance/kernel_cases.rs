@@ -3,8 +3,8 @@
 use ndarray::ArrayD;
 
 use super::case::{
-    compare_floats, compare_ints, f32_list, f64_list, int_list, tensor_f32, tensor_i64, Case,
-    CaseResult,
+    Case, CaseResult, compare_floats, compare_ints, f32_list, f64_list, int_list, tensor_f32,
+    tensor_i64,
 };
 use super::json::{exact_f32, int};
 use crate::dtype::{QDType, QRange};
@@ -38,7 +38,7 @@ fn to_storage<Q: QInt>(q: &ArrayD<i64>, dtype: QDType) -> CaseResult<ArrayD<Q>> 
 
 /// Runs `$body` with `$Q` bound to the natural storage type of `$dtype`.
 macro_rules! with_storage {
-    ($dtype:expr, $Q:ident, $body:block) => {
+    ($dtype:expr_2021, $Q:ident, $body:block) => {
         match $dtype {
             QDType::QUInt8 | QDType::QUInt4 => {
                 type $Q = u8;

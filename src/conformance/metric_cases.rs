@@ -1,6 +1,6 @@
 //! Metric cases (`metrics.jsonl`).
 
-use super::case::{compare_floats, tensor_f32, Case, CaseResult};
+use super::case::{Case, CaseResult, compare_floats, tensor_f32};
 use super::json::number;
 use crate::metrics::Metric;
 

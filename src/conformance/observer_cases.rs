@@ -11,7 +11,7 @@
 //! error; its failure reason (when it fails) says `deliberately refused`. Golden case
 //! `observer-400` (`quint8`, `0..=300`) is one.
 
-use super::case::{compare_floats, f64_list, tensor_f32, Case, CaseResult, Tolerance};
+use super::case::{Case, CaseResult, Tolerance, compare_floats, f64_list, tensor_f32};
 use super::json::Json;
 use crate::dtype::{QDType, QRange};
 use crate::error::QuantError;
@@ -207,7 +207,7 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             return Err(format!(
                 "expected a refusal ({}), got parameters",
                 err.as_str().unwrap_or("error")
-            ))
+            ));
         }
         (Ok(v), None) => v,
     };

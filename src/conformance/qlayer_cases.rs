@@ -3,8 +3,8 @@
 
 use ndarray::ArrayD;
 
-use super::case::{compare_ints, f32_list, int_list, tensor_f32, tensor_i64, Case, CaseResult};
-use super::json::{exact_f32, int, Json};
+use super::case::{Case, CaseResult, compare_ints, f32_list, int_list, tensor_f32, tensor_i64};
+use super::json::{Json, exact_f32, int};
 use crate::dtype::QDType;
 use crate::nn::quantized::{Int8Accumulation, QuantizedConv2d, QuantizedLinear};
 use crate::nn::{Activation, ConvGeometry, Module};

@@ -8,7 +8,7 @@ use ndarray::{ArrayD, Axis};
 
 use crate::error::{QuantError, Result};
 use crate::nn::Model;
-use crate::ptq::{prepare, PtqConfig};
+use crate::ptq::{PtqConfig, prepare};
 use crate::qparams::AnyQParams;
 
 /// What the calibration audit flags.
@@ -192,7 +192,7 @@ pub fn audit_calibration<M: Model + Clone>(
         }
         sparse = counts
             .iter()
-            .filter(|(_, &c)| c < thresholds.min_per_class)
+            .filter(|&(_, &c)| c < thresholds.min_per_class)
             .map(|(&k, _)| k)
             .chain(missing.iter().copied())
             .collect();

@@ -78,7 +78,7 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
                     && previous
                         .as_ref()
                         .and_then(|p| p.get(i))
-                        .map_or(true, |&p| p >= t.min_sqnr_db)
+                        .is_none_or(|&p| p >= t.min_sqnr_db)
             })
             .count();
         let fraction_new_below = if n == 0 {

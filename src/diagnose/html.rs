@@ -282,7 +282,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
             .find_map(|l| l.evidence.cumulative.as_ref())
         {
             let (counts, lo, hi) = sample_histogram(&last.sample_sqnr_db, 40);
-            let _ = write!(h, "<h2>Per-sample error at the output</h2><p class=\"muted\">SQNR of each evaluation sample at the last compared layer; worst samples: {:?}</p>", self.worst_samples);
+            let _ = write!(
+                h,
+                "<h2>Per-sample error at the output</h2><p class=\"muted\">SQNR of each evaluation sample at the last compared layer; worst samples: {:?}</p>",
+                self.worst_samples
+            );
             h.push_str(&histogram_svg(&counts, lo, hi, " dB", &[]));
         }
         for l in self.layers.iter().filter(|l| l.verdict != Verdict::Fine) {
@@ -367,7 +371,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
         }
         h.push_str("</table>");
         if let Some(rr) = &self.reduce_range {
-            let _ = write!(h, "<h2>reduce_range, measured</h2><p>{}</p><table><tr><th>reduce_range</th><th>accumulation</th><th>quality</th></tr>", esc(&rr.advice));
+            let _ = write!(
+                h,
+                "<h2>reduce_range, measured</h2><p>{}</p><table><tr><th>reduce_range</th><th>accumulation</th><th>quality</th></tr>",
+                esc(&rr.advice)
+            );
             for r in &rr.rows {
                 let _ = write!(
                     h,

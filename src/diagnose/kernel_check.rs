@@ -553,13 +553,13 @@ impl KernelCheck {
                     .iter()
                     .zip(&r)
                     .enumerate()
-                    .max_by_key(|(i, (&a, &b))| (a.abs_diff(b), std::cmp::Reverse(*i)))
+                    .max_by_key(|&(ref i, (&a, &b))| (a.abs_diff(b), std::cmp::Reverse(*i)))
                 {
                     let d = u32::from(kv.abs_diff(rv));
                     let better = report
                         .worst
                         .as_ref()
-                        .map_or(true, |w| d > u32::from(w.kernel.abs_diff(w.reference)));
+                        .is_none_or(|w| d > u32::from(w.kernel.abs_diff(w.reference)));
                     if d > 0 && better {
                         report.worst = Some(WorstCase {
                             kind,

@@ -19,8 +19,8 @@ mod session;
 mod variants;
 mod verdict;
 
-pub use audit::{audit_calibration, AuditThresholds, CalibrationAudit, ObserverConvergence};
-pub use dumps::{diagnose_report, ReportDiagnosis, ReportLayer};
+pub use audit::{AuditThresholds, CalibrationAudit, ObserverConvergence, audit_calibration};
+pub use dumps::{ReportDiagnosis, ReportLayer, diagnose_report};
 pub use html::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
@@ -29,10 +29,10 @@ pub use kernel_check::{
 pub use precision::{Precision, RoundedLayer};
 pub use session::Diagnoser;
 pub use variants::{
-    observer_sweep, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, ReduceRangeRow,
-    Sensitivity, SensitivityRow,
+    Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, ReduceRangeRow, Sensitivity,
+    SensitivityRow, observer_sweep,
 };
 pub use verdict::{
-    diagnose, DiagnoseOptions, Diagnosis, LayerDiagnosis, LayerEvidence, Quantized, Remedy,
-    RemedyDepth, SampleEvidence, Thresholds, Verdict,
+    DiagnoseOptions, Diagnosis, LayerDiagnosis, LayerEvidence, Quantized, Remedy, RemedyDepth,
+    SampleEvidence, Thresholds, Verdict, diagnose,
 };

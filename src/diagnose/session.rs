@@ -3,11 +3,11 @@
 
 use ndarray::ArrayD;
 
-use super::variants::{
-    candidate_observers, dynamic_of, mixed_plan_of, per_channel_weights, reduce_range_of,
-    sensitivity_of, Bench, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, Sensitivity,
-};
 use super::Precision;
+use super::variants::{
+    Bench, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, Sensitivity, candidate_observers,
+    dynamic_of, mixed_plan_of, per_channel_weights, reduce_range_of, sensitivity_of,
+};
 use crate::error::Result;
 use crate::nn::Model;
 use crate::observers::CalibratorComparison;

@@ -11,13 +11,13 @@ use crate::classify::accuracy;
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
 use crate::metrics::sqnr;
-use crate::nn::quantized::{x86_engine_accumulation, Int8Accumulation};
+use crate::nn::quantized::{Int8Accumulation, x86_engine_accumulation};
 use crate::nn::{Activation, LayerHook, Model, Module};
 use crate::observers::{
-    compare_calibrators, CalibratorComparison, EntropyObserver, HistogramObserver, MinMaxObserver,
-    MseObserver, Observer, PerChannelMinMaxObserver, PercentileObserver,
+    CalibratorComparison, EntropyObserver, HistogramObserver, MinMaxObserver, MseObserver,
+    Observer, PerChannelMinMaxObserver, PercentileObserver, compare_calibrators,
 };
-use crate::ptq::{prepare, quantize_dynamic, LayerPlan, PtqConfig, QConfig};
+use crate::ptq::{LayerPlan, PtqConfig, QConfig, prepare, quantize_dynamic};
 use crate::qparams::{QScheme, QSpec};
 
 /// The data a diagnosis measures on: inputs (sample axis first) and, for classifiers, labels.
@@ -253,7 +253,7 @@ pub struct Budget {
 
 impl Budget {
     fn met(&self, q: &Quality, float: &Quality) -> bool {
-        let sqnr_ok = self.min_sqnr_db.map_or(true, |t| q.sqnr_db >= t);
+        let sqnr_ok = self.min_sqnr_db.is_none_or(|t| q.sqnr_db >= t);
         let acc_ok = match (self.max_accuracy_drop, q.accuracy, float.accuracy) {
             (Some(d), Some(a), Some(f)) => f - a <= d + 1e-12,
             _ => true,

@@ -5,12 +5,12 @@ use std::fmt;
 
 use ndarray::{ArrayD, Axis};
 
-use super::audit::{audit_calibration, AuditThresholds, CalibrationAudit};
+use super::Precision;
+use super::audit::{AuditThresholds, CalibrationAudit, audit_calibration};
 use super::html::ActivationHistogram;
 use super::kernel_check::{DiffStats, KernelTolerance};
 use super::session::Diagnoser;
-use super::variants::{layer_activations, EvalData, Quality, ReduceRangeCost};
-use super::Precision;
+use super::variants::{EvalData, Quality, ReduceRangeCost, layer_activations};
 use crate::error::Result;
 use crate::nn::{Activation, LayerHook, LayerRole, Model, Module, WeightedKind};
 use crate::ns::{CompareOptions, ModelComparator, NsReport, OutputComparison};
@@ -546,7 +546,10 @@ fn remedies<M: Model + Clone>(
             None
         };
         push(
-            format!("fix the int8 kernel of `{}` (report it to the kernel's author); keep the layer in fp32 meanwhile", l.name),
+            format!(
+                "fix the int8 kernel of `{}` (report it to the kernel's author); keep the layer in fp32 meanwhile",
+                l.name
+            ),
             Some(&l.name),
             q,
             l.reasons.first().cloned().unwrap_or_default(),

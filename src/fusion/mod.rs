@@ -50,5 +50,5 @@
 mod modules;
 mod weights;
 
-pub use modules::{fuse_auto, fuse_modules, FusedGroup, FusionPattern};
-pub use weights::{fuse_conv_bn_weights, fuse_linear_bn_weights, ConvLayout};
+pub use modules::{FusedGroup, FusionPattern, fuse_auto, fuse_modules};
+pub use weights::{ConvLayout, fuse_conv_bn_weights, fuse_linear_bn_weights};

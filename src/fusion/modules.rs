@@ -1,6 +1,6 @@
 //! Fusing named groups of layers of any [`Model`]: [`fuse_modules`] and [`fuse_auto`].
 
-use super::weights::{fuse_conv_bn_weights, fuse_linear_bn_weights, ConvLayout};
+use super::weights::{ConvLayout, fuse_conv_bn_weights, fuse_linear_bn_weights};
 use crate::error::{QuantError, Result};
 use crate::nn::{
     BatchNorm, Identity, LayerRole, Model, Module, WeightedCore, WeightedKind, WeightedLayer,
@@ -71,7 +71,7 @@ fn group_of<'a>(layers: &[&'a dyn Module]) -> Option<Group<'a>> {
         (WeightedKind::Conv { spatial_dims, .. }, Some(bn))
             if bn.spatial_dims() != spatial_dims =>
         {
-            return None
+            return None;
         }
         (WeightedKind::Linear, _) => false,
         (WeightedKind::Conv { .. }, _) => true,

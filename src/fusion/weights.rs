@@ -109,8 +109,7 @@ pub fn fuse_conv_bn_weights(
                 op: OP,
                 what: "groups",
                 value: groups as f64,
-                reason:
-                    "must divide the input channels (weight.shape[0]) of a transposed convolution",
+                reason: "must divide the input channels (weight.shape[0]) of a transposed convolution",
             });
         }
         shape[1] * groups

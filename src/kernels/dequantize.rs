@@ -8,7 +8,7 @@ use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
 use super::checks::{ints_in_range, same_shape};
 use super::layout::{
-    drive, drive_per_channel, drive_per_channel_arrays, rows_to_float, run_to_float, ChannelArrays,
+    ChannelArrays, drive, drive_per_channel, drive_per_channel_arrays, rows_to_float, run_to_float,
 };
 use super::ops::FloatZpOp;
 

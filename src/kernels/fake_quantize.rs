@@ -7,14 +7,14 @@ use crate::element::QFloat;
 use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
-use super::checks::{no_nan, same_shape, NanFlag};
+use super::checks::{NanFlag, no_nan, same_shape};
 use super::layout::{
-    drive, drive2, drive2_per_channel, drive_inplace, drive_per_channel, drive_per_channel_arrays,
-    rows_float, run_float, run_float_inplace, run_from_float, run_mask_select, ChannelArrays,
+    ChannelArrays, drive, drive_inplace, drive_per_channel, drive_per_channel_arrays, drive2,
+    drive2_per_channel, rows_float, run_float, run_float_inplace, run_from_float, run_mask_select,
 };
 use super::ops::{
-    fake_quantize_mask_narrow, fake_quantize_narrow, fake_quantize_narrow_zp, FakeQuantOp,
-    FloatZpOp,
+    FakeQuantOp, FloatZpOp, fake_quantize_mask_narrow, fake_quantize_narrow,
+    fake_quantize_narrow_zp,
 };
 
 /// Fake-quantizes `x` per tensor into a new array.

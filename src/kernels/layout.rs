@@ -12,7 +12,7 @@
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use crate::element::QFloat;
-use crate::parallel::{chunks2, chunks3, chunks_mut, CHUNK};
+use crate::parallel::{CHUNK, chunks_mut, chunks2, chunks3};
 use crate::simd::dispatched;
 
 /// Elements per conversion block (fits comfortably in L1 as f32).

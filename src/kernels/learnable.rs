@@ -6,7 +6,7 @@ use ndarray::{Array, ArrayRef, Dimension, Zip};
 use crate::dtype::QRange;
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
-use crate::qparams::{check_scale, QParams};
+use crate::qparams::{QParams, check_scale};
 
 use super::checks::{no_nan, same_shape};
 use super::fake_quantize::{fake_quantize, fake_quantize_into};
@@ -61,7 +61,8 @@ impl LearnableParams {
                 op,
                 quant_min: self.quant_min,
                 quant_max: self.quant_max,
-                dtype: QRange::for_fake_quant(self.quant_min.min(0), self.quant_max.max(1))?.dtype(),
+                dtype: QRange::for_fake_quant(self.quant_min.min(0), self.quant_max.max(1))?
+                    .dtype(),
                 reason: "learnable fake quantization needs quant_min <= 0 <= quant_max and quant_min < quant_max",
             });
         }

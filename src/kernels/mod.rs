@@ -55,8 +55,7 @@ pub use fake_quantize::{
     fake_quantize_per_channel_into,
 };
 pub use learnable::{
-    learnable_fake_quantize, learnable_fake_quantize_backward,
-    learnable_fake_quantize_backward_into, learnable_fake_quantize_into, LearnableGrads,
-    LearnableParams,
+    LearnableGrads, LearnableParams, learnable_fake_quantize, learnable_fake_quantize_backward,
+    learnable_fake_quantize_backward_into, learnable_fake_quantize_into,
 };
 pub use quantize::{quantize, quantize_into, quantize_per_channel, quantize_per_channel_into};

@@ -75,11 +75,7 @@ impl QuantizeOp {
 #[inline(always)]
 pub(crate) fn clamp(t: f32, lo: f32, hi: f32) -> f32 {
     let t = if t > lo { t } else { lo };
-    if t < hi {
-        t
-    } else {
-        hi
-    }
+    if t < hi { t } else { hi }
 }
 
 /// Narrow quantize of one element (bounds `lo`, `hi` relative to the zero point, within
@@ -101,11 +97,7 @@ pub(crate) fn quantize_narrow(x: f32, inv: f32, lo: f32, hi: f32, zp: i32) -> i3
 pub(crate) fn quantize_narrow_zp(x: f32, inv: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
     let r = quantize_narrow_zp_level(x, inv, zp);
     let r = if r > qmin { r } else { qmin };
-    if r < qmax {
-        r
-    } else {
-        qmax
-    }
+    if r < qmax { r } else { qmax }
 }
 
 /// Narrow fake-quantize of one element: the level relative to the zero point is rounded after

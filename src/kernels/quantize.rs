@@ -2,17 +2,17 @@
 
 use ndarray::{Array, ArrayRef, Dimension};
 
-use crate::element::{saturate, QFloat, QInt};
+use crate::element::{QFloat, QInt, saturate};
 use crate::error::Result;
 use crate::qparams::{PerChannelQParams, QParams, ZeroPoints};
 
-use super::checks::{same_shape, storage_holds, NanFlag};
+use super::checks::{NanFlag, same_shape, storage_holds};
 use super::layout::{
-    drive, drive_per_channel, drive_per_channel_arrays, rows_from_float, run_from_float,
-    ChannelArrays,
+    ChannelArrays, drive, drive_per_channel, drive_per_channel_arrays, rows_from_float,
+    run_from_float,
 };
 use super::ops::{
-    quantize_narrow, quantize_narrow_zp, quantize_narrow_zp_level, FloatZpOp, QuantizeOp,
+    FloatZpOp, QuantizeOp, quantize_narrow, quantize_narrow_zp, quantize_narrow_zp_level,
 };
 
 /// Quantizes `x` per tensor into a new array.

@@ -2,7 +2,7 @@
 //! the float path (im2col + a matrix product through `matrixmultiply`), [`Conv2d`] and
 //! [`Conv1d`] (a view of a height-1 [`Conv2d`]).
 
-use ndarray::{linalg::general_mat_mul, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn, linalg::general_mat_mul};
 
 use super::quantized::{Int8Accumulation, QuantizedConv1d, QuantizedConv2d};
 use super::weighted::finish_rows;

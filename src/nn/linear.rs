@@ -1,6 +1,6 @@
 //! [`Linear`]: the fully connected layer (`Linear` / `LinearReLU`).
 
-use ndarray::{linalg::general_mat_mul, ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn, linalg::general_mat_mul};
 
 use super::conv::for_each_block;
 use super::quantized::{Int8Accumulation, QuantizedLinear};

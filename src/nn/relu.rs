@@ -42,13 +42,9 @@ impl Module for ReLU6 {
 
     fn forward(&self, x: &Activation) -> Result<Activation> {
         match x {
-            Activation::Float(a) => Ok(Activation::Float(a.mapv(|v| {
-                if v.is_nan() {
-                    v
-                } else {
-                    v.clamp(0.0, 6.0)
-                }
-            }))),
+            Activation::Float(a) => Ok(Activation::Float(
+                a.mapv(|v| if v.is_nan() { v } else { v.clamp(0.0, 6.0) }),
+            )),
             Activation::Quantized(q) => {
                 let qp = q.need_per_tensor("ReLU6::forward")?;
                 let six: ndarray::Array1<u8> = kernels::quantize(&ndarray::arr1(&[6.0f32]), qp)?;

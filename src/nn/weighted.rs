@@ -129,11 +129,7 @@ pub(crate) fn check_bias(
 /// `max(v, 0)`; NaN propagates, as `torch.relu` does.
 #[inline]
 pub(crate) fn relu_f32(v: f32) -> f32 {
-    if v < 0.0 {
-        0.0
-    } else {
-        v
-    }
+    if v < 0.0 { 0.0 } else { v }
 }
 
 /// Adds the bias (channel `c` of `rows` each `inner` long, channel = row % channels) and

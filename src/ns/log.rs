@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayRef, ArrayViewD, CowArray, Dimension, IxDyn};
 
-use super::stats::{rename, ErrorStats, OutputComparison};
+use super::stats::{ErrorStats, OutputComparison, rename};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 use crate::nn::Activation;

@@ -98,11 +98,11 @@ mod weights;
 
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
-pub use dump::{compare_dump_files, compare_dumps, DumpComparison, OrderSource, SkippedTensor};
+pub use dump::{DumpComparison, OrderSource, SkippedTensor, compare_dump_files, compare_dumps};
 pub use log::{
-    per_batch, ComparisonFactory, CustomComparison, LogMode, NumericLog, PerBatch, StoredBatch,
+    ComparisonFactory, CustomComparison, LogMode, NumericLog, PerBatch, StoredBatch, per_batch,
 };
-pub use model::{compare_models, CompareOptions, LayerFilter, ModelComparator};
-pub use report::{Comparison, Jump, LayerReport, NsReport, DEFAULT_JUMP_THRESHOLD_DB};
-pub use stats::{ErrorStats, OutputComparison, SampleStats, ROUNDING_FLOOR_QUANTA};
-pub use weights::{compare_weight_tensors, compare_weights, ChannelWeight, WeightComparison};
+pub use model::{CompareOptions, LayerFilter, ModelComparator, compare_models};
+pub use report::{Comparison, DEFAULT_JUMP_THRESHOLD_DB, Jump, LayerReport, NsReport};
+pub use stats::{ErrorStats, OutputComparison, ROUNDING_FLOOR_QUANTA, SampleStats};
+pub use weights::{ChannelWeight, WeightComparison, compare_weight_tensors, compare_weights};

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::log::{ComparisonFactory, LogMode, NumericLog};
-use super::report::{check_threshold, NsReport, DEFAULT_JUMP_THRESHOLD_DB};
+use super::report::{DEFAULT_JUMP_THRESHOLD_DB, NsReport, check_threshold};
 use super::weights::compare_weights;
 use crate::error::{QuantError, Result};
 use crate::nn::{Activation, LayerHook, LayerRole, Model, Module};

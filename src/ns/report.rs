@@ -221,7 +221,7 @@ impl NsReport {
             for l in &self.layers {
                 let lossy = |d: &f64| !d.is_nan() && *d != f64::INFINITY;
                 if let Some(db) = l.sqnr_db(which).filter(lossy) {
-                    if best.map_or(true, |(_, b)| db < b) {
+                    if best.is_none_or(|(_, b)| db < b) {
                         best = Some((l, db));
                     }
                 }
@@ -247,7 +247,7 @@ impl NsReport {
             }
             if best
                 .as_ref()
-                .map_or(true, |j| drop > j.drop_db.unwrap_or(0.0))
+                .is_none_or(|j| drop > j.drop_db.unwrap_or(0.0))
             {
                 best = Some(Jump {
                     layer: name.to_string(),
@@ -668,11 +668,12 @@ mod tests {
         assert!(text.contains("largest drop: c, 30.00 dB below b"), "{text}");
         let csv = r.to_csv();
         assert_eq!(csv.lines().count(), 5);
-        assert!(csv
-            .lines()
-            .nth(1)
-            .expect("row")
-            .starts_with("a,,cumulative,"));
+        assert!(
+            csv.lines()
+                .nth(1)
+                .expect("row")
+                .starts_with("a,,cumulative,")
+        );
     }
 
     #[test]

@@ -531,7 +531,7 @@ pub(crate) fn rename(e: QuantError, op: &'static str) -> QuantError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, ArrayD, IxDyn};
+    use ndarray::{ArrayD, IxDyn, array};
 
     #[test]
     fn one_batch_matches_the_definitions() {

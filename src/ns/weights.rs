@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayRef, Axis, Dimension};
 
-use super::stats::{rename, ErrorStats};
+use super::stats::{ErrorStats, rename};
 use crate::error::Result;
 use crate::nn::Model;
 
@@ -159,7 +159,7 @@ mod tests {
     use super::*;
     use crate::error::QuantError;
 
-    use ndarray::{array, Array0};
+    use ndarray::{Array0, array};
 
     #[test]
     fn errors_name_compare_weights() {

@@ -75,7 +75,7 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
     let sq: f64 = q.iter().sum();
     p.iter()
         .zip(q)
-        .filter(|(&a, _)| a > 0.0)
+        .filter(|&(&a, _)| a > 0.0)
         .map(|(&a, &b)| {
             let a = a / sp;
             a * (a / (b / sq)).ln()

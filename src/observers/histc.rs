@@ -504,7 +504,7 @@ mod avx2 {
         b: &Binning,
         counts: &mut [u32],
     ) -> bool {
-        super::count_all::<CHECK, _>(xs, &Avx2Binning::new(b), counts)
+        unsafe { super::count_all::<CHECK, _>(xs, &Avx2Binning::new(b), counts) }
     }
 
     /// [`super::count_all`] with the portable step `ix` compiled for AVX2 and FMA, if the CPU
@@ -540,16 +540,18 @@ mod avx2 {
         o: &mut [u32; 8],
         out: &mut __m256,
     ) {
-        let x = _mm256_loadu_ps(v.as_ptr());
-        if CHECK {
-            // Unordered compares: NaN counts as outside.
-            let below = _mm256_cmp_ps::<_CMP_NGE_UQ>(x, ix.lo);
-            let above = _mm256_cmp_ps::<_CMP_NLE_UQ>(x, ix.hi);
-            *out = _mm256_or_ps(*out, _mm256_or_ps(below, above));
+        unsafe {
+            let x = _mm256_loadu_ps(v.as_ptr());
+            if CHECK {
+                // Unordered compares: NaN counts as outside.
+                let below = _mm256_cmp_ps::<_CMP_NGE_UQ>(x, ix.lo);
+                let above = _mm256_cmp_ps::<_CMP_NLE_UQ>(x, ix.hi);
+                *out = _mm256_or_ps(*out, _mm256_or_ps(below, above));
+            }
+            let t = _mm256_div_ps(_mm256_mul_ps(_mm256_sub_ps(x, ix.lo), ix.nb), ix.width);
+            let t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), ix.last);
+            _mm256_storeu_si256(o.as_mut_ptr().cast(), _mm256_cvttps_epi32(t));
         }
-        let t = _mm256_div_ps(_mm256_mul_ps(_mm256_sub_ps(x, ix.lo), ix.nb), ix.width);
-        let t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), ix.last);
-        _mm256_storeu_si256(o.as_mut_ptr().cast(), _mm256_cvttps_epi32(t));
     }
 
     impl Index8 for Avx2Binning {

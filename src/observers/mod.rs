@@ -57,7 +57,7 @@ pub(crate) mod reduce;
 mod streaming;
 mod view;
 
-pub use compare::{compare_calibrators, CalibratorComparison, CalibratorResult};
+pub use compare::{CalibratorComparison, CalibratorResult, compare_calibrators};
 pub use dynamic::DynamicObserver;
 pub use entropy::EntropyObserver;
 pub use fixed::FixedQParamsObserver;

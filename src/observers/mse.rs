@@ -101,7 +101,7 @@ impl MseObserver {
                 }
                 other => other?,
             };
-            if best.map_or(true, |(b, _)| e < b) {
+            if best.is_none_or(|(b, _)| e < b) {
                 best = Some((e, r));
             }
         }

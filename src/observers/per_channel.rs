@@ -1,10 +1,10 @@
 //! Per-channel min/max observer: [`PerChannelMinMaxObserver`], running or moving average.
 
-use super::minmax::{ops, Ops, UpdateRule};
+use super::minmax::{Ops, UpdateRule, ops};
 use super::reduce::{channel_min_max_view, check_spec, float_zero_points, incompatible};
 use super::{FloatView, Observer};
 use crate::error::{QuantError, Result};
-use crate::qparams::{resolve_axis, AnyQParams, PerChannelQParams, QSpec, ZeroPoints};
+use crate::qparams::{AnyQParams, PerChannelQParams, QSpec, ZeroPoints, resolve_axis};
 
 /// Per-channel parameters from per-channel `(min, max)` lists.
 pub(crate) fn per_channel_qparams(

@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayViewD, Axis};
 
-use super::view::{for_each_block, non_finite_error, FloatView, BLOCK};
+use super::view::{BLOCK, FloatView, for_each_block, non_finite_error};
 use crate::dtype::QDType;
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
@@ -12,7 +12,7 @@ use crate::qparams::{QScheme, QSpec};
 /// Runs `$body` with `$v` bound to the typed view inside a [`FloatView`] (one
 /// monomorphised copy per element type).
 macro_rules! with_view {
-    ($x:expr, |$v:ident| $body:expr) => {
+    ($x:expr_2021, |$v:ident| $body:expr_2021) => {
         match $x {
             $crate::observers::FloatView::F32($v) => $body,
             $crate::observers::FloatView::F64($v) => $body,

@@ -1,10 +1,10 @@
 //! [`StreamingHistogram`]: the mergeable histogram behind the percentile, entropy and MSE
 //! calibrators.
 
+use super::FloatView;
 use super::histc::{sign_split_counts, sign_split_slot};
 use super::reduce::{min_max_view, with_view};
 use super::view::for_each_block;
-use super::FloatView;
 use crate::error::{QuantError, Result};
 
 /// A histogram of `|x|` split by sign, over `[0, 2^e]` with `bins` equal bins, where `e` is
@@ -267,14 +267,14 @@ impl StreamingHistogram {
             .iter()
             .enumerate()
             .rev()
-            .filter(|(_, &c)| c > 0)
+            .filter(|&(_, &c)| c > 0)
             .map(|(i, &c)| (-(i as f64 + 0.5) * w, c))
             .collect();
         out.extend(
             self.pos
                 .iter()
                 .enumerate()
-                .filter(|(_, &c)| c > 0)
+                .filter(|&(_, &c)| c > 0)
                 .map(|(i, &c)| ((i as f64 + 0.5) * w, c)),
         );
         out

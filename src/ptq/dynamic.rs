@@ -1,7 +1,7 @@
 //! [`quantize_dynamic`]: PyTorch's dynamic quantization of linear layers.
 
-use super::prepare::quantized_weight;
 use super::PtqConfig;
+use super::prepare::quantized_weight;
 use crate::error::Result;
 use crate::nn::quantized::DynamicQuantizedLinear;
 use crate::nn::{LayerRole, Model, Module, WeightedKind};

@@ -59,4 +59,4 @@ mod prepare;
 pub use config::{LayerOverride, PtqConfig, QConfig};
 pub use dynamic::quantize_dynamic;
 pub use island::FloatIsland;
-pub use prepare::{prepare, LayerPlan, Prepared};
+pub use prepare::{LayerPlan, Prepared, prepare};

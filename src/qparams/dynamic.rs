@@ -1,6 +1,6 @@
 //! fbgemm's choice of parameters for a dynamically quantized activation.
 
-use super::{check_min_max, QParams};
+use super::{QParams, check_min_max};
 use crate::dtype::QDType;
 use crate::error::Result;
 

@@ -84,7 +84,7 @@ impl QScheme {
                 return Err(QuantError::Format {
                     op: "QScheme::from_name",
                     detail: format!("unknown qscheme `{name}`"),
-                })
+                });
             }
         })
     }

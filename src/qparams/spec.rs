@@ -1,6 +1,6 @@
 //! [`QSpec`]: how parameters are chosen from a range (PyTorch's `_calculate_qparams`).
 
-use super::{check_min_max, QScheme};
+use super::{QScheme, check_min_max};
 use crate::dtype::{QDType, QRange};
 use crate::error::{QuantError, Result};
 
@@ -371,7 +371,7 @@ impl TryFrom<SpecArgs> for QSpec {
                 return Err(QuantError::Format {
                     op: "QSpec::deserialize",
                     detail: "quant_min and quant_max must be given together".into(),
-                })
+                });
             }
         }
         if a.reduce_range {

@@ -175,7 +175,7 @@ fn percentile_symmetric_tail_clips_outliers_only() {
     // the upper edge of the bin holding 1.0, 17·0.0625 = 1.0625; the low end is the observed
     // min 0.001 (the range is clamped to the data).
     let mut v: Vec<f32> = (1..=1000).map(|i| i as f32 / 1000.0).collect();
-    v.extend(std::iter::repeat(100.0).take(10));
+    v.extend(std::iter::repeat_n(100.0, 10));
     let x = Array1::from(v).into_dyn();
     let mut sym =
         PercentileObserver::new(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8), 99.0)
@@ -188,7 +188,7 @@ fn percentile_symmetric_tail_clips_outliers_only() {
 fn percentile_100_is_the_observed_range() {
     // Same data: p = 100 keeps everything, the observed [0.001, 100].
     let mut v: Vec<f32> = (1..=1000).map(|i| i as f32 / 1000.0).collect();
-    v.extend(std::iter::repeat(100.0).take(10));
+    v.extend(std::iter::repeat_n(100.0, 10));
     let x = Array1::from(v).into_dyn();
     let mut full =
         PercentileObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8), 100.0)

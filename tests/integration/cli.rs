@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ndarray::{ArrayD, Axis, IxDyn};
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qnumeric"))
@@ -380,9 +380,11 @@ fn diagnose_dumps_of_the_healthy_digits_model_gives_no_verdict() {
     assert_eq!(j["worst_samples"].as_array().map(Vec::len), Some(10));
     let layers = j["layers"].as_array().expect("layers");
     assert_eq!(layers[0]["name"], "quant");
-    assert!(layers
-        .iter()
-        .all(|l| l["verdict"] == "fine" && l["evidence"]["sqnr_db"].is_number()));
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["verdict"] == "fine" && l["evidence"]["sqnr_db"].is_number())
+    );
     let text = run(&["diagnose", s(&f), s(&q)]);
     assert!(
         stdout(&text).starts_with("verdict: fine"),

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use qnumeric::conformance::{run_file, run_str, Report};
+use qnumeric::conformance::{Report, run_file, run_str};
 
 fn golden_files() -> Vec<PathBuf> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden"]

@@ -178,17 +178,19 @@ fn kernel_errors_and_wrong_shapes_are_failed_cases() {
         r.verdict(&KernelTolerance::default()),
         KernelVerdict::Mismatch
     );
-    assert!(r
-        .first_failure
-        .as_deref()
-        .is_some_and(|s| s.contains("mine")));
+    assert!(
+        r.first_failure
+            .as_deref()
+            .is_some_and(|s| s.contains("mine"))
+    );
     let r = KernelCheck::new(KernelOp::Add)
         .run(|_| Ok(ArrayD::zeros(IxDyn(&[0]))))
         .expect("check");
-    assert!(r
-        .first_failure
-        .as_deref()
-        .is_some_and(|s| s.contains("shape")));
+    assert!(
+        r.first_failure
+            .as_deref()
+            .is_some_and(|s| s.contains("shape"))
+    );
 }
 
 #[test]
@@ -215,10 +217,11 @@ fn real_inputs_are_checked_and_seeds_are_deterministic() {
     let a = check.run(zero_point_off_by_one).expect("a");
     let b = check.run(zero_point_off_by_one).expect("b");
     assert_eq!(a, b);
-    assert!(a
-        .by_kind
-        .iter()
-        .any(|(k, s)| *k == CaseKind::Real && s.values > 0));
+    assert!(
+        a.by_kind
+            .iter()
+            .any(|(k, s)| *k == CaseKind::Real && s.values > 0)
+    );
     let c = KernelCheck::new(KernelOp::Linear)
         .seed(4)
         .run(zero_point_off_by_one)
@@ -233,7 +236,7 @@ use crate::model;
 #[cfg(feature = "safetensors")]
 mod audit {
     use super::*;
-    use qnumeric::diagnose::{audit_calibration, AuditThresholds};
+    use qnumeric::diagnose::{AuditThresholds, audit_calibration};
     use qnumeric::ptq::PtqConfig;
 
     use super::model;
@@ -245,7 +248,7 @@ mod audit {
             .calib_y
             .iter()
             .enumerate()
-            .filter(|(_, &l)| l == 1)
+            .filter(|&(_, &l)| l == 1)
             .map(|(i, _)| i)
             .take(10)
             .collect();
@@ -329,8 +332,8 @@ mod measured {
     use super::model;
     use qnumeric::diagnose::{Budget, Diagnoser, EvalData, Precision};
     use qnumeric::fusion::fuse_auto;
-    use qnumeric::nn::quantized::Int8Accumulation;
     use qnumeric::nn::Sequential;
+    use qnumeric::nn::quantized::Int8Accumulation;
 
     fn fused() -> (model::Digits, Sequential) {
         let d = model::Digits::load().expect("digits");
@@ -404,11 +407,11 @@ use crate::faults;
 mod verdicts {
     use super::{faults, model};
     use qnumeric::diagnose::{
-        diagnose, DiagnoseOptions, Diagnosis, EvalData, Quantized, RemedyDepth, Verdict,
+        DiagnoseOptions, Diagnosis, EvalData, Quantized, RemedyDepth, Verdict, diagnose,
     };
     use qnumeric::fusion::fuse_auto;
     use qnumeric::nn::Sequential;
-    use qnumeric::ptq::{prepare, PtqConfig};
+    use qnumeric::ptq::{PtqConfig, prepare};
 
     fn fused(d: &model::Digits) -> Sequential {
         let mut m = d.model.clone();

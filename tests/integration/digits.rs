@@ -5,15 +5,15 @@
 use std::sync::OnceLock;
 
 use ndarray::ArrayD;
-use qnumeric::fusion::{fuse_auto, fuse_modules, FusionPattern};
+use qnumeric::fusion::{FusionPattern, fuse_auto, fuse_modules};
 use qnumeric::nn::quantized::{Mismatch, QuantizedConv2d, QuantizedLinear};
 use qnumeric::nn::{Activation, Model, Module, Sequential};
-use qnumeric::ptq::{prepare, PtqConfig};
+use qnumeric::ptq::{PtqConfig, prepare};
 use qnumeric::state_dict::StateDict;
 
 use crate::model;
 use model::digits_cnn;
-use qnumeric::{sqnr, QuantError};
+use qnumeric::{QuantError, sqnr};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
 
@@ -86,7 +86,7 @@ fn accuracy(logits: &ArrayD<f32>) -> f64 {
         .expect("2-D logits");
     let pred = qnumeric::classify::argmax_rows(&l2).expect("argmax");
     let y = &digits().test_y;
-    pred.iter().zip(y).filter(|(&p, &l)| p as i32 == l).count() as f64 / y.len() as f64
+    pred.iter().zip(y).filter(|&(&p, &l)| p as i32 == l).count() as f64 / y.len() as f64
 }
 
 #[test]

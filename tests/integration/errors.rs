@@ -1,6 +1,6 @@
 //! Every error path of the core types and kernels, and "nothing written on error".
 
-use ndarray::{array, Array1, Array2};
+use ndarray::{Array1, Array2, array};
 use qnumeric::*;
 
 #[test]

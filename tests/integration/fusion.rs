@@ -2,15 +2,15 @@
 //! grouped transposed), module fusion by names and automatic, and every fusion error.
 
 use ndarray::{ArrayD, IxDyn};
+use qnumeric::QuantError;
 use qnumeric::fusion::{
-    fuse_auto, fuse_conv_bn_weights, fuse_linear_bn_weights, fuse_modules, ConvLayout,
-    FusionPattern,
+    ConvLayout, FusionPattern, fuse_auto, fuse_conv_bn_weights, fuse_linear_bn_weights,
+    fuse_modules,
 };
 use qnumeric::nn::{
     Activation, BatchNorm, BatchNormParams, Conv1d, Conv2d, ConvGeometry, ConvGeometry1d, Flatten,
     Linear, Model, Module, ReLU, Sequential,
 };
-use qnumeric::QuantError;
 
 struct Lcg(u64);
 

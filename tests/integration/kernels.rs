@@ -1,7 +1,7 @@
 //! Kernel behaviour: PyTorch spec examples, every error path, float types, layouts.
 
 use half::{bf16, f16};
-use ndarray::{array, Array1, Array2, Array3, ArrayD, Axis, IxDyn};
+use ndarray::{Array1, Array2, Array3, ArrayD, Axis, IxDyn, array};
 use qnumeric::kernels::reference;
 use qnumeric::*;
 

@@ -3,7 +3,7 @@
 //! term by term) unless a comment names another source.
 
 use half::{bf16, f16};
-use ndarray::{array, Array1, Array2};
+use ndarray::{Array1, Array2, array};
 use qnumeric::*;
 
 type R = qnumeric::Result<()>;

@@ -1,14 +1,14 @@
 //! Float layers, the sequential container, a caller's own graph through the `Model` trait
 //! (prepared, calibrated and converted by PTQ), and every error path of `nn` and `ptq`.
 
-use ndarray::{arr1, arr2, ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn, arr1, arr2};
 use qnumeric::nn::quantized::{Quantize, QuantizedAdd};
 use qnumeric::nn::{
     Activation, Add, AvgPool2d, BatchNorm, BatchNormParams, Conv1d, Conv2d, ConvGeometry,
     ConvGeometry1d, DeQuantStub, Flatten, Identity, LayerHook, Linear, MaxPool2d, Model, Module,
     QuantStub, ReLU, ReLU6, Sequential,
 };
-use qnumeric::ptq::{prepare, quantize_dynamic, LayerPlan, PtqConfig, QConfig};
+use qnumeric::ptq::{LayerPlan, PtqConfig, QConfig, prepare, quantize_dynamic};
 use qnumeric::{QDType, QParams, QuantError, QuantizedTensor, Result};
 
 fn f(a: ArrayD<f32>) -> Activation {
@@ -526,16 +526,18 @@ fn ptq_on_a_callers_graph() {
     assert_eq!(prepared.batches(), 1);
     assert!(prepared.observer("fc1").is_some() && prepared.observer("dequant").is_none());
     let int8 = prepared.convert().expect("convert");
-    assert!(int8
-        .layer("add")
-        .expect("add")
-        .as_any()
-        .is::<QuantizedAdd>());
-    assert!(int8
-        .layer("quant")
-        .expect("quant")
-        .as_any()
-        .is::<Quantize>());
+    assert!(
+        int8.layer("add")
+            .expect("add")
+            .as_any()
+            .is::<QuantizedAdd>()
+    );
+    assert!(
+        int8.layer("quant")
+            .expect("quant")
+            .as_any()
+            .is::<Quantize>()
+    );
     let y = int8.forward(f(x)).expect("int8").into_float();
     let db = qnumeric::sqnr(&float, &y).expect("sqnr");
     assert!(db > 25.0, "{db}");

@@ -2,9 +2,9 @@
 //! returns a typed error or the correct value, and arbitrary shapes, values and geometry
 //! never panic.
 
-use ndarray::{arr1, arr2, ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn, arr1, arr2};
 use proptest::prelude::*;
-use qnumeric::fusion::{fuse_conv_bn_weights, fuse_modules, ConvLayout};
+use qnumeric::fusion::{ConvLayout, fuse_conv_bn_weights, fuse_modules};
 use qnumeric::nn::quantized::{Int8Accumulation, QuantizedAdd, QuantizedConv2d, QuantizedLinear};
 use qnumeric::nn::{
     Activation, AvgPool2d, BatchNorm, BatchNormParams, Conv2d, ConvGeometry, Linear, MaxPool2d,
@@ -73,12 +73,13 @@ fn quantized_linear_with_zero_sized_dimensions_does_not_panic() {
         let y = lin.forward(&x).expect("forward");
         assert_eq!(y.shape(), &[2, o]);
         // an empty reduction gives the bias (none) in the output's units: the zero point
-        assert!(y
-            .as_quantized()
-            .expect("q")
-            .int_repr()
-            .iter()
-            .all(|&v| v == 10));
+        assert!(
+            y.as_quantized()
+                .expect("q")
+                .int_repr()
+                .iter()
+                .all(|&v| v == 10)
+        );
         assert_eq!(lin.forward_reference(&x).expect("reference"), y);
     }
 }

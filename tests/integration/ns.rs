@@ -2,17 +2,17 @@
 //! the push API without a model, streaming sums against the metrics on the concatenation,
 //! storing, custom comparisons, reports and every error path.
 
-use ndarray::{concatenate, Array2, ArrayD, Axis, Dimension, IxDyn};
+use ndarray::{Array2, ArrayD, Axis, Dimension, IxDyn, concatenate};
 use proptest::prelude::*;
 use qnumeric::nn::{
     Activation, Add, DeQuantStub, LayerHook, Linear, Model, Module, QuantStub, Sequential,
 };
 use qnumeric::ns::{
-    compare_models, compare_weight_tensors, compare_weights, per_batch, CompareOptions, Comparison,
-    CustomComparison, ErrorStats, LayerFilter, LogMode, ModelComparator, NsReport, NumericLog,
-    ROUNDING_FLOOR_QUANTA,
+    CompareOptions, Comparison, CustomComparison, ErrorStats, LayerFilter, LogMode,
+    ModelComparator, NsReport, NumericLog, ROUNDING_FLOOR_QUANTA, compare_models,
+    compare_weight_tensors, compare_weights, per_batch,
 };
-use qnumeric::ptq::{prepare, PtqConfig, QConfig};
+use qnumeric::ptq::{PtqConfig, QConfig, prepare};
 use qnumeric::{QDType, QParams, QuantError, Result};
 
 #[cfg(feature = "safetensors")]
@@ -120,7 +120,9 @@ mod digits {
         let names: Vec<&str> = r.layers.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(
             names,
-            ["quant", "conv1", "conv2", "pool", "flatten", "fc1", "fc2", "dequant"]
+            [
+                "quant", "conv1", "conv2", "pool", "flatten", "fc1", "fc2", "dequant"
+            ]
         );
         assert_eq!(
             r.layer("conv1").and_then(|l| l.kind.as_deref()),
@@ -665,11 +667,12 @@ fn callers_comparisons_by_name() {
         log.extend_with_comparison("bad", |_, _| Err(QuantError::Empty { op: "mine" })),
         Err(QuantError::Empty { op: "mine" })
     );
-    assert!(!log
-        .comparison("early")
-        .expect("e")
-        .custom
-        .contains_key("bad"));
+    assert!(
+        !log.comparison("early")
+            .expect("e")
+            .custom
+            .contains_key("bad")
+    );
     log.add_comparison(
         "fails",
         per_batch(|_, _| Err(QuantError::Empty { op: "mine" })),
@@ -901,9 +904,11 @@ fn report_json_has_every_comparison() {
         fc1["cumulative"]["samples"].as_array().map(Vec::len),
         Some(64)
     );
-    assert!(fc1["weight"]["channels"]
-        .as_array()
-        .is_some_and(|c| c.len() == 8));
+    assert!(
+        fc1["weight"]["channels"]
+            .as_array()
+            .is_some_and(|c| c.len() == 8)
+    );
     // Non-finite figures are strings.
     assert_eq!(layers[4]["local"]["sqnr_db"], "inf");
     assert_eq!(

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use half::{bf16, f16};
-use ndarray::{array, concatenate, Array1, ArrayD, Axis, IxDyn};
+use ndarray::{Array1, ArrayD, Axis, IxDyn, array, concatenate};
 use proptest::prelude::*;
 use qnumeric::observers::compare_calibrators;
 use qnumeric::{
@@ -1308,7 +1308,7 @@ fn merging_into_an_empty_histogram_observer_copies_the_other() {
 #[cfg(feature = "serde")]
 mod serialized {
     use super::*;
-    use serde::{de::DeserializeOwned, Serialize};
+    use serde::{Serialize, de::DeserializeOwned};
 
     /// Each shard observed by its own observer, serialized to JSON and back (as a worker
     /// process would ship it), merged; and one observer over every shard.

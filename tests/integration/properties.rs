@@ -23,10 +23,10 @@ type TestResult = std::result::Result<(), TestCaseError>;
 /// `prop_assert!` that prints the condition itself (whose braces `prop_assert!` would read as
 /// a format string).
 macro_rules! ensure {
-    ($c:expr) => {
+    ($c:expr_2021) => {
         prop_assert!($c, "{}", stringify!($c))
     };
-    ($c:expr, $($fmt:tt)+) => {
+    ($c:expr_2021, $($fmt:tt)+) => {
         prop_assert!($c, $($fmt)+)
     };
 }
@@ -250,10 +250,12 @@ fn per_tensor<F: QFloat, Q: QInt>(x32: &ArrayD<f32>, reversed: bool, qp: &QParam
             ensure!(is_nan_at(&y, i) && is_nan_at(&mask, i) && is_nan_at(&dx, i));
             ensure!(is_nan_at(&yi_r, i) && is_nan_at(&inplace_r, i));
             // In place, the output is the input: untouched on error.
-            ensure!(inplace
-                .iter()
-                .zip(x.iter())
-                .all(|(a, b)| a.to_f64_exact().to_bits() == b.to_f64_exact().to_bits()));
+            ensure!(
+                inplace
+                    .iter()
+                    .zip(x.iter())
+                    .all(|(a, b)| a.to_f64_exact().to_bits() == b.to_f64_exact().to_bits())
+            );
         }
         None => {
             let (y, mask, dx) = (y?, mask?, dx?);

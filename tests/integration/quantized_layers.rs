@@ -9,8 +9,8 @@ use qnumeric::nn::quantized::{
 };
 use qnumeric::nn::{Activation, Conv2d, ConvGeometry, Linear, Module};
 use qnumeric::{
-    choose_dynamic_qparams, AnyQParams, PerChannelQParams, QDType, QParams, QuantError,
-    QuantizedTensor, ZeroPoints,
+    AnyQParams, PerChannelQParams, QDType, QParams, QuantError, QuantizedTensor, ZeroPoints,
+    choose_dynamic_qparams,
 };
 
 /// Deterministic pseudo-random numbers in [-1, 1) (64-bit LCG).

@@ -491,7 +491,7 @@ fn drive<K: Kernel>(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
-    use super::{drive, Kernel, NR};
+    use super::{Kernel, NR, drive};
     use std::arch::x86_64::*;
 
     /// Exact pairs (`vpmaddwd`). A value exists only where the CPU has AVX2 (its
@@ -573,13 +573,15 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn store<const R: usize>(acc: &[[__m256i; 2]; R]) -> [[i32; NR]; R] {
-        let mut out = [[0i32; NR]; R];
-        for (o, v) in out.iter_mut().zip(acc) {
-            // SAFETY: `o` holds 16 `i32`: two unaligned 8-lane stores.
-            _mm256_storeu_si256(o.as_mut_ptr().cast(), v[0]);
-            _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), v[1]);
+        unsafe {
+            let mut out = [[0i32; NR]; R];
+            for (o, v) in out.iter_mut().zip(acc) {
+                // SAFETY: `o` holds 16 `i32`: two unaligned 8-lane stores.
+                _mm256_storeu_si256(o.as_mut_ptr().cast(), v[0]);
+                _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), v[1]);
+            }
+            out
         }
-        out
     }
 
     /// # Safety
@@ -593,21 +595,24 @@ mod avx2 {
         b: &[i16],
         steps: usize,
     ) -> [[i32; NR]; R] {
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        for t in 0..steps {
-            // SAFETY (all loads): `t < steps` and `r < R` keep `2·NR·t + 2·NR − 1 <
-            // 2·NR·steps` and `r·lda + 2·t + 1 < (R − 1)·lda + 2·steps`, inside the slices
-            // (the caller's contract); the loads are unaligned.
-            let b0 = _mm256_loadu_si256(bp.add(2 * NR * t).cast());
-            let b1 = _mm256_loadu_si256(bp.add(2 * NR * t + NR).cast());
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_epi32(ap.add(r * lda + 2 * t).cast::<i32>().read_unaligned());
-                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(x, b0));
-                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(x, b1));
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            let (ap, bp) = (a.as_ptr(), b.as_ptr());
+            for t in 0..steps {
+                // SAFETY (all loads): `t < steps` and `r < R` keep `2·NR·t + 2·NR − 1 <
+                // 2·NR·steps` and `r·lda + 2·t + 1 < (R − 1)·lda + 2·steps`, inside the slices
+                // (the caller's contract); the loads are unaligned.
+                let b0 = _mm256_loadu_si256(bp.add(2 * NR * t).cast());
+                let b1 = _mm256_loadu_si256(bp.add(2 * NR * t + NR).cast());
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x =
+                        _mm256_set1_epi32(ap.add(r * lda + 2 * t).cast::<i32>().read_unaligned());
+                    acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(x, b0));
+                    acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(x, b1));
+                }
             }
+            store(&acc)
         }
-        store(&acc)
     }
 
     /// # Safety
@@ -621,25 +626,28 @@ mod avx2 {
         b: &[i8],
         steps: usize,
     ) -> [[i32; NR]; R] {
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        let ones = _mm256_set1_epi16(1);
-        let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        for s in 0..steps {
-            // SAFETY (all loads): `s < steps` and `r < R` keep `4·NR·s + 4·NR − 1 <
-            // 4·NR·steps` and `r·lda + 4·s + 3 < (R − 1)·lda + 4·steps`, inside the slices
-            // (the caller's contract); the loads are unaligned.
-            let b0 = _mm256_loadu_si256(bp.add(4 * NR * s).cast());
-            let b1 = _mm256_loadu_si256(bp.add(4 * NR * s + 2 * NR).cast());
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // The u8 operand first: `vpmaddubsw` multiplies unsigned by signed bytes.
-                let x = _mm256_set1_epi32(ap.add(r * lda + 4 * s).cast::<i32>().read_unaligned());
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
-                acc_r[0] = _mm256_add_epi32(acc_r[0], p0);
-                acc_r[1] = _mm256_add_epi32(acc_r[1], p1);
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            let ones = _mm256_set1_epi16(1);
+            let (ap, bp) = (a.as_ptr(), b.as_ptr());
+            for s in 0..steps {
+                // SAFETY (all loads): `s < steps` and `r < R` keep `4·NR·s + 4·NR − 1 <
+                // 4·NR·steps` and `r·lda + 4·s + 3 < (R − 1)·lda + 4·steps`, inside the slices
+                // (the caller's contract); the loads are unaligned.
+                let b0 = _mm256_loadu_si256(bp.add(4 * NR * s).cast());
+                let b1 = _mm256_loadu_si256(bp.add(4 * NR * s + 2 * NR).cast());
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // The u8 operand first: `vpmaddubsw` multiplies unsigned by signed bytes.
+                    let x =
+                        _mm256_set1_epi32(ap.add(r * lda + 4 * s).cast::<i32>().read_unaligned());
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
+                    acc_r[0] = _mm256_add_epi32(acc_r[0], p0);
+                    acc_r[1] = _mm256_add_epi32(acc_r[1], p1);
+                }
             }
+            store(&acc)
         }
-        store(&acc)
     }
 
     /// The kernels whose values exist only on a CPU with AVX2.

@@ -3,11 +3,11 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::accumulate::{ActRow, Int8Accumulation, IntWeights};
-use super::requant::{check_bias_values, need_quint8, weight_channels, Requant};
+use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::conv::{
-    as_height_one, conv_float, conv_macs, copy_run, for_each_block, images_per_block, valid_range,
-    ConvShape,
+    ConvShape, as_height_one, conv_float, conv_macs, copy_run, for_each_block, images_per_block,
+    valid_range,
 };
 use crate::nn::weighted::check_bias;
 use crate::nn::{

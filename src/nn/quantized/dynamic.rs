@@ -8,7 +8,7 @@ use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
 use crate::nn::weighted::check_bias;
 use crate::nn::{Activation, LayerRole, Linear, Module, WeightRef, WeightedCore};
-use crate::qparams::{choose_dynamic_qparams, AnyQParams};
+use crate::qparams::{AnyQParams, choose_dynamic_qparams};
 use crate::tensor::QuantizedTensor;
 
 /// Dynamically quantized linear layer: float `[*, in]` → float `[*, out]`. Each call

@@ -3,7 +3,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::accumulate::{Int8Accumulation, IntWeights};
-use super::requant::{check_bias_values, need_quint8, weight_channels, Requant};
+use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
 use crate::nn::weighted::check_bias;

@@ -34,7 +34,7 @@ mod mismatch;
 mod requant;
 mod stubs;
 
-pub use accumulate::{x86_engine_accumulation, Int8Accumulation};
+pub use accumulate::{Int8Accumulation, x86_engine_accumulation};
 pub use add::QuantizedAdd;
 pub use conv::{QuantizedConv1d, QuantizedConv2d};
 pub use dynamic::DynamicQuantizedLinear;
