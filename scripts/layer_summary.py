@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarise `cargo bench --bench layers` as ratios to the same run's float GEMM baseline.
+"""Summarise `cargo bench -p qnumeric-benches --bench layers` as ratios to the same run's float GEMM baseline.
 
 For every group of `benches/layers.rs` (e.g. `layers/resnet_3x3_256`), each benchmark's
 multiply-accumulates per second (its criterion throughput) is divided by the group's

@@ -13,12 +13,14 @@
 //! | [`tensor`] | [`QuantizedTensor`]: integer data with its parameters |
 //! | [`metrics`] | SQNR, normalized L2 error, cosine similarity, MSE, max abs error |
 //! | [`observers`] | the [`Observer`] trait; PyTorch's observers (min-max, moving average, per channel, histogram, fixed, dynamic) and percentile / entropy / MSE calibrators, [`observers::compare_calibrators`] |
-//! | [`nn`] | the `Module` and `Model` traits, float and int8 reference layers |
+//! | [`nn`] | the `Module` and `Model` traits, `LayerRole`, float and int8 layers (exact and x86 AVX2 accumulation) |
 //! | [`ns`] | the Numeric Suite: cumulative, local and weight comparison, per sample, streamed; reports |
+//! | [`diagnose`] | verdicts (data-insensitive, data-sensitive, implementation) with evidence, measured remedies, sensitivity, mixed precision, kernel check, calibration audit, HTML report |
+//! | [`classify`] | classifier read-outs: `argmax_rows`, `accuracy` |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
 //! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
-//! | `state_dict` | `.safetensors` state dicts and the digits model (feature `safetensors`) |
-//! | [`conformance`] | the harness that runs PyTorch golden cases (JSON lines) |
+//! | `state_dict` | `.safetensors` state dicts (feature `safetensors`) |
+//! | `conformance` | the harness that runs PyTorch golden cases (JSON lines; feature `conformance`) |
 //! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
 //! | [`error`] | [`QuantError`] and [`Result`] |
 //!
@@ -50,9 +52,13 @@
 //! What is refused, what saturates and what is exact: `docs/error-model.md`.
 //!
 //! ## Features
-//! - `rayon`: parallel versions of the large-tensor paths.
-//! - `serde`: `Serialize`/`Deserialize` on configurations, parameters and reports.
-//! - `safetensors`: load state dicts from `.safetensors` files.
+//! - `rayon`: parallel versions of the large-tensor and large-layer paths (results identical
+//!   without it).
+//! - `serde`: `Serialize`/`Deserialize` on configurations, parameters, observer state and
+//!   reports.
+//! - `safetensors`: load state dicts and per-layer dumps from `.safetensors` files.
+//! - `conformance`: the PyTorch golden-case harness (the `conformance` module).
+//! - `cli`: the `qnumeric` command (`compare`, `diagnose`).
 //!
 //! MSRV: Rust 1.85 (edition 2024).
 #![warn(missing_docs)]

@@ -13,8 +13,16 @@ use qnumeric::nn::{
 use qnumeric::state_dict::StateDict;
 use qnumeric::{QuantError, Result};
 
-/// `data/digits` of this checkout.
-pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
+/// `data/digits` of this checkout (also from the benches' package, one level down).
+pub fn dir() -> std::path::PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = here.join("data/digits");
+    if d.exists() {
+        d
+    } else {
+        here.join("../data/digits")
+    }
+}
 
 /// The digits CNN (BatchNorm eps `1e-5`) between PyTorch-style stubs:
 ///
@@ -69,9 +77,9 @@ fn format_err(detail: impl ToString) -> QuantError {
 }
 
 impl Digits {
-    /// Loads everything from [`DIR`].
+    /// Loads everything from [`dir`].
     pub fn load() -> Result<Self> {
-        let dir = Path::new(DIR);
+        let dir = dir();
         let sd = StateDict::load(dir.join("digits_cnn.safetensors"))?;
         let data = StateDict::load(dir.join("digits_data.safetensors"))?;
         let text =
