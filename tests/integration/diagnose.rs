@@ -575,3 +575,102 @@ mod verdicts {
         );
     }
 }
+
+mod never_panics {
+    use ndarray::{ArrayD, IxDyn};
+    use proptest::prelude::*;
+    use qnumeric::diagnose::{
+        ActivationHistogram, CaseKind, KernelCheck, KernelOp, Precision, Thresholds,
+        diagnose_report,
+    };
+    use qnumeric::ns::{NsReport, NumericLog};
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            -10.0f32..10.0,
+            Just(0.0),
+            Just(f32::MAX),
+            Just(-f32::MAX),
+            Just(1e-45),
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn verdicts_from_pushed_pairs_never_panic(
+            n in 0usize..6,
+            k in 0usize..5,
+            xs in prop::collection::vec(value(), 60),
+            ys in prop::collection::vec(value(), 60),
+            thr in -50.0f64..80.0,
+        ) {
+            let take = |v: &[f32]| ArrayD::from_shape_vec(IxDyn(&[n, k]), v[..n * k].to_vec()).expect("n·k values");
+            let mut log = NumericLog::streaming();
+            // A refused push (NaN, empty, ...) is a typed error; the log stays usable.
+            let _ = log.push("a", &take(&xs), &take(&ys), None);
+            let _ = log.push("b", &take(&ys), &take(&xs), None);
+            let report = NsReport::from_logs(Some(&log), None);
+            let t = Thresholds { min_sqnr_db: thr, ..Thresholds::default() };
+            let d = diagnose_report(&report, &t);
+            prop_assert!(d.layers.len() <= 2);
+            prop_assert!(!d.to_string().is_empty());
+        }
+
+        #[test]
+        fn histograms_and_precisions_never_panic(xs in prop::collection::vec(value(), 0..40), bins in 0usize..70) {
+            let h = ActivationHistogram::of("l", xs.iter().copied(), bins, None);
+            prop_assert_eq!(h.counts.len(), bins.max(1));
+            for &x in &xs {
+                for p in [Precision::F16, Precision::BF16, Precision::F32] {
+                    let r = p.round(x);
+                    prop_assert!(r.is_nan() == x.is_nan());
+                }
+            }
+        }
+
+        #[test]
+        fn kernel_checks_with_any_seed_never_panic(seed in any::<u64>(), op in 0usize..4) {
+            let op = [KernelOp::Quantize, KernelOp::Linear, KernelOp::Conv2d, KernelOp::Add][op];
+            let check = KernelCheck::new(op).seed(seed).cases_per_kind(2);
+            for kind in [CaseKind::Random, CaseKind::Ties, CaseKind::Saturation, CaseKind::ExtremeZeroPoints, CaseKind::ExtremeScales] {
+                for case in check.generate(kind).expect("generated inputs are valid") {
+                    prop_assert!(case.reference().is_ok());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(feature = "safetensors", feature = "serde"))]
+#[test]
+fn the_diagnosis_serializes_to_json() {
+    use qnumeric::diagnose::{DiagnoseOptions, EvalData, Quantized, RemedyDepth, diagnose};
+    let d = model::Digits::load().expect("digits");
+    let mut m = d.model.clone();
+    qnumeric::fusion::fuse_auto(&mut m).expect("fuse");
+    let eval = EvalData {
+        inputs: &d.test_x,
+        labels: Some(&d.test_y),
+    };
+    let opts = DiagnoseOptions {
+        remedies: RemedyDepth::Named,
+        ..DiagnoseOptions::default()
+    };
+    let dg = diagnose(
+        &m,
+        Quantized::Config(qnumeric::ptq::PtqConfig::default()),
+        &d.calib,
+        eval,
+        &opts,
+    )
+    .expect("diagnosis");
+    let j: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&dg).expect("json")).expect("valid JSON");
+    assert_eq!(j["verdict"], "fine");
+    assert_eq!(j["layers"][0]["name"], "quant");
+    assert!(j["audit"]["samples"].is_number());
+}
