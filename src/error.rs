@@ -284,6 +284,29 @@ pub enum QuantError {
     },
 }
 
+impl QuantError {
+    /// The same error, reported by the public operation `op` (for a range check a helper
+    /// runs on behalf of `op`); other variants are returned as they are.
+    pub(crate) fn reported_by(self, op: &'static str) -> Self {
+        match self {
+            QuantError::InvalidQuantRange {
+                quant_min,
+                quant_max,
+                dtype,
+                reason,
+                ..
+            } => QuantError::InvalidQuantRange {
+                op,
+                quant_min,
+                quant_max,
+                dtype,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Whether an activation is float or quantized (for [`QuantError::WrongActivation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActivationKind {

@@ -6,7 +6,7 @@ use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn, linalg::gene
 
 use super::quantized::{Int8Accumulation, QuantizedConv1d, QuantizedConv2d};
 use super::weighted::finish_rows;
-use super::{Activation, LayerRole, Module, WeightRef, WeightedCore, WeightedKind, WeightedLayer};
+use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
 use crate::qparams::QParams;
 use crate::tensor::QuantizedTensor;
@@ -721,10 +721,6 @@ impl Module for Conv1d {
 
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Weighted(self)
-    }
-
-    fn weight(&self) -> Option<WeightRef<'_>> {
-        Some(WeightRef::Float(self.core.weight_view()))
     }
 }
 

@@ -98,22 +98,7 @@ fn pytorch_range(
     custom: Option<(i64, i64)>,
     reduce_range: bool,
 ) -> Result<QRange> {
-    let relabel = |e: QuantError| match e {
-        QuantError::InvalidQuantRange {
-            quant_min,
-            quant_max,
-            dtype,
-            reason,
-            ..
-        } => QuantError::InvalidQuantRange {
-            op,
-            quant_min,
-            quant_max,
-            dtype,
-            reason,
-        },
-        other => other,
-    };
+    let relabel = |e: QuantError| e.reported_by(op);
     match custom {
         Some((lo, hi)) => {
             let r = QRange::new(dtype, lo, hi).map_err(relabel)?;
