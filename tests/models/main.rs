@@ -1,6 +1,6 @@
 //! Integration tests of the model floors: layers, fusion, int8 layers, the Numeric Suite, the
-//! diagnosis and the command line. One test binary (one link) for the area; `tests/numerics`
-//! is the other, so the two compile in parallel. Modules that need a feature are compiled
+//! diagnosis and the command line. One test binary (one link) for the area, compiled in
+//! parallel with `tests/kernels` and `tests/numerics`. Modules that need a feature are compiled
 //! with it only.
 //!
 //! `model` and `faults` are the digits example's own files (`examples/digits/`), shared so the
