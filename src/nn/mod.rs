@@ -41,7 +41,7 @@ mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod linear;
 mod model;
-mod module;
+pub(crate) mod module;
 mod pool;
 pub mod quantized;
 mod relu;

@@ -106,6 +106,19 @@ pub trait Module: ModuleClone + Send + Sync + Debug {
     }
 }
 
+/// The one input of a single-input operation, or [`QuantError::LengthMismatch`] naming `op`.
+pub(crate) fn one_input<'a>(op: &'static str, inputs: &[&'a Activation]) -> Result<&'a Activation> {
+    match inputs {
+        [x] => Ok(x),
+        _ => Err(QuantError::LengthMismatch {
+            op,
+            what: "inputs",
+            expected: 1,
+            got: inputs.len(),
+        }),
+    }
+}
+
 /// What a layer is, for fusion ([`crate::fusion`]), [`prepare`](crate::ptq::prepare) and
 /// [`convert`](crate::ptq::Prepared::convert): the single answer all three use.
 ///

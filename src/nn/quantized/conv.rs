@@ -9,6 +9,7 @@ use crate::nn::conv::{
     ConvShape, as_height_one, conv_float, conv_macs, copy_run, for_each_block, images_per_block,
     valid_range,
 };
+use crate::nn::module::one_input;
 use crate::nn::weighted::check_bias;
 use crate::nn::{
     Activation, ConvGeometry, ConvGeometry1d, LayerRole, Module, WeightRef, WeightedCore,
@@ -393,15 +394,7 @@ impl Module for QuantizedConv2d {
     }
 
     fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
-        Some(match inputs {
-            [x] => self.forward_reference(x),
-            _ => Err(QuantError::LengthMismatch {
-                op: "Module::reference",
-                what: "inputs",
-                expected: 1,
-                got: inputs.len(),
-            }),
-        })
+        Some(one_input("Module::reference", inputs).and_then(|x| self.forward_reference(x)))
     }
 
     fn role(&self) -> LayerRole<'_> {
@@ -543,15 +536,7 @@ impl Module for QuantizedConv1d {
     }
 
     fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
-        Some(match inputs {
-            [x] => self.forward_reference(x),
-            _ => Err(QuantError::LengthMismatch {
-                op: "Module::reference",
-                what: "inputs",
-                expected: 1,
-                got: inputs.len(),
-            }),
-        })
+        Some(one_input("Module::reference", inputs).and_then(|x| self.forward_reference(x)))
     }
 
     fn role(&self) -> LayerRole<'_> {

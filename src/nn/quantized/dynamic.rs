@@ -6,6 +6,7 @@ use super::accumulate::{Int8Accumulation, IntWeights};
 use super::requant::{check_bias_values, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
+use crate::nn::module::one_input;
 use crate::nn::weighted::check_bias;
 use crate::nn::{Activation, LayerRole, Linear, Module, WeightRef, WeightedCore};
 use crate::qparams::{AnyQParams, choose_dynamic_qparams};
@@ -181,15 +182,7 @@ impl Module for DynamicQuantizedLinear {
     }
 
     fn reference(&self, inputs: &[&Activation]) -> Option<Result<Activation>> {
-        Some(match inputs {
-            [x] => self.forward_reference(x),
-            _ => Err(QuantError::LengthMismatch {
-                op: "Module::reference",
-                what: "inputs",
-                expected: 1,
-                got: inputs.len(),
-            }),
-        })
+        Some(one_input("Module::reference", inputs).and_then(|x| self.forward_reference(x)))
     }
 
     fn role(&self) -> LayerRole<'_> {
