@@ -87,6 +87,7 @@ mod simd;
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 pub mod state_dict;
 pub mod tensor;
+mod text;
 
 pub use dtype::{QDType, QRange};
 pub use element::{QFloat, QInt};

@@ -56,10 +56,7 @@ fn summary(d: &Diagnosis, top: usize) {
         d.quality
     );
     for (i, r) in d.remedies.iter().take(top).enumerate() {
-        let m = r
-            .gain_db
-            .map_or("not measurable here".to_string(), |g| format!("{g:+.2} dB"));
-        println!("    {}. {} [{m}]", i + 1, r.action);
+        println!("    {}. {r}", i + 1);
     }
 }
 

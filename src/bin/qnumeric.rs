@@ -101,9 +101,24 @@ fn diagnose(
         min_sqnr_db: threshold,
         ..Thresholds::default()
     };
-    let d = diagnose_report(&cmp.report, &t);
+    let d = match diagnose_report(&cmp.report, &t) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     let mut text = if json {
-        match serde_json::to_string_pretty(&d) {
+        let mut v = match serde_json::to_value(&d) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        if let Some(o) = v.as_object_mut() {
+            let skipped: Vec<serde_json::Value> = cmp
+                .skipped
+                .iter()
+                .map(|s| serde_json::json!({"name": s.name, "reason": s.reason}))
+                .collect();
+            o.insert("skipped".into(), serde_json::Value::Array(skipped));
+        }
+        match serde_json::to_string_pretty(&v) {
             Ok(s) => s,
             Err(e) => return fail(e),
         }
@@ -112,7 +127,8 @@ fn diagnose(
     };
     if !cmp.skipped.is_empty() && !json {
         for s in &cmp.skipped {
-            text.push_str(&format!("skipped {}: {}\n", s.name, s.reason));
+            let name: String = s.name.chars().flat_map(char::escape_default).collect();
+            text.push_str(&format!("skipped {name}: {}\n", s.reason));
         }
     }
     text.push('\n');

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use super::verdict::{SampleEvidence, Thresholds, Verdict};
-use crate::ns::NsReport;
+use crate::error::Result;
+use crate::ns::{NonFiniteCount, NsReport};
 
 /// One layer of a [`ReportDiagnosis`].
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,9 @@ pub struct ReportLayer {
     pub evidence: SampleEvidence,
     /// Fraction of clipped values, where the output parameters are known.
     pub clipped_fraction: Option<f64>,
+    /// NaN and infinite values in the quantized output where the float one is finite: an
+    /// implementation verdict (a quantized model never produces them on finite data).
+    pub non_finite: NonFiniteCount,
 }
 
 /// The diagnosis that per-sample evidence supports, without a model.
@@ -41,7 +45,12 @@ pub struct ReportDiagnosis {
 /// pushed pairs, ...): a sample whose SQNR falls below [`Thresholds::min_sqnr_db`] at a layer,
 /// having been above it at the layer before, is charged to that layer; the fraction of such
 /// samples decides the layer's verdict as in [`super::diagnose`]. Without a model there is no
-/// kernel check, so no implementation verdict.
+/// kernel check; NaN or infinite values in a quantized output (where the float output is
+/// finite) give the layer the implementation verdict.
+///
+/// # Errors
+/// [`QuantError::InvalidParameter`](crate::QuantError::InvalidParameter) for invalid thresholds
+/// ([`Thresholds::validate`]).
 ///
 /// # Examples
 /// ```
@@ -54,13 +63,13 @@ pub struct ReportDiagnosis {
 /// log.push("a", &x, &x.mapv(|v| v * 1.001), None)?; // 60 dB
 /// log.push("b", &x, &x.mapv(|v| v * 1.3), None)?; // 10 dB for every sample
 /// let report = qnumeric::ns::NsReport::from_logs(Some(&log), None);
-/// let d = diagnose_report(&report, &Thresholds::default());
+/// let d = diagnose_report(&report, &Thresholds::default())?;
 /// assert_eq!(d.verdict, Verdict::DataInsensitive);
 /// assert_eq!(d.first_layer.as_deref(), Some("b"));
 /// # Ok::<(), qnumeric::QuantError>(())
 /// ```
-#[must_use]
-pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
+pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> Result<ReportDiagnosis> {
+    t.validate()?;
     let mut layers = Vec::new();
     let mut previous: Option<Vec<f64>> = None;
     for l in &report.layers {
@@ -86,7 +95,9 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
         } else {
             new_below as f64 / n as f64
         };
-        let verdict = if fraction_new_below >= t.insensitive_fraction {
+        let verdict = if !c.non_finite.is_empty() {
+            Verdict::Implementation
+        } else if fraction_new_below >= t.insensitive_fraction {
             Verdict::DataInsensitive
         } else if fraction_new_below >= t.sensitive_fraction && new_below >= 1 {
             Verdict::DataSensitive
@@ -99,10 +110,11 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
             verdict,
             fraction_new_below,
             clipped_fraction: c.clipped_fraction,
+            non_finite: c.non_finite,
             evidence,
         });
     }
-    ReportDiagnosis {
+    Ok(ReportDiagnosis {
         verdict: layers
             .iter()
             .map(|l| l.verdict)
@@ -117,30 +129,45 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> ReportDiagnosis {
             .map(|l| l.evidence.worst_samples.clone())
             .unwrap_or_default(),
         layers,
-    }
+    })
 }
 
 impl fmt::Display for ReportDiagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::text::{cell, column_width, display_name, pad};
         writeln!(f, "verdict: {}", self.verdict)?;
         if let Some(l) = &self.first_layer {
-            writeln!(f, "first layer with a verdict: {l}")?;
+            writeln!(f, "first layer with a verdict: {}", display_name(l))?;
         }
+        let w = column_width(self.layers.iter().map(|l| l.name.as_str()), 20);
         writeln!(
             f,
-            "{:<20} {:<16} {:>10} {:>12} {:>14}",
-            "layer", "verdict", "SQNR dB", "below thr %", "newly below %"
+            "{} {:<16} {:>10} {:>12} {:>14}",
+            pad("layer", w),
+            "verdict",
+            "SQNR dB",
+            "below thr %",
+            "newly below %"
         )?;
         for l in &self.layers {
             writeln!(
                 f,
-                "{:<20} {:<16} {:>10.2} {:>12.1} {:>14.1}",
-                l.name,
+                "{} {:<16} {:>10.2} {:>12.1} {:>14.1}",
+                pad(&cell(&l.name, w), w),
                 l.verdict.name(),
                 l.evidence.sqnr_db,
                 l.evidence.fraction_below * 100.0,
                 l.fraction_new_below * 100.0
             )?;
+            if !l.non_finite.is_empty() {
+                writeln!(
+                    f,
+                    "    the quantized output holds {} NaN and {} infinite values in {} samples (the float output is finite there)",
+                    l.non_finite.nan,
+                    l.non_finite.pos_inf + l.non_finite.neg_inf,
+                    l.non_finite.samples
+                )?;
+            }
         }
         if !self.worst_samples.is_empty() {
             writeln!(f, "worst samples: {:?}", self.worst_samples)?;

@@ -2,62 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::verdict::{Diagnosis, Verdict};
-
-/// A histogram of one layer's float outputs next to the range its quantized output can
-/// represent.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ActivationHistogram {
-    /// The layer.
-    pub layer: String,
-    /// Lowest float value.
-    pub min: f32,
-    /// Highest float value.
-    pub max: f32,
-    /// Counts of equal-width bins over `[min, max]`.
-    pub counts: Vec<u64>,
-    /// The quantized output's representable range, if the layer's output is quantized.
-    pub representable: Option<(f32, f32)>,
-}
-
-impl ActivationHistogram {
-    /// A histogram of the finite values of `x` in `bins` bins.
-    #[must_use]
-    pub fn of(
-        layer: &str,
-        x: impl Iterator<Item = f32> + Clone,
-        bins: usize,
-        representable: Option<(f32, f32)>,
-    ) -> Self {
-        let (min, max) = x
-            .clone()
-            .filter(|v| v.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
-                (a.min(v), b.max(v))
-            });
-        let bins = bins.max(1);
-        let mut counts = vec![0u64; bins];
-        if min.is_finite() && max.is_finite() {
-            let width = f64::from(max) - f64::from(min);
-            for v in x.filter(|v| v.is_finite()) {
-                let i = if width > 0.0 {
-                    (((f64::from(v) - f64::from(min)) / width) * bins as f64) as usize
-                } else {
-                    0
-                };
-                counts[i.min(bins - 1)] += 1;
-            }
-        }
-        ActivationHistogram {
-            layer: layer.to_string(),
-            min,
-            max,
-            counts,
-            representable,
-        }
-    }
-}
+use super::diagnosis::Diagnosis;
+use super::verdict::Verdict;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -184,19 +130,14 @@ fn histogram_svg(counts: &[u64], lo: f64, hi: f64, unit: &str, marks: &[(f64, &s
 }
 
 fn sample_histogram(values: &[f64], bins: usize) -> (Vec<u64>, f64, f64) {
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if finite.is_empty() {
-        return (vec![0; bins], 0.0, 1.0);
+    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    match super::histogram::bin_finite(&v, bins) {
+        Ok((counts, lo, hi, _)) if lo.is_finite() => {
+            let (lo, hi) = (f64::from(lo), f64::from(hi));
+            (counts, lo, if hi > lo { hi } else { lo + 1.0 })
+        }
+        _ => (vec![0; bins], 0.0, 1.0),
     }
-    let hi = if hi > lo { hi } else { lo + 1.0 };
-    let mut counts = vec![0u64; bins];
-    for v in finite {
-        let i = (((v - lo) / (hi - lo)) * bins as f64) as usize;
-        counts[i.min(bins - 1)] += 1;
-    }
-    (counts, lo, hi)
 }
 
 impl Diagnosis {
@@ -270,7 +211,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
                 let _ = write!(
                     h,
                     r#"<tr><td></td><td colspan="8" class="muted">{}</td></tr>"#,
-                    esc(r)
+                    esc(&r.to_string())
                 );
             }
         }
@@ -356,17 +297,33 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
             }
             h.push_str("</ul>");
         }
+        if !self.unmeasured.is_empty() {
+            h.push_str("<h2>Not measured</h2><ul>");
+            for u in &self.unmeasured {
+                let _ = write!(h, "<li>{}</li>", esc(&u.to_string()));
+            }
+            h.push_str("</ul>");
+        }
         h.push_str("<h2>Remedies, best first</h2><table><tr><th>#</th><th>remedy</th><th>measured</th><th>gain</th><th>evidence</th></tr>");
         for (i, r) in self.remedies.iter().enumerate() {
+            let measured = match &r.effect {
+                super::remedy::Effect::Measured { quality, .. } => esc(&quality.to_string()),
+                super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::Failed {
+                    error,
+                }) => esc(&format!("could not measure: {error}")),
+                super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::NotRequested) => {
+                    "not measured".into()
+                }
+                super::remedy::Effect::NotMeasured(_) => "not measurable here".into(),
+            };
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
                 i + 1,
-                esc(&r.action),
-                r.measured
-                    .map_or("not measurable here".into(), |q| esc(&q.to_string())),
-                r.gain_db.map_or("–".into(), |g| format!("{g:+.2} dB")),
-                esc(&r.evidence)
+                esc(&r.action()),
+                measured,
+                r.gain_db().map_or("–".into(), |g| format!("{g:+.2} dB")),
+                esc(&r.evidence.to_string())
             );
         }
         h.push_str("</table>");

@@ -2,8 +2,12 @@
 //!
 //! | item | file | what it answers |
 //! |---|---|---|
-//! | [`diagnose`], [`Diagnosis`], [`Verdict`], [`Remedy`] | `verdict.rs` | the one call: per-layer verdicts with their evidence, remedies ranked and measured |
-//! | [`Diagnosis::to_html`], [`ActivationHistogram`] | `html.rs` | the self-contained HTML page |
+//! | [`diagnose`], [`Diagnosis`], [`DiagnoseOptions`], [`Unmeasured`] | `diagnosis.rs` | the one call: per-layer verdicts with their evidence, remedies ranked and measured, failures to measure kept |
+//! | [`Verdict`], [`Thresholds`], [`SampleEvidence`] | `verdict.rs` | what is wrong at a layer, read from per-sample evidence |
+//! | [`LayerEvidence`], [`LayerDiagnosis`], [`Reason`] | `evidence.rs` | everything known about one layer, and why its verdict |
+//! | [`Remedy`], [`Change`], [`Cost`], [`Effect`], [`Evidence`], [`QuantPlan`] | `remedy.rs` | remedies as data, applied to a plan to quantize again |
+//! | [`ActivationHistogram`] | `histogram.rs` | a layer's float outputs against its quantized range |
+//! | [`Diagnosis::to_html`] | `html.rs` | the self-contained HTML page |
 //! | [`diagnose_report`], [`ReportDiagnosis`] | `dumps.rs` | verdicts from per-sample evidence alone (dumps, pushed pairs; `qnumeric diagnose`) |
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
@@ -11,28 +15,37 @@
 //! | [`Sensitivity`], [`MixedPlan`], [`ReduceRangeCost`], [`observer_sweep`] | `variants.rs` | PTQ variants measured on the caller's data |
 
 mod audit;
+mod diagnosis;
 mod dumps;
+mod evidence;
+mod histogram;
 mod html;
 mod kernel_check;
 mod precision;
+mod remedy;
 mod session;
 mod variants;
 mod verdict;
 
 pub use audit::{AuditThresholds, CalibrationAudit, ObserverConvergence, audit_calibration};
+pub use diagnosis::{
+    DEFAULT_MIN_GAIN_DB, DiagnoseOptions, Diagnosis, Measurement, Quantized, RemedyDepth,
+    Unmeasured, diagnose,
+};
 pub use dumps::{ReportDiagnosis, ReportLayer, diagnose_report};
-pub use html::ActivationHistogram;
+pub use evidence::{LayerDiagnosis, LayerEvidence, Reason};
+pub use histogram::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
     KernelVerdict, WorstCase,
 };
 pub use precision::{Precision, RoundedLayer};
+pub use remedy::{
+    Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy,
+};
 pub use session::Diagnoser;
 pub use variants::{
     Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, ReduceRangeRow, Sensitivity,
     SensitivityRow, observer_sweep,
 };
-pub use verdict::{
-    DiagnoseOptions, Diagnosis, LayerDiagnosis, LayerEvidence, Quantized, Remedy, RemedyDepth,
-    SampleEvidence, Thresholds, Verdict, diagnose,
-};
+pub use verdict::{SampleEvidence, Thresholds, Verdict};

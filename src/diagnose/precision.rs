@@ -46,6 +46,12 @@ impl Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A float layer run in a reduced precision: its weight and bias rounded once, its inputs
 /// and outputs rounded on every call (arithmetic in between stays `f32`, as a half-precision
 /// kernel with `f32` accumulation does). Its role is [`LayerRole::Float`], so inside a

@@ -4,9 +4,10 @@
 use ndarray::ArrayD;
 
 use super::Precision;
+use super::remedy::{Calibrator, Change, QuantPlan};
 use super::variants::{
-    Bench, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, Sensitivity, candidate_observers,
-    dynamic_of, mixed_plan_of, per_channel_weights, reduce_range_of, sensitivity_of,
+    Bench, Budget, EvalData, MixedPlan, Quality, ReduceRangeCost, Sensitivity, mixed_plan_of,
+    reduce_range_of, sensitivity_of,
 };
 use crate::error::Result;
 use crate::nn::Model;
@@ -77,7 +78,7 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
     /// # Errors
     /// Errors of prepare, calibration and conversion.
     pub fn quantized(&self) -> Result<M> {
-        self.bench.ptq(self.bench.float.clone(), &self.config)
+        QuantPlan::new(self.config.clone()).quantize(self.bench.float, self.bench.calib)
     }
 
     /// The quality of the model quantized with `config`.
@@ -130,6 +131,22 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
         super::observer_sweep(self.bench.float, layer, self.bench.calib, &self.config)
     }
 
+    /// The quality of the float model quantized with `plan` ([`QuantPlan::quantize`] on the
+    /// calibration data): how every remedy is measured, so a remedy applied to the same plan
+    /// reproduces its measurement.
+    ///
+    /// # Errors
+    /// As [`QuantPlan::quantize`].
+    pub fn measure_plan(&self, plan: &QuantPlan) -> Result<Quality> {
+        let m = plan.quantize(self.bench.float, self.bench.calib)?;
+        self.measure_model(&m)
+    }
+
+    /// The quality with `change` applied to `layer` on top of the configuration.
+    fn measure_change(&self, layer: Option<&str>, change: &Change) -> Result<Quality> {
+        self.measure_plan(&QuantPlan::new(self.config.clone()).apply_change(layer, change)?)
+    }
+
     /// The model with `layer` in `precision` (fp32: kept float; fp16 / bf16: rounded) and
     /// every other layer as configured.
     ///
@@ -137,13 +154,7 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
     /// [`QuantError::NotFound`](crate::QuantError::NotFound) for an unknown layer; as
     /// [`Diagnoser::quantized`].
     pub fn with_layer_in(&self, layer: &str, precision: Precision) -> Result<Quality> {
-        match precision {
-            Precision::F32 => self.measure(&self.config.clone().keep_float(layer)),
-            p => {
-                let m = self.bench.with_precision(layer, p)?;
-                self.bench.measure(m, &self.config)
-            }
-        }
+        self.measure_change(Some(layer), &Change::KeepIn { precision })
     }
 
     /// The model with `layer` quantized with another configuration.
@@ -159,23 +170,24 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
     /// # Errors
     /// Errors of the weight observers.
     pub fn dynamic(&self) -> Result<Quality> {
-        dynamic_of(&self.bench, &self.config)
+        self.measure_change(None, &Change::DynamicLinear)
     }
 
     /// The model with `layer`'s output observed by each activation calibrator in turn
-    /// (min-max, histogram, percentile 99.99, entropy, MSE; the layer's spec), measured.
+    /// ([`Calibrator::ALL`]; the layer's spec), measured.
     ///
     /// # Errors
     /// As [`Diagnoser::quantized`].
-    pub fn observers_for(&self, layer: &str) -> Result<Vec<(String, Quality)>> {
-        let q = self.config.qconfig(layer).unwrap_or(&self.config.default);
-        let mut out = Vec::new();
-        for (name, obs) in candidate_observers(q.activation().spec())? {
-            let qc = QConfig::from_boxed(obs, q.weight().box_clone())
-                .with_accumulation(q.accumulation());
-            out.push((name, self.with_layer_config(layer, qc)?));
-        }
-        Ok(out)
+    pub fn observers_for(&self, layer: &str) -> Result<Vec<(Calibrator, Quality)>> {
+        Calibrator::ALL
+            .iter()
+            .map(|&calibrator| {
+                Ok((
+                    calibrator,
+                    self.measure_change(Some(layer), &Change::Observer { calibrator })?,
+                ))
+            })
+            .collect()
     }
 
     /// The model with `layer`'s weights quantized per output channel (PyTorch's x86 weight
@@ -184,9 +196,6 @@ impl<'a, M: Model + Clone> Diagnoser<'a, M> {
     /// # Errors
     /// As [`Diagnoser::quantized`].
     pub fn per_channel_weights(&self, layer: &str) -> Result<Quality> {
-        let q = self.config.qconfig(layer).unwrap_or(&self.config.default);
-        let qc = QConfig::from_boxed(q.activation().box_clone(), per_channel_weights()?)
-            .with_accumulation(q.accumulation());
-        self.with_layer_config(layer, qc)
+        self.measure_change(Some(layer), &Change::PerChannelWeights)
     }
 }

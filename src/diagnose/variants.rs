@@ -6,7 +6,6 @@ use std::fmt;
 
 use ndarray::{ArrayD, Ix2};
 
-use super::precision::{Precision, RoundedLayer};
 use crate::classify::accuracy;
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
@@ -15,9 +14,9 @@ use crate::nn::quantized::{Int8Accumulation, x86_engine_accumulation};
 use crate::nn::{Activation, LayerHook, Model, Module};
 use crate::observers::{
     CalibratorComparison, EntropyObserver, HistogramObserver, MinMaxObserver, MseObserver,
-    Observer, PerChannelMinMaxObserver, PercentileObserver, compare_calibrators,
+    Observer, PerChannelMinMaxObserver, compare_calibrators,
 };
-use crate::ptq::{LayerPlan, PtqConfig, QConfig, prepare, quantize_dynamic};
+use crate::ptq::{LayerPlan, PtqConfig, prepare};
 use crate::qparams::{QScheme, QSpec};
 
 /// The data a diagnosis measures on: inputs (sample axis first) and, for classifiers, labels.
@@ -130,19 +129,6 @@ impl<'a, M: Model + Clone> Bench<'a, M> {
             .filter(|(_, plan)| *plan == LayerPlan::Quantized)
             .map(|(n, _)| n.clone())
             .collect())
-    }
-
-    /// The model with `layer` replaced by its rounded copy.
-    pub(crate) fn with_precision(&self, layer: &str, precision: Precision) -> Result<M> {
-        let mut m = self.float.clone();
-        let l = m.layer(layer).ok_or_else(|| QuantError::NotFound {
-            op: "diagnose",
-            what: "layer",
-            name: layer.to_string(),
-        })?;
-        let rounded = RoundedLayer::new(l, precision)?;
-        m.replace_layer(layer, Box::new(rounded))?;
-        Ok(m)
     }
 }
 
@@ -370,19 +356,6 @@ pub(crate) fn observer_like(proto: &dyn Observer, spec: QSpec) -> Result<Box<dyn
     })
 }
 
-fn with_activation_spec(
-    config: &PtqConfig,
-    reduce_range: bool,
-    acc: Int8Accumulation,
-) -> Result<PtqConfig> {
-    let q = &config.default;
-    let act = observer_like(q.activation(), activation_spec(reduce_range)?)?;
-    let default = QConfig::from_boxed(act, q.weight().box_clone()).with_accumulation(acc);
-    let mut c = PtqConfig::new(default);
-    c.overrides = config.overrides.clone();
-    Ok(c.with_accumulation(acc))
-}
-
 pub(crate) fn reduce_range_of<M: Model + Clone>(
     b: &Bench<'_, M>,
     config: &PtqConfig,
@@ -390,7 +363,7 @@ pub(crate) fn reduce_range_of<M: Model + Clone>(
     let mut rows = Vec::with_capacity(4);
     for reduce_range in [true, false] {
         for accumulation in [Int8Accumulation::Exact, Int8Accumulation::X86Avx2] {
-            let cfg = with_activation_spec(config, reduce_range, accumulation)?;
+            let cfg = super::remedy::with_activation_spec(config, reduce_range, accumulation)?;
             rows.push(ReduceRangeRow {
                 reduce_range,
                 accumulation,
@@ -479,37 +452,10 @@ pub fn observer_sweep<M: Model + ?Sized>(
     compare_calibrators(acts.view(), *spec)
 }
 
-/// The activation observers a remedy tries, by name.
-pub(crate) fn candidate_observers(spec: &QSpec) -> Result<Vec<(String, Box<dyn Observer>)>> {
-    Ok(vec![
-        (
-            "minmax".into(),
-            Box::new(MinMaxObserver::new(*spec)?) as Box<dyn Observer>,
-        ),
-        ("histogram".into(), Box::new(HistogramObserver::new(*spec)?)),
-        (
-            "percentile-99.99".into(),
-            Box::new(PercentileObserver::new(*spec, 99.99)?),
-        ),
-        ("entropy".into(), Box::new(EntropyObserver::new(*spec)?)),
-        ("mse".into(), Box::new(MseObserver::new(*spec)?)),
-    ])
-}
-
 /// PyTorch's per-channel weight observer (qint8 symmetric along axis 0).
 pub(crate) fn per_channel_weights() -> Result<Box<dyn Observer>> {
     Ok(Box::new(PerChannelMinMaxObserver::new(
         QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8),
         0,
     )?))
-}
-
-/// Dynamic quantization of the float model's linear layers, measured.
-pub(crate) fn dynamic_of<M: Model + Clone>(
-    b: &Bench<'_, M>,
-    config: &PtqConfig,
-) -> Result<Quality> {
-    let mut m = b.float.clone();
-    quantize_dynamic(&mut m, config)?;
-    b.quality_of(&b.outputs(&m)?)
 }

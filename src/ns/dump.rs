@@ -3,11 +3,15 @@
 //! compare` command reads.
 //!
 //! Tensors are matched by name; the first axis of each is the sample axis. Layer order is
-//! the `order` metadata key (comma-separated names; the float file's, else the quantized
-//! file's) when present, then the remaining names sorted; without it, by name. `F32`, `F64`,
-//! `F16` and `BF16` tensors are compared (in `f64`, exactly converted); a tensor in one file
-//! only, of another dtype, of different shapes, or that cannot be compared (NaN, no values,
-//! 0-d) is listed in [`DumpComparison::skipped`] with the reason.
+//! the `order` metadata key (the float file's, else the quantized file's) when present, then
+//! the remaining names sorted; without it, by name. `order` is a JSON array of names, taken
+//! exactly (`["a", "b,c", " d"]`: names may hold commas and spaces), or names separated by
+//! commas, each trimmed of surrounding white space. `F32`, `F64`, `F16` and `BF16` tensors are
+//! compared (in `f64`, exactly converted); NaN and infinite values in the quantized file where
+//! the float file is finite are a finding ([`crate::ns::NonFiniteCount`]), not a skip; a
+//! tensor in one file only, of another dtype, of different shapes, or that cannot be compared
+//! (NaN in the float file, no values, 0-d) is listed in [`DumpComparison::skipped`] with the
+//! reason.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -59,6 +63,20 @@ struct Dump<'a> {
     order: Option<Vec<String>>,
 }
 
+/// The `order` metadata: a JSON array of names (taken exactly), or names separated by commas
+/// (each trimmed of surrounding white space; empty ones dropped).
+fn parse_order(o: &str) -> std::result::Result<Vec<String>, String> {
+    if o.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<String>>(o)
+            .map_err(|e| format!("the `order` metadata is not a JSON array of names: {e}"))
+    } else {
+        Ok(o.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    }
+}
+
 fn parse<'a>(op: &'static str, what: &str, bytes: &'a [u8]) -> Result<Dump<'a>> {
     let bad = |e: String| QuantError::Format {
         op,
@@ -66,16 +84,10 @@ fn parse<'a>(op: &'static str, what: &str, bytes: &'a [u8]) -> Result<Dump<'a>> 
     };
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let order = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("order"))
-        .map(|o| {
-            o.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        });
+    let order = match meta.metadata().as_ref().and_then(|m| m.get("order")) {
+        None => None,
+        Some(o) => Some(parse_order(o).map_err(bad)?),
+    };
     Ok(Dump { st, order })
 }
 
@@ -350,7 +362,7 @@ impl fmt::Display for DumpComparison {
         if !self.skipped.is_empty() {
             writeln!(f, "skipped:")?;
             for s in &self.skipped {
-                writeln!(f, "  {}: {}", s.name, s.reason)?;
+                writeln!(f, "  {}: {}", crate::text::display_name(&s.name), s.reason)?;
             }
         }
         Ok(())

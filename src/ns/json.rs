@@ -60,3 +60,62 @@ pub(crate) fn map_vec_f64<S: Serializer>(
     }
     map.end()
 }
+
+/// A value written as its `Display` text (e.g. an error).
+pub(crate) fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Reads a number written by [`f64`]: a JSON number, or `"inf"` / `"-inf"` / `"nan"` (also
+/// `null`, which `serde_json` writes for non-finite numbers elsewhere, read as NaN).
+pub(crate) fn de_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(f64),
+        Str(String),
+        Null(()),
+    }
+    match N::deserialize(d)? {
+        N::Num(v) => Ok(v),
+        N::Null(()) => Ok(f64::NAN),
+        N::Str(s) => match s.as_str() {
+            "inf" => Ok(f64::INFINITY),
+            "-inf" => Ok(f64::NEG_INFINITY),
+            "nan" => Ok(f64::NAN),
+            other => Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(other),
+                &"a number, \"inf\", \"-inf\" or \"nan\"",
+            )),
+        },
+    }
+}
+
+/// Reads what [`opt_f64`] writes.
+pub(crate) fn de_opt_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "de_f64")] f64);
+    Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+}
+
+/// Reads what [`vec_f64`] writes.
+pub(crate) fn de_vec_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "de_f64")] f64);
+    Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
+}
+
+/// Writes three numbers as [`vec_f64`].
+pub(crate) fn arr3_f64<S: Serializer>(v: &[f64; 3], s: S) -> Result<S::Ok, S::Error> {
+    vec_f64(v, s)
+}
+
+/// Reads what [`arr3_f64`] writes.
+pub(crate) fn de_arr3_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 3], D::Error> {
+    let v = de_vec_f64(d)?;
+    <[f64; 3]>::try_from(v.as_slice())
+        .map_err(|_| serde::de::Error::invalid_length(v.len(), &"three numbers"))
+}

@@ -89,7 +89,7 @@
 #[cfg(feature = "safetensors")]
 mod dump;
 #[cfg(feature = "serde")]
-mod json;
+pub(crate) mod json;
 mod log;
 mod model;
 mod report;
@@ -104,5 +104,5 @@ pub use log::{
 };
 pub use model::{CompareOptions, LayerFilter, ModelComparator, compare_models};
 pub use report::{Comparison, DEFAULT_JUMP_THRESHOLD_DB, Jump, LayerReport, NsReport};
-pub use stats::{ErrorStats, OutputComparison, ROUNDING_FLOOR_QUANTA, SampleStats};
+pub use stats::{ErrorStats, NonFiniteCount, OutputComparison, ROUNDING_FLOOR_QUANTA, SampleStats};
 pub use weights::{ChannelWeight, WeightComparison, compare_weight_tensors, compare_weights};

@@ -230,6 +230,21 @@ impl<'m, F: Model + ?Sized, Q: Model + ?Sized> ModelComparator<'m, F, Q> {
     /// The first error of either model, or of a push ([`NumericLog::push`]: e.g. a float
     /// and a quantized output of different shapes under the same name, or a NaN).
     pub fn run(&mut self, input: impl Into<Activation>) -> Result<Activation> {
+        self.run_with(input, &mut crate::nn::NoHook)
+    }
+
+    /// As [`ModelComparator::run`], with `extra` called at every layer of the quantized model
+    /// before the comparator's own hook: a caller's measurement rides along the same pass (the
+    /// diagnosis checks the int8 kernels this way, so the quantized model runs once per
+    /// batch). What `extra` leaves in the output is what is compared and passed on.
+    ///
+    /// # Errors
+    /// As [`ModelComparator::run`], and the errors of `extra`.
+    pub fn run_with(
+        &mut self,
+        input: impl Into<Activation>,
+        extra: &mut dyn LayerHook,
+    ) -> Result<Activation> {
         let input = input.into();
         self.float_outputs.clear();
         if self.options.cumulative {
@@ -246,7 +261,7 @@ impl<'m, F: Model + ?Sized, Q: Model + ?Sized> ModelComparator<'m, F, Q> {
             cumulative: self.options.cumulative.then_some(&mut self.cumulative),
             local: self.options.local.then_some(&mut self.local),
         };
-        let y = self.quant.run(input, &mut hook)?;
+        let y = self.quant.run(input, &mut Both(extra, &mut hook))?;
         self.float_outputs.clear();
         self.batches += 1;
         Ok(y)
@@ -358,6 +373,22 @@ where
         });
     }
     cmp.report()
+}
+
+/// Two hooks, one after the other.
+struct Both<'a, 'b>(&'a mut dyn LayerHook, &'b mut dyn LayerHook);
+
+impl LayerHook for Both<'_, '_> {
+    fn after_layer(
+        &mut self,
+        name: &str,
+        layer: &dyn Module,
+        inputs: &[&Activation],
+        output: &mut Activation,
+    ) -> Result<()> {
+        self.0.after_layer(name, layer, inputs, output)?;
+        self.1.after_layer(name, layer, inputs, output)
+    }
 }
 
 /// Keeps the float model's outputs of the selected layers for one batch.

@@ -315,7 +315,7 @@ impl NsReport {
                     .collect::<Vec<_>>()
                     .join(", ");
                 Some(vec![
-                    l.name.clone(),
+                    crate::text::cell(&l.name, crate::text::MAX_NAME_WIDTH),
                     c.samples.len().to_string(),
                     opt(c.sample_sqnr_percentile(0.0)),
                     opt(c.sample_sqnr_percentile(5.0)),
@@ -529,7 +529,7 @@ impl fmt::Display for NsReport {
 
         let mut rows = Vec::new();
         for l in &self.layers {
-            let mut r = vec![l.name.clone()];
+            let mut r = vec![crate::text::cell(&l.name, crate::text::MAX_NAME_WIDTH)];
             if has_kind {
                 r.push(l.kind.clone().unwrap_or_default());
             }
@@ -598,7 +598,13 @@ impl fmt::Display for NsReport {
                 .find_map(|c| l.sqnr_db(c).map(|d| (c, d)))
             });
             if let Some((c, d)) = l {
-                writeln!(f, "worst: {w} ({} dB {})", db(d), c.name())?;
+                writeln!(
+                    f,
+                    "worst: {} ({} dB {})",
+                    crate::text::display_name(w),
+                    db(d),
+                    c.name()
+                )?;
             }
         }
         if has_cum {
@@ -606,9 +612,9 @@ impl fmt::Display for NsReport {
                 Some(j) => writeln!(
                     f,
                     "largest drop: {}, {} dB below {}",
-                    j.layer,
+                    crate::text::display_name(&j.layer),
                     db(j.drop_db.unwrap_or(f64::NAN)),
-                    j.previous.as_deref().unwrap_or("-")
+                    crate::text::display_name(j.previous.as_deref().unwrap_or("-"))
                 )?,
                 None => writeln!(f, "largest drop: none")?,
             }
@@ -617,7 +623,7 @@ impl fmt::Display for NsReport {
                     f,
                     "first below {} dB: {} ({} dB)",
                     db(self.jump_threshold_db),
-                    j.layer,
+                    crate::text::display_name(&j.layer),
                     db(j.sqnr_db)
                 )?,
                 None => writeln!(f, "first below {} dB: none", db(self.jump_threshold_db))?,

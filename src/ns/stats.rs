@@ -67,6 +67,7 @@ pub struct ErrorStats {
     sample_shape: Option<Vec<usize>>,
     shape_varies: bool,
     samples: Vec<SampleAcc>,
+    non_finite: NonFiniteCount,
 }
 
 /// The sums of one batch, merged into [`ErrorStats`] only when the whole batch is valid.
@@ -183,6 +184,107 @@ fn first_non_finite<A: QFloat, B: QFloat>(
     }
 }
 
+/// Values under test that are NaN or infinite (where the reference is finite), and the
+/// samples that hold them: a finding of the comparison, never a skip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NonFiniteCount {
+    /// NaN values.
+    pub nan: u64,
+    /// `+inf` values.
+    pub pos_inf: u64,
+    /// `-inf` values.
+    pub neg_inf: u64,
+    /// Samples holding at least one of them.
+    pub samples: u64,
+}
+
+impl NonFiniteCount {
+    /// All non-finite values.
+    #[must_use]
+    pub fn values(&self) -> u64 {
+        self.nan + self.pos_inf + self.neg_inf
+    }
+
+    /// Whether there is none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.values() == 0
+    }
+
+    fn merge(&mut self, o: &NonFiniteCount) {
+        self.nan += o.nan;
+        self.pos_inf += o.pos_inf;
+        self.neg_inf += o.neg_inf;
+        self.samples += o.samples;
+    }
+}
+
+impl BatchSums {
+    fn is_finite(&self) -> bool {
+        self.sdd.is_finite() && self.sd.is_finite() && self.sxx.is_finite() && self.syy.is_finite()
+    }
+}
+
+/// The sums of a batch, row by row. With `non_finite_rows`, a row whose values under test
+/// hold NaN or ±inf adds only its reference power and gets an infinite error.
+fn sum_rows<A: QFloat, B: QFloat>(
+    x: &ArrayViewD<'_, A>,
+    y: &ArrayViewD<'_, B>,
+    range: Option<(f64, f64)>,
+    non_finite_rows: bool,
+) -> (BatchSums, Vec<SampleAcc>, NonFiniteCount) {
+    let mut b = BatchSums::default();
+    let mut count = NonFiniteCount::default();
+    let mut new_samples = Vec::with_capacity(x.shape()[0]);
+    for (xs, ys) in x.outer_iter().zip(y.outer_iter()) {
+        let mut s = SampleAcc::default();
+        if non_finite_rows {
+            let before = count.values();
+            for v in ys.iter() {
+                let v = v.to_f64_exact();
+                if v.is_nan() {
+                    count.nan += 1;
+                } else if v == f64::INFINITY {
+                    count.pos_inf += 1;
+                } else if v == f64::NEG_INFINITY {
+                    count.neg_inf += 1;
+                }
+            }
+            if count.values() > before {
+                count.samples += 1;
+                for a in xs.iter() {
+                    let u = a.to_f64_exact();
+                    s.signal += u * u;
+                    if let Some((lo, hi)) = range {
+                        s.clipped += u64::from(u < lo || u > hi);
+                    }
+                }
+                b.sxx += s.signal;
+                b.clipped += s.clipped;
+                s.noise = f64::INFINITY;
+                s.max_abs = f64::INFINITY;
+                new_samples.push(s);
+                continue;
+            }
+        }
+        match (xs.as_slice(), ys.as_slice()) {
+            (Some(a), Some(c)) => {
+                accumulate(a.iter().copied(), c.iter().copied(), range, &mut b, &mut s)
+            }
+            _ => accumulate(
+                xs.iter().copied(),
+                ys.iter().copied(),
+                range,
+                &mut b,
+                &mut s,
+            ),
+        }
+        new_samples.push(s);
+    }
+    (b, new_samples, count)
+}
+
 pub(crate) fn sqnr_db(signal: f64, noise: f64) -> f64 {
     20.0 * (signal.sqrt() / noise.sqrt()).log10()
 }
@@ -203,7 +305,8 @@ impl ErrorStats {
     /// [`QuantError::ShapeMismatch`] when the shapes differ; [`QuantError::InvalidAxis`] for a
     /// 0-d array (no sample axis); [`QuantError::EmptyInput`] when an axis has length 0;
     /// [`QuantError::NanInput`] / [`QuantError::NonFinite`] for a NaN or an infinity in
-    /// either array.
+    /// the reference `x`. NaN and ±inf in `y` (the values under test) are not errors but a
+    /// finding: counted in [`ErrorStats::non_finite`], the samples holding them at SQNR `-inf`.
     pub fn update<A: QFloat, B: QFloat, D: Dimension>(
         &mut self,
         x: &ArrayRef<A, D>,
@@ -217,27 +320,21 @@ impl ErrorStats {
             let (lo, hi) = q.representable();
             (f64::from(lo), f64::from(hi))
         });
-        let mut b = BatchSums::default();
-        let mut new_samples = Vec::with_capacity(x.shape()[0]);
-        for (xs, ys) in x.outer_iter().zip(y.outer_iter()) {
-            let mut s = SampleAcc::default();
-            match (xs.as_slice(), ys.as_slice()) {
-                (Some(a), Some(c)) => {
-                    accumulate(a.iter().copied(), c.iter().copied(), range, &mut b, &mut s)
-                }
-                _ => accumulate(
-                    xs.iter().copied(),
-                    ys.iter().copied(),
-                    range,
-                    &mut b,
-                    &mut s,
-                ),
+        let (mut b, mut new_samples, _) = sum_rows(&x, &y, range, false);
+        let mut non_finite = NonFiniteCount::default();
+        if !b.is_finite() {
+            // NaN or ±inf in the reference: the comparison means nothing, refuse it.
+            if x.iter().any(|v| !v.to_f64_exact().is_finite()) {
+                return Err(first_non_finite(OP, &x, &x));
             }
-            new_samples.push(s);
+            // Non-finite values under test are a finding: counted, and the samples that hold
+            // them get an infinite error (SQNR -inf).
+            (b, new_samples, non_finite) = sum_rows(&x, &y, range, true);
+            if non_finite.values() == 0 || !b.is_finite() {
+                return Err(first_non_finite(OP, &x, &y));
+            }
         }
-        if !(b.sdd.is_finite() && b.sd.is_finite() && b.sxx.is_finite() && b.syy.is_finite()) {
-            return Err(first_non_finite(OP, &x, &y));
-        }
+        self.non_finite.merge(&non_finite);
         let count = x.len() as u64;
         self.batches += 1;
         self.n += count;
@@ -285,12 +382,26 @@ impl ErrorStats {
     /// SQNR `20·log10(‖x‖/‖x−y‖)` over everything seen (dB).
     #[must_use]
     pub fn sqnr_db(&self) -> f64 {
+        if !self.non_finite.is_empty() {
+            return f64::NEG_INFINITY;
+        }
         sqnr_db(self.sxx, self.sdd)
+    }
+
+    /// The NaN and infinite values seen under test (where the reference was finite): those
+    /// samples' SQNR is `-inf`, and so is the layer's; MSE, normalized L2 and the largest
+    /// error are `inf`, cosine and mean error NaN.
+    #[must_use]
+    pub fn non_finite(&self) -> NonFiniteCount {
+        self.non_finite
     }
 
     /// `sqrt(Σ(x−y)²/Σx²)`.
     #[must_use]
     pub fn normalized_l2(&self) -> f64 {
+        if !self.non_finite.is_empty() {
+            return f64::INFINITY;
+        }
         (self.sdd / self.sxx).sqrt()
     }
 
@@ -298,18 +409,27 @@ impl ErrorStats {
     #[must_use]
     pub fn cosine(&self) -> f64 {
         const EPS: f64 = 1e-8;
+        if !self.non_finite.is_empty() {
+            return f64::NAN;
+        }
         self.sxy / (self.sxx.sqrt().max(EPS) * self.syy.sqrt().max(EPS))
     }
 
     /// Mean squared error (NaN before any data).
     #[must_use]
     pub fn mse(&self) -> f64 {
+        if !self.non_finite.is_empty() {
+            return f64::INFINITY;
+        }
         self.sdd / self.n as f64
     }
 
     /// `max |x−y|` (0 before any data).
     #[must_use]
     pub fn max_abs(&self) -> f64 {
+        if !self.non_finite.is_empty() {
+            return f64::INFINITY;
+        }
         self.max_abs
     }
 
@@ -317,6 +437,9 @@ impl ErrorStats {
     /// below the reference on average).
     #[must_use]
     pub fn mean_error(&self) -> f64 {
+        if !self.non_finite.is_empty() {
+            return f64::NAN;
+        }
         self.sd / self.n as f64
     }
 
@@ -331,7 +454,13 @@ impl ErrorStats {
     /// (`None` when none did). Compare with [`ROUNDING_FLOOR_QUANTA`].
     #[must_use]
     pub fn rms_quanta(&self) -> Option<f64> {
-        (self.quantized_n > 0).then(|| (self.sdd_quanta / self.quantized_n as f64).sqrt())
+        (self.quantized_n > 0).then(|| {
+            if self.non_finite.is_empty() {
+                (self.sdd_quanta / self.quantized_n as f64).sqrt()
+            } else {
+                f64::INFINITY
+            }
+        })
     }
 
     /// The output parameters of the last batch that came with them.
@@ -402,6 +531,7 @@ impl ErrorStats {
             max_abs: self.max_abs(),
             mean_error: self.mean_error(),
             clipped_fraction: self.clipped_fraction(),
+            non_finite: self.non_finite,
             rms_quanta: self.rms_quanta(),
             output_qparams: self.qparams,
             samples: self.sample_stats().collect(),
@@ -449,6 +579,8 @@ pub struct OutputComparison {
     /// is [`ROUNDING_FLOOR_QUANTA`].
     #[cfg_attr(feature = "serde", serde(serialize_with = "super::json::opt_f64"))]
     pub rms_quanta: Option<f64>,
+    /// NaN and infinite values under test (where the reference was finite): a finding.
+    pub non_finite: NonFiniteCount,
     /// The output parameters (quantized outputs only).
     pub output_qparams: Option<QParams>,
     /// One entry per sample, in the order the samples were seen.

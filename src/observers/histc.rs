@@ -25,6 +25,12 @@ pub(crate) fn histc(xs: &[f32], lo: f32, hi: f32, bins: usize, data_range: (f32,
     count::<false>(xs, &Binning::new(lo, hi, bins)).0
 }
 
+/// Exact `u64` counts of `xs` over `[lo, hi]` (`lo < hi`, every value inside) in `bins`
+/// bins, with `torch.histc`'s bin index: the binning of every histogram the crate draws.
+pub(crate) fn histc_counts(xs: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+    count_slots::<false, _>(xs, &Binning::new(lo, hi, bins)).0
+}
+
 /// Bins `xs` over `[lo, hi]` (`lo < hi`) and checks in the same pass that every value lies in
 /// `[lo, hi]` (false also for NaN). The counts are only meaningful when it does.
 pub(crate) fn histc_in_range(xs: &[f32], lo: f32, hi: f32, bins: usize) -> (Vec<f32>, bool) {

@@ -61,6 +61,7 @@ pub use compare::{CalibratorComparison, CalibratorResult, compare_calibrators};
 pub use dynamic::DynamicObserver;
 pub use entropy::EntropyObserver;
 pub use fixed::FixedQParamsObserver;
+pub(crate) use histc::histc_counts;
 pub use histogram::HistogramObserver;
 pub use minmax::{MinMaxObserver, UpdateRule};
 pub use mse::MseObserver;

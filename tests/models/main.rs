@@ -17,6 +17,7 @@ mod faults;
 #[cfg(feature = "cli")]
 mod cli;
 mod diagnose;
+mod diagnosis_data;
 #[cfg(feature = "safetensors")]
 mod digits;
 mod fusion;

@@ -709,13 +709,10 @@ fn push_errors_are_typed_and_leave_the_log_unchanged() {
             got: vec![3, 2]
         })
     );
-    // NaN, either side
+    // NaN in the reference (NaN under test is a finding: see
+    // `nan_and_inf_under_test_are_counted_never_skipped`)
     let mut nan = x.clone();
     nan[[1, 2]] = f32::NAN;
-    assert_eq!(
-        log.push("a", &x, &nan, None),
-        Err(QuantError::NanInput { op, index: 5 })
-    );
     assert_eq!(
         log.push("a", &nan, &x, None),
         Err(QuantError::NanInput { op, index: 5 })
@@ -947,4 +944,30 @@ fn report_text_marks_and_threshold() {
     assert!(csv.contains("fc1,QuantizedLinearReLU,weight,"));
     assert!(csv.contains("add,QuantizedAdd,local,"));
     assert_eq!(NsReport::default().to_string().lines().count(), 1);
+}
+
+#[test]
+fn nan_and_inf_under_test_are_counted_never_skipped() {
+    let x = data(&[3, 4], 2);
+    let mut y = x.mapv(|v| v * 1.01);
+    y[[1, 0]] = f32::NAN;
+    y[[1, 3]] = f32::INFINITY;
+    y[[2, 1]] = f32::NEG_INFINITY;
+    let mut log = NumericLog::streaming();
+    log.push("a", &x, &y, None)
+        .expect("NaN under test is a finding");
+    let c = log.comparison("a").expect("logged");
+    let n = c.non_finite;
+    assert_eq!((n.nan, n.pos_inf, n.neg_inf, n.samples), (1, 1, 1, 2));
+    assert_eq!(c.sqnr_db, f64::NEG_INFINITY);
+    let per_sample = c.sample_sqnr_db();
+    assert!(
+        per_sample[0].is_finite() && per_sample[0] > 30.0,
+        "{per_sample:?}"
+    );
+    assert_eq!(&per_sample[1..], &[f64::NEG_INFINITY, f64::NEG_INFINITY]);
+    assert_eq!(c.worst_samples(2), vec![1, 2]);
+    // a clean batch after it keeps the sample ids aligned
+    log.push("a", &x, &x, None).expect("push");
+    assert_eq!(log.comparison("a").expect("logged").samples.len(), 6);
 }
