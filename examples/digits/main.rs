@@ -7,6 +7,9 @@
 //! - fc1's int8 kernel with its output zero point off by one (implementation);
 //! - calibration on 10 images of a single digit (the calibration audit).
 //!
+//! For the coarse weights it then applies the top remedy to the configuration, quantizes
+//! again and checks that the model reaches the measured gain.
+//!
 //! ```text
 //! cargo run --release --features safetensors --example digits
 //! ```
@@ -14,7 +17,9 @@
 use std::time::Instant;
 
 use ndarray::Axis;
-use qnumeric::diagnose::{DiagnoseOptions, Diagnosis, EvalData, Quantized, Verdict, diagnose};
+use qnumeric::diagnose::{
+    DiagnoseOptions, Diagnoser, Diagnosis, EvalData, QuantPlan, Quantized, Verdict, diagnose,
+};
 use qnumeric::fusion::fuse_auto;
 use qnumeric::nn::Model;
 use qnumeric::ptq::{PtqConfig, prepare};
@@ -248,6 +253,21 @@ fn main() -> Result<()> {
         "  HTML page: {}",
         write_page("digits-fault-coarse-weights.html", &dg)?.display()
     );
+    // Diagnose, take the top remedy, quantize again, check.
+    let top = &dg.remedies[0];
+    let plan = QuantPlan::new(coarse.clone()).apply(top)?;
+    let fixed = plan.quantize(&fused, calib)?;
+    let reached = Diagnoser::new(&fused, calib, eval)?.measure_model(&fixed)?;
+    println!(
+        "  applied the top remedy ({}): {reached} (measured by the diagnosis: {})",
+        top.action(),
+        top.quality().map_or("-".into(), |q| q.to_string())
+    );
+    checks.push((
+        "top remedy applied",
+        format!("{:.2} dB", reached.sqnr_db),
+        top.quality() == Some(reached),
+    ));
     let conv2 = dg
         .layers
         .iter()

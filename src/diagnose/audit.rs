@@ -92,8 +92,8 @@ impl fmt::Display for CalibrationAudit {
         for o in &self.observers {
             writeln!(
                 f,
-                "  {:<16} range [{:.4}, {:.4}]  moved {:.1}% over the tail{}",
-                o.layer,
+                "  {} range [{:.4}, {:.4}]  moved {:.1}% over the tail{}",
+                crate::text::pad(&crate::text::cell(&o.layer, 16), 16),
                 o.last.0,
                 o.last.1,
                 o.drift * 100.0,

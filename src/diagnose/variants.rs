@@ -183,17 +183,21 @@ pub struct Sensitivity {
 
 impl fmt::Display for Sensitivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::text::{cell, column_width, pad};
         writeln!(f, "all layers int8: {}", self.all_quantized)?;
+        let w = column_width(self.rows.iter().map(|r| r.layer.as_str()), 16);
         writeln!(
             f,
-            "{:<16} {:>28} {:>28}",
-            "layer", "only this layer int8", "this layer kept fp32"
+            "{} {:>28} {:>28}",
+            pad("layer", w),
+            "only this layer int8",
+            "this layer kept fp32"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<16} {:>28} {:>28}",
-                r.layer,
+                "{} {:>28} {:>28}",
+                pad(&cell(&r.layer, w), w),
                 r.only_this_quantized.to_string(),
                 r.this_kept_float.to_string()
             )?;

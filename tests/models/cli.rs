@@ -426,3 +426,94 @@ fn diagnose_with_a_missing_file_fails_with_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
+
+/// A dump pair whose quantized `bad` layer holds NaN and inf (the float one is finite).
+fn nan_pair(name: &str, order: Option<&str>) -> (PathBuf, PathBuf) {
+    let d = dir(name);
+    let x = data(&[8, 4], 11).mapv(|v| v + 2.0);
+    let mut bad = x.mapv(|v| v * 1.001);
+    bad[[2, 1]] = f32::NAN;
+    bad[[5, 0]] = f32::INFINITY;
+    let (float, quant) = (d.join("float.safetensors"), d.join("quant.safetensors"));
+    write(
+        &float,
+        &[
+            ("good", T::F32(x.clone())),
+            ("bad", T::F32(x.clone())),
+            ("exact", T::F32(x.clone())),
+        ],
+        order,
+    );
+    write(
+        &quant,
+        &[
+            ("good", T::F32(x.mapv(|v| v * 1.001))),
+            ("bad", T::F32(bad)),
+            ("exact", T::F32(x)),
+        ],
+        None,
+    );
+    (float, quant)
+}
+
+#[test]
+fn diagnose_reports_nan_in_a_quantized_layer_as_an_implementation_finding() {
+    let (f, q) = nan_pair("nan-finding", Some("good,bad,exact"));
+    let o = run(&["diagnose", s(&f), s(&q)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("verdict: implementation"), "{out}");
+    assert!(out.contains("first layer with a verdict: bad"), "{out}");
+    assert!(out.contains("1 NaN and 1 infinite values in 2 samples"), "{out}");
+    let o = run(&["diagnose", s(&f), s(&q), "--json"]);
+    let j = json(&o);
+    assert_eq!(j["verdict"], "implementation");
+    let bad = &j["layers"][1];
+    assert_eq!(bad["name"], "bad");
+    assert_eq!(bad["non_finite"]["nan"], 1);
+    assert_eq!(bad["non_finite"]["pos_inf"], 1);
+    assert_eq!(bad["evidence"]["sqnr_db"], "-inf");
+    // lossless: "inf", as `compare --json` writes it
+    assert_eq!(j["layers"][2]["evidence"]["sqnr_db"], "inf");
+    assert_eq!(j["skipped"], serde_json::json!([]));
+    // compare lists it too, at -inf, instead of skipping it
+    let c = json(&run(&["compare", s(&f), s(&q), "--json"]));
+    assert_eq!(c["tensors"][1]["name"], "bad");
+    assert_eq!(c["tensors"][1]["sqnr_db"], "-inf");
+}
+
+#[test]
+fn diagnose_refuses_a_nan_or_infinite_threshold() {
+    let (f, q) = nan_pair("nan-threshold", None);
+    for t in ["nan", "inf", "-inf"] {
+        let o = run(&["diagnose", s(&f), s(&q), &format!("--threshold={t}")]);
+        assert_eq!(o.status.code(), Some(2), "{t}: {}", stdout(&o));
+        assert!(stderr(&o).contains("min_sqnr_db"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
+}
+
+#[test]
+fn order_metadata_as_a_json_array_keeps_commas_and_spaces_in_names() {
+    let d = dir("order-json");
+    let x = data(&[4, 3], 12);
+    let (f, q) = (d.join("float.safetensors"), d.join("quant.safetensors"));
+    let names = ["z,with comma", " padded ", "a"];
+    let tensors: Vec<(&str, T)> = names.iter().map(|n| (*n, T::F32(x.clone()))).collect();
+    write(&f, &tensors, Some(r#"["z,with comma", " padded ", "a"]"#));
+    write(&q, &tensors, None);
+    let j = json(&run(&["compare", s(&f), s(&q), "--json"]));
+    assert_eq!(j["order"], "metadata");
+    let got: Vec<&str> = j["tensors"]
+        .as_array()
+        .expect("tensors")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(got, names);
+    // a corrupt JSON order is an error of the file, not a silent reordering
+    write(&f, &tensors, Some(r#"["a", 3"#));
+    let o = run(&["compare", s(&f), s(&q)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`order`"), "{}", stderr(&o));
+}
