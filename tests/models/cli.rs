@@ -464,7 +464,10 @@ fn diagnose_reports_nan_in_a_quantized_layer_as_an_implementation_finding() {
     let out = stdout(&o);
     assert!(out.starts_with("verdict: implementation"), "{out}");
     assert!(out.contains("first layer with a verdict: bad"), "{out}");
-    assert!(out.contains("1 NaN and 1 infinite values in 2 samples"), "{out}");
+    assert!(
+        out.contains("1 NaN and 1 infinite values in 2 samples"),
+        "{out}"
+    );
     let o = run(&["diagnose", s(&f), s(&q), "--json"]);
     let j = json(&o);
     assert_eq!(j["verdict"], "implementation");

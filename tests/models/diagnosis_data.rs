@@ -263,6 +263,50 @@ mod on_digits {
         assert!(both.sqnr_db >= dg.quality.sqnr_db + gain - 1.0, "{both}");
     }
 
+    /// Bright outliers: dynamic quantization (model-wide) measured once, at the top, with the
+    /// gain the example prints.
+    #[test]
+    fn bright_outliers_measure_dynamic_quantization_once_at_the_top() {
+        let d = model::Digits::load().expect("digits");
+        let m = fused(&d);
+        let (x, _) = faults::bright_images(&d.test_x, 20, 4.0);
+        let e = EvalData {
+            inputs: &x,
+            labels: Some(&d.test_y),
+        };
+        let dg = diagnose(
+            &m,
+            Quantized::Config(PtqConfig::default()),
+            &d.calib,
+            e,
+            &DiagnoseOptions::default(),
+        )
+        .expect("diagnosis");
+        assert_eq!(dg.verdict, Verdict::DataSensitive, "{dg}");
+        let top = &dg.remedies[0];
+        assert_eq!(
+            (&top.change, top.layer.as_deref()),
+            (&Change::DynamicLinear, None)
+        );
+        let gain = top.gain_db().expect("measured");
+        assert!((gain - 25.95).abs() < 0.05, "{gain}");
+        let dynamic = dg
+            .remedies
+            .iter()
+            .chain(&dg.rejected)
+            .filter(|r| r.change == Change::DynamicLinear)
+            .count();
+        assert_eq!(dynamic, 1);
+        // applying it gives the measured model
+        let plan = QuantPlan::new(PtqConfig::default())
+            .apply(top)
+            .expect("apply");
+        let again = Diagnoser::new(&m, &d.calib, e)
+            .and_then(|g| g.measure_model(&plan.quantize(&m, &d.calib)?))
+            .expect("measure");
+        assert_eq!(Some(again), top.quality());
+    }
+
     #[test]
     fn a_buggy_kernel_comes_first_with_its_measured_interim_fix() {
         let d = model::Digits::load().expect("digits");
