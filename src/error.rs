@@ -270,6 +270,19 @@ pub enum QuantError {
         /// Which quantity overflowed.
         what: &'static str,
     },
+    /// An output or intermediate buffer would exceed the element cap
+    /// ([`crate::nn::MAX_ELEMENTS`]): refused before anything is allocated.
+    #[error("{op}: {what} would hold {elements} elements, more than the {max} allowed")]
+    TooLarge {
+        /// The refusing function.
+        op: &'static str,
+        /// The buffer.
+        what: &'static str,
+        /// Its element count.
+        elements: usize,
+        /// The cap.
+        max: usize,
+    },
     /// Finite values whose range cannot be represented in `f32`: the width `max − min` of an
     /// observed range (or the scale chosen from it) overflows, or an `f64` value lies beyond
     /// `f32`'s range. PyTorch computes an infinite scale or NaN statistics there.

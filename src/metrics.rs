@@ -40,6 +40,10 @@ fn check<F: QFloat, D: Dimension>(
             got: y.shape().to_vec(),
         });
     }
+    // No values, no figure: refused, as the Numeric Suite refuses an empty batch.
+    if x.is_empty() {
+        return Err(QuantError::EmptyInput { op });
+    }
     Ok(())
 }
 
@@ -310,7 +314,7 @@ struct Moments {
 }
 
 /// Below this a sum of squares of `f64` values may have lost terms to underflow.
-const F64_SAFE_MIN: f64 = 1e-270;
+pub(crate) const F64_SAFE_MIN: f64 = 1e-270;
 
 /// Checked moments: shapes equal, inputs finite, sums free of overflow and underflow.
 fn moments<F: QFloat, D: Dimension>(
@@ -338,7 +342,7 @@ fn moments<F: QFloat, D: Dimension>(
 
 /// `v · 2^e` for any `e`, in steps of at most `2^±1000` (each exact and finite, so `2^e`
 /// itself need not be representable and `0 · 2^e` stays 0).
-fn mul_pow2(mut v: f64, mut e: i32) -> f64 {
+pub(crate) fn mul_pow2(mut v: f64, mut e: i32) -> f64 {
     while e > 1000 {
         v *= 2f64.powi(1000);
         e -= 1000;
@@ -351,7 +355,7 @@ fn mul_pow2(mut v: f64, mut e: i32) -> f64 {
 }
 
 /// The `k` with `a · 2^-k` in `(0.25, 2]` for `a > 0` finite; 0 for `a == 0`.
-fn exponent_of(a: f64) -> i32 {
+pub(crate) fn exponent_of(a: f64) -> i32 {
     if a > 0.0 { a.log2().ceil() as i32 } else { 0 }
 }
 
@@ -391,11 +395,18 @@ fn scaled_moments<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, y: &ArrayRef<F, D
     }
 }
 
+/// SQNR (dB) from a signal power `Σx² · 2^exp_signal` and a noise power `Σ(x−y)² · 2^exp_noise`
+/// (exponents even): the one formula of [`sqnr`] and of the Numeric Suite's statistics.
+pub(crate) fn sqnr_of_sums(signal: f64, exp_signal: i32, noise: f64, exp_noise: i32) -> f64 {
+    let half_exp = (exp_signal - exp_noise) / 2;
+    20.0 * ((signal.sqrt() / noise.sqrt()).log10()
+        + f64::from(half_exp) * std::f64::consts::LOG10_2)
+}
+
 impl Moments {
     fn sqnr(&self) -> f64 {
         let [s0, _, _, s3] = self.sum;
-        let half_exp = (self.exp[0] - self.exp[3]) / 2;
-        20.0 * ((s0.sqrt() / s3.sqrt()).log10() + f64::from(half_exp) * std::f64::consts::LOG10_2)
+        sqnr_of_sums(s0, self.exp[0], s3, self.exp[3])
     }
 
     fn normalized_l2_error(&self) -> f64 {
@@ -423,8 +434,9 @@ impl Moments {
 /// `x` with non-zero `y` gives `-inf` (PyTorch's conventions).
 ///
 /// # Errors
-/// [`QuantError::ShapeMismatch`] when the shapes differ; [`QuantError::NanInput`] and
-/// [`QuantError::InfiniteInput`] for non-finite input.
+/// [`QuantError::ShapeMismatch`] when the shapes differ; [`QuantError::EmptyInput`] for
+/// arrays without a value; [`QuantError::NanInput`] and [`QuantError::InfiniteInput`] for
+/// non-finite input.
 ///
 /// # Examples
 /// ```
@@ -463,7 +475,7 @@ pub fn cosine_similarity<F: QFloat, D: Dimension>(
     Ok(moments("cosine_similarity", x, y)?.cosine_similarity())
 }
 
-/// Mean squared error `Σ(x − y)² / n` (NaN for empty arrays; `+inf` only when the true value
+/// Mean squared error `Σ(x − y)² / n` (`+inf` only when the true value
 /// exceeds the `f64` range, which only `f64` inputs can reach).
 ///
 /// # Errors
@@ -472,7 +484,7 @@ pub fn mse<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, y: &ArrayRef<F, D>) -> R
     Ok(moments("mse", x, y)?.mse(x.len()))
 }
 
-/// Largest absolute difference `max |x − y|`, computed in `f64` (0 for empty arrays; `+inf`
+/// Largest absolute difference `max |x − y|`, computed in `f64` (`+inf`
 /// only when the difference of two finite `f64` values exceeds the `f64` range).
 ///
 /// # Errors

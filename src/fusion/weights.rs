@@ -23,6 +23,21 @@ fn bn_bias(bn: &BatchNormParams, c: usize) -> f32 {
     bn.bias.as_ref().map_or(0.0, |b| b[c])
 }
 
+/// The fused weight and bias must be finite: a finite weight times a large BatchNorm scale can
+/// overflow `f32`.
+fn finite_fused(op: &'static str, weight: &[f32], bias: &[f32]) -> Result<()> {
+    for (what, list) in [("fused weight", weight), ("fused bias", bias)] {
+        if let Some(&v) = list.iter().find(|v| !v.is_finite()) {
+            return Err(QuantError::NonFinite {
+                op,
+                what,
+                value: f64::from(v),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn bias_values(op: &'static str, bias: Option<&ArrayD<f32>>, len: usize) -> Result<Vec<f32>> {
     match bias {
         None => Ok(vec![0.0; len]),
@@ -150,6 +165,7 @@ pub fn fuse_conv_bn_weights(
     let bias: Vec<f32> = (0..c)
         .map(|i| ((b[i] - bn.running_mean[i]) * r[i]) * bn_weight(bn, i) + bn_bias(bn, i))
         .collect();
+    finite_fused(OP, &fused, &bias)?;
     Ok((
         ArrayD::from_shape_vec(IxDyn(&shape), fused).expect("same shape"),
         ArrayD::from_shape_vec(IxDyn(&[c]), bias).expect("length c"),
@@ -215,6 +231,7 @@ pub fn fuse_linear_bn_weights(
             (b[o] - bn.running_mean[i]) * k[i] + bn_bias(bn, i)
         })
         .collect();
+    finite_fused(OP, &fused, &bias)?;
     Ok((
         ArrayD::from_shape_vec(IxDyn(&[out, inp]), fused).expect("same shape"),
         ArrayD::from_shape_vec(IxDyn(&[out]), bias).expect("length out"),

@@ -28,11 +28,12 @@ impl BatchNormParams {
 
     /// Checks that every list has the same length, `eps` is finite and `>= 0`, every running
     /// variance is finite and `>= 0` with `running_var + eps > 0` (so `1/sqrt(var + eps)` is
-    /// finite), and the means and affine parameters are finite.
+    /// finite), the means and affine parameters are finite, and so are the per-channel scale
+    /// `weight / sqrt(var + eps)` and shift `bias − mean · scale` in `f32`.
     ///
     /// # Errors
     /// [`QuantError::LengthMismatch`]; [`QuantError::InvalidParameter`] for `eps` or a running
-    /// variance; [`QuantError::NonFinite`] for a mean, weight or bias.
+    /// variance; [`QuantError::NonFinite`] for a mean, weight, bias, scale or shift.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         let c = self.running_mean.len();
         let lists: [(&'static str, Option<usize>); 3] = [
@@ -84,6 +85,26 @@ impl BatchNormParams {
                     what,
                     value: v as f64,
                 });
+            }
+        }
+        // The per-channel scale γ / sqrt(var + eps) and shift β − mean·scale must be finite
+        // in f32 too (a tiny variance under a large γ overflows): else the forward gives NaN
+        // and a fused weight infinity.
+        for i in 0..c {
+            let scale = self.weight.as_ref().map_or(1.0, |w| w[i])
+                * (1.0 / (self.running_var[i] + eps).sqrt());
+            let shift = self.bias.as_ref().map_or(0.0, |b| b[i]) - self.running_mean[i] * scale;
+            for (what, v) in [
+                ("weight / sqrt(running_var + eps)", scale),
+                ("bias − running_mean · scale", shift),
+            ] {
+                if !v.is_finite() {
+                    return Err(QuantError::NonFinite {
+                        op,
+                        what,
+                        value: f64::from(v),
+                    });
+                }
             }
         }
         Ok(())

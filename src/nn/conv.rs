@@ -24,7 +24,8 @@ use crate::tensor::QuantizedTensor;
 pub struct ConvGeometry {
     /// Stride (height, width), each >= 1.
     pub stride: [usize; 2],
-    /// Zero padding (height, width).
+    /// Padding (height, width): the value 0.0 for a float input; for a quantized input the
+    /// input zero point (the stored value that means 0.0), as PyTorch pads.
     pub padding: [usize; 2],
     /// Dilation (height, width), each >= 1.
     pub dilation: [usize; 2],
@@ -115,7 +116,7 @@ impl ConvGeometry {
 pub struct ConvGeometry1d {
     /// Stride, >= 1.
     pub stride: usize,
-    /// Zero padding.
+    /// Padding: 0.0 for a float input, the input zero point for a quantized one.
     pub padding: usize,
     /// Dilation, >= 1.
     pub dilation: usize,
@@ -247,13 +248,15 @@ impl ConvShape {
         }
         let oh = conv_out_len(op, h, kh, geo.stride[0], geo.padding[0], geo.dilation[0])?;
         let ow = conv_out_len(op, w, kw, geo.stride[1], geo.padding[1], geo.dilation[1])?;
-        [n, c_out, oh, ow]
-            .iter()
-            .try_fold(1usize, |a, &v| a.checked_mul(v))
-            .ok_or(QuantError::GeometryOverflow {
-                op,
-                what: "output size",
-            })?;
+        // Checked before anything is allocated: the output (whatever the batch: `positions`
+        // is used on its own), and one image's unfolded input.
+        crate::nn::shape::checked_elements(op, "output positions", &[oh, ow])?;
+        crate::nn::shape::checked_elements(op, "output", &[n, c_out, oh, ow])?;
+        crate::nn::shape::checked_elements(
+            op,
+            "one image's unfolded input",
+            &[cg, kh, kw, oh, ow],
+        )?;
         Ok(ConvShape {
             n,
             c_in,
@@ -268,7 +271,7 @@ impl ConvShape {
         })
     }
 
-    /// Output positions per image.
+    /// Output positions per image (`oh · ow`, checked in [`ConvShape::new`]).
     pub(crate) fn positions(&self) -> usize {
         self.oh * self.ow
     }

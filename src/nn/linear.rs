@@ -111,6 +111,7 @@ pub(crate) fn linear_float(
     let w = core.weight();
     let (o, k) = (w.shape()[0], w.shape()[1]);
     let n = linear_rows(op, x.shape(), k)?;
+    crate::nn::shape::checked_elements(op, "output", &[n, o])?;
     let xs = x.as_standard_layout();
     let xd = xs.as_slice().expect("standard layout");
     let w2 = ArrayView2::from_shape((o, k), core.weight_slice()).expect("o·k elements");

@@ -46,7 +46,7 @@ mod pool;
 pub mod quantized;
 mod relu;
 mod sequential;
-mod shape;
+pub(crate) mod shape;
 mod stubs;
 pub(crate) mod weighted;
 
@@ -60,6 +60,6 @@ pub use module::{LayerRole, Module, ModuleClone, WeightedKind, WeightedLayer};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use relu::{ReLU, ReLU6};
 pub use sequential::Sequential;
-pub use shape::{Flatten, Identity};
+pub use shape::{Flatten, Identity, MAX_ELEMENTS};
 pub use stubs::{DeQuantStub, QuantStub};
 pub use weighted::WeightedCore;

@@ -66,42 +66,49 @@ impl PoolShape {
                 got: vec![ph, pw],
             });
         }
+        let (oh, ow) = (
+            (ph - kernel[0]) / stride[0] + 1,
+            (pw - kernel[1]) / stride[1] + 1,
+        );
+        crate::nn::shape::checked_elements(op, "pooling output", &[n, c, oh, ow])?;
         Ok(PoolShape {
             planes: n * c,
             h,
             w,
-            oh: (ph - kernel[0]) / stride[0] + 1,
-            ow: (pw - kernel[1]) / stride[1] + 1,
+            oh,
+            ow,
             kernel,
             stride,
             padding,
         })
     }
 
-    /// Runs `f(window values, number of padded taps)` over every window.
-    fn run<T: Copy, U>(&self, data: &[T], mut f: impl FnMut(&[T], usize) -> U) -> Vec<U> {
+    /// The input rows (or columns) window `o` covers: the window clipped to the input, so a
+    /// huge padded window costs what its real taps cost.
+    fn span(o: usize, stride: usize, k: usize, pad: usize, len: usize) -> std::ops::Range<usize> {
+        // (o·stride + k) <= len + 2·pad, which fits: checked when the shape was built.
+        let start = (o * stride).saturating_sub(pad).min(len);
+        let end = (o * stride + k).saturating_sub(pad).min(len);
+        start..end.max(start)
+    }
+
+    /// Runs `f(window values)` over every window (the taps inside the input; padded taps
+    /// are left out).
+    fn run<T: Copy, U>(&self, data: &[T], mut f: impl FnMut(&[T]) -> U) -> Vec<U> {
         let mut out = Vec::with_capacity(self.planes * self.oh * self.ow);
-        let mut win =
-            Vec::with_capacity(self.kernel[0].saturating_mul(self.kernel[1]).min(1 << 20));
+        let mut win = Vec::new();
         for p in 0..self.planes {
             let plane = &data[p * self.h * self.w..][..self.h * self.w];
             for oy in 0..self.oh {
+                let ys = Self::span(oy, self.stride[0], self.kernel[0], self.padding[0], self.h);
                 for ox in 0..self.ow {
+                    let xs =
+                        Self::span(ox, self.stride[1], self.kernel[1], self.padding[1], self.w);
                     win.clear();
-                    let mut padded = 0usize;
-                    for ky in 0..self.kernel[0] {
-                        let iy = (oy * self.stride[0] + ky).checked_sub(self.padding[0]);
-                        for kx in 0..self.kernel[1] {
-                            let ix = (ox * self.stride[1] + kx).checked_sub(self.padding[1]);
-                            match (iy, ix) {
-                                (Some(iy), Some(ix)) if iy < self.h && ix < self.w => {
-                                    win.push(plane[iy * self.w + ix]);
-                                }
-                                _ => padded += 1,
-                            }
-                        }
+                    for iy in ys.clone() {
+                        win.extend_from_slice(&plane[iy * self.w..][xs.clone()]);
                     }
-                    out.push(f(&win, padded));
+                    out.push(f(&win));
                 }
             }
         }
@@ -149,7 +156,7 @@ impl Module for MaxPool2d {
         match x {
             Activation::Float(a) => {
                 let data = a.as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                let out = s.run(data.as_slice().expect("standard layout"), |w| {
                     w.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
                         if v.is_nan() || m.is_nan() {
                             f32::NAN
@@ -164,7 +171,7 @@ impl Module for MaxPool2d {
             }
             Activation::Quantized(q) => {
                 let data = q.int_repr().as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                let out = s.run(data.as_slice().expect("standard layout"), |w| {
                     w.iter().copied().max().unwrap_or(0)
                 });
                 let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size");
@@ -218,7 +225,7 @@ impl Module for AvgPool2d {
         match x {
             Activation::Float(a) => {
                 let data = a.as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                let out = s.run(data.as_slice().expect("standard layout"), |w| {
                     w.iter().sum::<f32>() / div as f32
                 });
                 Ok(Activation::Float(
@@ -228,7 +235,7 @@ impl Module for AvgPool2d {
             Activation::Quantized(q) => {
                 let zp = i64::from(q.need_per_tensor(OP)?.zero_point());
                 let data = q.int_repr().as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w, _| {
+                let out = s.run(data.as_slice().expect("standard layout"), |w| {
                     let sum: i64 = w.iter().map(|&v| i64::from(v) - zp).sum();
                     let v = (sum as f64 / div).round_ties_even() + zp as f64;
                     v.clamp(0.0, 255.0) as u8

@@ -5,6 +5,37 @@ use ndarray::IxDyn;
 use super::{Activation, LayerRole, Module};
 use crate::error::{QuantError, Result};
 
+/// The most elements a layer allocates for one output or intermediate buffer: 2^31 (8 GiB of
+/// `f32`). A geometry whose output would be larger (huge padding, dilation, kernels or
+/// dimensions) is refused with [`QuantError::TooLarge`] before anything is allocated.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// The element count of an array of shape `dims`: [`QuantError::GeometryOverflow`] when the
+/// product of the non-zero lengths overflows `isize` (ndarray's limit, even for an empty
+/// array), [`QuantError::TooLarge`] beyond [`MAX_ELEMENTS`].
+pub(crate) fn checked_elements(
+    op: &'static str,
+    what: &'static str,
+    dims: &[usize],
+) -> Result<usize> {
+    let nonzero = dims
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&p| isize::try_from(p).is_ok())
+        .ok_or(QuantError::GeometryOverflow { op, what })?;
+    let total = if dims.contains(&0) { 0 } else { nonzero };
+    if total > MAX_ELEMENTS {
+        return Err(QuantError::TooLarge {
+            op,
+            what,
+            elements: total,
+            max: MAX_ELEMENTS,
+        });
+    }
+    Ok(total)
+}
+
 /// Flattens axes `start_dim..` into one (row-major, so `[N, C, H, W]` becomes `[N, C·H·W]` in
 /// C, H, W order). Works on quantized activations too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

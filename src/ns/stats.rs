@@ -20,6 +20,9 @@ struct SampleAcc {
     noise: f64,
     max_abs: f64,
     clipped: u64,
+    /// The sums are in units of `2^(2·exp)` (`max_abs` of `2^exp`): 0 unless `f64` data
+    /// needed scaling.
+    exp: i32,
 }
 
 /// One sample's figures: its SQNR and what it is computed from.
@@ -68,6 +71,8 @@ pub struct ErrorStats {
     shape_varies: bool,
     samples: Vec<SampleAcc>,
     non_finite: NonFiniteCount,
+    /// `sxx`, `syy`, `sxy`, `sdd` are in units of `2^(2·exp)`, `sd` and `max_abs` of `2^exp`.
+    exp: i32,
 }
 
 /// The sums of one batch, merged into [`ErrorStats`] only when the whole batch is valid.
@@ -80,6 +85,8 @@ struct BatchSums {
     sd: f64,
     max_abs: f64,
     clipped: u64,
+    /// Units, as [`ErrorStats::exp`]: the batch's values were multiplied by `2^-exp`.
+    exp: i32,
 }
 
 /// Checks a pair of batches: same shape, a sample axis, at least one value.
@@ -109,6 +116,7 @@ fn accumulate<A: QFloat, B: QFloat>(
     xs: impl Iterator<Item = A>,
     ys: impl Iterator<Item = B>,
     range: Option<(f64, f64)>,
+    scale: f64,
     b: &mut BatchSums,
     s: &mut SampleAcc,
 ) {
@@ -118,7 +126,7 @@ fn accumulate<A: QFloat, B: QFloat>(
     match range {
         None => {
             for (a, c) in xs.zip(ys) {
-                let (u, v) = (a.to_f64_exact(), c.to_f64_exact());
+                let (u, v) = (a.to_f64_exact() * scale, c.to_f64_exact() * scale);
                 let d = u - v;
                 sxx += u * u;
                 syy += v * v;
@@ -130,7 +138,9 @@ fn accumulate<A: QFloat, B: QFloat>(
         }
         Some((lo, hi)) => {
             for (a, c) in xs.zip(ys) {
-                let (u, v) = (a.to_f64_exact(), c.to_f64_exact());
+                let u0 = a.to_f64_exact();
+                clipped += u64::from(u0 < lo || u0 > hi);
+                let (u, v) = (u0 * scale, c.to_f64_exact() * scale);
                 let d = u - v;
                 sxx += u * u;
                 syy += v * v;
@@ -138,7 +148,6 @@ fn accumulate<A: QFloat, B: QFloat>(
                 sdd += d * d;
                 sd += d;
                 mx = mx.max(d.abs());
-                clipped += u64::from(u < lo || u > hi);
             }
         }
     }
@@ -233,12 +242,21 @@ fn sum_rows<A: QFloat, B: QFloat>(
     y: &ArrayViewD<'_, B>,
     range: Option<(f64, f64)>,
     non_finite_rows: bool,
+    exp: i32,
 ) -> (BatchSums, Vec<SampleAcc>, NonFiniteCount) {
-    let mut b = BatchSums::default();
+    // |exp| <= 1000 keeps 2^-exp a normal f64.
+    let scale = 2f64.powi(-exp);
+    let mut b = BatchSums {
+        exp,
+        ..BatchSums::default()
+    };
     let mut count = NonFiniteCount::default();
     let mut new_samples = Vec::with_capacity(x.shape()[0]);
     for (xs, ys) in x.outer_iter().zip(y.outer_iter()) {
-        let mut s = SampleAcc::default();
+        let mut s = SampleAcc {
+            exp,
+            ..SampleAcc::default()
+        };
         if non_finite_rows {
             let before = count.values();
             for v in ys.iter() {
@@ -255,10 +273,11 @@ fn sum_rows<A: QFloat, B: QFloat>(
                 count.samples += 1;
                 for a in xs.iter() {
                     let u = a.to_f64_exact();
-                    s.signal += u * u;
                     if let Some((lo, hi)) = range {
                         s.clipped += u64::from(u < lo || u > hi);
                     }
+                    let u = u * scale;
+                    s.signal += u * u;
                 }
                 b.sxx += s.signal;
                 b.clipped += s.clipped;
@@ -269,13 +288,19 @@ fn sum_rows<A: QFloat, B: QFloat>(
             }
         }
         match (xs.as_slice(), ys.as_slice()) {
-            (Some(a), Some(c)) => {
-                accumulate(a.iter().copied(), c.iter().copied(), range, &mut b, &mut s)
-            }
+            (Some(a), Some(c)) => accumulate(
+                a.iter().copied(),
+                c.iter().copied(),
+                range,
+                scale,
+                &mut b,
+                &mut s,
+            ),
             _ => accumulate(
                 xs.iter().copied(),
                 ys.iter().copied(),
                 range,
+                scale,
                 &mut b,
                 &mut s,
             ),
@@ -286,7 +311,16 @@ fn sum_rows<A: QFloat, B: QFloat>(
 }
 
 pub(crate) fn sqnr_db(signal: f64, noise: f64) -> f64 {
-    20.0 * (signal.sqrt() / noise.sqrt()).log10()
+    crate::metrics::sqnr_of_sums(signal, 0, noise, 0)
+}
+
+/// The exponent that brings the largest finite magnitude of `x` and `y` near 1 (|k| <= 1000,
+/// so `2^-k` is a normal `f64`): the same power-of-two scaling as [`crate::metrics`].
+fn scale_exponent<A: QFloat, B: QFloat>(x: &ArrayViewD<'_, A>, y: &ArrayViewD<'_, B>) -> i32 {
+    let finite_max = |m: f64, v: f64| if v.is_finite() { m.max(v.abs()) } else { m };
+    let ax = x.iter().map(|v| v.to_f64_exact()).fold(0.0, finite_max);
+    let ay = y.iter().map(|v| v.to_f64_exact()).fold(0.0, finite_max);
+    crate::metrics::exponent_of(ax.max(ay)).clamp(-1000, 1000)
 }
 
 impl ErrorStats {
@@ -320,23 +354,49 @@ impl ErrorStats {
             let (lo, hi) = q.representable();
             (f64::from(lo), f64::from(hi))
         });
-        let (mut b, mut new_samples, _) = sum_rows(&x, &y, range, false);
+        let (mut b, mut new_samples, _) = sum_rows(&x, &y, range, false, 0);
         let mut non_finite = NonFiniteCount::default();
-        if !b.is_finite() {
+        // Only `f64` squares can overflow or underflow an `f64` sum (as in `metrics`).
+        let reads_f64 = A::as_f64_slice(&[]).is_some() || B::as_f64_slice(&[]).is_some();
+        let unsafe_sum = |v: f64| !v.is_finite() || v < crate::metrics::F64_SAFE_MIN;
+        if !b.is_finite() || (reads_f64 && [b.sxx, b.syy, b.sdd].into_iter().any(unsafe_sum)) {
             // NaN or ±inf in the reference: the comparison means nothing, refuse it.
             if x.iter().any(|v| !v.to_f64_exact().is_finite()) {
                 return Err(first_non_finite(OP, &x, &x));
             }
             // Non-finite values under test are a finding: counted, and the samples that hold
-            // them get an infinite error (SQNR -inf).
-            (b, new_samples, non_finite) = sum_rows(&x, &y, range, true);
-            if non_finite.values() == 0 || !b.is_finite() {
+            // them get an infinite error (SQNR -inf). Finite `f64` data beyond the range of
+            // its squares is summed scaled by a power of two.
+            let y_non_finite = y.iter().any(|v| !v.to_f64_exact().is_finite());
+            let exp = if reads_f64 { scale_exponent(&x, &y) } else { 0 };
+            (b, new_samples, non_finite) = sum_rows(&x, &y, range, y_non_finite, exp);
+            if !b.is_finite() {
                 return Err(first_non_finite(OP, &x, &y));
             }
         }
         self.non_finite.merge(&non_finite);
         let count = x.len() as u64;
         self.batches += 1;
+        // Bring the sums to common units: the larger exponent wins (the smaller sums lose
+        // only what is negligible beside the larger ones).
+        if self.n == 0 {
+            self.exp = b.exp;
+        } else if b.exp > self.exp {
+            let e = self.exp - b.exp;
+            for v in [&mut self.sxx, &mut self.syy, &mut self.sxy, &mut self.sdd] {
+                *v = crate::metrics::mul_pow2(*v, 2 * e);
+            }
+            self.sd = crate::metrics::mul_pow2(self.sd, e);
+            self.max_abs = crate::metrics::mul_pow2(self.max_abs, e);
+            self.exp = b.exp;
+        } else if b.exp < self.exp {
+            let e = b.exp - self.exp;
+            for v in [&mut b.sxx, &mut b.syy, &mut b.sxy, &mut b.sdd] {
+                *v = crate::metrics::mul_pow2(*v, 2 * e);
+            }
+            b.sd = crate::metrics::mul_pow2(b.sd, e);
+            b.max_abs = crate::metrics::mul_pow2(b.max_abs, e);
+        }
         self.n += count;
         self.sxx += b.sxx;
         self.syy += b.syy;
@@ -348,7 +408,8 @@ impl ErrorStats {
             let scale = f64::from(q.scale());
             self.quantized_n += count;
             self.clipped += b.clipped;
-            self.sdd_quanta += b.sdd / (scale * scale);
+            let sdd = crate::metrics::mul_pow2(b.sdd, 2 * self.exp);
+            self.sdd_quanta += sdd / (scale * scale);
             self.qparams = Some(*q);
         }
         let trailing = &x.shape()[1..];
@@ -412,7 +473,9 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::NAN;
         }
-        self.sxy / (self.sxx.sqrt().max(EPS) * self.syy.sqrt().max(EPS))
+        // With the norms in units of 2^exp, the clamp is to EPS in those units.
+        let eps = crate::metrics::mul_pow2(EPS, -self.exp);
+        self.sxy / (self.sxx.sqrt().max(eps) * self.syy.sqrt().max(eps))
     }
 
     /// Mean squared error (NaN before any data).
@@ -421,7 +484,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::INFINITY;
         }
-        self.sdd / self.n as f64
+        crate::metrics::mul_pow2(self.sdd / self.n as f64, 2 * self.exp)
     }
 
     /// `max |x−y|` (0 before any data).
@@ -430,7 +493,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::INFINITY;
         }
-        self.max_abs
+        crate::metrics::mul_pow2(self.max_abs, self.exp)
     }
 
     /// Mean signed error `Σ(x−y)/n`: a bias of the quantized values (positive when they are
@@ -440,7 +503,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::NAN;
         }
-        self.sd / self.n as f64
+        crate::metrics::mul_pow2(self.sd / self.n as f64, self.exp)
     }
 
     /// Fraction of reference values outside the representable range of the output
@@ -499,9 +562,9 @@ impl ErrorStats {
     pub fn sample_stats(&self) -> impl ExactSizeIterator<Item = SampleStats> + '_ {
         self.samples.iter().map(|s| SampleStats {
             sqnr_db: sqnr_db(s.signal, s.noise),
-            signal_power: s.signal,
-            noise_power: s.noise,
-            max_abs: s.max_abs,
+            signal_power: crate::metrics::mul_pow2(s.signal, 2 * s.exp),
+            noise_power: crate::metrics::mul_pow2(s.noise, 2 * s.exp),
+            max_abs: crate::metrics::mul_pow2(s.max_abs, s.exp),
             clipped: s.clipped,
         })
     }
@@ -705,9 +768,10 @@ mod tests {
         let x = array![[1.0f32, 2.0]];
         s.update(&x, &x, None).expect("ok");
         let before = s.clone();
+        // NaN in the reference is refused (under test it is a finding, counted)
         let bad = array![[1.0f32, f32::NAN]];
         assert_eq!(
-            s.update(&x, &bad, None),
+            s.update(&bad, &x, None),
             Err(QuantError::NanInput {
                 op: "ErrorStats::update",
                 index: 1
@@ -722,18 +786,21 @@ mod tests {
     }
 
     #[test]
-    fn sums_beyond_f64_are_a_typed_error() {
+    fn sums_beyond_f64_are_scaled_not_refused() {
         let x = array![[1e200f64, 1.0]];
+        let y = array![[1e200f64 * (1.0 + 1e-6), 1.0]];
         let mut s = ErrorStats::new();
-        assert_eq!(
-            s.update(&x, &x, None),
-            Err(QuantError::NonFinite {
-                op: "ErrorStats::update",
-                what: "the sum of squared values",
-                value: f64::INFINITY
-            })
-        );
-        assert_eq!(s, ErrorStats::new());
+        s.update(&x, &x, None).expect("finite inputs");
+        assert_eq!(s.sqnr_db(), f64::INFINITY);
+        assert_eq!(s.mse(), 0.0);
+        s.update(&x, &y, None).expect("finite inputs");
+        let want = crate::metrics::sqnr(
+            &ndarray::concatenate![ndarray::Axis(0), x, x],
+            &ndarray::concatenate![ndarray::Axis(0), x, y],
+        )
+        .expect("sqnr");
+        assert!((s.sqnr_db() - want).abs() < 1e-9, "{} {want}", s.sqnr_db());
+        assert!((s.max_abs() / 1e194 - 1.0).abs() < 1e-6, "{}", s.max_abs());
     }
 
     #[test]

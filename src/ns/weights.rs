@@ -174,11 +174,14 @@ mod tests {
             compare_weight_tensors(&z, &z),
             Err(QuantError::InvalidAxis { op: OP, .. })
         ));
+        // NaN in the float weights is refused; in the quantized ones it is a finding (-inf)
         let n = array![[1.0f32, f32::NAN]];
         assert!(matches!(
-            compare_weight_tensors(&w, &n),
+            compare_weight_tensors(&n, &w),
             Err(QuantError::NanInput { op: OP, index: 1 })
         ));
+        let c = compare_weight_tensors(&w, &n).expect("a finding");
+        assert_eq!(c.sqnr_db, f64::NEG_INFINITY);
         let e = ndarray::Array2::<f32>::zeros((2, 0));
         assert!(matches!(
             compare_weight_tensors(&e, &e),

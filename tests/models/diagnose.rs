@@ -594,7 +594,7 @@ mod never_panics {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(crate::cases(48)))]
 
         #[test]
         fn verdicts_from_pushed_pairs_never_panic(

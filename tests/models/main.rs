@@ -25,3 +25,11 @@ mod nn;
 mod nn_hostile;
 mod ns;
 mod quantized_layers;
+
+/// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

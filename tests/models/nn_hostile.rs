@@ -286,7 +286,7 @@ fn typed<T>(r: qnumeric::Result<T>) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::cases(64)))]
 
     #[test]
     fn float_layers_never_panic(x in array(0..5), w in array(0..5), k in 0usize..4, s in 0usize..3, p in 0usize..3, d in 0usize..3, g in 0usize..3) {
@@ -333,5 +333,172 @@ proptest! {
         }
         let add = QuantizedAdd::new(op).expect("quint8");
         prop_assert!(typed(add.forward_many(&[&xa, &xa])));
+    }
+}
+
+// Issue 17: the last crashes, each a regression test named after what it guards.
+
+fn too_large<T: std::fmt::Debug>(r: qnumeric::Result<T>) -> bool {
+    matches!(
+        r,
+        Err(QuantError::TooLarge { .. } | QuantError::GeometryOverflow { .. })
+    )
+}
+
+#[test]
+fn huge_conv_padding_is_refused_before_allocating() {
+    let x = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 1.0f32);
+    let w = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 1.0f32);
+    for p in [1_000_000usize, 1 << 31, usize::MAX / 4] {
+        let geo = ConvGeometry::default().padding(p, p);
+        let conv = Conv2d::new(w.clone(), None, geo).expect("conv");
+        assert!(
+            too_large(conv.forward(&Activation::Float(x.clone()))),
+            "{p}"
+        );
+        let wq = QuantizedTensor::<i8>::quantize(&w, qint8(0.01)).expect("w");
+        let q = QuantizedConv2d::new(wq, None, geo, quint8(0.1, 0)).expect("qconv");
+        for mode in [Int8Accumulation::Exact, Int8Accumulation::X86Avx2] {
+            let q = q.clone().with_accumulation(mode);
+            assert!(too_large(q.forward(&qact(&x, quint8(0.1, 0)))), "{p}");
+            assert!(
+                too_large(q.forward_reference(&qact(&x, quint8(0.1, 0)))),
+                "{p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_positions_overflow_with_a_zero_batch_is_a_typed_error() {
+    // oh · ow overflows while n = 0 makes the output empty: positions are checked on their own.
+    let x = ArrayD::<f32>::zeros(IxDyn(&[0, 1, 1, 1]));
+    let w = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 1.0f32);
+    let geo = ConvGeometry::default().padding(1 << 33, 1 << 33);
+    let conv = Conv2d::new(w.clone(), None, geo).expect("conv");
+    assert!(too_large(conv.forward(&Activation::Float(x.clone()))));
+    let wq = QuantizedTensor::<i8>::quantize(&w, qint8(0.01)).expect("w");
+    let q = QuantizedConv2d::new(wq, None, geo, quint8(0.1, 0)).expect("qconv");
+    let xq = QuantizedTensor::<u8>::quantize(&x, quint8(0.1, 0)).expect("x");
+    assert!(too_large(q.forward(&Activation::Quantized(xq))));
+}
+
+#[test]
+fn max_pool_with_a_huge_padded_window_returns_at_once() {
+    let x = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 3.0f32);
+    let pool = MaxPool2d {
+        kernel: [1 << 40, 1 << 40],
+        stride: [1, 1],
+        padding: [1 << 39, 1 << 39],
+    };
+    let t = std::time::Instant::now();
+    let y = pool.forward(&Activation::Float(x.clone())).expect("pool");
+    assert_eq!(y.shape(), &[1, 1, 2, 2]);
+    assert!(y.as_float().expect("float").iter().all(|&v| v == 3.0));
+    let avg = AvgPool2d {
+        kernel: [1 << 20, 1 << 20],
+        stride: [1, 1],
+        padding: [1 << 19, 1 << 19],
+    };
+    let y = avg.forward(&Activation::Float(x)).expect("avg");
+    // count_include_pad: 3 / 2^40
+    let v = y.as_float().expect("float")[[0, 0, 0, 0]];
+    assert_eq!(v, 3.0 / (1u64 << 40) as f32);
+    assert!(t.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn avg_pool_on_an_empty_input_with_huge_planes_is_a_typed_error() {
+    // An empty input ndarray accepts (the non-zero lengths multiply to 2^62) whose output
+    // shape it would refuse (9 · 2^60 overflows isize): a typed error, not ndarray's panic.
+    let x = ArrayD::<f32>::zeros(IxDyn(&[0, 1 << 60, 2, 2]));
+    let avg = AvgPool2d {
+        kernel: [2, 2],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    assert!(too_large(avg.forward(&Activation::Float(x.clone()))));
+    let max = MaxPool2d {
+        kernel: [2, 2],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    assert!(too_large(max.forward(&Activation::Float(x))));
+}
+
+#[test]
+fn linear_with_a_huge_output_is_refused_before_allocating() {
+    let w = ArrayD::from_elem(IxDyn(&[1 << 16, 1]), 1.0f32);
+    let x = ArrayD::from_elem(IxDyn(&[1 << 16, 1]), 1.0f32);
+    // 2^32 outputs: beyond the cap
+    let lin = Linear::new(w.clone(), None).expect("linear");
+    assert!(too_large(lin.forward(&Activation::Float(x.clone()))));
+    let wq = QuantizedTensor::<i8>::quantize(&w, qint8(0.01)).expect("w");
+    let q = QuantizedLinear::new(wq, None, quint8(0.1, 0)).expect("qlinear");
+    assert!(too_large(q.forward(&qact(&x, quint8(0.1, 0)))));
+}
+
+#[test]
+fn batch_norm_whose_scale_overflows_f32_is_refused() {
+    let p = BatchNormParams {
+        running_mean: vec![0.0],
+        running_var: vec![0.0],
+        weight: Some(vec![1e30]),
+        bias: None,
+        eps: 1e-20,
+    };
+    assert!(matches!(
+        BatchNorm::new_2d(p.clone()),
+        Err(QuantError::NonFinite { .. })
+    ));
+    let w = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 1.0f32);
+    assert!(matches!(
+        fuse_conv_bn_weights(&w, None, &p, ConvLayout::Conv),
+        Err(QuantError::NonFinite { .. })
+    ));
+    // a finite scale times a large weight overflows in the fused weight
+    let p = BatchNormParams {
+        weight: Some(vec![1e30]),
+        eps: 1e-5,
+        ..p
+    };
+    let big = ArrayD::from_elem(IxDyn(&[1, 1, 1, 1]), 1e30f32);
+    assert!(matches!(
+        fuse_conv_bn_weights(&big, None, &p, ConvLayout::Conv),
+        Err(QuantError::NonFinite {
+            what: "fused weight",
+            ..
+        })
+    ));
+    let lw = ArrayD::from_elem(IxDyn(&[1, 1]), 1e30f32);
+    assert!(matches!(
+        qnumeric::fusion::fuse_linear_bn_weights(&lw, None, &p),
+        Err(QuantError::NonFinite {
+            what: "fused weight",
+            ..
+        })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::cases(64)))]
+
+    #[test]
+    fn huge_geometry_never_panics_hangs_or_aborts(
+        h in 0usize..3, w in 0usize..3, n in 0usize..3,
+        k in prop_oneof![1usize..4, Just(1usize << 20), Just(1usize << 40)],
+        p in prop_oneof![0usize..3, Just(1usize << 19), Just(1usize << 31), Just(usize::MAX / 4)],
+        s in prop_oneof![1usize..3, Just(usize::MAX)],
+        d in prop_oneof![1usize..3, Just(1usize << 31)],
+    ) {
+        let x = ArrayD::from_elem(IxDyn(&[n, 1, h, w]), 1.0f32);
+        let wt = ArrayD::from_elem(IxDyn(&[1, 1, k.min(3), k.min(3)]), 1.0f32);
+        if let Ok(conv) = Conv2d::new(wt, None, ConvGeometry::default().stride(s, s).padding(p, p).dilation(d, d)) {
+            prop_assert!(typed(conv.forward(&Activation::Float(x.clone()))));
+        }
+        let pool = MaxPool2d { kernel: [k, k], stride: [s, s], padding: [p, p] };
+        prop_assert!(typed(pool.forward(&Activation::Float(x.clone()))));
+        let avg = AvgPool2d { kernel: [k, k], stride: [s, s], padding: [p, p] };
+        prop_assert!(typed(avg.forward(&Activation::Float(x))));
     }
 }

@@ -814,9 +814,7 @@ fn model_comparison_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(crate::cases(64)))]
 
     /// Any shapes and values: Ok or a typed error, never a panic; a refused push changes
     /// nothing.
@@ -970,4 +968,84 @@ fn nan_and_inf_under_test_are_counted_never_skipped() {
     // a clean batch after it keeps the sample ids aligned
     log.push("a", &x, &x, None).expect("push");
     assert_eq!(log.comparison("a").expect("logged").samples.len(), 6);
+}
+
+/// The Numeric Suite and `metrics::sqnr` are one computation: the same figure at the ends of
+/// the `f64` range (where plain sums underflow or overflow) and on ordinary data.
+#[test]
+fn ns_statistics_and_metrics_sqnr_agree_at_the_ends_of_the_f64_range() {
+    let cases: [(f64, f64); 4] = [
+        (1e-170, 1.5e-170), // squares underflow: 6.02 dB, not NaN
+        (1e300, -1e300),    // squares overflow: finite inputs, -6.02 dB, not refused
+        (1e-300, 1e-300 * (1.0 + 1e-3)),
+        (1e200, 1e200 * (1.0 - 1e-3)),
+    ];
+    for (a, b) in cases {
+        let x =
+            ndarray::Array2::from_shape_fn((3, 4), |(i, j)| a * (1.0 + (i * 4 + j) as f64 / 7.0));
+        let y =
+            ndarray::Array2::from_shape_fn((3, 4), |(i, j)| b * (1.0 + (i * 4 + j) as f64 / 7.0));
+        let want = qnumeric::sqnr(&x, &y).expect("metrics");
+        let mut log = NumericLog::streaming();
+        log.push("a", &x, &y, None)
+            .expect("finite inputs are not refused");
+        let c = log.comparison("a").expect("logged");
+        assert!(want.is_finite(), "{a} {b}: {want}");
+        assert!(
+            (c.sqnr_db - want).abs() < 1e-9,
+            "{a} {b}: ns {} vs metrics {want}",
+            c.sqnr_db
+        );
+        for s in c.sample_sqnr_db() {
+            assert!((s - want).abs() < 1e-9, "{a} {b}: sample {s} vs {want}");
+        }
+        let mse = qnumeric::mse(&x, &y).expect("mse");
+        assert!(
+            (c.mse / mse - 1.0).abs() < 1e-12 || c.mse == mse,
+            "{} vs {mse}",
+            c.mse
+        );
+    }
+    // 1e-170 against 1.5e-170: 20·log10(1/0.5)
+    let x = ndarray::arr1(&[1e-170f64])
+        .into_dyn()
+        .insert_axis(ndarray::Axis(0));
+    let y = ndarray::arr1(&[1.5e-170f64])
+        .into_dyn()
+        .insert_axis(ndarray::Axis(0));
+    let mut log = NumericLog::streaming();
+    log.push("a", &x, &y, None).expect("push");
+    let db = log.comparison("a").expect("logged").sqnr_db;
+    assert!((db - 20.0 * 2f64.log10()).abs() < 1e-9, "{db}");
+    // batches at very different scales merge into one figure
+    let small = x.mapv(|v| v * 1e-100);
+    log.push("a", &small, &small.mapv(|v| v * 1.5), None)
+        .expect("push");
+    assert!(log.comparison("a").expect("logged").sqnr_db.is_finite());
+    // ordinary data: equal up to summation order
+    let x = data(&[16, 9], 7);
+    let y = x.mapv(|v| v + 0.01);
+    let mut log = NumericLog::streaming();
+    log.push("a", &x, &y, None).expect("push");
+    let want = qnumeric::sqnr(&x, &y).expect("sqnr");
+    assert!((log.comparison("a").expect("logged").sqnr_db - want).abs() < 1e-9);
+}
+
+#[test]
+fn metrics_refuse_empty_input_as_the_numeric_suite_does() {
+    let e = ArrayD::<f32>::zeros(IxDyn(&[0, 3]));
+    for r in [
+        qnumeric::sqnr(&e, &e),
+        qnumeric::mse(&e, &e),
+        qnumeric::cosine_similarity(&e, &e),
+        qnumeric::normalized_l2_error(&e, &e),
+        qnumeric::max_abs_error(&e, &e),
+    ] {
+        assert!(matches!(r, Err(QuantError::EmptyInput { .. })), "{r:?}");
+    }
+    let mut log = NumericLog::streaming();
+    assert!(matches!(
+        log.push("a", &e, &e, None),
+        Err(QuantError::EmptyInput { .. })
+    ));
 }

@@ -508,6 +508,10 @@ fn metrics_total<F: QFloat>(x: &ArrayViewD<'_, F>, y: &ArrayViewD<'_, F>) -> Tes
             ensure!(matches!(r, Err(QuantError::ShapeMismatch { .. })));
             continue;
         }
+        if x.is_empty() {
+            ensure!(matches!(r, Err(QuantError::EmptyInput { .. })), "{r:?}");
+            continue;
+        }
         if !finite {
             ensure!(
                 matches!(

@@ -152,6 +152,7 @@ impl Module for DynamicQuantizedLinear {
         let qp = *q.per_tensor().expect("quantized per tensor above");
         let o = self.w_int.out;
         let n = linear_rows("DynamicQuantizedLinear::forward", q.shape(), self.w_int.k)?;
+        crate::nn::shape::checked_elements("DynamicQuantizedLinear::forward", "output", &[n, o])?;
         let xs = q.int_repr().as_standard_layout();
         let mut acc = vec![0i32; n * o];
         self.w_int.accumulate(

@@ -186,6 +186,7 @@ impl Module for QuantizedLinear {
         const OP: &str = "QuantizedLinear::forward";
         let (q, qp, n) = self.check_input(OP, x)?;
         let o = self.w_int.out;
+        crate::nn::shape::checked_elements(OP, "output", &[n, o])?;
         let xs = q.int_repr().as_standard_layout();
         let mut acc = vec![0i32; n * o];
         self.w_int.accumulate(
