@@ -36,8 +36,8 @@ pub use dumps::{ReportDiagnosis, ReportLayer, diagnose_report};
 pub use evidence::{LayerDiagnosis, LayerEvidence, Reason};
 pub use histogram::ActivationHistogram;
 pub use kernel_check::{
-    CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReport, KernelTolerance,
-    KernelVerdict, WorstCase,
+    CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReference, KernelReport,
+    KernelTolerance, KernelVerdict, MinimalCase, WeightScheme, WorstCase,
 };
 pub use precision::{Precision, RoundedLayer};
 pub use remedy::{

@@ -216,6 +216,24 @@ pub enum ZeroPoints {
 }
 
 impl ZeroPoints {
+    /// The integer zero points, if these are.
+    #[must_use]
+    pub fn as_int(&self) -> Option<&[i32]> {
+        match self {
+            ZeroPoints::Int(z) => Some(z),
+            ZeroPoints::Float(_) => None,
+        }
+    }
+
+    /// The float zero points, if these are.
+    #[must_use]
+    pub fn as_float(&self) -> Option<&[f32]> {
+        match self {
+            ZeroPoints::Int(_) => None,
+            ZeroPoints::Float(z) => Some(z),
+        }
+    }
+
     /// Number of channels.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -483,6 +501,93 @@ impl From<QParams> for AnyQParams {
 impl From<PerChannelQParams> for AnyQParams {
     fn from(p: PerChannelQParams) -> Self {
         AnyQParams::PerChannel(p)
+    }
+}
+
+impl AnyQParams {
+    /// The per-tensor parameters, if these are.
+    #[must_use]
+    pub fn as_per_tensor(&self) -> Option<&QParams> {
+        match self {
+            AnyQParams::PerTensor(p) => Some(p),
+            AnyQParams::PerChannel(_) => None,
+        }
+    }
+
+    /// The per-channel parameters, if these are.
+    #[must_use]
+    pub fn as_per_channel(&self) -> Option<&PerChannelQParams> {
+        match self {
+            AnyQParams::PerTensor(_) => None,
+            AnyQParams::PerChannel(p) => Some(p),
+        }
+    }
+
+    /// Channels: 1 for per-tensor parameters.
+    #[must_use]
+    pub fn channels(&self) -> usize {
+        match self {
+            AnyQParams::PerTensor(_) => 1,
+            AnyQParams::PerChannel(p) => p.channels(),
+        }
+    }
+
+    /// The channel axis (`None` per tensor).
+    #[must_use]
+    pub fn axis(&self) -> Option<isize> {
+        self.as_per_channel().map(PerChannelQParams::axis)
+    }
+
+    /// The scale of channel `c` (per tensor: the scale, whatever `c`); `None` past the last
+    /// channel.
+    ///
+    /// # Examples
+    /// ```
+    /// use qnumeric::{AnyQParams, PerChannelQParams, QDType, QParams};
+    /// let t: AnyQParams = QParams::new(0.5, 3, QDType::QUInt8)?.into();
+    /// assert_eq!((t.scale(7), t.zero_point(7)), (Some(0.5), Some(3.0)));
+    /// let c: AnyQParams = PerChannelQParams::new(vec![0.1, 0.2], vec![0, 0], 0, QDType::QInt8)?.into();
+    /// assert_eq!((c.scale(1), c.scale(2)), (Some(0.2), None));
+    /// assert_eq!(c.scales(), vec![0.1, 0.2]);
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    #[must_use]
+    pub fn scale(&self, c: usize) -> Option<f32> {
+        match self {
+            AnyQParams::PerTensor(p) => Some(p.scale()),
+            AnyQParams::PerChannel(p) => p.scales().get(c).copied(),
+        }
+    }
+
+    /// The zero point of channel `c` as `f32` (integer zero points exactly); `None` past the
+    /// last channel.
+    #[must_use]
+    pub fn zero_point(&self, c: usize) -> Option<f32> {
+        match self {
+            AnyQParams::PerTensor(p) => Some(p.zero_point() as f32),
+            AnyQParams::PerChannel(p) => p.zero_points().get(c),
+        }
+    }
+
+    /// Every channel's scale (one for per-tensor parameters).
+    #[must_use]
+    pub fn scales(&self) -> Vec<f32> {
+        match self {
+            AnyQParams::PerTensor(p) => vec![p.scale()],
+            AnyQParams::PerChannel(p) => p.scales().to_vec(),
+        }
+    }
+
+    /// Every channel's integer zero point (`None` for float zero points).
+    #[must_use]
+    pub fn int_zero_points(&self) -> Option<Vec<i64>> {
+        match self {
+            AnyQParams::PerTensor(p) => Some(vec![i64::from(p.zero_point())]),
+            AnyQParams::PerChannel(p) => p
+                .zero_points()
+                .as_int()
+                .map(|z| z.iter().map(|&v| i64::from(v)).collect()),
+        }
     }
 }
 

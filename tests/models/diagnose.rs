@@ -184,7 +184,7 @@ fn kernel_errors_and_wrong_shapes_are_failed_cases() {
             .is_some_and(|s| s.contains("mine"))
     );
     let r = KernelCheck::new(KernelOp::Add)
-        .run(|_| Ok(ArrayD::zeros(IxDyn(&[0]))))
+        .run(|_| Ok::<_, QuantError>(ArrayD::zeros(IxDyn(&[0]))))
         .expect("check");
     assert!(
         r.first_failure

@@ -21,6 +21,7 @@ mod diagnosis_data;
 #[cfg(feature = "safetensors")]
 mod digits;
 mod fusion;
+mod kernel_check;
 mod nn;
 mod nn_hostile;
 mod ns;
