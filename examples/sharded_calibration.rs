@@ -42,15 +42,11 @@ fn fresh() -> qnumeric::Result<Calibration> {
 /// Batch `b` of shard `s`: deterministic pseudo-random data, so that the workers and the
 /// parent's single-process check see the same values.
 fn batch(shard: usize, b: usize) -> ArrayD<f32> {
-    let mut state = (shard as u64 * 1000 + b as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut r = qnumeric::rng::Lcg::new(
+        (shard as u64 * 1000 + b as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let spread = 1.0 + shard as f32; // each shard covers a different range
-    Array2::from_shape_fn((64, 16), |_| {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.45) * spread
-    })
-    .into_dyn()
+    Array2::from_shape_fn((64, 16), |_| (r.unit_f32() - 0.45) * spread).into_dyn()
 }
 
 /// Feeds one shard's batches.

@@ -23,6 +23,7 @@
 //! | `conformance` | the harness that runs PyTorch golden cases (JSON lines; feature `conformance`) |
 //! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
 //! | [`error`] | [`QuantError`] and [`Result`] |
+//! | [`rng`] | [`rng::Lcg`], the deterministic generator of reproducible test cases |
 //!
 //! ## Quick start
 //! ```
@@ -60,7 +61,7 @@
 //! - `conformance`: the PyTorch golden-case harness (the `conformance` module).
 //! - `cli`: the `qnumeric` command (`compare`, `diagnose`).
 //!
-//! MSRV: Rust 1.85 (edition 2024).
+//! MSRV: Rust 1.89 (edition 2024; checked by CI with that toolchain).
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -82,6 +83,7 @@ pub mod observers;
 mod parallel;
 pub mod ptq;
 pub mod qparams;
+pub mod rng;
 mod simd;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]

@@ -285,12 +285,12 @@ mod avx2 {
 
 /// Sums `(Σx², Σy², Σxy, Σ(x−y)²)` in f64 in one pass, with a contiguous fast path.
 fn raw_moments<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, y: &ArrayRef<F, D>) -> [f64; 4] {
-    if x.strides() == y.strides() {
-        if let (Some(xs), Some(ys)) = (x.as_slice_memory_order(), y.as_slice_memory_order()) {
-            return crate::parallel::map_fold2(xs, ys, moments_slice, [0.0; 4], |a, b| {
-                [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
-            });
-        }
+    if x.strides() == y.strides()
+        && let (Some(xs), Some(ys)) = (x.as_slice_memory_order(), y.as_slice_memory_order())
+    {
+        return crate::parallel::map_fold2(xs, ys, moments_slice, [0.0; 4], |a, b| {
+            [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
+        });
     }
     let mut m = [0.0f64; 4];
     Zip::from(x).and(y).for_each(|a, b| {

@@ -181,3 +181,35 @@ pub(crate) fn map_fold3<A: Sync, G: Sync, B: Send, R: Send>(
         .map(|((a, g), o)| map(a, g, o))
         .fold(init, fold)
 }
+
+/// Layers of at least this many multiply-accumulates are split across the rayon pool: the
+/// one threshold of the layers (elementwise work uses [`PAR_MIN_LEN`]).
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+pub(crate) const PAR_MIN_MACS: usize = 1 << 22;
+
+/// Calls `f(index, piece, scratch)` for the consecutive `chunk`-element pieces of `out` (the
+/// last may be shorter). With the `rayon` feature, a layer of at least [`PAR_MIN_MACS`]
+/// multiply-accumulates (`work`) runs its pieces on the pool (each thread with its own
+/// scratch); otherwise they run in order on this thread. A piece is computed the same way
+/// either way, so results do not depend on the feature or the pool.
+pub(crate) fn for_each_block<T: Send, S: Default + Send>(
+    out: &mut [T],
+    chunk: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) {
+    let chunk = chunk.max(1);
+    #[cfg(feature = "rayon")]
+    if work >= PAR_MIN_MACS && out.len() > chunk && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(S::default, |s, (i, c)| f(i, c, s));
+        return;
+    }
+    let _ = (work, PAR_MIN_MACS);
+    let mut scratch = S::default();
+    for (i, c) in out.chunks_mut(chunk).enumerate() {
+        f(i, c, &mut scratch);
+    }
+}

@@ -151,3 +151,37 @@ impl<Q: QInt> QuantizedTensor<Q> {
         }
     }
 }
+
+/// Quantized tensors within `epsilon` quanta, for a backend's unit tests: the same shape and
+/// parameters, every stored integer at most `epsilon` apart (`approx::assert_abs_diff_eq!(ours,
+/// theirs, epsilon = 1)` accepts the off-by-one values of another rounding order).
+///
+/// # Examples
+/// ```
+/// use approx::{assert_abs_diff_eq, assert_abs_diff_ne};
+/// use ndarray::{ArrayD, IxDyn};
+/// use qnumeric::{QDType, QParams, QuantizedTensor};
+/// let qp = QParams::new(0.1, 0, QDType::QUInt8)?;
+/// let a = QuantizedTensor::from_parts(ArrayD::from_shape_vec(IxDyn(&[3]), vec![10u8, 20, 30]).unwrap(), qp)?;
+/// let b = QuantizedTensor::from_parts(ArrayD::from_shape_vec(IxDyn(&[3]), vec![11u8, 20, 29]).unwrap(), qp)?;
+/// assert_abs_diff_eq!(a, b, epsilon = 1);
+/// assert_abs_diff_ne!(a, b); // not bit-exact
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+impl<Q: QInt> approx::AbsDiffEq for QuantizedTensor<Q> {
+    type Epsilon = u32;
+
+    fn default_epsilon() -> u32 {
+        0
+    }
+
+    fn abs_diff_eq(&self, other: &Self, epsilon: u32) -> bool {
+        self.shape() == other.shape()
+            && self.params() == other.params()
+            && self
+                .int_repr()
+                .iter()
+                .zip(other.int_repr().iter())
+                .all(|(a, b)| a.to_i32().abs_diff(b.to_i32()) <= epsilon)
+    }
+}

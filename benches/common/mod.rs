@@ -10,17 +10,13 @@ pub const SIZES: [usize; 2] = [1 << 20, 1 << 24];
 
 /// Deterministic pseudo-normal data (sum of uniforms), no RNG dependency.
 pub fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut r = qnumeric::rng::Lcg::new(seed);
+    r.next_u64();
     (0..n)
         .map(|_| {
             let mut acc = 0.0f32;
             for _ in 0..4 {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                acc += ((s >> 40) as f32) / ((1u64 << 24) as f32) - 0.5;
+                acc += r.unit_f32() - 0.5;
             }
             acc * 1.7
         })

@@ -116,10 +116,10 @@ fn ranges<M: Model>(p: &crate::ptq::Prepared<M>) -> Result<Vec<(String, (f32, f3
         if !plan.observes_output() {
             continue;
         }
-        if let Some(obs) = p.observer(name) {
-            if let AnyQParams::PerTensor(q) = obs.qparams()? {
-                out.push((name.clone(), q.representable()));
-            }
+        if let Some(obs) = p.observer(name)
+            && let AnyQParams::PerTensor(q) = obs.qparams()?
+        {
+            out.push((name.clone(), q.representable()));
         }
     }
     Ok(out)

@@ -218,10 +218,11 @@ impl LayerEvidence {
                 reference: reference.clone(),
             });
         }
-        if let Some(k) = self.kernel {
-            if verdict == Verdict::Implementation && !t.kernel.accepts(&k) {
-                r.push(Reason::KernelDiffers { stats: k });
-            }
+        if let Some(k) = self.kernel
+            && verdict == Verdict::Implementation
+            && !t.kernel.accepts(&k)
+        {
+            r.push(Reason::KernelDiffers { stats: k });
         }
         if !self.non_finite.is_empty() {
             let samples = self
@@ -234,25 +235,25 @@ impl LayerEvidence {
                 samples,
             });
         }
-        if let Some(l) = &self.local {
-            if l.fraction_below > 0.0 {
-                r.push(Reason::LocalError {
-                    fraction_below: l.fraction_below,
-                    threshold_db: t.min_sqnr_db,
-                    median_db: l.percentiles[1],
-                    worst_db: l.min_db,
-                });
-            }
+        if let Some(l) = &self.local
+            && l.fraction_below > 0.0
+        {
+            r.push(Reason::LocalError {
+                fraction_below: l.fraction_below,
+                threshold_db: t.min_sqnr_db,
+                median_db: l.percentiles[1],
+                worst_db: l.min_db,
+            });
         }
-        if let Some(c) = self.clipped_fraction {
-            if c > 0.001 {
-                r.push(Reason::Clipped { fraction: c });
-            }
+        if let Some(c) = self.clipped_fraction
+            && c > 0.001
+        {
+            r.push(Reason::Clipped { fraction: c });
         }
-        if let Some(q) = self.rms_quanta {
-            if q > 1.0 {
-                r.push(Reason::AboveRoundingFloor { rms_quanta: q });
-            }
+        if let Some(q) = self.rms_quanta
+            && q > 1.0
+        {
+            r.push(Reason::AboveRoundingFloor { rms_quanta: q });
         }
         r
     }

@@ -237,43 +237,41 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
                 h.push_str("<p class=\"muted\">Per-sample SQNR of the layer's own error</p>");
                 h.push_str(&histogram_svg(&counts, lo, hi, " dB", &[]));
             }
-            if let Some(w) = self.report.layer(&l.name).and_then(|r| r.weight.as_ref()) {
-                if !w.channels.is_empty() {
-                    let lo = w
-                        .channels
-                        .iter()
-                        .map(|c| f64::from(c.min))
-                        .fold(f64::INFINITY, f64::min);
-                    let hi = w
-                        .channels
-                        .iter()
-                        .map(|c| f64::from(c.max))
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    let (cw, ch) = (520.0, 10.0 * w.channels.len() as f64 + 20.0);
+            if let Some(w) = self.report.layer(&l.name).and_then(|r| r.weight.as_ref())
+                && !w.channels.is_empty()
+            {
+                let lo = w
+                    .channels
+                    .iter()
+                    .map(|c| f64::from(c.min))
+                    .fold(f64::INFINITY, f64::min);
+                let hi = w
+                    .channels
+                    .iter()
+                    .map(|c| f64::from(c.max))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let (cw, ch) = (520.0, 10.0 * w.channels.len() as f64 + 20.0);
+                let _ = write!(
+                    h,
+                    r#"<p class="muted">Weight range per output channel ({} channels, per-tensor weight SQNR {:.2} dB)</p><svg width="{}" height="{ch}">"#,
+                    w.channels.len(),
+                    w.sqnr_db,
+                    cw + 48.0
+                );
+                for (i, c) in w.channels.iter().enumerate() {
+                    let x0 = 24.0 + cw * (f64::from(c.min) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
+                    let x1 = 24.0 + cw * (f64::from(c.max) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
                     let _ = write!(
                         h,
-                        r#"<p class="muted">Weight range per output channel ({} channels, per-tensor weight SQNR {:.2} dB)</p><svg width="{}" height="{ch}">"#,
-                        w.channels.len(),
-                        w.sqnr_db,
-                        cw + 48.0
+                        r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="7" fill="#888"><title>channel {i}: [{:.4}, {:.4}], {:.1} dB</title></rect>"##,
+                        10.0 + 10.0 * i as f64,
+                        (x1 - x0).max(1.0),
+                        c.min,
+                        c.max,
+                        c.sqnr_db
                     );
-                    for (i, c) in w.channels.iter().enumerate() {
-                        let x0 =
-                            24.0 + cw * (f64::from(c.min) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
-                        let x1 =
-                            24.0 + cw * (f64::from(c.max) - lo) / (hi - lo).max(f64::MIN_POSITIVE);
-                        let _ = write!(
-                            h,
-                            r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="7" fill="#888"><title>channel {i}: [{:.4}, {:.4}], {:.1} dB</title></rect>"##,
-                            10.0 + 10.0 * i as f64,
-                            (x1 - x0).max(1.0),
-                            c.min,
-                            c.max,
-                            c.sqnr_db
-                        );
-                    }
-                    h.push_str("</svg>");
                 }
+                h.push_str("</svg>");
             }
             if let Some(hist) = self.histograms.iter().find(|a| a.layer == l.name) {
                 let marks: Vec<(f64, &str)> = hist

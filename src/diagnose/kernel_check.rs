@@ -12,6 +12,7 @@ use crate::error::{QuantError, Result};
 use crate::nn::quantized::{QuantizedAdd, QuantizedConv2d, QuantizedLinear};
 use crate::nn::{Activation, ConvGeometry};
 use crate::qparams::{PerChannelQParams, QParams};
+use crate::rng::Lcg;
 use crate::tensor::QuantizedTensor;
 
 /// The int8 operation a kernel computes.
@@ -567,34 +568,6 @@ impl fmt::Display for KernelReport {
     }
 }
 
-/// Deterministic pseudo-random numbers (64-bit LCG, the high bits).
-#[derive(Debug, Clone)]
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn float(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() % (1 << 24)) as f32 / (1 << 24) as f32
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
-
 /// A kernel check: generated cases of each [`CaseKind`] (and real inputs, if given) run
 /// through the caller's kernel and the reference.
 ///
@@ -606,13 +579,16 @@ impl Lcg {
 /// use qnumeric::nn::quantized::QuantizedLinear;
 /// use qnumeric::nn::{Activation, Module};
 ///
-/// let report = KernelCheck::new(KernelOp::Linear).run(|inputs| match inputs {
-///     KernelInputs::Linear { x, weight, bias, output } => {
-///         let layer = QuantizedLinear::new(weight.clone(), bias.clone(), *output)?;
-///         let y = layer.forward(&Activation::Quantized(x.clone()))?;
-///         Ok(y.as_quantized()?.int_repr().clone())
+/// // The kernel's error type is named in its signature (here the crate's own).
+/// let report = KernelCheck::new(KernelOp::Linear).run(|inputs| -> qnumeric::Result<_> {
+///     match inputs {
+///         KernelInputs::Linear { x, weight, bias, output } => {
+///             let layer = QuantizedLinear::new(weight.clone(), bias.clone(), *output)?;
+///             let y = layer.forward(&Activation::Quantized(x.clone()))?;
+///             Ok(y.as_quantized()?.int_repr().clone())
+///         }
+///         _ => unreachable!("a Linear check only generates Linear inputs"),
 ///     }
-///     _ => unreachable!("a Linear check only generates Linear inputs"),
 /// })?;
 /// report.assert_within(&KernelTolerance::default());
 /// # Ok::<(), qnumeric::QuantError>(())
@@ -697,6 +673,7 @@ impl KernelCheck {
     /// let real = KernelCheck::capture_inputs(&int8, "fc", &x)?;
     /// assert!(matches!(real[0], KernelInputs::Linear { .. }));
     /// let check = KernelCheck::new(KernelOp::Linear).with_real_inputs(real);
+    /// assert_eq!(check.generate(qnumeric::diagnose::CaseKind::Real)?.len(), 1);
     /// # Ok::<(), qnumeric::QuantError>(())
     /// ```
     pub fn capture_inputs<M: crate::nn::Model + ?Sized>(
@@ -817,7 +794,7 @@ impl KernelCheck {
         if kind == CaseKind::Real {
             return Ok(self.real.clone());
         }
-        let mut rng = Lcg(self.seed ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Lcg::new(self.seed ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         (0..self.cases_per_kind)
             .map(|_| generate(self.op, kind, self.weights, &mut rng))
             .collect()
@@ -1415,7 +1392,7 @@ fn rounding_case(
 ) -> Result<Option<KernelInputs>> {
     match op {
         KernelOp::Quantize => {
-            let scale = rng.float(0.001, 0.1);
+            let scale = rng.uniform_f32(0.001, 0.1);
             let n = rng.pick(&[1usize, 7, 64]);
             let mut x = Vec::with_capacity(n);
             for _ in 0..n {
@@ -1433,7 +1410,7 @@ fn rounding_case(
             // The sum of the first pair lands where dividing by the output scale and
             // multiplying by its reciprocal disagree.
             for _ in 0..256 {
-                let (sa, sb) = (rng.float(0.01, 0.1), rng.float(0.01, 0.1));
+                let (sa, sb) = (rng.uniform_f32(0.01, 0.1), rng.uniform_f32(0.01, 0.1));
                 let (za, zb) = (rng.int(0, 255), rng.int(0, 255));
                 let (a0, b0) = (rng.int(0, 255), rng.int(0, 255));
                 let v = (a0 - za) as f32 * sa + (b0 - zb) as f32 * sb;
@@ -1470,9 +1447,9 @@ fn rounding_case(
             // accumulator by it and multiplying by its reciprocal disagree.
             for _ in 0..256 {
                 let (o, k) = (rng.pick(&[1usize, 3]), rng.pick(&[7usize, 16]));
-                let (sx, zx) = (rng.float(0.005, 0.05), rng.int(0, 255));
+                let (sx, zx) = (rng.uniform_f32(0.005, 0.05), rng.int(0, 255));
                 let x = activation(rng, &[1, k], 0, 255, quint8(sx, zx)?)?;
-                let scales: Vec<f32> = (0..o).map(|_| rng.float(0.001, 0.02)).collect();
+                let scales: Vec<f32> = (0..o).map(|_| rng.uniform_f32(0.001, 0.02)).collect();
                 let w = weight(rng, &[o, k], -127, 127, scales, scheme)?;
                 let zw = w.params().int_zero_points().unwrap_or_default();
                 let acc: i64 = x
@@ -1512,10 +1489,10 @@ fn generate(
     scheme: WeightScheme,
     rng: &mut Lcg,
 ) -> Result<KernelInputs> {
-    if kind == CaseKind::RoundingPaths {
-        if let Some(case) = rounding_case(op, scheme, rng)? {
-            return Ok(case);
-        }
+    if kind == CaseKind::RoundingPaths
+        && let Some(case) = rounding_case(op, scheme, rng)?
+    {
+        return Ok(case);
     }
     match op {
         KernelOp::Quantize => {
@@ -1525,17 +1502,19 @@ fn generate(
                 CaseKind::ExtremeScales => {
                     (rng.pick(&[1e-30f32, 1e-10, 1e10, 1e30]), rng.int(0, 255))
                 }
-                CaseKind::ExtremeZeroPoints => (rng.float(0.001, 0.1), rng.pick(&[0i64, 255])),
-                _ => (rng.float(0.001, 0.1), rng.int(0, 255)),
+                CaseKind::ExtremeZeroPoints => {
+                    (rng.uniform_f32(0.001, 0.1), rng.pick(&[0i64, 255]))
+                }
+                _ => (rng.uniform_f32(0.001, 0.1), rng.int(0, 255)),
             };
             let qparams = quint8(scale, zp)?;
             let x: Vec<f32> = (0..n)
                 .map(|_| match kind {
                     CaseKind::Ties => (rng.int(-200, 200) as f32 + 0.5) * scale,
                     CaseKind::Saturation => {
-                        rng.pick(&[-1.0f32, 1.0]) * scale * rng.float(256.0, 1e6)
+                        rng.pick(&[-1.0f32, 1.0]) * scale * rng.uniform_f32(256.0, 1e6)
                     }
-                    _ => (rng.int(-300, 300) as f32 + rng.float(-0.5, 0.5)) * scale,
+                    _ => (rng.int(-300, 300) as f32 + rng.uniform_f32(-0.5, 0.5)) * scale,
                 })
                 .collect();
             Ok(KernelInputs::Quantize {
@@ -1572,8 +1551,8 @@ fn generate(
             let (sx, sw, zx, xlo, xhi, wlo, whi) = match kind {
                 CaseKind::Ties => (1.0f32, 1.0f32, 0, 0, 5, -3, 3),
                 CaseKind::Saturation => (
-                    rng.float(0.01, 0.05),
-                    rng.float(0.005, 0.02),
+                    rng.uniform_f32(0.01, 0.05),
+                    rng.uniform_f32(0.005, 0.02),
                     128,
                     0,
                     255,
@@ -1583,8 +1562,8 @@ fn generate(
                 CaseKind::ExtremeZeroPoints => {
                     let zx = rng.pick(&[0i64, 255]);
                     (
-                        rng.float(0.01, 0.05),
-                        rng.float(0.005, 0.02),
+                        rng.uniform_f32(0.01, 0.05),
+                        rng.uniform_f32(0.005, 0.02),
                         zx,
                         0,
                         255,
@@ -1605,8 +1584,8 @@ fn generate(
                     )
                 }
                 _ => (
-                    rng.float(0.005, 0.05),
-                    rng.float(0.001, 0.02),
+                    rng.uniform_f32(0.005, 0.05),
+                    rng.uniform_f32(0.001, 0.02),
                     rng.int(0, 255),
                     0,
                     255,
@@ -1638,7 +1617,7 @@ fn generate(
                     if kind == CaseKind::Ties {
                         sw
                     } else {
-                        sw * rng.float(0.5, 1.5)
+                        sw * rng.uniform_f32(0.5, 1.5)
                     }
                 })
                 .collect();
@@ -1666,7 +1645,7 @@ fn generate(
                     ArrayD::from_shape_vec(
                         IxDyn(&[o]),
                         (0..o)
-                            .map(|_| rng.float(-1.0, 1.0) * sx * sw * 50.0)
+                            .map(|_| rng.uniform_f32(-1.0, 1.0) * sx * sw * 50.0)
                             .collect(),
                     )
                     .expect("o values"),
@@ -1718,9 +1697,9 @@ fn generate(
                 ),
                 CaseKind::Saturation => (0.1, 0.1, 0.001, rng.int(0, 255), rng.int(0, 255), 128),
                 CaseKind::ExtremeZeroPoints => (
-                    rng.float(0.01, 0.1),
-                    rng.float(0.01, 0.1),
-                    rng.float(0.02, 0.2),
+                    rng.uniform_f32(0.01, 0.1),
+                    rng.uniform_f32(0.01, 0.1),
+                    rng.uniform_f32(0.02, 0.2),
                     rng.pick(&[0i64, 255]),
                     rng.pick(&[0i64, 255]),
                     rng.pick(&[0i64, 255]),
@@ -1729,7 +1708,7 @@ fn generate(
                     let s = rng.pick(&[1e-20f32, 1e-6, 1e6, 1e20]);
                     (
                         s,
-                        s * rng.float(0.5, 2.0),
+                        s * rng.uniform_f32(0.5, 2.0),
                         s * 2.0,
                         rng.int(0, 255),
                         rng.int(0, 255),
@@ -1737,9 +1716,9 @@ fn generate(
                     )
                 }
                 _ => (
-                    rng.float(0.01, 0.1),
-                    rng.float(0.01, 0.1),
-                    rng.float(0.02, 0.2),
+                    rng.uniform_f32(0.01, 0.1),
+                    rng.uniform_f32(0.01, 0.1),
+                    rng.uniform_f32(0.02, 0.2),
                     rng.int(0, 255),
                     rng.int(0, 255),
                     rng.int(0, 255),

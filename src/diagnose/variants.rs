@@ -148,10 +148,10 @@ pub(crate) fn transitions(plan: &[(String, LayerPlan)]) -> usize {
             }
             _ => state,
         };
-        if let (Some(a), Some(b)) = (state, now) {
-            if a != b {
-                count += 1;
-            }
+        if let (Some(a), Some(b)) = (state, now)
+            && a != b
+        {
+            count += 1;
         }
         state = now;
     }

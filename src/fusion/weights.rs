@@ -119,7 +119,7 @@ pub fn fuse_conv_bn_weights(
         });
     }
     let out = if transpose {
-        if shape[0] % groups != 0 {
+        if !shape[0].is_multiple_of(groups) {
             return Err(QuantError::InvalidParameter {
                 op: OP,
                 what: "groups",

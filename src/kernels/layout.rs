@@ -204,11 +204,11 @@ pub(crate) fn drive<A: Copy + Sync, B: Send, D: Dimension>(
     elem: impl Fn(A) -> B,
 ) {
     debug_assert_eq!(x.shape(), out.shape());
-    if x.strides() == out.strides() {
-        if let (Some(xs), Some(os)) = (x.as_slice_memory_order(), out.as_slice_memory_order_mut()) {
-            chunks2(xs, os, run);
-            return;
-        }
+    if x.strides() == out.strides()
+        && let (Some(xs), Some(os)) = (x.as_slice_memory_order(), out.as_slice_memory_order_mut())
+    {
+        chunks2(xs, os, run);
+        return;
     }
     Zip::from(out).and(x).for_each(|o, &v| *o = elem(v));
 }
@@ -236,15 +236,16 @@ pub(crate) fn drive2<A: Copy + Sync, G: Copy + Sync, B: Send, D: Dimension>(
     run: impl Fn(&[A], &[G], &mut [B]) + Sync + Send,
     elem: impl Fn(A, G) -> B,
 ) {
-    if x.strides() == out.strides() && g.strides() == out.strides() {
-        if let (Some(xs), Some(gs), Some(os)) = (
+    if x.strides() == out.strides()
+        && g.strides() == out.strides()
+        && let (Some(xs), Some(gs), Some(os)) = (
             x.as_slice_memory_order(),
             g.as_slice_memory_order(),
             out.as_slice_memory_order_mut(),
-        ) {
-            chunks3(xs, gs, os, run);
-            return;
-        }
+        )
+    {
+        chunks3(xs, gs, os, run);
+        return;
     }
     Zip::from(out)
         .and(x)
@@ -364,14 +365,15 @@ pub(crate) fn drive_per_channel_arrays<A: Copy + Sync, B: Send, D: Dimension>(
     let c = p.scale.len();
     debug_assert!(p.inv.len() == c && p.zp.len() == c);
     let inner: usize = x.shape()[axis + 1..].iter().product();
-    if inner == 1 && c > 1 {
-        if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-            let rows_per_chunk = last_axis_rows_per_chunk(c);
-            chunks_indexed2(xs, os, rows_per_chunk.saturating_mul(c), |_, xc, oc| {
-                rows(xc, oc, p)
-            });
-            return;
-        }
+    if inner == 1
+        && c > 1
+        && let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut())
+    {
+        let rows_per_chunk = last_axis_rows_per_chunk(c);
+        chunks_indexed2(xs, os, rows_per_chunk.saturating_mul(c), |_, xc, oc| {
+            rows(xc, oc, p)
+        });
+        return;
     }
     drive_per_channel(x, out, axis, c, |ch| p.get(ch), run, elem);
 }

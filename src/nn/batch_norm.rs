@@ -42,15 +42,15 @@ impl BatchNormParams {
             ("bias", self.bias.as_ref().map(Vec::len)),
         ];
         for (what, len) in lists {
-            if let Some(got) = len {
-                if got != c {
-                    return Err(QuantError::LengthMismatch {
-                        op,
-                        what,
-                        expected: c,
-                        got,
-                    });
-                }
+            if let Some(got) = len
+                && got != c
+            {
+                return Err(QuantError::LengthMismatch {
+                    op,
+                    what,
+                    expected: c,
+                    got,
+                });
             }
         }
         if !(self.eps.is_finite() && self.eps >= 0.0) {

@@ -2,13 +2,10 @@
 
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn, linalg::general_mat_mul};
 
-use super::conv::for_each_block;
-use super::quantized::{Int8Accumulation, QuantizedLinear};
 use super::weighted::finish_rows;
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
-use crate::qparams::QParams;
-use crate::tensor::QuantizedTensor;
+use crate::parallel::for_each_block;
 
 /// Fully connected layer `y = x·Wᵀ + b` on the last axis, optionally followed by a fused ReLU
 /// (PyTorch's `Linear` / `LinearReLU`). Weight `[out, in]`, bias `[out]`. The product runs
@@ -160,20 +157,5 @@ impl WeightedLayer for Linear {
 
     fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
         Ok(Box::new(Linear::from_core(core)?))
-    }
-
-    fn quantize(
-        &self,
-        weight: QuantizedTensor<i8>,
-        output: QParams,
-        accumulation: Int8Accumulation,
-    ) -> Result<Box<dyn Module>> {
-        let q = QuantizedLinear::new(weight, self.core.bias().cloned(), output)?
-            .with_accumulation(accumulation);
-        Ok(Box::new(if self.core.has_relu() {
-            q.with_relu()
-        } else {
-            q
-        }))
     }
 }

@@ -39,6 +39,7 @@ mod activation;
 mod add;
 mod batch_norm;
 pub(crate) mod conv;
+pub(crate) mod geometry;
 pub(crate) mod linear;
 mod model;
 pub(crate) mod module;

@@ -8,9 +8,6 @@ use ndarray::ArrayD;
 
 use super::{Activation, BatchNorm, WeightRef, WeightedCore};
 use crate::error::{QuantError, Result};
-use crate::nn::quantized::Int8Accumulation;
-use crate::qparams::QParams;
-use crate::tensor::QuantizedTensor;
 
 /// One layer. Callers implement it for their own layers; the crate's layers implement it too.
 ///
@@ -172,10 +169,12 @@ pub enum WeightedKind {
     },
 }
 
-/// A layer with a [`WeightedCore`] (weight, bias, fused ReLU) and an int8 counterpart:
-/// what fusion rebuilds and conversion quantizes. Implemented by [`Linear`](super::Linear),
-/// [`Conv1d`](super::Conv1d) and [`Conv2d`](super::Conv2d); a caller's weighted layer can
-/// implement it too and return [`LayerRole::Weighted`] from [`Module::role`].
+/// A layer with a [`WeightedCore`] (weight, bias, fused ReLU): what fusion rebuilds and
+/// conversion quantizes. Implemented by [`Linear`](super::Linear), [`Conv1d`](super::Conv1d)
+/// and [`Conv2d`](super::Conv2d); a caller's weighted layer can implement it too and return
+/// [`LayerRole::Weighted`] from [`Module::role`]. Its int8 counterpart is built by `ptq`'s
+/// conversion (as PyTorch's `convert` maps float modules to quantized ones), for a caller's
+/// layer from the function given to [`PtqConfig::with_conversion`](crate::ptq::PtqConfig::with_conversion).
 pub trait WeightedLayer: Module {
     /// Linear or convolution (decides the BatchNorm folding).
     fn weighted_kind(&self) -> WeightedKind;
@@ -188,18 +187,6 @@ pub trait WeightedLayer: Module {
     /// # Errors
     /// Shape errors when the core does not fit the layer.
     fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>>;
-
-    /// The int8 layer: `weight` is this layer's weight quantized (qint8), `output` the
-    /// observed output parameters, `accumulation` how the integer products are summed.
-    ///
-    /// # Errors
-    /// As the quantized layer's constructor.
-    fn quantize(
-        &self,
-        weight: QuantizedTensor<i8>,
-        output: QParams,
-        accumulation: Int8Accumulation,
-    ) -> Result<Box<dyn Module>>;
 }
 
 /// Cloning into a box and downcasting, implemented for every `Module + Clone` (so layers,

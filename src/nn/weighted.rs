@@ -114,14 +114,14 @@ pub(crate) fn check_bias(
     bias: Option<&ArrayD<f32>>,
     out_channels: usize,
 ) -> Result<()> {
-    if let Some(b) = bias {
-        if b.ndim() != 1 || b.len() != out_channels {
-            return Err(QuantError::ShapeMismatch {
-                op,
-                expected: vec![out_channels],
-                got: b.shape().to_vec(),
-            });
-        }
+    if let Some(b) = bias
+        && (b.ndim() != 1 || b.len() != out_channels)
+    {
+        return Err(QuantError::ShapeMismatch {
+            op,
+            expected: vec![out_channels],
+            got: b.shape().to_vec(),
+        });
     }
     Ok(())
 }
@@ -135,13 +135,13 @@ pub(crate) fn relu_f32(v: f32) -> f32 {
 /// Adds the bias (channel `c` of `rows` each `inner` long, channel = row % channels) and
 /// applies the ReLU.
 pub(crate) fn finish_rows(out: &mut [f32], channels: usize, inner: usize, core: &WeightedCore) {
-    if let Some(b) = core.bias_slice() {
-        if inner > 0 {
-            for (i, chunk) in out.chunks_mut(inner).enumerate() {
-                let bv = b[i % channels.max(1)];
-                for v in chunk {
-                    *v += bv;
-                }
+    if let Some(b) = core.bias_slice()
+        && inner > 0
+    {
+        for (i, chunk) in out.chunks_mut(inner).enumerate() {
+            let bv = b[i % channels.max(1)];
+            for v in chunk {
+                *v += bv;
             }
         }
     }

@@ -181,10 +181,10 @@ fn as_f32<A: QFloat>(x: &ArrayViewD<'_, A>) -> ArrayD<f32> {
 
 /// The values as an `f32` array: borrowed for contiguous `f32` data, converted otherwise.
 fn f32_view<'a, A: QFloat>(x: &'a ArrayViewD<'a, A>) -> CowArray<'a, f32, IxDyn> {
-    if let Some(s) = x.as_slice().and_then(A::as_f32_slice) {
-        if let Ok(v) = ArrayViewD::from_shape(x.raw_dim(), s) {
-            return CowArray::from(v);
-        }
+    if let Some(s) = x.as_slice().and_then(A::as_f32_slice)
+        && let Ok(v) = ArrayViewD::from_shape(x.raw_dim(), s)
+    {
+        return CowArray::from(v);
     }
     CowArray::from(as_f32(x))
 }

@@ -433,10 +433,10 @@ impl<F: Model + ?Sized> LayerHook for QuantHook<'_, F> {
         if !self.selected.contains(name) {
             return Ok(());
         }
-        if let Some(log) = self.cumulative.as_deref_mut() {
-            if let Some(f) = self.float_outputs.remove(name) {
-                log.push_activations(name, &f, output)?;
-            }
+        if let Some(log) = self.cumulative.as_deref_mut()
+            && let Some(f) = self.float_outputs.remove(name)
+        {
+            log.push_activations(name, &f, output)?;
         }
         if let Some(log) = self.local.as_deref_mut() {
             if !log.is_enabled(name) || !matches!(layer.role(), LayerRole::Quantized) {

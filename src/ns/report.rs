@@ -220,10 +220,10 @@ impl NsReport {
             let mut best: Option<(&LayerReport, f64)> = None;
             for l in &self.layers {
                 let lossy = |d: &f64| !d.is_nan() && *d != f64::INFINITY;
-                if let Some(db) = l.sqnr_db(which).filter(lossy) {
-                    if best.is_none_or(|(_, b)| db < b) {
-                        best = Some((l, db));
-                    }
+                if let Some(db) = l.sqnr_db(which).filter(lossy)
+                    && best.is_none_or(|(_, b)| db < b)
+                {
+                    best = Some((l, db));
                 }
             }
             if let Some((l, _)) = best {

@@ -615,13 +615,8 @@ mod tests {
         // Lengths around the 8-value groups, the 128-value blocks and the 2^17-value windows,
         // so that every prologue, remainder and hand-over path runs; bin counts that are and
         // are not powers of two.
-        let mut s = 7u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / 16_777_216.0
-        };
+        let mut r = crate::rng::Lcg::new(7);
+        let mut next = || r.unit_f32();
         let data: Vec<f32> = (0..(WINDOW + 3 * IDX_BLOCK + 5))
             .map(|_| next() * 4.0 - 2.0)
             .collect();

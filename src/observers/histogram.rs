@@ -182,18 +182,19 @@ impl Observer for HistogramObserver {
         // calibration): one pass bins the batch over the current range and checks that every
         // value lies inside at the same time. If one does not, that pass is discarded and the
         // general path below runs.
-        if let Some((omin, omax)) = self.range {
-            if omin < omax && !x.is_empty() {
-                let (counts, inside) = count_batch(&x, self.bins, |xs| {
-                    histc_in_range(xs, omin, omax, self.bins)
-                });
-                if inside {
-                    self.cache = OnceLock::new();
-                    for (h, c) in self.histogram.iter_mut().zip(counts) {
-                        *h += c;
-                    }
-                    return Ok(());
+        if let Some((omin, omax)) = self.range
+            && omin < omax
+            && !x.is_empty()
+        {
+            let (counts, inside) = count_batch(&x, self.bins, |xs| {
+                histc_in_range(xs, omin, omax, self.bins)
+            });
+            if inside {
+                self.cache = OnceLock::new();
+                for (h, c) in self.histogram.iter_mut().zip(counts) {
+                    *h += c;
                 }
+                return Ok(());
             }
         }
         // First batch, a batch that leaves the range, or NaN/inf (refused by `min_max_view`).
@@ -282,10 +283,10 @@ fn count_batch(
     bins: usize,
     count: impl Fn(&[f32]) -> (Vec<f32>, bool),
 ) -> (Vec<f32>, bool) {
-    if let FloatView::F32(v) = x {
-        if let Some(s) = v.as_slice_memory_order() {
-            return count(s);
-        }
+    if let FloatView::F32(v) = x
+        && let Some(s) = v.as_slice_memory_order()
+    {
+        return count(s);
     }
     // Each call allocates and clears count arrays of about 4·bins: chunks many times larger
     // keep that overhead small.

@@ -141,6 +141,47 @@ pub trait Observer: ObserverClone + Send + Sync + Debug {
     /// overflows `f32`.
     fn qparams(&self) -> Result<AnyQParams>;
 
+    /// [`Observer::qparams`] of a per-tensor observer, typed (no `match` on [`AnyQParams`]).
+    ///
+    /// # Errors
+    /// As [`Observer::qparams`]; [`QuantError::UnsupportedQParams`](crate::QuantError::UnsupportedQParams)
+    /// for a per-channel observer.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndarray::array;
+    /// use qnumeric::{MinMaxObserver, Observer, QDType, QScheme, QSpec};
+    /// let mut obs = MinMaxObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))?;
+    /// obs.observe(array![-1.0f32, 3.0].view().into_dyn())?;
+    /// let qp = obs.per_tensor_qparams()?; // a QParams
+    /// assert!((qp.scale() - 4.0 / 255.0).abs() < 1e-7);
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    fn per_tensor_qparams(&self) -> Result<crate::qparams::QParams> {
+        match self.qparams()? {
+            AnyQParams::PerTensor(q) => Ok(q),
+            AnyQParams::PerChannel(_) => Err(crate::QuantError::UnsupportedQParams {
+                op: "Observer::per_tensor_qparams",
+                reason: "this observer gives per-channel parameters (per_channel_qparams)",
+            }),
+        }
+    }
+
+    /// [`Observer::qparams`] of a per-channel observer, typed.
+    ///
+    /// # Errors
+    /// As [`Observer::qparams`]; [`QuantError::UnsupportedQParams`](crate::QuantError::UnsupportedQParams)
+    /// for a per-tensor observer.
+    fn per_channel_qparams(&self) -> Result<crate::qparams::PerChannelQParams> {
+        match self.qparams()? {
+            AnyQParams::PerChannel(q) => Ok(q),
+            AnyQParams::PerTensor(_) => Err(crate::QuantError::UnsupportedQParams {
+                op: "Observer::per_channel_qparams",
+                reason: "this observer gives per-tensor parameters (per_tensor_qparams)",
+            }),
+        }
+    }
+
     /// Forgets everything observed.
     fn reset(&mut self);
 

@@ -153,7 +153,19 @@ pub struct PtqConfig {
     pub default: QConfig,
     /// Overrides by layer name.
     pub overrides: BTreeMap<String, LayerOverride>,
+    /// Int8 counterparts of a caller's weighted layers, by [`Module::kind`](crate::nn::Module::kind).
+    conversions: BTreeMap<&'static str, Conversion>,
 }
+
+/// How `convert` builds the int8 layer of a caller's weighted layer: from the float layer,
+/// its weight quantized with the configuration's weight observer (qint8), the observed output
+/// parameters and the accumulation (PyTorch's mapping from float to quantized modules).
+pub type Conversion = fn(
+    &dyn crate::nn::WeightedLayer,
+    crate::tensor::QuantizedTensor<i8>,
+    crate::qparams::QParams,
+    Int8Accumulation,
+) -> crate::error::Result<Box<dyn crate::nn::Module>>;
 
 impl PtqConfig {
     /// A configuration with `default` for every layer.
@@ -162,7 +174,23 @@ impl PtqConfig {
         PtqConfig {
             default,
             overrides: BTreeMap::new(),
+            conversions: BTreeMap::new(),
         }
+    }
+
+    /// Registers the int8 counterpart of a caller's weighted layer of kind `kind` (what its
+    /// [`Module::kind`](crate::nn::Module::kind) returns); the crate's `Linear`, `Conv1d` and
+    /// `Conv2d` need none.
+    #[must_use]
+    pub fn with_conversion(mut self, kind: &'static str, conversion: Conversion) -> Self {
+        self.conversions.insert(kind, conversion);
+        self
+    }
+
+    /// The conversion registered for `kind`.
+    #[must_use]
+    pub fn conversion(&self, kind: &str) -> Option<Conversion> {
+        self.conversions.get(kind).copied()
     }
 
     /// Keeps the layer `name` in float (builder style).

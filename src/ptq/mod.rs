@@ -56,7 +56,7 @@ mod dynamic;
 mod island;
 mod prepare;
 
-pub use config::{LayerOverride, PtqConfig, QConfig};
+pub use config::{Conversion, LayerOverride, PtqConfig, QConfig};
 pub use dynamic::quantize_dynamic;
 pub use island::FloatIsland;
 pub use prepare::{LayerPlan, Prepared, prepare};

@@ -248,7 +248,7 @@ impl<M: Model> Prepared<M> {
                     let qconfig = self.config.qconfig(name).unwrap_or(&self.config.default);
                     let out = self.output_qparams(name)?;
                     match layer.role() {
-                        LayerRole::Weighted(w) => quantize_weighted(w, qconfig, out)?,
+                        LayerRole::Weighted(w) => quantize_weighted(w, qconfig, out, &self.config)?,
                         _ => Box::new(QuantizedAdd::new(out)?),
                     }
                 }
@@ -273,11 +273,40 @@ pub(crate) fn quantized_weight(
     QuantizedTensor::<i8>::quantize(weight, obs.qparams()?)
 }
 
-/// The int8 layer of a weighted layer.
+/// The int8 layer of a weighted layer: the crate's layers map to their quantized
+/// counterparts (built from the float layer, as PyTorch's `from_float`); a caller's layer
+/// through the conversion registered for its kind ([`PtqConfig::with_conversion`]).
 fn quantize_weighted(
     w: &dyn WeightedLayer,
     qconfig: &QConfig,
     out: QParams,
+    config: &PtqConfig,
 ) -> Result<Box<dyn Module>> {
-    w.quantize(quantized_weight(w, qconfig)?, out, qconfig.accumulation())
+    use crate::nn::quantized::{QuantizedConv1d, QuantizedConv2d, QuantizedLinear};
+    use crate::nn::{Conv1d, Conv2d, Linear};
+    let weight = quantized_weight(w, qconfig)?;
+    let acc = qconfig.accumulation();
+    let core = w.core();
+    let bias = core.bias().cloned();
+    let relu = core.has_relu();
+    let any = w.as_any();
+    let layer: Box<dyn Module> = if any.is::<Linear>() {
+        let q = QuantizedLinear::new(weight, bias, out)?.with_accumulation(acc);
+        Box::new(if relu { q.with_relu() } else { q })
+    } else if let Some(c) = any.downcast_ref::<Conv2d>() {
+        let q = QuantizedConv2d::new(weight, bias, c.geometry(), out)?.with_accumulation(acc);
+        Box::new(if relu { q.with_relu() } else { q })
+    } else if let Some(c) = any.downcast_ref::<Conv1d>() {
+        let q = QuantizedConv1d::new(weight, bias, c.geometry(), out)?.with_accumulation(acc);
+        Box::new(if relu { q.with_relu() } else { q })
+    } else if let Some(f) = config.conversion(w.kind()) {
+        f(w, weight, out, acc)?
+    } else {
+        return Err(QuantError::UnsupportedLayer {
+            op: "Prepared::convert",
+            kind: w.kind().to_string(),
+            reason: "no int8 counterpart: register one with PtqConfig::with_conversion",
+        });
+    };
+    Ok(layer)
 }

@@ -651,6 +651,102 @@ impl TryFrom<PerChannelQParamsRepr> for PerChannelQParams {
     }
 }
 
+/// Parameters within a tolerance, for a backend's unit tests (`approx::assert_relative_eq!`):
+/// the scale within the tolerance, the zero point and the range equal.
+///
+/// # Examples
+/// ```
+/// use approx::assert_relative_eq;
+/// use qnumeric::{QDType, QParams};
+/// let ours = QParams::new(0.1, 3, QDType::QUInt8)?;
+/// let theirs = QParams::new(0.1 + 1e-9, 3, QDType::QUInt8)?;
+/// assert_relative_eq!(ours, theirs, max_relative = 1e-6);
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+impl approx::AbsDiffEq for QParams {
+    type Epsilon = f32;
+
+    fn default_epsilon() -> f32 {
+        f32::EPSILON
+    }
+
+    fn abs_diff_eq(&self, other: &Self, epsilon: f32) -> bool {
+        self.zero_point() == other.zero_point()
+            && self.range() == other.range()
+            && self.scale().abs_diff_eq(&other.scale(), epsilon)
+    }
+}
+
+impl approx::RelativeEq for QParams {
+    fn default_max_relative() -> f32 {
+        f32::EPSILON
+    }
+
+    fn relative_eq(&self, other: &Self, epsilon: f32, max_relative: f32) -> bool {
+        self.zero_point() == other.zero_point()
+            && self.range() == other.range()
+            && self
+                .scale()
+                .relative_eq(&other.scale(), epsilon, max_relative)
+    }
+}
+
+impl approx::UlpsEq for QParams {
+    fn default_max_ulps() -> u32 {
+        4
+    }
+
+    fn ulps_eq(&self, other: &Self, epsilon: f32, max_ulps: u32) -> bool {
+        self.zero_point() == other.zero_point()
+            && self.range() == other.range()
+            && self.scale().ulps_eq(&other.scale(), epsilon, max_ulps)
+    }
+}
+
+/// Per-channel parameters within a tolerance: every scale within it, the zero points, axis and
+/// range equal.
+impl approx::AbsDiffEq for PerChannelQParams {
+    type Epsilon = f32;
+
+    fn default_epsilon() -> f32 {
+        f32::EPSILON
+    }
+
+    fn abs_diff_eq(&self, other: &Self, epsilon: f32) -> bool {
+        self.same_layout(other)
+            && self
+                .scales()
+                .iter()
+                .zip(other.scales())
+                .all(|(a, b)| a.abs_diff_eq(b, epsilon))
+    }
+}
+
+impl approx::RelativeEq for PerChannelQParams {
+    fn default_max_relative() -> f32 {
+        f32::EPSILON
+    }
+
+    fn relative_eq(&self, other: &Self, epsilon: f32, max_relative: f32) -> bool {
+        self.same_layout(other)
+            && self
+                .scales()
+                .iter()
+                .zip(other.scales())
+                .all(|(a, b)| a.relative_eq(b, epsilon, max_relative))
+    }
+}
+
+impl PerChannelQParams {
+    /// Same channels, zero points, axis and range.
+    fn same_layout(&self, other: &Self) -> bool {
+        self.channels() == other.channels()
+            && self.zero_points() == other.zero_points()
+            && self.axis() == other.axis()
+            && self.range() == other.range()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -295,3 +295,25 @@ fn reports_serialize_and_inconsistent_diff_stats_are_refused() {
         "max_abs_diff": 0, "sum_diff": 0, "failed_cases": 0});
     assert!(serde_json::from_value::<qnumeric::diagnose::DiffStats>(bad).is_err());
 }
+
+/// `approx` on the crate's types, as a backend's unit test uses it: tensors within N quanta,
+/// parameters within a tolerance.
+#[test]
+fn approx_compares_quantized_tensors_in_quanta_and_parameters_within_a_tolerance() {
+    use approx::{assert_abs_diff_eq, assert_abs_diff_ne, assert_relative_eq};
+    use qnumeric::{MinMaxObserver, Observer, QDType, QScheme, QSpec, QuantizedTensor};
+    let x = ArrayD::from_shape_fn(IxDyn(&[4, 8]), |i| (i[0] * 8 + i[1]) as f32 / 10.0 - 1.0);
+    let mut obs = MinMaxObserver::new(QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8))
+        .expect("observer");
+    obs.observe(x.view()).expect("observe");
+    let qp = obs.per_tensor_qparams().expect("per tensor");
+    // [-1.0, 2.1]: scale 3.1 / 255, zero point round(1.0 / scale) = 82
+    let by_hand = QParams::new(3.1 / 255.0, 82, QDType::QUInt8).expect("params");
+    assert_relative_eq!(qp, by_hand, max_relative = 1e-5);
+    assert!(obs.per_channel_qparams().is_err());
+    let ours = QuantizedTensor::<u8>::quantize(&x, qp).expect("quantize");
+    let shifted = QuantizedTensor::from_parts(ours.int_repr().mapv(|v| v.saturating_add(1)), qp)
+        .expect("tensor");
+    assert_abs_diff_eq!(ours, shifted, epsilon = 1);
+    assert_abs_diff_ne!(ours, shifted);
+}

@@ -676,3 +676,77 @@ fn ptq_errors() {
     let y = int8.forward(f(x.clone())).expect("y").into_float();
     assert!(qnumeric::sqnr(&x.mapv(|v| v * v), &y).expect("sqnr") > 30.0);
 }
+
+/// Conversion lives in `ptq`: the float layers know nothing of the int8 ones, and a caller's
+/// weighted layer converts through the function registered for its kind.
+mod conversion {
+    use ndarray::{ArrayD, IxDyn};
+    use qnumeric::nn::quantized::{Int8Accumulation, QuantizedLinear};
+    use qnumeric::nn::{
+        Activation, LayerRole, Linear, Module, Sequential, WeightedCore, WeightedKind,
+        WeightedLayer,
+    };
+    use qnumeric::ptq::{PtqConfig, prepare};
+    use qnumeric::{QParams, QuantError, QuantizedTensor, Result};
+
+    /// A caller's fully connected layer (the crate's Linear inside, another kind name).
+    #[derive(Debug, Clone)]
+    struct MyDense(Linear);
+
+    impl Module for MyDense {
+        fn kind(&self) -> &'static str {
+            "MyDense"
+        }
+        fn forward(&self, x: &Activation) -> Result<Activation> {
+            self.0.forward(x)
+        }
+        fn role(&self) -> LayerRole<'_> {
+            LayerRole::Weighted(self)
+        }
+    }
+
+    impl WeightedLayer for MyDense {
+        fn weighted_kind(&self) -> WeightedKind {
+            WeightedKind::Linear
+        }
+        fn core(&self) -> &WeightedCore {
+            self.0.core()
+        }
+        fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
+            Ok(Box::new(MyDense(Linear::from_core(core)?)))
+        }
+    }
+
+    fn my_dense_int8(
+        w: &dyn WeightedLayer,
+        weight: QuantizedTensor<i8>,
+        out: QParams,
+        acc: Int8Accumulation,
+    ) -> Result<Box<dyn Module>> {
+        Ok(Box::new(
+            QuantizedLinear::new(weight, w.core().bias().cloned(), out)?.with_accumulation(acc),
+        ))
+    }
+
+    #[test]
+    fn a_callers_weighted_layer_converts_through_its_registered_conversion() {
+        let w = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] as f32 - i[1] as f32) * 0.2);
+        let model = Sequential::new()
+            .with("dense", MyDense(Linear::new(w, None).expect("linear")))
+            .expect("model")
+            .with_quant_stubs()
+            .expect("stubs");
+        let x = ArrayD::from_shape_fn(IxDyn(&[16, 4]), |i| (i[0] + i[1]) as f32 / 8.0);
+        let mut p = prepare(model.clone(), &PtqConfig::default()).expect("prepare");
+        p.calibrate(&x).expect("calibrate");
+        assert!(matches!(
+            p.convert(),
+            Err(QuantError::UnsupportedLayer { .. })
+        ));
+        let cfg = PtqConfig::default().with_conversion("MyDense", my_dense_int8);
+        let mut p = prepare(model, &cfg).expect("prepare");
+        p.calibrate(&x).expect("calibrate");
+        let int8 = p.convert().expect("convert");
+        assert!(int8.get::<QuantizedLinear>("dense").is_some());
+    }
+}

@@ -10,15 +10,8 @@ use qnumeric::{
 
 /// Deterministic LCG in [0, 1).
 fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / ((1u64 << 24) as f32)
-        })
-        .collect()
+    let mut r = qnumeric::rng::Lcg::new(seed.wrapping_mul(qnumeric::rng::Lcg::MUL).wrapping_add(1));
+    (0..n).map(|_| r.unit_f32()).collect()
 }
 
 /// Approximately normal (sum of 4 uniforms, centred, σ ≈ 1) with two large outliers: the

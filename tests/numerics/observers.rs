@@ -57,15 +57,9 @@ fn close(a: f32, b: f32) -> bool {
 
 /// Deterministic pseudo-random data in `[-0.4, 0.6)·spread`.
 fn data(n: usize, seed: u64, spread: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(99);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32) / ((1u64 << 24) as f32) - 0.4) * spread
-        })
-        .collect()
+    let mut r =
+        qnumeric::rng::Lcg::new(seed.wrapping_mul(qnumeric::rng::Lcg::MUL).wrapping_add(99));
+    (0..n).map(|_| (r.unit_f32() - 0.4) * spread).collect()
 }
 
 /// A standard-layout 2-D array twice as wide as `x` with `x` in its left half: slicing the

@@ -223,7 +223,7 @@ impl IntWeights {
         }
         let lda = self.row_len::<T>();
         let work = m.saturating_mul(k).saturating_mul(out);
-        crate::nn::conv::for_each_block(
+        crate::parallel::for_each_block(
             acc,
             MB * out,
             work,
@@ -693,9 +693,8 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> u64 {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        let mut r = crate::rng::Lcg::new(*seed);
+        *seed = r.next_u64();
         *seed >> 33
     }
 

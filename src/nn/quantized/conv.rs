@@ -5,15 +5,16 @@ use ndarray::{ArrayD, IxDyn};
 use super::accumulate::{ActRow, Int8Accumulation, IntWeights};
 use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
-use crate::nn::conv::{
-    ConvShape, as_height_one, conv_float, conv_macs, copy_run, for_each_block, images_per_block,
-    valid_range,
+use crate::nn::conv::conv_float;
+use crate::nn::geometry::{
+    ConvShape, as_height_one, conv_macs, copy_run, images_per_block, valid_range,
 };
 use crate::nn::module::one_input;
 use crate::nn::weighted::check_bias;
 use crate::nn::{
     Activation, ConvGeometry, ConvGeometry1d, LayerRole, Module, WeightRef, WeightedCore,
 };
+use crate::parallel::for_each_block;
 use crate::qparams::QParams;
 use crate::tensor::QuantizedTensor;
 

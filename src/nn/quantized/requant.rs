@@ -49,10 +49,10 @@ pub(crate) fn need_quint8(op: &'static str, qp: &QParams) -> Result<()> {
 
 /// A float bias `[out]` with no NaN (±inf saturate the output).
 pub(crate) fn check_bias_values(op: &'static str, bias: Option<&ArrayD<f32>>) -> Result<()> {
-    if let Some(b) = bias {
-        if let Some(index) = b.iter().position(|v| v.is_nan()) {
-            return Err(QuantError::NanInput { op, index });
-        }
+    if let Some(b) = bias
+        && let Some(index) = b.iter().position(|v| v.is_nan())
+    {
+        return Err(QuantError::NanInput { op, index });
     }
     Ok(())
 }
@@ -166,9 +166,9 @@ mod tests {
         ])
         .into_dyn();
         let mut accs: Vec<i32> = vec![0, 1, -1, i32::MAX, i32::MIN, 1 << 22, -(1 << 22), 77_777];
-        let mut s = 1u64;
+        let mut r = crate::rng::Lcg::new(1);
         accs.extend((0..2000).map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let s = r.next_u64();
             ((s >> 33) as i32) >> (s % 24)
         }));
         let w_scales = [0.01f32, 0.002, 0.5, 1e-6, 0.03, 0.25, 0.0125, 7.0];
