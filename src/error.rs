@@ -295,27 +295,161 @@ pub enum QuantError {
         /// Upper end of the range.
         max: f64,
     },
+    /// Reading or writing a file failed; the I/O error is kept ([`std::error::Error::source`],
+    /// [`QuantError::io_kind`]).
+    #[error("{op}: {path}: {source}")]
+    Io {
+        /// The public operation.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Cause,
+    },
+    /// A file or text could not be parsed (safetensors, JSON); the parser's error is kept.
+    #[error("{op}: {what}: {source}")]
+    Parse {
+        /// The public operation.
+        op: &'static str,
+        /// What was being read (`"float dump"`, a path, ...).
+        what: String,
+        /// The cause.
+        #[source]
+        source: Cause,
+    },
+}
+
+/// The cause of an [`QuantError::Io`] or [`QuantError::Parse`] error: the underlying error,
+/// shared (so `QuantError` stays `Clone`), compared by its message.
+#[derive(Debug, Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(std::sync::Arc::new(e))
+    }
+
+    /// The underlying error.
+    #[must_use]
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// Expands `$body` with `$op` bound to the `op` field of whichever variant `$e` is: the one
+/// place that lists every variant, so context is added in one place.
+macro_rules! with_op_field {
+    ($e:expr, $op:ident => $body:expr) => {
+        match $e {
+            QuantError::NanInput { op: $op, .. }
+            | QuantError::InfiniteInput { op: $op, .. }
+            | QuantError::NonFinite { op: $op, .. }
+            | QuantError::InvalidScale { op: $op, .. }
+            | QuantError::ZeroPointOutOfRange { op: $op, .. }
+            | QuantError::InvalidQuantRange { op: $op, .. }
+            | QuantError::StorageTooNarrow { op: $op, .. }
+            | QuantError::InvalidAxis { op: $op, .. }
+            | QuantError::LengthMismatch { op: $op, .. }
+            | QuantError::ShapeMismatch { op: $op, .. }
+            | QuantError::UnsupportedConfig { op: $op, .. }
+            | QuantError::InvalidParameter { op: $op, .. }
+            | QuantError::Empty { op: $op, .. }
+            | QuantError::EmptyInput { op: $op, .. }
+            | QuantError::NotFound { op: $op, .. }
+            | QuantError::Incompatible { op: $op, .. }
+            | QuantError::Format { op: $op, .. }
+            | QuantError::InvalidName { op: $op, .. }
+            | QuantError::WrongActivation { op: $op, .. }
+            | QuantError::UnsupportedQParams { op: $op, .. }
+            | QuantError::WrongDType { op: $op, .. }
+            | QuantError::UnsupportedLayer { op: $op, .. }
+            | QuantError::NotFusable { op: $op, .. }
+            | QuantError::NoQuantStub { op: $op, .. }
+            | QuantError::QParamsMismatch { op: $op, .. }
+            | QuantError::AccumulatorOverflow { op: $op, .. }
+            | QuantError::GeometryOverflow { op: $op, .. }
+            | QuantError::TooLarge { op: $op, .. }
+            | QuantError::RangeOverflow { op: $op, .. }
+            | QuantError::Io { op: $op, .. }
+            | QuantError::Parse { op: $op, .. } => $body,
+        }
+    };
 }
 
 impl QuantError {
-    /// The same error, reported by the public operation `op` (for a range check a helper
-    /// runs on behalf of `op`); other variants are returned as they are.
-    pub(crate) fn reported_by(self, op: &'static str) -> Self {
+    /// The public operation that refused.
+    ///
+    /// # Examples
+    /// ```
+    /// use qnumeric::{QDType, QParams};
+    /// let e = QParams::new(-1.0, 0, QDType::QUInt8).unwrap_err();
+    /// assert_eq!(e.op(), "QParams::new");
+    /// assert_eq!(e.with_op("my_backend::load").op(), "my_backend::load");
+    /// ```
+    #[must_use]
+    pub fn op(&self) -> &'static str {
+        with_op_field!(self, op => op)
+    }
+
+    /// The same error, reported by `op`: how a layer of code adds its own context (the rest of
+    /// the error, its cause included, is kept).
+    #[must_use]
+    pub fn with_op(mut self, op: &'static str) -> Self {
+        with_op_field!(&mut self, o => *o = op);
+        self
+    }
+
+    /// The I/O error kind of an [`QuantError::Io`] error (`NotFound`, `PermissionDenied`, ...).
+    #[must_use]
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
-            QuantError::InvalidQuantRange {
-                quant_min,
-                quant_max,
-                dtype,
-                reason,
-                ..
-            } => QuantError::InvalidQuantRange {
-                op,
-                quant_min,
-                quant_max,
-                dtype,
-                reason,
-            },
-            other => other,
+            QuantError::Io { source, .. } => source
+                .get()
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            _ => None,
+        }
+    }
+
+    /// An [`QuantError::Io`] error for `path`.
+    pub fn io(op: &'static str, path: &std::path::Path, e: std::io::Error) -> Self {
+        QuantError::Io {
+            op,
+            path: path.display().to_string(),
+            source: Cause::new(e),
+        }
+    }
+
+    /// A [`QuantError::Parse`] error.
+    pub fn parse(
+        op: &'static str,
+        what: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        QuantError::Parse {
+            op,
+            what: what.into(),
+            source: Cause::new(e),
         }
     }
 }

@@ -46,12 +46,12 @@ impl StateDict {
     /// Reads a `.safetensors` file.
     ///
     /// # Errors
-    /// [`QuantError::Format`] when the file cannot be read or parsed, or holds a dtype other
+    /// [`QuantError::Io`] when the file cannot be read, [`QuantError::Parse`] when it is not
+    /// safetensors, [`QuantError::Format`] when it holds a dtype other
     /// than `F32`, `I32` or `I64` (or `I64` values beyond the `i32` range).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).map_err(|e| format_err(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| QuantError::io("StateDict::load", path, e))?;
         Self::from_bytes(&bytes)
     }
 
@@ -60,7 +60,8 @@ impl StateDict {
     /// # Errors
     /// As [`StateDict::load`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| QuantError::parse("StateDict::load", "safetensors", e))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();

@@ -43,13 +43,9 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Writes an HTML page next to the build (`target/`), returning its path.
 fn write_page(name: &str, d: &Diagnosis) -> Result<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let io = |e: std::io::Error| QuantError::Format {
-        op: "digits",
-        detail: e.to_string(),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(&dir).map_err(|e| QuantError::io("digits", &dir, e))?;
     let path = dir.join(name);
-    std::fs::write(&path, d.to_html()).map_err(io)?;
+    std::fs::write(&path, d.to_html()).map_err(|e| QuantError::io("digits", &path, e))?;
     Ok(path)
 }
 

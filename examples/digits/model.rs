@@ -82,8 +82,10 @@ impl Digits {
         let dir = dir();
         let sd = StateDict::load(dir.join("digits_cnn.safetensors"))?;
         let data = StateDict::load(dir.join("digits_data.safetensors"))?;
-        let text =
-            std::fs::read_to_string(dir.join("pytorch_reference.json")).map_err(format_err)?;
+        let text = {
+            let p = dir.join("pytorch_reference.json");
+            std::fs::read_to_string(&p).map_err(|e| QuantError::io("digits", &p, e))?
+        };
         Ok(Digits {
             model: digits_cnn(&sd)?,
             test_x: data.f32("test_images")?.clone(),
@@ -99,7 +101,8 @@ impl Digits {
                 .take(200)
                 .map(|&l| i64::from(l))
                 .collect(),
-            reference: serde_json::from_str(&text).map_err(format_err)?,
+            reference: serde_json::from_str(&text)
+                .map_err(|e| QuantError::parse("digits", "pytorch_reference.json", e))?,
         })
     }
 

@@ -233,12 +233,10 @@ pub fn run_str(text: &str, source: &str) -> Report {
 /// Reads and runs a JSON-lines file.
 ///
 /// # Errors
-/// [`QuantError::Format`] when the file cannot be read.
+/// [`QuantError::Io`] when the file cannot be read.
 pub fn run_file(path: impl AsRef<Path>) -> Result<Report> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| QuantError::Format {
-        op: "conformance::run_file",
-        detail: format!("{}: {e}", path.display()),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| QuantError::io("conformance::run_file", path, e))?;
     Ok(run_str(&text, &path.display().to_string()))
 }

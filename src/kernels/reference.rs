@@ -19,7 +19,7 @@ use crate::qparams::check_scale;
 
 /// Checks a range and a zero point in it.
 fn check_range(op: &'static str, zero_point: i64, qmin: i64, qmax: i64) -> Result<()> {
-    QRange::for_fake_quant(qmin, qmax).map_err(|e| e.reported_by(op))?;
+    QRange::for_fake_quant(qmin, qmax).map_err(|e| e.with_op(op))?;
     if zero_point < qmin || zero_point > qmax {
         return Err(QuantError::ZeroPointOutOfRange {
             op,

@@ -121,7 +121,7 @@ pub(crate) fn one_input<'a>(op: &'static str, inputs: &[&'a Activation]) -> Resu
 ///
 /// | role | fusion | inside the quantized domain |
 /// |---|---|---|
-/// | `Weighted` | first layer of Conv/Linear-BN(-ReLU), Conv/Linear-ReLU | observed, converted by [`WeightedLayer::quantize`] |
+/// | `Weighted` | first layer of Conv/Linear-BN(-ReLU), Conv/Linear-ReLU | observed, converted by `ptq` to its int8 counterpart ([`PtqConfig::with_conversion`](crate::ptq::PtqConfig::with_conversion) for a caller's layer) |
 /// | `BatchNorm` | folded into the weighted layer before it | float island (when not fused) |
 /// | `Relu` | fused into the weighted layer before it | runs on quantized activations |
 /// | `PassThrough` | – | runs on quantized activations (pooling, flatten, ReLU6 ...) |

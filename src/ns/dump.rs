@@ -82,8 +82,10 @@ fn parse<'a>(op: &'static str, what: &str, bytes: &'a [u8]) -> Result<Dump<'a>> 
         op,
         detail: format!("{what}: not a readable safetensors file: {e}"),
     };
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let unreadable =
+        |e| QuantError::parse(op, format!("{what}: not a readable safetensors file"), e);
+    let st = SafeTensors::deserialize(bytes).map_err(unreadable)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(unreadable)?;
     let order = match meta.metadata().as_ref().and_then(|m| m.get("order")) {
         None => None,
         Some(o) => Some(parse_order(o).map_err(bad)?),
@@ -130,7 +132,7 @@ fn reason(e: &QuantError) -> String {
 /// Compares two dumps given as bytes (the float model's outputs first).
 ///
 /// # Errors
-/// [`QuantError::Format`] when either is not a readable safetensors file.
+/// [`QuantError::Parse`] when either is not a readable safetensors file.
 pub fn compare_dumps(float: &[u8], quant: &[u8]) -> Result<DumpComparison> {
     const OP: &str = "compare_dumps";
     let f = parse(OP, "float dump", float)?;
@@ -141,7 +143,8 @@ pub fn compare_dumps(float: &[u8], quant: &[u8]) -> Result<DumpComparison> {
 /// Compares two dump files (the float model's outputs first).
 ///
 /// # Errors
-/// [`QuantError::Format`] naming the file when it cannot be read or is not a readable
+/// [`QuantError::Io`] naming the file when it cannot be read (the I/O error kept as the
+/// source); [`QuantError::Parse`] when it is not a readable
 /// safetensors file (missing, truncated, corrupt).
 ///
 /// # Examples
@@ -155,12 +158,7 @@ pub fn compare_dump_files(
     quant: impl AsRef<Path>,
 ) -> Result<DumpComparison> {
     const OP: &str = "compare_dump_files";
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| QuantError::Format {
-            op: OP,
-            detail: format!("{}: {e}", p.display()),
-        })
-    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| QuantError::io(OP, p, e));
     let (fp, qp) = (float.as_ref(), quant.as_ref());
     let (fb, qb) = (read(fp)?, read(qp)?);
     let fname = fp.display().to_string();
@@ -391,12 +389,16 @@ mod tests {
         assert!(c.skipped.is_empty());
         let err = compare_dumps(b"junk", &q).expect_err("unreadable");
         assert!(
-            matches!(&err, QuantError::Format { op: "compare_dumps", detail } if detail.starts_with("float dump: ")),
+            matches!(&err, QuantError::Parse { op: "compare_dumps", what, .. } if what.starts_with("float dump: ")),
             "{err}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the parser's error is kept"
         );
         let err = compare_dumps(&f, &q[..q.len() - 1]).expect_err("truncated");
         assert!(
-            matches!(&err, QuantError::Format { detail, .. } if detail.starts_with("quantized dump: ")),
+            matches!(&err, QuantError::Parse { what, .. } if what.starts_with("quantized dump: ")),
             "{err}"
         );
     }

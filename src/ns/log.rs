@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayRef, ArrayViewD, CowArray, Dimension, IxDyn};
 
-use super::stats::{ErrorStats, OutputComparison, rename};
+use super::stats::{ErrorStats, OutputComparison};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 use crate::nn::Activation;
@@ -310,7 +310,7 @@ impl NumericLog {
                 let mut stats = ErrorStats::new();
                 stats
                     .update(float, quant, output)
-                    .map_err(|e| rename(e, OP))?;
+                    .map_err(|e| e.with_op(OP))?;
                 let i = self.layers.len();
                 self.layers.push(LayerLog {
                     name: layer.to_string(),
@@ -331,7 +331,7 @@ impl NumericLog {
         self.layers[i]
             .stats
             .update(float, quant, output)
-            .map_err(|e| rename(e, OP))?;
+            .map_err(|e| e.with_op(OP))?;
         self.after_stats(i, float, quant)
     }
 

@@ -709,20 +709,6 @@ impl OutputComparison {
     }
 }
 
-/// An error of the accumulator under the public operation's name.
-pub(crate) fn rename(e: QuantError, op: &'static str) -> QuantError {
-    match e {
-        QuantError::ShapeMismatch { expected, got, .. } => {
-            QuantError::ShapeMismatch { op, expected, got }
-        }
-        QuantError::InvalidAxis { axis, ndim, .. } => QuantError::InvalidAxis { op, axis, ndim },
-        QuantError::EmptyInput { .. } => QuantError::EmptyInput { op },
-        QuantError::NanInput { index, .. } => QuantError::NanInput { op, index },
-        QuantError::NonFinite { what, value, .. } => QuantError::NonFinite { op, what, value },
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

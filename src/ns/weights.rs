@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayRef, Axis, Dimension};
 
-use super::stats::{ErrorStats, rename};
+use super::stats::ErrorStats;
 use crate::error::Result;
 use crate::nn::Model;
 
@@ -98,7 +98,7 @@ pub fn compare_weight_tensors<D: Dimension>(
     let mut stats = ErrorStats::new();
     stats
         .update(float, quant, None)
-        .map_err(|e| rename(e, OP))?;
+        .map_err(|e| e.with_op(OP))?;
     let channels = float
         .view()
         .into_dyn()

@@ -98,7 +98,7 @@ fn pytorch_range(
     custom: Option<(i64, i64)>,
     reduce_range: bool,
 ) -> Result<QRange> {
-    let relabel = |e: QuantError| e.reported_by(op);
+    let relabel = |e: QuantError| e.with_op(op);
     match custom {
         Some((lo, hi)) => {
             let r = QRange::new(dtype, lo, hi).map_err(relabel)?;

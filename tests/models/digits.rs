@@ -290,11 +290,11 @@ fn state_dict_errors() {
     ));
     assert!(matches!(
         StateDict::load(format!("{DIR}/missing.safetensors")),
-        Err(QuantError::Format { .. })
+        Err(QuantError::Io { .. })
     ));
     assert!(matches!(
         StateDict::from_bytes(b"not a file"),
-        Err(QuantError::Format { .. })
+        Err(QuantError::Parse { .. })
     ));
     // a model without fc2
     let mut partial = StateDict::default();

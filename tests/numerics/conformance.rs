@@ -77,10 +77,9 @@ fn harness_reports_mismatches_and_unsupported_ops() {
 
 #[test]
 fn missing_file_is_an_error() {
-    assert!(matches!(
-        run_file("/no/such/file.jsonl"),
-        Err(qnumeric::QuantError::Format { .. })
-    ));
+    let e = run_file("/no/such/file.jsonl").expect_err("missing");
+    assert!(matches!(e, qnumeric::QuantError::Io { .. }), "{e}");
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
 }
 
 /// A case that passes, for checking that a bad line does not stop the lines after it.

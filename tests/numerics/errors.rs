@@ -458,3 +458,46 @@ fn error_messages_name_the_operation() {
         "QParams::new: invalid scale 0 (a scale must be finite, > 0, with a finite reciprocal)"
     );
 }
+
+/// Issue 17: context is added in one place (`op`, `with_op`), and I/O and parse failures keep
+/// their cause (`source()`, the I/O error kind).
+mod design {
+    use qnumeric::{QDType, QParams, QuantError};
+
+    #[test]
+    fn with_op_relabels_any_variant_and_keeps_the_rest() {
+        let e = QParams::new(-1.0, 0, QDType::QUInt8).expect_err("negative scale");
+        let op = e.op();
+        let relabelled = e.clone().with_op("my_backend::load");
+        assert_eq!(relabelled.op(), "my_backend::load");
+        assert_ne!(op, "my_backend::load");
+        assert_eq!(relabelled.clone().with_op(op), e);
+        assert!(relabelled.to_string().starts_with("my_backend::load: "));
+    }
+
+    #[cfg(feature = "safetensors")]
+    #[test]
+    fn a_missing_dump_keeps_its_io_error_as_the_source() {
+        let e = qnumeric::ns::compare_dump_files("/nonexistent/f.safetensors", "/nonexistent/q")
+            .expect_err("missing");
+        assert!(matches!(e, QuantError::Io { .. }), "{e}");
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+        let src = std::error::Error::source(&e).expect("a source");
+        assert!(
+            src.to_string().to_lowercase().contains("no such file"),
+            "{src}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("compare_dump_files: /nonexistent/f.safetensors: ")
+        );
+        // the cause survives a relabelling and a clone
+        let e2 = e.clone().with_op("caller");
+        assert_eq!(e2.io_kind(), Some(std::io::ErrorKind::NotFound));
+        let corrupt = std::env::temp_dir().join("qnumeric-corrupt.safetensors");
+        std::fs::write(&corrupt, b"not safetensors").expect("write");
+        let e = qnumeric::state_dict::StateDict::load(&corrupt).expect_err("corrupt");
+        assert!(matches!(e, QuantError::Parse { .. }), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
