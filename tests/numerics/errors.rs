@@ -462,7 +462,7 @@ fn error_messages_name_the_operation() {
 /// Issue 17: context is added in one place (`op`, `with_op`), and I/O and parse failures keep
 /// their cause (`source()`, the I/O error kind).
 mod design {
-    use qnumeric::{QDType, QParams, QuantError};
+    use qnumeric::{QDType, QParams};
 
     #[test]
     fn with_op_relabels_any_variant_and_keeps_the_rest() {
@@ -478,6 +478,7 @@ mod design {
     #[cfg(feature = "safetensors")]
     #[test]
     fn a_missing_dump_keeps_its_io_error_as_the_source() {
+        use qnumeric::QuantError;
         let e = qnumeric::ns::compare_dump_files("/nonexistent/f.safetensors", "/nonexistent/q")
             .expect_err("missing");
         assert!(matches!(e, QuantError::Io { .. }), "{e}");
