@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! qnumeric compare FLOAT.safetensors QUANT.safetensors [--json] [--per-sample] [--threshold DB]
-//! qnumeric diagnose FLOAT.safetensors QUANT.safetensors [--json] [--threshold DB]
+//! qnumeric diagnose FLOAT.safetensors QUANT.safetensors [--baseline OTHER.safetensors]
+//!                   [--sample-dims 1|2] [--json] [--threshold DB] [--min-gain DB]
 //! ```
 //!
 //! Exit codes: 0 when both files were read (tensors that cannot be compared are listed as
@@ -15,8 +16,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qnumeric::diagnose::{Thresholds, diagnose_report};
-use qnumeric::ns::{DEFAULT_JUMP_THRESHOLD_DB, compare_dump_files};
+use qnumeric::diagnose::{
+    DEFAULT_DUMP_MIN_GAIN_DB, DumpDiagnoseOptions, Thresholds, diagnose_dumps,
+    diagnose_dumps_with_baseline,
+};
+use qnumeric::ns::{DEFAULT_JUMP_THRESHOLD_DB, DumpPair, SampleDims, compare_dump_files};
 
 #[derive(Parser)]
 #[command(
@@ -49,19 +53,32 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_JUMP_THRESHOLD_DB, allow_negative_numbers = true)]
         threshold: f64,
     },
-    /// The verdicts that per-sample evidence supports (fine, data-sensitive,
-    /// data-insensitive) from two dumps of per-layer outputs (sample axis first).
+    /// Diagnose two dumps (docs/dumps.md; v1 outputs-only dumps too): each layer's verdict
+    /// from its own error (fine, inherited, data-sensitive, data-insensitive,
+    /// implementation), the headline layer, and remedies measured by replaying layers whose
+    /// inputs and weights are in the dump.
     Diagnose {
-        /// Outputs of the float model.
+        /// The float model's dump.
         float: PathBuf,
-        /// Outputs of the quantized model (dequantized).
+        /// The quantized model's dump (dequantized).
         quant: PathBuf,
-        /// One JSON object (`verdict`, `first_layer`, `worst_samples`, `layers`).
+        /// Another quantized model's dump (same float model, same samples): what changed.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// 1: axis 0 is the sample (padded positions left out of its figures); 2: every real
+        /// (n, t) position is a sample (tokens as samples).
+        #[arg(long, default_value_t = 1)]
+        sample_dims: usize,
+        /// One JSON object (`verdict`, `headline`, `first_layer`, `worst_samples`, `layers`,
+        /// `remedies`, `baseline`, `skipped`, `unmeasured`).
         #[arg(long)]
         json: bool,
-        /// A sample below this SQNR (dB) at a layer has a large error there.
+        /// A sample below this SQNR (dB) from a layer's own error has a large error there.
         #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
         threshold: f64,
+        /// Remedies gaining less than this (dB) are not listed.
+        #[arg(long, default_value_t = DEFAULT_DUMP_MIN_GAIN_DB, allow_negative_numbers = true)]
+        min_gain: f64,
     },
 }
 
@@ -81,56 +98,60 @@ fn main() -> ExitCode {
         Command::Diagnose {
             float,
             quant,
+            baseline,
+            sample_dims,
             json,
             threshold,
-        } => diagnose(&float, &quant, json, threshold),
+            min_gain,
+        } => {
+            let dims = match SampleDims::from_count(sample_dims) {
+                Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            let opts = DumpDiagnoseOptions {
+                thresholds: Thresholds {
+                    min_sqnr_db: threshold,
+                    ..Thresholds::default()
+                },
+                sample_dims: dims,
+                min_gain_db: min_gain,
+                ..DumpDiagnoseOptions::default()
+            };
+            diagnose(&float, &quant, baseline.as_deref(), json, &opts)
+        }
     }
 }
 
 fn diagnose(
     float: &std::path::Path,
     quant: &std::path::Path,
+    baseline: Option<&std::path::Path>,
     json: bool,
-    threshold: f64,
+    opts: &DumpDiagnoseOptions,
 ) -> ExitCode {
-    let cmp = match compare_dump_files(float, quant) {
-        Ok(c) => c,
+    let pair = match DumpPair::open(float, quant) {
+        Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let t = Thresholds {
-        min_sqnr_db: threshold,
-        ..Thresholds::default()
+    let d = match baseline {
+        None => diagnose_dumps(&pair, opts),
+        Some(b) => match DumpPair::open(float, b) {
+            Ok(base) => diagnose_dumps_with_baseline(&pair, &base, opts),
+            Err(e) => Err(e),
+        },
     };
-    let d = match diagnose_report(&cmp.report, &t) {
+    let d = match d {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
     let mut text = if json {
-        let mut v = match serde_json::to_value(&d) {
-            Ok(v) => v,
-            Err(e) => return fail(e),
-        };
-        if let Some(o) = v.as_object_mut() {
-            let skipped: Vec<serde_json::Value> = cmp
-                .skipped
-                .iter()
-                .map(|s| serde_json::json!({"name": s.name, "reason": s.reason}))
-                .collect();
-            o.insert("skipped".into(), serde_json::Value::Array(skipped));
-        }
-        match serde_json::to_string_pretty(&v) {
+        match serde_json::to_string_pretty(&d) {
             Ok(s) => s,
             Err(e) => return fail(e),
         }
     } else {
         d.to_string()
     };
-    if !cmp.skipped.is_empty() && !json {
-        for s in &cmp.skipped {
-            let name: String = s.name.chars().flat_map(char::escape_default).collect();
-            text.push_str(&format!("skipped {name}: {}\n", s.reason));
-        }
-    }
     text.push('\n');
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::SUCCESS

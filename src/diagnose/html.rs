@@ -15,6 +15,7 @@ fn esc(s: &str) -> String {
 fn color(v: Verdict) -> &'static str {
     match v {
         Verdict::Fine => "#4c9a2a",
+        Verdict::Inherited => "#7a8ca0",
         Verdict::DataSensitive => "#e0a100",
         Verdict::DataInsensitive => "#d9534f",
         Verdict::Implementation => "#7b3fbf",

@@ -8,7 +8,8 @@
 //! | [`Remedy`], [`Change`], [`Cost`], [`Effect`], [`Evidence`], [`QuantPlan`] | `remedy.rs` | remedies as data, applied to a plan to quantize again |
 //! | [`ActivationHistogram`] | `histogram.rs` | a layer's float outputs against its quantized range |
 //! | [`Diagnosis::to_html`] | `html.rs` | the self-contained HTML page |
-//! | [`diagnose_report`], [`ReportDiagnosis`] | `dumps.rs` | verdicts from per-sample evidence alone (dumps, pushed pairs; `qnumeric diagnose`) |
+//! | [`diagnose_report`], [`ReportDiagnosis`], [`Finding`] | `report.rs` | verdicts from per-sample evidence alone (pushed pairs, dumps): each layer judged by its own error, beside its peers |
+//! | [`diagnose_dumps`], [`DumpDiagnosis`], [`BaselineDiff`] | `dumps.rs` | two dumps (`qnumeric diagnose`): verdicts, input evidence and replayed remedies, against a baseline |
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
 //! | [`Precision`], [`RoundedLayer`] | `precision.rs` | a layer kept in fp16 / bf16 / fp32 |
@@ -16,7 +17,9 @@
 
 mod audit;
 mod diagnosis;
+#[cfg(feature = "safetensors")]
 mod dumps;
+mod report;
 mod evidence;
 mod histogram;
 mod html;
@@ -32,7 +35,16 @@ pub use diagnosis::{
     DEFAULT_MIN_GAIN_DB, DiagnoseOptions, Diagnosis, Measurement, Quantized, RemedyDepth,
     Unmeasured, diagnose,
 };
-pub use dumps::{ReportDiagnosis, ReportLayer, diagnose_report};
+pub use report::{
+    Finding, MIN_PEERS, OwnError, OwnSource, PEER_MARGIN_DB, PeerEvidence, ReportDiagnosis,
+    ReportLayer, diagnose_report, layer_role,
+};
+#[cfg(feature = "safetensors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
+pub use dumps::{
+    BASELINE_CHANGE_DB, BaselineDiff, BaselineLayer, DEFAULT_DUMP_MIN_GAIN_DB, DumpDiagnoseOptions,
+    DumpDiagnosis, diagnose_dumps, diagnose_dumps_with_baseline,
+};
 pub use evidence::{LayerDiagnosis, LayerEvidence, Reason};
 pub use histogram::ActivationHistogram;
 pub use kernel_check::{

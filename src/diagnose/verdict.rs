@@ -14,6 +14,9 @@ use crate::ns::OutputComparison;
 pub enum Verdict {
     /// No finding.
     Fine,
+    /// The layer's own error is fine, but samples reach it already degraded upstream (the
+    /// error is inherited, and may grow through the layer): look upstream.
+    Inherited,
     /// A few inputs (outliers) carry a large error; most are fine.
     DataSensitive,
     /// Inherent to quantizing this layer: most inputs show a large error.
@@ -28,6 +31,7 @@ impl Verdict {
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Fine => "fine",
+            Verdict::Inherited => "inherited",
             Verdict::DataSensitive => "data-sensitive",
             Verdict::DataInsensitive => "data-insensitive",
             Verdict::Implementation => "implementation",
@@ -191,6 +195,38 @@ impl SampleEvidence {
             percentiles: [pct(5.0), pct(50.0), pct(95.0)],
             worst_samples: c.worst_samples(10),
             sample_sqnr_db: c.sample_sqnr_db(),
+        }
+    }
+
+    /// Evidence from per-sample SQNRs alone (`sqnr_db` the figure over all samples), with the
+    /// conventions of [`SampleEvidence::from_comparison`]: percentiles by nearest rank and
+    /// worst samples first, NaN (all-zero samples) left out of both.
+    #[must_use]
+    pub fn from_samples(sqnr_db: f64, samples: Vec<f64>, t: &Thresholds) -> Self {
+        let mut finite: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
+        finite.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            if finite.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * (finite.len() - 1) as f64).round() as usize;
+            finite[rank.min(finite.len() - 1)]
+        };
+        let mut idx: Vec<usize> = (0..samples.len()).filter(|&i| !samples[i].is_nan()).collect();
+        idx.sort_by(|&a, &b| samples[a].total_cmp(&samples[b]).then(a.cmp(&b)));
+        idx.truncate(10);
+        let below = samples.iter().filter(|&&s| s < t.min_sqnr_db).count();
+        SampleEvidence {
+            sqnr_db,
+            fraction_below: if samples.is_empty() {
+                0.0
+            } else {
+                below as f64 / samples.len() as f64
+            },
+            min_db: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            percentiles: [pct(5.0), pct(50.0), pct(95.0)],
+            worst_samples: idx,
+            sample_sqnr_db: samples,
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayRef, ArrayViewD, CowArray, Dimension, IxDyn};
 
+use super::mask::{Mask, SampleDims};
 use super::stats::{ErrorStats, OutputComparison};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
@@ -333,6 +334,67 @@ impl NumericLog {
             .update(float, quant, output)
             .map_err(|e| e.with_op(OP))?;
         self.after_stats(i, float, quant)
+    }
+
+    /// Adds one batch of `[N, T, ...]` tensors with a padding mask `[N, T]`: padded positions
+    /// take no part in any figure. With [`SampleDims::Samples`] a sample's figures add up its
+    /// real positions; with [`SampleDims::Positions`] every real `(n, t)` position is a
+    /// sample (in the order of [`Mask::sample_ids`]). A tensor whose leading dimensions are
+    /// not `[N, T]` is pushed whole, as [`NumericLog::push`] does. Stored batches and the
+    /// caller's comparisons see the padded positions as zeros (samples) or dropped
+    /// (positions).
+    ///
+    /// # Errors
+    /// As [`NumericLog::push`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ndarray::{array, Array3};
+    /// use qnumeric::ns::{Mask, NumericLog, SampleDims};
+    ///
+    /// let mask = Mask::new(array![[true, false], [true, true]])?;
+    /// let x = Array3::from_elem((2, 2, 4), 1.0f32);
+    /// let mut y = x.clone();
+    /// y[[0, 1, 0]] = 1000.0; // garbage in a padded position
+    /// let mut log = NumericLog::streaming();
+    /// log.push_masked("fc", &x, &y, None, &mask, SampleDims::Samples)?;
+    /// assert_eq!(log.comparison("fc").expect("pushed").sqnr_db, f64::INFINITY);
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    pub fn push_masked<A: QFloat, B: QFloat, D: Dimension>(
+        &mut self,
+        layer: &str,
+        float: &ArrayRef<A, D>,
+        quant: &ArrayRef<B, D>,
+        output: Option<&QParams>,
+        mask: &Mask,
+        dims: SampleDims,
+    ) -> Result<()> {
+        if !mask.applies_to(float.shape()) || float.shape() != quant.shape() {
+            return self.push(layer, float, quant, output);
+        }
+        if !self.is_enabled(layer) {
+            return Ok(());
+        }
+        let (x, y) = (float.view().into_dyn(), quant.view().into_dyn());
+        match dims {
+            SampleDims::Samples => {
+                let (mut x, mut y) = (x.to_owned(), y.to_owned());
+                mask.zero_padding(&mut x);
+                let zeroed = mask.zero_padding(&mut y);
+                self.push(layer, &x, &y, output)?;
+                if let Some(&i) = self.index.get(layer) {
+                    self.layers[i]
+                        .stats
+                        .discount_padding(zeroed, output.is_some());
+                }
+                Ok(())
+            }
+            SampleDims::Positions => {
+                let (x, y) = (mask.select_positions(&x), mask.select_positions(&y));
+                self.push(layer, &x, &y, output)
+            }
+        }
     }
 
     /// Storage and the caller's comparisons, once the statistics took the batch.

@@ -91,6 +91,7 @@ mod dump;
 #[cfg(feature = "serde")]
 pub(crate) mod json;
 mod log;
+mod mask;
 mod model;
 mod report;
 mod stats;
@@ -98,10 +99,15 @@ mod weights;
 
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
-pub use dump::{DumpComparison, OrderSource, SkippedTensor, compare_dump_files, compare_dumps};
+pub use dump::{
+    ActivationMeta, ActivationMode, ConvMeta, DUMP_FORMAT_V2, DumpComparison, DumpPair, DumpTensor,
+    DumpVersion, LayerKind, LayerMeta, MASK_TENSOR, OrderSource, Part, Side, SkippedTensor,
+    WeightMeta, compare_dump_files, compare_dumps,
+};
 pub use log::{
     ComparisonFactory, CustomComparison, LogMode, NumericLog, PerBatch, StoredBatch, per_batch,
 };
+pub use mask::{Mask, SampleDims, SampleId};
 pub use model::{CompareOptions, LayerFilter, ModelComparator, compare_models};
 pub use report::{Comparison, DEFAULT_JUMP_THRESHOLD_DB, Jump, LayerReport, NsReport};
 pub use stats::{ErrorStats, NonFiniteCount, OutputComparison, ROUNDING_FLOOR_QUANTA, SampleStats};

@@ -422,6 +422,16 @@ impl ErrorStats {
         Ok(())
     }
 
+    /// Takes back `elements` values counted by the last update that were padding set to zero
+    /// in both tensors ([`super::Mask`]): they added nothing to any sum, and must not count
+    /// in the means either.
+    pub(crate) fn discount_padding(&mut self, elements: u64, quantized: bool) {
+        self.n = self.n.saturating_sub(elements);
+        if quantized {
+            self.quantized_n = self.quantized_n.saturating_sub(elements);
+        }
+    }
+
     /// Batches added.
     #[must_use]
     pub fn batches(&self) -> u64 {

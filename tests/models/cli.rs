@@ -463,7 +463,11 @@ fn diagnose_reports_nan_in_a_quantized_layer_as_an_implementation_finding() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.starts_with("verdict: implementation"), "{out}");
-    assert!(out.contains("first layer with a verdict: bad"), "{out}");
+    assert!(
+        out.contains("first layer with a finding of its own: bad"),
+        "{out}"
+    );
+    assert!(out.contains("headline (own error hurts most): bad"), "{out}");
     assert!(
         out.contains("1 NaN and 1 infinite values in 2 samples"),
         "{out}"

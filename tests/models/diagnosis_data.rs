@@ -141,7 +141,9 @@ fn text_tables_escape_control_characters_and_stay_aligned() {
         let rows: Vec<&str> = text
             .lines()
             .filter(|l| !l.starts_with("verdict:"))
-            .filter(|l| l.contains(" fine ") || l.contains(" data-insensitive "))
+            .filter(|l| {
+                l.contains(" fine ") || l.contains(" data-insensitive ") || l.contains(" inherited ")
+            })
             .collect();
         if !rows.is_empty() {
             let col: Vec<usize> = rows
@@ -150,6 +152,7 @@ fn text_tables_escape_control_characters_and_stay_aligned() {
                     let byte = l
                         .find(" fine ")
                         .or_else(|| l.find(" data-insensitive "))
+                        .or_else(|| l.find(" inherited "))
                         .expect("verdict");
                     l[..byte].chars().count()
                 })
