@@ -4,11 +4,14 @@
 
 use std::fmt;
 
+use ndarray::ArrayD;
+
 use super::diagnosis::Unmeasured;
-use super::report::{ReportDiagnosis, diagnose_report};
+use super::report::{Finding, ReportDiagnosis, diagnose_report};
 use super::verdict::{Thresholds, Verdict};
 use crate::error::{QuantError, Result};
-use crate::ns::{DumpPair, DumpVersion, SampleDims, SkippedTensor};
+use crate::ns::{DumpPair, DumpVersion, Mask, Part, SampleDims, Side, SkippedTensor};
+use crate::qparams::QParams;
 
 /// The default least gain (dB) of a replayed remedy.
 pub const DEFAULT_DUMP_MIN_GAIN_DB: f64 = 0.5;
@@ -16,6 +19,13 @@ pub const DEFAULT_DUMP_MIN_GAIN_DB: f64 = 0.5;
 /// A layer's own error must fall by at least this much (dB) against the baseline to be
 /// called changed.
 pub const BASELINE_CHANGE_DB: f64 = 3.0;
+
+/// An input channel whose `max |x|` exceeds the median channel's by this factor is an outlier.
+pub const OUTLIER_CHANNEL_RATIO: f64 = 8.0;
+
+/// Rows (tokens) whose ranges differ by this factor (widest over median) call for
+/// per-token scales.
+pub const TOKEN_SPREAD_RATIO: f64 = 8.0;
 
 /// How [`diagnose_dumps`] runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,6 +162,9 @@ pub fn diagnose_dumps(pair: &DumpPair<'_>, opts: &DumpDiagnoseOptions) -> Result
     let cmp = pair.compare(opts.sample_dims)?;
     let mut diagnosis = diagnose_report(&cmp.report, &opts.thresholds)?;
     diagnosis.sample_ids = cmp.sample_ids.clone();
+    if opts.remedies {
+        add_input_evidence(pair, &mut diagnosis)?;
+    }
     Ok(DumpDiagnosis {
         version: cmp.version,
         sample_dims: opts.sample_dims,
@@ -227,6 +240,133 @@ pub fn diagnose_dumps_with_baseline(
     Ok(d)
 }
 
+/// The median of finite values (`NaN` for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// What a layer's input says: outlier channels, the spread of token ranges, clipping by its
+/// static parameters. `input` is `[N, ...,  C]`; the mask leaves padded positions out.
+pub(crate) fn input_findings(
+    input: &ArrayD<f32>,
+    mask: Option<&Mask>,
+    static_input: Option<&QParams>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some(&c) = input.shape().last() else {
+        return out;
+    };
+    if input.ndim() < 2 || c == 0 || input.is_empty() {
+        return out;
+    }
+    let masked = mask.filter(|m| input.ndim() >= 3 && m.applies_to(input.shape()));
+    let real = |n: usize, t: usize| masked.is_none_or(|m| m.as_array()[[n, t]]);
+    let mut channel_max = vec![0f64; c];
+    let mut row_max = Vec::new();
+    let range = static_input.map(|q| {
+        let (lo, hi) = q.representable();
+        (f64::from(lo), f64::from(hi))
+    });
+    let mut clipped: Vec<(usize, f64)> = Vec::new();
+    let (mut clipped_all, mut count_all) = (0u64, 0u64);
+    for (n, sample) in input.outer_iter().enumerate() {
+        let (mut clipped_n, mut count_n) = (0u64, 0u64);
+        let len = sample.len();
+        let rows = sample.into_shape_with_order((len / c, c));
+        let Ok(rows) = rows else { continue };
+        for (t, row) in rows.outer_iter().enumerate() {
+            if masked.is_some() && !real(n, t) {
+                continue;
+            }
+            let mut m = 0f64;
+            for (j, &v) in row.iter().enumerate() {
+                let a = f64::from(v).abs();
+                if a.is_finite() {
+                    m = m.max(a);
+                    channel_max[j] = channel_max[j].max(a);
+                }
+                if let Some((lo, hi)) = range {
+                    let v = f64::from(v);
+                    clipped_n += u64::from(v < lo || v > hi);
+                }
+            }
+            count_n += c as u64;
+            row_max.push(m);
+        }
+        if range.is_some() && count_n > 0 {
+            clipped.push((n, clipped_n as f64 / count_n as f64));
+            clipped_all += clipped_n;
+            count_all += count_n;
+        }
+    }
+    let med = median(channel_max.clone());
+    if med > 0.0 {
+        let mut wide: Vec<(usize, f64)> = channel_max
+            .iter()
+            .enumerate()
+            .map(|(j, &m)| (j, m / med))
+            .filter(|&(_, r)| r > OUTLIER_CHANNEL_RATIO)
+            .collect();
+        if !wide.is_empty() {
+            wide.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let count = wide.len();
+            wide.truncate(8);
+            out.push(Finding::OutlierInputChannels {
+                channels: wide,
+                count,
+                of: c,
+            });
+        }
+    }
+    let row_med = median(row_max.clone());
+    let row_top = row_max
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(0.0, f64::max);
+    if row_med > 0.0 && row_top / row_med > TOKEN_SPREAD_RATIO {
+        out.push(Finding::TokenRangeSpread {
+            spread: row_top / row_med,
+        });
+    }
+    if clipped_all > 0 {
+        clipped.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        clipped.retain(|x| x.1 > 0.0);
+        clipped.truncate(10);
+        out.push(Finding::ClippedInput {
+            worst: clipped,
+            fraction: clipped_all as f64 / count_all as f64,
+        });
+    }
+    out
+}
+
+/// Adds the input evidence of every layer with a finding of its own and a `:input` tensor.
+fn add_input_evidence(pair: &DumpPair<'_>, d: &mut ReportDiagnosis) -> Result<()> {
+    for l in &mut d.layers {
+        if matches!(l.verdict, Verdict::Fine | Verdict::Inherited) {
+            continue;
+        }
+        let input = match pair.read(&l.name, Side::Quant, Part::Input) {
+            Ok(Some(x)) => x.into_f32(),
+            Ok(None) | Err(QuantError::Format { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let qparams = pair
+            .layer_meta(&l.name)
+            .and_then(|m| m.activation)
+            .and_then(|a| a.qparams);
+        l.findings
+            .extend(input_findings(&input, pair.mask(), qparams.as_ref()));
+    }
+    Ok(())
+}
+
 impl fmt::Display for DumpDiagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use crate::text::display_name;
@@ -258,9 +398,17 @@ impl fmt::Display for DumpDiagnosis {
                 )?,
             }
             if let Some(l) = &b.first_divergent {
-                writeln!(f, "  first output below the threshold against the baseline: {}", display_name(l))?;
+                writeln!(
+                    f,
+                    "  first output below the threshold against the baseline: {}",
+                    display_name(l)
+                )?;
             }
-            for l in b.layers.iter().filter(|l| l.change_db <= -BASELINE_CHANGE_DB) {
+            for l in b
+                .layers
+                .iter()
+                .filter(|l| l.change_db <= -BASELINE_CHANGE_DB)
+            {
                 writeln!(
                     f,
                     "  {}: own {:.2} dB (baseline {:.2} dB, {:+.2} dB)",

@@ -19,13 +19,13 @@ mod audit;
 mod diagnosis;
 #[cfg(feature = "safetensors")]
 mod dumps;
-mod report;
 mod evidence;
 mod histogram;
 mod html;
 mod kernel_check;
 mod precision;
 mod remedy;
+mod report;
 mod session;
 mod variants;
 mod verdict;
@@ -34,10 +34,6 @@ pub use audit::{AuditThresholds, CalibrationAudit, ObserverConvergence, audit_ca
 pub use diagnosis::{
     DEFAULT_MIN_GAIN_DB, DiagnoseOptions, Diagnosis, Measurement, Quantized, RemedyDepth,
     Unmeasured, diagnose,
-};
-pub use report::{
-    Finding, MIN_PEERS, OwnError, OwnSource, PEER_MARGIN_DB, PeerEvidence, ReportDiagnosis,
-    ReportLayer, diagnose_report, layer_role,
 };
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
@@ -54,6 +50,10 @@ pub use kernel_check::{
 pub use precision::{Precision, RoundedLayer};
 pub use remedy::{
     Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy,
+};
+pub use report::{
+    Finding, MIN_PEERS, OwnError, OwnSource, PEER_MARGIN_DB, PeerEvidence, ReportDiagnosis,
+    ReportLayer, diagnose_report, layer_role,
 };
 pub use session::Diagnoser;
 pub use variants::{

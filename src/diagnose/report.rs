@@ -27,8 +27,9 @@ pub enum OwnSource {
     /// Measured: the quantized output against the float layer applied to the same input
     /// (a shadow or local comparison).
     Shadow,
-    /// Estimated: the growth of the noise-to-signal ratio from the layer before to this one
-    /// (no shadow output; the first layer's own error is its cumulative error).
+    /// Estimated: the growth of the error amplitude relative to the signal from the layer
+    /// before to this one, a lower bound on the error the layer adds (no shadow output; the
+    /// first layer's own error is its cumulative error).
     Added,
 }
 
@@ -97,6 +98,32 @@ pub enum Finding {
         /// Fraction of samples below the threshold here.
         fraction_below: f64,
     },
+    /// A few input channels span far wider ranges than the rest (as after GELU, in a
+    /// transformer's FFN down-projection): one per-tensor activation scale wastes the int8
+    /// grid on them. What SmoothQuant and LLM.int8() exist for.
+    OutlierInputChannels {
+        /// The widest channels and their `max |x|` over the median channel's, widest first
+        /// (at most 8).
+        channels: Vec<(usize, f64)>,
+        /// How many channels exceed the outlier ratio.
+        count: usize,
+        /// Input channels in all.
+        of: usize,
+    },
+    /// Rows (tokens) span very different ranges: one dynamic scale per call is set by the
+    /// widest rows; per-token scales fit each.
+    TokenRangeSpread {
+        /// The widest row's `max |x|` over the median row's.
+        spread: f64,
+    },
+    /// The input is clipped by its static quantization parameters for some samples.
+    ClippedInput {
+        /// The samples with the largest clipped fraction, worst first (at most 10), with
+        /// their fraction.
+        worst: Vec<(usize, f64)>,
+        /// The clipped fraction over all real positions.
+        fraction: f64,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -132,6 +159,35 @@ impl fmt::Display for Finding {
                 crate::text::display_name(&peers.role),
                 peers.median_db
             ),
+            Finding::OutlierInputChannels {
+                channels,
+                count,
+                of,
+            } => {
+                write!(
+                    f,
+                    "{count} of {of} input channels are outliers (max |x| over the median channel's:"
+                )?;
+                for (c, r) in channels.iter().take(4) {
+                    write!(f, " #{c} {r:.0}x")?;
+                }
+                write!(f, ")")
+            }
+            Finding::TokenRangeSpread { spread } => write!(
+                f,
+                "the widest token's input range is {spread:.0}x the median token's: a per-call scale is set by a few tokens"
+            ),
+            Finding::ClippedInput { worst, fraction } => {
+                write!(
+                    f,
+                    "{:.3}% of the input is clipped by its static range; worst samples:",
+                    fraction * 100.0
+                )?;
+                for (s, r) in worst.iter().take(5) {
+                    write!(f, " {s} ({:.2}%)", r * 100.0)?;
+                }
+                Ok(())
+            }
             Finding::Inherited { fraction_below } => write!(
                 f,
                 "{:.1}% of samples arrive below the threshold from upstream; its own error is fine",
@@ -216,7 +272,8 @@ impl ReportDiagnosis {
             .map(|l| l.verdict)
             .max()
             .unwrap_or(Verdict::Fine);
-        let own_finding = |l: &&ReportLayer| !matches!(l.verdict, Verdict::Fine | Verdict::Inherited);
+        let own_finding =
+            |l: &&ReportLayer| !matches!(l.verdict, Verdict::Fine | Verdict::Inherited);
         self.first_layer = self.layers.iter().find(own_finding).map(|l| l.name.clone());
         self.headline = self
             .layers
@@ -251,22 +308,39 @@ pub fn layer_role(name: &str) -> String {
     out
 }
 
-/// Noise-to-signal ratio of an SQNR (dB).
-fn ratio(db: f64) -> f64 {
-    10f64.powf(-db / 10.0)
+/// Noise-to-signal amplitude ratio `‖e‖/‖x‖` of an SQNR (dB).
+fn amplitude(db: f64) -> f64 {
+    10f64.powf(-db / 20.0)
 }
 
-/// SQNR (dB) of a noise-to-signal ratio.
+/// SQNR (dB) of an amplitude ratio.
 fn db_of(r: f64) -> f64 {
     if r <= 0.0 {
         f64::INFINITY
     } else {
-        -10.0 * r.log10()
+        -20.0 * r.log10()
     }
 }
 
-/// The own error of a layer without a shadow comparison: the growth of the noise-to-signal
-/// ratio from the layer before (same samples), per sample and over all samples.
+/// The error a layer adds at least, from SQNRs before and after it: by the triangle
+/// inequality `‖e + δ‖ ≤ ‖e‖ + ‖δ‖`, the layer's own error `δ` is at least
+/// `‖e + δ‖ − ‖e‖` (relative to the signal). A lower bound: it never charges a layer with
+/// error it carried (a cross term of the carried error with a small own error would, with
+/// noise powers).
+fn added_db(now: f64, before: f64) -> f64 {
+    if now.is_nan() || now == f64::NEG_INFINITY {
+        return now;
+    }
+    let before = if before.is_nan() {
+        0.0
+    } else {
+        amplitude(before)
+    };
+    db_of(amplitude(now) - before)
+}
+
+/// The own error of a layer without a shadow comparison ([`added_db`] per sample and over all
+/// samples, against the layer before with the same samples).
 fn added(c: &OutputComparison, before: Option<&OutputComparison>, t: &Thresholds) -> OwnError {
     let now = c.sample_sqnr_db();
     let evidence = match before {
@@ -275,20 +349,9 @@ fn added(c: &OutputComparison, before: Option<&OutputComparison>, t: &Thresholds
             let samples = now
                 .iter()
                 .zip(&prev)
-                .map(|(&n, &p)| {
-                    if n.is_nan() || n == f64::NEG_INFINITY {
-                        n
-                    } else {
-                        db_of(ratio(n) - if p.is_nan() { 0.0 } else { ratio(p) })
-                    }
-                })
+                .map(|(&n, &p)| added_db(n, p))
                 .collect();
-            let overall = if c.sqnr_db == f64::NEG_INFINITY {
-                f64::NEG_INFINITY
-            } else {
-                db_of(ratio(c.sqnr_db) - ratio(b.sqnr_db).min(ratio(c.sqnr_db)))
-            };
-            SampleEvidence::from_samples(overall, samples, t)
+            SampleEvidence::from_samples(added_db(c.sqnr_db, b.sqnr_db), samples, t)
         }
         _ => SampleEvidence::from_comparison(c, t),
     };
@@ -503,7 +566,11 @@ impl fmt::Display for ReportDiagnosis {
             writeln!(f, "headline (own error hurts most): {}", display_name(l))?;
         }
         if let Some(l) = &self.first_layer {
-            writeln!(f, "first layer with a finding of its own: {}", display_name(l))?;
+            writeln!(
+                f,
+                "first layer with a finding of its own: {}",
+                display_name(l)
+            )?;
         }
         let w = column_width(self.layers.iter().map(|l| l.name.as_str()), 20);
         writeln!(
@@ -532,7 +599,10 @@ impl fmt::Display for ReportDiagnosis {
                 l.evidence.fraction_below * 100.0,
             )?;
             for finding in &l.findings {
-                if !matches!(finding, Finding::OwnError { .. } | Finding::Inherited { .. }) {
+                if !matches!(
+                    finding,
+                    Finding::OwnError { .. } | Finding::Inherited { .. }
+                ) {
                     writeln!(f, "    {finding}")?;
                 }
             }

@@ -212,7 +212,9 @@ impl SampleEvidence {
             let rank = ((p / 100.0) * (finite.len() - 1) as f64).round() as usize;
             finite[rank.min(finite.len() - 1)]
         };
-        let mut idx: Vec<usize> = (0..samples.len()).filter(|&i| !samples[i].is_nan()).collect();
+        let mut idx: Vec<usize> = (0..samples.len())
+            .filter(|&i| !samples[i].is_nan())
+            .collect();
         idx.sort_by(|&a, &b| samples[a].total_cmp(&samples[b]).then(a.cmp(&b)));
         idx.truncate(10);
         let below = samples.iter().filter(|&&s| s < t.min_sqnr_db).count();

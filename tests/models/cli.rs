@@ -467,7 +467,10 @@ fn diagnose_reports_nan_in_a_quantized_layer_as_an_implementation_finding() {
         out.contains("first layer with a finding of its own: bad"),
         "{out}"
     );
-    assert!(out.contains("headline (own error hurts most): bad"), "{out}");
+    assert!(
+        out.contains("headline (own error hurts most): bad"),
+        "{out}"
+    );
     assert!(
         out.contains("1 NaN and 1 infinite values in 2 samples"),
         "{out}"

@@ -142,7 +142,9 @@ fn text_tables_escape_control_characters_and_stay_aligned() {
             .lines()
             .filter(|l| !l.starts_with("verdict:"))
             .filter(|l| {
-                l.contains(" fine ") || l.contains(" data-insensitive ") || l.contains(" inherited ")
+                l.contains(" fine ")
+                    || l.contains(" data-insensitive ")
+                    || l.contains(" inherited ")
             })
             .collect();
         if !rows.is_empty() {

@@ -20,6 +20,8 @@ mod diagnose;
 mod diagnosis_data;
 #[cfg(feature = "safetensors")]
 mod digits;
+#[cfg(feature = "safetensors")]
+mod dumps_v2;
 mod fusion;
 mod kernel_check;
 mod nn;

@@ -121,7 +121,8 @@ impl<'a> DumpFile<'a> {
         file_len: u64,
         header: &[u8],
     ) -> Result<Self> {
-        let unreadable = |e| QuantError::parse(op, format!("{label}: not a readable safetensors file"), e);
+        let unreadable =
+            |e| QuantError::parse(op, format!("{label}: not a readable safetensors file"), e);
         let bad = |detail: String| corrupt(op, label, detail);
         let text = std::str::from_utf8(header).map_err(|e| bad(format!("header: {e}")))?;
         let meta: Metadata = serde_json::from_str(text).map_err(unreadable)?;
@@ -235,30 +236,52 @@ impl<'a> DumpFile<'a> {
         }
         let l = self.label.as_str();
         let t = match e.dtype {
-            Dtype::F32 => DumpTensor::F32(arr(op, l, name, ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ))?),
-            Dtype::F16 => DumpTensor::F32(arr(op, l, name, ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            ))?),
-            Dtype::BF16 => DumpTensor::F32(arr(op, l, name, ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(2)
-                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            ))?),
-            Dtype::F64 => DumpTensor::F64(arr(op, l, name, ArrayD::from_shape_vec(
-                shape,
-                data.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
-            ))?),
+            Dtype::F32 => DumpTensor::F32(arr(
+                op,
+                l,
+                name,
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                ),
+            )?),
+            Dtype::F16 => DumpTensor::F32(arr(
+                op,
+                l,
+                name,
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(2)
+                        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                ),
+            )?),
+            Dtype::BF16 => DumpTensor::F32(arr(
+                op,
+                l,
+                name,
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(2)
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                ),
+            )?),
+            Dtype::F64 => DumpTensor::F64(arr(
+                op,
+                l,
+                name,
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(8)
+                        .map(|c| {
+                            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                        })
+                        .collect(),
+                ),
+            )?),
             other => {
                 return Err(QuantError::Format {
                     op,
@@ -288,7 +311,9 @@ impl<'a> DumpFile<'a> {
             #[allow(clippy::cast_precision_loss)]
             Dtype::I64 => data
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
+                .map(|c| {
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64
+                })
                 .collect(),
             other => {
                 return Err(QuantError::Format {
@@ -319,7 +344,8 @@ fn header_bytes(
     if file_len < 8 {
         return Err(bad(format!("{file_len} bytes: too short for a header")));
     }
-    read_at(&mut n, 0).map_err(|e| QuantError::parse(op, format!("{label}: unreadable header"), e))?;
+    read_at(&mut n, 0)
+        .map_err(|e| QuantError::parse(op, format!("{label}: unreadable header"), e))?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER || n > file_len - 8 {
         return Err(bad(format!(
@@ -327,7 +353,8 @@ fn header_bytes(
         )));
     }
     let mut header = vec![0u8; n as usize];
-    read_at(&mut header, 8).map_err(|e| QuantError::parse(op, format!("{label}: unreadable header"), e))?;
+    read_at(&mut header, 8)
+        .map_err(|e| QuantError::parse(op, format!("{label}: unreadable header"), e))?;
     Ok(header)
 }
 

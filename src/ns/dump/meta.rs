@@ -206,8 +206,11 @@ fn str_of(v: &Value) -> R<&str> {
 }
 
 fn bool_of(v: Option<&Value>) -> R<Option<bool>> {
-    v.map(|v| v.as_bool().ok_or_else(|| format!("{v} is not true or false")))
-        .transpose()
+    v.map(|v| {
+        v.as_bool()
+            .ok_or_else(|| format!("{v} is not true or false"))
+    })
+    .transpose()
 }
 
 fn usize_of(v: &Value) -> R<usize> {
@@ -246,7 +249,10 @@ fn qparams_of(v: &Value) -> R<Option<QParams>> {
         .ok_or_else(|| format!("scale {scale} is not a number"))?;
     let zp = v
         .get("zero_point")
-        .map(|z| z.as_i64().ok_or_else(|| format!("zero point {z} is not an integer")))
+        .map(|z| {
+            z.as_i64()
+                .ok_or_else(|| format!("zero point {z} is not an integer"))
+        })
         .transpose()?
         .unwrap_or(0);
     let dtype = match v.get("dtype").map(str_of).transpose()? {

@@ -32,9 +32,7 @@ use std::path::Path;
 
 use self::file::DumpFile;
 pub use self::file::DumpTensor;
-pub use self::meta::{
-    ActivationMeta, ActivationMode, ConvMeta, LayerKind, LayerMeta, WeightMeta,
-};
+pub use self::meta::{ActivationMeta, ActivationMode, ConvMeta, LayerKind, LayerMeta, WeightMeta};
 use super::log::NumericLog;
 use super::mask::{Mask, SampleDims, SampleId};
 use super::report::{Comparison, NsReport};
@@ -335,9 +333,7 @@ impl<'a> DumpPair<'a> {
         for &n in &all {
             let base = match version {
                 DumpVersion::V1 => None,
-                DumpVersion::V2 => Part::SUFFIXED
-                    .iter()
-                    .find_map(|(_, s)| n.strip_suffix(s)),
+                DumpVersion::V2 => Part::SUFFIXED.iter().find_map(|(_, s)| n.strip_suffix(s)),
             };
             match base {
                 Some(b) if all.contains(b) => {}
@@ -473,7 +469,8 @@ impl<'a> DumpPair<'a> {
         if !self.has(layer, side, part) {
             return Ok(None);
         }
-        self.file(side).read("DumpPair::read", &part.tensor_name(layer))
+        self.file(side)
+            .read("DumpPair::read", &part.tensor_name(layer))
     }
 
     /// Pushes one pair into a log, with the mask where it applies.
@@ -559,7 +556,11 @@ impl<'a> DumpPair<'a> {
                 name: tensor,
                 reason,
             };
-            match self.pair((Side::Float, Part::Output), (Side::Quant, Part::Output), name)? {
+            match self.pair(
+                (Side::Float, Part::Output),
+                (Side::Quant, Part::Output),
+                name,
+            )? {
                 Ok((x, y)) => {
                     if let Err(e) = self.push(&mut cumulative, name, x, y, output.as_ref(), dims) {
                         skipped.push(skip(name.clone(), reason(&e)));
@@ -572,7 +573,11 @@ impl<'a> DumpPair<'a> {
             }
             if self.has(name, Side::Quant, Part::Shadow) {
                 let tensor = Part::Shadow.tensor_name(name);
-                match self.pair((Side::Quant, Part::Shadow), (Side::Quant, Part::Output), name)? {
+                match self.pair(
+                    (Side::Quant, Part::Shadow),
+                    (Side::Quant, Part::Output),
+                    name,
+                )? {
                     Ok((x, y)) => {
                         if let Err(e) = self.push(&mut local, name, x, y, output.as_ref(), dims) {
                             skipped.push(skip(tensor, reason(&e)));
@@ -581,10 +586,15 @@ impl<'a> DumpPair<'a> {
                     Err(r) => skipped.push(skip(tensor, r)),
                 }
             }
-            if self.has(name, Side::Float, Part::Weight) || self.has(name, Side::Quant, Part::Weight)
+            if self.has(name, Side::Float, Part::Weight)
+                || self.has(name, Side::Quant, Part::Weight)
             {
                 let tensor = Part::Weight.tensor_name(name);
-                match self.pair((Side::Float, Part::Weight), (Side::Quant, Part::Weight), name)? {
+                match self.pair(
+                    (Side::Float, Part::Weight),
+                    (Side::Quant, Part::Weight),
+                    name,
+                )? {
                     Ok((w, q)) => match compare_weight_tensors(&w.into_f32(), &q.into_f32()) {
                         Ok(c) => weights.push((name.clone(), c)),
                         Err(e) => skipped.push(skip(tensor, reason(&e))),
@@ -618,7 +628,11 @@ impl DumpPair<'_> {
     ///
     /// # Errors
     /// [`QuantError::Io`] when a file cannot be read any more.
-    pub fn compare_with_baseline(&self, baseline: &DumpPair<'_>, dims: SampleDims) -> Result<NsReport> {
+    pub fn compare_with_baseline(
+        &self,
+        baseline: &DumpPair<'_>,
+        dims: SampleDims,
+    ) -> Result<NsReport> {
         let mut log = NumericLog::streaming();
         for name in &self.layers {
             let (Some(sa), Some(sb)) = (
