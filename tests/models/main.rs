@@ -28,6 +28,8 @@ mod nn;
 mod nn_hostile;
 mod ns;
 mod quantized_layers;
+#[cfg(feature = "safetensors")]
+mod tiny_bert;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
 pub fn cases(default: u32) -> u32 {
