@@ -1,7 +1,8 @@
 //! Memory of the Numeric Suite's logs, measured by a global allocator that counts the live
 //! heap bytes of the current thread (each test binary has one global allocator, so this file
 //! holds only these tests): a streaming log holds the same few bytes after 10 and after 1000
-//! batches, but for the per-sample numbers; a storing log holds no more than its cap.
+//! batches, but for the per-sample numbers; a storing log holds no more than its cap; a dump
+//! pair is diagnosed in the memory of a few layers' tensors, not the files'.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -14,10 +15,26 @@ struct Counting;
 
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 fn add(n: isize) {
-    let _ = LIVE.try_with(|c| c.set(c.get() + n));
+    let _ = LIVE.try_with(|c| {
+        let v = c.get() + n;
+        c.set(v);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
+    });
+}
+
+/// Starts a new peak measurement at the current live bytes.
+fn reset_peak() -> isize {
+    let now = live();
+    PEAK.with(|p| p.set(now));
+    now
+}
+
+fn peak() -> isize {
+    PEAK.with(Cell::get)
 }
 
 // SAFETY: forwards to the system allocator; only counts bytes on the current thread.
@@ -113,4 +130,67 @@ fn storing_cap_bounds_the_memory() {
         .map(|l| log.dropped_batches(l))
         .sum();
     assert_eq!(dropped, 3000 - 20);
+}
+
+/// Diagnosing two dump files reads one layer's tensors at a time: the peak heap is a few
+/// layers' tensors, not the files.
+#[cfg(feature = "safetensors")]
+#[test]
+fn diagnosing_dump_files_holds_a_few_layers_not_the_files() {
+    use std::collections::HashMap;
+
+    use qnumeric::diagnose::{DumpDiagnoseOptions, diagnose_dumps};
+    use qnumeric::ns::DumpPair;
+    use safetensors::Dtype;
+    use safetensors::tensor::TensorView;
+
+    const LAYERS: usize = 12;
+    let (n, t, c) = (32, 16, 512); // 1 MiB of f32 per tensor
+    let tensor_bytes = (n * t * c * 4) as isize;
+    let dir = std::env::temp_dir().join(format!("qnumeric-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |path: &std::path::Path, quant: bool| {
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for l in 0..LAYERS {
+            let value = |i: usize, extra: f32| {
+                (((i * 31 + l * 7) % 97) as f32 / 97.0 - 0.5) * (1.0 + extra)
+            };
+            let out: Vec<u8> = (0..n * t * c)
+                .flat_map(|i| value(i, if quant { 0.01 } else { 0.0 }).to_le_bytes())
+                .collect();
+            tensors.push((format!("l{l}"), out, vec![n, t, c]));
+            if quant {
+                let shadow: Vec<u8> = (0..n * t * c).flat_map(|i| value(i, 0.0).to_le_bytes()).collect();
+                tensors.push((format!("l{l}:shadow"), shadow, vec![n, t, c]));
+            }
+        }
+        let mask: Vec<u8> = (0..n * t)
+            .flat_map(|i| f32::from(u8::from(i % t < 8 + (i / t) % 8)).to_le_bytes())
+            .collect();
+        tensors.push(("__mask__".into(), mask, vec![n, t]));
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, b, s)| (name.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("view")))
+            .collect();
+        let meta: HashMap<String, String> =
+            [("format".to_string(), "qnumeric-dump/2".to_string())].into();
+        safetensors::serialize_to_file(views, Some(meta), path).expect("write");
+    };
+    let (fp, qp) = (dir.join("float.safetensors"), dir.join("quant.safetensors"));
+    write(&fp, false);
+    write(&qp, true);
+    let files = (std::fs::metadata(&fp).expect("f").len() + std::fs::metadata(&qp).expect("q").len()) as isize;
+    let before = reset_peak();
+    let pair = DumpPair::open(&fp, &qp).expect("open");
+    let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    let held = peak() - before;
+    drop(pair);
+    println!(
+        "dump diagnosis: peak {held} bytes for {files} bytes of files ({} layers of {tensor_bytes}-byte tensors)",
+        LAYERS
+    );
+    assert_eq!(d.diagnosis.layers.len(), LAYERS);
+    assert!(held < 8 * tensor_bytes, "peak {held} bytes, tensors of {tensor_bytes}");
+    assert!(held < files / 4, "peak {held} bytes, files of {files}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

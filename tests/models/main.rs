@@ -30,6 +30,8 @@ mod ns;
 mod quantized_layers;
 #[cfg(feature = "safetensors")]
 mod tiny_bert;
+#[cfg(feature = "safetensors")]
+mod transformer;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
 pub fn cases(default: u32) -> u32 {

@@ -562,13 +562,18 @@ fn calibrate(model: &Bert) -> R<Vec<QParams>> {
 }
 
 /// The `layers` metadata entry of one Linear.
-fn layer_json(quantization: Quantization, bits: u8) -> String {
-    let activation = match quantization {
-        Quantization::Dynamic => {
-            r#"{"mode":"dynamic","bits":8,"reduce_range":true,"granularity":"per_tensor"}"#
+fn layer_json(quantization: Quantization, bits: u8, input: Option<&QParams>) -> String {
+    let activation = match (quantization, input) {
+        (Quantization::Static, Some(q)) => format!(
+            r#"{{"mode":"static","bits":8,"reduce_range":false,"granularity":"per_tensor","scale":{:e},"zero_point":{},"dtype":"quint8"}}"#,
+            q.scale(),
+            q.zero_point()
+        ),
+        (Quantization::Static, None) => {
+            r#"{"mode":"static","bits":8,"reduce_range":false,"granularity":"per_tensor"}"#.into()
         }
-        Quantization::Static => {
-            r#"{"mode":"static","bits":8,"reduce_range":false,"granularity":"per_tensor"}"#
+        (Quantization::Dynamic, _) => {
+            r#"{"mode":"dynamic","bits":8,"reduce_range":true,"granularity":"per_tensor"}"#.into()
         }
     };
     format!(
@@ -812,7 +817,11 @@ pub fn bert_dump(cfg: &BertConfig, opts: &DumpOptions) -> R<BertDump> {
         linears
             .iter()
             .zip(&bits)
-            .map(|(n, &b)| format!("{}:{}", json_string(n), layer_json(opts.quantization, b)))
+            .enumerate()
+            .map(|(k, (n, &b))| {
+                let input = static_qp.as_ref().map(|q| &q[k]);
+                format!("{}:{}", json_string(n), layer_json(opts.quantization, b, input))
+            })
             .collect::<Vec<_>>()
             .join(",")
     );

@@ -1,0 +1,144 @@
+//! The diagnosis on a transformer: a tiny BERT (tests/models/tiny_bert.rs) dumped as a v2
+//! pair, healthy and with planted faults.
+
+use qnumeric::diagnose::{
+    DumpDiagnoseOptions, DumpDiagnosis, Finding, OwnSource, Verdict, diagnose_dumps,
+};
+use qnumeric::ns::{DumpPair, SampleDims};
+
+use crate::tiny_bert::{BertConfig, DumpOptions, Quantization, bert_dump};
+
+fn diagnose(opts: &DumpOptions, dims: SampleDims) -> DumpDiagnosis {
+    let d = bert_dump(&BertConfig::tiny(), opts).expect("dump");
+    let pair = DumpPair::from_bytes(&d.float, &d.quant).expect("pair");
+    diagnose_dumps(
+        &pair,
+        &DumpDiagnoseOptions {
+            sample_dims: dims,
+            ..DumpDiagnoseOptions::default()
+        },
+    )
+    .expect("diagnosis")
+}
+
+/// Every per-sample figure of a diagnosis (own and cumulative), layer by layer.
+fn figures(d: &DumpDiagnosis) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+    d.diagnosis
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.own.evidence.sample_sqnr_db.clone(),
+                l.evidence.sample_sqnr_db.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn masked_figures_ignore_garbage_in_padded_positions() {
+    for dims in [SampleDims::Samples, SampleDims::Positions] {
+        let clean = diagnose(&DumpOptions::full(Quantization::Dynamic), dims);
+        let garbage = diagnose(
+            &DumpOptions {
+                garbage_in_padding: true,
+                ..DumpOptions::full(Quantization::Dynamic)
+            },
+            dims,
+        );
+        assert!(clean.masked);
+        assert_eq!(figures(&clean), figures(&garbage), "{dims:?}");
+        assert_eq!(clean.diagnosis.verdict, garbage.diagnosis.verdict);
+        // Without the mask, the garbage is in every figure.
+        let unmasked = diagnose(
+            &DumpOptions {
+                garbage_in_padding: true,
+                with_mask: false,
+                ..DumpOptions::full(Quantization::Dynamic)
+            },
+            SampleDims::Samples,
+        );
+        assert_ne!(figures(&unmasked), figures(&clean));
+    }
+}
+
+#[test]
+fn the_healthy_model_has_no_finding_of_its_own() {
+    for q in [Quantization::Dynamic, Quantization::Static] {
+        let d = diagnose(&DumpOptions::full(q), SampleDims::Samples);
+        for l in &d.diagnosis.layers {
+            assert_ne!(l.verdict, Verdict::Implementation, "{q:?} {}", l.name);
+            assert!(
+                matches!(l.verdict, Verdict::Fine | Verdict::Inherited),
+                "{q:?} {}: {} {:?}",
+                l.name,
+                l.verdict,
+                l.findings
+            );
+        }
+        assert_eq!(d.diagnosis.headline, None, "{q:?}\n{d}");
+    }
+}
+
+#[test]
+fn a_linear_at_3_bits_is_the_headline() {
+    let cfg = BertConfig::tiny();
+    for target in [
+        "encoder.layer.0.intermediate.dense",
+        "encoder.layer.1.attention.output.dense",
+    ] {
+        for (shadow, source) in [(true, OwnSource::Shadow), (false, OwnSource::Added)] {
+            let opts = DumpOptions {
+                inject_bits: Some((target.to_string(), 3)),
+                with_shadow: shadow,
+                ..DumpOptions::full(Quantization::Dynamic)
+            };
+            let dump = bert_dump(&cfg, &opts).expect("dump");
+            let pair = DumpPair::from_bytes(&dump.float, &dump.quant).expect("pair");
+            let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+            assert_eq!(d.diagnosis.headline.as_deref(), Some(target), "{d}");
+            let l = d.diagnosis.layer(target).expect("layer");
+            assert_eq!(l.own.source, source);
+            assert_eq!(l.verdict, Verdict::DataInsensitive, "{d}");
+            // nothing else has a finding of its own
+            for other in d.diagnosis.layers.iter().filter(|o| o.name != target) {
+                assert!(
+                    matches!(other.verdict, Verdict::Fine | Verdict::Inherited),
+                    "{}: {}\n{d}",
+                    other.name,
+                    other.verdict
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn outlier_samples_under_static_quantization_are_data_sensitive_and_listed_worst() {
+    let outliers = [2usize, 9];
+    let d = diagnose(
+        &DumpOptions {
+            outlier_samples: outliers.to_vec(),
+            ..DumpOptions::full(Quantization::Static)
+        },
+        SampleDims::Samples,
+    );
+    let first = d
+        .diagnosis
+        .layer("encoder.layer.0.attention.self.query")
+        .expect("query");
+    assert_eq!(first.verdict, Verdict::DataSensitive, "{d}");
+    let mut worst = first.own.evidence.worst_samples[..2].to_vec();
+    worst.sort_unstable();
+    assert_eq!(worst, outliers, "{d}");
+    assert!(
+        first
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::ClippedInput { worst, .. } if outliers.contains(&worst[0].0))),
+        "{:?}",
+        first.findings
+    );
+    assert!(d.diagnosis.verdict >= Verdict::DataSensitive);
+}
