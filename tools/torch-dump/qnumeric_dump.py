@@ -224,10 +224,26 @@ def _is_helper(m: nn.Module) -> bool:
     return isinstance(m, (ObserverBase, FakeQuantizeBase)) or type(m).__name__.endswith("PackedParams")
 
 
+def _is_fused(m: nn.Module) -> bool:
+    """A float or prepared fused module (``ConvReLU2d``, ``LinearReLU``, ...): one layer."""
+    try:
+        from torch.ao.nn.intrinsic import _FusedModule
+    except ImportError:
+        return False
+    return isinstance(m, _FusedModule)
+
+
 def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     out = []
+    fused: List[str] = []
     for name, m in model.named_modules():
-        if not name or _is_skipped_type(m):
+        if not name or any(name.startswith(f + ".") for f in fused):
+            continue
+        if _is_fused(m):
+            fused.append(name)
+            out.append((name, m))
+            continue
+        if _is_skipped_type(m):
             continue
         if all(_is_helper(c) for c in m.children()):
             out.append((name, m))
