@@ -445,6 +445,7 @@ class _Recorder:
         self.order: Dict[str, List[str]] = {"float": [], "quant": []}
         self.first_batch = True
         self.in_shadow = False
+        self.running: Optional[str] = None  # "float" or "quant": which model is running
         self.calls: Dict[Tuple[str, str], int] = {}
         self.layout: Dict[Tuple[str, str], Optional[bool]] = {}  # key -> padded on axis 1?
         self.out_qparams: Dict[str, Dict[str, Any]] = {}
@@ -503,7 +504,7 @@ class _Recorder:
     # -- hooks
     def float_hook(self, name):
         def hook(module, args, kwargs, output):
-            if self.in_shadow or not self._count("float", name):
+            if self.running != "float" or self.in_shadow or not self._count("float", name):
                 return
             self.record("float", name, output)
 
@@ -511,7 +512,7 @@ class _Recorder:
 
     def quant_hook(self, name):
         def hook(module, args, kwargs, output):
-            if self.in_shadow or not self._count("quant", name):
+            if self.running != "quant" or self.in_shadow or not self._count("quant", name):
                 return
             if self.first_batch and isinstance(output, torch.Tensor) and output.is_quantized:
                 if output.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
@@ -603,6 +604,8 @@ def dump(
     Both models are put in eval mode under ``torch.no_grad()`` (and their training flags
     restored afterwards); QAT observers are disabled while dumping and restored.
     """
+    if float_model is quant_model:
+        raise ValueError("float_model and quant_model are the same object (quantize with inplace=False)")
     keep_layer = _compile_filter(layer_filter)
     result = DumpResult()
     fmods = dict(float_model.named_modules())
@@ -661,8 +664,11 @@ def dump(
                     raise ValueError("masks must be given for every batch or for none")
                 rec.batch_n, rec.keep = n, keep
                 rec.calls = {}
+                rec.running = "float"
                 _call(float_model, batch)
+                rec.running = "quant"
                 _call(quant_model, batch)
+                rec.running = None
                 rec.first_batch = False
                 total += keep
                 if max_samples is not None and total >= max_samples:

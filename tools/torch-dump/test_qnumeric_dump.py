@@ -379,6 +379,22 @@ def test_non_sample_first_outputs_are_skipped(tmp_path):
     assert q["fc"].shape == (6, 4)
 
 
+def test_modules_shared_by_both_models(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
+    qmodel = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    qmodel[1] = model[1]  # one ReLU object in both models: recorded once per model
+    fp, qp = str(tmp_path / "f.safetensors"), str(tmp_path / "q.safetensors")
+    result = dump(model, qmodel, [torch.randn(3, 4)], fp, qp)
+    assert result.layers == ["0", "1"] and not [k for k in result.skipped if not k.endswith(":input")]
+    f, _ = read_safetensors(fp)
+    q, _ = read_safetensors(qp)
+    np.testing.assert_array_equal(f["1"], f["0"].clip(min=0))
+    np.testing.assert_array_equal(q["1"], q["0"].clip(min=0))
+    with pytest.raises(ValueError):
+        dump(model, model, [torch.randn(3, 4)], fp, qp)
+
+
 # ----------------------------------------------------------------------------------------------
 # An eager static-quantized CNN
 
