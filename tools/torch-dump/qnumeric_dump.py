@@ -132,7 +132,9 @@ def write_safetensors(path: str, tensors: Dict[str, np.ndarray], metadata: Optio
     arrays = []
     for name, a in tensors.items():
         a = np.asarray(a)
-        dtype = next(k for k, v in _NP_DTYPES.items() if np.dtype(v) == a.dtype.newbyteorder("<") or np.dtype(v) == a.dtype)
+        dtype = next(
+            k for k, v in _NP_DTYPES.items() if np.dtype(v) == a.dtype.newbyteorder("<") or np.dtype(v) == a.dtype
+        )
         entries.append((name, dtype, list(a.shape)))
         arrays.append(np.ascontiguousarray(a.astype(_NP_DTYPES[dtype], copy=False)))
     with open(path, "wb") as f:
@@ -377,6 +379,7 @@ def _conv_desc(m: nn.Module) -> Optional[Dict[str, Any]]:
     if isinstance(m, nn.Sequential) and len(m) > 0:
         m = m[0]
     try:
+
         def ints(v):
             v = v if isinstance(v, (tuple, list)) else (v,)
             return [int(x) for x in v]
@@ -471,7 +474,10 @@ class _Recorder:
             self.skip(key, f"not floating point ({t.dtype})")
             return
         if t.dim() == 0 or t.shape[0] != self.batch_n:
-            self.skip(key, f"leading dimension {tuple(t.shape)[:1]} is not the batch's {self.batch_n} samples (not sample-first)")
+            self.skip(
+                key,
+                f"leading dimension {tuple(t.shape)[:1]} is not the batch's {self.batch_n} samples (not sample-first)",
+            )
             return
         a = t.detach()[: self.keep].to(torch.float32).cpu().numpy()
         padded = self.has_mask and a.ndim >= 2 and a.shape[1] == self.seq_len
@@ -676,7 +682,19 @@ def dump(
         rec.remove()
         result.samples = total
         result.skipped.update(rec.skipped)
-        _write(float_model, quant_model, names, rec, spill, mask_chunks, total, batch_size or first_bs, float_path, quant_path, result)
+        _write(
+            float_model,
+            quant_model,
+            names,
+            rec,
+            spill,
+            mask_chunks,
+            total,
+            batch_size or first_bs,
+            float_path,
+            quant_path,
+            result,
+        )
     finally:
         rec.remove()
         _restore_observers(observer_state)
@@ -741,7 +759,19 @@ def _layer_meta(name: str, qmod: nn.Module, fmod: nn.Module, rec: _Recorder, wde
     return meta
 
 
-def _write(float_model, quant_model, names, rec: _Recorder, spill: _Spill, mask_chunks, total, batch_size, float_path, quant_path, result: DumpResult):
+def _write(
+    float_model,
+    quant_model,
+    names,
+    rec: _Recorder,
+    spill: _Spill,
+    mask_chunks,
+    total,
+    batch_size,
+    float_path,
+    quant_path,
+    result: DumpResult,
+):
     fmods = dict(float_model.named_modules())
     qmods = dict(quant_model.named_modules())
     skipped = result.skipped
@@ -812,7 +842,11 @@ def _write(float_model, quant_model, names, rec: _Recorder, spill: _Spill, mask_
         quant_entries.append(("__mask__", "U8", list(mask.shape), ("array", mask)))
 
     def meta(side_order):
-        m = {"format": FORMAT, "order": json.dumps([n for n in side_order if n in layer_meta]), "layers": json.dumps(layer_meta)}
+        m = {
+            "format": FORMAT,
+            "order": json.dumps([n for n in side_order if n in layer_meta]),
+            "layers": json.dumps(layer_meta),
+        }
         if batch_size:
             m["batch_size"] = str(int(batch_size))
         return m
@@ -830,7 +864,7 @@ def _stream(path, entries, metadata, spill: _Spill):
     tmp = path + ".partial"
     with open(tmp, "wb") as f:
         f.write(_header_bytes([(n, d, s) for n, d, s, _ in entries], metadata))
-        for _, dtype, shape, (how, src) in entries:
+        for _, dtype, _shape, (how, src) in entries:
             if how == "array":
                 f.write(np.ascontiguousarray(src, dtype=_NP_DTYPES[dtype]).tobytes())
             else:

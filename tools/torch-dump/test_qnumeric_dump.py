@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed: the torch-du
 np = pytest.importorskip("numpy", reason="numpy not installed: the torch-dump tests are skipped")
 
 from torch import nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qnumeric_dump import FORMAT, dump  # noqa: E402
