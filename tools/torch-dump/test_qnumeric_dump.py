@@ -22,6 +22,12 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qnumeric_dump import FORMAT, dump  # noqa: E402
 
+# torch 2.10+ deprecates torch.ao.quantization (kept working; the helper supports it).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
+]
+
 # ----------------------------------------------------------------------------------------------
 # A tiny reader: the format, checked as it is read.
 
