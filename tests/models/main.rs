@@ -26,6 +26,7 @@ mod nn;
 mod nn_hostile;
 mod ns;
 mod quantized_layers;
+mod replay;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
 pub fn cases(default: u32) -> u32 {
