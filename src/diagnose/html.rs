@@ -307,6 +307,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
         for (i, r) in self.remedies.iter().enumerate() {
             let measured = match &r.effect {
                 super::remedy::Effect::Measured { quality, .. } => esc(&quality.to_string()),
+                super::remedy::Effect::Local { sqnr_db, .. } => {
+                    esc(&format!("layer alone: {sqnr_db:.1} dB"))
+                }
                 super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::Failed {
                     error,
                 }) => esc(&format!("could not measure: {error}")),

@@ -13,6 +13,7 @@
 //! | [`KernelCheck`], [`KernelReport`] | `kernel_check.rs` | does an int8 kernel agree with the reference `dequantize → f32 op → quantize`? |
 //! | [`audit_calibration`], [`CalibrationAudit`] | `audit.rs` | is the calibration set large and varied enough, and did every observer's range settle? |
 //! | [`Precision`], [`RoundedLayer`] | `precision.rs` | a layer kept in fp16 / bf16 / fp32 |
+//! | [`LinearReplay`], [`LinearScheme`], [`ReplayWeights`], [`ReplayActivations`], [`ReplayRemedy`] | `replay.rs` | one Linear layer of a dump replayed under other schemes: the scheme it was quantized with, remedies measured on the layer alone |
 //! | [`Sensitivity`], [`MixedPlan`], [`ReduceRangeCost`], [`observer_sweep`] | `variants.rs` | PTQ variants measured on the caller's data |
 
 mod audit;
@@ -25,6 +26,7 @@ mod html;
 mod kernel_check;
 mod precision;
 mod remedy;
+mod replay;
 mod report;
 mod session;
 mod variants;
@@ -51,6 +53,7 @@ pub use precision::{Precision, RoundedLayer};
 pub use remedy::{
     Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy,
 };
+pub use replay::{LinearReplay, LinearScheme, ReplayActivations, ReplayRemedy, ReplayWeights};
 pub use report::{
     Finding, MIN_PEERS, OwnError, OwnSource, PEER_MARGIN_DB, PeerEvidence, ReportDiagnosis,
     ReportLayer, diagnose_report, layer_role,

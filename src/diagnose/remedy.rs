@@ -128,6 +128,23 @@ pub enum Change {
     },
     /// Quantization-aware training.
     QuantizationAwareTraining,
+    /// Quantize the layer's weights to `bits` (8: from a narrower width), same granularity.
+    /// Measured by replaying the layer ([`LinearReplay`](super::LinearReplay)); a
+    /// [`QuantPlan`] cannot carry it yet.
+    WeightBits {
+        /// The weight width.
+        bits: u8,
+    },
+    /// Quantize the layer's input dynamically with one range per row (token) instead of one
+    /// per forward call. Measured by replay; a [`QuantPlan`] cannot carry it yet.
+    PerTokenActivations,
+    /// SmoothQuant: divide the input's channel `j` by `s_j` and multiply the weight's column
+    /// `j` by it, `s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`, before quantizing both.
+    /// Measured by replay; a [`QuantPlan`] cannot carry it yet.
+    SmoothQuant {
+        /// The migration strength, in `(0, 1)`.
+        alpha: f64,
+    },
 }
 
 impl Change {
@@ -138,8 +155,10 @@ impl Change {
             Change::PerChannelWeights
             | Change::Observer { .. }
             | Change::ReduceRange { .. }
-            | Change::Fuse { .. } => Cost::Int8,
-            Change::DynamicLinear => Cost::DynamicInt8,
+            | Change::Fuse { .. }
+            | Change::WeightBits { .. }
+            | Change::SmoothQuant { .. } => Cost::Int8,
+            Change::DynamicLinear | Change::PerTokenActivations => Cost::DynamicInt8,
             Change::KeepIn { precision } => match precision {
                 Precision::BF16 => Cost::BF16,
                 Precision::F16 => Cost::FP16,
@@ -154,7 +173,8 @@ impl Change {
     }
 
     /// Whether a [`QuantPlan`] can carry the change (false: it needs new data, training or a
-    /// change of the model the plan does not make).
+    /// change of the model the plan does not make, or a scheme a plan cannot express yet:
+    /// [`Change::WeightBits`], [`Change::PerTokenActivations`], [`Change::SmoothQuant`]).
     #[must_use]
     pub fn is_applicable(&self) -> bool {
         !matches!(
@@ -163,6 +183,9 @@ impl Change {
                 | Change::MoreCalibrationData
                 | Change::Fuse { .. }
                 | Change::QuantizationAwareTraining
+                | Change::WeightBits { .. }
+                | Change::PerTokenActivations
+                | Change::SmoothQuant { .. }
         )
     }
 
@@ -176,6 +199,9 @@ impl Change {
                 | Change::PerChannelWeights
                 | Change::Observer { .. }
                 | Change::CalibrateCloserToInference { .. }
+                | Change::WeightBits { .. }
+                | Change::PerTokenActivations
+                | Change::SmoothQuant { .. }
         )
     }
 }
@@ -232,6 +258,17 @@ pub enum Effect {
         /// What the model with the change reaches.
         quality: Quality,
         /// Its SQNR gain over the diagnosed model (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        gain_db: f64,
+    },
+    /// Measured by replaying the layer alone against its float shadow output
+    /// ([`LinearReplay`](super::LinearReplay)): the layer's own SQNR with the change, not the
+    /// model's.
+    Local {
+        /// The layer's SQNR with the change, against its float output (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        sqnr_db: f64,
+        /// Its gain over the layer as quantized now (dB).
         #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
         gain_db: f64,
     },
@@ -378,21 +415,23 @@ impl Remedy {
         self.change.cost()
     }
 
-    /// The measured SQNR gain over the diagnosed model (dB), if measured.
+    /// The measured SQNR gain (dB), if measured: over the diagnosed model
+    /// ([`Effect::Measured`]) or over the layer as quantized now ([`Effect::Local`]).
     #[must_use]
     pub fn gain_db(&self) -> Option<f64> {
         match &self.effect {
-            Effect::Measured { gain_db, .. } => Some(*gain_db),
+            Effect::Measured { gain_db, .. } | Effect::Local { gain_db, .. } => Some(*gain_db),
             Effect::NotMeasured(_) => None,
         }
     }
 
-    /// What the model with the change reaches, if measured.
+    /// What the model with the change reaches, if measured end to end (`None` for a local
+    /// measurement).
     #[must_use]
     pub fn quality(&self) -> Option<Quality> {
         match &self.effect {
             Effect::Measured { quality, .. } => Some(*quality),
-            Effect::NotMeasured(_) => None,
+            Effect::Local { .. } | Effect::NotMeasured(_) => None,
         }
     }
 
@@ -433,6 +472,18 @@ impl Remedy {
                 format!("fuse Conv-BN / Linear-BN ({}) before quantizing", layers.join("+"))
             }
             Change::QuantizationAwareTraining => "quantization-aware training".into(),
+            Change::WeightBits { bits } => match &layer {
+                Some(l) => format!("quantize `{l}`'s weights to {bits} bits"),
+                None => format!("quantize the weights to {bits} bits"),
+            },
+            Change::PerTokenActivations => match &layer {
+                Some(l) => format!("quantize `{l}`'s input dynamically per token"),
+                None => "quantize the linear layers' inputs dynamically per token".into(),
+            },
+            Change::SmoothQuant { alpha } => match &layer {
+                Some(l) => format!("apply SmoothQuant (alpha {alpha}) to `{l}`"),
+                None => format!("apply SmoothQuant (alpha {alpha})"),
+            },
         }
     }
 }
@@ -442,6 +493,9 @@ impl fmt::Display for Remedy {
         f.write_str(&self.action())?;
         match &self.effect {
             Effect::Measured { quality, gain_db } => write!(f, "  [{quality}; {gain_db:+.2} dB]"),
+            Effect::Local { sqnr_db, gain_db } => {
+                write!(f, "  [layer alone {sqnr_db:.1} dB; {gain_db:+.2} dB]")
+            }
             Effect::NotMeasured(NotMeasured::NotRequested) => f.write_str("  [not measured]"),
             Effect::NotMeasured(NotMeasured::OutOfReach) => f.write_str("  [not measurable here]"),
             Effect::NotMeasured(NotMeasured::Failed { error }) => {
@@ -549,7 +603,7 @@ impl QuantPlan {
     ///
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for a change no plan can carry (new data, training,
-    /// fusion: [`Change::is_applicable`]); [`QuantError::NotFound`] for a per-layer change
+    /// fusion, the replay-only changes: [`Change::is_applicable`]); [`QuantError::NotFound`] for a per-layer change
     /// without a layer; errors of the observers' constructors.
     pub fn apply_change(mut self, layer: Option<&str>, change: &Change) -> Result<Self> {
         const OP: &str = "QuantPlan::apply";
@@ -599,6 +653,14 @@ impl QuantPlan {
                 return Err(QuantError::UnsupportedConfig {
                     op: OP,
                     reason: "this change needs new data, training or a change of the model: a plan cannot carry it",
+                });
+            }
+            Change::WeightBits { .. }
+            | Change::PerTokenActivations
+            | Change::SmoothQuant { .. } => {
+                return Err(QuantError::UnsupportedConfig {
+                    op: OP,
+                    reason: "a plan cannot carry weight widths, per-token activations or SmoothQuant yet (measured by replay only)",
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! fbgemm's choice of parameters for a dynamically quantized activation.
 
 use super::{QParams, check_min_max};
-use crate::dtype::QDType;
+use crate::dtype::{QDType, QRange};
 use crate::error::Result;
 
 /// Chooses quint8 parameters for a dynamic activation as fbgemm's `ChooseQuantizationParams`
@@ -16,9 +16,23 @@ use crate::error::Result;
 /// [`QuantError::InvalidParameter`](crate::QuantError::InvalidParameter) when
 /// `min > max`.
 pub fn choose_dynamic_qparams(min: f32, max: f32, reduce_range: bool) -> Result<QParams> {
+    let (scale, zp) = dynamic_scale_zero_point(min, max, if reduce_range { 127 } else { 255 })?;
+    QParams::new(scale, zp, QDType::QUInt8)
+}
+
+/// [`choose_dynamic_qparams`] generalized to the levels `0..=qmax` (`1 <= qmax <= 255`): the
+/// same fbgemm rules, parameters over the range `0..=qmax` (so fake quantization clamps
+/// there, as fbgemm's `Quantize` clamps to its `precision` bits).
+pub(crate) fn choose_dynamic_qparams_levels(min: f32, max: f32, qmax: i64) -> Result<QParams> {
+    let (scale, zp) = dynamic_scale_zero_point(min, max, qmax)?;
+    QParams::with_range(scale, zp, QRange::new(QDType::QUInt8, 0, qmax)?)
+}
+
+/// fbgemm's `ChooseQuantizationParams` on `0..=qmax`: `(scale, zero_point)`.
+fn dynamic_scale_zero_point(min: f32, max: f32, qmax: i64) -> Result<(f32, i64)> {
     check_min_max("choose_dynamic_qparams", min, max)?;
     const SMALL: f64 = 6.1e-5;
-    let (qmin, qmax) = (0.0f64, if reduce_range { 127.0 } else { 255.0 });
+    let (qmin, qmax) = (0.0f64, qmax as f64);
     let mut min = min.min(0.0);
     let mut max = max.max(0.0);
     let mut scale = (max as f64 - min as f64) / (qmax - qmin);
@@ -54,5 +68,5 @@ pub fn choose_dynamic_qparams(min: f32, max: f32, reduce_range: bool) -> Result<
     } else {
         initial.round_ties_even()
     };
-    QParams::new(scale as f32, zp as i64, QDType::QUInt8)
+    Ok((scale as f32, zp as i64))
 }

@@ -14,6 +14,7 @@ mod dynamic;
 mod spec;
 
 pub use dynamic::choose_dynamic_qparams;
+pub(crate) use dynamic::choose_dynamic_qparams_levels;
 pub use spec::{QSpec, RawQParams};
 
 use crate::dtype::{QDType, QRange};

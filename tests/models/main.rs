@@ -32,6 +32,7 @@ mod quantized_layers;
 mod tiny_bert;
 #[cfg(feature = "safetensors")]
 mod transformer;
+mod replay;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
 pub fn cases(default: u32) -> u32 {
