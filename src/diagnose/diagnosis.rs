@@ -116,6 +116,8 @@ pub enum Measurement {
     ActivationHistogram,
     /// `reduce_range` on and off.
     ReduceRange,
+    /// A layer replayed from a dump (its scheme, its remedies).
+    Replay,
 }
 
 /// A failure to measure: evidence of its own, never dropped.
@@ -137,6 +139,7 @@ impl fmt::Display for Unmeasured {
             Measurement::KernelReference => "the kernel check",
             Measurement::ActivationHistogram => "the activation histogram",
             Measurement::ReduceRange => "reduce_range",
+            Measurement::Replay => "the layer's replay",
         };
         write!(f, "could not measure {what}")?;
         if let Some(l) = &self.layer {

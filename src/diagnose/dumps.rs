@@ -6,11 +6,16 @@ use std::fmt;
 
 use ndarray::ArrayD;
 
-use super::diagnosis::Unmeasured;
-use super::report::{Finding, ReportDiagnosis, diagnose_report};
+use super::diagnosis::{Measurement, Unmeasured};
+use super::remedy::{Calibrator, Change, Cost, Effect, Evidence, Remedy};
+use super::replay::{LinearReplay, LinearScheme, ReplayActivations, ReplayWeights};
+use super::report::{Finding, ReportDiagnosis, ReportLayer, diagnose_report};
 use super::verdict::{Thresholds, Verdict};
 use crate::error::{QuantError, Result};
-use crate::ns::{DumpPair, DumpVersion, Mask, Part, SampleDims, Side, SkippedTensor};
+use crate::ns::{
+    ActivationMode, DumpPair, DumpVersion, LayerKind, LayerMeta, Mask, NsReport, Part, SampleDims,
+    Side, SkippedTensor,
+};
 use crate::qparams::QParams;
 
 /// The default least gain (dB) of a replayed remedy.
@@ -26,6 +31,10 @@ pub const OUTLIER_CHANNEL_RATIO: f64 = 8.0;
 /// Rows (tokens) whose ranges differ by this factor (widest over median) call for
 /// per-token scales.
 pub const TOKEN_SPREAD_RATIO: f64 = 8.0;
+
+/// A layer whose own error is this much (dB) worse than its quantization scheme replayed on
+/// its input computes wrongly: an implementation verdict.
+pub const SCHEME_MARGIN_DB: f64 = 6.0;
 
 /// How [`diagnose_dumps`] runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,9 +171,13 @@ pub fn diagnose_dumps(pair: &DumpPair<'_>, opts: &DumpDiagnoseOptions) -> Result
     let cmp = pair.compare(opts.sample_dims)?;
     let mut diagnosis = diagnose_report(&cmp.report, &opts.thresholds)?;
     diagnosis.sample_ids = cmp.sample_ids.clone();
+    let mut unmeasured = Vec::new();
     if opts.remedies {
         add_input_evidence(pair, &mut diagnosis)?;
+        replay_layers(pair, &cmp.report, &mut diagnosis, opts, &mut unmeasured)?;
     }
+    diagnosis.summarize();
+    rank_remedies(&mut diagnosis);
     Ok(DumpDiagnosis {
         version: cmp.version,
         sample_dims: opts.sample_dims,
@@ -172,7 +185,7 @@ pub fn diagnose_dumps(pair: &DumpPair<'_>, opts: &DumpDiagnoseOptions) -> Result
         diagnosis,
         baseline: None,
         skipped: cmp.skipped,
-        unmeasured: Vec::new(),
+        unmeasured,
     })
 }
 
@@ -365,6 +378,250 @@ fn add_input_evidence(pair: &DumpPair<'_>, d: &mut ReportDiagnosis) -> Result<()
             .extend(input_findings(&input, pair.mask(), qparams.as_ref()));
     }
     Ok(())
+}
+
+/// Whether a layer is a Linear the replay can run: the metadata says so, or (without a kind)
+/// a 2-D float weight whose second dimension is the input's last.
+fn is_linear(pair: &DumpPair<'_>, name: &str) -> bool {
+    let kind = pair.layer_meta(name).and_then(|m| m.kind);
+    let (Some(w), Some(x)) = (
+        pair.shape(name, Side::Float, Part::Weight),
+        pair.shape(name, Side::Quant, Part::Input),
+    ) else {
+        return false;
+    };
+    let fits = w.len() == 2 && (2..=3).contains(&x.len()) && x.last() == w.get(1);
+    match kind {
+        Some(LayerKind::Linear) | None => fits,
+        Some(_) => false,
+    }
+}
+
+/// The scheme the `layers` metadata describes, when it describes one completely enough.
+fn declared_scheme(meta: &LayerMeta, given: bool) -> Option<LinearScheme> {
+    let a = meta.activation?;
+    let weights = if given {
+        ReplayWeights::Given
+    } else {
+        let w = meta.weight?;
+        ReplayWeights::Int {
+            bits: w.bits.unwrap_or(8),
+            per_channel: w.per_channel.unwrap_or(false),
+            symmetric: w.symmetric.unwrap_or(true),
+        }
+    };
+    let bits = a.bits.unwrap_or(8);
+    let activations = match a.mode? {
+        ActivationMode::Dynamic => ReplayActivations::Dynamic {
+            bits,
+            reduce_range: a.reduce_range.unwrap_or(false),
+            per_token: a.per_token.unwrap_or(false),
+        },
+        ActivationMode::Static => ReplayActivations::Static {
+            bits,
+            calibrator: Calibrator::MinMax,
+        },
+        ActivationMode::Float => ReplayActivations::Float,
+    };
+    Some(LinearScheme::new(weights, activations))
+}
+
+/// Reads what a Linear's replay needs and builds it, with its current scheme (declared by the
+/// metadata, else inferred from the quantized output).
+fn replay_of(
+    pair: &DumpPair<'_>,
+    name: &str,
+    rows: usize,
+) -> Result<Option<(LinearReplay, LinearScheme)>> {
+    let read = |side, part| pair.read(name, side, part);
+    let (Some(x), Some(w)) = (read(Side::Quant, Part::Input)?, read(Side::Float, Part::Weight)?) else {
+        return Ok(None);
+    };
+    let (x, w) = (x.into_f32(), w.into_f32());
+    let w = w
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| QuantError::InvalidAxis {
+            op: "diagnose_dumps",
+            axis: 1,
+            ndim: 1,
+        })?;
+    let b = read(Side::Float, Part::Bias)?.map(|b| b.into_f32());
+    let b = match &b {
+        Some(b) if b.ndim() == 1 => Some(b.view().into_dimensionality::<ndarray::Ix1>().map_err(
+            |_| QuantError::InvalidAxis {
+                op: "diagnose_dumps",
+                axis: 0,
+                ndim: b.ndim(),
+            },
+        )?),
+        Some(b) => {
+            return Err(QuantError::ShapeMismatch {
+                op: "diagnose_dumps",
+                expected: vec![w.nrows()],
+                got: b.shape().to_vec(),
+            });
+        }
+        None => None,
+    };
+    let mask = pair
+        .mask()
+        .filter(|m| x.ndim() == 3 && m.applies_to(x.shape()))
+        .map(|m| m.as_array().mapv(|r| f32::from(u8::from(r))));
+    let mut r = LinearReplay::new(
+        x.view(),
+        w.view(),
+        b,
+        mask.as_ref().map(|m| m.view()),
+        pair.batch_size(),
+        rows,
+    )?;
+    let given = match read(Side::Quant, Part::Weight)? {
+        Some(q) => {
+            let q = q.into_f32();
+            let q = q
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|_| QuantError::ShapeMismatch {
+                    op: "diagnose_dumps",
+                    expected: w.shape().to_vec(),
+                    got: q.shape().to_vec(),
+                })?;
+            r = r.with_given_weight(q)?;
+            true
+        }
+        None => false,
+    };
+    if let Some(s) = read(Side::Quant, Part::Shadow)? {
+        r = r.with_reference(s.into_f32().view())?;
+    }
+    let has_actual = match read(Side::Quant, Part::Output)? {
+        Some(y) => {
+            r = r.with_actual(y.into_f32().view())?;
+            true
+        }
+        None => false,
+    };
+    let declared = pair
+        .layer_meta(name)
+        .and_then(|m| declared_scheme(m, given));
+    let scheme = match declared {
+        Some(s) => s,
+        None if has_actual => r.infer_scheme()?.0,
+        None => LinearScheme::PYTORCH_DYNAMIC,
+    };
+    Ok(Some((r, scheme)))
+}
+
+/// The evidence a replayed remedy stands on: the layer's own error.
+fn layer_evidence(l: &ReportLayer, report: &NsReport) -> Evidence {
+    let w = report.layer(&l.name).and_then(|r| r.weight.as_ref());
+    Evidence::LayerError {
+        verdict: l.verdict,
+        fraction_below: l.own.evidence.fraction_below,
+        median_db: l.own.evidence.percentiles[1],
+        weight_sqnr_db: w.map(|w| w.sqnr_db),
+        worst_channel_weight_sqnr_db: w
+            .and_then(|w| w.worst_channel().map(|c| w.channels[c].sqnr_db)),
+    }
+}
+
+/// Replays every Linear with its input and weights: the implementation check (own error far
+/// worse than its scheme replayed) for all of them, remedies for those with a finding of
+/// their own. A replay that fails is kept as [`Unmeasured`].
+fn replay_layers(
+    pair: &DumpPair<'_>,
+    report: &NsReport,
+    d: &mut ReportDiagnosis,
+    opts: &DumpDiagnoseOptions,
+    unmeasured: &mut Vec<Unmeasured>,
+) -> Result<()> {
+    let mut remedies = Vec::new();
+    for l in &mut d.layers {
+        if !is_linear(pair, &l.name) {
+            continue;
+        }
+        let mut attempt = || -> Result<Vec<Remedy>> {
+            let Some((r, current)) = replay_of(pair, &l.name, opts.replay_rows)? else {
+                return Ok(Vec::new());
+            };
+            let replayed = r.sqnr_db(&current)?;
+            let mut remedies = Vec::new();
+            if let Some(actual) = r.actual_sqnr_db() {
+                if actual < replayed - SCHEME_MARGIN_DB && l.verdict != Verdict::Implementation {
+                    l.findings.push(Finding::WorseThanItsScheme {
+                        actual_db: actual,
+                        replayed_db: replayed,
+                    });
+                    l.verdict = Verdict::Implementation;
+                }
+                if l.verdict == Verdict::Implementation {
+                    remedies.push(Remedy {
+                        change: Change::FixKernel,
+                        layer: Some(l.name.clone()),
+                        effect: Effect::Local {
+                            sqnr_db: replayed,
+                            gain_db: replayed - actual,
+                        },
+                        evidence: layer_evidence(l, report),
+                    });
+                }
+            }
+            if !matches!(l.verdict, Verdict::Fine | Verdict::Inherited) {
+                let evidence = layer_evidence(l, report);
+                for rr in r.remedies(&current, opts.min_gain_db)? {
+                    remedies.push(rr.to_remedy(Some(&l.name), evidence.clone()));
+                }
+            }
+            Ok(remedies)
+        };
+        let outcome = attempt();
+        match outcome {
+            Ok(r) => remedies.extend(r),
+            Err(e @ QuantError::Io { .. }) => return Err(e),
+            Err(error) => unmeasured.push(Unmeasured {
+                what: Measurement::Replay,
+                layer: Some(l.name.clone()),
+                error,
+            }),
+        }
+    }
+    d.remedies.extend(remedies);
+    Ok(())
+}
+
+/// Remedies in the order to try them: by layer (the headline's first: implementation
+/// verdicts, then the lowest own SQNR), then within a layer as the replay ranked them
+/// (cheapest that fixes the layer first), a kernel fix first.
+fn rank_remedies(d: &mut ReportDiagnosis) {
+    let layers = std::mem::take(&mut d.layers);
+    let rank = |layer: &Option<String>| -> (bool, f64) {
+        match layer.as_deref().and_then(|n| layers.iter().find(|l| l.name == n)) {
+            Some(l) => (
+                l.verdict != Verdict::Implementation,
+                if l.own.evidence.sqnr_db.is_nan() {
+                    f64::INFINITY
+                } else {
+                    l.own.evidence.sqnr_db
+                },
+            ),
+            None => (true, f64::INFINITY),
+        }
+    };
+    let mut keyed: Vec<((bool, f64), usize, Remedy)> = d
+        .remedies
+        .drain(..)
+        .enumerate()
+        .map(|(i, r)| (rank(&r.layer), i, r))
+        .collect();
+    keyed.sort_by(|a, b| {
+        (a.0.0)
+            .cmp(&b.0.0)
+            .then(a.0.1.total_cmp(&b.0.1))
+            .then((a.2.cost() != Cost::KernelFix).cmp(&(b.2.cost() != Cost::KernelFix)))
+            .then(a.1.cmp(&b.1))
+    });
+    d.remedies = keyed.into_iter().map(|(_, _, r)| r).collect();
+    d.layers = layers;
 }
 
 impl fmt::Display for DumpDiagnosis {

@@ -2,9 +2,12 @@
 //! pair, healthy and with planted faults.
 
 use qnumeric::diagnose::{
-    DumpDiagnoseOptions, DumpDiagnosis, Finding, OwnSource, Verdict, diagnose_dumps,
+    Change, Cost, DumpDiagnoseOptions, DumpDiagnosis, Effect, Finding, OwnSource, Verdict,
+    diagnose_dumps,
 };
 use qnumeric::ns::{DumpPair, SampleDims};
+use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
 
 use crate::tiny_bert::{BertConfig, DumpOptions, Quantization, bert_dump};
 
@@ -101,6 +104,15 @@ fn a_linear_at_3_bits_is_the_headline() {
             let l = d.diagnosis.layer(target).expect("layer");
             assert_eq!(l.own.source, source);
             assert_eq!(l.verdict, Verdict::DataInsensitive, "{d}");
+            // Its own remedy, measured by replaying it: 8-bit weights, first, a large gain.
+            let top = d.diagnosis.remedies.first().expect("a remedy");
+            assert_eq!(top.layer.as_deref(), Some(target), "{d}");
+            assert_eq!(top.change, Change::WeightBits { bits: 8 }, "{d}");
+            assert!(
+                matches!(top.effect, Effect::Local { gain_db, .. } if gain_db > 15.0),
+                "{top}"
+            );
+            assert!(d.unmeasured.is_empty(), "{:?}", d.unmeasured);
             // nothing else has a finding of its own
             for other in d.diagnosis.layers.iter().filter(|o| o.name != target) {
                 assert!(
@@ -141,4 +153,98 @@ fn outlier_samples_under_static_quantization_are_data_sensitive_and_listed_worst
         first.findings
     );
     assert!(d.diagnosis.verdict >= Verdict::DataSensitive);
+}
+
+/// The quant file with one tensor replaced by `f(tensor)`.
+fn rewrite(quant: &[u8], name: &str, f: impl Fn(f32) -> f32) -> Vec<u8> {
+    let st = SafeTensors::deserialize(quant).expect("parse");
+    let (_, meta) = SafeTensors::read_metadata(quant).expect("meta");
+    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for (n, v) in st.tensors() {
+        let mut bytes = v.data().to_vec();
+        if n == name {
+            bytes = bytes
+                .chunks_exact(4)
+                .flat_map(|c| f(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                .collect();
+        }
+        data.push((n, bytes, v.shape().to_vec()));
+    }
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, meta.metadata().clone()).expect("serialize")
+}
+
+#[test]
+fn a_kernel_that_computes_worse_than_its_scheme_is_an_implementation_error() {
+    let target = "encoder.layer.0.attention.output.dense";
+    let dump = bert_dump(&BertConfig::tiny(), &DumpOptions::full(Quantization::Dynamic))
+        .expect("dump");
+    // A kernel bug: that Linear's output 20 % too large (its input and weights are right).
+    let quant = rewrite(&dump.quant, target, |v| v * 1.2);
+    let pair = DumpPair::from_bytes(&dump.float, &quant).expect("pair");
+    let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    let l = d.diagnosis.layer(target).expect("layer");
+    assert_eq!(l.verdict, Verdict::Implementation, "{d}");
+    assert!(
+        l.findings
+            .iter()
+            .any(|f| matches!(f, Finding::WorseThanItsScheme { actual_db, replayed_db } if replayed_db - actual_db > 10.0)),
+        "{:?}",
+        l.findings
+    );
+    assert_eq!(d.diagnosis.headline.as_deref(), Some(target), "{d}");
+    let top = d.diagnosis.remedies.first().expect("a remedy");
+    assert_eq!(top.change, Change::FixKernel);
+    assert_eq!(top.cost(), Cost::KernelFix);
+    assert_eq!(top.layer.as_deref(), Some(target));
+}
+
+#[test]
+fn outlier_input_channels_are_evidence_with_remedies_that_address_them() {
+    // Outliers in every sample under dynamic quantization: the inputs of the first layer's
+    // projections carry a few channels 30x wider than the rest after the LayerNorm.
+    let cfg = BertConfig::tiny();
+    let all: Vec<usize> = (0..cfg.samples).collect();
+    let d = diagnose(
+        &DumpOptions {
+            outlier_samples: all,
+            ..DumpOptions::full(Quantization::Dynamic)
+        },
+        SampleDims::Samples,
+    );
+    let flagged: Vec<_> = d
+        .diagnosis
+        .layers
+        .iter()
+        .filter(|l| l.findings.iter().any(|f| matches!(f, Finding::OutlierInputChannels { .. })))
+        .collect();
+    for l in &flagged {
+        let channels = l
+            .findings
+            .iter()
+            .find_map(|f| match f {
+                Finding::OutlierInputChannels { channels, .. } => Some(channels),
+                _ => None,
+            })
+            .expect("channels");
+        assert!(!channels.is_empty());
+        let remedies: Vec<_> = d
+            .diagnosis
+            .remedies
+            .iter()
+            .filter(|r| r.layer.as_deref() == Some(l.name.as_str()))
+            .collect();
+        assert!(!remedies.is_empty(), "{}: {d}", l.name);
+        for r in remedies {
+            assert!(r.gain_db().is_some_and(|g| g >= 0.5), "{r}");
+        }
+    }
 }
