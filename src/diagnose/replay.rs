@@ -910,11 +910,12 @@ impl LinearReplay {
     /// Candidate remedies against `current`, each measured by replay, those gaining more
     /// than `min_gain_db` over `current`, best first.
     ///
-    /// Best first: the remedies that bring the layer to at least 20 dB (the default
+    /// Best first: when the layer is below 20 dB under `current` (the default
     /// [`Thresholds::min_sqnr_db`](super::Thresholds::min_sqnr_db), below which the diagnosis
-    /// calls a layer's error large) come first, cheapest first ([`Change::cost`]: a change
-    /// that keeps the layer in int8 before one that takes it to bf16 / fp16) and the larger
-    /// gain first at equal cost; then the others, larger gain first. So a layer whose 3-bit
+    /// calls a layer's error large), the remedies that bring it to at least 20 dB come first,
+    /// cheapest first ([`Change::cost`]: a change that keeps the layer in int8 before one
+    /// that takes it to bf16 / fp16) and the larger gain first at equal cost; then the
+    /// others. Otherwise, and among the others, the larger gain first. So a layer whose 3-bit
     /// weights are the problem gets "8-bit weights" first, though fp16 gains more.
     ///
     /// Candidates (each only when it differs from `current`; each is `current` with one
@@ -1092,8 +1093,10 @@ impl LinearReplay {
         }
         out.retain(|r| r.gain_db > min_gain_db);
         let target = Thresholds::default().min_sqnr_db;
+        // Cost first only among the remedies that fix a layer below the target.
+        let fixes = |r: &ReplayRemedy| base < target && r.sqnr_db >= target;
         out.sort_by(|a, b| {
-            let (ra, rb) = (a.sqnr_db >= target, b.sqnr_db >= target);
+            let (ra, rb) = (fixes(a), fixes(b));
             rb.cmp(&ra).then_with(|| {
                 if ra && rb {
                     a.change

@@ -303,11 +303,13 @@ fn per_channel_weights_beat_per_tensor_when_channel_ranges_differ() -> qnumeric:
         .find(|r| r.change == Change::PerChannelWeights)
         .expect("per-channel among the remedies");
     assert!(pc.gain_db > 10.0, "{}", pc.gain_db);
-    assert_eq!(
-        remedies[0].change,
-        Change::PerChannelWeights,
-        "int8 first: {remedies:?}"
-    );
+    // The layer is above 20 dB already, so fp16 (larger gain) ranks first; per-channel is
+    // the best change that stays in int8.
+    let int8 = remedies
+        .iter()
+        .find(|r| r.change.cost() == qnumeric::diagnose::Cost::Int8)
+        .expect("an int8 remedy");
+    assert_eq!(int8.change, Change::PerChannelWeights, "{remedies:?}");
     Ok(())
 }
 
@@ -771,4 +773,43 @@ proptest! {
             }
         }
     }
+}
+
+/// Timing report for a dump-sized layer: input [64, 32, 1536] → 384, `max_rows` 512.
+#[test]
+#[ignore = "report; run with --release --ignored --nocapture"]
+fn replay_timing_report() -> qnumeric::Result<()> {
+    use std::time::Instant;
+    let mut g = Lcg::seeded(37);
+    let x = g.array3(64, 32, 1536, 1.0);
+    let w = g.array2(384, 1536, 0.05);
+    let b = Array1::zeros(384);
+    let mut mask = Array2::<f32>::ones((64, 32));
+    mask.slice_mut(s![.., 24..]).fill(0.0);
+    let t0 = Instant::now();
+    let replay = LinearReplay::new(
+        x.view().into_dyn(),
+        w.view(),
+        Some(b.view()),
+        Some(mask.view()),
+        Some(8),
+        512,
+    )?;
+    let built = t0.elapsed();
+    let _ = replay.reference();
+    let current = LinearScheme::PYTORCH_DYNAMIC;
+    let t1 = Instant::now();
+    let db = replay.sqnr_db(&current)?;
+    let one = t1.elapsed();
+    let t2 = Instant::now();
+    let remedies = replay.remedies(&current, 0.0)?;
+    let all = t2.elapsed();
+    println!(
+        "new: {built:.2?}; one replay (sqnr_db, {db:.1} dB): {one:.2?}; remedies ({} kept): {all:.2?}",
+        remedies.len()
+    );
+    for r in &remedies {
+        println!("  {:?}: {:.1} dB ({:+.1})", r.change, r.sqnr_db, r.gain_db);
+    }
+    Ok(())
 }
