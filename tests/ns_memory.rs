@@ -160,7 +160,9 @@ fn diagnosing_dump_files_holds_a_few_layers_not_the_files() {
                 .collect();
             tensors.push((format!("l{l}"), out, vec![n, t, c]));
             if quant {
-                let shadow: Vec<u8> = (0..n * t * c).flat_map(|i| value(i, 0.0).to_le_bytes()).collect();
+                let shadow: Vec<u8> = (0..n * t * c)
+                    .flat_map(|i| value(i, 0.0).to_le_bytes())
+                    .collect();
                 tensors.push((format!("l{l}:shadow"), shadow, vec![n, t, c]));
             }
         }
@@ -170,7 +172,12 @@ fn diagnosing_dump_files_holds_a_few_layers_not_the_files() {
         tensors.push(("__mask__".into(), mask, vec![n, t]));
         let views: Vec<(String, TensorView<'_>)> = tensors
             .iter()
-            .map(|(name, b, s)| (name.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("view")))
+            .map(|(name, b, s)| {
+                (
+                    name.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).expect("view"),
+                )
+            })
             .collect();
         let meta: HashMap<String, String> =
             [("format".to_string(), "qnumeric-dump/2".to_string())].into();
@@ -179,7 +186,8 @@ fn diagnosing_dump_files_holds_a_few_layers_not_the_files() {
     let (fp, qp) = (dir.join("float.safetensors"), dir.join("quant.safetensors"));
     write(&fp, false);
     write(&qp, true);
-    let files = (std::fs::metadata(&fp).expect("f").len() + std::fs::metadata(&qp).expect("q").len()) as isize;
+    let files = (std::fs::metadata(&fp).expect("f").len()
+        + std::fs::metadata(&qp).expect("q").len()) as isize;
     let before = reset_peak();
     let pair = DumpPair::open(&fp, &qp).expect("open");
     let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
@@ -190,7 +198,10 @@ fn diagnosing_dump_files_holds_a_few_layers_not_the_files() {
         LAYERS
     );
     assert_eq!(d.diagnosis.layers.len(), LAYERS);
-    assert!(held < 8 * tensor_bytes, "peak {held} bytes, tensors of {tensor_bytes}");
+    assert!(
+        held < 8 * tensor_bytes,
+        "peak {held} bytes, tensors of {tensor_bytes}"
+    );
     assert!(held < files / 4, "peak {held} bytes, files of {files}");
     let _ = std::fs::remove_dir_all(&dir);
 }

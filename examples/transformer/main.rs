@@ -26,9 +26,10 @@ use tiny_bert::{BertConfig, DumpOptions, Quantization, bert_dump};
 const FAULTY: &str = "encoder.layer.1.intermediate.dense";
 
 fn run() -> Result<(), String> {
-    let dir = std::env::args()
-        .nth(1)
-        .map_or_else(|| std::env::temp_dir().join("qnumeric-transformer"), PathBuf::from);
+    let dir = std::env::args().nth(1).map_or_else(
+        || std::env::temp_dir().join("qnumeric-transformer"),
+        PathBuf::from,
+    );
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cfg = BertConfig::tiny();
     let healthy = bert_dump(&cfg, &DumpOptions::full(Quantization::Dynamic))?;
@@ -57,13 +58,19 @@ fn run() -> Result<(), String> {
         return Err(format!("the healthy model has a headline: {d}"));
     }
 
-    println!("== one Linear on 3-bit weights, against the float model and the healthy int8 model\n");
+    println!(
+        "== one Linear on 3-bit weights, against the float model and the healthy int8 model\n"
+    );
     let pair = DumpPair::open(&float, &int8_3bit).map_err(e)?;
     let base = DumpPair::open(&float, &int8).map_err(e)?;
-    let d = diagnose_dumps_with_baseline(&pair, &base, &DumpDiagnoseOptions::default()).map_err(e)?;
+    let d =
+        diagnose_dumps_with_baseline(&pair, &base, &DumpDiagnoseOptions::default()).map_err(e)?;
     println!("{d}");
     if d.diagnosis.headline.as_deref() != Some(FAULTY) {
-        return Err(format!("the headline is {:?}, not {FAULTY}", d.diagnosis.headline));
+        return Err(format!(
+            "the headline is {:?}, not {FAULTY}",
+            d.diagnosis.headline
+        ));
     }
     let top = d
         .diagnosis

@@ -397,8 +397,10 @@ fn is_linear(pair: &DumpPair<'_>, name: &str) -> bool {
     }
 }
 
-/// The scheme the `layers` metadata describes, when it describes one completely enough.
-fn declared_scheme(meta: &LayerMeta, given: bool) -> Option<LinearScheme> {
+/// The scheme the `layers` metadata describes, when it describes one completely enough, and
+/// whether replaying it reproduces what the model computed (a static scheme without its
+/// calibrated parameters does not: the replay calibrates on the dumped rows).
+fn declared_scheme(meta: &LayerMeta, given: bool) -> Option<(LinearScheme, bool)> {
     let a = meta.activation?;
     let weights = if given {
         ReplayWeights::Given
@@ -411,19 +413,26 @@ fn declared_scheme(meta: &LayerMeta, given: bool) -> Option<LinearScheme> {
         }
     };
     let bits = a.bits.unwrap_or(8);
+    let mut faithful = true;
     let activations = match a.mode? {
         ActivationMode::Dynamic => ReplayActivations::Dynamic {
             bits,
             reduce_range: a.reduce_range.unwrap_or(false),
             per_token: a.per_token.unwrap_or(false),
         },
-        ActivationMode::Static => ReplayActivations::Static {
-            bits,
-            calibrator: Calibrator::MinMax,
+        ActivationMode::Static => match a.qparams {
+            Some(qparams) => ReplayActivations::Calibrated { qparams },
+            None => {
+                faithful = false;
+                ReplayActivations::Static {
+                    bits,
+                    calibrator: Calibrator::MinMax,
+                }
+            }
         },
         ActivationMode::Float => ReplayActivations::Float,
     };
-    Some(LinearScheme::new(weights, activations))
+    Some((LinearScheme::new(weights, activations), faithful))
 }
 
 /// Reads what a Linear's replay needs and builds it, with its current scheme (declared by the
@@ -432,9 +441,12 @@ fn replay_of(
     pair: &DumpPair<'_>,
     name: &str,
     rows: usize,
-) -> Result<Option<(LinearReplay, LinearScheme)>> {
+) -> Result<Option<(LinearReplay, LinearScheme, bool)>> {
     let read = |side, part| pair.read(name, side, part);
-    let (Some(x), Some(w)) = (read(Side::Quant, Part::Input)?, read(Side::Float, Part::Weight)?) else {
+    let (Some(x), Some(w)) = (
+        read(Side::Quant, Part::Input)?,
+        read(Side::Float, Part::Weight)?,
+    ) else {
         return Ok(None);
     };
     let (x, w) = (x.into_f32(), w.into_f32());
@@ -504,12 +516,12 @@ fn replay_of(
     let declared = pair
         .layer_meta(name)
         .and_then(|m| declared_scheme(m, given));
-    let scheme = match declared {
+    let (scheme, faithful) = match declared {
         Some(s) => s,
-        None if has_actual => r.infer_scheme()?.0,
-        None => LinearScheme::PYTORCH_DYNAMIC,
+        None if has_actual => (r.infer_scheme()?.0, true),
+        None => (LinearScheme::PYTORCH_DYNAMIC, false),
     };
-    Ok(Some((r, scheme)))
+    Ok(Some((r, scheme, faithful)))
 }
 
 /// The evidence a replayed remedy stands on: the layer's own error.
@@ -541,12 +553,12 @@ fn replay_layers(
             continue;
         }
         let mut attempt = || -> Result<Vec<Remedy>> {
-            let Some((r, current)) = replay_of(pair, &l.name, opts.replay_rows)? else {
+            let Some((r, current, faithful)) = replay_of(pair, &l.name, opts.replay_rows)? else {
                 return Ok(Vec::new());
             };
             let replayed = r.sqnr_db(&current)?;
             let mut remedies = Vec::new();
-            if let Some(actual) = r.actual_sqnr_db() {
+            if let Some(actual) = r.actual_sqnr_db().filter(|_| faithful) {
                 if actual < replayed - SCHEME_MARGIN_DB && l.verdict != Verdict::Implementation {
                     l.findings.push(Finding::WorseThanItsScheme {
                         actual_db: actual,
@@ -595,7 +607,10 @@ fn replay_layers(
 fn rank_remedies(d: &mut ReportDiagnosis) {
     let layers = std::mem::take(&mut d.layers);
     let rank = |layer: &Option<String>| -> (bool, f64) {
-        match layer.as_deref().and_then(|n| layers.iter().find(|l| l.name == n)) {
+        match layer
+            .as_deref()
+            .and_then(|n| layers.iter().find(|l| l.name == n))
+        {
             Some(l) => (
                 l.verdict != Verdict::Implementation,
                 if l.own.evidence.sqnr_db.is_nan() {

@@ -10,6 +10,7 @@
 //! | weights | [`ReplayWeights::Given`] | the dumped dequantized weight as it is |
 //! | activations | [`ReplayActivations::Dynamic`] | PyTorch `quantize_dynamic` (fbgemm): per forward call, quint8 on `0..=qmax` from `[min(0, min x), max(0, max x)]` over the whole call (padded positions included) with fbgemm's parameter choice ([`choose_dynamic_qparams`](crate::choose_dynamic_qparams)); per token: one range per row |
 //! | activations | [`ReplayActivations::Static`] | the calibrator's quint8 parameters from the kept real rows, fixed |
+//! | activations | [`ReplayActivations::Calibrated`] | the parameters the model was calibrated with |
 //! | both | `Rounded(p)` | rounded to fp16 / bf16 ([`Precision::round`]), the product in `f32` |
 //! | both | `smooth_alpha` | SmoothQuant on the float weight before quantizing |
 
@@ -81,6 +82,14 @@ pub enum ReplayActivations {
         bits: u8,
         /// The calibrator.
         calibrator: Calibrator,
+    },
+    /// Static quantization with the parameters the model was calibrated with (a dump's
+    /// `layers` metadata): what the model computed, clipping of inputs its calibration data
+    /// did not cover included. With SmoothQuant the parameters no longer fit the smoothed
+    /// input, which is then calibrated as `Static { bits: 8, calibrator: MinMax }`.
+    Calibrated {
+        /// The input's quantization parameters.
+        qparams: QParams,
     },
 }
 
@@ -158,7 +167,9 @@ impl LinearScheme {
             | ReplayActivations::Static { bits: b, .. } => {
                 bits("activation bits", b)?;
             }
-            ReplayActivations::Float | ReplayActivations::Rounded(_) => {}
+            ReplayActivations::Float
+            | ReplayActivations::Rounded(_)
+            | ReplayActivations::Calibrated { .. } => {}
         }
         if let Some(a) = self.smooth_alpha
             && !(a > 0.0 && a < 1.0)
@@ -212,6 +223,12 @@ impl fmt::Display for LinearScheme {
             ReplayActivations::Static { bits, calibrator } => {
                 write!(f, "static {bits}-bit activations ({calibrator})")?;
             }
+            ReplayActivations::Calibrated { qparams } => write!(
+                f,
+                "static activations as calibrated (scale {}, zero point {})",
+                qparams.scale(),
+                qparams.zero_point()
+            )?,
         }
         if let Some(a) = self.smooth_alpha {
             write!(f, ", SmoothQuant alpha {a}")?;
@@ -779,6 +796,16 @@ impl LinearReplay {
                     }
                 }
             }
+            ReplayActivations::Calibrated { qparams } if smooth.is_none() => {
+                fake_quantize_inplace(&mut xq, &qparams).map_err(relabel)?;
+            }
+            ReplayActivations::Calibrated { .. } => {
+                let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+                let mut obs = Calibrator::MinMax.observer(spec).map_err(relabel)?;
+                obs.observe(xq.view()).map_err(relabel)?;
+                let qp = obs.per_tensor_qparams().map_err(relabel)?;
+                fake_quantize_inplace(&mut xq, &qp).map_err(relabel)?;
+            }
             ReplayActivations::Static { bits, calibrator } => {
                 let mut spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
                 if bits < 8 {
@@ -1017,6 +1044,25 @@ impl LinearReplay {
                     per_token: true,
                 }),
             )),
+            ReplayActivations::Calibrated { .. } => {
+                for c in Calibrator::ALL {
+                    candidates.push((
+                        Change::Observer { calibrator: c },
+                        with_acts(ReplayActivations::Static {
+                            bits: 8,
+                            calibrator: c,
+                        }),
+                    ));
+                }
+                candidates.push((
+                    Change::DynamicLinear,
+                    with_acts(ReplayActivations::Dynamic {
+                        bits: 8,
+                        reduce_range: true,
+                        per_token: false,
+                    }),
+                ));
+            }
             ReplayActivations::Static { bits, calibrator } => {
                 for c in Calibrator::ALL.into_iter().filter(|&c| c != calibrator) {
                     candidates.push((
@@ -1062,7 +1108,9 @@ impl LinearReplay {
             ReplayWeights::Int { .. } | ReplayWeights::Given
         ) || matches!(
             current.activations,
-            ReplayActivations::Dynamic { .. } | ReplayActivations::Static { .. }
+            ReplayActivations::Dynamic { .. }
+                | ReplayActivations::Static { .. }
+                | ReplayActivations::Calibrated { .. }
         );
         if quantized {
             let mut best: Option<ReplayRemedy> = None;

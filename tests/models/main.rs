@@ -28,11 +28,11 @@ mod nn;
 mod nn_hostile;
 mod ns;
 mod quantized_layers;
+mod replay;
 #[cfg(feature = "safetensors")]
 mod tiny_bert;
 #[cfg(feature = "safetensors")]
 mod transformer;
-mod replay;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.
 pub fn cases(default: u32) -> u32 {

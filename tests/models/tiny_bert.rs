@@ -820,7 +820,11 @@ pub fn bert_dump(cfg: &BertConfig, opts: &DumpOptions) -> R<BertDump> {
             .enumerate()
             .map(|(k, (n, &b))| {
                 let input = static_qp.as_ref().map(|q| &q[k]);
-                format!("{}:{}", json_string(n), layer_json(opts.quantization, b, input))
+                format!(
+                    "{}:{}",
+                    json_string(n),
+                    layer_json(opts.quantization, b, input)
+                )
             })
             .collect::<Vec<_>>()
             .join(",")

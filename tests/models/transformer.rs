@@ -145,10 +145,9 @@ fn outlier_samples_under_static_quantization_are_data_sensitive_and_listed_worst
     worst.sort_unstable();
     assert_eq!(worst, outliers, "{d}");
     assert!(
-        first
-            .findings
-            .iter()
-            .any(|f| matches!(f, Finding::ClippedInput { worst, .. } if outliers.contains(&worst[0].0))),
+        first.findings.iter().any(
+            |f| matches!(f, Finding::ClippedInput { worst, .. } if outliers.contains(&worst[0].0))
+        ),
         "{:?}",
         first.findings
     );
@@ -185,8 +184,11 @@ fn rewrite(quant: &[u8], name: &str, f: impl Fn(f32) -> f32) -> Vec<u8> {
 #[test]
 fn a_kernel_that_computes_worse_than_its_scheme_is_an_implementation_error() {
     let target = "encoder.layer.0.attention.output.dense";
-    let dump = bert_dump(&BertConfig::tiny(), &DumpOptions::full(Quantization::Dynamic))
-        .expect("dump");
+    let dump = bert_dump(
+        &BertConfig::tiny(),
+        &DumpOptions::full(Quantization::Dynamic),
+    )
+    .expect("dump");
     // A kernel bug: that Linear's output 20 % too large (its input and weights are right).
     let quant = rewrite(&dump.quant, target, |v| v * 1.2);
     let pair = DumpPair::from_bytes(&dump.float, &quant).expect("pair");
@@ -224,7 +226,11 @@ fn outlier_input_channels_are_evidence_with_remedies_that_address_them() {
         .diagnosis
         .layers
         .iter()
-        .filter(|l| l.findings.iter().any(|f| matches!(f, Finding::OutlierInputChannels { .. })))
+        .filter(|l| {
+            l.findings
+                .iter()
+                .any(|f| matches!(f, Finding::OutlierInputChannels { .. }))
+        })
         .collect();
     for l in &flagged {
         let channels = l
