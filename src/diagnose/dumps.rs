@@ -380,6 +380,93 @@ fn add_input_evidence(pair: &DumpPair<'_>, d: &mut ReportDiagnosis) -> Result<()
     Ok(())
 }
 
+impl DumpDiagnosis {
+    /// The model's output SQNR against the float model (dB): the last layer's.
+    #[must_use]
+    pub fn output_sqnr_db(&self) -> Option<f64> {
+        self.diagnosis.layers.last().map(|l| l.evidence.sqnr_db)
+    }
+
+    /// Measures remedies end to end where the caller can re-run the model: `rerun(remedy)`
+    /// returns the model's output SQNR against the float model (dB) with that remedy
+    /// applied, or `None` when it cannot apply it. A measured remedy's effect becomes
+    /// [`Effect::Measured`] with its gain over [`DumpDiagnosis::output_sqnr_db`]; an error is
+    /// kept in [`DumpDiagnosis::unmeasured`] and the local figure stays. Then the remedies
+    /// measured end to end come first (a kernel fix still first of all), the largest gain
+    /// first, and the headline becomes the layer whose remedy gains most end to end (unless
+    /// a layer has an implementation verdict).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] when the callback returns a NaN SQNR.
+    pub fn measure_end_to_end<F>(&mut self, mut rerun: F) -> Result<()>
+    where
+        F: FnMut(&Remedy) -> Result<Option<f64>>,
+    {
+        const OP: &str = "DumpDiagnosis::measure_end_to_end";
+        let Some(now) = self.output_sqnr_db() else {
+            return Ok(());
+        };
+        for r in &mut self.diagnosis.remedies {
+            match rerun(r) {
+                Ok(Some(db)) if db.is_nan() => {
+                    return Err(QuantError::InvalidParameter {
+                        op: OP,
+                        what: "end-to-end SQNR",
+                        value: db,
+                        reason: "the callback must return a number (dB), not NaN",
+                    });
+                }
+                Ok(Some(db)) => {
+                    r.effect = Effect::Measured {
+                        quality: super::variants::Quality {
+                            sqnr_db: db,
+                            accuracy: None,
+                        },
+                        gain_db: if db == now { 0.0 } else { db - now },
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => self.unmeasured.push(Unmeasured {
+                    what: Measurement::Replay,
+                    layer: r.layer.clone(),
+                    error,
+                }),
+            }
+        }
+        let end_to_end = |r: &Remedy| match r.effect {
+            Effect::Measured { gain_db, .. } => Some(gain_db),
+            _ => None,
+        };
+        // Stable: the replay's order stays among remedies not measured end to end.
+        self.diagnosis.remedies.sort_by(|a, b| {
+            let fix = |r: &Remedy| r.cost() != Cost::KernelFix;
+            fix(a).cmp(&fix(b)).then(match (end_to_end(a), end_to_end(b)) {
+                (Some(x), Some(y)) => y.total_cmp(&x),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+        });
+        let implementation = self
+            .diagnosis
+            .layers
+            .iter()
+            .any(|l| l.verdict == Verdict::Implementation);
+        if !implementation
+            && let Some(best) = self
+                .diagnosis
+                .remedies
+                .iter()
+                .filter(|r| end_to_end(r).is_some_and(|g| g > 0.0))
+                .max_by(|a, b| end_to_end(a).unwrap_or(0.0).total_cmp(&end_to_end(b).unwrap_or(0.0)))
+            && let Some(layer) = &best.layer
+        {
+            self.diagnosis.headline = Some(layer.clone());
+        }
+        Ok(())
+    }
+}
+
 /// Whether a layer is a Linear the replay can run: the metadata says so, or (without a kind)
 /// a 2-D float weight whose second dimension is the input's last.
 fn is_linear(pair: &DumpPair<'_>, name: &str) -> bool {

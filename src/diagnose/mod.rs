@@ -51,7 +51,7 @@ pub use kernel_check::{
 };
 pub use precision::{Precision, RoundedLayer};
 pub use remedy::{
-    Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy,
+    Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy, Scope,
 };
 pub use replay::{LinearReplay, LinearScheme, ReplayActivations, ReplayRemedy, ReplayWeights};
 pub use report::{

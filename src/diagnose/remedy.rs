@@ -394,9 +394,23 @@ impl fmt::Display for Evidence {
     }
 }
 
-/// A remedy: what to change, where, what it costs, what it measured to and why.
-#[derive(Debug, Clone, PartialEq)]
+/// Where a remedy's gain was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Scope {
+    /// The layer replayed alone against its float output ([`Effect::Local`]).
+    Local,
+    /// The whole model's output ([`Effect::Measured`]).
+    EndToEnd,
+}
+
+/// A remedy: what to change, where, what it costs, what it measured to and why.
+///
+/// As JSON (feature `serde`): the change's fields with its `kind` (`"per-channel-weights"`,
+/// `"weight-bits"`, ...), `layer`, `cost`, `gain_db` and `scope` (`"local"`, `"end-to-end"`,
+/// or `null` when not measured), then `effect` and `evidence` in full.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Remedy {
     /// What changes.
     pub change: Change,
@@ -408,7 +422,45 @@ pub struct Remedy {
     pub evidence: Evidence,
 }
 
+#[cfg(feature = "serde")]
+impl serde::Serialize for Remedy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            change: &'a Change,
+            layer: &'a Option<String>,
+            cost: Cost,
+            #[serde(serialize_with = "crate::ns::json::opt_f64")]
+            gain_db: Option<f64>,
+            scope: Option<Scope>,
+            effect: &'a Effect,
+            evidence: &'a Evidence,
+        }
+        Out {
+            change: &self.change,
+            layer: &self.layer,
+            cost: self.cost(),
+            gain_db: self.gain_db(),
+            scope: self.scope(),
+            effect: &self.effect,
+            evidence: &self.evidence,
+        }
+        .serialize(s)
+    }
+}
+
 impl Remedy {
+    /// Where its gain was measured (`None`: not measured).
+    #[must_use]
+    pub fn scope(&self) -> Option<Scope> {
+        match self.effect {
+            Effect::Local { .. } => Some(Scope::Local),
+            Effect::Measured { .. } => Some(Scope::EndToEnd),
+            Effect::NotMeasured(_) => None,
+        }
+    }
+
     /// What it costs ([`Change::cost`]).
     #[must_use]
     pub fn cost(&self) -> Cost {

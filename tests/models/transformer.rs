@@ -254,3 +254,46 @@ fn outlier_input_channels_are_evidence_with_remedies_that_address_them() {
         }
     }
 }
+
+#[test]
+fn remedies_measured_end_to_end_where_the_caller_can_rerun_the_model() {
+    let cfg = BertConfig::tiny();
+    let target = "encoder.layer.0.output.dense";
+    let faulty = DumpOptions {
+        inject_bits: Some((target.to_string(), 3)),
+        ..DumpOptions::full(Quantization::Dynamic)
+    };
+    let dump = bert_dump(&cfg, &faulty).expect("dump");
+    let pair = DumpPair::from_bytes(&dump.float, &dump.quant).expect("pair");
+    let mut d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    let before = d.output_sqnr_db().expect("output");
+    // The caller can re-run its model with 8-bit weights for that layer (here: the healthy
+    // dump), and with nothing else.
+    let healthy = bert_dump(&cfg, &DumpOptions::full(Quantization::Dynamic)).expect("dump");
+    let healthy_pair = DumpPair::from_bytes(&healthy.float, &healthy.quant).expect("pair");
+    let healthy_db = diagnose_dumps(&healthy_pair, &DumpDiagnoseOptions::default())
+        .expect("diagnosis")
+        .output_sqnr_db()
+        .expect("output");
+    d.measure_end_to_end(|r| {
+        Ok((r.change == Change::WeightBits { bits: 8 } && r.layer.as_deref() == Some(target))
+            .then_some(healthy_db))
+    })
+    .expect("measured");
+    let top = d.diagnosis.remedies.first().expect("remedy");
+    assert_eq!(top.change, Change::WeightBits { bits: 8 });
+    assert_eq!(top.scope(), Some(qnumeric::diagnose::Scope::EndToEnd));
+    let gain = top.gain_db().expect("gain");
+    assert!((gain - (healthy_db - before)).abs() < 1e-9, "{gain}");
+    assert!(gain > 10.0, "{gain}");
+    assert_eq!(d.diagnosis.headline.as_deref(), Some(target));
+    // The rest keep their local figures.
+    assert!(
+        d.diagnosis.remedies[1..]
+            .iter()
+            .all(|r| r.scope() == Some(qnumeric::diagnose::Scope::Local))
+    );
+    // A NaN from the callback is refused.
+    let e = d.measure_end_to_end(|_| Ok(Some(f64::NAN))).expect_err("nan");
+    assert!(matches!(e, qnumeric::QuantError::InvalidParameter { .. }), "{e}");
+}
