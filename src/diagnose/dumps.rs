@@ -440,12 +440,14 @@ impl DumpDiagnosis {
         // Stable: the replay's order stays among remedies not measured end to end.
         self.diagnosis.remedies.sort_by(|a, b| {
             let fix = |r: &Remedy| r.cost() != Cost::KernelFix;
-            fix(a).cmp(&fix(b)).then(match (end_to_end(a), end_to_end(b)) {
-                (Some(x), Some(y)) => y.total_cmp(&x),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            })
+            fix(a)
+                .cmp(&fix(b))
+                .then(match (end_to_end(a), end_to_end(b)) {
+                    (Some(x), Some(y)) => y.total_cmp(&x),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                })
         });
         let implementation = self
             .diagnosis
@@ -458,7 +460,11 @@ impl DumpDiagnosis {
                 .remedies
                 .iter()
                 .filter(|r| end_to_end(r).is_some_and(|g| g > 0.0))
-                .max_by(|a, b| end_to_end(a).unwrap_or(0.0).total_cmp(&end_to_end(b).unwrap_or(0.0)))
+                .max_by(|a, b| {
+                    end_to_end(a)
+                        .unwrap_or(0.0)
+                        .total_cmp(&end_to_end(b).unwrap_or(0.0))
+                })
             && let Some(layer) = &best.layer
         {
             self.diagnosis.headline = Some(layer.clone());
@@ -643,7 +649,15 @@ fn replay_layers(
             let Some((r, current, faithful)) = replay_of(pair, &l.name, opts.replay_rows)? else {
                 return Ok(Vec::new());
             };
-            let replayed = r.sqnr_db(&current)?;
+            // A static layer requantizes its output: the replay does too, with the dumped
+            // output parameters, before it is compared with what the layer computed.
+            let replayed = match pair.layer_meta(&l.name).and_then(|m| m.output) {
+                Some(out) => {
+                    let y = crate::kernels::fake_quantize(&r.output(&current)?, &out)?;
+                    crate::metrics::sqnr(r.reference(), &y)?
+                }
+                None => r.sqnr_db(&current)?,
+            };
             let mut remedies = Vec::new();
             if let Some(actual) = r.actual_sqnr_db().filter(|_| faithful) {
                 if actual < replayed - SCHEME_MARGIN_DB && l.verdict != Verdict::Implementation {

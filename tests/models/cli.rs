@@ -527,3 +527,91 @@ fn order_metadata_as_a_json_array_keeps_commas_and_spaces_in_names() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("`order`"), "{}", stderr(&o));
 }
+
+/// The tiny BERT's v2 dumps as files: float, int8, int8 with one Linear on 3 bits.
+fn bert_files(name: &str, target: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use crate::tiny_bert::{BertConfig, DumpOptions, Quantization, bert_dump};
+    let d = dir(name);
+    let cfg = BertConfig::tiny();
+    let healthy = bert_dump(&cfg, &DumpOptions::full(Quantization::Dynamic)).expect("dump");
+    let faulty = bert_dump(
+        &cfg,
+        &DumpOptions {
+            inject_bits: Some((target.to_string(), 3)),
+            ..DumpOptions::full(Quantization::Dynamic)
+        },
+    )
+    .expect("dump");
+    let (f, q, b) = (
+        d.join("float.safetensors"),
+        d.join("int8-3bit.safetensors"),
+        d.join("int8.safetensors"),
+    );
+    std::fs::write(&f, &healthy.float).expect("write");
+    std::fs::write(&q, &faulty.quant).expect("write");
+    std::fs::write(&b, &healthy.quant).expect("write");
+    (f, q, b)
+}
+
+#[test]
+fn diagnose_a_v2_transformer_dump_names_the_layer_and_its_remedies() {
+    let target = "encoder.layer.1.attention.output.dense";
+    let (f, q, b) = bert_files("bert-v2", target);
+    let o = run(&["diagnose", s(&f), s(&q), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["version"], "v2");
+    assert_eq!(j["masked"], true);
+    assert_eq!(j["headline"], target);
+    assert_eq!(j["first_layer"], target);
+    let top = &j["remedies"][0];
+    assert_eq!(top["layer"], target);
+    assert_eq!(top["kind"], "weight-bits");
+    assert_eq!(top["scope"], "local");
+    assert!(top["gain_db"].as_f64().is_some_and(|g| g > 10.0), "{top}");
+    let layer = j["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["name"] == target)
+        .expect("the layer");
+    assert_eq!(layer["verdict"], "data-insensitive");
+    assert_eq!(layer["own"]["source"], "shadow");
+    // text, tokens as samples, and against the healthy int8 dump
+    let o = run(&[
+        "diagnose",
+        s(&f),
+        s(&q),
+        "--sample-dims",
+        "2",
+        "--baseline",
+        s(&b),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("headline (own error hurts most): {target}")),
+        "{out}"
+    );
+    assert!(out.contains("samples: every real (n, t) position"), "{out}");
+    assert!(out.contains(&format!("most changed: {target}")), "{out}");
+    assert!(out.contains("remedies (best first):"), "{out}");
+    // worst samples named n:t
+    let worst = out
+        .lines()
+        .find(|l| l.starts_with("worst samples: "))
+        .expect("worst samples");
+    assert!(worst.contains(':'), "{worst}");
+    // bad options exit 2 with one line
+    for bad in [
+        vec!["--sample-dims", "3"],
+        vec!["--min-gain", "nan"],
+        vec!["--baseline", "/nonexistent.safetensors"],
+    ] {
+        let mut args = vec!["diagnose", s(&f), s(&q)];
+        args.extend(bad.iter().copied());
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stdout(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+}

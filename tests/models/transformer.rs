@@ -276,8 +276,10 @@ fn remedies_measured_end_to_end_where_the_caller_can_rerun_the_model() {
         .output_sqnr_db()
         .expect("output");
     d.measure_end_to_end(|r| {
-        Ok((r.change == Change::WeightBits { bits: 8 } && r.layer.as_deref() == Some(target))
-            .then_some(healthy_db))
+        Ok(
+            (r.change == Change::WeightBits { bits: 8 } && r.layer.as_deref() == Some(target))
+                .then_some(healthy_db),
+        )
     })
     .expect("measured");
     let top = d.diagnosis.remedies.first().expect("remedy");
@@ -294,6 +296,11 @@ fn remedies_measured_end_to_end_where_the_caller_can_rerun_the_model() {
             .all(|r| r.scope() == Some(qnumeric::diagnose::Scope::Local))
     );
     // A NaN from the callback is refused.
-    let e = d.measure_end_to_end(|_| Ok(Some(f64::NAN))).expect_err("nan");
-    assert!(matches!(e, qnumeric::QuantError::InvalidParameter { .. }), "{e}");
+    let e = d
+        .measure_end_to_end(|_| Ok(Some(f64::NAN)))
+        .expect_err("nan");
+    assert!(
+        matches!(e, qnumeric::QuantError::InvalidParameter { .. }),
+        "{e}"
+    );
 }

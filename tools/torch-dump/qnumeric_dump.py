@@ -452,6 +452,7 @@ class _Recorder:
         self.calls: Dict[Tuple[str, str], int] = {}
         self.layout: Dict[Tuple[str, str], Optional[bool]] = {}  # key -> padded on axis 1?
         self.out_qparams: Dict[str, Dict[str, Any]] = {}
+        self.in_qparams: Dict[str, Dict[str, Any]] = {}
         self.batch_n = 0  # samples of the current batch
         self.keep = 0  # samples of it to keep (max_samples)
         self.seq_len: Optional[int] = None
@@ -526,6 +527,17 @@ class _Recorder:
                         "scale": float(output.q_scale()),
                         "zero_point": int(output.q_zero_point()),
                         "dtype": str(output.dtype).replace("torch.", ""),
+                    }
+            if self.first_batch and args and isinstance(args[0], torch.Tensor):
+                a = args[0]
+                if a.is_quantized and a.qscheme() in (
+                    torch.per_tensor_affine,
+                    torch.per_tensor_symmetric,
+                ):
+                    self.in_qparams[name] = {
+                        "scale": float(a.q_scale()),
+                        "zero_point": int(a.q_zero_point()),
+                        "dtype": str(a.dtype).replace("torch.", ""),
                     }
             self.record("quant", name, output)
             if len(args) != 1 or kwargs:
@@ -738,7 +750,8 @@ def _layer_meta(name: str, qmod: nn.Module, fmod: nn.Module, rec: _Recorder, wde
             "granularity": "per_tensor",
         }
     elif name in rec.out_qparams:
-        meta["activation"] = {"mode": "static"}
+        # The input's calibrated parameters (the quantized tensor the module received).
+        meta["activation"] = {"mode": "static", **rec.in_qparams.get(name, {})}
         meta["output"] = rec.out_qparams[name]
     elif isinstance(getattr(qmod, "activation_post_process", None), nn.Module) and hasattr(
         qmod.activation_post_process, "fake_quant_enabled"

@@ -20,7 +20,7 @@ np = pytest.importorskip("numpy", reason="numpy not installed: the torch-dump te
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qnumeric_dump import FORMAT, dump  # noqa: E402
+from qnumeric_dump import FORMAT, dump, write_safetensors  # noqa: E402
 
 # torch 2.10+ deprecates torch.ao.quantization (kept working; the helper supports it).
 pytestmark = [
@@ -459,7 +459,14 @@ def test_static_cnn_geometry_and_output_qparams(tmp_path):
     assert layers["conv"]["weight"] == {"bits": 8, "granularity": "per_channel", "symmetric": True}
     for name in ("conv", "conv2", "fc"):
         m = dict(qmodel.named_modules())[name]
-        assert layers[name]["activation"] == {"mode": "static"}
+        act = layers[name]["activation"]
+        assert act["mode"] == "static"
+        # the calibrated parameters of the quantized input the module received
+        assert act["dtype"] == "quint8" and act["scale"] > 0 and 0 <= act["zero_point"] <= 255
+        x = q[name + ":input"]
+        np.testing.assert_allclose(
+            np.round(x / act["scale"] + act["zero_point"]), x / act["scale"] + act["zero_point"], atol=1e-3
+        )
         out = layers[name]["output"]
         assert out["dtype"] == "quint8"
         assert out["scale"] == pytest.approx(float(m.scale), rel=1e-12)
@@ -510,10 +517,83 @@ def test_end_to_end_cli_finds_the_three_bit_layer(tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["first_layer"] == target, run.stdout[:2000]
-    for r in report.get("remedies", []):
+    assert report["headline"] == target, run.stdout[:2000]
+    assert report["version"] == "v2" and report["masked"] is True
+    # replayed from the dump: PyTorch's dynamic int8 reproduced, the layer's own remedy first
+    assert not report["unmeasured"], report["unmeasured"]
+    for layer in report["layers"]:
+        assert layer["verdict"] != "implementation", layer
+    remedies = report["remedies"]
+    assert remedies, run.stdout[:2000]
+    for r in remedies:
         assert {"layer", "kind", "gain_db", "scope"} <= set(r)
         assert r["scope"] in ("local", "end-to-end")
+    assert remedies[0]["layer"] == target and remedies[0]["kind"] == "weight-bits", remedies[0]
+    assert remedies[0]["gain_db"] > 10
 
     run = subprocess.run([binary, "compare", fp, qp], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert target in run.stdout
+
+
+class TinyMlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.fc1 = nn.Linear(32, 64)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(64, 16)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.fc2(self.relu(self.fc1(self.quant(x)))))
+
+
+def test_end_to_end_static_model_is_replayed_without_a_false_implementation_verdict(tmp_path):
+    """A healthy eager static model (per-channel weights, calibrated inputs, requantized
+    outputs): the CLI replays each Linear with the dumped input and output parameters and
+    finds nothing of its own; a kernel bug planted in one output is an implementation error."""
+    binary = os.environ.get("QNUMERIC_BIN")
+    if not binary or not os.path.exists(binary):
+        pytest.skip("QNUMERIC_BIN not set or missing: the end-to-end test needs the qnumeric CLI")
+    engine = _engine()
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        torch.manual_seed(1)
+        model = TinyMlp().eval()
+        prepared = copy.deepcopy(model)
+        prepared.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+        torch.ao.quantization.prepare(prepared, inplace=True)
+        with torch.no_grad():
+            for _ in range(8):
+                prepared(torch.randn(16, 32))
+        qmodel = torch.ao.quantization.convert(prepared)
+        batches = [torch.randn(16, 32) for _ in range(4)]
+        fp, qp = str(tmp_path / "f.safetensors"), str(tmp_path / "q.safetensors")
+        dump(model, qmodel, batches, fp, qp)
+    finally:
+        torch.backends.quantized.engine = old
+    layers = json.loads(read_safetensors(qp)[1]["layers"])
+    assert layers["fc2"]["activation"]["mode"] == "static" and "scale" in layers["fc2"]["activation"]
+
+    run = subprocess.run([binary, "diagnose", fp, qp, "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert not report["unmeasured"], report["unmeasured"]
+    for layer in report["layers"]:
+        assert layer["verdict"] in ("fine", "inherited"), (layer["name"], layer["verdict"], layer["findings"])
+
+    # A kernel bug: fc1's quantized output 25 % too large (written into the dump).
+    q, qmeta = read_safetensors(qp)
+    f, fmeta = read_safetensors(fp)
+    q["fc1"] = q["fc1"] * 1.25
+    bad = str(tmp_path / "bad.safetensors")
+    write_safetensors(bad, q, qmeta)
+    run = subprocess.run([binary, "diagnose", fp, bad, "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    fc1 = next(layer for layer in report["layers"] if layer["name"] == "fc1")
+    assert fc1["verdict"] == "implementation", fc1
+    assert report["headline"] == "fc1"
+    assert report["remedies"][0]["kind"] == "fix-kernel"
