@@ -27,12 +27,14 @@ fn add(n: isize) {
 }
 
 /// Starts a new peak measurement at the current live bytes.
+#[cfg(feature = "safetensors")]
 fn reset_peak() -> isize {
     let now = live();
     PEAK.with(|p| p.set(now));
     now
 }
 
+#[cfg(feature = "safetensors")]
 fn peak() -> isize {
     PEAK.with(Cell::get)
 }

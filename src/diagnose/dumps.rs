@@ -72,7 +72,7 @@ impl DumpDiagnoseOptions {
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "DumpDiagnoseOptions::validate";
         self.thresholds.validate()?;
-        if !(self.min_gain_db >= 0.0) || !self.min_gain_db.is_finite() {
+        if !self.min_gain_db.is_finite() || self.min_gain_db < 0.0 {
             return Err(QuantError::InvalidParameter {
                 op: OP,
                 what: "min_gain_db",

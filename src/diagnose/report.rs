@@ -438,10 +438,10 @@ pub fn diagnose_report(report: &NsReport, t: &Thresholds) -> Result<ReportDiagno
         let mut findings = Vec::new();
         let non_finite = {
             let mut nf = c.non_finite;
-            if let Some(local) = &l.local {
-                if nf.is_empty() {
-                    nf = local.non_finite;
-                }
+            if let Some(local) = &l.local
+                && nf.is_empty()
+            {
+                nf = local.non_finite;
             }
             nf
         };

@@ -199,7 +199,7 @@ impl SampleEvidence {
     }
 
     /// Evidence from per-sample SQNRs alone (`sqnr_db` the figure over all samples), with the
-    /// conventions of [`SampleEvidence::from_comparison`]: percentiles by nearest rank and
+    /// conventions of the evidence of an `OutputComparison`: percentiles by nearest rank and
     /// worst samples first, NaN (all-zero samples) left out of both.
     #[must_use]
     pub fn from_samples(sqnr_db: f64, samples: Vec<f64>, t: &Thresholds) -> Self {
