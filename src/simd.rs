@@ -13,6 +13,27 @@
 //! `#[inline(always)]` is the only way to guarantee that for a loop of any size.
 #![allow(unsafe_code)]
 
+/// Whether the AVX512-VNNI int8 kernels may run on this CPU: `vpdpbusd` on 512-bit registers
+/// (`avx512f`, `avx512bw`, `avx512vnni`). `QNUMERIC_NO_VNNI=1` in the environment turns them
+/// off (the AVX2 kernels run instead: how a VNNI machine measures and tests the AVX2 paths).
+/// Read once.
+pub(crate) fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *VNNI.get_or_init(|| {
+            std::env::var_os("QNUMERIC_NO_VNNI").is_none_or(|v| v.is_empty() || v == "0")
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the AVX2+FMA copies may run on this CPU (the answer is cached by std).
 #[inline(always)]
 pub(crate) fn has_avx2() -> bool {

@@ -102,6 +102,36 @@ pub(crate) trait ActRow: Copy + Default + From<u8> + Into<i32> + Send + Sync {
     fn gemm(w: &IntWeights, a: &[Self], m: usize, lda: usize, init: &[i32], acc: &mut [i32]);
 }
 
+/// A `u8` activation summed **exactly** by quads (`vpdpbusd`: four `u8 × i8` products added in
+/// `i32`, no saturation) against the stored weights, then the zero points' contributions: the
+/// exact sum for every input. The row element of the exact mode where the CPU has
+/// AVX512-VNNI ([`vnni_rows`]); a portable kernel is its oracle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct ExactByte(pub(crate) u8);
+
+impl From<u8> for ExactByte {
+    #[inline(always)]
+    fn from(v: u8) -> Self {
+        ExactByte(v)
+    }
+}
+
+impl From<ExactByte> for i32 {
+    #[inline(always)]
+    fn from(v: ExactByte) -> Self {
+        i32::from(v.0)
+    }
+}
+
+/// Whether the exact mode runs on [`ExactByte`] rows (the CPU has AVX512-VNNI and
+/// `QNUMERIC_NO_VNNI` is not set): one `vpdpbusd` does 64 multiply-accumulates, four times the
+/// `vpmaddwd` pairs of the AVX2 exact kernel.
+#[inline]
+pub(crate) fn vnni_rows() -> bool {
+    crate::simd::has_avx512_vnni()
+}
+
 impl IntWeights {
     /// From stored i8 weights `[out, k]` (already in the kernel's reduction order) and their
     /// zero points. Refuses weights for which an `i32` accumulator could overflow on some
@@ -202,6 +232,9 @@ impl IntWeights {
         mode: Int8Accumulation,
         acc: &mut [i32],
     ) {
+        if mode == Int8Accumulation::Exact && vnni_rows() {
+            return self.accumulate_as::<ExactByte>(x, m, zx, acc);
+        }
         let bytes = match mode {
             Int8Accumulation::Exact => self.bytes_are_exact(x.iter().fold(0, |a, &v| a.max(v))),
             Int8Accumulation::X86Avx2 => true,
@@ -323,6 +356,19 @@ impl ActRow for u8 {
     }
 }
 
+impl ActRow for ExactByte {
+    const STEP: usize = 4;
+
+    fn gemm(w: &IntWeights, a: &[ExactByte], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+        let steps = w.k.div_ceil(4);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kern) = vnni::Quads::new() {
+            return vnni::gemm(&kern, a, m, lda, &w.raw, steps, init, acc);
+        }
+        drive(&PortableExactQuads, a, m, lda, &w.raw, steps, init, acc);
+    }
+}
+
 /// The register tile of a matrix product: for `R <= MR` activation rows and the [`NR`]
 /// channels of one weight panel block, the sum over `steps` reduction steps of `STEP`
 /// elements each (row `r`'s step `s` at `a[r·lda + STEP·s..][..STEP]`, the channels' at
@@ -332,7 +378,7 @@ trait Kernel {
     type B: Copy;
     /// Reduction elements per step.
     const STEP: usize;
-    /// Rows per full tile (at most 6).
+    /// Rows per full tile (at most 8).
     const MR: usize;
     fn tile<const R: usize>(
         &self,
@@ -408,7 +454,42 @@ impl Kernel for PortableSaturatingQuads {
     }
 }
 
-/// `kern.tile` for `rows <= 6` rows.
+/// Exact quads in portable Rust: four `u8 × i8` products added in `i32` (the oracle of the
+/// VNNI kernel, and the fallback where it cannot run).
+struct PortableExactQuads;
+
+impl Kernel for PortableExactQuads {
+    type A = ExactByte;
+    type B = i8;
+    const STEP: usize = 4;
+    const MR: usize = 4;
+
+    #[inline(always)]
+    fn tile<const R: usize>(
+        &self,
+        a: &[ExactByte],
+        lda: usize,
+        b: &[i8],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        let mut acc = [[0i32; NR]; R];
+        for (s, bs) in b.chunks_exact(4 * NR).take(steps).enumerate() {
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let x = &a[r * lda + 4 * s..][..4];
+                for (v, w) in ar.iter_mut().zip(bs.chunks_exact(4)) {
+                    *v += x
+                        .iter()
+                        .zip(w)
+                        .map(|(&x, &w)| i32::from(x.0) * i32::from(w))
+                        .sum::<i32>();
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// `kern.tile` for `rows <= 8` rows.
 #[inline(always)]
 fn tile_rows<K: Kernel>(
     kern: &K,
@@ -431,7 +512,9 @@ fn tile_rows<K: Kernel>(
         3 => each(kern.tile::<3>(a, lda, b, steps), f),
         4 => each(kern.tile::<4>(a, lda, b, steps), f),
         5 => each(kern.tile::<5>(a, lda, b, steps), f),
-        _ => each(kern.tile::<6>(a, lda, b, steps), f),
+        6 => each(kern.tile::<6>(a, lda, b, steps), f),
+        7 => each(kern.tile::<7>(a, lda, b, steps), f),
+        _ => each(kern.tile::<8>(a, lda, b, steps), f),
     }
 }
 
@@ -688,6 +771,121 @@ mod avx2 {
     }
 }
 
+/// The AVX512-VNNI kernel: `vpdpbusd` on 512-bit registers, one register per row holding the
+/// [`NR`] = 16 channels of a panel (a panel's quad step is one 64-byte load), eight rows per
+/// tile (eight independent accumulator chains hide the instruction's latency). The portable
+/// exact quads are its oracle (`vnni_kernel_equals_the_portable_one`).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vnni {
+    use super::{ExactByte, Kernel, NR, drive};
+    use std::arch::x86_64::*;
+
+    /// Exact quads (`vpdpbusd`). A value exists only where the CPU has AVX512F, AVX512BW and
+    /// AVX512-VNNI (its constructor checks), which makes its safe method sound.
+    #[derive(Clone, Copy)]
+    pub(super) struct Quads(());
+
+    impl Quads {
+        pub(super) fn new() -> Option<Self> {
+            crate::simd::has_avx512_vnni().then_some(Quads(()))
+        }
+    }
+
+    impl Kernel for Quads {
+        type A = ExactByte;
+        type B = i8;
+        const STEP: usize = 4;
+        const MR: usize = 8;
+
+        #[inline(always)]
+        fn tile<const R: usize>(
+            &self,
+            a: &[ExactByte],
+            lda: usize,
+            b: &[i8],
+            steps: usize,
+        ) -> [[i32; NR]; R] {
+            assert!(
+                steps == 0 || a.len() >= (R - 1) * lda + 4 * steps,
+                "tile rows"
+            );
+            assert!(b.len() >= 4 * NR * steps, "panel block");
+            // SAFETY: a `Quads` exists only on a CPU with AVX512F/BW/VNNI; the slices hold
+            // every element the tile reads (asserted just above).
+            unsafe { quads::<R>(a, lda, b, steps) }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a` must hold
+    /// `(R − 1)·lda + 4·steps` values and `b` `4·NR·steps` (when `steps > 0`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn quads<const R: usize>(
+        a: &[ExactByte],
+        lda: usize,
+        b: &[i8],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        unsafe {
+            let mut acc = [_mm512_setzero_si512(); R];
+            // `ExactByte` is `repr(transparent)` over `u8`.
+            let (ap, bp) = (a.as_ptr().cast::<u8>(), b.as_ptr());
+            for s in 0..steps {
+                // SAFETY (all loads): `s < steps` and `r < R` keep `4·NR·s + 4·NR − 1 <
+                // 4·NR·steps` and `r·lda + 4·s + 3 < (R − 1)·lda + 4·steps`, inside the slices
+                // (the caller's contract); the loads are unaligned.
+                let w = _mm512_loadu_si512(bp.add(4 * NR * s).cast());
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // The u8 operand first: `vpdpbusd` multiplies unsigned by signed bytes.
+                    let x =
+                        _mm512_set1_epi32(ap.add(r * lda + 4 * s).cast::<i32>().read_unaligned());
+                    *acc_r = _mm512_dpbusd_epi32(*acc_r, x, w);
+                }
+            }
+            let mut out = [[0i32; NR]; R];
+            for (o, v) in out.iter_mut().zip(&acc) {
+                // SAFETY: `o` holds 16 `i32`: one unaligned 16-lane store.
+                _mm512_storeu_si512(o.as_mut_ptr().cast(), *v);
+            }
+            out
+        }
+    }
+
+    /// [`drive`] compiled for AVX512-VNNI (the kernel value proves the CPU has it).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm(
+        kern: &Quads,
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        w: &[i8],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        /// # Safety
+        /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            kern: &Quads,
+            a: &[ExactByte],
+            m: usize,
+            lda: usize,
+            w: &[i8],
+            steps: usize,
+            init: &[i32],
+            acc: &mut [i32],
+        ) {
+            drive(kern, a, m, lda, w, steps, init, acc);
+        }
+        // SAFETY: a `Quads` value exists only on a CPU with AVX512F/BW/VNNI.
+        unsafe { run(kern, a, m, lda, w, steps, init, acc) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,6 +1089,70 @@ mod tests {
                 );
                 avx2::gemm(&quads, &a, m, lda, &iw.raw, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "quads m={m} k={k} out={out} lda={lda}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_byte_rows_give_the_exact_sum_whatever_the_input() {
+        // Full-range activations and weights at the ends: pairs that would saturate in i16
+        // are exact by quads (the portable kernel here; the VNNI one below).
+        let mut seed = 19;
+        for &(m, k, out) in SHAPES.iter().chain(&[(9, 260, 33), (17, 1030, 18)]) {
+            let (mut x, mut w, zw) = case(&mut seed, m, k, out);
+            for v in x.iter_mut().step_by(3) {
+                *v = 255;
+            }
+            for v in w.iter_mut().step_by(2) {
+                *v = -128;
+            }
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+            for zx in [0, 17, 255] {
+                let lda = iw.row_len::<ExactByte>() + 5;
+                let a = rows::<ExactByte>(&x, m, k, lda, ExactByte(99));
+                let mut acc = vec![0; m * out];
+                iw.accumulate_rows(&a, m, lda, zx, &mut acc);
+                let got: Vec<i64> = acc.iter().map(|&a| i64::from(a)).collect();
+                assert_eq!(
+                    got,
+                    reference(&x, m, k, &w, &zw, zx),
+                    "m={m} k={k} out={out}"
+                );
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernel_equals_the_portable_one() {
+        let Some(kern) = vnni::Quads::new() else {
+            return; // no AVX512-VNNI on this CPU (or QNUMERIC_NO_VNNI): nothing to compare
+        };
+        let mut seed = 23;
+        for &(m, k, out) in SHAPES
+            .iter()
+            .chain(&[(9, 260, 33), (50, 1030, 18), (8, 4, 16)])
+        {
+            let (x, w, zw) = case(&mut seed, m, k, out);
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+            let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
+            for extra in [0, 3] {
+                let lda = iw.row_len::<ExactByte>() + extra;
+                let a = rows::<ExactByte>(&x, m, k, lda, ExactByte(201));
+                let steps = k.div_ceil(4);
+                let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
+                drive(
+                    &PortableExactQuads,
+                    &a,
+                    m,
+                    lda,
+                    &iw.raw,
+                    steps,
+                    &init,
+                    &mut portable,
+                );
+                vnni::gemm(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
             }
         }
     }

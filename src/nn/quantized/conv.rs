@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::accumulate::{ActRow, Int8Accumulation, IntWeights};
+use super::accumulate::{ActRow, ExactByte, Int8Accumulation, IntWeights, vnni_rows};
 use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::conv::conv_float;
@@ -190,9 +190,14 @@ impl QuantizedConv2d {
     /// channels-last order, unfolded into one row per output position (columns
     /// `(ky, kx, ci)`, the input zero point in the padding), multiplied by each group's weight
     /// panels, requantized and written back channels-first. Rows are `u8` for the x86 AVX2
-    /// mode and for exact accumulation where no pair can saturate, else `i16`. Blocks run on
+    /// mode and for exact accumulation where no pair can saturate, else `i16`; exact
+    /// accumulation on a CPU with AVX512-VNNI reads `u8` rows summed exactly by quads
+    /// (`vpdpbusd`) whatever the input. Blocks run on
     /// the rayon pool for large layers.
     fn run(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
+        if self.accumulation == Int8Accumulation::Exact && vnni_rows() {
+            return self.run_as::<ExactByte>(q, qp, s);
+        }
         let bytes = match self.accumulation {
             Int8Accumulation::Exact => {
                 let x_max = q.int_repr().iter().fold(0, |a, &v| a.max(v));
