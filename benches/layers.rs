@@ -99,6 +99,50 @@ fn gemm_baseline<M: criterion::measurement::Measurement>(
     });
 }
 
+/// `baseline/int8_peak`: the peak multiply-accumulate rate of the CPU's int8 instruction,
+/// `vpdpbusd` on 512-bit registers (64 u8 × i8 products per instruction) with twelve
+/// independent accumulators held in registers, where the CPU has AVX512-VNNI; nothing
+/// elsewhere. Throughput counts the same `macs` as the layer, so the ratio of the layer's time
+/// to this one is the fraction of the instruction's peak the layer reaches.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn int8_peak<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, M>, macs: usize) {
+    use std::arch::x86_64::*;
+    if !(std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni"))
+    {
+        return;
+    }
+    /// # Safety
+    /// The CPU must have AVX512F/BW/VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn run(iters: usize) -> i32 {
+        let x = black_box(_mm512_set1_epi32(0x0102_0304));
+        let w = black_box(_mm512_set1_epi32(0x0101_0101));
+        let mut a = [_mm512_setzero_si512(); 12];
+        for _ in 0..iters {
+            for v in &mut a {
+                *v = _mm512_dpbusd_epi32(*v, x, w);
+            }
+        }
+        let mut s = _mm512_setzero_si512();
+        for v in a {
+            s = _mm512_add_epi32(s, v);
+        }
+        _mm512_reduce_add_epi32(s)
+    }
+    let iters = macs.div_ceil(12 * 64);
+    g.throughput(Throughput::Elements((iters * 12 * 64) as u64));
+    g.bench_function("baseline/int8_peak", |b| {
+        // SAFETY: the CPU has AVX512F/BW/VNNI (checked above).
+        b.iter(|| black_box(unsafe { run(iters) }))
+    });
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int8_peak<M: criterion::measurement::Measurement>(_: &mut BenchmarkGroup<'_, M>, _: usize) {}
+
 /// Symmetric per-output-channel int8 parameters of a weight `[out, ...]`.
 fn per_channel(w: &ArrayD<f32>) -> PerChannelQParams {
     let out = w.shape()[0];
@@ -158,6 +202,7 @@ fn conv_case(
         .measurement_time(Duration::from_secs(2));
     let (k, l) = (c_in * 9, hw * hw);
     gemm_baseline(&mut g, c_out, k, n * l);
+    int8_peak(&mut g, c_out * k * n * l);
     let geo = ConvGeometry::default().padding(1, 1);
     let w = tensor(&[c_out, c_in, 3, 3], 3, 0.05);
     let bias = Some(tensor(&[c_out], 4, 0.1));
@@ -186,6 +231,7 @@ fn linear_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out: 
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     gemm_baseline(&mut g, n, k, out);
+    int8_peak(&mut g, n * k * out);
     let w = tensor(&[out, k], 6, 0.05);
     let fc = Linear::new(w.clone(), Some(tensor(&[out], 7, 0.1))).expect("linear");
     let x = tensor(&[n, k], 8, 1.0);

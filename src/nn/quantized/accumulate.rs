@@ -778,7 +778,9 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
-    use super::{ExactByte, Kernel, NR, drive};
+    #[cfg(test)]
+    use super::drive;
+    use super::{ExactByte, Kernel, MB, NR};
     use std::arch::x86_64::*;
 
     /// Exact quads (`vpdpbusd`). A value exists only where the CPU has AVX512F, AVX512BW and
@@ -853,9 +855,166 @@ mod vnni {
         }
     }
 
-    /// [`drive`] compiled for AVX512-VNNI (the kernel value proves the CPU has it).
+    /// Two panels' tile: `R` rows × 32 channels (panels `b0` and `b1`), two weight loads and
+    /// `R` broadcasts per quad step for `2·R` `vpdpbusd`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a` must hold
+    /// `(R − 1)·lda + 4·steps` values, `b0` and `b1` `4·NR·steps` each (when `steps > 0`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn quads2<const R: usize>(
+        a: &[ExactByte],
+        lda: usize,
+        b0: &[i8],
+        b1: &[i8],
+        steps: usize,
+    ) -> [[[i32; NR]; 2]; R] {
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
+            let (ap, p0, p1) = (a.as_ptr().cast::<u8>(), b0.as_ptr(), b1.as_ptr());
+            // One pointer per row, so the loop's addresses are `row + 4·s` (not a chain of
+            // `+ lda` per row and step).
+            let rows: [*const u8; R] = std::array::from_fn(|r| ap.wrapping_add(r * lda));
+            for s in 0..steps {
+                // SAFETY (all loads): as in `quads`, for both panels (the caller's contract).
+                let w0 = _mm512_loadu_si512(p0.add(4 * NR * s).cast());
+                let w1 = _mm512_loadu_si512(p1.add(4 * NR * s).cast());
+                for (row, acc_r) in rows.iter().zip(acc.iter_mut()) {
+                    let x = _mm512_set1_epi32(row.add(4 * s).cast::<i32>().read_unaligned());
+                    acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], x, w0);
+                    acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], x, w1);
+                }
+            }
+            let mut out = [[[0i32; NR]; 2]; R];
+            for (o, v) in out.iter_mut().zip(&acc) {
+                // SAFETY: `o` holds two rows of 16 `i32`: unaligned 16-lane stores.
+                _mm512_storeu_si512(o[0].as_mut_ptr().cast(), v[0]);
+                _mm512_storeu_si512(o[1].as_mut_ptr().cast(), v[1]);
+            }
+            out
+        }
+    }
+
+    /// The blocked product of [`drive`] with tiles of two panels (32 channels) by up to 8
+    /// rows: half the broadcasts per multiply-accumulate of one-panel tiles. An odd last panel
+    /// runs as a pair with itself, its second half dropped.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a`, `w`, `init` and `acc` as
+    /// [`drive`] reads them.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn drive_pairs(
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        w: &[i8],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        const MR: usize = 8;
+        // Quad steps per block: a row block (MB rows) and a panel pair's block, 24 KiB and
+        // 16 KiB, stay in L1 together.
+        const KC: usize = 128;
+        let out = init.len();
+        let panel = 4 * NR;
+        let panels = out.div_ceil(NR);
+        let mut write = |r: usize, c0: usize, first: bool, v: &[i32; NR]| {
+            let cols = NR.min(out - c0);
+            let dst = &mut acc[r * out + c0..][..cols];
+            if first {
+                for ((d, &s), &i0) in dst.iter_mut().zip(v).zip(&init[c0..]) {
+                    *d = i0 + s;
+                }
+            } else {
+                for (d, &s) in dst.iter_mut().zip(v) {
+                    *d += s;
+                }
+            }
+        };
+        for r0 in (0..m).step_by(MB) {
+            let r1 = (r0 + MB).min(m);
+            for s0 in (0..steps).step_by(KC) {
+                let sc = KC.min(steps - s0);
+                let mut j = 0;
+                while j < panels {
+                    let two = j + 1 < panels;
+                    let b0 = &w[(j * steps + s0) * panel..][..sc * panel];
+                    let b1 = if two {
+                        &w[((j + 1) * steps + s0) * panel..][..sc * panel]
+                    } else {
+                        b0
+                    };
+                    let mut r = r0;
+                    while r < r1 {
+                        let rows = MR.min(r1 - r);
+                        let ar = &a[r * lda + s0 * 4..];
+                        assert!(
+                            sc == 0 || ar.len() >= (rows - 1) * lda + 4 * sc,
+                            "tile rows"
+                        );
+                        let mut emit = |t: &[[[i32; NR]; 2]]| {
+                            for (i, v) in t.iter().enumerate() {
+                                write(r + i, j * NR, s0 == 0, &v[0]);
+                                if two {
+                                    write(r + i, (j + 1) * NR, s0 == 0, &v[1]);
+                                }
+                            }
+                        };
+                        // SAFETY: the CPU has AVX512F/BW/VNNI (this function's contract); the
+                        // rows and panel blocks hold what the tile reads (asserted and sliced
+                        // above).
+                        unsafe {
+                            match rows {
+                                1 => emit(&quads2::<1>(ar, lda, b0, b1, sc)),
+                                2 => emit(&quads2::<2>(ar, lda, b0, b1, sc)),
+                                3 => emit(&quads2::<3>(ar, lda, b0, b1, sc)),
+                                4 => emit(&quads2::<4>(ar, lda, b0, b1, sc)),
+                                5 => emit(&quads2::<5>(ar, lda, b0, b1, sc)),
+                                6 => emit(&quads2::<6>(ar, lda, b0, b1, sc)),
+                                7 => emit(&quads2::<7>(ar, lda, b0, b1, sc)),
+                                _ => emit(&quads2::<8>(ar, lda, b0, b1, sc)),
+                            }
+                        }
+                        r += rows;
+                    }
+                    j += if two { 2 } else { 1 };
+                }
+            }
+        }
+    }
+
+    /// The blocked product with two-panel tiles ([`drive_pairs`]), compiled for AVX512-VNNI
+    /// (the kernel value proves the CPU has it).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm(
+        _kern: &Quads,
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        w: &[i8],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        assert!(m == 0 || a.len() >= (m - 1) * lda + 4 * steps, "m rows");
+        assert!(
+            w.len() >= init.len().div_ceil(NR) * steps * 4 * NR,
+            "panels"
+        );
+        assert_eq!(acc.len(), m * init.len(), "m·out accumulators");
+        // SAFETY: a `Quads` value exists only on a CPU with AVX512F/BW/VNNI; the slices hold
+        // what the product reads (asserted above).
+        unsafe { drive_pairs(a, m, lda, w, steps, init, acc) };
+    }
+
+    /// [`drive`] with one-panel tiles, compiled for AVX512-VNNI: the oracle of
+    /// [`drive_pairs`] in the tests.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_one_panel(
         kern: &Quads,
         a: &[ExactByte],
         m: usize,
@@ -865,8 +1024,6 @@ mod vnni {
         init: &[i32],
         acc: &mut [i32],
     ) {
-        /// # Safety
-        /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI.
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn run(
@@ -1129,10 +1286,13 @@ mod tests {
             return; // no AVX512-VNNI on this CPU (or QNUMERIC_NO_VNNI): nothing to compare
         };
         let mut seed = 23;
-        for &(m, k, out) in SHAPES
-            .iter()
-            .chain(&[(9, 260, 33), (50, 1030, 18), (8, 4, 16)])
-        {
+        for &(m, k, out) in SHAPES.iter().chain(&[
+            (9, 260, 33),
+            (50, 1030, 18),
+            (8, 4, 16),
+            (13, 1100, 47),
+            (100, 64, 64),
+        ]) {
             let (x, w, zw) = case(&mut seed, m, k, out);
             let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
             let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
@@ -1153,6 +1313,8 @@ mod tests {
                 );
                 vnni::gemm(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
+                vnni::gemm_one_panel(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "one panel m={m} k={k} out={out} lda={lda}");
             }
         }
     }
