@@ -96,7 +96,8 @@ pub enum Change {
         /// The precision.
         precision: Precision,
     },
-    /// Quantize the layer's weights per output channel (qint8 symmetric, axis 0).
+    /// Quantize the layer's weights per output channel (symmetric, axis 0) at their width:
+    /// qint8 in a model; a replayed layer keeps its dumped weights' width.
     PerChannelWeights,
     /// Observe the layer's output with another calibrator.
     Observer {
@@ -502,8 +503,8 @@ impl Remedy {
             ),
             Change::KeepIn { precision } => format!("{} in {precision}", on("keep")),
             Change::PerChannelWeights => match &layer {
-                Some(l) => format!("quantize `{l}`'s weights per output channel (qint8, symmetric)"),
-                None => "quantize the weights per output channel (qint8, symmetric)".into(),
+                Some(l) => format!("quantize `{l}`'s weights per output channel (symmetric, same width)"),
+                None => "quantize the weights per output channel (symmetric, same width)".into(),
             },
             Change::Observer { calibrator } => match &layer {
                 Some(l) => format!("observe `{l}`'s output with the {calibrator} calibrator"),
