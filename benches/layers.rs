@@ -251,6 +251,29 @@ fn linear_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out: 
     g.finish();
 }
 
+/// A dynamically quantized linear layer (PyTorch's `quantize_dynamic`: activations quantized
+/// per call, 7-bit on x86) next to its float forward pass and the instruction's peak.
+fn dynamic_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out: usize) {
+    use qnumeric::nn::quantized::DynamicQuantizedLinear;
+    let mut g = c.benchmark_group(format!("layers/{name}"));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    int8_peak(&mut g, n * k * out);
+    let w = tensor(&[out, k], 9, 0.05);
+    let fc = Linear::new(w.clone(), Some(tensor(&[out], 10, 0.1))).expect("linear");
+    let x = Activation::Float(tensor(&[n, k], 11, 1.0));
+    g.throughput(Throughput::Elements((n * k * out) as u64));
+    g.bench_function("float", |b| {
+        b.iter(|| fc.forward(black_box(&x)).expect("forward"))
+    });
+    let q = DynamicQuantizedLinear::from_float(&fc, per_channel(&w)).expect("dynamic");
+    g.bench_function("dynamic_int8", |b| {
+        b.iter(|| q.forward(black_box(&x)).expect("forward"))
+    });
+    g.finish();
+}
+
 fn layers(c: &mut Criterion<CpuTime>) {
     // The digits model's layers over its 500 test images.
     conv_case(c, "digits_conv2", 500, 16, 32, 8);
@@ -258,6 +281,8 @@ fn layers(c: &mut Criterion<CpuTime>) {
     // A ResNet-18 stage: 3×3, 256 → 256 channels, 14×14, batch 8.
     conv_case(c, "resnet_3x3_256", 8, 256, 256, 14);
     linear_case(c, "linear_1024", 256, 1024, 1024);
+    // BERT-base's FFN up-projection, dynamic int8 (issue 19's row), batch 128.
+    dynamic_case(c, "dynamic_768_3072", 128, 768, 3072);
 }
 
 #[cfg(feature = "safetensors")]
