@@ -163,18 +163,27 @@ impl Module for DynamicQuantizedLinear {
             &mut acc,
         );
         let act_w: Vec<f32> = self.w_scales.iter().map(|&s| qp.scale() * s).collect();
-        let data = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| {
-                let j = i % o.max(1);
-                let v = act_w[j] * a as f32;
-                match &self.bias {
-                    Some(b) => v + b[j],
-                    None => v,
+        // Row by row with the bias as a slice (indexing the n-d bias per value cost more than
+        // the matrix product): `scale·acc (+ bias)`, the same operations in the same order.
+        let mut data = vec![0.0f32; n * o];
+        let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.iter().copied().collect());
+        for (drow, arow) in data
+            .chunks_exact_mut(o.max(1))
+            .zip(acc.chunks_exact(o.max(1)))
+        {
+            match &bias {
+                Some(b) => {
+                    for (((d, &a), &s), &bj) in drow.iter_mut().zip(arow).zip(&act_w).zip(b) {
+                        *d = s * a as f32 + bj;
+                    }
                 }
-            })
-            .collect();
+                None => {
+                    for ((d, &a), &s) in drow.iter_mut().zip(arow).zip(&act_w) {
+                        *d = s * a as f32;
+                    }
+                }
+            }
+        }
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         Ok(Activation::Float(
