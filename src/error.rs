@@ -118,6 +118,19 @@ pub enum QuantError {
         /// The shape given.
         got: Vec<usize>,
     },
+    /// A length that must be a positive multiple of a block, group or row length is not
+    /// (a row of 100 elements for blocks of 32; data that is not a whole number of rows).
+    #[error("{op}: {what} {len} is not a positive multiple of {multiple_of}")]
+    NotMultiple {
+        /// The public operation.
+        op: &'static str,
+        /// What was measured (`"row length"`, `"element count"`, `"byte count"`).
+        what: &'static str,
+        /// The length given.
+        len: usize,
+        /// What it must be a multiple of.
+        multiple_of: usize,
+    },
     /// A configuration that is refused (PyTorch refuses it too, or it is meaningless).
     #[error("{op}: unsupported configuration: {reason}")]
     UnsupportedConfig {
@@ -371,6 +384,7 @@ macro_rules! with_op_field {
             | QuantError::InvalidAxis { op: $op, .. }
             | QuantError::LengthMismatch { op: $op, .. }
             | QuantError::ShapeMismatch { op: $op, .. }
+            | QuantError::NotMultiple { op: $op, .. }
             | QuantError::UnsupportedConfig { op: $op, .. }
             | QuantError::InvalidParameter { op: $op, .. }
             | QuantError::Empty { op: $op, .. }

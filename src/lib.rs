@@ -15,6 +15,7 @@
 //! | [`observers`] | the [`Observer`] trait; PyTorch's observers (min-max, moving average, per channel, histogram, fixed, dynamic) and percentile / entropy / MSE calibrators, [`observers::compare_calibrators`] |
 //! | [`nn`] | the `Module` and `Model` traits, `LayerRole`, float and int8 layers (exact and x86 AVX2 accumulation) |
 //! | [`ns`] | the Numeric Suite: cumulative, local and weight comparison, per sample, streamed; reports |
+//! | [`formats`] | float8, MX, NVFP4, group-wise int4, NF4 and GGML blocks: encode, decode, fake-quantize, bit-exact with their references |
 //! | [`diagnose`] | verdicts (data-insensitive, data-sensitive, implementation) with evidence, measured remedies, sensitivity, mixed precision, kernel check, calibration audit, HTML report |
 //! | [`classify`] | classifier read-outs: `argmax_rows`, `accuracy` |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
@@ -74,6 +75,7 @@ pub mod diagnose;
 pub mod dtype;
 pub mod element;
 pub mod error;
+pub mod formats;
 pub mod fusion;
 pub mod kernels;
 pub mod metrics;

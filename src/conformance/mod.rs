@@ -74,11 +74,14 @@
 //! ```
 
 mod case;
+mod format_float_cases;
+mod format_int_cases;
 mod fusion_cases;
 mod json;
 mod kernel_cases;
 mod metric_cases;
 mod observer_cases;
+mod qat_cases;
 mod qlayer_cases;
 
 use std::fmt;
@@ -176,6 +179,23 @@ pub fn run_case(case: &Case) -> Outcome {
         "observer" => observer_cases::run,
         "fuse_conv_bn" | "fuse_linear_bn" => fusion_cases::run,
         "quantized_linear" | "quantized_conv2d" => qlayer_cases::run,
+        "float8_cast"
+        | "float8_cast_saturating"
+        | "float8_scaled_training"
+        | "float8_scaled_inference"
+        | "fp_subbyte_cast"
+        | "mx_quantize"
+        | "nvfp4_quantize" => format_float_cases::run,
+        "affine_groupwise"
+        | "affine_groupwise_tinygemm"
+        | "nf4_quantize"
+        | "ggml_quantize"
+        | "ggml_dequantize" => format_int_cases::run,
+        "fake_quantize_module"
+        | "fused_moving_avg_obs_fake_quant"
+        | "learnable_fake_quantize_module"
+        | "qat_conv_bn"
+        | "qat_linear" => qat_cases::run,
         _ => return Outcome::Unsupported,
     };
     match handler(case) {

@@ -1,0 +1,105 @@
+//! Low-precision formats inference engines ship: float8, OCP microscaling (MX), NVFP4,
+//! group-wise integers (int4/uint4/int8, tinygemm), NF4 and the GGML blocks of llama.cpp.
+//!
+//! Each format has an encoder (quantize) to the bytes its reference stores, a decoder
+//! (dequantize), and fake-quantize (forward and straight-through backward), bit-exact with
+//! its reference implementation (PyTorch's float8 casts, torchao, ml_dtypes, gguf / ggml's C
+//! reference); `tests/golden/formats.jsonl` holds the reference's own results and `cargo
+//! test` runs them.
+//!
+//! | module | format |
+//! |---|---|
+//! | [`minifloat`] | element casts: float8 (e4m3fn, e5m2, the fnuz pair, e8m0fnu), fp6 (e2m3, e3m2), fp4 (e2m1) |
+//! | [`float8`] | scaled float8 tensors (torchao's training and inference recipes, per tensor / per row) |
+//! | [`mx`] | OCP MX: blocks of 32 sharing an E8M0 scale (MXFP8, MXFP6, MXFP4; four scale modes) |
+//! | [`nvfp4`] | NVFP4: E2M1 elements, an E4M3 scale per 16, an optional per-tensor scale |
+//! | [`groupwise`] | group-wise affine integers (GPTQ/AWQ/torchao int4 weight-only, tinygemm) |
+//! | [`nf4`] | NF4 (QLoRA), with double quantization of the block scales |
+//! | [`ggml`] | GGML blocks: Q8_0, Q4_0/1, Q5_0/1, MXFP4, the k-quants, NVFP4 |
+//! | [`packing`] | two 4-bit codes a byte, in either nibble order |
+//!
+//! Every format also implements [`ElementFormat`], the one interface the Numeric Suite, the
+//! diagnosis and the kernel check use to simulate a tensor in any format.
+
+use std::fmt;
+
+use crate::error::Result;
+
+pub mod float8;
+pub mod ggml;
+pub mod groupwise;
+pub mod minifloat;
+pub mod mx;
+pub mod nf4;
+pub mod nvfp4;
+pub mod packing;
+
+/// A format that can simulate (fake-quantize) a tensor: the interface the Numeric Suite and
+/// the diagnosis use to put a layer's weights or activations in any format.
+///
+/// A tensor is seen as rows along its last axis (`row_len` elements each; the data is
+/// row-major). Block and group formats cut each row into blocks of [`block_len`]
+/// (`row_len` must be a multiple of it).
+///
+/// [`block_len`]: ElementFormat::block_len
+pub trait ElementFormat: fmt::Debug + fmt::Display + Send + Sync {
+    /// Bits of storage per element, scales and zero points included (Q4_0: 4.5, MXFP4:
+    /// 4.25, int4 with group 128 and f32 scale and zero point: 4.5).
+    fn bits_per_element(&self) -> f64;
+
+    /// The length a row must be a multiple of (a block or group; 1 when the format has none).
+    fn block_len(&self) -> usize;
+
+    /// Quantizes then dequantizes `x` (rows of `row_len`) into `out` (same length).
+    ///
+    /// # Errors
+    /// A typed error when `row_len` is zero or does not divide `x.len()` or is not a multiple
+    /// of [`block_len`](ElementFormat::block_len), when `out` has another length, or when
+    /// `x` holds a value the format refuses (NaN where the format has no NaN).
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()>;
+
+    /// The straight-through estimator's mask for `x`: `true` where the gradient passes.
+    /// Formats whose scales cover every block's range pass everything (the default); formats
+    /// that clip (a fixed scale, a clamped element range) override it.
+    ///
+    /// # Errors
+    /// As [`fake_quantize_rows`](ElementFormat::fake_quantize_rows).
+    fn ste_mask_rows(&self, x: &[f32], row_len: usize, mask: &mut [bool]) -> Result<()> {
+        check_rows("formats::ste_mask_rows", x.len(), row_len, self.block_len(), mask.len())?;
+        mask.fill(true);
+        Ok(())
+    }
+}
+
+/// Checks a rows argument: `row_len > 0`, a multiple of `block_len`, dividing `len`, and an
+/// output of `len` elements.
+pub(crate) fn check_rows(
+    op: &'static str,
+    len: usize,
+    row_len: usize,
+    block_len: usize,
+    out_len: usize,
+) -> Result<()> {
+    use crate::error::QuantError;
+    let not_multiple = |what, len, multiple_of| QuantError::NotMultiple {
+        op,
+        what,
+        len,
+        multiple_of,
+    };
+    if block_len == 0 || row_len == 0 || row_len % block_len != 0 {
+        return Err(not_multiple("row length", row_len, block_len));
+    }
+    if len % row_len != 0 {
+        return Err(not_multiple("element count", len, row_len));
+    }
+    if out_len != len {
+        return Err(QuantError::LengthMismatch {
+            op,
+            what: "output",
+            expected: len,
+            got: out_len,
+        });
+    }
+    Ok(())
+}
