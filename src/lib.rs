@@ -17,6 +17,7 @@
 //! | [`ns`] | the Numeric Suite: cumulative, local and weight comparison, per sample, streamed; reports |
 //! | [`formats`] | float8, MX, NVFP4, group-wise int4, NF4 and GGML blocks: encode, decode, fake-quantize, bit-exact with their references |
 //! | [`diagnose`] | verdicts (data-insensitive, data-sensitive, implementation) with evidence, measured remedies, sensitivity, mixed precision, kernel check, calibration audit, HTML report |
+//! | [`simulate`] | float models with per-layer weight and activation formats ([`simulate::FormatLayer`]), for the Numeric Suite and the diagnosis |
 //! | [`classify`] | classifier read-outs: `argmax_rows`, `accuracy` |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
 //! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
@@ -87,6 +88,7 @@ pub mod ptq;
 pub mod qparams;
 pub mod rng;
 mod simd;
+pub mod simulate;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 pub mod state_dict;

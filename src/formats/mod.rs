@@ -16,6 +16,7 @@
 //! | [`groupwise`] | group-wise affine integers (GPTQ/AWQ/torchao int4 weight-only, tinygemm) |
 //! | [`nf4`] | NF4 (QLoRA), with double quantization of the block scales |
 //! | [`ggml`] | GGML blocks: Q8_0, Q4_0/1, Q5_0/1, MXFP4, the k-quants, NVFP4 |
+//! | [`Int8PerRow`] | PyTorch's int8 weight scheme (symmetric, per output channel), for comparisons |
 //! | [`packing`] | two 4-bit codes a byte, in either nibble order |
 //!
 //! Every format also implements [`ElementFormat`], the one interface the Numeric Suite, the
@@ -25,9 +26,12 @@ use std::fmt;
 
 use crate::error::Result;
 
+pub use int8::Int8PerRow;
+
 pub mod float8;
 pub mod ggml;
 pub mod groupwise;
+mod int8;
 pub mod minifloat;
 pub mod mx;
 pub mod nf4;
@@ -65,7 +69,13 @@ pub trait ElementFormat: fmt::Debug + fmt::Display + Send + Sync {
     /// # Errors
     /// As [`fake_quantize_rows`](ElementFormat::fake_quantize_rows).
     fn ste_mask_rows(&self, x: &[f32], row_len: usize, mask: &mut [bool]) -> Result<()> {
-        check_rows("formats::ste_mask_rows", x.len(), row_len, self.block_len(), mask.len())?;
+        check_rows(
+            "formats::ste_mask_rows",
+            x.len(),
+            row_len,
+            self.block_len(),
+            mask.len(),
+        )?;
         mask.fill(true);
         Ok(())
     }
