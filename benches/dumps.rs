@@ -8,6 +8,7 @@
 #[path = "../tests/models/tiny_bert.rs"]
 mod tiny_bert;
 
+mod common;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -49,16 +50,6 @@ fn read_both(f: &PathBuf, q: &PathBuf) {
 }
 
 /// Best of `n` runs.
-fn best(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
 
 fn dumps(c: &mut Criterion) {
     let (f, q) = files();
@@ -68,7 +59,10 @@ fn dumps(c: &mut Criterion) {
     g.bench_function("diagnose_dumps", |b| b.iter(|| diagnose(&f, &q)));
     g.bench_function("baseline/read-both-files", |b| b.iter(|| read_both(&f, &q)));
     g.finish();
-    let (d, r) = (best(3, || diagnose(&f, &q)), best(3, || read_both(&f, &q)));
+    let (d, r) = (
+        common::best(3, || diagnose(&f, &q)),
+        common::best(3, || read_both(&f, &q)),
+    );
     println!(
         "diagnose_dumps {:.2} s, reading both files {:.2} s: {:.1}x the read",
         d.as_secs_f64(),

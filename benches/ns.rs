@@ -6,8 +6,8 @@
 #[path = "../examples/digits/model.rs"]
 mod model;
 
+mod common;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use qnumeric::fusion::fuse_modules;
@@ -44,16 +44,6 @@ fn compare(fused: &Sequential, int8: &Sequential, x: &ndarray::ArrayD<f32>) {
 }
 
 /// Best of `n` runs.
-fn best(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
 
 fn ns(c: &mut Criterion) {
     let (fused, int8, x) = models();
@@ -66,8 +56,8 @@ fn ns(c: &mut Criterion) {
         b.iter(|| compare(&fused, &int8, &x))
     });
     g.finish();
-    let base = best(10, || forward_both(&fused, &int8, &x));
-    let cmp = best(10, || compare(&fused, &int8, &x));
+    let base = common::best(10, || forward_both(&fused, &int8, &x));
+    let cmp = common::best(10, || compare(&fused, &int8, &x));
     println!(
         "ns/digits500: forward float + int8 {:.2} ms, comparison {:.2} ms, ratio {:.2} (target <= 3)",
         base.as_secs_f64() * 1e3,

@@ -4,6 +4,7 @@
 
 use criterion::{BenchmarkGroup, Throughput};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 /// Sizes benched: 1M and 16M elements.
 pub const SIZES: [usize; 2] = [1 << 20, 1 << 24];
@@ -47,4 +48,17 @@ pub fn baselines<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<
             black_box(acc)
         })
     });
+}
+
+/// The fastest of `n` runs of `f` (for the one-line summaries the benches print next to
+/// criterion's figures).
+pub fn best(n: usize, mut f: impl FnMut()) -> Duration {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 use super::diagnosis::{Measurement, Unmeasured};
 use super::remedy::{Calibrator, Change, Cost, Effect, Evidence, Remedy};
 use super::replay::{LinearReplay, LinearScheme, ReplayActivations, ReplayWeights};
-use super::report::{Finding, ReportDiagnosis, ReportLayer, diagnose_report};
+use super::report::{Finding, ReportDiagnosis, ReportLayer, diagnose_report, median};
 use super::verdict::{Thresholds, Verdict};
 use crate::error::{QuantError, Result};
 use crate::ns::{
@@ -251,16 +251,6 @@ pub fn diagnose_dumps_with_baseline(
         baseline_verdict: base.diagnosis.verdict,
     });
     Ok(d)
-}
-
-/// The median of finite values (`NaN` for none).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// What a layer's input says: outlier channels, the spread of token ranges, clipping by its

@@ -505,7 +505,7 @@ fn judge_peers(layers: &mut [ReportLayer], t: &Thresholds) {
         if members.len() < MIN_PEERS {
             continue;
         }
-        let mut v: Vec<f64> = members
+        let v: Vec<f64> = members
             .iter()
             .map(|&i| layers[i].own.evidence.sqnr_db)
             .filter(|x| !x.is_nan())
@@ -513,17 +513,7 @@ fn judge_peers(layers: &mut [ReportLayer], t: &Thresholds) {
         if v.len() < MIN_PEERS {
             continue;
         }
-        v.sort_by(f64::total_cmp);
-        let median = if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            let (a, b) = (v[v.len() / 2 - 1], v[v.len() / 2]);
-            if a.is_finite() && b.is_finite() {
-                (a + b) / 2.0
-            } else {
-                a.max(b)
-            }
-        };
+        let median = median(v);
         for &i in &members {
             let l = &mut layers[i];
             let vs = l.own.evidence.sqnr_db - median;
@@ -626,5 +616,25 @@ impl fmt::Display for ReportDiagnosis {
             }
         }
         Ok(())
+    }
+}
+
+/// The median of the values that are not NaN (`NaN` for none): the middle value, or the mean
+/// of the two middle values for an even count (the larger one when either is infinite).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        return v[mid];
+    }
+    let (a, b) = (v[mid - 1], v[mid]);
+    if a.is_finite() && b.is_finite() {
+        (a + b) / 2.0
+    } else {
+        a.max(b)
     }
 }

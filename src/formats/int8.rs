@@ -65,12 +65,11 @@ impl ElementFormat for Int8PerRow {
         )?;
         observer.observe(&view)?;
         let qp = observer.per_channel_qparams()?;
-        let mut y = ArrayViewMut2::from_shape((rows, row_len), out).map_err(|e| {
-            QuantError::Format {
+        let mut y =
+            ArrayViewMut2::from_shape((rows, row_len), out).map_err(|e| QuantError::Format {
                 op: OP,
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         fake_quantize_per_channel_into(&view, &qp, &mut y)?;
         Ok(())
     }
