@@ -63,7 +63,7 @@ impl ElementFormat for Int8PerRow {
             QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8),
             0,
         )?;
-        observer.observe(&view)?;
+        observer.observe(view)?;
         let qp = observer.per_channel_qparams()?;
         let mut y =
             ArrayViewMut2::from_shape((rows, row_len), out).map_err(|e| QuantError::Format {

@@ -97,10 +97,10 @@ pub(crate) fn check_rows(
         len,
         multiple_of,
     };
-    if block_len == 0 || row_len == 0 || row_len % block_len != 0 {
+    if block_len == 0 || row_len == 0 || !row_len.is_multiple_of(block_len) {
         return Err(not_multiple("row length", row_len, block_len));
     }
-    if len % row_len != 0 {
+    if !len.is_multiple_of(row_len) {
         return Err(not_multiple("element count", len, row_len));
     }
     if out_len != len {

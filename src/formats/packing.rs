@@ -43,7 +43,7 @@ pub fn pack_nibbles(codes: &[u8], order: NibbleOrder) -> Result<Vec<u8>> {
 /// an error.
 pub fn pack_nibbles_into(codes: &[u8], order: NibbleOrder, out: &mut [u8]) -> Result<()> {
     const OP: &str = "formats::pack_nibbles";
-    if codes.len() % 2 != 0 {
+    if !codes.len().is_multiple_of(2) {
         return Err(QuantError::NotMultiple {
             op: OP,
             what: "code count",
