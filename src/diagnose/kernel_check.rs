@@ -912,18 +912,7 @@ where
     F: FnMut(&KernelInputs) -> std::result::Result<ArrayD<u8>, E>,
     E: fmt::Display,
 {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel(case))) {
-        Ok(Ok(y)) => Ok(y),
-        Ok(Err(e)) => Err(format!("the kernel returned an error: {e}")),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
-            Err(format!("the kernel panicked: {msg}"))
-        }
-    }
+    super::format_check::caught(|| kernel(case))
 }
 
 /// Whether the kernel disagrees with the reference on `case` (any difference, a wrong shape,

@@ -21,6 +21,7 @@ mod diagnosis;
 #[cfg(feature = "safetensors")]
 mod dumps;
 mod evidence;
+mod format_check;
 mod histogram;
 mod html;
 mod kernel_check;
@@ -44,6 +45,9 @@ pub use dumps::{
     DumpDiagnosis, diagnose_dumps, diagnose_dumps_with_baseline,
 };
 pub use evidence::{LayerDiagnosis, LayerEvidence, Reason};
+pub use format_check::{
+    FormatCaseKind, FormatFailure, FormatKernelCheck, FormatKernelOp, FormatKernelReport,
+};
 pub use histogram::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReference, KernelReport,

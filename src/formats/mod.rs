@@ -81,6 +81,37 @@ pub trait ElementFormat: fmt::Debug + fmt::Display + Send + Sync {
     }
 }
 
+/// One row in a format's stored layout: what a backend's kernel reads. GGML rows are their
+/// blocks (scales inside, `scales` empty); MX and NVFP4 rows are the packed elements plus one
+/// scale byte per block (E8M0 / E4M3) and, for NVFP4, the tensor's scale.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedRow {
+    /// The element bytes (GGML: whole blocks; MX/NVFP4: packed elements, fp8/fp6 one a byte).
+    pub data: Vec<u8>,
+    /// One scale byte per block (MX: E8M0; NVFP4: E4M3); empty for GGML.
+    pub scales: Vec<u8>,
+    /// NVFP4's per-tensor scale, when used.
+    pub tensor_scale: Option<f32>,
+}
+
+/// A format whose rows can be encoded to and decoded from the bytes its reference stores:
+/// the interface the kernel check for format kernels (dot products, dequantization) uses.
+pub trait RowCodec: ElementFormat {
+    /// Encodes one row (its length a multiple of [`ElementFormat::block_len`]).
+    ///
+    /// # Errors
+    /// As [`ElementFormat::fake_quantize_rows`].
+    fn encode_row(&self, x: &[f32]) -> Result<EncodedRow>;
+
+    /// Decodes one row of `out.len()` elements.
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`](crate::QuantError::NotMultiple) /
+    /// [`QuantError::LengthMismatch`](crate::QuantError::LengthMismatch) when `row` does not
+    /// hold `out.len()` elements.
+    fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()>;
+}
+
 /// Checks a rows argument: `row_len > 0`, a multiple of `block_len`, dividing `len`, and an
 /// output of `len` elements.
 pub(crate) fn check_rows(
