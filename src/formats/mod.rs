@@ -26,9 +26,11 @@ use std::fmt;
 
 use crate::error::Result;
 
+pub use format::Format;
 pub use int8::Int8PerRow;
 
 pub mod float8;
+mod format;
 pub mod ggml;
 pub mod groupwise;
 mod int8;

@@ -5,5 +5,7 @@
 //! diagnosis measures format changes on it like any other remedy.
 
 mod layer;
+mod plan;
 
 pub use layer::{FormatLayer, SharedFormat, fake_quantize_last_axis, fake_quantize_weight};
+pub use plan::{FormatPlan, LayerFormats, Misfit, Simulated};
