@@ -13,6 +13,7 @@ use super::precision::{Precision, RoundedLayer};
 use super::variants::{Quality, activation_spec, observer_like, per_channel_weights};
 use super::verdict::Verdict;
 use crate::error::{QuantError, Result};
+use crate::formats::{ElementFormat, Format};
 use crate::nn::Model;
 use crate::nn::quantized::{Int8Accumulation, x86_engine_accumulation};
 use crate::observers::{
@@ -146,6 +147,19 @@ pub enum Change {
         /// The migration strength, in `(0, 1)`.
         alpha: f64,
     },
+    /// Store the layer's weights (or every weighted layer's, model-wide) in another format
+    /// (int4 with group 64 instead of 128, MXFP8 instead of MXFP4, ...). Carried by a
+    /// [`FormatPlan`](crate::simulate::FormatPlan), not by a [`QuantPlan`].
+    WeightFormat {
+        /// The format.
+        format: Format,
+    },
+    /// Pass the layer's inputs (or every weighted layer's) through another format (float8
+    /// per row, MXFP8, ...). Carried by a [`FormatPlan`](crate::simulate::FormatPlan).
+    ActivationFormat {
+        /// The format.
+        format: Format,
+    },
 }
 
 impl Change {
@@ -160,6 +174,9 @@ impl Change {
             | Change::WeightBits { .. }
             | Change::SmoothQuant { .. } => Cost::Int8,
             Change::DynamicLinear | Change::PerTokenActivations => Cost::DynamicInt8,
+            Change::WeightFormat { format } | Change::ActivationFormat { format } => Cost::Bits {
+                hundredths: (format.bits_per_element() * 100.0).round() as u32,
+            },
             Change::KeepIn { precision } => match precision {
                 Precision::BF16 => Cost::BF16,
                 Precision::F16 => Cost::FP16,
@@ -175,7 +192,8 @@ impl Change {
 
     /// Whether a [`QuantPlan`] can carry the change (false: it needs new data, training or a
     /// change of the model the plan does not make, or a scheme a plan cannot express yet:
-    /// [`Change::WeightBits`], [`Change::PerTokenActivations`], [`Change::SmoothQuant`]).
+    /// [`Change::WeightBits`], [`Change::PerTokenActivations`], [`Change::SmoothQuant`]; the
+    /// format changes, which a [`FormatPlan`](crate::simulate::FormatPlan) carries).
     #[must_use]
     pub fn is_applicable(&self) -> bool {
         !matches!(
@@ -187,6 +205,8 @@ impl Change {
                 | Change::WeightBits { .. }
                 | Change::PerTokenActivations
                 | Change::SmoothQuant { .. }
+                | Change::WeightFormat { .. }
+                | Change::ActivationFormat { .. }
         )
     }
 
@@ -212,6 +232,12 @@ impl Change {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Cost {
+    /// A storage format at this many hundredths of a bit per weight (a format change: ranked
+    /// among themselves by bits, before the int8 changes).
+    Bits {
+        /// Bits per element × 100, scales included.
+        hundredths: u32,
+    },
     /// The layer stays in int8 (another observer, per-channel weights, `reduce_range`,
     /// fusion).
     Int8,
@@ -333,6 +359,17 @@ pub enum Evidence {
         /// The `reduce_range` measurement's advice.
         advice: String,
     },
+    /// A layer simulated in a low-precision format: its own error there.
+    FormatError {
+        /// The format its weights are in (`None`: `f32`).
+        weights: Option<Format>,
+        /// The layer's own (local) SQNR in the simulated model (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        local_sqnr_db: f64,
+        /// Its weight SQNR (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::opt_f64"))]
+        weight_sqnr_db: Option<f64>,
+    },
     /// No post-training remedy reaches the target.
     NoPtqRemedyReaches {
         /// The target SQNR (dB).
@@ -387,6 +424,21 @@ impl fmt::Display for Evidence {
                 layers.join("+")
             ),
             Evidence::ReduceRange { advice } => f.write_str(advice),
+            Evidence::FormatError {
+                weights,
+                local_sqnr_db,
+                weight_sqnr_db,
+            } => {
+                match weights {
+                    Some(w) => write!(f, "weights in {w}: ")?,
+                    None => f.write_str("weights in fp32: ")?,
+                }
+                write!(f, "the layer's own SQNR {local_sqnr_db:.1} dB")?;
+                if let Some(w) = weight_sqnr_db {
+                    write!(f, ", weight SQNR {w:.1} dB")?;
+                }
+                Ok(())
+            }
             Evidence::NoPtqRemedyReaches { target_db, best_db } => write!(
                 f,
                 "no post-training remedy reaches {target_db:.0} dB (the best reaches {best_db:.1} dB)"
@@ -536,6 +588,20 @@ impl Remedy {
             Change::SmoothQuant { alpha } => match &layer {
                 Some(l) => format!("apply SmoothQuant (alpha {alpha}) to `{l}`"),
                 None => format!("apply SmoothQuant (alpha {alpha})"),
+            },
+            Change::WeightFormat { format } => match &layer {
+                Some(l) => format!(
+                    "store `{l}`'s weights in {format} ({:.2} bits/weight)",
+                    format.bits_per_element()
+                ),
+                None => format!(
+                    "store the weights in {format} ({:.2} bits/weight)",
+                    format.bits_per_element()
+                ),
+            },
+            Change::ActivationFormat { format } => match &layer {
+                Some(l) => format!("pass `{l}`'s inputs through {format}"),
+                None => format!("pass the weighted layers' inputs through {format}"),
             },
         }
     }
@@ -706,6 +772,12 @@ impl QuantPlan {
                 return Err(QuantError::UnsupportedConfig {
                     op: OP,
                     reason: "this change needs new data, training or a change of the model: a plan cannot carry it",
+                });
+            }
+            Change::WeightFormat { .. } | Change::ActivationFormat { .. } => {
+                return Err(QuantError::UnsupportedConfig {
+                    op: OP,
+                    reason: "format changes are carried by a FormatPlan (simulate::FormatPlan::apply)",
                 });
             }
             Change::WeightBits { .. }

@@ -4,8 +4,10 @@
 //! [`Model`](crate::nn::Model), so the Numeric Suite compares it with the float model and the
 //! diagnosis measures format changes on it like any other remedy.
 
+mod compare;
 mod layer;
 mod plan;
 
+pub use compare::{PlanComparison, PlanLayer, PlanResult, compare_plans};
 pub use layer::{FormatLayer, SharedFormat, fake_quantize_last_axis, fake_quantize_weight};
 pub use plan::{FormatPlan, LayerFormats, Misfit, Simulated};
