@@ -22,6 +22,7 @@ mod diagnosis;
 mod dumps;
 mod evidence;
 mod format_check;
+mod formats;
 mod histogram;
 mod html;
 mod kernel_check;
@@ -48,6 +49,7 @@ pub use evidence::{LayerDiagnosis, LayerEvidence, Reason};
 pub use format_check::{
     FormatCaseKind, FormatFailure, FormatKernelCheck, FormatKernelOp, FormatKernelReport,
 };
+pub use formats::{FormatDiagnoseOptions, FormatDiagnosis, diagnose_formats};
 pub use histogram::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReference, KernelReport,
