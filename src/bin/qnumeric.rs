@@ -20,6 +20,7 @@ use qnumeric::diagnose::{
     DEFAULT_DUMP_MIN_GAIN_DB, DumpDiagnoseOptions, Thresholds, diagnose_dumps,
     diagnose_dumps_with_baseline,
 };
+use qnumeric::formats::Format;
 use qnumeric::ns::{DEFAULT_JUMP_THRESHOLD_DB, DumpPair, SampleDims, compare_dump_files};
 
 #[derive(Parser)]
@@ -79,6 +80,10 @@ enum Command {
         /// Remedies gaining less than this (dB) are not listed.
         #[arg(long, default_value_t = DEFAULT_DUMP_MIN_GAIN_DB, allow_negative_numbers = true)]
         min_gain: f64,
+        /// Weight formats to try on every flagged Linear, comma-separated (`int4-g64,mxfp8,q8_0`;
+        /// the names of `qnumeric::formats::Format`).
+        #[arg(long, value_delimiter = ',')]
+        try_formats: Vec<String>,
     },
 }
 
@@ -103,9 +108,18 @@ fn main() -> ExitCode {
             json,
             threshold,
             min_gain,
+            try_formats,
         } => {
             let dims = match SampleDims::from_count(sample_dims) {
                 Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            let format_candidates = match try_formats
+                .iter()
+                .map(|f| f.parse::<Format>())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(f) => f,
                 Err(e) => return fail(e),
             };
             let opts = DumpDiagnoseOptions {
@@ -115,6 +129,7 @@ fn main() -> ExitCode {
                 },
                 sample_dims: dims,
                 min_gain_db: min_gain,
+                format_candidates,
                 ..DumpDiagnoseOptions::default()
             };
             diagnose(&float, &quant, baseline.as_deref(), json, &opts)

@@ -12,6 +12,7 @@ use super::replay::{LinearReplay, LinearScheme, ReplayActivations, ReplayWeights
 use super::report::{Finding, ReportDiagnosis, ReportLayer, diagnose_report, median};
 use super::verdict::{Thresholds, Verdict};
 use crate::error::{QuantError, Result};
+use crate::formats::Format;
 use crate::ns::{
     ActivationMode, DumpPair, DumpVersion, LayerKind, LayerMeta, Mask, NsReport, Part, SampleDims,
     Side, SkippedTensor,
@@ -37,7 +38,7 @@ pub const TOKEN_SPREAD_RATIO: f64 = 8.0;
 pub const SCHEME_MARGIN_DB: f64 = 6.0;
 
 /// How [`diagnose_dumps`] runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DumpDiagnoseOptions {
     /// The verdicts' thresholds.
     pub thresholds: Thresholds,
@@ -49,6 +50,9 @@ pub struct DumpDiagnoseOptions {
     pub replay_rows: usize,
     /// Whether to replay layers for input evidence and remedies.
     pub remedies: bool,
+    /// Weight formats tried on every flagged Linear by replay (int4 g64, MXFP8, ...): each is
+    /// a [`Change::WeightFormat`] remedy with its local gain. Empty by default.
+    pub format_candidates: Vec<Format>,
 }
 
 impl Default for DumpDiagnoseOptions {
@@ -59,6 +63,7 @@ impl Default for DumpDiagnoseOptions {
             min_gain_db: DEFAULT_DUMP_MIN_GAIN_DB,
             replay_rows: 2048,
             remedies: true,
+            format_candidates: Vec::new(),
         }
     }
 }
@@ -205,7 +210,7 @@ pub fn diagnose_dumps_with_baseline(
         baseline,
         &DumpDiagnoseOptions {
             remedies: false,
-            ..*opts
+            ..opts.clone()
         },
     )?;
     let vs = pair.compare_with_baseline(baseline, opts.sample_dims)?;
@@ -672,6 +677,9 @@ fn replay_layers(
             if !matches!(l.verdict, Verdict::Fine | Verdict::Inherited) {
                 let evidence = layer_evidence(l, report);
                 for rr in r.remedies(&current, opts.min_gain_db)? {
+                    remedies.push(rr.to_remedy(Some(&l.name), evidence.clone()));
+                }
+                for rr in r.format_remedies(&current, &opts.format_candidates, opts.min_gain_db)? {
                     remedies.push(rr.to_remedy(Some(&l.name), evidence.clone()));
                 }
             }

@@ -24,6 +24,7 @@ use super::remedy::{Calibrator, Change, Effect, Evidence, Remedy};
 use super::verdict::Thresholds;
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
+use crate::formats::{ElementFormat, Format};
 use crate::kernels::{fake_quantize_inplace, fake_quantize_per_channel};
 use crate::nn::shape::checked_elements;
 use crate::observers::{MinMaxObserver, Observer, PerChannelMinMaxObserver};
@@ -54,6 +55,10 @@ pub enum ReplayWeights {
     /// The dumped dequantized weight ([`LinearReplay::with_given_weight`]); the bias stays
     /// the float one.
     Given,
+    /// The float weight in a low-precision format, row by row along the input features
+    /// (blocks and groups along `in`, as GGML, torchao and the MX kernels store them); the
+    /// bias stays float.
+    Format(Format),
 }
 
 /// How a replayed Linear quantizes its input activations.
@@ -91,6 +96,9 @@ pub enum ReplayActivations {
         /// The input's quantization parameters.
         qparams: QParams,
     },
+    /// Each row (token) in a low-precision format along the input features (float8 per
+    /// row, MXFP8 blocks, ...).
+    Format(Format),
 }
 
 /// A quantization scheme of a replayed Linear: weights, input activations, and SmoothQuant.
@@ -169,7 +177,8 @@ impl LinearScheme {
             }
             ReplayActivations::Float
             | ReplayActivations::Rounded(_)
-            | ReplayActivations::Calibrated { .. } => {}
+            | ReplayActivations::Calibrated { .. }
+            | ReplayActivations::Format(_) => {}
         }
         if let Some(a) = self.smooth_alpha
             && !(a > 0.0 && a < 1.0)
@@ -205,6 +214,7 @@ impl fmt::Display for LinearScheme {
                 if symmetric { "symmetric" } else { "affine" }
             )?,
             ReplayWeights::Given => f.write_str("the dumped weights")?,
+            ReplayWeights::Format(format) => write!(f, "{format} weights")?,
         }
         f.write_str(", ")?;
         match self.activations {
@@ -229,6 +239,7 @@ impl fmt::Display for LinearScheme {
                 qparams.scale(),
                 qparams.zero_point()
             )?,
+            ReplayActivations::Format(format) => write!(f, "{format} activations")?,
         }
         if let Some(a) = self.smooth_alpha {
             write!(f, ", SmoothQuant alpha {a}")?;
@@ -753,6 +764,16 @@ impl LinearReplay {
                 per_channel,
                 symmetric,
             } => Self::int_weight(OP, w_float, bits, per_channel, symmetric)?,
+            ReplayWeights::Format(format) => {
+                let mut out = Array2::<f32>::zeros(w_float.raw_dim());
+                let src = w_float.as_standard_layout();
+                if let (Some(x), Some(o)) = (src.as_slice(), out.as_slice_mut())
+                    && !x.is_empty()
+                {
+                    format.fake_quantize_rows(x, self.k, o).map_err(relabel)?;
+                }
+                out
+            }
             ReplayWeights::Given => self
                 .given
                 .clone()
@@ -805,6 +826,14 @@ impl LinearReplay {
                 obs.observe(xq.view()).map_err(relabel)?;
                 let qp = obs.per_tensor_qparams().map_err(relabel)?;
                 fake_quantize_inplace(&mut xq, &qp).map_err(relabel)?;
+            }
+            ReplayActivations::Format(format) => {
+                let src = xq.as_standard_layout().into_owned();
+                if let (Some(x), Some(o)) = (src.as_slice(), xq.as_slice_mut())
+                    && !x.is_empty()
+                {
+                    format.fake_quantize_rows(x, self.k, o).map_err(relabel)?;
+                }
             }
             ReplayActivations::Static { bits, calibrator } => {
                 let mut spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
@@ -934,6 +963,54 @@ impl LinearReplay {
         Ok(best.expect("five candidates"))
     }
 
+    /// The layer's weights in each of `candidates` (a format equal to the current one is
+    /// skipped, as is one whose block does not divide the input features), measured against
+    /// `current`: the replays that gain at least `min_gain_db`, largest gain first.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] for a NaN `min_gain_db`; errors of
+    /// [`LinearReplay::sqnr_db`] on `current` or on a candidate.
+    pub fn format_remedies(
+        &self,
+        current: &LinearScheme,
+        candidates: &[Format],
+        min_gain_db: f64,
+    ) -> Result<Vec<ReplayRemedy>> {
+        if min_gain_db.is_nan() {
+            return Err(QuantError::InvalidParameter {
+                op: "LinearReplay::format_remedies",
+                what: "min_gain_db",
+                value: min_gain_db,
+                reason: "must be a number",
+            });
+        }
+        let base = self.sqnr_db(current)?;
+        let mut out = Vec::new();
+        for &format in candidates {
+            if current.weights == ReplayWeights::Format(format)
+                || !self.k.is_multiple_of(format.block_len().max(1))
+            {
+                continue;
+            }
+            let scheme = LinearScheme {
+                weights: ReplayWeights::Format(format),
+                ..*current
+            };
+            let sqnr_db = self.sqnr_db(&scheme)?;
+            let gain_db = sqnr_db - base;
+            if gain_db >= min_gain_db {
+                out.push(ReplayRemedy {
+                    change: Change::WeightFormat { format },
+                    scheme,
+                    sqnr_db,
+                    gain_db,
+                });
+            }
+        }
+        out.sort_by(|a, b| b.gain_db.total_cmp(&a.gain_db));
+        Ok(out)
+    }
+
     /// Candidate remedies against `current`, each measured by replay, those gaining more
     /// than `min_gain_db` over `current`, best first.
     ///
@@ -1029,7 +1106,7 @@ impl LinearReplay {
                     ));
                 }
             }
-            ReplayWeights::Float | ReplayWeights::Rounded(_) => {}
+            ReplayWeights::Float | ReplayWeights::Rounded(_) | ReplayWeights::Format(_) => {}
         }
         match current.activations {
             ReplayActivations::Dynamic {
