@@ -28,7 +28,8 @@ pub enum LayerFilter {
 pub struct CompareOptions {
     /// Cumulative comparison: outputs of both models matched by layer name (default on).
     pub cumulative: bool,
-    /// Local (shadow) comparison: each quantized layer against its float twin on the same
+    /// Local (shadow) comparison: each quantized layer (or float layer of another kind than
+    /// its twin: reduced precision, a simulated format) against its float twin on the same
     /// (dequantized) input (default on).
     pub local: bool,
     /// Weight comparison in the report (default on).
@@ -439,12 +440,18 @@ impl<F: Model + ?Sized> LayerHook for QuantHook<'_, F> {
             log.push_activations(name, &f, output)?;
         }
         if let Some(log) = self.local.as_deref_mut() {
-            if !log.is_enabled(name) || !matches!(layer.role(), LayerRole::Quantized) {
+            if !log.is_enabled(name) {
                 return Ok(());
             }
             let Some(twin) = self.float.layer(name) else {
                 return Ok(());
             };
+            // A quantized layer, or a float layer that is not its twin's kind (a layer in a
+            // reduced precision or a simulated format): its own error is measured.
+            let simulated = matches!(layer.role(), LayerRole::Float) && layer.kind() != twin.kind();
+            if !(matches!(layer.role(), LayerRole::Quantized) || simulated) {
+                return Ok(());
+            }
             if twin.num_inputs() != inputs.len() {
                 return Ok(());
             }

@@ -29,6 +29,7 @@ mod nn_hostile;
 mod ns;
 mod quantized_layers;
 mod replay;
+mod simulate;
 #[cfg(feature = "safetensors")]
 mod tiny_bert;
 #[cfg(feature = "safetensors")]
