@@ -37,7 +37,7 @@ impl ElementFormat for Blocks {
         row_len: usize,
         out: &mut [f32],
     ) -> qnumeric::Result<()> {
-        if row_len == 0 || row_len % 32 != 0 || x.len() % row_len != 0 {
+        if row_len == 0 || !row_len.is_multiple_of(32) || !x.len().is_multiple_of(row_len) {
             return Err(QuantError::NotMultiple {
                 op: "Blocks",
                 what: "row length",
