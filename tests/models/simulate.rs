@@ -288,3 +288,53 @@ fn diagnose_formats_measures_format_changes_end_to_end() {
     .unwrap_err();
     assert!(matches!(e, QuantError::InvalidParameter { .. }));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            4 => -1e3f32..1e3,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(f32::MAX),
+            1 => Just(0.0f32),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// FormatLayer and the plans: Ok or a typed error, never a panic, for any weights,
+        /// inputs and row lengths.
+        #[test]
+        fn simulated_layers_never_panic(
+            o in 1usize..4,
+            k in 1usize..70,
+            n in 0usize..3,
+            w in proptest::collection::vec(value(), 280),
+            x in proptest::collection::vec(value(), 210),
+            levels in 0.0f32..9.0,
+        ) {
+            let weight = ArrayD::from_shape_vec(IxDyn(&[o, k]), w[..o * k].to_vec()).expect("shape");
+            let fc = Linear::new(weight, None);
+            let Ok(fc) = fc else { return Ok(()) };
+            let formats: [Arc<dyn ElementFormat>; 2] = [Arc::new(Blocks { levels }), Arc::new(Int8PerRow)];
+            for f in formats {
+                match FormatLayer::new(&fc, Some(f.clone()), Some(f.clone())) {
+                    Ok(l) => {
+                        let input = ArrayD::from_shape_vec(IxDyn(&[n, k]), x[..n * k].to_vec()).expect("shape");
+                        let _ = l.forward(&Activation::Float(input));
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+            let model = Sequential::new().with("fc", fc).expect("model");
+            let int8: Format = "int8".parse().expect("int8");
+            let input = ArrayD::from_shape_vec(IxDyn(&[n, k]), x[..n * k].to_vec()).expect("shape");
+            let _ = compare_plans(&model, &[FormatPlan::weights(int8)], &input, 2);
+        }
+    }
+}

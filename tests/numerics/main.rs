@@ -7,6 +7,7 @@ mod calibrators;
 #[cfg(feature = "conformance")]
 mod conformance;
 mod errors;
+mod formats;
 mod observers;
 #[cfg(feature = "rayon")]
 mod parallel;
