@@ -1,7 +1,53 @@
-//! (being written)
+//! Float format cases (`formats.jsonl`): float8 casts, scaled float8, fp6/fp4 casts, MX,
+//! NVFP4.
 
-use super::case::{Case, CaseResult};
+use ndarray::ArrayD;
 
-pub(crate) fn run(_case: &Case) -> CaseResult<()> {
-    Err(super::UNSUPPORTED.to_string())
+use super::case::{Case, CaseResult, compare_floats, compare_ints, tensor_f32, tensor_i64};
+use crate::formats::minifloat::MiniFloat;
+
+pub(crate) fn e<T>(r: crate::Result<T>) -> CaseResult<T> {
+    r.map_err(|e| format!("error: {e}"))
+}
+
+pub(crate) fn floats(a: impl IntoIterator<Item = f32>) -> Vec<f64> {
+    a.into_iter().map(f64::from).collect()
+}
+
+pub(crate) fn ints<T: Copy + Into<i64>>(a: impl IntoIterator<Item = T>) -> Vec<i64> {
+    a.into_iter().map(Into::into).collect()
+}
+
+/// Compares an expected float tensor member (bit for bit).
+pub(crate) fn expect_floats(case: &Case, key: &str, got: &[f32]) -> CaseResult<()> {
+    let want = case.read_expected(key, tensor_f32)?;
+    compare_floats(key, &floats(got.iter().copied()), &floats(want.iter().copied()), None)
+}
+
+/// Compares an expected integer tensor member.
+pub(crate) fn expect_ints<T: Copy + Into<i64>>(case: &Case, key: &str, got: &[T]) -> CaseResult<()> {
+    let want = case.read_expected(key, tensor_i64)?;
+    compare_ints(key, &ints(got.iter().copied()), &want.iter().copied().collect::<Vec<_>>())
+}
+
+fn dtype(case: &Case, key: &str) -> CaseResult<MiniFloat> {
+    e(case.str_field(key)?.parse())
+}
+
+pub(crate) fn run(case: &Case) -> CaseResult<()> {
+    let x: ArrayD<f32> = case.read("x", tensor_f32)?;
+    match case.op.as_str() {
+        "float8_cast" | "float8_cast_saturating" | "fp_subbyte_cast" => {
+            let to = dtype(case, "dtype")?;
+            let codes: Vec<u8> = if case.op == "float8_cast_saturating" {
+                x.iter().map(|&v| to.encode_saturating(v)).collect()
+            } else {
+                x.iter().map(|&v| to.encode(v)).collect()
+            };
+            expect_ints(case, "codes", &codes)?;
+            let values: Vec<f32> = codes.iter().map(|&c| to.decode(c)).collect();
+            expect_floats(case, "values", &values)
+        }
+        _ => Err(super::UNSUPPORTED.to_string()),
+    }
 }

@@ -1,1 +1,394 @@
-//! (being written)
+//! Element casts to the small float types: float8 (`e4m3fn`, `e5m2`, `e4m3fnuz`, `e5m2fnuz`,
+//! `e8m0fnu`), fp6 (`e2m3fn`, `e3m2fn`) and fp4 (`e2m1fn`), bit for bit with PyTorch 2.15's
+//! casts (float8) and ml_dtypes (fp6, fp4).
+//!
+//! Every cast rounds to nearest, ties to even, with gradual underflow; what happens beyond the
+//! largest finite value, to ±inf, NaN and −0 is each type's own (see [`MiniFloat::encode`]).
+//!
+//! ```
+//! use qnumeric::formats::minifloat::MiniFloat;
+//! let e4m3 = MiniFloat::E4M3Fn;
+//! assert_eq!(e4m3.encode(1.0), 0x38);
+//! assert_eq!(e4m3.decode(0x38), 1.0);
+//! assert_eq!(e4m3.encode(1e6), 0x7e); // saturates at 448
+//! assert_eq!(MiniFloat::E5M2.encode(1e6), 0x7c); // e5m2 overflows to inf
+//! assert_eq!(MiniFloat::E2M1Fn.decode(MiniFloat::E2M1Fn.encode(2.6)), 3.0);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use ndarray::{Array, ArrayRef, Dimension};
+
+use crate::element::QFloat;
+use crate::error::{QuantError, Result};
+
+/// A small float type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum MiniFloat {
+    /// float8 e4m3fn: max 448, no inf, NaN `0x7f`/`0xff`; casts saturate.
+    E4M3Fn,
+    /// float8 e5m2: max 57344, inf `0x7c`/`0xfc`; casts overflow to inf.
+    E5M2,
+    /// float8 e4m3fnuz: max 240, one NaN `0x80`, no −0.
+    E4M3Fnuz,
+    /// float8 e5m2fnuz: max 57344, one NaN `0x80`, no −0.
+    E5M2Fnuz,
+    /// float8 e8m0fnu: powers of two `2^(b−127)`, `0xff` NaN, no sign (MX block scales).
+    E8M0Fnu,
+    /// fp4 e2m1fn: 0, 0.5, 1, 1.5, 2, 3, 4, 6; no inf or NaN; casts saturate.
+    E2M1Fn,
+    /// fp6 e2m3fn: max 7.5; no inf or NaN; casts saturate.
+    E2M3Fn,
+    /// fp6 e3m2fn: max 28; no inf or NaN; casts saturate.
+    E3M2Fn,
+}
+
+/// The layout of a signed type: mantissa bits, bias, largest finite value.
+#[derive(Clone, Copy)]
+struct Layout {
+    mbits: u32,
+    bias: i32,
+    /// Largest finite value.
+    max: f64,
+}
+
+impl MiniFloat {
+    /// Every type.
+    pub const ALL: [MiniFloat; 8] = [
+        MiniFloat::E4M3Fn,
+        MiniFloat::E5M2,
+        MiniFloat::E4M3Fnuz,
+        MiniFloat::E5M2Fnuz,
+        MiniFloat::E8M0Fnu,
+        MiniFloat::E2M1Fn,
+        MiniFloat::E2M3Fn,
+        MiniFloat::E3M2Fn,
+    ];
+
+    /// PyTorch's / ml_dtypes' name (`"float8_e4m3fn"`, `"float4_e2m1fn"`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            MiniFloat::E4M3Fn => "float8_e4m3fn",
+            MiniFloat::E5M2 => "float8_e5m2",
+            MiniFloat::E4M3Fnuz => "float8_e4m3fnuz",
+            MiniFloat::E5M2Fnuz => "float8_e5m2fnuz",
+            MiniFloat::E8M0Fnu => "float8_e8m0fnu",
+            MiniFloat::E2M1Fn => "float4_e2m1fn",
+            MiniFloat::E2M3Fn => "float6_e2m3fn",
+            MiniFloat::E3M2Fn => "float6_e3m2fn",
+        }
+    }
+
+    /// Storage bits (8, 6 or 4; codes sit in the low bits of a byte).
+    #[must_use]
+    pub fn bits(self) -> u32 {
+        match self {
+            MiniFloat::E2M1Fn => 4,
+            MiniFloat::E2M3Fn | MiniFloat::E3M2Fn => 6,
+            _ => 8,
+        }
+    }
+
+    fn layout(self) -> Layout {
+        let (mbits, bias, max) = match self {
+            MiniFloat::E4M3Fn => (3, 7, 448.0),
+            MiniFloat::E5M2 => (2, 15, 57344.0),
+            MiniFloat::E4M3Fnuz => (3, 8, 240.0),
+            MiniFloat::E5M2Fnuz => (2, 16, 57344.0),
+            MiniFloat::E8M0Fnu => (0, 127, 2f64.powi(127)),
+            MiniFloat::E2M1Fn => (1, 1, 6.0),
+            MiniFloat::E2M3Fn => (3, 1, 7.5),
+            MiniFloat::E3M2Fn => (2, 3, 28.0),
+        };
+        Layout {
+            mbits,
+            bias,
+            max,
+        }
+    }
+
+    /// The largest finite value.
+    #[must_use]
+    pub fn max(self) -> f32 {
+        self.layout().max as f32
+    }
+
+    /// The smallest positive value (a subnormal; `2^-127` for e8m0).
+    #[must_use]
+    pub fn min_positive(self) -> f32 {
+        let l = self.layout();
+        if self == MiniFloat::E8M0Fnu {
+            return 2f32.powi(-127);
+        }
+        2f64.powi(1 - l.bias - l.mbits as i32) as f32
+    }
+
+    /// Whether the type has infinities (e5m2 only).
+    #[must_use]
+    pub fn has_inf(self) -> bool {
+        self == MiniFloat::E5M2
+    }
+
+    /// Whether the type has a NaN code (the float8 types).
+    #[must_use]
+    pub fn has_nan(self) -> bool {
+        self.bits() == 8
+    }
+
+    /// The code of `x` (round to nearest, ties to even), as the references cast:
+    /// - e4m3fn: finite values beyond 448 and ±inf saturate to ±448 (`0x7e`/`0xfe`); NaN keeps
+    ///   its sign (`0x7f`/`0xff`);
+    /// - e5m2: `|x| ≥ 61440` (max plus half a step) and ±inf give ±inf; NaN `0x7f`/`0xff`;
+    /// - e4m3fnuz / e5m2fnuz: overflow, ±inf and NaN give `0x80`; −0 and negative values that
+    ///   round to zero give `0x00`;
+    /// - e8m0fnu: the sign is ignored; the f32 exponent field plus one when rounding up
+    ///   (mantissa ≥ 0.5 for a normal f32, > 0.5 for a subnormal); `< 2^-127` gives `0x00`;
+    ///   `≥ 1.5·2^127`, ±inf and NaN give `0xff`;
+    /// - fp6 / fp4 (ml_dtypes): beyond max and ±inf saturate; −0 keeps its sign; **NaN gives
+    ///   −0 (`0x20` / `0x08`) and −NaN +0 (`0x00`)**: ml_dtypes' behaviour, reproduced (these
+    ///   types have no NaN).
+    #[must_use]
+    pub fn encode(self, x: f32) -> u8 {
+        if self == MiniFloat::E8M0Fnu {
+            return encode_e8m0(x);
+        }
+        let l = self.layout();
+        let bits = self.bits();
+        let sign_bit: u8 = 1 << (bits - 1);
+        let neg = x.is_sign_negative();
+        let fnuz = matches!(self, MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz);
+        if x.is_nan() {
+            return match self {
+                MiniFloat::E4M3Fn | MiniFloat::E5M2 => 0x7f | if neg { 0x80 } else { 0 },
+                MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz => 0x80,
+                // ml_dtypes: NaN → −0, −NaN → +0.
+                _ => {
+                    if neg {
+                        0
+                    } else {
+                        sign_bit
+                    }
+                }
+            };
+        }
+        let sign = if neg { sign_bit } else { 0 };
+        let a = f64::from(x.abs());
+        let overflow = || -> u8 {
+            match self {
+                MiniFloat::E5M2 => sign | 0x7c,
+                MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz => 0x80,
+                _ => sign | encode_finite(l, l.max),
+            }
+        };
+        if a.is_infinite() {
+            return overflow();
+        }
+        let v = round_to(l, a);
+        if v > l.max {
+            return overflow();
+        }
+        if v == 0.0 && fnuz {
+            return 0;
+        }
+        sign | encode_finite(l, v)
+    }
+
+    /// The code of `x` clamped to `±max` first (`x.clamp(-max, max).to(dtype)`): NaN stays
+    /// NaN, ±inf become ±max. Differs from [`MiniFloat::encode`] for e5m2 and the fnuz types.
+    #[must_use]
+    pub fn encode_saturating(self, x: f32) -> u8 {
+        if x.is_nan() {
+            return self.encode(x);
+        }
+        let m = self.max();
+        self.encode(x.clamp(-m, m))
+    }
+
+    /// The value of `code` (its low [`bits`](MiniFloat::bits) bits), as `f32`.
+    #[must_use]
+    pub fn decode(self, code: u8) -> f32 {
+        if self == MiniFloat::E8M0Fnu {
+            return if code == 0xff {
+                f32::NAN
+            } else {
+                // 2^(b - 127): b = 0 is 2^-127, an f32 subnormal.
+                if code == 0 {
+                    f32::from_bits(1 << 22)
+                } else {
+                    f32::from_bits(u32::from(code) << 23)
+                }
+            };
+        }
+        let l = self.layout();
+        let bits = self.bits();
+        let code = code & ((1u16 << bits) - 1) as u8;
+        let sign_bit: u8 = 1 << (bits - 1);
+        let neg = code & sign_bit != 0;
+        let mag = code & (sign_bit - 1);
+        match self {
+            MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz if code == 0x80 => return f32::NAN,
+            MiniFloat::E4M3Fn if mag == 0x7f => return f32::NAN,
+            MiniFloat::E5M2 if mag >= 0x7c => {
+                return if mag == 0x7c {
+                    if neg { f32::NEG_INFINITY } else { f32::INFINITY }
+                } else {
+                    f32::NAN
+                };
+            }
+            _ => {}
+        }
+        let e = i32::from(mag >> l.mbits);
+        let m = f64::from(mag & ((1u8 << l.mbits) - 1));
+        let scale = 2f64.powi(l.mbits as i32);
+        let v = if e == 0 {
+            m / scale * 2f64.powi(1 - l.bias)
+        } else {
+            (1.0 + m / scale) * 2f64.powi(e - l.bias)
+        };
+        let v = v as f32;
+        if neg { -v } else { v }
+    }
+
+    /// `x` cast and back (`decode(encode(x))`).
+    #[must_use]
+    pub fn round(self, x: f32) -> f32 {
+        self.decode(self.encode(x))
+    }
+}
+
+/// The unbiased exponent of a positive normal `f32` (`floor(log2(a))`), exact.
+fn exponent(a: f32) -> i32 {
+    ((a.to_bits() >> 23) & 0xff) as i32 - 127
+}
+
+/// `a ≥ 0` rounded to the nearest value of the layout's grid (ties to even), with gradual
+/// underflow and an unbounded exponent above (overflow is the caller's). Exact: `a / q` is a
+/// power-of-two scaling.
+fn round_to(l: Layout, a: f64) -> f64 {
+    if a == 0.0 {
+        return 0.0;
+    }
+    let emin = 1 - l.bias;
+    // `a` is an f32 value; an f32 subnormal is far below every layout's emin.
+    let e = exponent(a as f32).max(emin);
+    let q = 2f64.powi(e - l.mbits as i32);
+    (a / q).round_ties_even() * q
+}
+
+/// The magnitude code of a finite grid value `v ≥ 0` (no sign).
+fn encode_finite(l: Layout, v: f64) -> u8 {
+    if v == 0.0 {
+        return 0;
+    }
+    let emin = 1 - l.bias;
+    if v < 2f64.powi(emin) {
+        return (v / 2f64.powi(emin - l.mbits as i32)) as u8;
+    }
+    let e = exponent(v as f32);
+    let m = (v / 2f64.powi(e) - 1.0) * 2f64.powi(l.mbits as i32);
+    let field = (e + l.bias) as u32;
+    ((field << l.mbits) | m as u32) as u8
+}
+
+fn encode_e8m0(x: f32) -> u8 {
+    if !x.is_finite() {
+        return 0xff;
+    }
+    let bits = x.to_bits() & 0x7fff_ffff;
+    let exp = bits >> 23;
+    let mant = bits & 0x7f_ffff;
+    let up = if exp == 0 {
+        mant > 0x40_0000
+    } else {
+        mant >= 0x40_0000
+    };
+    let b = exp + u32::from(up);
+    if b >= 255 { 0xff } else { b as u8 }
+}
+
+impl fmt::Display for MiniFloat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for MiniFloat {
+    type Err = QuantError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        MiniFloat::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| QuantError::Format {
+                op: "MiniFloat::from_str",
+                detail: format!("unknown element type `{s}`"),
+            })
+    }
+}
+
+/// Casts every element of `x` (codes in the low bits of each byte).
+#[must_use]
+pub fn cast<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, to: MiniFloat) -> Array<u8, D> {
+    x.map(|v| to.encode(v.to_compute()))
+}
+
+/// Casts every element into `out` (same length, row-major order of `x`).
+///
+/// # Errors
+/// [`QuantError::LengthMismatch`] when `out` has another length (nothing written).
+pub fn cast_into<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    to: MiniFloat,
+    out: &mut [u8],
+) -> Result<()> {
+    if out.len() != x.len() {
+        return Err(QuantError::LengthMismatch {
+            op: "minifloat::cast_into",
+            what: "output",
+            expected: x.len(),
+            got: out.len(),
+        });
+    }
+    for (o, v) in out.iter_mut().zip(x.iter()) {
+        *o = to.encode(v.to_compute());
+    }
+    Ok(())
+}
+
+/// Casts every element clamped to `±max` first ([`MiniFloat::encode_saturating`]).
+#[must_use]
+pub fn cast_saturating<F: QFloat, D: Dimension>(
+    x: &ArrayRef<F, D>,
+    to: MiniFloat,
+) -> Array<u8, D> {
+    x.map(|v| to.encode_saturating(v.to_compute()))
+}
+
+/// Decodes every code.
+#[must_use]
+pub fn decode<D: Dimension>(codes: &ArrayRef<u8, D>, from: MiniFloat) -> Array<f32, D> {
+    codes.map(|&c| from.decode(c))
+}
+
+/// Decodes every code into `out` (same length).
+///
+/// # Errors
+/// [`QuantError::LengthMismatch`] when `out` has another length (nothing written).
+pub fn decode_into(codes: &[u8], from: MiniFloat, out: &mut [f32]) -> Result<()> {
+    if out.len() != codes.len() {
+        return Err(QuantError::LengthMismatch {
+            op: "minifloat::decode_into",
+            what: "output",
+            expected: codes.len(),
+            got: out.len(),
+        });
+    }
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = from.decode(c);
+    }
+    Ok(())
+}
