@@ -4,6 +4,7 @@
 use ndarray::ArrayD;
 
 use super::case::{Case, CaseResult, compare_floats, compare_ints, tensor_f32, tensor_i64};
+use crate::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 use crate::formats::minifloat::MiniFloat;
 
 pub(crate) fn e<T>(r: crate::Result<T>) -> CaseResult<T> {
@@ -47,6 +48,29 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             expect_ints(case, "codes", &codes)?;
             let values: Vec<f32> = codes.iter().map(|&c| to.decode(c)).collect();
             expect_floats(case, "values", &values)
+        }
+        "float8_scaled_training" | "float8_scaled_inference" => {
+            let recipe = if case.op == "float8_scaled_training" {
+                Float8Recipe::Training {
+                    round_scales_to_power_of_2: case
+                        .field("round_scales_to_power_of_2")?
+                        .as_bool()
+                        .ok_or("`round_scales_to_power_of_2` is not a bool")?,
+                }
+            } else {
+                Float8Recipe::Inference
+            };
+            let granularity = match case.str_field("granularity")? {
+                "tensorwise" => Float8Granularity::Tensorwise,
+                "rowwise" => Float8Granularity::Rowwise,
+                g => return Err(format!("unknown granularity `{g}`")),
+            };
+            let spec = e(Float8Spec::new(dtype(case, "dtype")?, recipe, granularity))?;
+            let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
+            let t = e(spec.quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
+            expect_floats(case, "scale", &t.scales)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_floats(case, "dequantized", &t.dequantize())
         }
         _ => Err(super::UNSUPPORTED.to_string()),
     }

@@ -146,3 +146,17 @@ pub(crate) fn check_rows(
     }
     Ok(())
 }
+
+/// Refuses NaN and ±inf (the simulation path: a format's scale cannot cover them).
+pub(crate) fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
+    use crate::error::QuantError;
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) if x[index].is_nan() => Err(QuantError::NanInput { op, index }),
+        Some(index) => Err(QuantError::InfiniteInput {
+            op,
+            index,
+            value: f64::from(x[index]),
+        }),
+    }
+}
