@@ -6,6 +6,7 @@ use ndarray::ArrayD;
 use super::case::{Case, CaseResult, compare_floats, compare_ints, tensor_f32, tensor_i64};
 use crate::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 use crate::formats::minifloat::MiniFloat;
+use crate::formats::mx::{MxScaleMode, MxSpec};
 
 pub(crate) fn e<T>(r: crate::Result<T>) -> CaseResult<T> {
     r.map_err(|e| format!("error: {e}"))
@@ -71,6 +72,26 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             expect_floats(case, "scale", &t.scales)?;
             expect_ints(case, "codes", &t.codes)?;
             expect_floats(case, "dequantized", &t.dequantize())
+        }
+        "mx_quantize" => {
+            let mode = match case.str_field("scaling_mode")? {
+                "floor" => MxScaleMode::Floor,
+                "rceil" => MxScaleMode::Rceil,
+                "ceil" => MxScaleMode::Ceil,
+                "even" => MxScaleMode::Even,
+                m => return Err(format!("unknown scaling_mode `{m}`")),
+            };
+            let block = usize::try_from(case.i64_field("block_size")?).map_err(|e| e.to_string())?;
+            let spec = e(MxSpec::new(dtype(case, "elem_dtype")?, block, mode))?;
+            let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
+            let t = e(spec.quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
+            expect_ints(case, "scale_e8m0", &t.scales)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_floats(case, "dequantized", &t.dequantize())?;
+            if case.expected("packed").is_ok() {
+                expect_ints(case, "packed", &e(t.packed())?)?;
+            }
+            Ok(())
         }
         _ => Err(super::UNSUPPORTED.to_string()),
     }

@@ -1,1 +1,425 @@
-//! (being written)
+//! OCP microscaling (MX): blocks of 32 consecutive elements along the last axis share one
+//! E8M0 scale (a power of two); the elements are fp8 (MXFP8), fp6 (MXFP6) or fp4 (MXFP4).
+//! Bit for bit with torchao 0.18's `MXTensor.to_mx` (emulated path), in its four scale modes.
+//!
+//! Scale byte of a block with `amax = max|x|` (NaN if the block holds one) and the element
+//! type's largest exponent `emax` (e4m3 8, e5m2 15, e2m3 2, e3m2 4, e2m1 2):
+//! - `Floor` (the OCP spec's): `clamp(exponent(amax) − emax, −127, 128) + 127`; NaN: 255. The
+//!   elements are divided by `2^(byte − 127)` clamped up to `2^-126`, so an all-subnormal block
+//!   (byte 0, which decodes as `2^-127`) dequantizes to about half its input: torchao's
+//!   behaviour, reproduced. A block whose `amax` is just under a power of two can overflow the
+//!   element range and is clamped (the known FLOOR clipping).
+//! - `Ceil`: as floor, plus one when `amax` is not a power of two.
+//! - `Even`: as floor after rounding `amax` to `mbits` mantissa bits.
+//! - `Rceil` (NVIDIA's): `clamp(ceil(log2(amax / max_elem)), −127, 127) + 127` (NaN 255, inf
+//!   254); elements multiplied by `2^(127 − byte)` (1 for byte 0).
+//!
+//! Elements are cast with [`MiniFloat::encode`] after clamping to `±max` (a NaN element of a
+//! NaN block: fp8's NaN, and for fp6/fp4 torchao's codes `0x0c`/`0x0e`/`0x03`; `Rceil`
+//! multiplies a NaN block by NaN); values are
+//! `f32(element) · 2^(byte − 127)` (byte 255: NaN). fp4 codes pack two a byte, element `2i` in
+//! the low nibble.
+//!
+//! ```
+//! use qnumeric::formats::minifloat::MiniFloat;
+//! use qnumeric::formats::mx::{MxScaleMode, MxSpec};
+//! let spec = MxSpec::new(MiniFloat::E2M1Fn, 32, MxScaleMode::Floor)?;
+//! let x: Vec<f32> = (0..32).map(|i| i as f32 / 8.0).collect();
+//! let t = spec.quantize_rows(&x, 32)?;
+//! assert_eq!(t.scales, vec![125]); // amax 3.875: exponent 1 − emax 2 = −1
+//! assert_eq!(t.packed()?.len(), 16);
+//! assert_eq!(t.dequantize()[8], 1.0);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+
+use std::fmt;
+
+use super::minifloat::MiniFloat;
+use super::packing::{NibbleOrder, pack_nibbles};
+use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
+use crate::error::{QuantError, Result};
+
+/// How a block's scale is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum MxScaleMode {
+    /// The OCP specification's (torchao's default).
+    Floor,
+    /// NVIDIA's cuBLAS recipe.
+    Rceil,
+    /// Floor plus one unless `amax` is a power of two.
+    Ceil,
+    /// Floor after rounding `amax` to the element's mantissa.
+    Even,
+}
+
+impl MxScaleMode {
+    /// Every mode.
+    pub const ALL: [MxScaleMode; 4] = [
+        MxScaleMode::Floor,
+        MxScaleMode::Rceil,
+        MxScaleMode::Ceil,
+        MxScaleMode::Even,
+    ];
+
+    /// torchao's name (`"floor"`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            MxScaleMode::Floor => "floor",
+            MxScaleMode::Rceil => "rceil",
+            MxScaleMode::Ceil => "ceil",
+            MxScaleMode::Even => "even",
+        }
+    }
+}
+
+/// An MX format: element type, block size (32 in the OCP spec) and scale mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MxSpec {
+    /// The element type (e4m3fn, e5m2, e2m3fn, e3m2fn, e2m1fn).
+    pub elem: MiniFloat,
+    /// Elements per block.
+    pub block_size: usize,
+    /// The scale mode.
+    pub mode: MxScaleMode,
+}
+
+/// A tensor in an MX format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MxTensor {
+    /// The format.
+    pub spec: MxSpec,
+    /// Elements per row.
+    pub row_len: usize,
+    /// One E8M0 byte per block, row-major (`[rows, row_len / block_size]`).
+    pub scales: Vec<u8>,
+    /// One element code per element (fp6/fp4 in the low bits).
+    pub codes: Vec<u8>,
+}
+
+impl MxSpec {
+    /// A spec.
+    ///
+    /// # Errors
+    /// [`QuantError::UnsupportedConfig`] for e8m0 or a fnuz element type;
+    /// [`QuantError::InvalidParameter`] for a zero block size.
+    pub fn new(elem: MiniFloat, block_size: usize, mode: MxScaleMode) -> Result<Self> {
+        const OP: &str = "MxSpec::new";
+        if !matches!(
+            elem,
+            MiniFloat::E4M3Fn
+                | MiniFloat::E5M2
+                | MiniFloat::E2M3Fn
+                | MiniFloat::E3M2Fn
+                | MiniFloat::E2M1Fn
+        ) {
+            return Err(QuantError::UnsupportedConfig {
+                op: OP,
+                reason: "MX elements are float8_e4m3fn, float8_e5m2, float6_e2m3fn, float6_e3m2fn or float4_e2m1fn",
+            });
+        }
+        if block_size == 0 {
+            return Err(QuantError::InvalidParameter {
+                op: OP,
+                what: "block_size",
+                value: 0.0,
+                reason: "must be at least 1",
+            });
+        }
+        Ok(MxSpec {
+            elem,
+            block_size,
+            mode,
+        })
+    }
+
+    /// MXFP8 (e4m3), MXFP6 (e2m3), MXFP4 with blocks of 32, floor mode.
+    #[must_use]
+    pub const fn standard(elem: MiniFloat) -> Self {
+        MxSpec {
+            elem,
+            block_size: 32,
+            mode: MxScaleMode::Floor,
+        }
+    }
+
+    fn emax(&self) -> i32 {
+        match self.elem {
+            MiniFloat::E4M3Fn => 8,
+            MiniFloat::E5M2 => 15,
+            MiniFloat::E3M2Fn => 4,
+            _ => 2,
+        }
+    }
+
+    /// The code of a NaN element: fp8's NaN; for fp6/fp4 (no NaN) what torchao's own
+    /// converter gives (`0x0c` e2m3, `0x0e` e3m2, `0x03` e2m1), not ml_dtypes' −0.
+    fn nan_code(&self) -> u8 {
+        match self.elem {
+            MiniFloat::E2M3Fn => 0x0c,
+            MiniFloat::E3M2Fn => 0x0e,
+            MiniFloat::E2M1Fn => 0x03,
+            e => e.encode(f32::NAN),
+        }
+    }
+
+    fn mbits(&self) -> u32 {
+        match self.elem {
+            MiniFloat::E4M3Fn | MiniFloat::E2M3Fn => 3,
+            MiniFloat::E5M2 | MiniFloat::E3M2Fn => 2,
+            _ => 1,
+        }
+    }
+
+    /// The scale byte of a block whose largest magnitude is `amax`.
+    #[must_use]
+    pub fn scale_byte(&self, amax: f32) -> u8 {
+        if amax.is_nan() {
+            return 255;
+        }
+        let floor_of = |bits: u32, plus: i32| -> u8 {
+            let e = ((bits >> 23) & 0xff) as i32 - 127 - self.emax() + plus;
+            (e.clamp(-127, 128) + 127) as u8
+        };
+        let bits = amax.to_bits() & 0x7fff_ffff;
+        match self.mode {
+            MxScaleMode::Floor => floor_of(bits, 0),
+            MxScaleMode::Ceil => floor_of(bits, i32::from(bits & 0x7f_ffff != 0)),
+            MxScaleMode::Even => {
+                let rounded = bits.wrapping_add(1 << (22 - self.mbits())) & 0xff80_0000;
+                floor_of(rounded, 0)
+            }
+            MxScaleMode::Rceil => {
+                if amax.is_infinite() {
+                    return 254;
+                }
+                let descale = amax / self.elem.max();
+                let e = ceil_log2(descale);
+                (e.clamp(-127, 127) + 127) as u8
+            }
+        }
+    }
+
+    /// Quantizes rows of `row_len` (a multiple of the block size): the reference's results,
+    /// NaN and ±inf included.
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of the block size
+    /// or does not divide `x.len()`.
+    pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<MxTensor> {
+        check_rows("MxSpec::quantize", x.len(), row_len, self.block_size, x.len())?;
+        let mut scales = Vec::with_capacity(x.len() / self.block_size);
+        let mut codes = vec![0u8; x.len()];
+        let max = self.elem.max();
+        for (xb, cb) in x
+            .chunks_exact(self.block_size)
+            .zip(codes.chunks_exact_mut(self.block_size))
+        {
+            let amax = xb.iter().fold(0.0f32, |m, v| {
+                if m.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(v.abs())
+                }
+            });
+            let byte = self.scale_byte(amax);
+            scales.push(byte);
+            let scaled = |v: f32| -> f32 {
+                match self.mode {
+                    MxScaleMode::Rceil => {
+                        let r = match byte {
+                            0 => 1.0,
+                            255 => f32::NAN,
+                            _ => pow2(127 - i32::from(byte)),
+                        };
+                        v * r
+                    }
+                    _ => v / f32::from_bits(u32::from(byte) << 23).max(f32::MIN_POSITIVE),
+                }
+            };
+            for (c, &v) in cb.iter_mut().zip(xb) {
+                let s = scaled(v);
+                *c = if s.is_nan() {
+                    self.nan_code()
+                } else {
+                    self.elem.encode(s.clamp(-max, max))
+                };
+            }
+        }
+        Ok(MxTensor {
+            spec: *self,
+            row_len,
+            scales,
+            codes,
+        })
+    }
+
+    /// The value of element `code` in a block with scale `byte`.
+    #[must_use]
+    pub fn value(&self, code: u8, byte: u8) -> f32 {
+        if byte == 255 {
+            return f32::NAN;
+        }
+        self.elem.decode(code) * pow2(i32::from(byte) - 127)
+    }
+}
+
+/// `2^e` as an f32 for `e` in `-149..=127`.
+fn pow2(e: i32) -> f32 {
+    if e >= -126 {
+        f32::from_bits(((e + 127) as u32) << 23)
+    } else {
+        f32::from_bits(1u32 << (e + 149).max(0))
+    }
+}
+
+/// `ceil(log2(v))` for `v ≥ 0` (`-1000` for 0: clamped by the caller).
+fn ceil_log2(v: f32) -> i32 {
+    if v <= 0.0 {
+        return -1000;
+    }
+    let bits = v.to_bits();
+    let field = ((bits >> 23) & 0xff) as i32;
+    let mant = bits & 0x7f_ffff;
+    if field == 0 {
+        // Subnormal: v = mant · 2^-149.
+        let top = 31 - mant.leading_zeros() as i32; // floor(log2(mant))
+        let exact = mant.is_power_of_two();
+        return top - 149 + i32::from(!exact);
+    }
+    field - 127 + i32::from(mant != 0)
+}
+
+impl MxTensor {
+    /// The values, row-major.
+    #[must_use]
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.codes.len()];
+        self.write_values(&mut out);
+        out
+    }
+
+    /// The values into `out`.
+    ///
+    /// # Errors
+    /// [`QuantError::LengthMismatch`] when `out` has another length.
+    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.codes.len() {
+            return Err(QuantError::LengthMismatch {
+                op: "MxTensor::dequantize_into",
+                what: "output",
+                expected: self.codes.len(),
+                got: out.len(),
+            });
+        }
+        self.write_values(out);
+        Ok(())
+    }
+
+    fn write_values(&self, out: &mut [f32]) {
+        let b = self.spec.block_size.max(1);
+        for ((cb, ob), &byte) in self.codes.chunks(b).zip(out.chunks_mut(b)).zip(&self.scales) {
+            for (o, &c) in ob.iter_mut().zip(cb) {
+                *o = self.spec.value(c, byte);
+            }
+        }
+    }
+
+    /// fp4 codes two a byte, element `2i` in the low nibble (torchao's layout).
+    ///
+    /// # Errors
+    /// [`QuantError::UnsupportedConfig`] for elements other than fp4;
+    /// [`QuantError::NotMultiple`] for an odd element count.
+    pub fn packed(&self) -> Result<Vec<u8>> {
+        if self.spec.elem != MiniFloat::E2M1Fn {
+            return Err(QuantError::UnsupportedConfig {
+                op: "MxTensor::packed",
+                reason: "only fp4 elements pack two a byte",
+            });
+        }
+        pack_nibbles(&self.codes, NibbleOrder::LowFirst)
+    }
+}
+
+impl fmt::Display for MxSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.elem {
+            MiniFloat::E4M3Fn => "mxfp8",
+            MiniFloat::E5M2 => "mxfp8-e5m2",
+            MiniFloat::E2M3Fn => "mxfp6",
+            MiniFloat::E3M2Fn => "mxfp6-e3m2",
+            _ => "mxfp4",
+        };
+        f.write_str(name)?;
+        if self.block_size != 32 {
+            write!(f, "-b{}", self.block_size)?;
+        }
+        if self.mode != MxScaleMode::Floor {
+            write!(f, "-{}", self.mode.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl ElementFormat for MxSpec {
+    fn bits_per_element(&self) -> f64 {
+        f64::from(self.elem.bits()) + 8.0 / self.block_size as f64
+    }
+
+    fn block_len(&self) -> usize {
+        self.block_size
+    }
+
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "MxSpec::fake_quantize_rows";
+        check_rows(OP, x.len(), row_len, self.block_size, out.len())?;
+        check_finite(OP, x)?;
+        self.quantize_rows(x, row_len)?.write_values(out);
+        Ok(())
+    }
+}
+
+impl RowCodec for MxSpec {
+    /// `data`: the element codes (fp4 packed two a byte, low nibble first; fp6 and fp8 one a
+    /// byte); `scales`: one E8M0 byte per block.
+    fn encode_row(&self, x: &[f32]) -> Result<EncodedRow> {
+        check_finite("MxSpec::encode_row", x)?;
+        let t = self.quantize_rows(x, x.len())?;
+        let data = if self.elem == MiniFloat::E2M1Fn {
+            t.packed()?
+        } else {
+            t.codes
+        };
+        Ok(EncodedRow {
+            data,
+            scales: t.scales,
+            tensor_scale: None,
+        })
+    }
+
+    fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "MxSpec::decode_row";
+        check_rows(OP, out.len(), out.len().max(1), self.block_size, out.len())?;
+        let per_byte = if self.elem == MiniFloat::E2M1Fn { 2 } else { 1 };
+        let want = (out.len() / per_byte, out.len() / self.block_size);
+        if row.data.len() != want.0 || row.scales.len() != want.1 {
+            return Err(QuantError::LengthMismatch {
+                op: OP,
+                what: "row bytes",
+                expected: want.0 + want.1,
+                got: row.data.len() + row.scales.len(),
+            });
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            let code = if per_byte == 2 {
+                (row.data[i / 2] >> (4 * (i % 2))) & 0xf
+            } else {
+                row.data[i]
+            };
+            *o = self.value(code, row.scales[i / self.block_size]);
+        }
+        Ok(())
+    }
+}
