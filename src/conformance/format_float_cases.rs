@@ -7,6 +7,7 @@ use super::case::{Case, CaseResult, compare_floats, compare_ints, tensor_f32, te
 use crate::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 use crate::formats::minifloat::MiniFloat;
 use crate::formats::mx::{MxScaleMode, MxSpec};
+use crate::formats::nvfp4::Nvfp4Spec;
 
 pub(crate) fn e<T>(r: crate::Result<T>) -> CaseResult<T> {
     r.map_err(|e| format!("error: {e}"))
@@ -90,6 +91,23 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             expect_floats(case, "dequantized", &t.dequantize())?;
             if case.expected("packed").is_ok() {
                 expect_ints(case, "packed", &e(t.packed())?)?;
+            }
+            Ok(())
+        }
+        "nvfp4_quantize" => {
+            let pts = case
+                .field("per_tensor_scale")?
+                .as_bool()
+                .ok_or("`per_tensor_scale` is not a bool")?;
+            let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
+            let t = e(Nvfp4Spec::new(pts).quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
+            expect_ints(case, "block_scale_codes", &t.block_scales)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_ints(case, "packed", &e(t.packed())?)?;
+            expect_floats(case, "dequantized", &t.dequantize())?;
+            if let Some(p) = t.per_tensor_scale {
+                let want = case.read_expected("per_tensor_scale", super::json::number)?;
+                compare_floats("per_tensor_scale", &[f64::from(p)], &[want], None)?;
             }
             Ok(())
         }

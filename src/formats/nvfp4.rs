@@ -1,1 +1,227 @@
-//! (being written)
+//! NVFP4: E2M1 elements in blocks of 16 along the last axis, an E4M3 scale per block and an
+//! optional per-tensor `f32` scale; bit for bit with torchao's `NVFP4Tensor.to_nvfp4`.
+//!
+//! ```text
+//! block_scale = max|block| / 6                                          (f32)
+//! without a tensor scale:  s8 = e4m3(clamp(block_scale, 2^-6, 448));  q = e2m1(clamp(x · (1 / s8), ±6))
+//! with one:  pts = max|x| / 2688;  s8 = e4m3(clamp(block_scale / pts, 2^-6, 448));
+//!            q = e2m1(clamp(x · ((1 / pts) / s8), ±6))
+//! value = q · (pts · s8)   (or q · s8)
+//! ```
+//! A zero block stores scale `0x08` (`2^-6`); blocks beyond 448 saturate at `0x7e`. Codes pack
+//! two a byte, element `2i` in the low nibble.
+//!
+//! ```
+//! use qnumeric::formats::nvfp4::Nvfp4Spec;
+//! let x: Vec<f32> = (0..16).map(|i| i as f32 * 0.4).collect();
+//! let t = Nvfp4Spec::new(false).quantize_rows(&x, 16)?;
+//! assert_eq!(t.block_scales.len(), 1);
+//! assert_eq!(t.dequantize()[15], 6.0);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+
+use std::fmt;
+
+use super::minifloat::MiniFloat;
+use super::packing::{NibbleOrder, pack_nibbles};
+use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
+use crate::error::{QuantError, Result};
+
+/// Elements per NVFP4 block.
+pub const NVFP4_BLOCK: usize = 16;
+
+/// The NVFP4 format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Nvfp4Spec {
+    /// Whether a per-tensor `f32` scale is used (`max|x| / 2688`).
+    pub per_tensor_scale: bool,
+}
+
+/// A tensor in NVFP4.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nvfp4Tensor {
+    /// The format.
+    pub spec: Nvfp4Spec,
+    /// Elements per row.
+    pub row_len: usize,
+    /// The per-tensor scale, when used.
+    pub per_tensor_scale: Option<f32>,
+    /// One E4M3 code per block of 16, row-major.
+    pub block_scales: Vec<u8>,
+    /// One E2M1 code per element.
+    pub codes: Vec<u8>,
+}
+
+impl Nvfp4Spec {
+    /// NVFP4 with or without the per-tensor scale.
+    #[must_use]
+    pub const fn new(per_tensor_scale: bool) -> Self {
+        Nvfp4Spec { per_tensor_scale }
+    }
+
+    /// Quantizes rows of `row_len` (a multiple of 16): the reference's results.
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of 16 or does
+    /// not divide `x.len()`.
+    pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Nvfp4Tensor> {
+        check_rows("Nvfp4Spec::quantize", x.len(), row_len, NVFP4_BLOCK, x.len())?;
+        let amax_of = |s: &[f32]| {
+            s.iter().fold(0.0f32, |m, v| {
+                if m.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(v.abs())
+                }
+            })
+        };
+        let pts = self.per_tensor_scale.then(|| amax_of(x) / 2688.0);
+        let e4m3 = MiniFloat::E4M3Fn;
+        let lo = 2f32.powi(-6);
+        let clamp = |v: f32, lo: f32, hi: f32| if v.is_nan() { v } else { v.clamp(lo, hi) };
+        let mut block_scales = Vec::with_capacity(x.len() / NVFP4_BLOCK);
+        let mut codes = vec![0u8; x.len()];
+        for (xb, cb) in x.chunks_exact(NVFP4_BLOCK).zip(codes.chunks_exact_mut(NVFP4_BLOCK)) {
+            let block_scale = amax_of(xb) / 6.0;
+            let (s8, mult) = match pts {
+                None => {
+                    let s8 = e4m3.encode(clamp(block_scale, lo, 448.0));
+                    (s8, 1.0 / e4m3.decode(s8))
+                }
+                Some(p) => {
+                    let s8 = e4m3.encode(clamp(block_scale / p, lo, 448.0));
+                    (s8, (1.0 / p) / e4m3.decode(s8))
+                }
+            };
+            block_scales.push(s8);
+            for (c, &v) in cb.iter_mut().zip(xb) {
+                *c = MiniFloat::E2M1Fn.encode(clamp(v * mult, -6.0, 6.0));
+            }
+        }
+        Ok(Nvfp4Tensor {
+            spec: *self,
+            row_len,
+            per_tensor_scale: pts,
+            block_scales,
+            codes,
+        })
+    }
+}
+
+impl Nvfp4Tensor {
+    /// The values, row-major.
+    #[must_use]
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.codes.len()];
+        self.write_values(&mut out);
+        out
+    }
+
+    /// The values into `out`.
+    ///
+    /// # Errors
+    /// [`QuantError::LengthMismatch`] when `out` has another length.
+    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.codes.len() {
+            return Err(QuantError::LengthMismatch {
+                op: "Nvfp4Tensor::dequantize_into",
+                what: "output",
+                expected: self.codes.len(),
+                got: out.len(),
+            });
+        }
+        self.write_values(out);
+        Ok(())
+    }
+
+    fn write_values(&self, out: &mut [f32]) {
+        decode_blocks(&self.codes, &self.block_scales, self.per_tensor_scale, out);
+    }
+
+    /// Codes two a byte, element `2i` in the low nibble.
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] for an odd element count (never for whole blocks).
+    pub fn packed(&self) -> Result<Vec<u8>> {
+        pack_nibbles(&self.codes, NibbleOrder::LowFirst)
+    }
+}
+
+fn decode_blocks(codes: &[u8], scales: &[u8], pts: Option<f32>, out: &mut [f32]) {
+    for ((cb, ob), &s8) in codes
+        .chunks(NVFP4_BLOCK)
+        .zip(out.chunks_mut(NVFP4_BLOCK))
+        .zip(scales)
+    {
+        let s = MiniFloat::E4M3Fn.decode(s8);
+        let scale = pts.map_or(s, |p| p * s);
+        for (o, &c) in ob.iter_mut().zip(cb) {
+            *o = MiniFloat::E2M1Fn.decode(c) * scale;
+        }
+    }
+}
+
+impl fmt::Display for Nvfp4Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.per_tensor_scale {
+            "nvfp4"
+        } else {
+            "nvfp4-no-tensor-scale"
+        })
+    }
+}
+
+impl ElementFormat for Nvfp4Spec {
+    fn bits_per_element(&self) -> f64 {
+        4.0 + 8.0 / NVFP4_BLOCK as f64
+    }
+
+    fn block_len(&self) -> usize {
+        NVFP4_BLOCK
+    }
+
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "Nvfp4Spec::fake_quantize_rows";
+        check_rows(OP, x.len(), row_len, NVFP4_BLOCK, out.len())?;
+        check_finite(OP, x)?;
+        if x.iter().all(|v| *v == 0.0) {
+            // The per-tensor scale of an all-zero tensor is 0: 0/0. Zeros are exact.
+            out.copy_from_slice(x);
+            return Ok(());
+        }
+        self.quantize_rows(x, row_len)?.write_values(out);
+        Ok(())
+    }
+}
+
+impl RowCodec for Nvfp4Spec {
+    /// `data`: the E2M1 codes packed two a byte (low nibble first); `scales`: one E4M3 byte
+    /// per block of 16; `tensor_scale`: the row's per-tensor scale when used (a row encoded
+    /// alone is its own tensor).
+    fn encode_row(&self, x: &[f32]) -> Result<EncodedRow> {
+        check_finite("Nvfp4Spec::encode_row", x)?;
+        let t = self.quantize_rows(x, x.len())?;
+        Ok(EncodedRow {
+            data: t.packed()?,
+            scales: t.block_scales,
+            tensor_scale: t.per_tensor_scale,
+        })
+    }
+
+    fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "Nvfp4Spec::decode_row";
+        check_rows(OP, out.len(), out.len().max(1), NVFP4_BLOCK, out.len())?;
+        if row.data.len() * 2 != out.len() || row.scales.len() * NVFP4_BLOCK != out.len() {
+            return Err(QuantError::LengthMismatch {
+                op: OP,
+                what: "row bytes",
+                expected: out.len() / 2 + out.len() / NVFP4_BLOCK,
+                got: row.data.len() + row.scales.len(),
+            });
+        }
+        let codes = super::packing::unpack_nibbles(&row.data, NibbleOrder::LowFirst);
+        decode_blocks(&codes, &row.scales, row.tensor_scale, out);
+        Ok(())
+    }
+}
