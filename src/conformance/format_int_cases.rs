@@ -1,7 +1,75 @@
-//! (being written)
+//! Integer and block format cases (`formats.jsonl`): group-wise affine, tinygemm, NF4, GGML.
 
-use super::case::{Case, CaseResult};
+use super::case::{Case, CaseResult, tensor_f32, tensor_i64};
+use super::format_float_cases::{e, expect_floats, expect_ints};
+use super::json::{Json, number};
+use crate::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
 
-pub(crate) fn run(_case: &Case) -> CaseResult<()> {
-    Err(super::UNSUPPORTED.to_string())
+fn usize_field(case: &Case, key: &str) -> CaseResult<usize> {
+    usize::try_from(case.i64_field(key)?).map_err(|e| format!("`{key}`: {e}"))
+}
+
+fn i32_field(case: &Case, key: &str) -> CaseResult<i32> {
+    i32::try_from(case.i64_field(key)?).map_err(|e| format!("`{key}`: {e}"))
+}
+
+/// `eps` as torchao received it (`null`: the smallest normal f32).
+fn eps(case: &Case) -> CaseResult<f32> {
+    match case.json.get("eps") {
+        None | Some(Json::Null) => Ok(f32::MIN_POSITIVE),
+        Some(j) => Ok(number(j)? as f32),
+    }
+}
+
+fn rows(case: &Case) -> CaseResult<(Vec<f32>, usize)> {
+    let x = case.read("x", tensor_f32)?;
+    let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
+    Ok((x.iter().copied().collect(), row_len))
+}
+
+pub(crate) fn run(case: &Case) -> CaseResult<()> {
+    match case.op.as_str() {
+        "affine_groupwise" => {
+            let (x, row_len) = rows(case)?;
+            let mapping = match case.str_field("mapping")? {
+                "SYMMETRIC" => GroupMapping::Symmetric,
+                "ASYMMETRIC" => GroupMapping::Asymmetric,
+                "SYMMETRIC_NO_CLIPPING_ERR" => GroupMapping::SymmetricNoClippingErr,
+                m => return Err(format!("unknown mapping `{m}`")),
+            };
+            let spec = e(GroupwiseSpec::new(
+                i32_field(case, "quant_min")?,
+                i32_field(case, "quant_max")?,
+                mapping,
+                usize_field(case, "group_size")?,
+                eps(case)?,
+            ))?;
+            let t = e(spec.quantize_rows(&x, row_len))?;
+            expect_floats(case, "scale", &t.scales)?;
+            expect_ints(case, "zero_point", &t.zero_points)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_floats(case, "dequantized", &t.dequantize())
+        }
+        "affine_groupwise_tinygemm" => {
+            let (x, row_len) = rows(case)?;
+            let dtype = match case.str_field("qparams_dtype")? {
+                "float32" => QParamsDtype::F32,
+                "bfloat16" => QParamsDtype::BF16,
+                d => return Err(format!("unknown qparams_dtype `{d}`")),
+            };
+            if (case.i64_field("quant_min")?, case.i64_field("quant_max")?) != (0, 15) {
+                return Err("tinygemm's range is 0..=15".into());
+            }
+            let spec = e(TinygemmSpec::new(usize_field(case, "group_size")?, eps(case)?, dtype))?;
+            let t = e(spec.quantize_rows(&x, row_len))?;
+            expect_floats(case, "scale", &t.scales)?;
+            expect_floats(case, "zero_point", &t.zero_points)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_floats(case, "dequantized", &t.dequantize())
+        }
+        _ => {
+            let _ = tensor_i64;
+            Err(super::UNSUPPORTED.to_string())
+        }
+    }
 }

@@ -1,1 +1,436 @@
-//! (being written)
+//! Group-wise affine integers: each row (last axis) cut into groups of `group_size` sharing a
+//! scale and a zero point, as torchao's `quant_primitives` (the int4 weight-only, GPTQ and AWQ
+//! layouts) compute them, bit for bit; and tinygemm's float-zero-point variant.
+//!
+//! ```text
+//! min_neg = min(min(group), 0),  max_pos = max(max(group), 0)                    (f32)
+//! Symmetric:               scale = max(−min_neg, max_pos) / ((qmax − qmin) / 2),  zp = int((qmax + qmin + 1) / 2)
+//! SymmetricNoClippingErr:  scale = min_neg / qmin if larger than max_pos / qmax, else the latter; zp as above
+//! Asymmetric:              scale = (max_pos − min_neg) / (qmax − qmin),  zp = clamp(qmin − round(min_neg / scale), qmin, qmax)
+//! scale = max(scale, eps);   q = clamp(round(x · (1 / scale)) + zp, qmin, qmax);   value = (q − zp) · scale
+//! ```
+//! `round` is half to even. With `Symmetric`, `+amax` rounds to `qmax + 1` and is clamped
+//! (int4: `scale = amax / 7.5`): torchao's choice, reproduced; `SymmetricNoClippingErr` does
+//! not clip.
+//!
+//! ```
+//! use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
+//! let spec = GroupwiseSpec::int4(4, GroupMapping::Asymmetric)?;
+//! let t = spec.quantize_rows(&[0.0, 1.0, 2.0, 3.0], 4)?;
+//! assert_eq!(t.scales, vec![0.2]);
+//! assert_eq!(t.dequantize(), vec![0.0, 1.0, 2.0, 3.0]);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+
+use std::fmt;
+
+use half::bf16;
+
+use super::{ElementFormat, check_finite, check_rows};
+use crate::error::{QuantError, Result};
+
+/// How a group's parameters are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum GroupMapping {
+    /// `scale = amax / ((qmax − qmin) / 2)`, fixed zero point.
+    Symmetric,
+    /// The group's range over `qmax − qmin` steps, zero point from its minimum.
+    Asymmetric,
+    /// The larger of `min / qmin` and `max / qmax`, fixed zero point (no clipping).
+    SymmetricNoClippingErr,
+}
+
+/// A group-wise affine integer format.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupwiseSpec {
+    /// The smallest code.
+    pub quant_min: i32,
+    /// The largest code.
+    pub quant_max: i32,
+    /// How scales and zero points are chosen.
+    pub mapping: GroupMapping,
+    /// Elements per group.
+    pub group_size: usize,
+    /// The smallest scale (torchao's default: the smallest normal f32, `2^-126`).
+    pub eps: f32,
+}
+
+/// A tensor in a group-wise format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupwiseTensor {
+    /// The format.
+    pub spec: GroupwiseSpec,
+    /// Elements per row.
+    pub row_len: usize,
+    /// One scale per group, row-major (`[rows, row_len / group_size]`).
+    pub scales: Vec<f32>,
+    /// One zero point per group.
+    pub zero_points: Vec<i32>,
+    /// One code per element.
+    pub codes: Vec<i32>,
+}
+
+impl GroupwiseSpec {
+    /// A spec.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] unless `quant_min < quant_max` and the range holds at
+    /// most 2^16 codes, for a zero group or an `eps` that is
+    /// negative or not finite.
+    pub fn new(
+        quant_min: i32,
+        quant_max: i32,
+        mapping: GroupMapping,
+        group_size: usize,
+        eps: f32,
+    ) -> Result<Self> {
+        const OP: &str = "GroupwiseSpec::new";
+        if quant_min >= quant_max || i64::from(quant_max) - i64::from(quant_min) > 65535 {
+            return Err(QuantError::InvalidParameter {
+                op: OP,
+                what: "quant_max - quant_min",
+                value: f64::from(quant_max) - f64::from(quant_min),
+                reason: "quant_min must be below quant_max, at most 2^16 codes",
+            });
+        }
+        if group_size == 0 {
+            return Err(QuantError::InvalidParameter {
+                op: OP,
+                what: "group_size",
+                value: 0.0,
+                reason: "must be at least 1",
+            });
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(QuantError::InvalidParameter {
+                op: OP,
+                what: "eps",
+                value: f64::from(eps),
+                reason: "must be finite and >= 0",
+            });
+        }
+        Ok(GroupwiseSpec {
+            quant_min,
+            quant_max,
+            mapping,
+            group_size,
+            eps,
+        })
+    }
+
+    /// int4 (`-8..=7`) with torchao's default eps.
+    ///
+    /// # Errors
+    /// As [`GroupwiseSpec::new`].
+    pub fn int4(group_size: usize, mapping: GroupMapping) -> Result<Self> {
+        Self::new(-8, 7, mapping, group_size, f32::MIN_POSITIVE)
+    }
+
+    /// uint4 (`0..=15`) with torchao's default eps.
+    ///
+    /// # Errors
+    /// As [`GroupwiseSpec::new`].
+    pub fn uint4(group_size: usize, mapping: GroupMapping) -> Result<Self> {
+        Self::new(0, 15, mapping, group_size, f32::MIN_POSITIVE)
+    }
+
+    /// int8 (`-128..=127`) with torchao's default eps.
+    ///
+    /// # Errors
+    /// As [`GroupwiseSpec::new`].
+    pub fn int8(group_size: usize, mapping: GroupMapping) -> Result<Self> {
+        Self::new(-128, 127, mapping, group_size, f32::MIN_POSITIVE)
+    }
+
+    /// The scale and zero point of a group (`choose_qparams_affine`).
+    #[must_use]
+    pub fn qparams(&self, group: &[f32]) -> (f32, i32) {
+        let (qmin, qmax) = (self.quant_min as f32, self.quant_max as f32);
+        let (lo, hi) = group.iter().fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let mid = ((i64::from(self.quant_max) + i64::from(self.quant_min) + 1) as f64 / 2.0) as i32;
+        match self.mapping {
+            GroupMapping::Symmetric => {
+                let s = (-lo).max(hi) / ((qmax - qmin) / 2.0);
+                (s.max(self.eps), mid)
+            }
+            GroupMapping::SymmetricNoClippingErr => {
+                let smin = lo / qmin;
+                let smax = hi / qmax;
+                let s = if smin > smax { smin } else { smax };
+                (s.max(self.eps), mid)
+            }
+            GroupMapping::Asymmetric => {
+                let s = ((hi - lo) / (qmax - qmin)).max(self.eps);
+                let zp = (qmin - (lo / s).round_ties_even()).clamp(qmin, qmax);
+                (s, zp as i32)
+            }
+        }
+    }
+
+    fn code(&self, v: f32, inv: f32, zp: i32) -> i32 {
+        let q = (v * inv).round_ties_even() + zp as f32;
+        q.clamp(self.quant_min as f32, self.quant_max as f32) as i32
+    }
+
+    /// Quantizes rows of `row_len` (a multiple of the group size).
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] for a row length that is not a positive multiple of the
+    /// group or does not divide `x.len()`; [`QuantError::NanInput`] /
+    /// [`QuantError::InfiniteInput`] (an integer format holds neither).
+    pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<GroupwiseTensor> {
+        const OP: &str = "GroupwiseSpec::quantize";
+        check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
+        check_finite(OP, x)?;
+        let groups = x.len() / self.group_size;
+        let mut scales = Vec::with_capacity(groups);
+        let mut zero_points = Vec::with_capacity(groups);
+        let mut codes = vec![0i32; x.len()];
+        for (g, c) in x
+            .chunks_exact(self.group_size)
+            .zip(codes.chunks_exact_mut(self.group_size))
+        {
+            let (s, zp) = self.qparams(g);
+            let inv = 1.0 / s;
+            for (c, &v) in c.iter_mut().zip(g) {
+                *c = self.code(v, inv, zp);
+            }
+            scales.push(s);
+            zero_points.push(zp);
+        }
+        Ok(GroupwiseTensor {
+            spec: *self,
+            row_len,
+            scales,
+            zero_points,
+            codes,
+        })
+    }
+}
+
+impl GroupwiseTensor {
+    /// The values, row-major.
+    #[must_use]
+    pub fn dequantize(&self) -> Vec<f32> {
+        let g = self.spec.group_size.max(1);
+        let mut out = vec![0.0; self.codes.len()];
+        for (((o, c), &s), &zp) in out
+            .chunks_mut(g)
+            .zip(self.codes.chunks(g))
+            .zip(&self.scales)
+            .zip(&self.zero_points)
+        {
+            for (o, &q) in o.iter_mut().zip(c) {
+                *o = (q as f32 - zp as f32) * s;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for GroupwiseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = match (self.quant_min, self.quant_max) {
+            (-8, 7) => "int4".to_string(),
+            (0, 15) => "uint4".to_string(),
+            (-128, 127) => "int8".to_string(),
+            (lo, hi) => format!("int[{lo},{hi}]"),
+        };
+        let m = match self.mapping {
+            GroupMapping::Asymmetric => "",
+            GroupMapping::Symmetric => "-sym",
+            GroupMapping::SymmetricNoClippingErr => "-symnc",
+        };
+        write!(f, "{base}{m}-g{}", self.group_size)
+    }
+}
+
+impl ElementFormat for GroupwiseSpec {
+    /// Code bits plus a bf16 scale per group (and a bf16 zero point for `Asymmetric`), as
+    /// torchao stores them.
+    fn bits_per_element(&self) -> f64 {
+        let levels = f64::from(self.quant_max) - f64::from(self.quant_min) + 1.0;
+        let params = if self.mapping == GroupMapping::Asymmetric { 32.0 } else { 16.0 };
+        levels.log2().ceil() + params / self.group_size as f64
+    }
+
+    fn block_len(&self) -> usize {
+        self.group_size
+    }
+
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        check_rows("GroupwiseSpec::fake_quantize_rows", x.len(), row_len, self.group_size, out.len())?;
+        let t = self.quantize_rows(x, row_len)?;
+        out.copy_from_slice(&t.dequantize());
+        Ok(())
+    }
+
+    /// The gradient passes where `round(x / scale) + zp` is within the range (PyTorch's fake
+    /// quantize mask).
+    fn ste_mask_rows(&self, x: &[f32], row_len: usize, mask: &mut [bool]) -> Result<()> {
+        const OP: &str = "GroupwiseSpec::ste_mask_rows";
+        check_rows(OP, x.len(), row_len, self.group_size, mask.len())?;
+        check_finite(OP, x)?;
+        for (g, m) in x.chunks_exact(self.group_size).zip(mask.chunks_exact_mut(self.group_size)) {
+            let (s, zp) = self.qparams(g);
+            let inv = 1.0 / s;
+            for (m, &v) in m.iter_mut().zip(g) {
+                let q = (v * inv).round_ties_even() + zp as f32;
+                *m = q >= self.quant_min as f32 && q <= self.quant_max as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The dtype tinygemm's parameters are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum QParamsDtype {
+    /// `f32`.
+    F32,
+    /// `bf16` (tinygemm's own).
+    BF16,
+}
+
+impl QParamsDtype {
+    fn round(self, v: f32) -> f32 {
+        match self {
+            QParamsDtype::F32 => v,
+            QParamsDtype::BF16 => bf16::from_f32(v).to_f32(),
+        }
+    }
+}
+
+/// tinygemm's uint4 groups with a float zero point (torchao's `Int4WeightOnlyConfig`
+/// default layout):
+///
+/// ```text
+/// scale = round_dtype(max((max − min) / 15, eps)),  zero = round_dtype(min + scale_f32 · 8)
+/// min_val = zero − scale · 8   (each operation rounded to the dtype)
+/// q = clamp(round((x − min_val) / scale), 0, 15);   value = f32(q − 8) · scale + zero
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TinygemmSpec {
+    /// Elements per group.
+    pub group_size: usize,
+    /// The smallest scale.
+    pub eps: f32,
+    /// The parameters' dtype.
+    pub qparams_dtype: QParamsDtype,
+}
+
+/// A tensor in tinygemm's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TinygemmTensor {
+    /// The format.
+    pub spec: TinygemmSpec,
+    /// One scale per group.
+    pub scales: Vec<f32>,
+    /// One float zero point per group.
+    pub zero_points: Vec<f32>,
+    /// One code (`0..=15`) per element.
+    pub codes: Vec<u8>,
+}
+
+impl TinygemmSpec {
+    /// A spec.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] for a zero group or a bad `eps`.
+    pub fn new(group_size: usize, eps: f32, qparams_dtype: QParamsDtype) -> Result<Self> {
+        GroupwiseSpec::new(0, 15, GroupMapping::Asymmetric, group_size, eps)?;
+        Ok(TinygemmSpec {
+            group_size,
+            eps,
+            qparams_dtype,
+        })
+    }
+
+    /// Quantizes rows of `row_len` (a multiple of the group size).
+    ///
+    /// # Errors
+    /// As [`GroupwiseSpec::quantize_rows`].
+    pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<TinygemmTensor> {
+        const OP: &str = "TinygemmSpec::quantize";
+        check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
+        check_finite(OP, x)?;
+        let d = self.qparams_dtype;
+        let mut scales = Vec::new();
+        let mut zero_points = Vec::new();
+        let mut codes = vec![0u8; x.len()];
+        for (g, c) in x
+            .chunks_exact(self.group_size)
+            .zip(codes.chunks_exact_mut(self.group_size))
+        {
+            let (lo, hi) = g
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            let s32 = ((hi - lo) / 15.0).max(self.eps);
+            let zero = d.round(lo + s32 * 8.0);
+            let s = d.round(s32);
+            let min_val = d.round(zero - d.round(s * 8.0));
+            for (c, &v) in c.iter_mut().zip(g) {
+                *c = ((v - min_val) / s).round_ties_even().clamp(0.0, 15.0) as u8;
+            }
+            scales.push(s);
+            zero_points.push(zero);
+        }
+        Ok(TinygemmTensor {
+            spec: *self,
+            scales,
+            zero_points,
+            codes,
+        })
+    }
+}
+
+impl TinygemmTensor {
+    /// The values, row-major.
+    #[must_use]
+    pub fn dequantize(&self) -> Vec<f32> {
+        let g = self.spec.group_size.max(1);
+        let mut out = vec![0.0; self.codes.len()];
+        for (((o, c), &s), &z) in out
+            .chunks_mut(g)
+            .zip(self.codes.chunks(g))
+            .zip(&self.scales)
+            .zip(&self.zero_points)
+        {
+            for (o, &q) in o.iter_mut().zip(c) {
+                *o = (f32::from(q) - 8.0) * s + z;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for TinygemmSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "int4-tinygemm-g{}", self.group_size)
+    }
+}
+
+impl ElementFormat for TinygemmSpec {
+    /// 4 bits plus a scale and a zero point per group in the parameters' dtype.
+    fn bits_per_element(&self) -> f64 {
+        let p = match self.qparams_dtype {
+            QParamsDtype::F32 => 64.0,
+            QParamsDtype::BF16 => 32.0,
+        };
+        4.0 + p / self.group_size as f64
+    }
+
+    fn block_len(&self) -> usize {
+        self.group_size
+    }
+
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        check_rows("TinygemmSpec::fake_quantize_rows", x.len(), row_len, self.group_size, out.len())?;
+        out.copy_from_slice(&self.quantize_rows(x, row_len)?.dequantize());
+        Ok(())
+    }
+}
