@@ -3,6 +3,7 @@
 use super::case::{Case, CaseResult, tensor_f32, tensor_i64};
 use super::format_float_cases::{e, expect_floats, expect_ints};
 use super::json::{Json, number};
+use crate::formats::nf4::Nf4Spec;
 use crate::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
 
 fn usize_field(case: &Case, key: &str) -> CaseResult<usize> {
@@ -65,6 +66,22 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             expect_floats(case, "scale", &t.scales)?;
             expect_floats(case, "zero_point", &t.zero_points)?;
             expect_ints(case, "codes", &t.codes)?;
+            expect_floats(case, "dequantized", &t.dequantize())
+        }
+        "nf4_quantize" => {
+            let (x, _) = rows(case)?;
+            let spec = e(Nf4Spec::torchao(
+                usize_field(case, "block_size")?,
+                usize_field(case, "scaler_block_size")?,
+            ))?;
+            let t = e(spec.quantize(&x))?;
+            expect_floats(case, "absmax", &t.absmax)?;
+            expect_ints(case, "codes", &t.codes)?;
+            expect_ints(case, "packed", &e(t.packed())?)?;
+            expect_ints(case, "quantized_scalers", &t.quantized_scalers)?;
+            expect_floats(case, "quantization_factor", &t.quantization_factor)?;
+            let mean = case.read_expected("scaler_mean", number)?;
+            super::case::compare_floats("scaler_mean", &[f64::from(t.scaler_mean)], &[mean], None)?;
             expect_floats(case, "dequantized", &t.dequantize())
         }
         _ => {

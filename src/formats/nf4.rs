@@ -1,1 +1,258 @@
-//! (being written)
+//! NF4 (QLoRA's 4-bit normal float), bit for bit with torchao's `to_nf4`: the flattened tensor
+//! in blocks of 64 scaled by their `absmax`, each element the index of the nearest of 16
+//! normal-quantile values; the block scales double-quantized to int8 in blocks of
+//! `scaler_block_size` around their mean.
+//!
+//! ```text
+//! code  = argmin_i |x / absmax − NF4[i]|          (f32; the first index on a tie; NaN → 0)
+//! a     = absmax − mean(absmax);  factor = 256 / (2 · max|a|) per scaler block
+//! q     = clamp(round(a · factor), −128, 127)      (int8)
+//! value = NF4[code] · (q / factor + mean)          (not · absmax)
+//! ```
+//! An all-zero block divides 0 by 0: every code is 0 (−1.0) and the block dequantizes to
+//! `−scaler`, not 0 — torchao's behaviour, reproduced by [`Nf4Spec::torchao`].
+//! [`Nf4Spec::new`] (`exact_zero_blocks`) stores such a block as code 7 (0.0): zeros stay zeros.
+//! Codes pack two a byte, element `2i` in the **high** nibble.
+//!
+//! ```
+//! use qnumeric::formats::nf4::Nf4Spec;
+//! let x: Vec<f32> = (0..128).map(|i| ((i * 37 % 64) as f32 - 32.0) / 32.0).collect();
+//! let t = Nf4Spec::new(64, 2)?.quantize(&x)?;
+//! assert_eq!(t.codes.len(), 128);
+//! assert_eq!(t.packed()?.len(), 64);
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+
+use std::fmt;
+
+use super::packing::{NibbleOrder, pack_nibbles};
+use super::{ElementFormat, check_finite, check_rows};
+use crate::error::{QuantError, Result};
+
+/// The 16 NF4 values as torchao's `NF4Tensor` holds them: rounded to four decimals (QLoRA's
+/// and bitsandbytes' table has more digits: `-0.6961928009986877`, ...), as `f32`.
+pub const NF4_VALUES: [f32; 16] = [
+    -1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0, 0.0796, 0.1609, 0.2461,
+    0.3379, 0.4407, 0.5626, 0.7230, 1.0,
+];
+
+/// The NF4 format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Nf4Spec {
+    /// Elements per block (64 in QLoRA and torchao).
+    pub block_size: usize,
+    /// Block scales per double-quantization block (torchao's default 256).
+    pub scaler_block_size: usize,
+    /// All-zero blocks stored as zeros (`true`) or as torchao stores them (`false`).
+    pub exact_zero_blocks: bool,
+}
+
+/// A tensor in NF4.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nf4Tensor {
+    /// The format.
+    pub spec: Nf4Spec,
+    /// The block scales before double quantization.
+    pub absmax: Vec<f32>,
+    /// One code per element.
+    pub codes: Vec<u8>,
+    /// The double-quantized block scales.
+    pub quantized_scalers: Vec<i8>,
+    /// One factor per scaler block.
+    pub quantization_factor: Vec<f32>,
+    /// The mean of the block scales.
+    pub scaler_mean: f32,
+}
+
+impl Nf4Spec {
+    /// NF4 with all-zero blocks stored as zeros.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] for a zero block or scaler block size.
+    pub fn new(block_size: usize, scaler_block_size: usize) -> Result<Self> {
+        for (what, v) in [("block_size", block_size), ("scaler_block_size", scaler_block_size)] {
+            if v == 0 {
+                return Err(QuantError::InvalidParameter {
+                    op: "Nf4Spec::new",
+                    what,
+                    value: 0.0,
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        Ok(Nf4Spec {
+            block_size,
+            scaler_block_size,
+            exact_zero_blocks: true,
+        })
+    }
+
+    /// NF4 as torchao computes it (all-zero blocks dequantize to `−scaler`).
+    ///
+    /// # Errors
+    /// As [`Nf4Spec::new`].
+    pub fn torchao(block_size: usize, scaler_block_size: usize) -> Result<Self> {
+        Ok(Nf4Spec {
+            exact_zero_blocks: false,
+            ..Self::new(block_size, scaler_block_size)?
+        })
+    }
+
+    /// Elements a tensor must be a multiple of.
+    #[must_use]
+    pub fn granule(&self) -> usize {
+        self.block_size.saturating_mul(self.scaler_block_size)
+    }
+
+    fn code(&self, v: f32) -> u8 {
+        if v.is_nan() {
+            return if self.exact_zero_blocks { 7 } else { 0 };
+        }
+        let mut best = 0usize;
+        let mut dist = f32::INFINITY;
+        for (i, &c) in NF4_VALUES.iter().enumerate() {
+            let d = (v - c).abs();
+            if d < dist {
+                dist = d;
+                best = i;
+            }
+        }
+        best as u8
+    }
+
+    /// Quantizes a flattened tensor (its length a multiple of `block_size ·
+    /// scaler_block_size`).
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] for another length (zero included);
+    /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`].
+    pub fn quantize(&self, x: &[f32]) -> Result<Nf4Tensor> {
+        const OP: &str = "Nf4Spec::quantize";
+        let granule = self.granule();
+        check_rows(OP, x.len(), granule.max(1), granule.max(1), x.len())?;
+        check_finite(OP, x)?;
+        let absmax: Vec<f32> = x
+            .chunks_exact(self.block_size)
+            .map(|b| b.iter().fold(0.0f32, |m, v| m.max(v.abs())))
+            .collect();
+        let mut codes = vec![0u8; x.len()];
+        for ((b, c), &m) in x
+            .chunks_exact(self.block_size)
+            .zip(codes.chunks_exact_mut(self.block_size))
+            .zip(&absmax)
+        {
+            for (c, &v) in c.iter_mut().zip(b) {
+                *c = self.code(v / m);
+            }
+        }
+        let mean = absmax.iter().sum::<f32>() / absmax.len() as f32;
+        let mut quantized_scalers = Vec::with_capacity(absmax.len());
+        let mut quantization_factor = Vec::new();
+        for blk in absmax.chunks_exact(self.scaler_block_size) {
+            let centred: Vec<f32> = blk.iter().map(|v| v - mean).collect();
+            let m = centred.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let factor = 256.0 / (2.0 * m);
+            for a in centred {
+                let q = (a * factor).round_ties_even();
+                let q = if q.is_nan() { 0.0 } else { q.clamp(-128.0, 127.0) };
+                quantized_scalers.push(q as i8);
+            }
+            quantization_factor.push(factor);
+        }
+        Ok(Nf4Tensor {
+            spec: *self,
+            absmax,
+            codes,
+            quantized_scalers,
+            quantization_factor,
+            scaler_mean: mean,
+        })
+    }
+}
+
+impl Nf4Tensor {
+    /// The block scales after double quantization (`q / factor + mean`).
+    #[must_use]
+    pub fn scalers(&self) -> Vec<f32> {
+        let sb = self.spec.scaler_block_size.max(1);
+        self.quantized_scalers
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let f = self.quantization_factor.get(i / sb).copied().unwrap_or(f32::NAN);
+                f32::from(q) / f + self.scaler_mean
+            })
+            .collect()
+    }
+
+    /// The values.
+    #[must_use]
+    pub fn dequantize(&self) -> Vec<f32> {
+        let scalers = self.scalers();
+        let b = self.spec.block_size.max(1);
+        let mut out = vec![0.0; self.codes.len()];
+        for ((o, c), &s) in out.chunks_mut(b).zip(self.codes.chunks(b)).zip(&scalers) {
+            for (o, &code) in o.iter_mut().zip(c) {
+                *o = NF4_VALUES[usize::from(code & 0xf)] * s;
+            }
+        }
+        out
+    }
+
+    /// Codes two a byte, element `2i` in the high nibble (torchao's layout).
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] for an odd element count.
+    pub fn packed(&self) -> Result<Vec<u8>> {
+        pack_nibbles(&self.codes, NibbleOrder::HighFirst)
+    }
+}
+
+impl fmt::Display for Nf4Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("nf4")?;
+        if self.block_size != 64 {
+            write!(f, "-b{}", self.block_size)?;
+        }
+        Ok(())
+    }
+}
+
+impl ElementFormat for Nf4Spec {
+    /// 4 bits, an int8 scaler per block, an f32 factor per scaler block.
+    fn bits_per_element(&self) -> f64 {
+        4.0 + 8.0 / self.block_size as f64 + 32.0 / self.granule() as f64
+    }
+
+    /// One block; the double quantization runs over each row's blocks (rows a multiple of
+    /// `block_size · scaler_block_size` use the reference's grouping exactly; shorter rows
+    /// are padded scaler blocks of their own).
+    fn block_len(&self) -> usize {
+        self.block_size
+    }
+
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "Nf4Spec::fake_quantize_rows";
+        check_rows(OP, x.len(), row_len, self.block_size, out.len())?;
+        check_finite(OP, x)?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        // The scaler blocks never straddle rows: one scaler block per row when the row is not
+        // a whole number of them.
+        let blocks = row_len / self.block_size;
+        let spec = if blocks.is_multiple_of(self.scaler_block_size) {
+            *self
+        } else {
+            Nf4Spec {
+                scaler_block_size: blocks,
+                ..*self
+            }
+        };
+        for (xr, or) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+            or.copy_from_slice(&spec.quantize(xr)?.dequantize());
+        }
+        Ok(())
+    }
+}
