@@ -24,13 +24,26 @@ pub(crate) fn ints<T: Copy + Into<i64>>(a: impl IntoIterator<Item = T>) -> Vec<i
 /// Compares an expected float tensor member (bit for bit).
 pub(crate) fn expect_floats(case: &Case, key: &str, got: &[f32]) -> CaseResult<()> {
     let want = case.read_expected(key, tensor_f32)?;
-    compare_floats(key, &floats(got.iter().copied()), &floats(want.iter().copied()), None)
+    compare_floats(
+        key,
+        &floats(got.iter().copied()),
+        &floats(want.iter().copied()),
+        None,
+    )
 }
 
 /// Compares an expected integer tensor member.
-pub(crate) fn expect_ints<T: Copy + Into<i64>>(case: &Case, key: &str, got: &[T]) -> CaseResult<()> {
+pub(crate) fn expect_ints<T: Copy + Into<i64>>(
+    case: &Case,
+    key: &str,
+    got: &[T],
+) -> CaseResult<()> {
     let want = case.read_expected(key, tensor_i64)?;
-    compare_ints(key, &ints(got.iter().copied()), &want.iter().copied().collect::<Vec<_>>())
+    compare_ints(
+        key,
+        &ints(got.iter().copied()),
+        &want.iter().copied().collect::<Vec<_>>(),
+    )
 }
 
 fn dtype(case: &Case, key: &str) -> CaseResult<MiniFloat> {
@@ -82,7 +95,8 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
                 "even" => MxScaleMode::Even,
                 m => return Err(format!("unknown scaling_mode `{m}`")),
             };
-            let block = usize::try_from(case.i64_field("block_size")?).map_err(|e| e.to_string())?;
+            let block =
+                usize::try_from(case.i64_field("block_size")?).map_err(|e| e.to_string())?;
             let spec = e(MxSpec::new(dtype(case, "elem_dtype")?, block, mode))?;
             let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
             let t = e(spec.quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
@@ -100,7 +114,9 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
                 .as_bool()
                 .ok_or("`per_tensor_scale` is not a bool")?;
             let row_len = *x.shape().last().ok_or("`x` is 0-d")?;
-            let t = e(Nvfp4Spec::new(pts).quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
+            let t =
+                e(Nvfp4Spec::new(pts)
+                    .quantize_rows(&x.iter().copied().collect::<Vec<_>>(), row_len))?;
             expect_ints(case, "block_scale_codes", &t.block_scales)?;
             expect_ints(case, "codes", &t.codes)?;
             expect_ints(case, "packed", &e(t.packed())?)?;

@@ -3,8 +3,9 @@
 use super::case::{Case, CaseResult, tensor_f32, tensor_i64};
 use super::format_float_cases::{e, expect_floats, expect_ints};
 use super::json::{Json, number};
-use crate::formats::nf4::Nf4Spec;
+use crate::formats::ggml::GgmlType;
 use crate::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
+use crate::formats::nf4::Nf4Spec;
 
 fn usize_field(case: &Case, key: &str) -> CaseResult<usize> {
     usize::try_from(case.i64_field(key)?).map_err(|e| format!("`{key}`: {e}"))
@@ -61,7 +62,11 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             if (case.i64_field("quant_min")?, case.i64_field("quant_max")?) != (0, 15) {
                 return Err("tinygemm's range is 0..=15".into());
             }
-            let spec = e(TinygemmSpec::new(usize_field(case, "group_size")?, eps(case)?, dtype))?;
+            let spec = e(TinygemmSpec::new(
+                usize_field(case, "group_size")?,
+                eps(case)?,
+                dtype,
+            ))?;
             let t = e(spec.quantize_rows(&x, row_len))?;
             expect_floats(case, "scale", &t.scales)?;
             expect_floats(case, "zero_point", &t.zero_points)?;
@@ -84,9 +89,31 @@ pub(crate) fn run(case: &Case) -> CaseResult<()> {
             super::case::compare_floats("scaler_mean", &[f64::from(t.scaler_mean)], &[mean], None)?;
             expect_floats(case, "dequantized", &t.dequantize())
         }
-        _ => {
-            let _ = tensor_i64;
-            Err(super::UNSUPPORTED.to_string())
+        "ggml_quantize" | "ggml_dequantize" => {
+            let ty: GgmlType = e(case.str_field("qtype")?.parse())?;
+            if usize_field(case, "block_size")? != ty.block_size()
+                || usize_field(case, "type_size")? != ty.type_size()
+            {
+                return Err(format!("{ty}: block_size / type_size differ from ggml's"));
+            }
+            let blocks: Vec<u8> = if case.op == "ggml_quantize" {
+                let (x, row_len) = rows(case)?;
+                let b = e(ty.quantize_rows(&x, row_len))?;
+                expect_ints(case, "blocks", &b)?;
+                b
+            } else {
+                let b = case.read("blocks", tensor_i64)?;
+                b.iter()
+                    .map(|&v| {
+                        u8::try_from(v).map_err(|_| format!("`blocks` holds {v}, not a byte"))
+                    })
+                    .collect::<CaseResult<_>>()?
+            };
+            let n = e(ty.row_bytes(0)).map(|_| blocks.len() / ty.type_size() * ty.block_size())?;
+            let mut y = vec![0.0f32; n];
+            e(ty.dequantize_row(&blocks, &mut y))?;
+            expect_floats(case, "dequantized", &y)
         }
+        _ => Err(super::UNSUPPORTED.to_string()),
     }
 }

@@ -177,10 +177,17 @@ impl Float8Spec {
         };
         let scales: Vec<f32> = match self.granularity {
             Float8Granularity::Tensorwise => vec![self.scale_for(amax(x))],
-            Float8Granularity::Rowwise => x.chunks_exact(row_len).map(|r| self.scale_for(amax(r))).collect(),
+            Float8Granularity::Rowwise => x
+                .chunks_exact(row_len)
+                .map(|r| self.scale_for(amax(r)))
+                .collect(),
         };
         let mut codes = vec![0u8; x.len()];
-        for (r, (xr, cr)) in x.chunks_exact(row_len).zip(codes.chunks_exact_mut(row_len)).enumerate() {
+        for (r, (xr, cr)) in x
+            .chunks_exact(row_len)
+            .zip(codes.chunks_exact_mut(row_len))
+            .enumerate()
+        {
             let s = scales[if scales.len() == 1 { 0 } else { r }];
             for (c, &v) in cr.iter_mut().zip(xr) {
                 *c = self.encode(v, s);
@@ -232,7 +239,12 @@ impl Float8Tensor {
 
     fn write_values(&self, out: &mut [f32]) {
         let row_len = self.row_len.max(1);
-        for (r, (cr, or)) in self.codes.chunks(row_len).zip(out.chunks_mut(row_len)).enumerate() {
+        for (r, (cr, or)) in self
+            .codes
+            .chunks(row_len)
+            .zip(out.chunks_mut(row_len))
+            .enumerate()
+        {
             let s = self.scales[if self.scales.len() == 1 { 0 } else { r }];
             for (o, &c) in or.iter_mut().zip(cr) {
                 *o = self.spec.decode(c, s);

@@ -1,1 +1,676 @@
-//! (being written)
+//! GGML's quantized blocks (llama.cpp, candle, the GGUF files): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! MXFP4, the k-quants (Q2_K … Q6_K) and NVFP4, byte for byte as ggml's C reference
+//! (`quantize_row_*_ref`, `dequantize_row_*`) and gguf-py store and read them.
+//!
+//! | type | bytes / block | elements | layout |
+//! |---|---:|---:|---|
+//! | Q8_0 | 34 | 32 | `d` f16, 32 × i8 |
+//! | Q4_0 | 18 | 32 | `d` f16, 16 bytes: element `j` low nibble, `j + 16` high |
+//! | Q4_1 | 20 | 32 | `d`, `m` f16, 16 bytes as Q4_0 |
+//! | Q5_0 | 22 | 32 | `d` f16, `qh` u32 (bit 4 of element `j` in bit `j`), 16 bytes as Q4_0 |
+//! | Q5_1 | 24 | 32 | `d`, `m` f16, `qh`, 16 bytes |
+//! | MXFP4 | 17 | 32 | E8M0 byte, 16 bytes as Q4_0 (doubled E2M1 codes, scale halved) |
+//! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | 84, 110, 144, 176, 210 | 256 | ggml's super-blocks (decode only) |
+//! | NVFP4 | 36 | 64 | 4 unsigned-E4M3 sub-block scales, 32 bytes |
+//!
+//! Quantizers round as ggml does: Q8_0 with `roundf` (ties away from zero), Q4/Q5 with
+//! `(int)(x · id + 8.5)` (ties up); f16 fields round to nearest even and overflow to ±inf (a
+//! block whose scale overflows dequantizes to ±inf or NaN, as in ggml). The k-quants and NVFP4
+//! are decoded only (gguf-py, the reference of the golden cases, has no quantizer for them).
+//!
+//! ```
+//! use qnumeric::formats::ggml::GgmlType;
+//! let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
+//! let mut blocks = vec![0u8; 18];
+//! GgmlType::Q4_0.quantize_row(&x, &mut blocks)?;
+//! let mut y = vec![0.0f32; 32];
+//! GgmlType::Q4_0.dequantize_row(&blocks, &mut y)?;
+//! assert_eq!(y[0], -16.0); // the block's largest magnitude is exact
+//! # Ok::<(), qnumeric::QuantError>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use half::f16;
+
+use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
+use crate::error::{QuantError, Result};
+
+/// A GGML block type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(non_camel_case_types)]
+#[non_exhaustive]
+pub enum GgmlType {
+    /// 8-bit, one f16 scale per 32.
+    Q8_0,
+    /// 4-bit symmetric, one f16 scale per 32.
+    Q4_0,
+    /// 4-bit with an f16 scale and minimum per 32.
+    Q4_1,
+    /// 5-bit symmetric.
+    Q5_0,
+    /// 5-bit with a minimum.
+    Q5_1,
+    /// GGML's MXFP4 (E2M1 with an E8M0 scale per 32).
+    Mxfp4,
+    /// 2-bit k-quant.
+    Q2_K,
+    /// 3-bit k-quant.
+    Q3_K,
+    /// 4-bit k-quant.
+    Q4_K,
+    /// 5-bit k-quant.
+    Q5_K,
+    /// 6-bit k-quant.
+    Q6_K,
+    /// GGML's NVFP4 (E2M1, an unsigned E4M3 scale per 16, blocks of 64).
+    Nvfp4,
+}
+
+/// The doubled E2M1 values ggml stores (`kvalues_mxfp4`).
+const KVALUES_FP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+impl GgmlType {
+    /// Every type.
+    pub const ALL: [GgmlType; 12] = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Mxfp4,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Nvfp4,
+    ];
+
+    /// ggml's name (`"Q4_0"`, `"MXFP4"`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Mxfp4 => "MXFP4",
+            GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
+            GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q6_K => "Q6_K",
+            GgmlType::Nvfp4 => "NVFP4",
+        }
+    }
+
+    /// Elements per block.
+    #[must_use]
+    pub fn block_size(self) -> usize {
+        match self {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                256
+            }
+            GgmlType::Nvfp4 => 64,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block.
+    #[must_use]
+    pub fn type_size(self) -> usize {
+        match self {
+            GgmlType::Q8_0 => 34,
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
+            GgmlType::Mxfp4 => 17,
+            GgmlType::Q2_K => 84,
+            GgmlType::Q3_K => 110,
+            GgmlType::Q4_K => 144,
+            GgmlType::Q5_K => 176,
+            GgmlType::Q6_K => 210,
+            GgmlType::Nvfp4 => 36,
+        }
+    }
+
+    /// Whether [`GgmlType::quantize_row`] can encode this type (Q8_0, Q4_0, Q4_1, Q5_0,
+    /// Q5_1, MXFP4).
+    #[must_use]
+    pub fn can_quantize(self) -> bool {
+        matches!(
+            self,
+            GgmlType::Q8_0
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Mxfp4
+        )
+    }
+
+    /// Bytes for `elements` elements.
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] when `elements` is not a multiple of the block size.
+    pub fn row_bytes(self, elements: usize) -> Result<usize> {
+        if !elements.is_multiple_of(self.block_size()) {
+            return Err(QuantError::NotMultiple {
+                op: "GgmlType::row_bytes",
+                what: "element count",
+                len: elements,
+                multiple_of: self.block_size(),
+            });
+        }
+        Ok(elements / self.block_size() * self.type_size())
+    }
+
+    /// Encodes `x` (a multiple of the block size) into `out` (`row_bytes(x.len())` bytes).
+    ///
+    /// # Errors
+    /// [`QuantError::UnsupportedConfig`] for the decode-only types; [`QuantError::NotMultiple`]
+    /// / [`QuantError::LengthMismatch`] for lengths; [`QuantError::NanInput`] /
+    /// [`QuantError::InfiniteInput`] (ggml's blocks cannot hold them). Nothing is written on
+    /// an error.
+    pub fn quantize_row(self, x: &[f32], out: &mut [u8]) -> Result<()> {
+        const OP: &str = "GgmlType::quantize_row";
+        if !self.can_quantize() {
+            return Err(QuantError::UnsupportedConfig {
+                op: OP,
+                reason: "this GGML type is decoded only (no reference quantizer)",
+            });
+        }
+        let bytes = self.row_bytes(x.len()).map_err(|e| e.with_op(OP))?;
+        if out.len() != bytes {
+            return Err(QuantError::LengthMismatch {
+                op: OP,
+                what: "output bytes",
+                expected: bytes,
+                got: out.len(),
+            });
+        }
+        check_finite(OP, x)?;
+        for (xb, ob) in x
+            .chunks_exact(self.block_size())
+            .zip(out.chunks_exact_mut(self.type_size()))
+        {
+            match self {
+                GgmlType::Q8_0 => q8_0(xb, ob),
+                GgmlType::Q4_0 => q_sym(xb, ob, 4),
+                GgmlType::Q5_0 => q_sym(xb, ob, 5),
+                GgmlType::Q4_1 => q_min(xb, ob, 4),
+                GgmlType::Q5_1 => q_min(xb, ob, 5),
+                _ => mxfp4(xb, ob),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes` (whole blocks) into `out` (`bytes.len() / type_size · block_size`
+    /// elements). Any bytes decode (an inf or NaN f16 scale gives inf or NaN values, as in
+    /// ggml).
+    ///
+    /// # Errors
+    /// [`QuantError::NotMultiple`] when `bytes` is not whole blocks;
+    /// [`QuantError::LengthMismatch`] when `out` has another length. Nothing is written on an
+    /// error.
+    pub fn dequantize_row(self, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        const OP: &str = "GgmlType::dequantize_row";
+        if !bytes.len().is_multiple_of(self.type_size()) {
+            return Err(QuantError::NotMultiple {
+                op: OP,
+                what: "byte count",
+                len: bytes.len(),
+                multiple_of: self.type_size(),
+            });
+        }
+        let n = bytes.len() / self.type_size() * self.block_size();
+        if out.len() != n {
+            return Err(QuantError::LengthMismatch {
+                op: OP,
+                what: "output",
+                expected: n,
+                got: out.len(),
+            });
+        }
+        for (b, y) in bytes
+            .chunks_exact(self.type_size())
+            .zip(out.chunks_exact_mut(self.block_size()))
+        {
+            match self {
+                GgmlType::Q8_0 => {
+                    let d = h(b, 0);
+                    for (y, &q) in y.iter_mut().zip(&b[2..34]) {
+                        *y = f32::from(q as i8) * d;
+                    }
+                }
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                    dq_legacy(self, b, y);
+                }
+                GgmlType::Mxfp4 => {
+                    let d = e8m0_half(b[0]);
+                    for j in 0..16 {
+                        y[j] = f32::from(KVALUES_FP4[usize::from(b[1 + j] & 0xf)]) * d;
+                        y[j + 16] = f32::from(KVALUES_FP4[usize::from(b[1 + j] >> 4)]) * d;
+                    }
+                }
+                GgmlType::Nvfp4 => {
+                    for s in 0..4 {
+                        let d = ue4m3_half(b[s]);
+                        let qs = &b[4 + s * 8..4 + s * 8 + 8];
+                        for l in 0..8 {
+                            y[s * 16 + l] = f32::from(KVALUES_FP4[usize::from(qs[l] & 0xf)]) * d;
+                            y[s * 16 + l + 8] = f32::from(KVALUES_FP4[usize::from(qs[l] >> 4)]) * d;
+                        }
+                    }
+                }
+                GgmlType::Q2_K => dq_q2_k(b, y),
+                GgmlType::Q3_K => dq_q3_k(b, y),
+                GgmlType::Q4_K => dq_q4_k(b, y),
+                GgmlType::Q5_K => dq_q5_k(b, y),
+                GgmlType::Q6_K => dq_q6_k(b, y),
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes rows of `row_len` (the element count a multiple of `row_len`, `row_len` of the
+    /// block size).
+    ///
+    /// # Errors
+    /// As [`GgmlType::quantize_row`].
+    pub fn quantize_rows(self, x: &[f32], row_len: usize) -> Result<Vec<u8>> {
+        check_rows(
+            "GgmlType::quantize_rows",
+            x.len(),
+            row_len,
+            self.block_size(),
+            x.len(),
+        )?;
+        let mut out = vec![0u8; self.row_bytes(x.len())?];
+        self.quantize_row(x, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+fn put_h(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// `2^(e − 127) / 2` (`ggml_e8m0_to_fp32_half`).
+fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        u32::from(e - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// ggml's unsigned E4M3 scale, halved (`ggml_ue4m3_to_fp32`); `0x00` and `0x7f` are 0.
+fn ue4m3_half(x: u8) -> f32 {
+    if x == 0 || x == 0x7f {
+        return 0.0;
+    }
+    let exp = i32::from((x >> 3) & 0xf);
+    let man = f32::from(x & 7);
+    let raw = if exp == 0 {
+        man * 2f32.powi(-9)
+    } else {
+        (1.0 + man / 8.0) * 2f32.powi(exp - 7)
+    };
+    raw * 0.5
+}
+
+fn q8_0(x: &[f32], b: &mut [u8]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_h(b, 0, d);
+    for (o, &v) in b[2..34].iter_mut().zip(x) {
+        *o = (v * id).round() as i8 as u8;
+    }
+}
+
+/// Q4_0 / Q5_0: `d = m / −2^(bits−1)` with `m` the element of largest magnitude.
+fn q_sym(x: &[f32], b: &mut [u8], bits: u32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let half = (1u32 << (bits - 1)) as f32;
+    let d = max / -half;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_h(b, 0, d);
+    let top = ((1u32 << bits) - 1) as f32;
+    let code = |v: f32| ((v * id + (half + 0.5)).trunc()).clamp(0.0, top) as u8;
+    pack_legacy(x, b, if bits == 4 { 2 } else { 6 }, bits, code);
+}
+
+/// Q4_1 / Q5_1: `d = (max − min) / (2^bits − 1)`, codes from the minimum.
+fn q_min(x: &[f32], b: &mut [u8], bits: u32) {
+    let (mut lo, mut hi) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < lo {
+            lo = v;
+        }
+        if v > hi {
+            hi = v;
+        }
+    }
+    let top = ((1u32 << bits) - 1) as f32;
+    let d = (hi - lo) / top;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_h(b, 0, d);
+    put_h(b, 2, lo);
+    let code = |v: f32| (((v - lo) * id + 0.5).trunc()).clamp(0.0, top) as u8;
+    pack_legacy(x, b, if bits == 4 { 4 } else { 8 }, bits, code);
+}
+
+/// Writes 32 codes: `qh` (5-bit types, u32 at `at − 4`) and 16 bytes of nibbles at `at`
+/// (element `j` low, `j + 16` high).
+fn pack_legacy(x: &[f32], b: &mut [u8], at: usize, bits: u32, code: impl Fn(f32) -> u8) {
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (q0, q1) = (code(x[j]), code(x[j + 16]));
+        b[at + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
+        qh |= u32::from((q0 >> 4) & 1) << j;
+        qh |= u32::from((q1 >> 4) & 1) << (j + 16);
+    }
+    if bits == 5 {
+        b[at - 4..at].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+fn dq_legacy(ty: GgmlType, b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let (m, qh, qs) = match ty {
+        GgmlType::Q4_0 => (None, 0u32, &b[2..18]),
+        GgmlType::Q4_1 => (Some(h(b, 2)), 0, &b[4..20]),
+        GgmlType::Q5_0 => (
+            None,
+            u32::from_le_bytes([b[2], b[3], b[4], b[5]]),
+            &b[6..22],
+        ),
+        _ => (
+            Some(h(b, 2)),
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            &b[8..24],
+        ),
+    };
+    let five = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
+    let offset = match ty {
+        GgmlType::Q4_0 => 8,
+        GgmlType::Q5_0 => 16,
+        _ => 0,
+    };
+    for j in 0..16 {
+        let (h0, h1) = if five {
+            (((qh >> j) & 1) << 4, ((qh >> (j + 16)) & 1) << 4)
+        } else {
+            (0, 0)
+        };
+        let q0 = (u32::from(qs[j] & 0xf) | h0) as i32 - offset;
+        let q1 = (u32::from(qs[j] >> 4) | h1) as i32 - offset;
+        match m {
+            None => {
+                y[j] = q0 as f32 * d;
+                y[j + 16] = q1 as f32 * d;
+            }
+            Some(m) => {
+                y[j] = q0 as f32 * d + m;
+                y[j + 16] = q1 as f32 * d + m;
+            }
+        }
+    }
+}
+
+fn mxfp4(x: &[f32], b: &mut [u8]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let e = if amax > 0.0 {
+        // floorf(log2f(amax)) − 2 + 127, as ggml and gguf-py compute it in f32.
+        let l = (f64::from(amax).log2() as f32).floor();
+        (l - 2.0 + 127.0).clamp(0.0, 255.0) as u8
+    } else {
+        0
+    };
+    b[0] = e;
+    let d = e8m0_half(e);
+    let best = |v: f32| -> u8 {
+        let mut best = 0usize;
+        let mut err = (f32::from(KVALUES_FP4[0]) * d - v).abs();
+        for (i, &k) in KVALUES_FP4.iter().enumerate().skip(1) {
+            let e = (f32::from(k) * d - v).abs();
+            if e < err {
+                err = e;
+                best = i;
+            }
+        }
+        best as u8
+    };
+    for j in 0..16 {
+        b[1 + j] = best(x[j]) | (best(x[j + 16]) << 4);
+    }
+}
+
+fn dq_q2_k(b: &[u8], y: &mut [f32]) {
+    let scales = &b[0..16];
+    let qs = &b[16..80];
+    let d = h(b, 80);
+    let dmin = h(b, 82);
+    let mut is = 0;
+    let mut out = 0;
+    for n in 0..2 {
+        let q = &qs[n * 32..n * 32 + 32];
+        let mut shift = 0;
+        for _ in 0..4 {
+            for half in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let dl = d * f32::from(sc & 0xf);
+                let ml = dmin * f32::from(sc >> 4);
+                for l in 0..16 {
+                    let v = (q[l + 16 * half] >> shift) & 3;
+                    y[out] = dl * f32::from(v) - ml;
+                    out += 1;
+                }
+            }
+            shift += 2;
+        }
+    }
+}
+
+fn dq_q3_k(b: &[u8], y: &mut [f32]) {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let hmask = &b[0..32];
+    let qs = &b[32..96];
+    let sc = &b[96..108];
+    let d_all = h(b, 108);
+    let mut aux = [0u32; 4];
+    for (k, a) in aux.iter_mut().take(3).enumerate() {
+        *a = u32::from_le_bytes([sc[4 * k], sc[4 * k + 1], sc[4 * k + 2], sc[4 * k + 3]]);
+    }
+    let tmp = aux[2];
+    aux[2] = ((aux[0] >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4);
+    aux[3] = ((aux[1] >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4);
+    aux[0] = (aux[0] & KMASK2) | ((tmp & KMASK1) << 4);
+    aux[1] = (aux[1] & KMASK2) | (((tmp >> 2) & KMASK1) << 4);
+    let scales: Vec<i8> = aux
+        .iter()
+        .flat_map(|a| a.to_le_bytes())
+        .map(|v| v as i8)
+        .collect();
+    let mut is = 0;
+    let mut out = 0;
+    let mut m = 1u8;
+    for n in 0..2 {
+        let q = &qs[n * 32..n * 32 + 32];
+        let mut shift = 0;
+        for _ in 0..4 {
+            for half in 0..2 {
+                let dl = d_all * f32::from(i16::from(scales[is]) - 32);
+                is += 1;
+                for l in 0..16 {
+                    let i = l + 16 * half;
+                    let v = i32::from((q[i] >> shift) & 3) - if hmask[i] & m != 0 { 0 } else { 4 };
+                    y[out] = dl * v as f32;
+                    out += 1;
+                }
+            }
+            shift += 2;
+            m = m.wrapping_shl(1);
+        }
+    }
+}
+
+/// `get_scale_min_k4`.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn dq_q4_k(b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let dmin = h(b, 2);
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for (k, j) in (0..256).step_by(64).enumerate() {
+        let q = &qs[k * 32..k * 32 + 32];
+        let (sc1, m1) = scale_min_k4(2 * k, scales);
+        let (sc2, m2) = scale_min_k4(2 * k + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        for l in 0..32 {
+            y[j + l] = d1 * f32::from(q[l] & 0xf) - m1;
+            y[j + 32 + l] = d2 * f32::from(q[l] >> 4) - m2;
+        }
+    }
+}
+
+fn dq_q5_k(b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let dmin = h(b, 2);
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let ql = &b[48..176];
+    let (mut u1, mut u2) = (1u8, 2u8);
+    for (k, j) in (0..256).step_by(64).enumerate() {
+        let q = &ql[k * 32..k * 32 + 32];
+        let (sc1, m1) = scale_min_k4(2 * k, scales);
+        let (sc2, m2) = scale_min_k4(2 * k + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        for l in 0..32 {
+            let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+            let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            y[j + l] = d1 * f32::from((q[l] & 0xf) + hi1) - m1;
+            y[j + 32 + l] = d2 * f32::from((q[l] >> 4) + hi2) - m2;
+        }
+        u1 = u1.wrapping_shl(2);
+        u2 = u2.wrapping_shl(2);
+    }
+}
+
+fn dq_q6_k(b: &[u8], y: &mut [f32]) {
+    let ql_all = &b[0..128];
+    let qh_all = &b[128..192];
+    let sc_all = &b[192..208];
+    let d = h(b, 208);
+    for n in 0..2 {
+        let ql = &ql_all[n * 64..n * 64 + 64];
+        let qh = &qh_all[n * 32..n * 32 + 32];
+        let sc = &sc_all[n * 8..n * 8 + 8];
+        let yb = &mut y[n * 128..n * 128 + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0xf) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            let s = |k: usize| f32::from(sc[is + k] as i8);
+            yb[l] = d * s(0) * q1 as f32;
+            yb[l + 32] = d * s(2) * q2 as f32;
+            yb[l + 64] = d * s(4) * q3 as f32;
+            yb[l + 96] = d * s(6) * q4 as f32;
+        }
+    }
+}
+
+impl fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for GgmlType {
+    type Err = QuantError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        GgmlType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| QuantError::Format {
+                op: "GgmlType::from_str",
+                detail: format!("unknown GGML type `{s}`"),
+            })
+    }
+}
+
+impl ElementFormat for GgmlType {
+    fn bits_per_element(&self) -> f64 {
+        (self.type_size() * 8) as f64 / self.block_size() as f64
+    }
+
+    fn block_len(&self) -> usize {
+        self.block_size()
+    }
+
+    /// # Errors
+    /// [`QuantError::UnsupportedConfig`] for the decode-only types.
+    fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
+        check_rows(
+            "GgmlType::fake_quantize_rows",
+            x.len(),
+            row_len,
+            self.block_size(),
+            out.len(),
+        )?;
+        let bytes = self.quantize_rows(x, row_len)?;
+        self.dequantize_row(&bytes, out)
+    }
+}
+
+impl RowCodec for GgmlType {
+    /// `data`: the row's blocks (scales inside).
+    fn encode_row(&self, x: &[f32]) -> Result<EncodedRow> {
+        let mut data = vec![0u8; self.row_bytes(x.len())?];
+        self.quantize_row(x, &mut data)?;
+        Ok(EncodedRow {
+            data,
+            ..EncodedRow::default()
+        })
+    }
+
+    fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()> {
+        self.dequantize_row(&row.data, out)
+    }
+}

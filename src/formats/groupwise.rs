@@ -148,7 +148,9 @@ impl GroupwiseSpec {
     #[must_use]
     pub fn qparams(&self, group: &[f32]) -> (f32, i32) {
         let (qmin, qmax) = (self.quant_min as f32, self.quant_max as f32);
-        let (lo, hi) = group.iter().fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let (lo, hi) = group
+            .iter()
+            .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
         let mid = ((i64::from(self.quant_max) + i64::from(self.quant_min) + 1) as f64 / 2.0) as i32;
         match self.mapping {
             GroupMapping::Symmetric => {
@@ -252,7 +254,11 @@ impl ElementFormat for GroupwiseSpec {
     /// torchao stores them.
     fn bits_per_element(&self) -> f64 {
         let levels = f64::from(self.quant_max) - f64::from(self.quant_min) + 1.0;
-        let params = if self.mapping == GroupMapping::Asymmetric { 32.0 } else { 16.0 };
+        let params = if self.mapping == GroupMapping::Asymmetric {
+            32.0
+        } else {
+            16.0
+        };
         levels.log2().ceil() + params / self.group_size as f64
     }
 
@@ -261,7 +267,13 @@ impl ElementFormat for GroupwiseSpec {
     }
 
     fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
-        check_rows("GroupwiseSpec::fake_quantize_rows", x.len(), row_len, self.group_size, out.len())?;
+        check_rows(
+            "GroupwiseSpec::fake_quantize_rows",
+            x.len(),
+            row_len,
+            self.group_size,
+            out.len(),
+        )?;
         let t = self.quantize_rows(x, row_len)?;
         out.copy_from_slice(&t.dequantize());
         Ok(())
@@ -273,7 +285,10 @@ impl ElementFormat for GroupwiseSpec {
         const OP: &str = "GroupwiseSpec::ste_mask_rows";
         check_rows(OP, x.len(), row_len, self.group_size, mask.len())?;
         check_finite(OP, x)?;
-        for (g, m) in x.chunks_exact(self.group_size).zip(mask.chunks_exact_mut(self.group_size)) {
+        for (g, m) in x
+            .chunks_exact(self.group_size)
+            .zip(mask.chunks_exact_mut(self.group_size))
+        {
             let (s, zp) = self.qparams(g);
             let inv = 1.0 / s;
             for (m, &v) in m.iter_mut().zip(g) {
@@ -368,7 +383,9 @@ impl TinygemmSpec {
         {
             let (lo, hi) = g
                 .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                    (l.min(v), h.max(v))
+                });
             let s32 = ((hi - lo) / 15.0).max(self.eps);
             let zero = d.round(lo + s32 * 8.0);
             let s = d.round(s32);
@@ -429,7 +446,13 @@ impl ElementFormat for TinygemmSpec {
     }
 
     fn fake_quantize_rows(&self, x: &[f32], row_len: usize, out: &mut [f32]) -> Result<()> {
-        check_rows("TinygemmSpec::fake_quantize_rows", x.len(), row_len, self.group_size, out.len())?;
+        check_rows(
+            "TinygemmSpec::fake_quantize_rows",
+            x.len(),
+            row_len,
+            self.group_size,
+            out.len(),
+        )?;
         out.copy_from_slice(&self.quantize_rows(x, row_len)?.dequantize());
         Ok(())
     }

@@ -104,11 +104,7 @@ impl MiniFloat {
             MiniFloat::E2M3Fn => (3, 1, 7.5),
             MiniFloat::E3M2Fn => (2, 3, 28.0),
         };
-        Layout {
-            mbits,
-            bias,
-            max,
-        }
+        Layout { mbits, bias, max }
     }
 
     /// The largest finite value.
@@ -234,7 +230,11 @@ impl MiniFloat {
             MiniFloat::E4M3Fn if mag == 0x7f => return f32::NAN,
             MiniFloat::E5M2 if mag >= 0x7c => {
                 return if mag == 0x7c {
-                    if neg { f32::NEG_INFINITY } else { f32::INFINITY }
+                    if neg {
+                        f32::NEG_INFINITY
+                    } else {
+                        f32::INFINITY
+                    }
                 } else {
                     f32::NAN
                 };
@@ -361,10 +361,7 @@ pub fn cast_into<F: QFloat, D: Dimension>(
 
 /// Casts every element clamped to `±max` first ([`MiniFloat::encode_saturating`]).
 #[must_use]
-pub fn cast_saturating<F: QFloat, D: Dimension>(
-    x: &ArrayRef<F, D>,
-    to: MiniFloat,
-) -> Array<u8, D> {
+pub fn cast_saturating<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, to: MiniFloat) -> Array<u8, D> {
     x.map(|v| to.encode_saturating(v.to_compute()))
 }
 

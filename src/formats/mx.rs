@@ -209,7 +209,13 @@ impl MxSpec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of the block size
     /// or does not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<MxTensor> {
-        check_rows("MxSpec::quantize", x.len(), row_len, self.block_size, x.len())?;
+        check_rows(
+            "MxSpec::quantize",
+            x.len(),
+            row_len,
+            self.block_size,
+            x.len(),
+        )?;
         let mut scales = Vec::with_capacity(x.len() / self.block_size);
         let mut codes = vec![0u8; x.len()];
         let max = self.elem.max();
@@ -320,7 +326,12 @@ impl MxTensor {
 
     fn write_values(&self, out: &mut [f32]) {
         let b = self.spec.block_size.max(1);
-        for ((cb, ob), &byte) in self.codes.chunks(b).zip(out.chunks_mut(b)).zip(&self.scales) {
+        for ((cb, ob), &byte) in self
+            .codes
+            .chunks(b)
+            .zip(out.chunks_mut(b))
+            .zip(&self.scales)
+        {
             for (o, &c) in ob.iter_mut().zip(cb) {
                 *o = self.spec.value(c, byte);
             }

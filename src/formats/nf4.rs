@@ -71,7 +71,10 @@ impl Nf4Spec {
     /// # Errors
     /// [`QuantError::InvalidParameter`] for a zero block or scaler block size.
     pub fn new(block_size: usize, scaler_block_size: usize) -> Result<Self> {
-        for (what, v) in [("block_size", block_size), ("scaler_block_size", scaler_block_size)] {
+        for (what, v) in [
+            ("block_size", block_size),
+            ("scaler_block_size", scaler_block_size),
+        ] {
             if v == 0 {
                 return Err(QuantError::InvalidParameter {
                     op: "Nf4Spec::new",
@@ -155,7 +158,11 @@ impl Nf4Spec {
             let factor = 256.0 / (2.0 * m);
             for a in centred {
                 let q = (a * factor).round_ties_even();
-                let q = if q.is_nan() { 0.0 } else { q.clamp(-128.0, 127.0) };
+                let q = if q.is_nan() {
+                    0.0
+                } else {
+                    q.clamp(-128.0, 127.0)
+                };
                 quantized_scalers.push(q as i8);
             }
             quantization_factor.push(factor);
@@ -180,7 +187,11 @@ impl Nf4Tensor {
             .iter()
             .enumerate()
             .map(|(i, &q)| {
-                let f = self.quantization_factor.get(i / sb).copied().unwrap_or(f32::NAN);
+                let f = self
+                    .quantization_factor
+                    .get(i / sb)
+                    .copied()
+                    .unwrap_or(f32::NAN);
                 f32::from(q) / f + self.scaler_mean
             })
             .collect()

@@ -66,7 +66,13 @@ impl Nvfp4Spec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of 16 or does
     /// not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Nvfp4Tensor> {
-        check_rows("Nvfp4Spec::quantize", x.len(), row_len, NVFP4_BLOCK, x.len())?;
+        check_rows(
+            "Nvfp4Spec::quantize",
+            x.len(),
+            row_len,
+            NVFP4_BLOCK,
+            x.len(),
+        )?;
         let amax_of = |s: &[f32]| {
             s.iter().fold(0.0f32, |m, v| {
                 if m.is_nan() || v.is_nan() {
@@ -82,7 +88,10 @@ impl Nvfp4Spec {
         let clamp = |v: f32, lo: f32, hi: f32| if v.is_nan() { v } else { v.clamp(lo, hi) };
         let mut block_scales = Vec::with_capacity(x.len() / NVFP4_BLOCK);
         let mut codes = vec![0u8; x.len()];
-        for (xb, cb) in x.chunks_exact(NVFP4_BLOCK).zip(codes.chunks_exact_mut(NVFP4_BLOCK)) {
+        for (xb, cb) in x
+            .chunks_exact(NVFP4_BLOCK)
+            .zip(codes.chunks_exact_mut(NVFP4_BLOCK))
+        {
             let block_scale = amax_of(xb) / 6.0;
             let (s8, mult) = match pts {
                 None => {
