@@ -116,11 +116,34 @@ pub struct FormatDiagnosis {
     pub remedies: Vec<Remedy>,
 }
 
+/// Remedies `Display` lists (the data holds all of them).
+const SHOWN: usize = 12;
+
+impl FormatDiagnosis {
+    /// The cheapest measured remedy (fewest bits per weight; per-layer before model-wide at
+    /// equal bits) whose model reaches `target_db`, or `None`.
+    #[must_use]
+    pub fn cheapest_reaching(&self, target_db: f64) -> Option<&Remedy> {
+        self.remedies
+            .iter()
+            .filter(|r| r.quality().is_some_and(|q| q.sqnr_db >= target_db))
+            .min_by(|a, b| {
+                a.cost()
+                    .cmp(&b.cost())
+                    .then(b.layer.is_some().cmp(&a.layer.is_some()))
+            })
+    }
+}
+
 impl fmt::Display for FormatDiagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "output against the float model: {}", self.quality)?;
         for l in &self.layers {
             write!(f, "  {:<32} {}", l.layer, l.formats)?;
+            if l.formats.is_float() {
+                writeln!(f)?;
+                continue;
+            }
             if let Some(v) = l.local_sqnr_db {
                 write!(f, ", own SQNR {v:.1} dB")?;
             }
@@ -136,8 +159,11 @@ impl fmt::Display for FormatDiagnosis {
             writeln!(f, "no format change gains enough")?;
         } else {
             writeln!(f, "remedies:")?;
-            for (i, r) in self.remedies.iter().enumerate() {
+            for (i, r) in self.remedies.iter().take(SHOWN).enumerate() {
                 writeln!(f, "  {}. {r}", i + 1)?;
+            }
+            if self.remedies.len() > SHOWN {
+                writeln!(f, "  ... {} more", self.remedies.len() - SHOWN)?;
             }
         }
         Ok(())

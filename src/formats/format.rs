@@ -86,8 +86,20 @@ impl Format {
     #[must_use]
     pub fn weight_candidates() -> Vec<Format> {
         [
-            "int8", "fp8-e4m3-row", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "int4-g128", "int4-g64",
-            "int4-g32", "nf4", "q8_0", "q5_1", "q4_0", "q4_1",
+            "int8",
+            "fp8-e4m3-row",
+            "mxfp8",
+            "mxfp6",
+            "mxfp4",
+            "nvfp4",
+            "int4-g128",
+            "int4-g64",
+            "int4-g32",
+            "nf4",
+            "q8_0",
+            "q5_1",
+            "q4_0",
+            "q4_1",
         ]
         .iter()
         .filter_map(|n| n.parse().ok())
@@ -141,9 +153,8 @@ impl FromStr for Format {
 
     fn from_str(s: &str) -> Result<Self> {
         let n = s.trim().to_ascii_lowercase();
-        let fp8 = |dtype, g| {
-            Float8Spec::new(dtype, Float8Recipe::InferenceSafe, g).map(Format::Float8)
-        };
+        let fp8 =
+            |dtype, g| Float8Spec::new(dtype, Float8Recipe::InferenceSafe, g).map(Format::Float8);
         match n.as_str() {
             "int8" => return Ok(Format::Int8PerRow(Int8PerRow)),
             "fp8-e4m3-row" => return fp8(MiniFloat::E4M3Fn, Float8Granularity::Rowwise),

@@ -317,3 +317,123 @@ fn approx_compares_quantized_tensors_in_quanta_and_parameters_within_a_tolerance
     assert_abs_diff_eq!(ours, shifted, epsilon = 1);
     assert_abs_diff_ne!(ours, shifted);
 }
+
+/// The format kernel check on GGML and MX kernels: a right kernel passes, wrong ones fail
+/// with the case that shows it, panics are caught.
+mod formats {
+    use qnumeric::diagnose::{FormatCaseKind, FormatKernelCheck};
+    use qnumeric::formats::EncodedRow;
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::minifloat::MiniFloat;
+    use qnumeric::formats::mx::MxSpec;
+
+    /// A Q4_0 × f32 dot written from the block layout, as a backend would.
+    fn q4_0_dot(row: &EncodedRow, x: &[f32], swap_nibbles: bool) -> f32 {
+        let mut sum = 0.0f32;
+        for (b, xb) in row.data.chunks_exact(18).zip(x.chunks_exact(32)) {
+            let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            let mut s = 0.0f32;
+            for j in 0..16 {
+                let (lo, hi) = (i32::from(b[2 + j] & 0xf) - 8, i32::from(b[2 + j] >> 4) - 8);
+                let (lo, hi) = if swap_nibbles { (hi, lo) } else { (lo, hi) };
+                s += lo as f32 * xb[j] + hi as f32 * xb[j + 16];
+            }
+            sum += s * d;
+        }
+        sum
+    }
+
+    #[test]
+    fn q4_0_dot_kernels() {
+        let check = FormatKernelCheck::new();
+        let good = check
+            .check_dot(&GgmlType::Q4_0, |r: &EncodedRow, x: &[f32]| {
+                Ok::<f32, String>(q4_0_dot(r, x, false))
+            })
+            .expect("check");
+        good.assert_passed();
+        assert_eq!(good.by_kind.len(), FormatCaseKind::GENERATED.len());
+        assert_eq!(good.cases(), 6 * 3 * 8);
+        let bad = check
+            .check_dot(&GgmlType::Q4_0, |r: &EncodedRow, x: &[f32]| {
+                Ok::<f32, String>(q4_0_dot(r, x, true))
+            })
+            .expect("check");
+        assert!(!bad.passed());
+        assert!(bad.worst.is_some());
+        assert!(bad.to_string().contains("Q4_0 dot product kernel"), "{bad}");
+        let panics = check
+            .check_dot(
+                &GgmlType::Q4_0,
+                |_: &EncodedRow, _: &[f32]| -> Result<f32, String> {
+                    panic!("unimplemented block")
+                },
+            )
+            .expect("check");
+        assert_eq!(panics.failed(), panics.cases());
+        let w = panics.worst.expect("worst");
+        assert!(
+            w.error
+                .as_deref()
+                .is_some_and(|e| e.contains("unimplemented block"))
+        );
+    }
+
+    #[test]
+    fn q4_0_against_q8_0_activations_and_real_rows() {
+        // ggml's vec_dot_q4_0_q8_0: x quantized to Q8_0 first; the reference does the same.
+        let check = FormatKernelCheck::new()
+            .with_activation_format(&GgmlType::Q8_0)
+            .with_real_rows(vec![vec![0.25; 64], (0..32).map(|i| i as f32).collect()]);
+        let report = check
+            .check_dot(&GgmlType::Q4_0, |r: &EncodedRow, x: &[f32]| {
+                let mut xq = vec![0.0f32; x.len()];
+                let mut b = vec![0u8; x.len() / 32 * 34];
+                GgmlType::Q8_0
+                    .quantize_row(x, &mut b)
+                    .map_err(|e| e.to_string())?;
+                GgmlType::Q8_0
+                    .dequantize_row(&b, &mut xq)
+                    .map_err(|e| e.to_string())?;
+                Ok::<f32, String>(q4_0_dot(r, &xq, false))
+            })
+            .expect("check");
+        report.assert_passed();
+        assert!(
+            report
+                .by_kind
+                .iter()
+                .any(|(k, n, _)| *k == FormatCaseKind::Real && *n == 2)
+        );
+    }
+
+    #[test]
+    fn mxfp4_decode_kernel_bit_exact() {
+        let spec = MxSpec::standard(MiniFloat::E2M1Fn);
+        let check = FormatKernelCheck::new();
+        let good = check
+            .check_decode(&spec, |r: &EncodedRow, out: &mut [f32]| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let code = (r.data[i / 2] >> (4 * (i % 2))) & 0xf;
+                    let s = 2f32.powi(i32::from(r.scales[i / 32]) - 127);
+                    *o = MiniFloat::E2M1Fn.decode(code) * s;
+                }
+                Ok::<(), String>(())
+            })
+            .expect("check");
+        good.assert_passed();
+        // Off by one in the scale exponent: every case fails.
+        let bad = check
+            .check_decode(&spec, |r: &EncodedRow, out: &mut [f32]| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let code = (r.data[i / 2] >> (4 * (i % 2))) & 0xf;
+                    *o = MiniFloat::E2M1Fn.decode(code)
+                        * 2f32.powi(i32::from(r.scales[i / 32]) - 126);
+                }
+                Ok::<(), String>(())
+            })
+            .expect("check");
+        assert!(bad.failed() > 0);
+        assert!(FormatKernelCheck::new().with_tolerance(-1.0, 0.0).is_err());
+    }
+}

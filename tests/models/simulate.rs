@@ -338,3 +338,44 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn diagnosis_across_real_formats_finds_finer_groups_and_wider_formats() {
+    let model = mlp();
+    let x = randn(&[96, 64], 1.0, 11);
+    let plan = FormatPlan::weights("int4-g64".parse().expect("fmt"));
+    let candidates: Vec<Format> = ["int4-g32", "mxfp8", "q8_0", "nvfp4", "int4-g128"]
+        .iter()
+        .map(|n| n.parse().expect("fmt"))
+        .collect();
+    let d = diagnose_formats(&model, &plan, &x, &FormatDiagnoseOptions::new(candidates))
+        .expect("diagnosis");
+    // fc3's rows (32) do not fit g64: it stays f32. Finer groups and wider formats gain;
+    // int4-g128 fits no layer: model-wide it would leave every layer in f32 → not measured,
+    // and kept as such.
+    let gains = |name: &str| {
+        d.remedies
+            .iter()
+            .filter(|r| matches!(&r.change, Change::WeightFormat { format } if format.to_string() == name))
+            .filter_map(|r| r.gain_db())
+            .collect::<Vec<f64>>()
+    };
+    assert!(gains("q8_0").iter().any(|g| *g > 10.0), "{d}"); // model-wide
+    assert!(gains("q8_0").iter().all(|g| *g > 0.5), "{d}");
+    assert!(
+        gains("int4-g32").iter().all(|g| *g > 0.0) && !gains("int4-g32").is_empty(),
+        "{d}"
+    );
+    assert!(d.remedies.iter().any(|r| matches!(r.effect, Effect::NotMeasured(_))
+        && matches!(&r.change, Change::WeightFormat { format } if format.to_string() == "int4-g128")), "{d}");
+    // The cheapest change reaching the q8_0 figure is q8_0 or int8-class (no 4-bit one does).
+    let best = d
+        .remedies
+        .iter()
+        .filter_map(|r| r.quality())
+        .map(|q| q.sqnr_db)
+        .fold(f64::MIN, f64::max);
+    let r = d.cheapest_reaching(best).expect("reaching the best");
+    assert!(r.quality().is_some_and(|q| q.sqnr_db >= best));
+    assert!(d.cheapest_reaching(f64::INFINITY).is_none());
+}

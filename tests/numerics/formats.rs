@@ -119,3 +119,321 @@ proptest! {
         }
     }
 }
+
+mod edges {
+    use qnumeric::QuantError;
+    use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
+    use qnumeric::formats::minifloat::MiniFloat;
+    use qnumeric::formats::mx::{MxScaleMode, MxSpec};
+    use qnumeric::formats::nf4::Nf4Spec;
+    use qnumeric::formats::nvfp4::Nvfp4Spec;
+    use qnumeric::formats::{ElementFormat, Format, RowCodec};
+
+    #[test]
+    fn float8_edges() {
+        let e4 = MiniFloat::E4M3Fn;
+        assert_eq!(e4.max(), 448.0);
+        assert_eq!(e4.encode(464.0), 0x7e); // saturates, also past the top
+        assert_eq!(e4.encode(f32::NEG_INFINITY), 0xfe);
+        assert_eq!(e4.encode(-f32::NAN), 0xff);
+        assert_eq!(e4.encode(-0.0), 0x80);
+        assert_eq!(e4.min_positive(), 2f32.powi(-9));
+        assert_eq!(e4.encode(2f32.powi(-10)), 0x00); // half the smallest subnormal: ties to even (0)
+        assert_eq!(e4.encode(1.5 * 2f32.powi(-9)), 0x02); // tie between 1 and 2 quanta → even
+        let e5 = MiniFloat::E5M2;
+        assert_eq!(e5.encode(61439.0), 0x7b);
+        assert_eq!(e5.encode(61440.0), 0x7c); // inf
+        assert_eq!(e5.decode(0xfc), f32::NEG_INFINITY);
+        assert_eq!(MiniFloat::E4M3Fnuz.encode(-0.0), 0x00);
+        assert_eq!(MiniFloat::E4M3Fnuz.encode(248.0), 0x80);
+        assert_eq!(
+            MiniFloat::E4M3Fnuz.encode(247.0),
+            MiniFloat::E4M3Fnuz.encode(240.0)
+        );
+        assert_eq!(
+            MiniFloat::E5M2Fnuz.encode_saturating(f32::INFINITY),
+            MiniFloat::E5M2Fnuz.encode(57344.0)
+        );
+        let e8 = MiniFloat::E8M0Fnu;
+        assert_eq!(e8.encode(1.5), 128); // ties up
+        assert_eq!(e8.encode(-3.0), 129); // sign ignored, 3 → 4
+        assert_eq!(e8.encode(0.0), 0);
+        assert!(e8.decode(0xff).is_nan());
+        assert_eq!(e8.decode(0), 2f32.powi(-127));
+        // Every code round-trips through its value.
+        for t in MiniFloat::ALL {
+            for c in 0..=255u8 {
+                let v = t.decode(c);
+                if v.is_nan() {
+                    continue;
+                }
+                assert_eq!(t.decode(t.encode(v)).to_bits(), v.to_bits(), "{t} {c:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn fp4_fp6_edges() {
+        let f4 = MiniFloat::E2M1Fn;
+        let values: Vec<f32> = (0..8).map(|c| f4.decode(c)).collect();
+        assert_eq!(values, vec![0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]);
+        assert_eq!(f4.encode(5.0), 6); // tie 4 | 6 → even mantissa (4)
+        assert_eq!(f4.encode(100.0), 7); // saturates
+        assert_eq!(f4.encode(f32::NAN), 0x08); // ml_dtypes: NaN → −0
+        assert_eq!(MiniFloat::E2M3Fn.max(), 7.5);
+        assert_eq!(MiniFloat::E3M2Fn.max(), 28.0);
+        assert_eq!(MiniFloat::E3M2Fn.min_positive(), 0.0625);
+    }
+
+    #[test]
+    fn float8_scaled_zero_rows() {
+        let x = [0.0f32; 4];
+        let bad = Float8Spec::new(
+            MiniFloat::E4M3Fn,
+            Float8Recipe::Inference,
+            Float8Granularity::Rowwise,
+        )
+        .expect("spec");
+        let t = bad.quantize_rows(&x, 4).expect("q");
+        assert!(
+            t.codes.iter().all(|&c| c == 0xff),
+            "torchao: 0/0 → NaN codes"
+        );
+        assert!(t.dequantize().iter().all(|v| v.is_nan()));
+        let good = Float8Spec::new(
+            MiniFloat::E4M3Fn,
+            Float8Recipe::InferenceSafe,
+            Float8Granularity::Rowwise,
+        )
+        .expect("spec");
+        assert_eq!(
+            good.quantize_rows(&x, 4).expect("q").dequantize(),
+            vec![0.0; 4]
+        );
+        assert!(
+            Float8Spec::new(
+                MiniFloat::E2M1Fn,
+                Float8Recipe::Inference,
+                Float8Granularity::Rowwise
+            )
+            .is_err()
+        );
+        let train = Float8Spec::new(
+            MiniFloat::E4M3Fn,
+            Float8Recipe::Training {
+                round_scales_to_power_of_2: true,
+            },
+            Float8Granularity::Tensorwise,
+        )
+        .expect("spec");
+        let s = train.quantize_rows(&[3.0, -1.0], 2).expect("q").scales[0];
+        assert_eq!(s, 128.0); // 448 / 3 = 149.3 → 2^7
+    }
+
+    #[test]
+    fn mx_modes_and_zero_blocks() {
+        // amax just under a power of two: floor keeps the exponent and clips at max; ceil goes up.
+        let mut x = vec![0.1f32; 32];
+        x[0] = 7.9; // e2m1: emax 2, exponent 2 → floor byte 127, 7.9 → clamp 6
+        let floor = MxSpec::new(MiniFloat::E2M1Fn, 32, MxScaleMode::Floor).expect("spec");
+        let t = floor.quantize_rows(&x, 32).expect("q");
+        assert_eq!(t.scales, vec![127]);
+        assert_eq!(t.dequantize()[0], 6.0, "the known FLOOR clipping");
+        let ceil = MxSpec::new(MiniFloat::E2M1Fn, 32, MxScaleMode::Ceil).expect("spec");
+        assert_eq!(ceil.quantize_rows(&x, 32).expect("q").scales, vec![128]);
+        assert_eq!(ceil.quantize_rows(&x, 32).expect("q").dequantize()[0], 8.0);
+        let zero = floor.quantize_rows(&[0.0; 32], 32).expect("q");
+        assert_eq!(zero.dequantize(), vec![0.0; 32]);
+        assert!(matches!(
+            floor.quantize_rows(&[0.0; 31], 31),
+            Err(QuantError::NotMultiple { .. })
+        ));
+        assert!(MxSpec::new(MiniFloat::E8M0Fnu, 32, MxScaleMode::Floor).is_err());
+        // Encode / decode rows through the codec.
+        let row: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 7.0).collect();
+        let enc = floor.encode_row(&row).expect("enc");
+        assert_eq!((enc.data.len(), enc.scales.len()), (32, 2));
+        let mut back = vec![0.0; 64];
+        floor.decode_row(&enc, &mut back).expect("dec");
+        let mut fq = vec![0.0; 64];
+        floor.fake_quantize_rows(&row, 64, &mut fq).expect("fq");
+        assert_eq!(back, fq);
+    }
+
+    #[test]
+    fn nvfp4_zero_block_and_saturation() {
+        let t = Nvfp4Spec::new(false)
+            .quantize_rows(&[0.0; 16], 16)
+            .expect("q");
+        assert_eq!(t.block_scales, vec![0x08]);
+        let big = Nvfp4Spec::new(false)
+            .quantize_rows(&[1e6; 16], 16)
+            .expect("q");
+        assert_eq!(big.block_scales, vec![0x7e]);
+        let mut out = [1.0f32; 16];
+        Nvfp4Spec::new(true)
+            .fake_quantize_rows(&[0.0; 16], 16, &mut out)
+            .expect("fq");
+        assert_eq!(out, [0.0; 16]);
+    }
+
+    #[test]
+    fn groupwise_edges() {
+        // Symmetric int4 clips +amax at 7 (scale amax / 7.5); no-clipping-error does not.
+        let x = [1.5f32, -0.5, 0.25, 0.0];
+        let sym = GroupwiseSpec::int4(4, GroupMapping::Symmetric).expect("spec");
+        let t = sym.quantize_rows(&x, 4).expect("q");
+        assert_eq!(t.codes[0], 7);
+        assert!(t.dequantize()[0] < 1.5);
+        let mut mask = [true; 4];
+        sym.ste_mask_rows(&x, 4, &mut mask).expect("mask");
+        assert_eq!(mask, [false, true, true, true]);
+        let nc = GroupwiseSpec::int4(4, GroupMapping::SymmetricNoClippingErr).expect("spec");
+        assert_eq!(nc.quantize_rows(&x, 4).expect("q").dequantize()[0], 1.5);
+        assert_eq!(
+            GroupwiseSpec::uint4(4, GroupMapping::Symmetric)
+                .expect("spec")
+                .qparams(&x)
+                .1,
+            8
+        );
+        assert!(GroupwiseSpec::new(7, -8, GroupMapping::Asymmetric, 4, 0.0).is_err());
+        assert!(GroupwiseSpec::int4(0, GroupMapping::Asymmetric).is_err());
+        assert!(matches!(
+            sym.quantize_rows(&[f32::NAN; 4], 4),
+            Err(QuantError::NanInput { .. })
+        ));
+    }
+
+    #[test]
+    fn nf4_zero_block_quirk_and_fix() {
+        // Blocks with absmax 0.5, 0.3, 0.9 and an all-zero block.
+        let mut x = vec![0.0f32; 256];
+        for (b, m) in [0.5f32, 0.3, 0.9].iter().enumerate() {
+            for (i, v) in x[b * 64..b * 64 + 64].iter_mut().enumerate() {
+                *v = m * ((i % 7) as f32 - 3.0) / 3.0;
+            }
+        }
+        let torchao = Nf4Spec::torchao(64, 4)
+            .expect("spec")
+            .quantize(&x)
+            .expect("q");
+        assert!(torchao.codes[192..].iter().all(|&c| c == 0));
+        assert!(
+            torchao.dequantize()[192..].iter().all(|v| *v != 0.0),
+            "reference: −scaler"
+        );
+        let fixed = Nf4Spec::new(64, 4).expect("spec").quantize(&x).expect("q");
+        assert!(fixed.dequantize()[192..].iter().all(|v| *v == 0.0));
+        assert!(
+            Nf4Spec::new(64, 4)
+                .expect("spec")
+                .quantize(&x[..64])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ggml_edges() {
+        // Q8_0 rounds ties away from zero.
+        let mut x = vec![0.0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -2.5;
+        let mut b = vec![0u8; 34];
+        GgmlType::Q8_0.quantize_row(&x, &mut b).expect("q");
+        assert_eq!((b[3] as i8, b[4] as i8), (3, -3));
+        // Q4_0: the block's signed extreme maps to −8·d; the opposite extreme clips at 7·d.
+        let mut x = vec![0.0f32; 32];
+        x[0] = -8.0;
+        x[1] = 8.0;
+        let mut b = vec![0u8; 18];
+        GgmlType::Q4_0.quantize_row(&x, &mut b).expect("q");
+        let mut y = vec![0.0; 32];
+        GgmlType::Q4_0.dequantize_row(&b, &mut y).expect("dq");
+        assert_eq!((y[0], y[1]), (-8.0, 7.0));
+        // A scale beyond f16 stores inf.
+        let mut b = vec![0u8; 34];
+        GgmlType::Q8_0.quantize_row(&[1e7; 32], &mut b).expect("q");
+        let mut y = vec![0.0; 32];
+        GgmlType::Q8_0.dequantize_row(&b, &mut y).expect("dq");
+        assert!(y.iter().all(|v| v.is_infinite()));
+        // Zero blocks are zeros for every encodable type.
+        for t in GgmlType::ALL.into_iter().filter(|t| t.can_quantize()) {
+            let mut b = vec![0u8; t.type_size()];
+            t.quantize_row(&vec![0.0; t.block_size()], &mut b)
+                .expect("q");
+            let mut y = vec![1.0; t.block_size()];
+            t.dequantize_row(&b, &mut y).expect("dq");
+            assert!(y.iter().all(|v| *v == 0.0), "{t}");
+        }
+        assert!(matches!(
+            GgmlType::Q4_K.quantize_row(&[0.0; 256], &mut [0u8; 144]),
+            Err(QuantError::UnsupportedConfig { .. })
+        ));
+        assert!(matches!(
+            GgmlType::Q4_0.dequantize_row(&[0u8; 17], &mut [0.0; 32]),
+            Err(QuantError::NotMultiple { .. })
+        ));
+        assert!(matches!(
+            GgmlType::Q4_0.dequantize_row(&[0u8; 18], &mut [0.0; 31]),
+            Err(QuantError::LengthMismatch { .. })
+        ));
+        assert_eq!("q4_k".parse::<GgmlType>().expect("name"), GgmlType::Q4_K);
+        assert_eq!(GgmlType::Q4_0.bits_per_element(), 4.5);
+        assert!(
+            "q4_k".parse::<Format>().is_err(),
+            "decode-only types are not simulation formats"
+        );
+    }
+
+    #[test]
+    fn format_names_cover_every_family() {
+        for n in [
+            "int4-g32",
+            "uint4-sym-g64",
+            "int8-sym-g16",
+            "int4-symnc-g8",
+            "mxfp8-e5m2",
+            "mxfp6-e3m2-rceil",
+            "mxfp4-even",
+            "fp8-e5m2-tensor",
+            "nvfp4-no-tensor-scale",
+            "int4-tinygemm-g64",
+        ] {
+            let f: Format = n.parse().unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(f.to_string(), n);
+        }
+        for bad in ["int4-g0", "int4-gx", "mxfp3", "fp9", ""] {
+            assert!(bad.parse::<Format>().is_err(), "{bad}");
+        }
+    }
+}
+
+mod decoders {
+    use proptest::prelude::*;
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::minifloat::MiniFloat;
+
+    proptest! {
+        /// Any bytes of any length: Ok or a typed error, never a panic.
+        #[test]
+        fn ggml_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), which in 0usize..12, extra in 0usize..3) {
+            let t = GgmlType::ALL[which];
+            let n = bytes.len() / t.type_size() * t.block_size() + extra;
+            let mut out = vec![0.0f32; n];
+            let _ = t.dequantize_row(&bytes, &mut out);
+        }
+
+        #[test]
+        fn casts_never_panic(v in any::<f32>(), c in any::<u8>()) {
+            for t in MiniFloat::ALL {
+                let _ = t.decode(t.encode(v));
+                let _ = t.encode_saturating(v);
+                let _ = t.decode(c);
+            }
+        }
+    }
+}
