@@ -17,6 +17,7 @@
 //! | [`nf4`] | NF4 (QLoRA), with double quantization of the block scales |
 //! | [`ggml`] | GGML blocks: Q8_0, Q4_0/1, Q5_0/1, MXFP4, the k-quants, NVFP4 |
 //! | [`Int8PerRow`] | PyTorch's int8 weight scheme (symmetric, per output channel), for comparisons |
+//! | [`observe`] | calibration: a mergeable `amax` (per tensor / column block), the MSE search over group scales |
 //! | [`packing`] | two 4-bit codes a byte, in either nibble order |
 //!
 //! Every format also implements [`ElementFormat`], the one interface the Numeric Suite, the
@@ -38,6 +39,7 @@ pub mod minifloat;
 pub mod mx;
 pub mod nf4;
 pub mod nvfp4;
+pub mod observe;
 pub mod packing;
 
 /// A format that can simulate (fake-quantize) a tensor: the interface the Numeric Suite and

@@ -437,3 +437,73 @@ mod decoders {
         }
     }
 }
+
+mod calibration {
+    use qnumeric::QuantError;
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
+    use qnumeric::formats::observe::{AmaxGranularity, AmaxObserver, mse_group_search};
+    use qnumeric::rng::Lcg;
+
+    fn heavy(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = Lcg::new(seed);
+        (0..n)
+            .map(|_| {
+                let u1 = r.unit_f32().max(1e-6);
+                let u2 = r.unit_f32();
+                let g = (-2.0 * u1.ln()).sqrt() * (6.283_185 * u2).cos();
+                g / r.unit_f32().max(0.05).sqrt()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn amax_merges_exactly_like_one_pass() {
+        let x = heavy(8 * 64, 1);
+        let g = AmaxGranularity::ColumnBlocks { block: 16 };
+        let mut whole = AmaxObserver::new(64, g).expect("obs");
+        whole.observe(&x).expect("obs");
+        let (mut a, mut b) = (
+            AmaxObserver::new(64, g).expect("a"),
+            AmaxObserver::new(64, g).expect("b"),
+        );
+        a.observe(&x[..3 * 64]).expect("a");
+        b.observe(&x[3 * 64..]).expect("b");
+        a.merge(&b).expect("merge");
+        assert_eq!(a, whole);
+        assert_eq!(a.amax().len(), 4);
+        assert_eq!(a.rows(), 8);
+        assert!(matches!(
+            a.merge(&AmaxObserver::new(32, g).expect("c")),
+            Err(QuantError::Incompatible { .. })
+        ));
+        assert!(matches!(
+            a.observe(&[f32::NAN; 64]),
+            Err(QuantError::NanInput { .. })
+        ));
+        assert_eq!(a, whole, "nothing recorded on an error");
+        assert!(AmaxObserver::new(64, AmaxGranularity::ColumnBlocks { block: 24 }).is_err());
+    }
+
+    #[test]
+    fn mse_search_never_worse_and_better_on_heavy_tails() {
+        let spec = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+        let x = heavy(16 * 128, 3);
+        let r = mse_group_search(&spec, &x, 128).expect("search");
+        assert!(r.sse <= r.sse_minmax);
+        assert!(r.sse < 0.95 * r.sse_minmax, "{} vs {}", r.sse, r.sse_minmax);
+        assert!(r.shrink.iter().any(|&f| f < 1.0));
+        // The tensor's own dequantization gives that error.
+        let sse: f64 = r
+            .tensor
+            .dequantize()
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
+        assert!((sse - r.sse).abs() <= 1e-9 * r.sse.max(1.0));
+        // A uniform group: min/max is already best.
+        let flat: Vec<f32> = (0..128).map(|i| i as f32 / 127.0).collect();
+        let r = mse_group_search(&spec, &flat, 128).expect("search");
+        assert_eq!(r.shrink, vec![1.0]);
+    }
+}
