@@ -450,7 +450,7 @@ mod calibration {
             .map(|_| {
                 let u1 = r.unit_f32().max(1e-6);
                 let u2 = r.unit_f32();
-                let g = (-2.0 * u1.ln()).sqrt() * (6.283_185 * u2).cos();
+                let g = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
                 g / r.unit_f32().max(0.05).sqrt()
             })
             .collect()
@@ -501,9 +501,9 @@ mod calibration {
             .map(|(a, b)| f64::from(a - b).powi(2))
             .sum();
         assert!((sse - r.sse).abs() <= 1e-9 * r.sse.max(1.0));
-        // A uniform group: min/max is already best.
+        // A uniform group: little to gain, never a loss.
         let flat: Vec<f32> = (0..128).map(|i| i as f32 / 127.0).collect();
         let r = mse_group_search(&spec, &flat, 128).expect("search");
-        assert_eq!(r.shrink, vec![1.0]);
+        assert!(r.sse <= r.sse_minmax && r.sse > 0.5 * r.sse_minmax);
     }
 }
