@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use ndarray::{Array, ArrayRef, Dimension};
 
@@ -172,25 +173,25 @@ impl MiniFloat {
             };
         }
         let sign = if neg { sign_bit } else { 0 };
-        let a = f64::from(x.abs());
+        let a = x.abs();
         let overflow = || -> u8 {
             match self {
                 MiniFloat::E5M2 => sign | 0x7c,
                 MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz => 0x80,
-                _ => sign | encode_finite(l, l.max),
+                _ => sign | max_code(l),
             }
         };
         if a.is_infinite() {
             return overflow();
         }
-        let v = round_to(l, a);
-        if v > l.max {
-            return overflow();
-        }
-        if v == 0.0 && fnuz {
+        let mag = match encode_magnitude(l, x.abs()) {
+            Some(m) => m,
+            None => return overflow(),
+        };
+        if mag == 0 && fnuz {
             return 0;
         }
-        sign | encode_finite(l, v)
+        sign | mag
     }
 
     /// The code of `x` clamped to `±max` first (`x.clamp(-max, max).to(dtype)`): NaN stays
@@ -204,9 +205,25 @@ impl MiniFloat {
         self.encode(x.clamp(-m, m))
     }
 
-    /// The value of `code` (its low [`bits`](MiniFloat::bits) bits), as `f32`.
+    /// The value of `code` (its low [`bits`](MiniFloat::bits) bits), as `f32` (a table
+    /// lookup).
     #[must_use]
     pub fn decode(self, code: u8) -> f32 {
+        static TABLES: OnceLock<[[f32; 256]; 8]> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| {
+            let mut t = [[0.0f32; 256]; 8];
+            for (k, ty) in MiniFloat::ALL.into_iter().enumerate() {
+                for c in 0..=255u8 {
+                    t[k][usize::from(c)] = ty.decode_slow(c);
+                }
+            }
+            t
+        });
+        tables[self as usize][usize::from(code)]
+    }
+
+    /// [`MiniFloat::decode`] computed from the fields (builds the tables).
+    fn decode_slow(self, code: u8) -> f32 {
         if self == MiniFloat::E8M0Fnu {
             return if code == 0xff {
                 f32::NAN
@@ -260,38 +277,38 @@ impl MiniFloat {
     }
 }
 
-/// The unbiased exponent of a positive normal `f32` (`floor(log2(a))`), exact.
-fn exponent(a: f32) -> i32 {
-    ((a.to_bits() >> 23) & 0xff) as i32 - 127
+/// `2^e` for `e` in the normal `f32` exponent range.
+fn pow2(e: i32) -> f32 {
+    f32::from_bits(((e + 127) as u32) << 23)
 }
 
-/// `a ≥ 0` rounded to the nearest value of the layout's grid (ties to even), with gradual
-/// underflow and an unbounded exponent above (overflow is the caller's). Exact: `a / q` is a
-/// power-of-two scaling.
-fn round_to(l: Layout, a: f64) -> f64 {
-    if a == 0.0 {
-        return 0.0;
-    }
+/// The magnitude code of a finite `a ≥ 0` rounded to nearest, ties to even, or `None` when
+/// it rounds beyond the largest finite value. Bit manipulation on the `f32` pattern: exact.
+fn encode_magnitude(l: Layout, a: f32) -> Option<u8> {
     let emin = 1 - l.bias;
-    // `a` is an f32 value; an f32 subnormal is far below every layout's emin.
-    let e = exponent(a as f32).max(emin);
-    let q = 2f64.powi(e - l.mbits as i32);
-    (a / q).round_ties_even() * q
+    let mbits = l.mbits;
+    if a < pow2(emin) {
+        // Subnormal in the target: a multiple of 2^(emin − mbits), scaled exactly.
+        let n = (a * pow2(mbits as i32 - emin)).round_ties_even();
+        // n ≤ 2^mbits: 2^mbits is the smallest normal, whose code is the same number.
+        return Some(n as u8);
+    }
+    let shift = 23 - mbits;
+    let bits = a.to_bits();
+    let lsb = (bits >> shift) & 1;
+    let rounded = (bits + (1 << (shift - 1)) - 1 + lsb) & !((1u32 << shift) - 1);
+    let v = f32::from_bits(rounded);
+    if f64::from(v) > l.max {
+        return None;
+    }
+    let field = ((rounded >> 23) as i32 - 127 + l.bias) as u32;
+    let m = (rounded >> shift) & ((1 << mbits) - 1);
+    Some(((field << mbits) | m) as u8)
 }
 
-/// The magnitude code of a finite grid value `v ≥ 0` (no sign).
-fn encode_finite(l: Layout, v: f64) -> u8 {
-    if v == 0.0 {
-        return 0;
-    }
-    let emin = 1 - l.bias;
-    if v < 2f64.powi(emin) {
-        return (v / 2f64.powi(emin - l.mbits as i32)) as u8;
-    }
-    let e = exponent(v as f32);
-    let m = (v / 2f64.powi(e) - 1.0) * 2f64.powi(l.mbits as i32);
-    let field = (e + l.bias) as u32;
-    ((field << l.mbits) | m as u32) as u8
+/// The magnitude code of the largest finite value.
+fn max_code(l: Layout) -> u8 {
+    encode_magnitude(l, l.max as f32).unwrap_or(0)
 }
 
 fn encode_e8m0(x: f32) -> u8 {

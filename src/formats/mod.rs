@@ -162,3 +162,67 @@ pub(crate) fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
         }),
     }
 }
+
+/// `x` fake-quantized in `format` along its last axis (rows of the last dimension), for any
+/// of the crate's float types (computed in `f32`, written back in `F`).
+///
+/// ```
+/// use ndarray::array;
+/// use qnumeric::formats::{fake_quantize, Format};
+/// let f: Format = "mxfp8".parse()?;
+/// let x = array![[0.3f64; 32]];
+/// let y: ndarray::Array2<f64> = fake_quantize(&f, &x)?;
+/// assert_eq!(y[[0, 0]], 0.3125); // 0.3 · 2^10 = 307.2 → e4m3 320, · 2^-10
+/// # Ok::<(), qnumeric::QuantError>(())
+/// ```
+///
+/// # Errors
+/// The format's errors (a last axis that is not whole blocks, NaN, ±inf); a 0-d array is a
+/// row of one.
+pub fn fake_quantize<F: crate::QFloat, D: ndarray::Dimension>(
+    format: &dyn ElementFormat,
+    x: &ndarray::ArrayRef<F, D>,
+) -> Result<ndarray::Array<F, D>> {
+    let row_len = x.shape().last().copied().unwrap_or(1);
+    let v: Vec<f32> = x.iter().map(|v| v.to_compute()).collect();
+    let mut out = vec![0.0f32; v.len()];
+    if !v.is_empty() {
+        format.fake_quantize_rows(&v, row_len, &mut out)?;
+    }
+    let mut it = out.into_iter();
+    Ok(x.map(|_| F::from_compute(it.next().unwrap_or(0.0))))
+}
+
+/// The straight-through backward of [`fake_quantize`]: `dy` where the format's mask lets the
+/// gradient pass ([`ElementFormat::ste_mask_rows`]), 0 elsewhere.
+///
+/// # Errors
+/// [`QuantError::ShapeMismatch`](crate::QuantError::ShapeMismatch) when `dy` has another
+/// shape; the format's errors.
+pub fn fake_quantize_backward<F: crate::QFloat, D: ndarray::Dimension>(
+    format: &dyn ElementFormat,
+    x: &ndarray::ArrayRef<F, D>,
+    dy: &ndarray::ArrayRef<F, D>,
+) -> Result<ndarray::Array<F, D>> {
+    if x.shape() != dy.shape() {
+        return Err(crate::QuantError::ShapeMismatch {
+            op: "formats::fake_quantize_backward",
+            expected: x.shape().to_vec(),
+            got: dy.shape().to_vec(),
+        });
+    }
+    let row_len = x.shape().last().copied().unwrap_or(1);
+    let v: Vec<f32> = x.iter().map(|v| v.to_compute()).collect();
+    let mut mask = vec![true; v.len()];
+    if !v.is_empty() {
+        format.ste_mask_rows(&v, row_len, &mut mask)?;
+    }
+    let mut m = mask.into_iter();
+    Ok(dy.map(|&g| {
+        if m.next().unwrap_or(false) {
+            g
+        } else {
+            F::zero()
+        }
+    }))
+}

@@ -26,7 +26,7 @@
 //! let spec = MxSpec::new(MiniFloat::E2M1Fn, 32, MxScaleMode::Floor)?;
 //! let x: Vec<f32> = (0..32).map(|i| i as f32 / 8.0).collect();
 //! let t = spec.quantize_rows(&x, 32)?;
-//! assert_eq!(t.scales, vec![125]); // amax 3.875: exponent 1 − emax 2 = −1
+//! assert_eq!(t.scales, vec![126]); // amax 3.875: exponent 1 − emax 2 = −1, byte 127 − 1
 //! assert_eq!(t.packed()?.len(), 16);
 //! assert_eq!(t.dequantize()[8], 1.0);
 //! # Ok::<(), qnumeric::QuantError>(())

@@ -507,3 +507,24 @@ mod calibration {
         assert!(r.sse <= r.sse_minmax && r.sse > 0.5 * r.sse_minmax);
     }
 }
+
+#[test]
+fn generic_fake_quantize_and_straight_through_backward() {
+    use ndarray::array;
+    use qnumeric::formats::{fake_quantize, fake_quantize_backward};
+    let sym: Format = "int4-sym-g4".parse().expect("fmt");
+    let x = array![[1.5f32, -0.5, 0.25, 0.0]];
+    let y = fake_quantize(&sym, &x).expect("fq");
+    assert!(y[[0, 0]] < 1.5);
+    let dx = fake_quantize_backward(&sym, &x, &array![[1.0f32, 2.0, 3.0, 4.0]]).expect("bw");
+    assert_eq!(dx, array![[0.0, 2.0, 3.0, 4.0]]); // +amax clipped: no gradient
+    let h = x.mapv(half::f16::from_f32);
+    let yh = fake_quantize(&sym, &h).expect("f16");
+    assert_eq!(yh[[0, 1]], half::f16::from_f32(y[[0, 1]]));
+    assert!(fake_quantize_backward(&sym, &x, &array![[1.0f32, 2.0]]).is_err());
+    let mx: Format = "mxfp4".parse().expect("fmt");
+    assert!(matches!(
+        fake_quantize(&mx, &x),
+        Err(QuantError::NotMultiple { .. })
+    ));
+}

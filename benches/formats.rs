@@ -1,0 +1,153 @@
+//! The formats' encode and decode next to the memory baseline of the same run (a copy of the
+//! same f32 data), 4M elements (16 MB in): float8 casts, MXFP4, NVFP4, int4 g128, NF4 and the
+//! GGML blocks. Prints a summary table (GB/s of f32 read, ratio to the copy) before criterion's
+//! own figures.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use qnumeric::formats::ggml::GgmlType;
+use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
+use qnumeric::formats::minifloat::MiniFloat;
+use qnumeric::formats::mx::MxSpec;
+use qnumeric::formats::nf4::Nf4Spec;
+use qnumeric::formats::nvfp4::Nvfp4Spec;
+
+const N: usize = 1 << 22;
+const ROW: usize = 4096;
+
+type Job<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<Job<'a>> {
+    let q8 = GgmlType::Q8_0.quantize_rows(x, ROW).expect("q8");
+    let q4 = GgmlType::Q4_0.quantize_rows(x, ROW).expect("q4");
+    let mut q8_out = vec![0u8; q8.len()];
+    let mut q4_out = vec![0u8; q4.len()];
+    let mut y8 = vec![0.0f32; x.len()];
+    let mut y4 = vec![0.0f32; x.len()];
+    let e4 = MiniFloat::E4M3Fn;
+    let e4codes: Vec<u8> = x.iter().map(|&v| e4.encode(v)).collect();
+    let mut y = vec![0.0f32; x.len()];
+    let _ = (codes, out);
+    vec![
+        (
+            "cast f32->e4m3",
+            Box::new(move || {
+                let c: Vec<u8> = x.iter().map(|&v| e4.encode(v)).collect();
+                black_box(c);
+            }) as Box<dyn FnMut()>,
+        ),
+        (
+            "decode e4m3->f32",
+            Box::new(move || {
+                for (o, &c) in y.iter_mut().zip(&e4codes) {
+                    *o = e4.decode(c);
+                }
+                black_box(&y);
+            }),
+        ),
+        (
+            "mxfp4 quantize",
+            Box::new(move || {
+                black_box(
+                    MxSpec::standard(MiniFloat::E2M1Fn)
+                        .quantize_rows(x, ROW)
+                        .expect("mx"),
+                );
+            }),
+        ),
+        (
+            "nvfp4 quantize",
+            Box::new(move || {
+                black_box(Nvfp4Spec::new(true).quantize_rows(x, ROW).expect("nv"));
+            }),
+        ),
+        (
+            "int4 g128 quantize",
+            Box::new(move || {
+                let s = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+                black_box(s.quantize_rows(x, ROW).expect("g"));
+            }),
+        ),
+        (
+            "nf4 quantize",
+            Box::new(move || {
+                black_box(
+                    Nf4Spec::new(64, 256)
+                        .expect("spec")
+                        .quantize(x)
+                        .expect("nf4"),
+                );
+            }),
+        ),
+        (
+            "Q8_0 quantize",
+            Box::new(move || {
+                GgmlType::Q8_0.quantize_row(x, &mut q8_out).expect("q8");
+                black_box(&q8_out);
+            }),
+        ),
+        (
+            "Q8_0 dequantize",
+            Box::new(move || {
+                GgmlType::Q8_0.dequantize_row(&q8, &mut y8).expect("q8");
+                black_box(&y8);
+            }),
+        ),
+        (
+            "Q4_0 quantize",
+            Box::new(move || {
+                GgmlType::Q4_0.quantize_row(x, &mut q4_out).expect("q4");
+                black_box(&q4_out);
+            }),
+        ),
+        (
+            "Q4_0 dequantize",
+            Box::new(move || {
+                GgmlType::Q4_0.dequantize_row(&q4, &mut y4).expect("q4");
+                black_box(&y4);
+            }),
+        ),
+    ]
+}
+
+fn formats(c: &mut Criterion) {
+    let x = common::data(N, 5);
+    let mut copy = vec![0.0f32; N];
+    let base = common::best(5, || {
+        copy.copy_from_slice(black_box(&x));
+        black_box(&copy);
+    });
+    let gbs = |d: Duration| (N * 4) as f64 / d.as_secs_f64() / 1e9;
+    println!("formats, {N} f32 in; baseline copy {:.2} GB/s", gbs(base));
+    println!(
+        "{:<22} {:>10} {:>10} {:>12}",
+        "work", "ms", "GB/s in", "copy / work"
+    );
+    let (mut codes, mut out) = (Vec::new(), Vec::new());
+    for (name, mut f) in jobs(&x, &mut codes, &mut out) {
+        let t = common::best(3, &mut f);
+        println!(
+            "{name:<22} {:>10.2} {:>10.2} {:>12.3}",
+            t.as_secs_f64() * 1e3,
+            gbs(t),
+            base.as_secs_f64() / t.as_secs_f64()
+        );
+    }
+    let mut g = c.benchmark_group("formats/4M");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Bytes((N * 4) as u64));
+    let (mut codes, mut out) = (Vec::new(), Vec::new());
+    for (name, mut f) in jobs(&x, &mut codes, &mut out) {
+        g.bench_function(name, |b| b.iter(&mut f));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, formats);
+criterion_main!(benches);
