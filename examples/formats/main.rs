@@ -17,7 +17,7 @@ mod model;
 use std::process::ExitCode;
 
 use qnumeric::diagnose::{Effect, FormatDiagnoseOptions, diagnose_formats};
-use qnumeric::formats::Format;
+use qnumeric::formats::{ElementFormat as _, Format};
 use qnumeric::fusion::fuse_auto;
 use qnumeric::nn::{Activation, Model};
 use qnumeric::simulate::{FormatPlan, compare_plans};
@@ -32,7 +32,42 @@ const FORMATS: [&str; 6] = [
     "q4_0",
 ];
 
+/// The error of every standard format on 256 rows of 4096 values, Gaussian and heavy-tailed
+/// (a normal over the square root of a uniform: Student-t-like tails), as SQNR.
+fn format_table() -> Result<()> {
+    let mut rng = qnumeric::rng::Lcg::new(7);
+    let mut normal = || {
+        let u1 = f64::from(rng.unit_f32()).max(1e-9);
+        let u2 = f64::from(rng.unit_f32());
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    };
+    let n = 256 * 4096;
+    let gauss: Vec<f32> = (0..n).map(|_| normal()).collect();
+    let mut rng2 = qnumeric::rng::Lcg::new(8);
+    let heavy: Vec<f32> = gauss
+        .iter()
+        .map(|g| g / rng2.unit_f32().max(0.01).sqrt())
+        .collect();
+    println!("== each format's error (SQNR, dB) on 256 × 4096 values\n");
+    println!("{:<19} {:>8} {:>10} {:>13}", "format", "bits/w", "Gaussian", "heavy-tailed");
+    for name in Format::NAMES {
+        let f: Format = name.parse()?;
+        let mut row = format!("{name:<19} {:>8.2}", f.bits_per_element());
+        for x in [&gauss, &heavy] {
+            let mut y = vec![0.0f32; n];
+            f.fake_quantize_rows(x, 4096, &mut y)?;
+            let a = ndarray::ArrayView1::from(x.as_slice());
+            let b = ndarray::ArrayView1::from(y.as_slice());
+            row.push_str(&format!(" {:>11.2}", sqnr(&a, &b)?));
+        }
+        println!("{row}");
+    }
+    println!();
+    Ok(())
+}
+
 fn run() -> Result<()> {
+    format_table()?;
     let digits = model::Digits::load()?;
     let mut float = digits.model.clone();
     fuse_auto(&mut float)?;
