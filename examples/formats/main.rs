@@ -49,7 +49,10 @@ fn format_table() -> Result<()> {
         .map(|g| g / rng2.unit_f32().max(0.01).sqrt())
         .collect();
     println!("== each format's error (SQNR, dB) on 256 × 4096 values\n");
-    println!("{:<19} {:>8} {:>10} {:>13}", "format", "bits/w", "Gaussian", "heavy-tailed");
+    println!(
+        "{:<19} {:>8} {:>10} {:>13}",
+        "format", "bits/w", "Gaussian", "heavy-tailed"
+    );
     for name in Format::NAMES {
         let f: Format = name.parse()?;
         let mut row = format!("{name:<19} {:>8.2}", f.bits_per_element());

@@ -4,6 +4,7 @@
 use ndarray::ArrayD;
 
 use super::case::{Case, CaseResult, compare_floats, compare_ints, tensor_f32, tensor_i64};
+use crate::formats::Dequantize as _;
 use crate::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 use crate::formats::minifloat::MiniFloat;
 use crate::formats::mx::{MxScaleMode, MxSpec};

@@ -3,6 +3,7 @@
 use super::case::{Case, CaseResult, tensor_f32, tensor_i64};
 use super::format_float_cases::{e, expect_floats, expect_ints};
 use super::json::{Json, number};
+use crate::formats::Dequantize as _;
 use crate::formats::ggml::GgmlType;
 use crate::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
 use crate::formats::nf4::Nf4Spec;

@@ -11,6 +11,7 @@
 //!
 //! ```
 //! use ndarray::array;
+//! use qnumeric::formats::Dequantize as _;
 //! use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 //! use qnumeric::formats::minifloat::MiniFloat;
 //! let spec = Float8Spec::new(MiniFloat::E4M3Fn, Float8Recipe::InferenceSafe, Float8Granularity::Rowwise)?;
@@ -24,6 +25,7 @@ use std::fmt;
 
 use ndarray::{ArrayRef, Ix2};
 
+use super::Dequantize;
 use super::minifloat::MiniFloat;
 use super::{ElementFormat, check_rows};
 use crate::element::QFloat;
@@ -211,30 +213,9 @@ impl Float8Spec {
     }
 }
 
-impl Float8Tensor {
-    /// The values, row-major.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.codes.len()];
-        self.write_values(&mut out);
-        out
-    }
-
-    /// The values into `out`.
-    ///
-    /// # Errors
-    /// [`QuantError::LengthMismatch`] when `out` has another length.
-    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
-        if out.len() != self.codes.len() {
-            return Err(QuantError::LengthMismatch {
-                op: "Float8Tensor::dequantize_into",
-                what: "output",
-                expected: self.codes.len(),
-                got: out.len(),
-            });
-        }
-        self.write_values(out);
-        Ok(())
+impl Dequantize for Float8Tensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
     }
 
     fn write_values(&self, out: &mut [f32]) {
@@ -252,6 +233,8 @@ impl Float8Tensor {
         }
     }
 }
+
+impl Float8Tensor {}
 
 impl fmt::Display for Float8Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

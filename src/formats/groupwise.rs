@@ -14,6 +14,7 @@
 //! not clip.
 //!
 //! ```
+//! use qnumeric::formats::Dequantize as _;
 //! use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
 //! let spec = GroupwiseSpec::int4(4, GroupMapping::Asymmetric)?;
 //! let t = spec.quantize_rows(&[0.0, 1.0, 2.0, 3.0], 4)?;
@@ -26,7 +27,7 @@ use std::fmt;
 
 use half::bf16;
 
-use super::{ElementFormat, check_finite, check_rows};
+use super::{Dequantize, ElementFormat, check_finite, check_rows};
 use crate::error::{QuantError, Result};
 
 /// How a group's parameters are chosen.
@@ -212,12 +213,13 @@ impl GroupwiseSpec {
     }
 }
 
-impl GroupwiseTensor {
-    /// The values, row-major.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
+impl Dequantize for GroupwiseTensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
+    }
+
+    fn write_values(&self, out: &mut [f32]) {
         let g = self.spec.group_size.max(1);
-        let mut out = vec![0.0; self.codes.len()];
         for (((o, c), &s), &zp) in out
             .chunks_mut(g)
             .zip(self.codes.chunks(g))
@@ -228,7 +230,6 @@ impl GroupwiseTensor {
                 *o = (q as f32 - zp as f32) * s;
             }
         }
-        out
     }
 }
 
@@ -275,7 +276,7 @@ impl ElementFormat for GroupwiseSpec {
             out.len(),
         )?;
         let t = self.quantize_rows(x, row_len)?;
-        out.copy_from_slice(&t.dequantize());
+        t.write_values(out);
         Ok(())
     }
 
@@ -405,12 +406,13 @@ impl TinygemmSpec {
     }
 }
 
-impl TinygemmTensor {
-    /// The values, row-major.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
+impl Dequantize for TinygemmTensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
+    }
+
+    fn write_values(&self, out: &mut [f32]) {
         let g = self.spec.group_size.max(1);
-        let mut out = vec![0.0; self.codes.len()];
         for (((o, c), &s), &z) in out
             .chunks_mut(g)
             .zip(self.codes.chunks(g))
@@ -421,7 +423,6 @@ impl TinygemmTensor {
                 *o = (f32::from(q) - 8.0) * s + z;
             }
         }
-        out
     }
 }
 
@@ -453,7 +454,7 @@ impl ElementFormat for TinygemmSpec {
             self.group_size,
             out.len(),
         )?;
-        out.copy_from_slice(&self.quantize_rows(x, row_len)?.dequantize());
+        self.quantize_rows(x, row_len)?.write_values(out);
         Ok(())
     }
 }

@@ -116,6 +116,44 @@ pub trait RowCodec: ElementFormat {
     fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()>;
 }
 
+/// A tensor in a stored format that decodes to `f32` values: every format's tensor type
+/// (`Float8Tensor`, `MxTensor`, `Nvfp4Tensor`, `GroupwiseTensor`, `TinygemmTensor`,
+/// `Nf4Tensor`) implements the two required methods and gets `dequantize` and
+/// `dequantize_into`.
+pub trait Dequantize {
+    /// Elements stored.
+    fn element_count(&self) -> usize;
+
+    /// Writes the values (row-major) into `out`, which holds exactly
+    /// [`element_count`](Dequantize::element_count) elements.
+    fn write_values(&self, out: &mut [f32]);
+
+    /// The values, row-major.
+    fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.element_count()];
+        self.write_values(&mut out);
+        out
+    }
+
+    /// The values into `out`.
+    ///
+    /// # Errors
+    /// [`QuantError::LengthMismatch`](crate::QuantError::LengthMismatch) when `out` has
+    /// another length (nothing written).
+    fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.element_count() {
+            return Err(crate::QuantError::LengthMismatch {
+                op: "formats::Dequantize::dequantize_into",
+                what: "output",
+                expected: self.element_count(),
+                got: out.len(),
+            });
+        }
+        self.write_values(out);
+        Ok(())
+    }
+}
+
 /// Checks a rows argument: `row_len > 0`, a multiple of `block_len`, dividing `len`, and an
 /// output of `len` elements.
 pub(crate) fn check_rows(

@@ -21,6 +21,7 @@
 //! the low nibble.
 //!
 //! ```
+//! use qnumeric::formats::Dequantize as _;
 //! use qnumeric::formats::minifloat::MiniFloat;
 //! use qnumeric::formats::mx::{MxScaleMode, MxSpec};
 //! let spec = MxSpec::new(MiniFloat::E2M1Fn, 32, MxScaleMode::Floor)?;
@@ -34,6 +35,7 @@
 
 use std::fmt;
 
+use super::Dequantize;
 use super::minifloat::MiniFloat;
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
@@ -298,30 +300,9 @@ fn ceil_log2(v: f32) -> i32 {
     field - 127 + i32::from(mant != 0)
 }
 
-impl MxTensor {
-    /// The values, row-major.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.codes.len()];
-        self.write_values(&mut out);
-        out
-    }
-
-    /// The values into `out`.
-    ///
-    /// # Errors
-    /// [`QuantError::LengthMismatch`] when `out` has another length.
-    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
-        if out.len() != self.codes.len() {
-            return Err(QuantError::LengthMismatch {
-                op: "MxTensor::dequantize_into",
-                what: "output",
-                expected: self.codes.len(),
-                got: out.len(),
-            });
-        }
-        self.write_values(out);
-        Ok(())
+impl Dequantize for MxTensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
     }
 
     fn write_values(&self, out: &mut [f32]) {
@@ -337,7 +318,9 @@ impl MxTensor {
             }
         }
     }
+}
 
+impl MxTensor {
     /// fp4 codes two a byte, element `2i` in the low nibble (torchao's layout).
     ///
     /// # Errors

@@ -15,18 +15,20 @@
 //! Codes pack two a byte, element `2i` in the **high** nibble.
 //!
 //! ```
+//! use qnumeric::formats::Dequantize as _;
 //! use qnumeric::formats::nf4::Nf4Spec;
 //! let x: Vec<f32> = (0..128).map(|i| ((i * 37 % 64) as f32 - 32.0) / 32.0).collect();
 //! let t = Nf4Spec::new(64, 2)?.quantize(&x)?;
 //! assert_eq!(t.codes.len(), 128);
 //! assert_eq!(t.packed()?.len(), 64);
+//! assert_eq!(t.dequantize().len(), 128);
 //! # Ok::<(), qnumeric::QuantError>(())
 //! ```
 
 use std::fmt;
 
 use super::packing::{NibbleOrder, pack_nibbles};
-use super::{ElementFormat, check_finite, check_rows};
+use super::{Dequantize, ElementFormat, check_finite, check_rows};
 use crate::error::{QuantError, Result};
 
 /// The 16 NF4 values as torchao's `NF4Tensor` holds them: rounded to four decimals (QLoRA's
@@ -178,6 +180,22 @@ impl Nf4Spec {
     }
 }
 
+impl Dequantize for Nf4Tensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
+    }
+
+    fn write_values(&self, out: &mut [f32]) {
+        let scalers = self.scalers();
+        let b = self.spec.block_size.max(1);
+        for ((o, c), &s) in out.chunks_mut(b).zip(self.codes.chunks(b)).zip(&scalers) {
+            for (o, &code) in o.iter_mut().zip(c) {
+                *o = NF4_VALUES[usize::from(code & 0xf)] * s;
+            }
+        }
+    }
+}
+
 impl Nf4Tensor {
     /// The block scales after double quantization (`q / factor + mean`).
     #[must_use]
@@ -195,20 +213,6 @@ impl Nf4Tensor {
                 f32::from(q) / f + self.scaler_mean
             })
             .collect()
-    }
-
-    /// The values.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
-        let scalers = self.scalers();
-        let b = self.spec.block_size.max(1);
-        let mut out = vec![0.0; self.codes.len()];
-        for ((o, c), &s) in out.chunks_mut(b).zip(self.codes.chunks(b)).zip(&scalers) {
-            for (o, &code) in o.iter_mut().zip(c) {
-                *o = NF4_VALUES[usize::from(code & 0xf)] * s;
-            }
-        }
-        out
     }
 
     /// Codes two a byte, element `2i` in the high nibble (torchao's layout).
@@ -262,7 +266,7 @@ impl ElementFormat for Nf4Spec {
             }
         };
         for (xr, or) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-            or.copy_from_slice(&spec.quantize(xr)?.dequantize());
+            spec.quantize(xr)?.write_values(or);
         }
         Ok(())
     }

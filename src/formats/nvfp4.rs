@@ -12,6 +12,7 @@
 //! two a byte, element `2i` in the low nibble.
 //!
 //! ```
+//! use qnumeric::formats::Dequantize as _;
 //! use qnumeric::formats::nvfp4::Nvfp4Spec;
 //! let x: Vec<f32> = (0..16).map(|i| i as f32 * 0.4).collect();
 //! let t = Nvfp4Spec::new(false).quantize_rows(&x, 16)?;
@@ -22,6 +23,7 @@
 
 use std::fmt;
 
+use super::Dequantize;
 use super::minifloat::MiniFloat;
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
@@ -118,36 +120,17 @@ impl Nvfp4Spec {
     }
 }
 
-impl Nvfp4Tensor {
-    /// The values, row-major.
-    #[must_use]
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.codes.len()];
-        self.write_values(&mut out);
-        out
-    }
-
-    /// The values into `out`.
-    ///
-    /// # Errors
-    /// [`QuantError::LengthMismatch`] when `out` has another length.
-    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
-        if out.len() != self.codes.len() {
-            return Err(QuantError::LengthMismatch {
-                op: "Nvfp4Tensor::dequantize_into",
-                what: "output",
-                expected: self.codes.len(),
-                got: out.len(),
-            });
-        }
-        self.write_values(out);
-        Ok(())
+impl Dequantize for Nvfp4Tensor {
+    fn element_count(&self) -> usize {
+        self.codes.len()
     }
 
     fn write_values(&self, out: &mut [f32]) {
         decode_blocks(&self.codes, &self.block_scales, self.per_tensor_scale, out);
     }
+}
 
+impl Nvfp4Tensor {
     /// Codes two a byte, element `2i` in the low nibble.
     ///
     /// # Errors

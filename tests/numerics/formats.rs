@@ -129,7 +129,7 @@ mod edges {
     use qnumeric::formats::mx::{MxScaleMode, MxSpec};
     use qnumeric::formats::nf4::Nf4Spec;
     use qnumeric::formats::nvfp4::Nvfp4Spec;
-    use qnumeric::formats::{ElementFormat, Format, RowCodec};
+    use qnumeric::formats::{Dequantize as _, ElementFormat, Format, RowCodec};
 
     #[test]
     fn float8_edges() {
@@ -440,6 +440,7 @@ mod decoders {
 
 mod calibration {
     use qnumeric::QuantError;
+    use qnumeric::formats::Dequantize as _;
     use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
     use qnumeric::formats::observe::{AmaxGranularity, AmaxObserver, mse_group_search};
     use qnumeric::rng::Lcg;
