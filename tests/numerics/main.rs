@@ -11,3 +11,4 @@ mod observers;
 #[cfg(feature = "rayon")]
 mod parallel;
 mod properties;
+mod qat;
