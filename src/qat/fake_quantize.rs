@@ -222,7 +222,10 @@ pub(crate) fn per_channel_fake_quant(
 ///   and nothing changes (PyTorch raises a `RuntimeError`);
 /// - `reduce_range` halves the range at construction, explicit `quant_min`/`quant_max`
 ///   too ([`QSpec`] applies PyTorch's rules); a `quint8` symmetric spec with an explicit
-///   range has zero point `(qmin + qmax) // 2` (127), 128 without one.
+///   range has zero point `(qmin + qmax) // 2` (127), 128 without one;
+/// - per channel, a level beyond `±2^63` (a huge `x` over a small scale) is converted to
+///   `int64` as x86 does (`INT64_MIN`): `+huge` fake-quantizes to `quant_min` with a zero
+///   mask, PyTorch's result (the crate's `fake_quantize_per_channel` saturates to `quant_max`).
 ///
 /// Differences: NaN or ±inf seen by an enabled observer are refused (PyTorch lets them poison
 /// the statistics), an empty input is [`QuantError::EmptyInput`]; on any error the module is
