@@ -21,6 +21,7 @@
 //! | [`classify`] | classifier read-outs: `argmax_rows`, `accuracy` |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
 //! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
+//! | [`qat`] | quantization-aware training: FakeQuantize, the fused and learnable (LSQ) fake quants, QAT ConvBn2d and Linear, SGD |
 //! | `state_dict` | `.safetensors` state dicts (feature `safetensors`) |
 //! | `conformance` | the harness that runs PyTorch golden cases (JSON lines; feature `conformance`) |
 //! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
@@ -85,6 +86,7 @@ pub mod ns;
 pub mod observers;
 mod parallel;
 pub mod ptq;
+pub mod qat;
 pub mod qparams;
 pub mod rng;
 mod simd;

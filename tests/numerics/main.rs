@@ -12,3 +12,4 @@ mod observers;
 #[cfg(feature = "rayon")]
 mod parallel;
 mod properties;
+mod qat;
