@@ -17,6 +17,9 @@
 //! | observers | `observer` (PyTorch's observer classes by name) |
 //! | metrics | `metric` (`sqnr`, `normalized_l2_error`, `cosine_similarity`) |
 //! | fusion | `fuse_conv_bn`, `fuse_linear_bn` |
+//! | qlayers | `quantized_linear`, `quantized_conv2d` |
+//! | formats | `float8_cast`, `float8_cast_saturating`, `float8_scaled_training`, `float8_scaled_inference`, `fp_subbyte_cast`, `mx_quantize`, `nvfp4_quantize`, `affine_groupwise`, `affine_groupwise_tinygemm`, `nf4_quantize`, `ggml_quantize`, `ggml_dequantize` |
+//! | qat | `fake_quantize_module`, `fused_moving_avg_obs_fake_quant`, `learnable_fake_quantize_module`, `qat_conv_bn`, `qat_linear` (sequences of steps) |
 //!
 //! Inputs are read strictly; a case whose inputs do not follow the format fails with a reason
 //! naming the member, and nothing is cast or rounded on the way in:

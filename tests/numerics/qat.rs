@@ -476,7 +476,7 @@ proptest! {
         axis in -3isize..3,
     ) {
         let n = data.len();
-        let cols = if rows == 0 { 0 } else { n / rows };
+        let cols = n.checked_div(rows).unwrap_or(0);
         let x = ArrayD::from_shape_vec(IxDyn(&[rows, cols]), data[..rows * cols].to_vec()).unwrap();
         let dy = ArrayD::from_elem(IxDyn(&[dy_len]), 1.0f32);
         let mut a = FakeQuantize::per_tensor(quint8(), 0.01).unwrap();
