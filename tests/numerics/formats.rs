@@ -529,3 +529,81 @@ fn generic_fake_quantize_and_straight_through_backward() {
         Err(QuantError::NotMultiple { .. })
     ));
 }
+
+mod tensor_quantizers {
+    use proptest::prelude::*;
+    use qnumeric::formats::Dequantize as _;
+    use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
+    use qnumeric::formats::minifloat::MiniFloat;
+    use qnumeric::formats::mx::{MxScaleMode, MxSpec};
+    use qnumeric::formats::nf4::Nf4Spec;
+    use qnumeric::formats::nvfp4::Nvfp4Spec;
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            6 => -1e3f32..1e3,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(f32::MAX),
+            1 => Just(1e-42f32),
+            1 => Just(-0.0f32),
+        ]
+    }
+
+    proptest! {
+        /// The tensor-level quantizers (the reference paths, NaN and ±inf allowed where the
+        /// reference takes them): Ok or a typed error for any values, row length and block;
+        /// what they return always decodes.
+        #[test]
+        fn tensor_quantizers_never_panic(
+            x in proptest::collection::vec(value(), 0..260),
+            row_len in 0usize..260,
+            block in 0usize..70,
+            mode in 0usize..4,
+        ) {
+            for dtype in [MiniFloat::E4M3Fn, MiniFloat::E5M2] {
+                for recipe in [Float8Recipe::Training { round_scales_to_power_of_2: true }, Float8Recipe::Inference, Float8Recipe::InferenceSafe] {
+                    for g in [Float8Granularity::Tensorwise, Float8Granularity::Rowwise] {
+                        let spec = Float8Spec::new(dtype, recipe, g).expect("spec");
+                        if let Ok(t) = spec.quantize_rows(&x, row_len) {
+                            let _ = t.dequantize();
+                        }
+                    }
+                }
+            }
+            for elem in [MiniFloat::E4M3Fn, MiniFloat::E5M2, MiniFloat::E2M3Fn, MiniFloat::E3M2Fn, MiniFloat::E2M1Fn] {
+                if let Ok(spec) = MxSpec::new(elem, block, MxScaleMode::ALL[mode])
+                    && let Ok(t) = spec.quantize_rows(&x, row_len)
+                {
+                        let _ = (t.dequantize(), t.packed());
+                }
+            }
+            for pts in [false, true] {
+                if let Ok(t) = Nvfp4Spec::new(pts).quantize_rows(&x, row_len) {
+                    let _ = (t.dequantize(), t.packed());
+                }
+            }
+            for mapping in [GroupMapping::Symmetric, GroupMapping::Asymmetric, GroupMapping::SymmetricNoClippingErr] {
+                if let Ok(spec) = GroupwiseSpec::int4(block, mapping)
+                    && let Ok(t) = spec.quantize_rows(&x, row_len)
+                {
+                        let _ = t.dequantize();
+                }
+            }
+            if let Ok(spec) = TinygemmSpec::new(block, 1e-6, QParamsDtype::BF16)
+                && let Ok(t) = spec.quantize_rows(&x, row_len)
+            {
+                    let _ = t.dequantize();
+            }
+            for nf4 in [Nf4Spec::new(block, 2), Nf4Spec::torchao(block, 1)] {
+                if let Ok(spec) = nf4
+                    && let Ok(t) = spec.quantize(&x)
+                {
+                        let _ = (t.dequantize(), t.packed());
+                }
+            }
+        }
+    }
+}
