@@ -49,8 +49,6 @@ fn read_both(f: &PathBuf, q: &PathBuf) {
     black_box(b.len());
 }
 
-/// Best of `n` runs.
-
 fn dumps(c: &mut Criterion) {
     let (f, q) = files();
     let mut g = c.benchmark_group("dumps/minilm-shaped");

@@ -43,8 +43,6 @@ fn compare(fused: &Sequential, int8: &Sequential, x: &ndarray::ArrayD<f32>) {
     black_box(compare_models(fused, int8, [x.clone()], options).expect("compare"));
 }
 
-/// Best of `n` runs.
-
 fn ns(c: &mut Criterion) {
     let (fused, int8, x) = models();
     let mut g = c.benchmark_group("ns/digits500");
