@@ -29,7 +29,15 @@ fn every_golden_file_passes() {
         .filter_map(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
         .collect();
-    for known in ["fusion", "kernels", "metrics", "observers", "qlayers"] {
+    for known in [
+        "formats",
+        "fusion",
+        "kernels",
+        "metrics",
+        "observers",
+        "qat",
+        "qlayers",
+    ] {
         assert!(
             names.iter().any(|n| n == known),
             "{known}.jsonl not found among {names:?}"
