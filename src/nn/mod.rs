@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`Activation`], [`WeightRef`] | `activation.rs` | `Float(ArrayD<f32>)` or `Quantized(QuantizedTensor<u8>)`; a layer's weight |
 //! | [`Module`], [`LayerRole`], [`WeightedLayer`] | `module.rs` | one layer; what it is for fusion and PTQ |
+//! | [`LayerGrads`] | `grad.rs` | what a layer's backward pass gives ([`Module::backward`]) |
 //! | [`Model`], [`LayerHook`] | `model.rs` | any graph of named layers: enumerate, look up, replace, run with a hook |
 //! | [`Sequential`] | `sequential.rs` | the crate's named sequential container |
 //! | [`WeightedCore`] | `weighted.rs` | weight, bias and fused ReLU shared by the weighted layers |
@@ -40,6 +41,7 @@ mod add;
 mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod geometry;
+mod grad;
 pub(crate) mod linear;
 mod model;
 pub(crate) mod module;
@@ -55,6 +57,7 @@ pub use activation::{Activation, WeightRef};
 pub use add::Add;
 pub use batch_norm::{BatchNorm, BatchNormParams};
 pub use conv::{Conv1d, Conv2d, ConvGeometry, ConvGeometry1d};
+pub use grad::LayerGrads;
 pub use linear::Linear;
 pub use model::{LayerHook, Model, NoHook};
 pub use module::{LayerRole, Module, ModuleClone, WeightedKind, WeightedLayer};

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use ndarray::ArrayD;
 
-use super::{Activation, BatchNorm, WeightRef, WeightedCore};
+use super::{Activation, BatchNorm, LayerGrads, WeightRef, WeightedCore};
 use crate::error::{QuantError, Result};
 
 /// One layer. Callers implement it for their own layers; the crate's layers implement it too.
@@ -100,6 +100,34 @@ pub trait Module: ModuleClone + Send + Sync + Debug {
             LayerRole::Weighted(w) => w.core().bias(),
             _ => None,
         }
+    }
+
+    /// The backward pass of the layer's float forward: given the inputs the forward ran on,
+    /// the output it gave and ∂loss/∂output, the gradients with respect to the inputs and the
+    /// trainable parameters ([`LayerGrads`]). `None` (the default) for layers that cannot be
+    /// trained through (integer layers, a caller's layer without one).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Option<Result<LayerGrads>> {
+        let _ = (inputs, output, grad_output);
+        None
+    }
+
+    /// The trainable parameters by name, in the order and with the names
+    /// [`Module::backward`] gives their gradients (empty by default).
+    fn params(&self) -> Vec<(&'static str, ArrayD<f32>)> {
+        Vec::new()
+    }
+
+    /// The same layer with the named parameters (and buffers, see [`LayerGrads::buffers`])
+    /// replaced: what an optimizer step builds. `None` (the default) for layers without
+    /// trainable parameters.
+    fn with_params(&self, params: &[(&str, ArrayD<f32>)]) -> Option<Result<Box<dyn Module>>> {
+        let _ = params;
+        None
     }
 }
 
