@@ -54,7 +54,7 @@
 mod config;
 mod dynamic;
 mod island;
-mod prepare;
+pub(crate) mod prepare;
 
 pub use config::{Conversion, LayerOverride, PtqConfig, QConfig};
 pub use dynamic::quantize_dynamic;

@@ -44,14 +44,55 @@ impl LayerPlan {
 }
 
 /// The plan of one layer inside the quantized domain, from its role.
-fn plan_in_domain(role: LayerRole<'_>, qconfig: Option<&QConfig>) -> LayerPlan {
+fn plan_in_domain(role: LayerRole<'_>, quantized: bool) -> LayerPlan {
     match role {
         LayerRole::Relu | LayerRole::PassThrough | LayerRole::Quantized => LayerPlan::PassThrough,
-        LayerRole::Weighted(_) | LayerRole::Add if qconfig.is_some() => LayerPlan::Quantized,
+        LayerRole::Weighted(_) | LayerRole::Add if quantized => LayerPlan::Quantized,
         LayerRole::QuantStub => LayerPlan::Quantize,
         LayerRole::DeQuantStub => LayerPlan::DeQuantize,
         _ => LayerPlan::FloatIsland,
     }
+}
+
+/// The plan of every layer of `model`, in execution order: the quantized domain starts at a
+/// `QuantStub` and ends at a `DeQuantStub`; inside it each layer is planned from its role,
+/// weighted layers and `Add` being quantized when `quantized(name)` (a layer kept in float
+/// becomes a float island). Shared by [`prepare`] and [`prepare_qat`](crate::qat::prepare_qat).
+pub(crate) fn plan_model<M: Model + ?Sized>(
+    op: &'static str,
+    model: &M,
+    quantized: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, LayerPlan)>> {
+    let names = model.layer_names();
+    let mut in_domain = false;
+    let mut any_stub = false;
+    let mut plan = Vec::with_capacity(names.len());
+    for name in names {
+        let layer = model.layer(&name).ok_or_else(|| QuantError::NotFound {
+            op,
+            what: "layer",
+            name: name.clone(),
+        })?;
+        let role = layer.role();
+        let p = match role {
+            LayerRole::QuantStub => {
+                any_stub = true;
+                in_domain = true;
+                LayerPlan::Quantize
+            }
+            LayerRole::DeQuantStub if in_domain => {
+                in_domain = false;
+                LayerPlan::DeQuantize
+            }
+            _ if !in_domain => LayerPlan::Float,
+            _ => plan_in_domain(role, quantized(&name)),
+        };
+        plan.push((name, p));
+    }
+    if !any_stub {
+        return Err(QuantError::NoQuantStub { op });
+    }
+    Ok(plan)
 }
 
 /// A model with observers attached, ready for calibration.
@@ -93,39 +134,13 @@ pub fn prepare<M: Model>(model: M, config: &PtqConfig) -> Result<Prepared<M>> {
             name: name.clone(),
         });
     }
-    let mut in_domain = false;
-    let mut any_stub = false;
-    let mut plan = Vec::with_capacity(names.len());
+    let plan = plan_model(OP, &model, |name| config.qconfig(name).is_some())?;
     let mut observers = BTreeMap::new();
-    for name in names {
-        let layer = model.layer(&name).ok_or_else(|| QuantError::NotFound {
-            op: OP,
-            what: "layer",
-            name: name.clone(),
-        })?;
-        let qconfig = config.qconfig(&name);
-        let role = layer.role();
-        let p = match role {
-            LayerRole::QuantStub => {
-                any_stub = true;
-                in_domain = true;
-                LayerPlan::Quantize
-            }
-            LayerRole::DeQuantStub if in_domain => {
-                in_domain = false;
-                LayerPlan::DeQuantize
-            }
-            _ if !in_domain => LayerPlan::Float,
-            _ => plan_in_domain(role, qconfig),
-        };
+    for (name, p) in &plan {
         if p.observes_output() {
-            let q = qconfig.unwrap_or(&config.default);
+            let q = config.qconfig(name).unwrap_or(&config.default);
             observers.insert(name.clone(), q.new_activation_observer());
         }
-        plan.push((name, p));
-    }
-    if !any_stub {
-        return Err(QuantError::NoQuantStub { op: OP });
     }
     Ok(Prepared {
         model,
@@ -192,22 +207,7 @@ impl<M: Model> Prepared<M> {
     /// [`QuantError::NotFound`] when the layer has no observer; [`QuantError::Empty`] when it
     /// saw no data; [`QuantError::UnsupportedQParams`] when the observer is not per tensor.
     pub fn output_qparams(&self, name: &str) -> Result<QParams> {
-        const OP: &str = "Prepared::output_qparams";
-        let obs = self
-            .observers
-            .get(name)
-            .ok_or_else(|| QuantError::NotFound {
-                op: OP,
-                what: "observed layer",
-                name: name.to_string(),
-            })?;
-        match obs.qparams()? {
-            AnyQParams::PerTensor(p) => Ok(p),
-            AnyQParams::PerChannel(_) => Err(QuantError::UnsupportedQParams {
-                op: OP,
-                reason: "activation observers must be per tensor",
-            }),
-        }
+        output_qparams_of(&self.observers, name)
     }
 
     /// Builds the quantized model (PyTorch's `convert`): every planned layer is replaced; the
@@ -217,49 +217,97 @@ impl<M: Model> Prepared<M> {
     /// [`QuantError::Empty`] when a needed observer saw no data (calibrate first); errors of
     /// the weight observers and of the quantized layers' constructors. On error nothing is
     /// returned (the prepared model is consumed).
-    pub fn convert(mut self) -> Result<M> {
-        let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
-        for (i, (name, p)) in self.plan.iter().enumerate() {
-            let layer = self.model.layer(name).ok_or_else(|| QuantError::NotFound {
-                op: "Prepared::convert",
-                what: "layer",
-                name: name.clone(),
-            })?;
-            let new: Box<dyn Module> = match p {
-                LayerPlan::Float | LayerPlan::PassThrough => continue,
-                LayerPlan::Quantize => Box::new(Quantize::new(self.output_qparams(name)?)?),
-                LayerPlan::DeQuantize => Box::new(DeQuantize),
-                LayerPlan::FloatIsland => {
-                    let island = FloatIsland::new(layer.box_clone(), self.output_qparams(name)?)?;
-                    // The next layer that is not a pass-through decides: another island (or
-                    // the end of the domain) takes float values as they are.
-                    let next = self.plan[i + 1..]
-                        .iter()
-                        .map(|(_, p)| *p)
-                        .find(|p| *p != LayerPlan::PassThrough);
-                    match next {
-                        Some(LayerPlan::FloatIsland | LayerPlan::DeQuantize) => {
-                            Box::new(island.with_float_output())
-                        }
-                        _ => Box::new(island),
-                    }
-                }
-                LayerPlan::Quantized => {
-                    let qconfig = self.config.qconfig(name).unwrap_or(&self.config.default);
-                    let out = self.output_qparams(name)?;
-                    match layer.role() {
-                        LayerRole::Weighted(w) => quantize_weighted(w, qconfig, out, &self.config)?,
-                        _ => Box::new(QuantizedAdd::new(out)?),
-                    }
-                }
-            };
-            replacements.push((name.clone(), new));
-        }
-        for (name, layer) in replacements {
-            self.model.replace_layer(&name, layer)?;
-        }
-        Ok(self.model)
+    pub fn convert(self) -> Result<M> {
+        let Prepared {
+            model,
+            config,
+            plan,
+            observers,
+            ..
+        } = self;
+        let qparams_of = |name: &str| output_qparams_of(&observers, name);
+        convert_planned(model, &plan, &config, &qparams_of, &mut |_, w, qconfig| {
+            quantized_weight(w, qconfig)
+        })
     }
+}
+
+/// The output parameters observed by a layer's observer in `observers`.
+fn output_qparams_of(
+    observers: &BTreeMap<String, Box<dyn Observer>>,
+    name: &str,
+) -> Result<QParams> {
+    const OP: &str = "Prepared::output_qparams";
+    let obs = observers.get(name).ok_or_else(|| QuantError::NotFound {
+        op: OP,
+        what: "observed layer",
+        name: name.to_string(),
+    })?;
+    match obs.qparams()? {
+        AnyQParams::PerTensor(p) => Ok(p),
+        AnyQParams::PerChannel(_) => Err(QuantError::UnsupportedQParams {
+            op: OP,
+            reason: "activation observers must be per tensor",
+        }),
+    }
+}
+
+/// PyTorch's `convert` of a planned model: every planned layer replaced by its quantized
+/// form, with the output parameters `qparams_of(name)` and the int8 weights
+/// `weight_of(name, layer, qconfig)`. Shared by PTQ ([`Prepared::convert`]: observers) and QAT
+/// ([`QatModel::convert`](crate::qat::QatModel::convert): the fake quants' learned
+/// parameters), so both build the same int8 model from the same parameters.
+pub(crate) fn convert_planned<M: Model>(
+    mut model: M,
+    plan: &[(String, LayerPlan)],
+    config: &PtqConfig,
+    qparams_of: &dyn Fn(&str) -> Result<QParams>,
+    weight_of: &mut dyn FnMut(&str, &dyn WeightedLayer, &QConfig) -> Result<QuantizedTensor<i8>>,
+) -> Result<M> {
+    let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
+    for (i, (name, p)) in plan.iter().enumerate() {
+        let layer = model.layer(name).ok_or_else(|| QuantError::NotFound {
+            op: "Prepared::convert",
+            what: "layer",
+            name: name.clone(),
+        })?;
+        let new: Box<dyn Module> = match p {
+            LayerPlan::Float | LayerPlan::PassThrough => continue,
+            LayerPlan::Quantize => Box::new(Quantize::new(qparams_of(name)?)?),
+            LayerPlan::DeQuantize => Box::new(DeQuantize),
+            LayerPlan::FloatIsland => {
+                let island = FloatIsland::new(layer.box_clone(), qparams_of(name)?)?;
+                // The next layer that is not a pass-through decides: another island (or
+                // the end of the domain) takes float values as they are.
+                let next = plan[i + 1..]
+                    .iter()
+                    .map(|(_, p)| *p)
+                    .find(|p| *p != LayerPlan::PassThrough);
+                match next {
+                    Some(LayerPlan::FloatIsland | LayerPlan::DeQuantize) => {
+                        Box::new(island.with_float_output())
+                    }
+                    _ => Box::new(island),
+                }
+            }
+            LayerPlan::Quantized => {
+                let qconfig = config.qconfig(name).unwrap_or(&config.default);
+                let out = qparams_of(name)?;
+                match layer.role() {
+                    LayerRole::Weighted(w) => {
+                        let weight = weight_of(name, w, qconfig)?;
+                        quantize_weighted(w, weight, qconfig, out, config)?
+                    }
+                    _ => Box::new(QuantizedAdd::new(out)?),
+                }
+            }
+        };
+        replacements.push((name.clone(), new));
+    }
+    for (name, layer) in replacements {
+        model.replace_layer(&name, layer)?;
+    }
+    Ok(model)
 }
 
 /// A weighted layer's weight, observed with the config's weight observer and quantized.
@@ -278,13 +326,13 @@ pub(crate) fn quantized_weight(
 /// through the conversion registered for its kind ([`PtqConfig::with_conversion`]).
 fn quantize_weighted(
     w: &dyn WeightedLayer,
+    weight: QuantizedTensor<i8>,
     qconfig: &QConfig,
     out: QParams,
     config: &PtqConfig,
 ) -> Result<Box<dyn Module>> {
     use crate::nn::quantized::{QuantizedConv1d, QuantizedConv2d, QuantizedLinear};
     use crate::nn::{Conv1d, Conv2d, Linear};
-    let weight = quantized_weight(w, qconfig)?;
     let acc = qconfig.accumulation();
     let core = w.core();
     let bias = core.bias().cloned();

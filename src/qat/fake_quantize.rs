@@ -359,6 +359,66 @@ impl FakeQuantize {
         self.observer.averaging_constant()
     }
 
+    /// The current scale and zero point as the crate's parameters over the spec's range (what
+    /// PyTorch's `convert` takes from `calculate_qparams()` after QAT).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidScale`] / [`QuantError::ZeroPointOutOfRange`] for parameters the
+    /// range cannot hold (none after an observation); a per-channel module that never observed
+    /// has one scale for its channels: [`QuantError::LengthMismatch`] only when used.
+    pub fn qparams(&self) -> Result<AnyQParams> {
+        const OP: &str = "FakeQuantize::qparams";
+        let range = self.spec().range();
+        match self.ch_axis() {
+            None => {
+                let (&s, &z) = match (self.scale.as_slice(), self.zero_point.as_slice()) {
+                    ([s], [z]) => (s, z),
+                    _ => {
+                        return Err(QuantError::LengthMismatch {
+                            op: OP,
+                            what: "per-tensor scale",
+                            expected: 1,
+                            got: self.scale.len(),
+                        });
+                    }
+                };
+                Ok(AnyQParams::PerTensor(
+                    QParams::with_range(s, i64::from(z), range).map_err(|e| e.with_op(OP))?,
+                ))
+            }
+            Some(axis) => Ok(AnyQParams::PerChannel(
+                PerChannelQParams::with_range(
+                    self.scale.clone(),
+                    ZeroPoints::Int(self.zero_point.clone()),
+                    axis,
+                    range,
+                )
+                .map_err(|e| e.with_op(OP))?,
+            )),
+        }
+    }
+
+    /// Fake quantization with the current parameters (no observation; `x` itself when fake
+    /// quantization is disabled) and its straight-through mask (`None` when disabled).
+    pub(crate) fn fake_quantize_current(
+        &self,
+        op: &'static str,
+        x: &ArrayD<f32>,
+    ) -> Result<(ArrayD<f32>, Option<ArrayD<f32>>)> {
+        if !self.fake_quant_enabled {
+            return Ok((x.clone(), None));
+        }
+        let (y, m) = fake_quant_with_mask(
+            op,
+            x,
+            self.spec(),
+            self.ch_axis(),
+            &self.scale,
+            &self.zero_point,
+        )?;
+        Ok((y, Some(m)))
+    }
+
     /// One training-mode forward: observe (if enabled), then fake-quantize (if enabled).
     ///
     /// # Errors

@@ -10,6 +10,8 @@
 //! | [`ConvBn2d`] | `torch.ao.nn.intrinsic.qat.ConvBn2d` / `ConvBnReLU2d` | Conv + BatchNorm folded for QAT (`_forward_approximate`) |
 //! | [`Linear`] | `torch.ao.nn.qat.Linear` | Linear with a fake-quantized weight, backward and SGD |
 //! | [`QatAction`] | `freeze_bn_stats`, `disable_observer`, `eval`, ... | the switches of QAT modules |
+//! | [`QatConfig`], [`prepare_qat`], [`QatModel`] | `prepare_qat`, `convert` | eager QAT on any [`Model`](crate::nn::Model): fake quants per the config, training, the int8 model |
+//! | [`QatLayer`] | a module with `weight_fake_quant` / `activation_post_process` | one prepared layer: forward with fake quantization, straight-through backward |
 //! | [`sgd_step`], [`SgdMomentum`] | `torch.optim.SGD` | plain and momentum SGD (`p = fma(−lr, g, p)`) |
 //!
 //! Every module computes in `f32` as PyTorch does (inputs of the fake-quant modules may be
@@ -41,8 +43,10 @@
 mod conv_bn;
 mod fake_quantize;
 mod fused;
+mod layer;
 mod learnable;
 mod linear;
+mod prepare;
 mod sgd;
 mod util;
 
@@ -51,6 +55,8 @@ pub use fake_quantize::FakeQuantize;
 pub use fused::{
     ChosenQParams, FusedMovingAvgObsFakeQuantize, SMALL_SCALE_THRESHOLD, choose_quantization_params,
 };
+pub use layer::QatLayer;
 pub use learnable::{LearnableFakeQuantize, LsqStep};
 pub use linear::{Linear, LinearStep};
+pub use prepare::{QatConfig, QatModel, is_qat_layer, prepare_qat};
 pub use sgd::{SgdMomentum, sgd_step};

@@ -27,6 +27,7 @@ mod kernel_check;
 mod nn;
 mod nn_hostile;
 mod ns;
+mod qat_model;
 mod quantized_layers;
 mod replay;
 mod simulate;

@@ -1,0 +1,313 @@
+//! QAT on a model: `prepare_qat`, the fake-quantized forward, the switches, `convert` against
+//! PTQ's `convert` on the same parameters, and the refusals.
+
+use ndarray::{ArrayD, IxDyn};
+use qnumeric::nn::{
+    Activation, Conv2d, ConvGeometry, Flatten, LayerRole, Linear, Model, Module, ReLU, Sequential,
+};
+use qnumeric::ptq::{LayerPlan, PtqConfig, QConfig, prepare};
+use qnumeric::qat::{QatAction, QatConfig, QatLayer, prepare_qat};
+use qnumeric::rng::Lcg;
+use qnumeric::{AnyQParams, QuantError, fake_quantize};
+
+fn random(shape: &[usize], seed: u64, scale: f32) -> ArrayD<f32> {
+    let mut r = Lcg::new(seed);
+    ArrayD::from_shape_fn(IxDyn(shape), |_| (r.unit_f32() - 0.5) * 2.0 * scale)
+}
+
+/// quant → conv (ReLU) → flatten → fc1 (ReLU) → fc2 → dequant.
+fn small_cnn() -> Sequential {
+    let geo = ConvGeometry::default().padding(1, 1);
+    Sequential::new()
+        .with(
+            "conv",
+            Conv2d::new(
+                random(&[4, 2, 3, 3], 1, 0.5),
+                Some(random(&[4], 2, 0.1)),
+                geo,
+            )
+            .expect("conv")
+            .with_relu(),
+        )
+        .expect("conv")
+        .with("flatten", Flatten::default())
+        .expect("flatten")
+        .with(
+            "fc1",
+            Linear::new(random(&[8, 4 * 5 * 5], 3, 0.2), Some(random(&[8], 4, 0.1)))
+                .expect("fc1")
+                .with_relu(),
+        )
+        .expect("fc1")
+        .with(
+            "fc2",
+            Linear::new(random(&[3, 8], 5, 0.5), None).expect("fc2"),
+        )
+        .expect("fc2")
+        .with_quant_stubs()
+        .expect("stubs")
+}
+
+fn float_out(y: Activation) -> ArrayD<f32> {
+    y.as_float().expect("float output").clone()
+}
+
+#[test]
+fn prepare_qat_wraps_the_planned_layers_only() {
+    let qat =
+        prepare_qat(small_cnn(), &QatConfig::x86_default().expect("config")).expect("prepare");
+    let kinds: Vec<(String, &str)> = qat
+        .plan()
+        .iter()
+        .map(|(n, _)| (n.clone(), qat.model().layer(n).expect("layer").kind()))
+        .collect();
+    for (name, kind) in &kinds {
+        let expected = match name.as_str() {
+            "quant" | "conv" | "fc1" | "fc2" => "QatLayer",
+            _ => continue,
+        };
+        assert_eq!(*kind, expected, "{name}");
+    }
+    assert_eq!(
+        qat.model().layer("flatten").expect("flatten").kind(),
+        "Flatten"
+    );
+    let conv = qat.qat_layer("conv").expect("conv");
+    assert!(conv.weight_fake_quant().is_some() && conv.output_fake_quant().is_some());
+    let stub = qat.qat_layer("quant").expect("quant stub");
+    assert!(stub.weight_fake_quant().is_none() && stub.output_fake_quant().is_some());
+}
+
+#[test]
+fn the_forward_fake_quantizes_weights_and_outputs_with_the_new_parameters() {
+    let model = Sequential::new()
+        .with(
+            "fc",
+            Linear::new(random(&[3, 5], 7, 1.0), Some(random(&[3], 8, 0.2))).expect("fc"),
+        )
+        .expect("fc")
+        .with_quant_stubs()
+        .expect("stubs");
+    let qat =
+        prepare_qat(model.clone(), &QatConfig::with_bits(4, 4).expect("config")).expect("prepare");
+    let x = random(&[6, 5], 9, 2.0);
+    let y = float_out(
+        qat.model()
+            .forward(Activation::Float(x.clone()))
+            .expect("forward"),
+    );
+
+    // By hand: the input fake-quantized with its first-batch min/max, the weight per channel,
+    // the Linear, its output fake-quantized.
+    let stub = qat
+        .qat_layer("quant")
+        .expect("stub")
+        .output_fake_quant()
+        .expect("fq");
+    let AnyQParams::PerTensor(qx) = stub.qparams().expect("qparams") else {
+        panic!("per tensor")
+    };
+    let xq = fake_quantize(&x, &qx).expect("fq x");
+    let l = qat.qat_layer("fc").expect("fc");
+    let wfq = l.weight_fake_quant().expect("weight fq");
+    let core = match l.inner().role() {
+        LayerRole::Weighted(w) => w.core().clone(),
+        _ => panic!("weighted"),
+    };
+    let wq = qnumeric::fake_quantize_per_channel(
+        core.weight(),
+        &match wfq.qparams().expect("w") {
+            AnyQParams::PerChannel(p) => p,
+            AnyQParams::PerTensor(_) => panic!("per channel"),
+        },
+    )
+    .expect("fq w");
+    let fc = Linear::new(wq, core.bias().cloned()).expect("fc");
+    let z = float_out(fc.forward(&Activation::Float(xq)).expect("linear"));
+    let out = l.output_fake_quant().expect("out fq");
+    let AnyQParams::PerTensor(qo) = out.qparams().expect("qparams") else {
+        panic!("per tensor")
+    };
+    assert_eq!(qo.range().quant_max(), 15);
+    let expected = fake_quantize(&z, &qo).expect("fq out");
+    assert_eq!(y, expected);
+    // 4-bit output: at most 16 distinct values.
+    let mut levels: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    assert!(levels.len() <= 16, "{} levels", levels.len());
+}
+
+#[test]
+fn disabling_the_observers_freezes_the_parameters() {
+    let qat =
+        prepare_qat(small_cnn(), &QatConfig::x86_default().expect("config")).expect("prepare");
+    qat.model()
+        .forward(Activation::Float(random(&[2, 2, 5, 5], 11, 1.0)))
+        .expect("forward");
+    let before = qat
+        .qat_layer("fc1")
+        .expect("fc1")
+        .output_fake_quant()
+        .expect("fq");
+    qat.apply(QatAction::DisableObserver);
+    qat.model()
+        .forward(Activation::Float(random(&[2, 2, 5, 5], 12, 3.0)))
+        .expect("forward");
+    let after = qat
+        .qat_layer("fc1")
+        .expect("fc1")
+        .output_fake_quant()
+        .expect("fq");
+    assert!(!after.observer_enabled());
+    assert_eq!(
+        (before.scale(), before.zero_point(), before.min_val(), before.max_val()),
+        (after.scale(), after.zero_point(), after.min_val(), after.max_val())
+    );
+    qat.apply(QatAction::EnableObserver);
+    qat.model()
+        .forward(Activation::Float(random(&[2, 2, 5, 5], 12, 3.0)))
+        .expect("forward");
+    let moved = qat
+        .qat_layer("fc1")
+        .expect("fc1")
+        .output_fake_quant()
+        .expect("fq");
+    assert_ne!(before.scale(), moved.scale());
+}
+
+/// PyTorch's `convert` after QAT and PTQ's `convert` build the same int8 model from the same
+/// parameters: here the fake quants saw exactly what PTQ's min/max observers see (one batch
+/// with fake quantization off: the float activations; the weights' first observation), so the
+/// two int8 models must agree bit for bit.
+#[test]
+fn convert_after_qat_matches_ptq_convert_on_the_same_parameters_bit_for_bit() {
+    let calib = random(&[4, 2, 5, 5], 21, 1.5);
+    let qat =
+        prepare_qat(small_cnn(), &QatConfig::x86_default().expect("config")).expect("prepare");
+    qat.apply(QatAction::DisableFakeQuant);
+    qat.model()
+        .forward(Activation::Float(calib.clone()))
+        .expect("qat forward");
+    let from_qat = qat.convert().expect("qat convert");
+
+    let mut prepared =
+        prepare(small_cnn(), &PtqConfig::new(QConfig::x86_min_max())).expect("prepare");
+    prepared.calibrate(&calib).expect("calibrate");
+    let from_ptq = prepared.convert().expect("ptq convert");
+
+    for name in from_ptq.layer_names() {
+        let (a, b) = (
+            from_qat.layer(&name).expect("qat"),
+            from_ptq.layer(&name).expect("ptq"),
+        );
+        assert_eq!(a.kind(), b.kind(), "{name}");
+        assert_eq!(
+            format!("{:?}", a.weight()),
+            format!("{:?}", b.weight()),
+            "{name} weight"
+        );
+    }
+    for seed in [31, 32] {
+        let x = random(&[3, 2, 5, 5], seed, 2.0);
+        let ya = float_out(
+            from_qat
+                .forward(Activation::Float(x.clone()))
+                .expect("qat int8"),
+        );
+        let yb = float_out(from_ptq.forward(Activation::Float(x)).expect("ptq int8"));
+        let bits = |y: &ArrayD<f32>| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ya), bits(&yb));
+    }
+}
+
+#[test]
+fn kept_float_layers_are_not_fake_quantized_and_convert_to_float_islands() {
+    let config = QatConfig::x86_default().expect("config").keep_float("fc1");
+    let qat = prepare_qat(small_cnn(), &config).expect("prepare");
+    assert!(
+        qat.qat_layer("fc1")
+            .expect("fc1 observed as an island")
+            .weight_fake_quant()
+            .is_none()
+    );
+    assert_eq!(
+        qat.plan().iter().find(|(n, _)| n == "fc1").map(|(_, p)| *p),
+        Some(LayerPlan::FloatIsland)
+    );
+    qat.model()
+        .forward(Activation::Float(random(&[2, 2, 5, 5], 41, 1.0)))
+        .expect("forward");
+    let int8 = qat.convert().expect("convert");
+    assert_eq!(int8.layer("fc1").expect("fc1").kind(), "FloatIsland");
+    assert_eq!(int8.layer("fc2").expect("fc2").kind(), "QuantizedLinear");
+}
+
+#[derive(Debug, Clone)]
+struct NoBackward;
+
+impl Module for NoBackward {
+    fn kind(&self) -> &'static str {
+        "NoBackward"
+    }
+    fn forward(&self, x: &Activation) -> qnumeric::Result<Activation> {
+        Ok(x.clone())
+    }
+}
+
+#[test]
+fn refusals_are_typed() {
+    let cfg = QatConfig::x86_default().expect("config");
+    let no_stub = Sequential::new()
+        .with(
+            "fc",
+            Linear::new(random(&[2, 2], 1, 1.0), None).expect("fc"),
+        )
+        .expect("fc");
+    assert!(matches!(
+        prepare_qat(no_stub, &cfg),
+        Err(QuantError::NoQuantStub { .. })
+    ));
+    assert!(matches!(
+        prepare_qat(small_cnn(), &cfg.clone().keep_float("nope")),
+        Err(QuantError::NotFound { .. })
+    ));
+    assert!(matches!(
+        QatConfig::with_bits(1, 4),
+        Err(QuantError::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        QatConfig::with_bits(4, 9),
+        Err(QuantError::InvalidParameter { .. })
+    ));
+    let per_channel_act = cfg.weight().clone();
+    assert!(matches!(
+        QatConfig::new(per_channel_act, cfg.weight().clone()),
+        Err(QuantError::UnsupportedConfig { .. })
+    ));
+    // A weight fake quant on a layer without weight; a layer prepared twice.
+    assert!(matches!(
+        QatLayer::new(Box::new(ReLU), Some(cfg.weight().clone()), None),
+        Err(QuantError::UnsupportedLayer { .. })
+    ));
+    let once =
+        QatLayer::new(Box::new(NoBackward), None, Some(cfg.activation().clone())).expect("wrap");
+    assert!(matches!(
+        QatLayer::new(Box::new(once.clone()), None, None),
+        Err(QuantError::UnsupportedLayer { .. })
+    ));
+    // Backward through a caller's layer that has none: a typed error naming its kind.
+    let x = Activation::Float(random(&[2, 3], 2, 1.0));
+    let y = once.forward(&x).expect("forward");
+    let g = ArrayD::from_elem(IxDyn(&[2, 3]), 1.0f32);
+    match once.backward(&[&x], &y, &g) {
+        Some(Err(QuantError::UnsupportedLayer { kind, .. })) => assert_eq!(kind, "NoBackward"),
+        other => panic!("expected UnsupportedLayer, got {other:?}"),
+    }
+    // A gradient of the wrong shape.
+    let bad = ArrayD::from_elem(IxDyn(&[3, 3]), 1.0f32);
+    assert!(matches!(
+        once.backward(&[&x], &y, &bad),
+        Some(Err(QuantError::ShapeMismatch { .. }))
+    ));
+}
