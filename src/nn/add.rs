@@ -45,4 +45,32 @@ impl Module for Add {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Add
     }
+
+    /// The gradient, once for each input.
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        const OP: &str = "Add::backward";
+        Some((|| {
+            if inputs.len() != 2 {
+                return Err(QuantError::LengthMismatch {
+                    op: OP,
+                    what: "inputs",
+                    expected: 2,
+                    got: inputs.len(),
+                });
+            }
+            super::backward::check_grad(OP, output, grad_output)?;
+            for x in inputs {
+                x.need_float(OP)?;
+            }
+            Ok(super::LayerGrads {
+                inputs: vec![grad_output.clone(), grad_output.clone()],
+                ..super::LayerGrads::default()
+            })
+        })())
+    }
 }

@@ -206,6 +206,41 @@ impl Module for Conv2d {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Weighted(self)
     }
+
+    /// Through im2col: `dW = Σ g·colsᵀ`, `dx = col2im(Wᵀ·g)`, `db = Σ g` (`g` masked where a
+    /// fused ReLU clipped).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        const OP: &str = "Conv2d::backward";
+        Some(
+            super::backward::float_input(OP, inputs, output, grad_output).and_then(|x| {
+                super::backward::conv2d(
+                    OP,
+                    x,
+                    self.core.weight(),
+                    &self.core,
+                    self.geo,
+                    output,
+                    grad_output,
+                )
+            }),
+        )
+    }
+
+    fn params(&self) -> Vec<(&'static str, ArrayD<f32>)> {
+        super::backward::core_param_list(&self.core)
+    }
+
+    fn with_params(&self, params: &[(&str, ArrayD<f32>)]) -> Option<Result<Box<dyn Module>>> {
+        Some(
+            super::backward::core_with("Conv2d::with_params", &self.core, params)
+                .and_then(|c| Ok(Box::new(Conv2d::from_core(c, self.geo)?) as Box<dyn Module>)),
+        )
+    }
 }
 
 impl WeightedLayer for Conv2d {
@@ -345,6 +380,79 @@ impl Module for Conv1d {
 
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Weighted(self)
+    }
+
+    /// The height-1 [`Conv2d`]'s backward, reshaped.
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(self.backward_1d(inputs, output, grad_output))
+    }
+
+    fn params(&self) -> Vec<(&'static str, ArrayD<f32>)> {
+        super::backward::core_param_list(&self.core)
+    }
+
+    fn with_params(&self, params: &[(&str, ArrayD<f32>)]) -> Option<Result<Box<dyn Module>>> {
+        Some(
+            super::backward::core_with("Conv1d::with_params", &self.core, params)
+                .and_then(|c| Ok(Box::new(Conv1d::from_core(c, self.geo)?) as Box<dyn Module>)),
+        )
+    }
+}
+
+impl Conv1d {
+    fn backward_1d(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Result<super::LayerGrads> {
+        const OP: &str = "Conv1d::backward";
+        let x = super::backward::float_input(OP, inputs, output, grad_output)?;
+        let four = |a: &ArrayD<f32>| -> Result<ArrayD<f32>> {
+            if a.ndim() != 3 {
+                return Err(QuantError::ShapeMismatch {
+                    op: OP,
+                    expected: vec![0; 3],
+                    got: a.shape().to_vec(),
+                });
+            }
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&as_height_one(a.shape())))
+                .map_err(|_| QuantError::ShapeMismatch {
+                    op: OP,
+                    expected: as_height_one(a.shape()),
+                    got: a.shape().to_vec(),
+                })
+        };
+        let (x4, g4, w4) = (four(x)?, four(grad_output)?, four(self.core.weight())?);
+        let y4 = Activation::Float(four(&output.to_float())?);
+        let mut grads =
+            super::backward::conv2d(OP, &x4, &w4, &self.core, self.geo.to_2d(), &y4, &g4)?;
+        let back = |a: ArrayD<f32>, shape: &[usize]| {
+            a.into_shape_with_order(IxDyn(shape))
+                .map_err(|_| QuantError::ShapeMismatch {
+                    op: OP,
+                    expected: shape.to_vec(),
+                    got: vec![],
+                })
+        };
+        grads.inputs = grads
+            .inputs
+            .into_iter()
+            .map(|d| back(d, x.shape()))
+            .collect::<Result<_>>()?;
+        for (name, g) in &mut grads.params {
+            if *name == "weight" {
+                *g = back(std::mem::take(g), self.core.weight().shape())?;
+            }
+        }
+        Ok(grads)
     }
 }
 

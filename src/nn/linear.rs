@@ -144,6 +144,34 @@ impl Module for Linear {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Weighted(self)
     }
+
+    /// `dx = g·W`, `dW = gᵀ·x`, `db = Σ g` (`g` masked where a fused ReLU clipped).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        const OP: &str = "Linear::backward";
+        Some(
+            super::backward::float_input(OP, inputs, output, grad_output)
+                .and_then(|x| super::backward::linear(OP, x, &self.core, output, grad_output)),
+        )
+    }
+
+    fn params(&self) -> Vec<(&'static str, ndarray::ArrayD<f32>)> {
+        super::backward::core_param_list(&self.core)
+    }
+
+    fn with_params(
+        &self,
+        params: &[(&str, ndarray::ArrayD<f32>)],
+    ) -> Option<Result<Box<dyn Module>>> {
+        Some(
+            super::backward::core_with("Linear::with_params", &self.core, params)
+                .and_then(|c| Ok(Box::new(Linear::from_core(c)?) as Box<dyn Module>)),
+        )
+    }
 }
 
 impl WeightedLayer for Linear {

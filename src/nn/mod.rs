@@ -38,6 +38,7 @@
 
 mod activation;
 mod add;
+mod backward;
 mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod geometry;

@@ -115,6 +115,59 @@ impl PoolShape {
         out
     }
 
+    /// Calls `f(output index, input indices of its window)` for every window, in the order
+    /// [`PoolShape::run`] visits them (indices into the whole `[N, C, H, W]` input).
+    fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
+        let mut win = Vec::new();
+        let mut j = 0;
+        for p in 0..self.planes {
+            let base = p * self.h * self.w;
+            for oy in 0..self.oh {
+                let ys = Self::span(oy, self.stride[0], self.kernel[0], self.padding[0], self.h);
+                for ox in 0..self.ow {
+                    let xs =
+                        Self::span(ox, self.stride[1], self.kernel[1], self.padding[1], self.w);
+                    win.clear();
+                    for iy in ys.clone() {
+                        win.extend(xs.clone().map(|ix| base + iy * self.w + ix));
+                    }
+                    f(j, &win);
+                    j += 1;
+                }
+            }
+        }
+    }
+
+    /// The backward pass of a pooling: `route(x, window, g)` adds each output's gradient
+    /// `g` to the input positions its window took it from.
+    fn backward(
+        op: &'static str,
+        layer: (&[usize; 2], &[usize; 2], &[usize; 2]),
+        inputs: &[&Activation],
+        output: &Activation,
+        grad: &ArrayD<f32>,
+        route: impl Fn(&[f32], &[usize], f32, &mut [f32]),
+    ) -> Result<super::LayerGrads> {
+        let x = super::backward::float_input(op, inputs, output, grad)?;
+        let s = PoolShape::new(op, x.shape(), *layer.0, *layer.1, *layer.2)?;
+        let xs = x.as_standard_layout();
+        let xd = xs.as_slice().unwrap_or(&[]);
+        let gs = grad.as_standard_layout();
+        let gd = gs.as_slice().unwrap_or(&[]);
+        let mut dx = vec![0.0f32; x.len()];
+        s.for_each_window(|j, win| route(xd, win, gd[j], &mut dx));
+        Ok(super::LayerGrads {
+            inputs: vec![ArrayD::from_shape_vec(IxDyn(x.shape()), dx).map_err(|_| {
+                QuantError::ShapeMismatch {
+                    op,
+                    expected: x.shape().to_vec(),
+                    got: vec![],
+                }
+            })?],
+            ..super::LayerGrads::default()
+        })
+    }
+
     fn out_shape(&self, input: &[usize]) -> [usize; 4] {
         [input[0], input[1], self.oh, self.ow]
     }
@@ -183,6 +236,37 @@ impl Module for MaxPool2d {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::PassThrough
     }
+
+    /// The gradient goes to the window's maximum (the first one, a NaN winning, as PyTorch's
+    /// `max_pool2d` picks its index).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(PoolShape::backward(
+            "MaxPool2d::backward",
+            (&self.kernel, &self.stride, &self.padding),
+            inputs,
+            output,
+            grad_output,
+            |x, win, g, dx| {
+                let mut best: Option<usize> = None;
+                for &i in win {
+                    match best {
+                        None => best = Some(i),
+                        Some(b) if x[b].is_nan() => {}
+                        Some(b) if x[i].is_nan() || x[i] > x[b] => best = Some(i),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(b) = best {
+                    dx[b] += g;
+                }
+            },
+        ))
+    }
 }
 
 /// Average pooling over `[N, C, H, W]` (`count_include_pad = true`, `ceil_mode = false`).
@@ -248,5 +332,27 @@ impl Module for AvgPool2d {
 
     fn role(&self) -> LayerRole<'_> {
         LayerRole::PassThrough
+    }
+
+    /// Each tap of the window gets `g / (kh·kw)` (padding counted, as the forward divides).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        let div = (self.kernel[0] as f64 * self.kernel[1] as f64) as f32;
+        Some(PoolShape::backward(
+            "AvgPool2d::backward",
+            (&self.kernel, &self.stride, &self.padding),
+            inputs,
+            output,
+            grad_output,
+            |_, win, g, dx| {
+                for &i in win {
+                    dx[i] += g / div;
+                }
+            },
+        ))
     }
 }

@@ -28,6 +28,22 @@ impl Module for ReLU {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::Relu
     }
+
+    /// `g` where `x > 0` (PyTorch's `threshold_backward`).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(super::backward::masked(
+            "ReLU::backward",
+            inputs,
+            output,
+            grad_output,
+            |x| x > 0.0,
+        ))
+    }
 }
 
 /// `min(max(x, 0), 6)`. On a quantized activation: `clamp(q, zero_point, quantize(6.0))`,
@@ -55,6 +71,22 @@ impl Module for ReLU6 {
 
     fn role(&self) -> LayerRole<'_> {
         LayerRole::PassThrough
+    }
+
+    /// `g` where `0 < x < 6` (PyTorch's `hardtanh_backward`).
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(super::backward::masked(
+            "ReLU6::backward",
+            inputs,
+            output,
+            grad_output,
+            |x| x > 0.0 && x < 6.0,
+        ))
     }
 }
 

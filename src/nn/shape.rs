@@ -89,6 +89,21 @@ impl Module for Flatten {
     fn role(&self) -> LayerRole<'_> {
         LayerRole::PassThrough
     }
+
+    /// The gradient in the input's shape.
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(super::backward::reshape(
+            "Flatten::backward",
+            inputs,
+            output,
+            grad_output,
+        ))
+    }
 }
 
 /// Passes its input through (what fusion leaves in place of the folded layers).
@@ -106,5 +121,20 @@ impl Module for Identity {
 
     fn role(&self) -> LayerRole<'_> {
         LayerRole::PassThrough
+    }
+
+    /// The gradient in the input's shape.
+    fn backward(
+        &self,
+        inputs: &[&Activation],
+        output: &Activation,
+        grad_output: &ndarray::ArrayD<f32>,
+    ) -> Option<Result<super::LayerGrads>> {
+        Some(super::backward::reshape(
+            "Identity::backward",
+            inputs,
+            output,
+            grad_output,
+        ))
     }
 }
