@@ -96,6 +96,7 @@ pub mod simulate;
 pub mod state_dict;
 pub mod tensor;
 mod text;
+pub mod train;
 
 pub use dtype::{QDType, QRange};
 pub use element::{QFloat, QInt};
