@@ -252,6 +252,10 @@ fn output_qparams_of(
     }
 }
 
+/// How [`convert_planned`] gets a layer's int8 weight: `(name, layer, qconfig)`.
+pub(crate) type WeightOf<'a> =
+    dyn FnMut(&str, &dyn WeightedLayer, &QConfig) -> Result<QuantizedTensor<i8>> + 'a;
+
 /// PyTorch's `convert` of a planned model: every planned layer replaced by its quantized
 /// form, with the output parameters `qparams_of(name)` and the int8 weights
 /// `weight_of(name, layer, qconfig)`. Shared by PTQ ([`Prepared::convert`]: observers) and QAT
@@ -262,7 +266,7 @@ pub(crate) fn convert_planned<M: Model>(
     plan: &[(String, LayerPlan)],
     config: &PtqConfig,
     qparams_of: &dyn Fn(&str) -> Result<QParams>,
-    weight_of: &mut dyn FnMut(&str, &dyn WeightedLayer, &QConfig) -> Result<QuantizedTensor<i8>>,
+    weight_of: &mut WeightOf<'_>,
 ) -> Result<M> {
     let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
     for (i, (name, p)) in plan.iter().enumerate() {

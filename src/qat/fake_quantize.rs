@@ -45,6 +45,13 @@ impl QatObserver {
         }
     }
 
+    pub(crate) fn as_dyn_ref(&self) -> &dyn Observer {
+        match self {
+            QatObserver::PerTensor(o) => o,
+            QatObserver::PerChannel(o) => o,
+        }
+    }
+
     pub(crate) fn spec(&self) -> &QSpec {
         match self {
             QatObserver::PerTensor(o) => o.spec(),
@@ -417,6 +424,26 @@ impl FakeQuantize {
             &self.zero_point,
         )?;
         Ok((y, Some(m)))
+    }
+
+    /// Merges the statistics of another replica of this module (data-parallel QAT: each
+    /// worker's fake quant saw its own shard): the observers merge as the crate's observers
+    /// do (the union of the ranges, moving averages included), and the scale and zero point
+    /// become the merged observer's. The switches stay this module's.
+    ///
+    /// # Errors
+    /// [`QuantError::Incompatible`] for another configuration (spec, axis, averaging
+    /// constant) or channel count; nothing changes on error.
+    pub fn merge(&mut self, other: &FakeQuantize) -> Result<()> {
+        let mut observer = self.observer.clone();
+        observer.as_dyn().merge(other.observer.as_dyn_ref())?;
+        if observer.as_dyn_ref().qparams().is_ok() {
+            let (s, z) = observer.qparams()?;
+            self.scale = s;
+            self.zero_point = z.iter().map(|&v| v as i32).collect();
+        }
+        self.observer = observer;
+        Ok(())
     }
 
     /// One training-mode forward: observe (if enabled), then fake-quantize (if enabled).

@@ -183,24 +183,18 @@ impl QatLayer {
 
     /// The float layer with its weight fake-quantized: observed first when `observe`; the
     /// weight's straight-through mask with it.
-    fn with_fake_weight(
-        &self,
-        op: &'static str,
-        observe: bool,
-    ) -> Result<(Box<dyn Module>, Option<ArrayD<f32>>)> {
+    fn with_fake_weight(&self, op: &'static str, observe: bool) -> Result<FakeWeighted> {
         let (Some(m), LayerRole::Weighted(w)) = (&self.weight_fq, self.inner.role()) else {
             return Ok((self.inner.box_clone(), None));
         };
         let core = w.core();
         let mut fq = lock(m);
         if observe {
-            // The observation (and the new parameters) first, as PyTorch's forward.
-            let mut next = fq.clone();
-            next.forward(core.weight())?;
-            let (wq, mask) = next.fake_quantize_current(op, core.weight())?;
-            *fq = next;
+            // The observation (and the new parameters) first, as PyTorch's forward; the
+            // module's state changes only on success.
+            let wq = fq.forward(core.weight())?;
             drop(fq);
-            return Ok((rebuild(w, core, wq)?, mask));
+            return Ok((rebuild(w, core, wq)?, None));
         }
         let (wq, mask) = fq.fake_quantize_current(op, core.weight())?;
         drop(fq);
@@ -315,3 +309,6 @@ impl QatLayer {
         Ok(grads)
     }
 }
+
+/// A layer with its weight fake-quantized, and the weight's straight-through mask.
+type FakeWeighted = (Box<dyn Module>, Option<ArrayD<f32>>);

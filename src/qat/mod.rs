@@ -11,6 +11,8 @@
 //! | [`Linear`] | `torch.ao.nn.qat.Linear` | Linear with a fake-quantized weight, backward and SGD |
 //! | [`QatAction`] | `freeze_bn_stats`, `disable_observer`, `eval`, ... | the switches of QAT modules |
 //! | [`QatConfig`], [`prepare_qat`], [`QatModel`] | `prepare_qat`, `convert` | eager QAT on any [`Model`](crate::nn::Model): fake quants per the config, training, the int8 model |
+//! | [`QatModel::fine_tune`], [`QatSchedule`], [`QatObjective`], [`QatRun`] | a QAT training loop | a few epochs of Adam on the caller's data (labels or distillation from the float model), within a time budget |
+//! | [`QatConvBn`] | `ConvBn2d` / `ConvBnReLU2d` made by `fuse_modules_qat` + `prepare_qat` | a Conv2d-BatchNorm(-ReLU) kept unfolded in training, folded by `convert` |
 //! | [`QatLayer`] | a module with `weight_fake_quant` / `activation_post_process` | one prepared layer: forward with fake quantization, straight-through backward |
 //! | [`sgd_step`], [`SgdMomentum`] | `torch.optim.SGD` | plain and momentum SGD (`p = fma(−lr, g, p)`) |
 //!
@@ -41,7 +43,9 @@
 //! ```
 
 mod conv_bn;
+mod conv_bn_layer;
 mod fake_quantize;
+mod fine_tune;
 mod fused;
 mod layer;
 mod learnable;
@@ -51,7 +55,9 @@ mod sgd;
 mod util;
 
 pub use conv_bn::{ConvBn2d, ConvBnStep, QatAction};
+pub use conv_bn_layer::QatConvBn;
 pub use fake_quantize::FakeQuantize;
+pub use fine_tune::{QatObjective, QatRun, QatSchedule};
 pub use fused::{
     ChosenQParams, FusedMovingAvgObsFakeQuantize, SMALL_SCALE_THRESHOLD, choose_quantization_params,
 };

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{FakeQuantize, QatAction, QatLayer};
+use super::{FakeQuantize, QatAction, QatConvBn, QatLayer};
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
 use crate::nn::quantized::Int8Accumulation;
-use crate::nn::{LayerRole, Model, Module};
+use crate::nn::{Conv2d, Identity, LayerRole, Model, Module};
 use crate::ptq::{LayerPlan, PtqConfig};
 use crate::qparams::{QParams, QScheme, QSpec};
 use crate::tensor::QuantizedTensor;
@@ -152,7 +152,7 @@ impl QatConfig {
 /// [`QatModel::apply`], then [`QatModel::convert`] it to the int8 model.
 #[derive(Debug)]
 pub struct QatModel<M: Model> {
-    model: M,
+    pub(super) model: M,
     plan: Vec<(String, LayerPlan)>,
     accumulation: Int8Accumulation,
 }
@@ -163,8 +163,11 @@ pub struct QatModel<M: Model> {
 /// observe gets an output fake quant, weighted layers a weight fake quant too. Layers that
 /// run on quantized activations (ReLU, pooling, flatten) are left as they are.
 ///
-/// Fuse first ([`fuse_auto`](crate::fusion::fuse_auto)): a BatchNorm left in the domain is
-/// trained and converted as a float island, not folded.
+/// A `Conv2d` followed by a `BatchNorm` (and a `ReLU`) becomes one [`QatConvBn`], the
+/// BatchNorm kept unfolded in training (PyTorch's `fuse_modules_qat` + `prepare_qat`), the
+/// absorbed layers [`Identity`]; to train with the BatchNorm already folded, fuse first
+/// ([`fuse_auto`](crate::fusion::fuse_auto)). Any other BatchNorm in the domain is trained and
+/// converted as a float island.
 ///
 /// # Errors
 /// [`QuantError::NoQuantStub`]; [`QuantError::NotFound`] for a kept-float name that is not a
@@ -179,11 +182,24 @@ pub fn prepare_qat<M: Model>(mut model: M, config: &QatConfig) -> Result<QatMode
             name: name.clone(),
         });
     }
-    let plan =
+    let mut plan =
         crate::ptq::prepare::plan_model(OP, &model, |name| !config.keep_float.contains(name))?;
-    let mut replacements = Vec::new();
+    let mut replacements: Vec<(String, Box<dyn Module>)> = Vec::new();
+    let mut grouped = BTreeSet::new();
+    for i in 0..plan.len() {
+        if let Some((conv_bn, absorbed)) = conv_bn_group(&model, &plan, i, config)? {
+            for j in &absorbed {
+                let (name, p) = &mut plan[*j];
+                *p = LayerPlan::PassThrough;
+                grouped.insert(name.clone());
+                replacements.push((name.clone(), Box::new(Identity)));
+            }
+            grouped.insert(plan[i].0.clone());
+            replacements.push((plan[i].0.clone(), Box::new(conv_bn)));
+        }
+    }
     for (name, p) in &plan {
-        if !p.observes_output() {
+        if !p.observes_output() || grouped.contains(name) {
             continue;
         }
         let layer = model.layer(name).ok_or_else(|| QuantError::NotFound {
@@ -194,16 +210,55 @@ pub fn prepare_qat<M: Model>(mut model: M, config: &QatConfig) -> Result<QatMode
         let weight = (*p == LayerPlan::Quantized && matches!(layer.role(), LayerRole::Weighted(_)))
             .then(|| config.weight.clone());
         let qat = QatLayer::new(layer.box_clone(), weight, Some(config.activation.clone()))?;
-        replacements.push((name.clone(), qat));
+        replacements.push((name.clone(), Box::new(qat)));
     }
-    for (name, qat) in replacements {
-        model.replace_layer(&name, Box::new(qat))?;
+    for (name, layer) in replacements {
+        model.replace_layer(&name, layer)?;
     }
     Ok(QatModel {
         model,
         plan,
         accumulation: config.accumulation,
     })
+}
+
+/// A quantized Conv2d followed in execution order by a BatchNorm (and a ReLU) inside the
+/// quantized domain: the [`QatConvBn`] that replaces it and the indices of the layers it
+/// absorbs (PyTorch's `fuse_modules_qat` patterns `Conv2d-BatchNorm2d(-ReLU)`).
+fn conv_bn_group<M: Model>(
+    model: &M,
+    plan: &[(String, LayerPlan)],
+    i: usize,
+    config: &QatConfig,
+) -> Result<Option<(QatConvBn, Vec<usize>)>> {
+    let layer_at = |j: usize| plan.get(j).and_then(|(n, _)| model.layer(n));
+    let (Some((_, LayerPlan::Quantized)), Some(conv_layer)) = (plan.get(i), layer_at(i)) else {
+        return Ok(None);
+    };
+    let Some(conv) = conv_layer.as_any().downcast_ref::<Conv2d>() else {
+        return Ok(None);
+    };
+    let Some(LayerRole::BatchNorm(bn)) = layer_at(i + 1).map(Module::role) else {
+        return Ok(None);
+    };
+    if conv.core().has_relu() || bn.spatial_dims() != 2 {
+        return Ok(None);
+    }
+    let relu = matches!(layer_at(i + 2).map(Module::role), Some(LayerRole::Relu))
+        && layer_at(i + 2).is_some_and(|l| l.kind() == "ReLU");
+    let absorbed = if relu {
+        vec![i + 1, i + 2]
+    } else {
+        vec![i + 1]
+    };
+    let m = QatConvBn::new(
+        conv.clone(),
+        bn.params(),
+        relu,
+        config.weight.clone(),
+        Some(config.activation.clone()),
+    )?;
+    Ok(Some((m, absorbed)))
 }
 
 impl<M: Model> QatModel<M> {
@@ -230,10 +285,19 @@ impl<M: Model> QatModel<M> {
         self.model.layer(name)?.as_any().downcast_ref::<QatLayer>()
     }
 
-    /// Applies a switch to every QAT layer (PyTorch's `model.apply(disable_observer)`, ...).
+    /// The Conv-BN(-ReLU) under `name`, if the layer is one.
+    #[must_use]
+    pub fn conv_bn(&self, name: &str) -> Option<&QatConvBn> {
+        self.model.layer(name)?.as_any().downcast_ref::<QatConvBn>()
+    }
+
+    /// Applies a switch to every QAT layer (PyTorch's `model.apply(disable_observer)`,
+    /// `model.apply(freeze_bn_stats)`, ...).
     pub fn apply(&self, action: QatAction) {
         for (name, _) in &self.plan {
             if let Some(l) = self.qat_layer(name) {
+                l.apply(action);
+            } else if let Some(l) = self.conv_bn(name) {
                 l.apply(action);
             }
         }
@@ -257,6 +321,16 @@ impl<M: Model> QatModel<M> {
         let mut weights: BTreeMap<String, QuantizedTensor<i8>> = BTreeMap::new();
         let mut inner = Vec::new();
         for (name, p) in &self.plan {
+            if let Some(cb) = self.conv_bn(name) {
+                outputs.insert(name.clone(), cb.output_qparams()?);
+                let (conv, qp) = cb.folded()?;
+                weights.insert(
+                    name.clone(),
+                    QuantizedTensor::<i8>::quantize(conv.core().weight(), qp)?,
+                );
+                inner.push((name.clone(), Box::new(conv) as Box<dyn Module>));
+                continue;
+            }
             let Some(l) = self.qat_layer(name) else {
                 continue;
             };

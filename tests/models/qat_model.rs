@@ -161,8 +161,18 @@ fn disabling_the_observers_freezes_the_parameters() {
         .expect("fq");
     assert!(!after.observer_enabled());
     assert_eq!(
-        (before.scale(), before.zero_point(), before.min_val(), before.max_val()),
-        (after.scale(), after.zero_point(), after.min_val(), after.max_val())
+        (
+            before.scale(),
+            before.zero_point(),
+            before.min_val(),
+            before.max_val()
+        ),
+        (
+            after.scale(),
+            after.zero_point(),
+            after.min_val(),
+            after.max_val()
+        )
     );
     qat.apply(QatAction::EnableObserver);
     qat.model()
@@ -309,5 +319,255 @@ fn refusals_are_typed() {
     assert!(matches!(
         once.backward(&[&x], &y, &bad),
         Some(Err(QuantError::ShapeMismatch { .. }))
+    ));
+}
+
+mod conv_bn {
+    use super::*;
+    use qnumeric::nn::{BatchNorm, BatchNormParams, Identity};
+    use qnumeric::qat::{ConvBn2d, FakeQuantize, QatConvBn};
+    use qnumeric::{QDType, QScheme, QSpec};
+
+    fn bn_params(seed: u64) -> BatchNormParams {
+        let mut r = Lcg::new(seed);
+        BatchNormParams {
+            running_mean: (0..4).map(|_| r.unit_f32() - 0.5).collect(),
+            running_var: (0..4).map(|_| 0.5 + r.unit_f32()).collect(),
+            weight: Some((0..4).map(|_| 0.5 + r.unit_f32()).collect()),
+            bias: Some((0..4).map(|_| r.unit_f32() - 0.5).collect()),
+            eps: 1e-5,
+        }
+    }
+
+    fn conv() -> Conv2d {
+        Conv2d::new(
+            random(&[4, 2, 3, 3], 51, 0.5),
+            Some(random(&[4], 52, 0.1)),
+            ConvGeometry::default().padding(1, 1),
+        )
+        .expect("conv")
+    }
+
+    fn weight_fq() -> FakeQuantize {
+        FakeQuantize::per_channel(
+            QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8),
+            0,
+            0.01,
+        )
+        .expect("fq")
+    }
+
+    fn model() -> Sequential {
+        Sequential::new()
+            .with("conv", conv())
+            .expect("conv")
+            .with("bn", BatchNorm::new_2d(bn_params(53)).expect("bn"))
+            .expect("bn")
+            .with("relu", ReLU)
+            .expect("relu")
+            .with("flatten", Flatten::default())
+            .expect("flatten")
+            .with(
+                "fc",
+                Linear::new(random(&[3, 100], 54, 0.2), None).expect("fc"),
+            )
+            .expect("fc")
+            .with_quant_stubs()
+            .expect("stubs")
+    }
+
+    /// The unfolded QAT Conv-BN-ReLU follows PyTorch's `_forward_approximate` as the
+    /// step-exact `ConvBn2d` (golden-checked) does: same output and running statistics over
+    /// several training steps, to the rounding of their different convolutions and weight
+    /// fake quants (the fused op's and `FakeQuantize`'s parameters may differ in the last bit).
+    #[test]
+    fn training_steps_follow_the_step_exact_conv_bn() {
+        let m =
+            QatConvBn::new(conv(), &bn_params(53), true, weight_fq(), None).expect("qat conv-bn");
+        let core = conv().core().clone();
+        let mut reference = ConvBn2d::new(
+            core.weight().clone(),
+            core.bias_slice().map(<[f32]>::to_vec),
+            ConvGeometry::default().padding(1, 1),
+            bn_params(53),
+            0.1,
+        )
+        .expect("reference")
+        .with_relu();
+        for step in 0..4u64 {
+            let x = random(&[3, 2, 5, 5], 60 + step, 1.0);
+            let y = float_out(m.forward(&Activation::Float(x.clone())).expect("forward"));
+            let r = reference.forward(&x).expect("reference forward");
+            let worst = y
+                .iter()
+                .zip(r.y.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 2e-2, "step {step}: output differs by {worst}");
+            let bn = m.batch_norm();
+            for (a, b) in bn.running_var.iter().zip(reference.running_var()) {
+                assert!(
+                    (a - b).abs() < 1e-3 * b.abs().max(1.0),
+                    "step {step}: running var {a} vs {b}"
+                );
+            }
+            for (a, b) in bn.running_mean.iter().zip(reference.running_mean()) {
+                assert!((a - b).abs() < 1e-3, "step {step}: running mean {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn prepare_qat_keeps_conv_bn_relu_unfolded_and_freezing_stops_the_statistics() {
+        let qat =
+            prepare_qat(model(), &QatConfig::x86_default().expect("config")).expect("prepare");
+        assert_eq!(
+            qat.model().layer("conv").expect("conv").kind(),
+            "QatConvBnReLU2d"
+        );
+        assert_eq!(qat.model().layer("bn").expect("bn").kind(), Identity.kind());
+        assert_eq!(
+            qat.model().layer("relu").expect("relu").kind(),
+            Identity.kind()
+        );
+        let x = random(&[4, 2, 5, 5], 70, 1.0);
+        let before = qat.conv_bn("conv").expect("conv-bn").batch_norm();
+        qat.model()
+            .forward(Activation::Float(x.clone()))
+            .expect("forward");
+        let moved = qat.conv_bn("conv").expect("conv-bn").batch_norm();
+        assert_ne!(before.running_mean, moved.running_mean);
+        qat.apply(QatAction::FreezeBnStats);
+        assert!(qat.conv_bn("conv").expect("conv-bn").bn_frozen());
+        qat.model()
+            .forward(Activation::Float(random(&[4, 2, 5, 5], 71, 2.0)))
+            .expect("forward");
+        let frozen = qat.conv_bn("conv").expect("conv-bn").batch_norm();
+        assert_eq!(moved.running_mean, frozen.running_mean);
+        assert_eq!(moved.running_var, frozen.running_var);
+    }
+
+    /// `convert` folds the BatchNorm with the running statistics, quantizes the folded weight
+    /// with the weight fake quant's parameters (after it saw the folded weight) and the
+    /// output with the output fake quant's: the int8 layer built by hand from those
+    /// parameters gives the same bits.
+    #[test]
+    fn convert_folds_with_the_running_statistics_and_the_fake_quants_parameters() {
+        use qnumeric::QuantizedTensor;
+        use qnumeric::fusion::{ConvLayout, fuse_conv_bn_weights};
+        use qnumeric::nn::quantized::QuantizedConv2d;
+        let qat =
+            prepare_qat(model(), &QatConfig::x86_default().expect("config")).expect("prepare");
+        for seed in 0..3 {
+            qat.model()
+                .forward(Activation::Float(random(&[4, 2, 5, 5], 80 + seed, 1.0)))
+                .expect("forward");
+        }
+        qat.apply(QatAction::DisableObserver);
+        let cb = qat.conv_bn("conv").expect("conv-bn").clone();
+        let core = cb.conv().core();
+        let (w, b) = fuse_conv_bn_weights(
+            core.weight(),
+            core.bias(),
+            &cb.batch_norm(),
+            ConvLayout::Conv,
+        )
+        .expect("fold");
+        let wq = QuantizedTensor::<i8>::quantize(
+            &w,
+            cb.weight_fake_quant().qparams().expect("w qparams"),
+        )
+        .expect("quantize");
+        let expected = QuantizedConv2d::new(
+            wq,
+            Some(b),
+            cb.conv().geometry(),
+            cb.output_qparams().expect("out"),
+        )
+        .expect("int8 conv")
+        .with_relu();
+        let int8 = qat.convert().expect("convert");
+        let got = int8.layer("conv").expect("conv");
+        assert_eq!(got.kind(), "QuantizedConvReLU2d");
+        let x = Activation::Float(random(&[2, 2, 5, 5], 90, 1.0));
+        let q = int8
+            .layer("quant")
+            .expect("quant")
+            .forward(&x)
+            .expect("quantize");
+        let (a, e) = (
+            got.forward(&q).expect("converted"),
+            expected.forward(&q).expect("by hand"),
+        );
+        assert_eq!(format!("{a:?}"), format!("{e:?}"));
+        assert_eq!(int8.layer("bn").expect("bn").kind(), Identity.kind());
+    }
+
+    #[test]
+    fn conv_bn_refusals_are_typed() {
+        let relu_conv = conv().with_relu();
+        assert!(matches!(
+            QatConvBn::new(relu_conv, &bn_params(1), false, weight_fq(), None),
+            Err(QuantError::UnsupportedLayer { .. })
+        ));
+        let mut three = bn_params(1);
+        three.running_mean.truncate(3);
+        three.running_var.truncate(3);
+        three.weight.as_mut().expect("w").truncate(3);
+        three.bias.as_mut().expect("b").truncate(3);
+        assert!(matches!(
+            QatConvBn::new(conv(), &three, false, weight_fq(), None),
+            Err(QuantError::LengthMismatch { .. })
+        ));
+        let per_tensor =
+            FakeQuantize::per_tensor(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8), 0.01)
+                .expect("fq");
+        assert!(matches!(
+            QatConvBn::new(conv(), &bn_params(1), false, per_tensor, None),
+            Err(QuantError::UnsupportedConfig { .. })
+        ));
+        let m = QatConvBn::new(conv(), &bn_params(1), false, weight_fq(), None).expect("ok");
+        // One value per channel in training; backward before any forward.
+        assert!(matches!(
+            m.forward(&Activation::Float(random(&[1, 2, 1, 1], 3, 1.0))),
+            Err(QuantError::InvalidParameter { .. })
+        ));
+        let x = Activation::Float(random(&[2, 2, 3, 3], 4, 1.0));
+        let g = ArrayD::from_elem(IxDyn(&[2, 4, 3, 3]), 1.0f32);
+        let y = Activation::Float(g.clone());
+        assert!(matches!(
+            m.backward(&[&x], &y, &g),
+            Some(Err(QuantError::UnsupportedConfig { .. }))
+        ));
+    }
+}
+
+#[test]
+fn the_stubs_pass_gradients_through_on_float_input_only() {
+    use qnumeric::nn::{DeQuantStub, QuantStub};
+    let x = Activation::Float(random(&[2, 3], 5, 1.0));
+    let g = random(&[2, 3], 6, 1.0);
+    for m in [&QuantStub as &dyn Module, &DeQuantStub] {
+        let y = m.forward(&x).expect("forward");
+        let grads = m
+            .backward(&[&x], &y, &g)
+            .expect("has backward")
+            .expect("backward");
+        assert_eq!(grads.inputs, vec![g.clone()]);
+        assert!(grads.params.is_empty());
+        let bad = random(&[3, 2], 7, 1.0);
+        assert!(matches!(
+            m.backward(&[&x], &y, &bad),
+            Some(Err(QuantError::ShapeMismatch { .. }))
+        ));
+    }
+    let qp = qnumeric::QParams::new(0.1, 0, qnumeric::QDType::QUInt8).expect("qparams");
+    let q = Activation::Quantized(
+        qnumeric::QuantizedTensor::<u8>::quantize(&random(&[2, 3], 8, 1.0), qp).expect("quantize"),
+    );
+    let y = DeQuantStub.forward(&q).expect("dequantize");
+    assert!(matches!(
+        DeQuantStub.backward(&[&q], &y, &g),
+        Some(Err(QuantError::UnsupportedConfig { .. }))
     ));
 }

@@ -557,3 +557,40 @@ proptest! {
         }
     }
 }
+
+/// Data-parallel QAT: two replicas' fake quants, each on its own shard, merged, hold what one
+/// fake quant that saw both shards' first batches would (min/max union), and the merge
+/// refuses another configuration.
+#[test]
+fn fake_quantize_replicas_merge_like_observers() {
+    let spec = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8);
+    let (a, b) = (array![-1.0f32, 0.5, 2.0], array![-3.0f32, 0.0, 1.0]);
+    let mut left = FakeQuantize::per_tensor(spec, 0.01).expect("fq");
+    let mut right = left.clone();
+    left.forward(&a).expect("left");
+    right.forward(&b).expect("right");
+    left.merge(&right).expect("merge");
+    let mut whole = FakeQuantize::per_tensor(spec, 0.01).expect("fq");
+    whole
+        .forward(&array![-1.0f32, 0.5, 2.0, -3.0, 0.0, 1.0])
+        .expect("whole");
+    assert_eq!(left.min_val(), whole.min_val());
+    assert_eq!(left.max_val(), whole.max_val());
+    assert_eq!(
+        (left.scale(), left.zero_point()),
+        (whole.scale(), whole.zero_point())
+    );
+    // Merging an empty replica changes nothing.
+    let before = left.clone();
+    left.merge(&FakeQuantize::per_tensor(spec, 0.01).expect("fq"))
+        .expect("merge empty");
+    assert_eq!(before, left);
+    let other =
+        FakeQuantize::per_tensor(QSpec::new(QScheme::PerTensorSymmetric, QDType::QInt8), 0.01)
+            .expect("fq");
+    assert!(matches!(
+        left.merge(&other),
+        Err(QuantError::Incompatible { .. })
+    ));
+    assert_eq!(before, left);
+}
