@@ -11,6 +11,7 @@ use super::evidence::{LayerDiagnosis, LayerEvidence, Reason};
 use super::histogram::ActivationHistogram;
 use super::kernel_check::DiffStats;
 use super::precision::Precision;
+use super::qat::QatTrial;
 use super::remedy::{Calibrator, Change, Effect, Evidence, NotMeasured, QuantPlan, Remedy, rank};
 use super::session::Diagnoser;
 use super::variants::{EvalData, Quality, ReduceRangeCost, layer_activations};
@@ -51,6 +52,9 @@ pub struct DiagnoseOptions {
     /// A measured change must gain at least this much SQNR (dB) to be a remedy (default
     /// [`DEFAULT_MIN_GAIN_DB`]); the others are kept in [`Diagnosis::rejected`].
     pub min_gain_db: f64,
+    /// Measure quantization-aware training when no post-training remedy reaches the target
+    /// ([`Diagnoser::qat`]; `None`, the default: QAT is named, not measured).
+    pub qat: Option<QatTrial>,
 }
 
 impl Default for DiagnoseOptions {
@@ -62,6 +66,7 @@ impl Default for DiagnoseOptions {
             remedies: RemedyDepth::Measured,
             batch_size: None,
             min_gain_db: DEFAULT_MIN_GAIN_DB,
+            qat: None,
         }
     }
 }
@@ -74,6 +79,9 @@ impl DiagnoseOptions {
     /// [`QuantError::InvalidParameter`] naming the field.
     pub fn validate(&self) -> Result<()> {
         self.thresholds.validate()?;
+        if let Some(t) = &self.qat {
+            t.schedule.validate()?;
+        }
         if !(self.min_gain_db.is_finite() && self.min_gain_db >= 0.0) {
             return Err(QuantError::InvalidParameter {
                 op: "DiagnoseOptions::validate",
@@ -118,6 +126,8 @@ pub enum Measurement {
     ReduceRange,
     /// A layer replayed from a dump (its scheme, its remedies).
     Replay,
+    /// Quantization-aware training ([`DiagnoseOptions::qat`]).
+    Qat,
 }
 
 /// A failure to measure: evidence of its own, never dropped.
@@ -140,6 +150,7 @@ impl fmt::Display for Unmeasured {
             Measurement::ActivationHistogram => "the activation histogram",
             Measurement::ReduceRange => "reduce_range",
             Measurement::Replay => "the layer's replay",
+            Measurement::Qat => "quantization-aware training",
         };
         write!(f, "could not measure {what}")?;
         if let Some(l) = &self.layer {
@@ -677,7 +688,7 @@ fn remedies<M: Model + Clone>(i: &Inputs<'_, '_, M>) -> Remedies {
         .filter_map(Remedy::quality)
         .map(|q| q.sqnr_db)
         .fold(f64::NEG_INFINITY, f64::max);
-    let (mut remedies, rejected): (Vec<Remedy>, Vec<Remedy>) = out.into_iter().partition(|r| {
+    let (mut remedies, mut rejected): (Vec<Remedy>, Vec<Remedy>) = out.into_iter().partition(|r| {
         // A kernel fix is due whatever the interim measure gains.
         r.change == Change::FixKernel || r.gain_db().is_none_or(|g| g >= i.options.min_gain_db)
     });
@@ -687,11 +698,48 @@ fn remedies<M: Model + Clone>(i: &Inputs<'_, '_, M>) -> Remedies {
             .sqnr_db
             .min(i.options.thresholds.min_sqnr_db + 10.0);
     if measured && i.verdict == Verdict::DataInsensitive && best_db < target_db {
-        remedies.push(remedy(
+        let named = remedy(
             None,
             Change::QuantizationAwareTraining,
             Evidence::NoPtqRemedyReaches { target_db, best_db },
-        ));
+        );
+        match i.options.qat.as_ref().map(|t| (t, i.dg.qat(t))) {
+            None => remedies.push(named),
+            Some((trial, Ok(o))) => {
+                let gain_db = o.quality.sqnr_db - i.base.sqnr_db;
+                let r = Remedy {
+                    change: Change::QuantizationAwareTraining,
+                    layer: None,
+                    effect: Effect::Measured {
+                        quality: o.quality,
+                        gain_db,
+                    },
+                    evidence: Evidence::QatRun {
+                        epochs: o.run.epochs,
+                        steps: o.run.steps,
+                        seconds: o.run.seconds,
+                        stopped_by_budget: o.run.stopped_by_budget,
+                        target_db,
+                        best_db,
+                        epochs_asked: trial.schedule.epochs,
+                    },
+                };
+                if gain_db >= i.options.min_gain_db {
+                    remedies.push(r);
+                    rank(&mut remedies);
+                } else {
+                    rejected.push(r);
+                }
+            }
+            Some((_, Err(error))) => {
+                unmeasured.push(Unmeasured {
+                    what: Measurement::Qat,
+                    layer: None,
+                    error,
+                });
+                remedies.push(named);
+            }
+        }
     }
     Remedies {
         remedies,

@@ -27,6 +27,7 @@ mod histogram;
 mod html;
 mod kernel_check;
 mod precision;
+mod qat;
 mod remedy;
 mod replay;
 mod report;
@@ -56,6 +57,7 @@ pub use kernel_check::{
     KernelTolerance, KernelVerdict, MinimalCase, WeightScheme, WorstCase,
 };
 pub use precision::{Precision, RoundedLayer};
+pub use qat::{QatOutcome, QatTrial};
 pub use remedy::{
     Calibrator, Change, Cost, Effect, Evidence, NotMeasured, PlanMode, QuantPlan, Remedy, Scope,
 };

@@ -379,6 +379,27 @@ pub enum Evidence {
         #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
         best_db: f64,
     },
+    /// No post-training remedy reaches the target, and quantization-aware training was
+    /// measured ([`Diagnoser::qat`](super::Diagnoser::qat)): what the training did.
+    QatRun {
+        /// Epochs begun.
+        epochs: usize,
+        /// Epochs the schedule asked for.
+        epochs_asked: usize,
+        /// Optimizer steps.
+        steps: usize,
+        /// Wall-clock seconds of the training.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        seconds: f64,
+        /// Whether the time budget cut the training short.
+        stopped_by_budget: bool,
+        /// The target SQNR (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        target_db: f64,
+        /// The best SQNR a measured post-training remedy reached (dB).
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ns::json::f64"))]
+        best_db: f64,
+    },
 }
 
 impl fmt::Display for Evidence {
@@ -443,6 +464,26 @@ impl fmt::Display for Evidence {
                 f,
                 "no post-training remedy reaches {target_db:.0} dB (the best reaches {best_db:.1} dB)"
             ),
+            Evidence::QatRun {
+                epochs,
+                epochs_asked,
+                steps,
+                seconds,
+                stopped_by_budget,
+                target_db,
+                best_db,
+            } => {
+                write!(
+                    f,
+                    "no post-training remedy reaches {target_db:.0} dB (the best reaches {best_db:.1} dB); \
+                     trained by distillation on the calibration data: {epochs} of {epochs_asked} epochs, \
+                     {steps} steps in {seconds:.1} s"
+                )?;
+                if *stopped_by_budget {
+                    write!(f, " (stopped by the time budget)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
