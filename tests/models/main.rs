@@ -33,7 +33,7 @@ mod replay;
 mod simulate;
 #[cfg(feature = "safetensors")]
 mod tiny_bert;
-#[cfg(feature = "safetensors")]
+mod train;
 mod transformer;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.

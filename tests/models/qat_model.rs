@@ -571,3 +571,151 @@ fn the_stubs_pass_gradients_through_on_float_input_only() {
         Some(Err(QuantError::UnsupportedConfig { .. }))
     ));
 }
+
+/// QAT on the real digits CNN: training wins back what 4-bit activations and 2-bit weights
+/// lose, and the diagnosis of that PTQ model measures QAT as a remedy.
+#[cfg(feature = "safetensors")]
+mod on_digits {
+    use std::time::Duration;
+
+    use qnumeric::diagnose::{
+        Change, DiagnoseOptions, EvalData, Evidence, QatTrial, Quantized, diagnose,
+    };
+    use qnumeric::fusion::fuse_auto;
+    use qnumeric::nn::{Activation, Model};
+    use qnumeric::observers::{MinMaxObserver, PerChannelMinMaxObserver};
+    use qnumeric::ptq::{PtqConfig, QConfig, prepare};
+    use qnumeric::qat::{QatAction, QatConfig, QatObjective, QatSchedule, prepare_qat};
+    use qnumeric::{QDType, QScheme, QSpec};
+
+    use crate::model::{Digits, evaluate};
+
+    #[test]
+    fn qat_recovers_narrow_widths_and_the_diagnosis_measures_it() {
+        let d = Digits::load().expect("digits");
+        let mut fused = d.model.clone();
+        fuse_auto(&mut fused).expect("fuse");
+        let calibrated = || {
+            let qat = prepare_qat(fused.clone(), &QatConfig::with_bits(4, 2).expect("bits"))
+                .expect("prepare_qat");
+            qat.apply(QatAction::DisableFakeQuant);
+            qat.model()
+                .forward(Activation::Float(d.calib.clone()))
+                .expect("calibrate");
+            qat.apply(QatAction::EnableFakeQuant);
+            qat
+        };
+        let ptq = calibrated();
+        ptq.apply(QatAction::DisableObserver);
+        let (ptq_acc, _) = evaluate(ptq.model(), &d.test_x, &d.test_y).expect("ptq");
+        let mut qat = calibrated();
+        let run = qat
+            .fine_tune(
+                &d.train_x,
+                QatObjective::Labels(&d.train_y),
+                &QatSchedule {
+                    epochs: 1,
+                    batch_size: 32,
+                    learning_rate: 3e-4,
+                    freeze_observers_after: Some(1),
+                    time_budget: None,
+                    seed: 1,
+                },
+            )
+            .expect("fine_tune");
+        assert_eq!(run.steps, d.train_y.len().div_ceil(32));
+        qat.apply(QatAction::DisableObserver);
+        let (qat_acc, _) = evaluate(qat.model(), &d.test_x, &d.test_y).expect("qat");
+        assert!(
+            qat_acc > ptq_acc + 0.05,
+            "one epoch of QAT: accuracy {ptq_acc:.3} -> {qat_acc:.3}"
+        );
+
+        // The diagnosis of the int8 PTQ model at the same widths measures QAT.
+        let act = QSpec::new(QScheme::PerTensorAffine, QDType::QUInt8)
+            .with_quant_range(0, 15)
+            .expect("act");
+        let w = QSpec::new(QScheme::PerChannelSymmetric, QDType::QInt8)
+            .with_quant_range(-2, 1)
+            .expect("w");
+        let cfg = PtqConfig::new(QConfig::new(
+            MinMaxObserver::new(act).expect("obs"),
+            PerChannelMinMaxObserver::new(w, 0).expect("obs"),
+        ));
+        let mut prepared = prepare(fused.clone(), &cfg).expect("prepare");
+        prepared.calibrate(&d.calib).expect("calibrate");
+        let int8 = prepared.convert().expect("convert");
+        let options = DiagnoseOptions {
+            qat: Some(QatTrial {
+                config: QatConfig::with_bits(4, 2).expect("bits"),
+                schedule: QatSchedule {
+                    epochs: 8,
+                    batch_size: 32,
+                    learning_rate: 3e-4,
+                    freeze_observers_after: Some(0),
+                    time_budget: Some(Duration::from_secs(60)),
+                    seed: 1,
+                },
+            }),
+            ..DiagnoseOptions::default()
+        };
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let diagnosis = diagnose(
+            &fused,
+            Quantized::Model(&int8, cfg),
+            &d.calib,
+            eval,
+            &options,
+        )
+        .expect("diagnose");
+        let qat = diagnosis
+            .remedies
+            .iter()
+            .find(|r| r.change == Change::QuantizationAwareTraining)
+            .unwrap_or_else(|| panic!("QAT is a measured remedy:\n{diagnosis}"));
+        let gain = qat.gain_db().expect("measured");
+        assert!(gain > 0.5, "QAT gains {gain:.2} dB");
+        match &qat.evidence {
+            Evidence::QatRun {
+                epochs,
+                epochs_asked,
+                steps,
+                stopped_by_budget,
+                ..
+            } => {
+                assert_eq!(*epochs_asked, 8);
+                assert!(*steps > 0 && *epochs >= 1);
+                assert_eq!(*stopped_by_budget, *epochs < 8);
+            }
+            other => panic!("QAT's evidence is its run, not {other:?}"),
+        }
+        // Without a trial, QAT is named but not measured.
+        let eval = EvalData {
+            inputs: &d.test_x,
+            labels: Some(&d.test_y),
+        };
+        let cfg = PtqConfig::new(QConfig::new(
+            MinMaxObserver::new(act).expect("obs"),
+            PerChannelMinMaxObserver::new(w, 0).expect("obs"),
+        ));
+        let plain = diagnose(
+            &fused,
+            Quantized::Model(&int8, cfg),
+            &d.calib,
+            eval,
+            &DiagnoseOptions::default(),
+        )
+        .expect("diagnose");
+        assert!(
+            plain
+                .remedies
+                .iter()
+                .chain(&plain.rejected)
+                .filter(|r| r.change == Change::QuantizationAwareTraining)
+                .all(|r| r.gain_db().is_none())
+        );
+    }
+}
