@@ -65,6 +65,10 @@ pub struct Digits {
     pub calib: ArrayD<f32>,
     /// Their labels (the first 200 `train_labels`).
     pub calib_y: Vec<i64>,
+    /// `train_images` `[1297, 1, 8, 8]` (the first 200 are `calib_images`).
+    pub train_x: ArrayD<f32>,
+    /// `train_labels`.
+    pub train_y: Vec<i64>,
     /// `pytorch_reference.json`.
     pub reference: serde_json::Value,
 }
@@ -99,6 +103,12 @@ impl Digits {
                 .i32("train_labels")?
                 .iter()
                 .take(200)
+                .map(|&l| i64::from(l))
+                .collect(),
+            train_x: data.f32("train_images")?.clone(),
+            train_y: data
+                .i32("train_labels")?
+                .iter()
                 .map(|&l| i64::from(l))
                 .collect(),
             reference: serde_json::from_str(&text)
