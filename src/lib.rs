@@ -21,7 +21,8 @@
 //! | [`classify`] | classifier read-outs: `argmax_rows`, `accuracy` |
 //! | [`fusion`] | Conv/Linear + BatchNorm folding, module fusion by names or automatic |
 //! | [`ptq`] | post-training quantization: config, prepare, calibrate, convert |
-//! | [`qat`] | quantization-aware training: FakeQuantize, the fused and learnable (LSQ) fake quants, QAT ConvBn2d and Linear, SGD |
+//! | [`qat`] | quantization-aware training: FakeQuantize, the fused and learnable (LSQ) fake quants, QAT ConvBn2d and Linear, SGD; `prepare_qat` / `fine_tune` / `convert` on any model |
+//! | [`train`] | backward passes through any model (a tape), losses, SGD and Adam: what QAT fine-tuning runs on |
 //! | `state_dict` | `.safetensors` state dicts (feature `safetensors`) |
 //! | `conformance` | the harness that runs PyTorch golden cases (JSON lines; feature `conformance`) |
 //! | [`element`] | the float ([`QFloat`]) and integer ([`QInt`]) element types |
