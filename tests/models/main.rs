@@ -34,6 +34,7 @@ mod simulate;
 #[cfg(feature = "safetensors")]
 mod tiny_bert;
 mod train;
+#[cfg(feature = "safetensors")]
 mod transformer;
 
 /// Property-test cases: `PROPTEST_CASES` when set (CI sets more), `default` otherwise.

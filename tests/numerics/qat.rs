@@ -594,3 +594,66 @@ fn fake_quantize_replicas_merge_like_observers() {
     ));
     assert_eq!(before, left);
 }
+
+/// The kernels without the crate's modules or optimizers: a caller's own training loop (plain
+/// vectors, its own SGD) learns a 4-bit weight vector through the LSQ forward and backward
+/// (weights and step size learned), and an 8-bit one through the straight-through mask of
+/// `fake_quantize`. What a user of another training framework does (`docs/qat.md`).
+#[test]
+fn ste_and_lsq_kernels_drive_a_callers_own_optimizer() {
+    use ndarray::{Array1, Array2};
+    use qnumeric::{
+        LearnableParams, QParams, fake_quantize, fake_quantize_mask, learnable_fake_quantize,
+        learnable_fake_quantize_backward,
+    };
+    let mut r = qnumeric::rng::Lcg::new(7);
+    let target: Array1<f32> = Array1::from_shape_fn(8, |_| r.unit_f32() * 2.0 - 1.0);
+    let x: Array2<f32> = Array2::from_shape_fn((64, 8), |_| r.unit_f32() * 2.0 - 1.0);
+    let y = x.dot(&target);
+    // The caller's loss: mean squared error of x·w against y, and its gradient in w.
+    let loss_and_grad = |wq: &Array1<f32>| {
+        let e = x.dot(wq) - &y;
+        let loss = e.mapv(|v| v * v).mean().expect("mean");
+        (loss, x.t().dot(&e) * (2.0 / 64.0))
+    };
+
+    // LSQ: the weight and its step size both learned, by the caller's own SGD.
+    let mut w: Array1<f32> = Array1::from_elem(8, 0.1);
+    let mut p = LearnableParams {
+        scale: 0.02,
+        zero_point: 0.0,
+        quant_min: -8,
+        quant_max: 7,
+        grad_factor: 1.0 / (8.0f32 * 7.0).sqrt(),
+    };
+    let (first, _) = loss_and_grad(&learnable_fake_quantize(&w, &p).expect("lsq"));
+    for _ in 0..300 {
+        let wq = learnable_fake_quantize(&w, &p).expect("lsq");
+        let (_, dwq) = loss_and_grad(&wq);
+        let g = learnable_fake_quantize_backward(&w, &dwq, &p).expect("lsq backward");
+        w.scaled_add(-0.1, &g.dx);
+        p.scale = (p.scale - 0.01 * g.dscale).max(1e-4);
+    }
+    let (last, _) = loss_and_grad(&learnable_fake_quantize(&w, &p).expect("lsq"));
+    assert!(last < first / 20.0, "LSQ: loss {first} -> {last}");
+    assert!(
+        p.scale > 0.05,
+        "the step size grew to cover the weights: {}",
+        p.scale
+    );
+
+    // STE: a fixed 8-bit grid; the gradient passes where the weight is not clipped.
+    let qp = QParams::new(0.01, 0, QDType::QInt8).expect("qparams");
+    let mut w: Array1<f32> = Array1::zeros(8);
+    let (first, _) = loss_and_grad(&fake_quantize(&w, &qp).expect("fq"));
+    for _ in 0..300 {
+        let (_, dwq) = loss_and_grad(&fake_quantize(&w, &qp).expect("fq"));
+        let mask = fake_quantize_mask(&w, &qp).expect("mask");
+        let dw = ndarray::Zip::from(&dwq)
+            .and(&mask)
+            .map_collect(|&g, &m| if m { g } else { 0.0 });
+        w.scaled_add(-0.1, &dw);
+    }
+    let (last, _) = loss_and_grad(&fake_quantize(&w, &qp).expect("fq"));
+    assert!(last < first / 100.0, "STE: loss {first} -> {last}");
+}
