@@ -529,11 +529,8 @@ impl Module for QatConvBn {
     }
 
     fn params(&self) -> Vec<(&'static str, ArrayD<f32>)> {
-        let core = self.conv.core();
-        let mut p = vec![("weight", core.weight().clone())];
-        if let Some(b) = core.bias() {
-            p.push(("bias", b.clone()));
-        }
+        // The convolution's own parameters (weight, bias), then the BatchNorm's.
+        let mut p = self.conv.params();
         p.push((
             "bn_weight",
             ndarray::Array1::from(self.gamma.clone()).into_dyn(),
