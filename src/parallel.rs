@@ -187,6 +187,17 @@ pub(crate) fn map_fold3<A: Sync, G: Sync, B: Send, R: Send>(
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) const PAR_MIN_MACS: usize = 1 << 22;
 
+/// How many threads a task of `work` multiply-accumulates is split across: the current rayon
+/// pool's size for work of at least [`PAR_MIN_MACS`], else 1 (always 1 without the feature).
+pub(crate) fn threads_for(work: usize) -> usize {
+    #[cfg(feature = "rayon")]
+    if work >= PAR_MIN_MACS {
+        return rayon::current_num_threads().max(1);
+    }
+    let _ = (work, PAR_MIN_MACS);
+    1
+}
+
 /// Calls `f(index, piece, scratch)` for the consecutive `chunk`-element pieces of `out` (the
 /// last may be shorter). With the `rayon` feature, a layer of at least [`PAR_MIN_MACS`]
 /// multiply-accumulates (`work`) runs its pieces on the pool (each thread with its own

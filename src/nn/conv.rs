@@ -2,7 +2,8 @@
 //! [`Conv2d`] and [`Conv1d`] (a view of a height-1 [`Conv2d`]). The geometry both the float and
 //! the int8 convolutions use is in `geometry.rs`.
 
-use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn, linalg::general_mat_mul};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use super::sgemm::{Mat, sgemm};
 
 pub use super::geometry::{ConvGeometry, ConvGeometry1d};
 pub(crate) use super::geometry::{
@@ -67,8 +68,11 @@ pub(crate) fn conv_float(
     let kk = cg * s.kh * s.kw;
     let plane = s.h * s.w;
     let mut out = vec![0.0f32; s.n * s.c_out * l];
-    // 256 K values: 1 MiB of `f32` columns, in L2.
-    let block = images_per_block(&s, 256 << 10);
+    // Up to 1 M values (4 MiB) of unfolded columns: enough columns per product that the
+    // weights' packing and the last partial panel weigh little, and at least one block per
+    // thread.
+    let threads = crate::parallel::threads_for(conv_macs(&s));
+    let block = images_per_block(&s, 1 << 20).min(s.n.div_ceil(threads).max(1));
     let per_image = s.c_out * l;
     for_each_block(
         &mut out,
@@ -94,13 +98,14 @@ pub(crate) fn conv_float(
                         }
                     }
                 }
-                let wg = ArrayView2::from_shape((og, kk), &wd[g * og * kk..][..og * kk])
-                    .expect("og·kk weights");
-                let cv = ArrayView2::from_shape((kk, width), &cols[..kk * width])
-                    .expect("kk·width columns");
-                let mut pv = ArrayViewMut2::from_shape((og, width), &mut prod[..og * width])
-                    .expect("og·width products");
-                general_mat_mul(1.0, &wg, &cv, 0.0, &mut pv);
+                sgemm(
+                    og,
+                    width,
+                    kk,
+                    Mat::rows(&wd[g * og * kk..][..og * kk], kk),
+                    Mat::rows(&cols[..kk * width], width),
+                    &mut prod[..og * width],
+                );
                 for o in 0..og {
                     let prow = &prod[o * width..][..width];
                     for (bi, dst) in out_b.chunks_exact_mut(per_image).enumerate() {

@@ -1,11 +1,11 @@
 //! [`Linear`]: the fully connected layer (`Linear` / `LinearReLU`).
 
-use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn, linalg::general_mat_mul};
+use ndarray::{ArrayD, IxDyn};
 
 use super::weighted::finish_rows;
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
-use crate::parallel::for_each_block;
+use super::sgemm::{Mat, sgemm, sgemm_packed};
 
 /// Fully connected layer `y = x·Wᵀ + b` on the last axis, optionally followed by a fused ReLU
 /// (PyTorch's `Linear` / `LinearReLU`). Weight `[out, in]`, bias `[out]`. The product runs
@@ -94,12 +94,9 @@ pub(crate) fn linear_rows(op: &'static str, shape: &[usize], k: usize) -> Result
     }
 }
 
-/// Rows per matrix product of [`linear_float`]: the unit of work split across threads.
-const ROWS: usize = 256;
-
-/// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape, through matrix
-/// products of [`ROWS`] rows at most (on the rayon pool for large layers; each row's result
-/// does not depend on where the rows are cut).
+/// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape: one matrix product
+/// ([`sgemm`], which splits its rows across the rayon pool for large layers; each row's result
+/// does not depend on the split).
 pub(crate) fn linear_float(
     op: &'static str,
     x: &ArrayD<f32>,
@@ -111,17 +108,19 @@ pub(crate) fn linear_float(
     crate::nn::shape::checked_elements(op, "output", &[n, o])?;
     let xs = x.as_standard_layout();
     let xd = xs.as_slice().expect("standard layout");
-    let w2 = ArrayView2::from_shape((o, k), core.weight_slice()).expect("o·k elements");
     let mut out = vec![0.0f32; n * o];
-    let work = n.saturating_mul(k).saturating_mul(o);
-    for_each_block(&mut out, ROWS * o, work, |b, y: &mut [f32], (): &mut ()| {
-        let rows = y.len() / o.max(1);
-        let x2 = ArrayView2::from_shape((rows, k), &xd[b * ROWS * k..][..rows * k])
-            .expect("rows·k elements");
-        let mut y2 = ArrayViewMut2::from_shape((rows, o), y).expect("rows·o elements");
-        general_mat_mul(1.0, &x2, &w2.t(), 0.0, &mut y2);
-        finish_rows(y, o, 1, core);
-    });
+    match core.packed_linear() {
+        Some(packed) => sgemm_packed(n, Mat::rows(xd, k), packed, &mut out),
+        None => sgemm(
+            n,
+            o,
+            k,
+            Mat::rows(xd, k),
+            Mat::transposed(core.weight_slice(), k),
+            &mut out,
+        ),
+    }
+    finish_rows(&mut out, o, 1, core);
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1 checked") = o;
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("n·o elements"))

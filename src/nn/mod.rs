@@ -44,6 +44,7 @@ pub(crate) mod conv;
 pub(crate) mod geometry;
 mod grad;
 pub(crate) mod linear;
+pub(crate) mod sgemm;
 mod model;
 pub(crate) mod module;
 mod pool;

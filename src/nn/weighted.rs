@@ -24,6 +24,30 @@ pub struct WeightedCore {
     weight: ArrayD<f32>,
     bias: Option<ArrayD<f32>>,
     relu: bool,
+    packed: PackCache,
+}
+
+/// The weight packed for the float matrix product of a linear layer, built on the first
+/// forward pass that can use it (as fbgemm and oneDNN pack at `prepare`). A cache: it takes
+/// no part in equality and is rebuilt from the weight, which never changes after
+/// construction.
+#[derive(Clone, Default)]
+struct PackCache(std::sync::OnceLock<Option<std::sync::Arc<crate::nn::sgemm::PackedB>>>);
+
+impl PartialEq for PackCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "PackCache(packed)"
+        } else {
+            "PackCache(empty)"
+        })
+    }
 }
 
 impl WeightedCore {
@@ -51,6 +75,7 @@ impl WeightedCore {
             weight,
             bias,
             relu: false,
+            packed: PackCache::default(),
         })
     }
 
@@ -102,6 +127,27 @@ impl WeightedCore {
         })
     }
 
+    /// The weight `[out, k]` of a linear layer, transposed and packed for the float matrix
+    /// product, where the CPU's product uses packed operands (built once, then shared by
+    /// clones); `None` elsewhere, or for a weight of another rank.
+    pub(crate) fn packed_linear(&self) -> Option<&crate::nn::sgemm::PackedB> {
+        self.packed
+            .0
+            .get_or_init(|| {
+                let &[out, k] = self.weight.shape() else {
+                    return None;
+                };
+                crate::nn::sgemm::packing_pays().then(|| {
+                    std::sync::Arc::new(crate::nn::sgemm::PackedB::new(
+                        k,
+                        out,
+                        crate::nn::sgemm::Mat::transposed(self.weight_slice(), k),
+                    ))
+                })
+            })
+            .as_deref()
+    }
+
     /// Output channels (axis 0 of the weight).
     #[must_use]
     pub fn out_channels(&self) -> usize {
@@ -135,19 +181,44 @@ pub(crate) fn relu_f32(v: f32) -> f32 {
 /// Adds the bias (channel `c` of `rows` each `inner` long, channel = row % channels) and
 /// applies the ReLU.
 pub(crate) fn finish_rows(out: &mut [f32], channels: usize, inner: usize, core: &WeightedCore) {
-    if let Some(b) = core.bias_slice()
-        && inner > 0
-    {
-        for (i, chunk) in out.chunks_mut(inner).enumerate() {
-            let bv = b[i % channels.max(1)];
-            for v in chunk {
+    let relu = core.has_relu();
+    // One pass: the bias, then the ReLU, of each element (the same operations in the same
+    // order as adding the bias everywhere first).
+    let finish = |run: &mut [f32], bv: f32| {
+        if relu {
+            for v in run {
+                *v = relu_f32(*v + bv);
+            }
+        } else {
+            for v in run {
                 *v += bv;
             }
         }
-    }
-    if core.has_relu() {
-        for v in out.iter_mut() {
-            *v = relu_f32(*v);
+    };
+    match core.bias_slice() {
+        Some(b) if inner == 1 && channels > 0 => {
+            for row in out.chunks_mut(channels) {
+                if relu {
+                    for (v, &bv) in row.iter_mut().zip(b) {
+                        *v = relu_f32(*v + bv);
+                    }
+                } else {
+                    for (v, &bv) in row.iter_mut().zip(b) {
+                        *v += bv;
+                    }
+                }
+            }
         }
+        Some(b) if inner > 0 => {
+            for (i, chunk) in out.chunks_mut(inner).enumerate() {
+                finish(chunk, b[i % channels.max(1)]);
+            }
+        }
+        _ if relu => {
+            for v in out.iter_mut() {
+                *v = relu_f32(*v);
+            }
+        }
+        _ => {}
     }
 }

@@ -1,0 +1,492 @@
+//! The `f32` matrix product of the float layers: `C = A·B` over strided operands.
+//!
+//! On CPUs with AVX-512 it is the crate's own blocked product (the GotoBLAS / BLIS loop
+//! order): per block of [`KC`] reduction steps, `B` packed in panels of 32 columns (once, or
+//! in advance for a layer's weights: [`PackedB`]), `A` in panels of 12 rows ([`MC`] rows at a
+//! time), and a 12 × 32 register tile (24 `zmm` accumulators, one FMA per product): each `A`
+//! panel stays in L1 while the `B` panels of a [`NB`]-column block stream past it from L2.
+//! Elsewhere it is `matrixmultiply` through ndarray, as before.
+//!
+//! Each element of `C` is summed in the same order whatever the shape of the rest of the
+//! product and however the rows are split across threads: a chain of FMAs over each block of
+//! [`KC`] reduction steps, the blocks added in order. Results are therefore identical with
+//! and without the `rayon` feature and for any number of threads.
+
+use ndarray::ArrayView2;
+use ndarray::ShapeBuilder;
+use ndarray::linalg::general_mat_mul;
+
+/// Reduction steps per block.
+const KC: usize = 384;
+/// Rows of `A` packed at a time (each 12-row panel, 18 KiB, stays in L1 while the `B` panels
+/// of a column block stream past it).
+const MC: usize = 240;
+/// Columns of `B` per column block (a packed block of 384 × 512 values, 768 KiB, in L2).
+const NB: usize = 512;
+
+/// A read-only strided matrix: element `(i, j)` at `data[i·rs + j·cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns (each stored row is a column).
+    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// Whether every element of an `m × n` matrix lies inside `data`.
+    fn holds(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `c[i·n + j] = Σ_p a(i, p)·b(p, j)` for an `m × k` matrix `a` and a `k × n` matrix `b`;
+/// `c` is row-major `m × n` and is overwritten.
+///
+/// # Panics
+/// If an operand does not hold its elements (a bug of the caller, not an input error).
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
+    assert!(a.holds(m, k) && b.holds(k, n), "operands hold their elements");
+    assert_eq!(c.len(), m * n, "m·n outputs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kern) = avx512::Tile::new() {
+        return blocked(kern, m, n, k, a, B::Strided(b), c);
+    }
+    portable(m, n, k, a, b, c);
+}
+
+/// Whether packing an operand in advance ([`PackedB`]) pays: the CPU runs the crate's own
+/// blocked product (AVX-512).
+pub(crate) fn packing_pays() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::Tile::new().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `matrixmultiply` through ndarray.
+fn portable(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
+    // The strided views start at the first element and stay inside `data` (`holds`).
+    let av = ArrayView2::from_shape((m, k).strides((a.rs, a.cs)), a.data).expect("strided view");
+    let bv = ArrayView2::from_shape((k, n).strides((b.rs, b.cs)), b.data).expect("strided view");
+    let mut cv = ndarray::ArrayViewMut2::from_shape((m, n), c).expect("m·n outputs");
+    general_mat_mul(1.0, &av, &bv, 0.0, &mut cv);
+}
+
+/// Rows of a register tile and columns of a packed panel.
+const MR: usize = 12;
+const NR: usize = 32;
+
+/// Packs `a(i0.., p0..)`, `mc × kc`, into panels of [`MR`] rows: panel `t`, step `p`, row `i`
+/// at `(t·kc + p)·MR + i`; rows past `mc` are zero.
+fn pack_a(a: Mat<'_>, i0: usize, mc: usize, p0: usize, kc: usize, dst: &mut Vec<f32>) {
+    let panels = mc.div_ceil(MR);
+    // Every entry is written below (padding included): no clearing pass.
+    dst.resize(panels * kc * MR, 0.0);
+    for t in 0..panels {
+        let panel = &mut dst[t * kc * MR..][..kc * MR];
+        let rows = MR.min(mc - t * MR);
+        let r0 = i0 + t * MR;
+        if a.cs == 1 {
+            // The panel's rows side by side (12 read streams), the panel written in order.
+            let srcs: [&[f32]; MR] = std::array::from_fn(|i| {
+                if i < rows {
+                    &a.data[(r0 + i) * a.rs + p0..][..kc]
+                } else {
+                    &[]
+                }
+            });
+            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (i, dv) in d.iter_mut().enumerate() {
+                    *dv = if i < rows { srcs[i][p] } else { 0.0 };
+                }
+            }
+        } else {
+            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (i, dv) in d.iter_mut().enumerate() {
+                    *dv = if i < rows { a.at(r0 + i, p0 + p) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Packs `b(p0.., j0..)`, `kc × nc`, into panels of [`NR`] columns: panel `t`, step `p`,
+/// column `j` at `(t·kc + p)·NR + j`; columns past `nc` are zero.
+fn pack_b(b: Mat<'_>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut Vec<f32>) {
+    let panels = nc.div_ceil(NR);
+    // Every entry is written below (padding included): no clearing pass.
+    dst.resize(panels * kc * NR, 0.0);
+    for t in 0..panels {
+        let panel = &mut dst[t * kc * NR..][..kc * NR];
+        let cols = NR.min(nc - t * NR);
+        let c0 = j0 + t * NR;
+        if b.cs == 1 {
+            for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                d[..cols].copy_from_slice(&b.data[(p0 + p) * b.rs + c0..][..cols]);
+                d[cols..].fill(0.0);
+            }
+        } else if b.rs == 1 {
+            // Each column is a stored row: read the panel's columns side by side (32 read
+            // streams) and write the panel in order (strided writes cost twice as much).
+            let srcs: [&[f32]; NR] = std::array::from_fn(|j| {
+                if j < cols {
+                    &b.data[(c0 + j) * b.cs + p0..][..kc]
+                } else {
+                    &[]
+                }
+            });
+            for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                for (dv, src) in d[..cols].iter_mut().zip(&srcs) {
+                    *dv = src[p];
+                }
+                d[cols..].fill(0.0);
+            }
+        } else {
+            for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv = if j < cols { b.at(p0 + p, c0 + j) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Rows of `C` per task when the product is split across threads: whole [`MC`] blocks, or
+/// fewer rows (a multiple of [`MR`]) so that every thread gets some.
+fn rows_per_task(m: usize, k: usize, n: usize) -> usize {
+    let threads = crate::parallel::threads_for(m.saturating_mul(k).saturating_mul(n));
+    if threads <= 1 {
+        return m;
+    }
+    m.div_ceil(threads).next_multiple_of(MR).min(m)
+}
+
+/// `B` packed once for every product with it (a layer's weights): the panels of each block
+/// of [`KC`] reduction steps, in order (block `q`, panel `t` at `q·KC·panels·NR + t·kc·NR`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs the `k × n` matrix `b`.
+    pub(crate) fn new(k: usize, n: usize, b: Mat<'_>) -> Self {
+        assert!(b.holds(k, n), "operand holds its elements");
+        let mut data = Vec::with_capacity(k * n.next_multiple_of(NR));
+        let mut block = Vec::new();
+        for p0 in (0..k).step_by(KC) {
+            pack_b(b, p0, KC.min(k - p0), 0, n, &mut block);
+            data.extend_from_slice(&block);
+        }
+        PackedB { k, n, data }
+    }
+
+    /// The panels of the block of reduction steps from `p0`.
+    fn block(&self, p0: usize) -> &[f32] {
+        let panels = self.n.div_ceil(NR);
+        &self.data[p0 * panels * NR..][..KC.min(self.k - p0) * panels * NR]
+    }
+}
+
+/// `c = a·b` as [`sgemm`] computes it, with `b` packed in advance ([`PackedB`]).
+pub(crate) fn sgemm_packed(m: usize, a: Mat<'_>, b: &PackedB, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert!(a.holds(m, k), "operand holds its elements");
+    assert_eq!(c.len(), m * n, "m·n outputs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kern) = avx512::Tile::new() {
+        return blocked(kern, m, n, k, a, B::Packed(b), c);
+    }
+    let full: Vec<f32> = (0..k * n)
+        .map(|i| {
+            let (p, j) = (i / n, i % n);
+            let block = b.block(p - p % KC);
+            let kc = KC.min(k - (p - p % KC));
+            block[(j / NR) * kc * NR + (p % KC) * NR + j % NR]
+        })
+        .collect();
+    portable(m, n, k, a, Mat::rows(&full, n), c);
+}
+
+/// The second operand of [`blocked`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum B<'a> {
+    Strided(Mat<'a>),
+    Packed(&'a PackedB),
+}
+
+/// The blocked product with the AVX-512 tile: per block of [`KC`] reduction steps, `B`'s
+/// panels (packed once, shared by the threads), then per task of rows, per [`MC`] rows of
+/// packed `A`, per [`NB`] columns: every `A` panel against every `B` panel of the block.
+#[cfg(target_arch = "x86_64")]
+fn blocked(
+    kern: avx512::Tile,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: B<'_>,
+    c: &mut [f32],
+) {
+    let mut packed = Vec::new();
+    let task_rows = rows_per_task(m, k, n);
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        let bp: &[f32] = match b {
+            B::Strided(b) => {
+                pack_b(b, p0, kc, 0, n, &mut packed);
+                &packed
+            }
+            B::Packed(b) => b.block(p0),
+        };
+        crate::parallel::for_each_block(
+            c,
+            task_rows * n,
+            usize::MAX,
+            |t, ct: &mut [f32], ap: &mut Vec<f32>| {
+                let rows = ct.len() / n;
+                for i1 in (0..rows).step_by(MC) {
+                    let mc = MC.min(rows - i1);
+                    pack_a(a, t * task_rows + i1, mc, p0, kc, ap);
+                    for j0 in (0..n).step_by(NB) {
+                        let block = &bp[j0 * kc..][..NB.min(n - j0).div_ceil(NR) * kc * NR];
+                        for (it, apanel) in ap.chunks_exact(kc * MR).enumerate() {
+                            let r = i1 + it * MR;
+                            let tile_rows = MR.min(mc - it * MR);
+                            for (jt, bpanel) in block.chunks_exact(kc * NR).enumerate() {
+                                let j = j0 + jt * NR;
+                                let cols = NR.min(n - j);
+                                let origin = r * n + j;
+                                let span = (tile_rows - 1) * n + cols;
+                                kern.run(
+                                    kc,
+                                    apanel,
+                                    bpanel,
+                                    &mut ct[origin..][..span],
+                                    n,
+                                    tile_rows,
+                                    cols,
+                                    p0 > 0,
+                                );
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The 12 × 32 register tile. A value exists only where the CPU has AVX512F (its
+    /// constructor checks), which makes [`Tile::run`] sound.
+    #[derive(Clone, Copy)]
+    pub(super) struct Tile(());
+
+    impl Tile {
+        pub(super) fn new() -> Option<Self> {
+            static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            AVX512
+                .get_or_init(|| {
+                    std::env::var_os("QNUMERIC_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
+                        && std::arch::is_x86_feature_detected!("avx512f")
+                })
+                .then_some(Tile(()))
+        }
+
+        /// `c(i, j) (+)= Σ_p a[p·MR + i]·b[p·NR + j]` for `i < rows`, `j < cols`, with
+        /// `c(i, j) = c[i·ldc + j]`: overwritten, or added to when `add`.
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        pub(super) fn run(
+            self,
+            kc: usize,
+            a: &[f32],
+            b: &[f32],
+            c: &mut [f32],
+            ldc: usize,
+            rows: usize,
+            cols: usize,
+            add: bool,
+        ) {
+            assert!(a.len() >= kc * MR && b.len() >= kc * NR, "packed panels");
+            assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols), "tile size");
+            assert!(c.len() > (rows - 1) * ldc + cols - 1, "tile outputs");
+            // SAFETY: a `Tile` exists only on a CPU with AVX512F; the slices hold what the
+            // tile reads and writes (asserted above).
+            unsafe { tile(kc, a.as_ptr(), b.as_ptr(), c, ldc, rows, cols, add) }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX512F; `a` must hold `kc·MR` values and `b` `kc·NR`; `c` must hold
+    /// `(rows − 1)·ldc + cols` values, `1 <= rows <= MR`, `1 <= cols <= NR`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: &mut [f32],
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                // SAFETY (all loads): `p < kc` keeps `p·NR + 31 < kc·NR` and `p·MR + i <
+                // kc·MR` (the caller's contract); the loads are unaligned.
+                let b0 = _mm512_loadu_ps(b.add(p * NR));
+                let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+                let ap = a.add(p * MR);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ap.add(i));
+                    acc_i[0] = _mm512_fmadd_ps(x, b0, acc_i[0]);
+                    acc_i[1] = _mm512_fmadd_ps(x, b1, acc_i[1]);
+                }
+            }
+            let m0: __mmask16 = if cols >= 16 {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            };
+            let m1: __mmask16 = if cols >= NR {
+                0xffff
+            } else if cols > 16 {
+                (1u16 << (cols - 16)) - 1
+            } else {
+                0
+            };
+            let cp = c.as_mut_ptr();
+            for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row `i < rows` of the tile starts at `i·ldc`; the masks keep the
+                // lanes below `cols`, inside `c` (the caller's contract). Masked-off lanes
+                // are neither read nor written.
+                let r = cp.add(i * ldc);
+                let (mut v0, mut v1) = (acc_i[0], acc_i[1]);
+                if add {
+                    v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, r), v0);
+                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, r.add(16)), v1);
+                }
+                _mm512_mask_storeu_ps(r, m0, v0);
+                _mm512_mask_storeu_ps(r.add(16), m1, v1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| f64::from(a.at(i, p)) * f64::from(b.at(p, j)))
+                    .sum();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Lcg::new(seed);
+        (0..len).map(|_| rng.unit_f32() * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn equals_the_exact_product_at_every_edge_and_stride() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (12, 32, 256),
+            (13, 33, 257),
+            (25, 65, 300),
+            (150, 40, 513),
+            (250, 530, 800),
+            (7, 1100, 20),
+        ] {
+            let ad = values(m * k, 1);
+            let bd = values(k * n, 2);
+            for (a, b) in [
+                (Mat::rows(&ad, k), Mat::rows(&bd, n)),
+                (Mat::transposed(&ad, m), Mat::transposed(&bd, k)),
+                (Mat { data: &ad, rs: k, cs: 1 }, Mat::transposed(&bd, k)),
+            ] {
+                let want = naive(m, n, k, a, b);
+                let mut c = vec![f32::NAN; m * n];
+                sgemm(m, n, k, a, b, &mut c);
+                let mut p = vec![f32::NAN; m * n];
+                portable(m, n, k, a, b, &mut p);
+                let mut q = vec![f32::NAN; m * n];
+                sgemm_packed(m, a, &PackedB::new(k, n, b), &mut q);
+                assert_eq!(c, q, "packed in advance or per call: the same sums");
+                for ((&g, &q), &w) in c.iter().zip(&p).zip(&want) {
+                    let tol = 1e-5 * (k as f64).sqrt() * 4.0;
+                    assert!((f64::from(g) - w).abs() <= tol, "{m}×{n}×{k}: {g} vs {w}");
+                    assert!((f64::from(q) - w).abs() <= tol, "{m}×{n}×{k}: {q} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_reduction_gives_zeros() {
+        let mut c = vec![f32::NAN; 6];
+        sgemm(2, 3, 0, Mat::rows(&[], 0), Mat::rows(&[], 3), &mut c);
+        assert_eq!(c, vec![0.0; 6]);
+    }
+}
