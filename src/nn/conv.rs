@@ -3,7 +3,7 @@
 //! the int8 convolutions use is in `geometry.rs`.
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use super::sgemm::{Mat, sgemm};
+use super::sgemm::{Lhs, Mat, Rhs, product};
 
 pub use super::geometry::{ConvGeometry, ConvGeometry1d};
 pub(crate) use super::geometry::{
@@ -23,6 +23,26 @@ fn unfold_tap<T: Copy>(s: &ConvShape, src: &[T], ky: usize, kx: usize, zero: T, 
     let [dh, dw] = s.geo.dilation;
     let off = kx * dw;
     let (lo, hi) = valid_range(s.w, s.ow, sw, off, pw);
+    if sh == 1 && sw == 1 && s.ow == s.w && lo < hi {
+        // Stride 1 and rows as wide as the input's: every valid output row reads the input at
+        // one constant offset, so the valid rows are one copy, then the columns outside
+        // `[lo, hi)` (which read the neighbouring rows) are set to `zero`.
+        let (oy0, oy1) = valid_range(s.h, s.oh, 1, ky * dh, ph);
+        let ow = s.ow;
+        dst[..oy0 * ow].fill(zero);
+        dst[oy1 * ow..s.oh * ow].fill(zero);
+        if oy0 < oy1 {
+            let (d0, d1) = (oy0 * ow + lo, (oy1 - 1) * ow + hi);
+            // Input index of output position `d`: `d + (ky·dh − ph)·w + off − pw`.
+            let s0 = (oy0 + ky * dh - ph) * s.w + lo + off - pw;
+            dst[d0..d1].copy_from_slice(&src[s0..][..d1 - d0]);
+            for row in dst[oy0 * ow..oy1 * ow].chunks_exact_mut(ow) {
+                row[..lo].fill(zero);
+                row[hi..].fill(zero);
+            }
+        }
+        return;
+    }
     for (oy, row) in dst.chunks_exact_mut(s.ow).take(s.oh).enumerate() {
         let iy = (oy * sh + ky * dh).checked_sub(ph).filter(|&iy| iy < s.h);
         let Some(iy) = iy else {
@@ -48,10 +68,11 @@ fn unfold_tap<T: Copy>(s: &ConvShape, src: &[T], ky: usize, kx: usize, zero: T, 
     }
 }
 
-/// Float convolution: per block of images and group, unfold the input (im2col, rows
-/// `(ci, ky, kx)`, columns the output positions of every image of the block) and multiply the
-/// group's weight rows by it (`matrixmultiply`). Blocks of images run on the rayon pool for
-/// large layers.
+/// Float convolution: per block of images and group, the group's weight rows times the
+/// unfolded input (im2col: rows `(ci, ky, kx)`, columns the output positions of every image of
+/// the block), each unfolded row computed as the matrix product packs it (the weights are packed
+/// once, on the first pass).
+/// Blocks of images run on the rayon pool for large layers.
 pub(crate) fn conv_float(
     op: &'static str,
     x: ArrayViewD<'_, f32>,
@@ -74,36 +95,37 @@ pub(crate) fn conv_float(
     let threads = crate::parallel::threads_for(conv_macs(&s));
     let block = images_per_block(&s, 1 << 20).min(s.n.div_ceil(threads).max(1));
     let per_image = s.c_out * l;
+    let packed = core.packed_conv(s.geo.groups);
     for_each_block(
         &mut out,
         block * per_image,
         conv_macs(&s),
-        |bi0, out_b: &mut [f32], (cols, prod): &mut (Vec<f32>, Vec<f32>)| {
+        |bi0, out_b: &mut [f32], prod: &mut Vec<f32>| {
             let b0 = bi0 * block;
             let nb = out_b.len() / per_image.max(1);
             let width = nb * l;
-            cols.resize(kk * width, 0.0);
             prod.resize(og * width, 0.0);
             for g in 0..s.geo.groups {
-                for ci in 0..cg {
-                    for ky in 0..s.kh {
-                        for kx in 0..s.kw {
-                            let row = (ci * s.kh + ky) * s.kw + kx;
-                            let crow = &mut cols[row * width..][..width];
-                            for (bi, dst) in crow.chunks_exact_mut(l).enumerate() {
-                                let src =
-                                    &xd[((b0 + bi) * s.c_in + g * cg + ci) * plane..][..plane];
-                                unfold_tap(&s, src, ky, kx, 0.0, dst);
-                            }
-                        }
+                // Row `(ci, ky, kx)` of the group's unfolded input (im2col), every image of
+                // the block side by side: computed as the product packs it, never stored.
+                let unfold = |row: usize, dst: &mut [f32]| {
+                    let (ci, tap) = (row / (s.kh * s.kw), row % (s.kh * s.kw));
+                    let (ky, kx) = (tap / s.kw, tap % s.kw);
+                    for (bi, d) in dst.chunks_exact_mut(l).enumerate() {
+                        let src = &xd[((b0 + bi) * s.c_in + g * cg + ci) * plane..][..plane];
+                        unfold_tap(&s, src, ky, kx, 0.0, d);
                     }
-                }
-                sgemm(
+                };
+                let weights = match packed {
+                    Some(groups) => Lhs::Packed(&groups[g]),
+                    None => Lhs::Mat(Mat::rows(&wd[g * og * kk..][..og * kk], kk)),
+                };
+                product(
                     og,
                     width,
                     kk,
-                    Mat::rows(&wd[g * og * kk..][..og * kk], kk),
-                    Mat::rows(&cols[..kk * width], width),
+                    weights,
+                    Rhs::Rows(&unfold),
                     &mut prod[..og * width],
                 );
                 for o in 0..og {

@@ -5,7 +5,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::weighted::finish_rows;
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
-use super::sgemm::{Mat, sgemm, sgemm_packed};
+use super::sgemm::{Lhs, Mat, Rhs, product};
 
 /// Fully connected layer `y = x·Wᵀ + b` on the last axis, optionally followed by a fused ReLU
 /// (PyTorch's `Linear` / `LinearReLU`). Weight `[out, in]`, bias `[out]`. The product runs
@@ -95,7 +95,7 @@ pub(crate) fn linear_rows(op: &'static str, shape: &[usize], k: usize) -> Result
 }
 
 /// `y[n, o] = Σ_k x[n, k]·w[o, k]` (+ bias, ReLU) for any leading shape: one matrix product
-/// ([`sgemm`], which splits its rows across the rayon pool for large layers; each row's result
+/// (`sgemm::product`, which splits its rows across the rayon pool for large layers; each row's result
 /// does not depend on the split).
 pub(crate) fn linear_float(
     op: &'static str,
@@ -109,17 +109,11 @@ pub(crate) fn linear_float(
     let xs = x.as_standard_layout();
     let xd = xs.as_slice().expect("standard layout");
     let mut out = vec![0.0f32; n * o];
-    match core.packed_linear() {
-        Some(packed) => sgemm_packed(n, Mat::rows(xd, k), packed, &mut out),
-        None => sgemm(
-            n,
-            o,
-            k,
-            Mat::rows(xd, k),
-            Mat::transposed(core.weight_slice(), k),
-            &mut out,
-        ),
-    }
+    let w = match core.packed_linear() {
+        Some(packed) => Rhs::Packed(packed),
+        None => Rhs::Mat(Mat::transposed(core.weight_slice(), k)),
+    };
+    product(n, o, k, Lhs::Mat(Mat::rows(xd, k)), w, &mut out);
     finish_rows(&mut out, o, 1, core);
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1 checked") = o;

@@ -2,8 +2,8 @@
 //!
 //! On CPUs with AVX-512 it is the crate's own blocked product (the GotoBLAS / BLIS loop
 //! order): per block of [`KC`] reduction steps, `B` packed in panels of 32 columns (once, or
-//! in advance for a layer's weights: [`PackedB`]), `A` in panels of 12 rows ([`MC`] rows at a
-//! time), and a 12 × 32 register tile (24 `zmm` accumulators, one FMA per product): each `A`
+//! in advance for a layer's weights: [`PackedB`]), `A` in panels of 14 rows ([`MC`] rows at a
+//! time), and a 14 × 32 register tile (28 `zmm` accumulators, one FMA per product): each `A`
 //! panel stays in L1 while the `B` panels of a [`NB`]-column block stream past it from L2.
 //! Elsewhere it is `matrixmultiply` through ndarray, as before.
 //!
@@ -18,9 +18,9 @@ use ndarray::linalg::general_mat_mul;
 
 /// Reduction steps per block.
 const KC: usize = 384;
-/// Rows of `A` packed at a time (each 12-row panel, 18 KiB, stays in L1 while the `B` panels
+/// Rows of `A` packed at a time (each 14-row panel, 21 KiB, stays in L1 while the `B` panels
 /// of a column block stream past it).
-const MC: usize = 240;
+const MC: usize = 252;
 /// Columns of `B` per column block (a packed block of 384 × 512 values, 768 KiB, in L2).
 const NB: usize = 512;
 
@@ -62,26 +62,21 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `c[i·n + j] = Σ_p a(i, p)·b(p, j)` for an `m × k` matrix `a` and a `k × n` matrix `b`;
-/// `c` is row-major `m × n` and is overwritten.
-///
-/// # Panics
-/// If an operand does not hold its elements (a bug of the caller, not an input error).
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
-    assert!(a.holds(m, k) && b.holds(k, n), "operands hold their elements");
-    assert_eq!(c.len(), m * n, "m·n outputs");
-    if m == 0 || n == 0 {
-        return;
+/// Packs rows `p0..p0 + kc` of a `? × n` matrix given by its rows into panels of [`NR`]
+/// columns, as [`pack_b`] does.
+fn pack_rows(f: RowFn<'_>, p0: usize, kc: usize, n: usize, row: &mut Vec<f32>, dst: &mut Vec<f32>) {
+    let panels = n.div_ceil(NR);
+    // Every entry is written below (padding included): no clearing pass.
+    dst.resize(panels * kc * NR, 0.0);
+    // The row padded to whole panels: the padding stays zero.
+    row.resize(panels * NR, 0.0);
+    row[n..].fill(0.0);
+    for p in 0..kc {
+        f(p0 + p, &mut row[..n]);
+        for (t, src) in row.chunks_exact(NR).enumerate() {
+            dst[(t * kc + p) * NR..][..NR].copy_from_slice(src);
+        }
     }
-    if k == 0 {
-        c.fill(0.0);
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if let Some(kern) = avx512::Tile::new() {
-        return blocked(kern, m, n, k, a, B::Strided(b), c);
-    }
-    portable(m, n, k, a, b, c);
 }
 
 /// Whether packing an operand in advance ([`PackedB`]) pays: the CPU runs the crate's own
@@ -107,8 +102,9 @@ fn portable(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32])
 }
 
 /// Rows of a register tile and columns of a packed panel.
-const MR: usize = 12;
+const MR: usize = 14;
 const NR: usize = 32;
+const _: () = assert!(MC % MR == 0, "row blocks are whole panels");
 
 /// Packs `a(i0.., p0..)`, `mc × kc`, into panels of [`MR`] rows: panel `t`, step `p`, row `i`
 /// at `(t·kc + p)·MR + i`; rows past `mc` are zero.
@@ -222,12 +218,93 @@ impl PackedB {
         let panels = self.n.div_ceil(NR);
         &self.data[p0 * panels * NR..][..KC.min(self.k - p0) * panels * NR]
     }
+
+    /// Element `(p, j)`.
+    fn at(&self, p: usize, j: usize) -> f32 {
+        let (q0, kc) = (p - p % KC, KC.min(self.k - (p - p % KC)));
+        self.block(q0)[(j / NR) * kc * NR + (p % KC) * NR + j % NR]
+    }
 }
 
-/// `c = a·b` as [`sgemm`] computes it, with `b` packed in advance ([`PackedB`]).
-pub(crate) fn sgemm_packed(m: usize, a: Mat<'_>, b: &PackedB, c: &mut [f32]) {
-    let (k, n) = (b.k, b.n);
-    assert!(a.holds(m, k), "operand holds its elements");
+/// `A` packed once for every product with it (a convolution's weights): per block of [`KC`]
+/// reduction steps, the panels of [`MR`] rows (block `q`, panel `t` at
+/// `q·KC·panels·MR + t·kc·MR`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedA {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs the `m × k` matrix `a`.
+    pub(crate) fn new(m: usize, k: usize, a: Mat<'_>) -> Self {
+        assert!(a.holds(m, k), "operand holds its elements");
+        let mut data = Vec::with_capacity(k * m.next_multiple_of(MR));
+        let mut block = Vec::new();
+        for p0 in (0..k).step_by(KC) {
+            pack_a(a, 0, m, p0, KC.min(k - p0), &mut block);
+            data.extend_from_slice(&block);
+        }
+        PackedA { m, k, data }
+    }
+
+    /// The panels of rows `r0..r0 + mc` (`r0` a multiple of [`MR`]) in the block of
+    /// reduction steps from `p0`.
+    fn panels(&self, p0: usize, r0: usize, mc: usize) -> &[f32] {
+        debug_assert_eq!(r0 % MR, 0);
+        let kc = KC.min(self.k - p0);
+        let block = &self.data[p0 * self.m.div_ceil(MR) * MR..];
+        &block[(r0 / MR) * kc * MR..][..mc.div_ceil(MR) * kc * MR]
+    }
+
+    /// Element `(i, p)`.
+    fn at(&self, i: usize, p: usize) -> f32 {
+        let q0 = p - p % KC;
+        self.panels(q0, i - i % MR, MR.min(self.m - (i - i % MR)))[(p % KC) * MR + i % MR]
+    }
+}
+
+/// Row `p` of a `k × n` matrix, written into a slice of `n` values: an operand computed as
+/// it is packed (a convolution's unfolded input), never stored whole.
+pub(crate) type RowFn<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// The first operand of [`product`]: `m × k`.
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    /// Strided values.
+    Mat(Mat<'a>),
+    /// Packed in advance.
+    Packed(&'a PackedA),
+}
+
+/// The second operand of [`product`]: `k × n`.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    /// Strided values.
+    Mat(Mat<'a>),
+    /// Packed in advance.
+    Packed(&'a PackedB),
+    /// Given by its rows, each computed once as the product packs it.
+    Rows(RowFn<'a>),
+}
+
+/// `c[i·n + j] = Σ_p a(i, p)·b(p, j)` for an `m × k` matrix `a` and a `k × n` matrix `b`;
+/// `c` is row-major `m × n` and is overwritten. Packed operands must have been packed with
+/// the same `m`, `k`, `n`.
+///
+/// # Panics
+/// If an operand does not hold its elements (a bug of the caller, not an input error).
+pub(crate) fn product(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
+    match a {
+        Lhs::Mat(a) => assert!(a.holds(m, k), "operand holds its elements"),
+        Lhs::Packed(a) => assert!(a.m == m && a.k == k, "packed with this shape"),
+    }
+    match b {
+        Rhs::Mat(b) => assert!(b.holds(k, n), "operand holds its elements"),
+        Rhs::Packed(b) => assert!(b.k == k && b.n == n, "packed with this shape"),
+        Rhs::Rows(_) => {}
+    }
     assert_eq!(c.len(), m * n, "m·n outputs");
     if m == 0 || n == 0 {
         return;
@@ -238,25 +315,35 @@ pub(crate) fn sgemm_packed(m: usize, a: Mat<'_>, b: &PackedB, c: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(kern) = avx512::Tile::new() {
-        return blocked(kern, m, n, k, a, B::Packed(b), c);
+        return blocked(kern, m, n, k, a, b, c);
     }
-    let full: Vec<f32> = (0..k * n)
-        .map(|i| {
-            let (p, j) = (i / n, i % n);
-            let block = b.block(p - p % KC);
-            let kc = KC.min(k - (p - p % KC));
-            block[(j / NR) * kc * NR + (p % KC) * NR + j % NR]
-        })
-        .collect();
-    portable(m, n, k, a, Mat::rows(&full, n), c);
-}
-
-/// The second operand of [`blocked`].
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-enum B<'a> {
-    Strided(Mat<'a>),
-    Packed(&'a PackedB),
+    // Elsewhere `matrixmultiply`, on the operands unpacked (packing in advance is only done
+    // where it pays: [`packing_pays`]).
+    let a_full: Vec<f32>;
+    let a = match a {
+        Lhs::Mat(a) => a,
+        Lhs::Packed(pa) => {
+            a_full = (0..m * k).map(|i| pa.at(i / k, i % k)).collect();
+            Mat::rows(&a_full, k)
+        }
+    };
+    let b_full: Vec<f32>;
+    let b = match b {
+        Rhs::Mat(b) => b,
+        Rhs::Packed(pb) => {
+            b_full = (0..k * n).map(|i| pb.at(i / n, i % n)).collect();
+            Mat::rows(&b_full, n)
+        }
+        Rhs::Rows(f) => {
+            let mut full = vec![0.0f32; k * n];
+            for (p, row) in full.chunks_exact_mut(n).enumerate() {
+                f(p, row);
+            }
+            b_full = full;
+            Mat::rows(&b_full, n)
+        }
+    };
+    portable(m, n, k, a, b, c);
 }
 
 /// The blocked product with the AVX-512 tile: per block of [`KC`] reduction steps, `B`'s
@@ -268,20 +355,24 @@ fn blocked(
     m: usize,
     n: usize,
     k: usize,
-    a: Mat<'_>,
-    b: B<'_>,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
     c: &mut [f32],
 ) {
-    let mut packed = Vec::new();
+    let (mut packed, mut row) = (Vec::new(), Vec::new());
     let task_rows = rows_per_task(m, k, n);
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         let bp: &[f32] = match b {
-            B::Strided(b) => {
+            Rhs::Mat(b) => {
                 pack_b(b, p0, kc, 0, n, &mut packed);
                 &packed
             }
-            B::Packed(b) => b.block(p0),
+            Rhs::Packed(b) => b.block(p0),
+            Rhs::Rows(f) => {
+                pack_rows(f, p0, kc, n, &mut row, &mut packed);
+                &packed
+            }
         };
         crate::parallel::for_each_block(
             c,
@@ -291,7 +382,14 @@ fn blocked(
                 let rows = ct.len() / n;
                 for i1 in (0..rows).step_by(MC) {
                     let mc = MC.min(rows - i1);
-                    pack_a(a, t * task_rows + i1, mc, p0, kc, ap);
+                    let r0 = t * task_rows + i1;
+                    let ap: &[f32] = match a {
+                        Lhs::Mat(a) => {
+                            pack_a(a, r0, mc, p0, kc, ap);
+                            ap
+                        }
+                        Lhs::Packed(a) => a.panels(p0, r0, mc),
+                    };
                     for j0 in (0..n).step_by(NB) {
                         let block = &bp[j0 * kc..][..NB.min(n - j0).div_ceil(NR) * kc * NR];
                         for (it, apanel) in ap.chunks_exact(kc * MR).enumerate() {
@@ -325,9 +423,12 @@ fn blocked(
 #[allow(unsafe_code)]
 mod avx512 {
     use super::{MR, NR};
+
+    /// How many reduction steps ahead the `B` panel is prefetched.
+    const PF: usize = 8;
     use std::arch::x86_64::*;
 
-    /// The 12 × 32 register tile. A value exists only where the CPU has AVX512F (its
+    /// The 14 × 32 register tile. A value exists only where the CPU has AVX512F (its
     /// constructor checks), which makes [`Tile::run`] sound.
     #[derive(Clone, Copy)]
     pub(super) struct Tile(());
@@ -383,10 +484,22 @@ mod avx512 {
         add: bool,
     ) {
         unsafe {
+            if add {
+                // The tile's outputs are read at the end: start fetching them now.
+                for i in 0..rows {
+                    let r = c.as_ptr().add(i * ldc);
+                    _mm_prefetch::<_MM_HINT_T0>(r.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(r.add(cols - 1).cast());
+                }
+            }
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             for p in 0..kc {
                 // SAFETY (all loads): `p < kc` keeps `p·NR + 31 < kc·NR` and `p·MR + i <
                 // kc·MR` (the caller's contract); the loads are unaligned.
+                // The panel streams from L2: fetch it a few steps ahead (a prefetch past the
+                // end of the panel is harmless: it never faults).
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + PF) * NR).cast());
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + PF) * NR + 16).cast());
                 let b0 = _mm512_loadu_ps(b.add(p * NR));
                 let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
                 let ap = a.add(p * MR);
@@ -468,16 +581,41 @@ mod tests {
             ] {
                 let want = naive(m, n, k, a, b);
                 let mut c = vec![f32::NAN; m * n];
-                sgemm(m, n, k, a, b, &mut c);
+                product(m, n, k, Lhs::Mat(a), Rhs::Mat(b), &mut c);
                 let mut p = vec![f32::NAN; m * n];
                 portable(m, n, k, a, b, &mut p);
-                let mut q = vec![f32::NAN; m * n];
-                sgemm_packed(m, a, &PackedB::new(k, n, b), &mut q);
-                assert_eq!(c, q, "packed in advance or per call: the same sums");
                 for ((&g, &q), &w) in c.iter().zip(&p).zip(&want) {
                     let tol = 1e-5 * (k as f64).sqrt() * 4.0;
                     assert!((f64::from(g) - w).abs() <= tol, "{m}×{n}×{k}: {g} vs {w}");
                     assert!((f64::from(q) - w).abs() <= tol, "{m}×{n}×{k}: {q} vs {w}");
+                }
+                // Every way of giving the operands: the same sums, bit for bit.
+                let (pa, pb) = (PackedA::new(m, k, a), PackedB::new(k, n, b));
+                let rows = |p: usize, row: &mut [f32]| {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = b.at(p, j);
+                    }
+                };
+                for (lhs, rhs) in [
+                    (Lhs::Packed(&pa), Rhs::Mat(b)),
+                    (Lhs::Mat(a), Rhs::Packed(&pb)),
+                    (Lhs::Packed(&pa), Rhs::Packed(&pb)),
+                    (Lhs::Mat(a), Rhs::Rows(&rows)),
+                    (Lhs::Packed(&pa), Rhs::Rows(&rows)),
+                ] {
+                    let mut q = vec![f32::NAN; m * n];
+                    product(m, n, k, lhs, rhs, &mut q);
+                    assert_eq!(c, q, "{m}×{n}×{k}");
+                }
+                for i in 0..m {
+                    for p in 0..k {
+                        assert_eq!(pa.at(i, p), a.at(i, p));
+                    }
+                }
+                for p in 0..k {
+                    for j in 0..n {
+                        assert_eq!(pb.at(p, j), b.at(p, j));
+                    }
                 }
             }
         }
@@ -486,7 +624,7 @@ mod tests {
     #[test]
     fn an_empty_reduction_gives_zeros() {
         let mut c = vec![f32::NAN; 6];
-        sgemm(2, 3, 0, Mat::rows(&[], 0), Mat::rows(&[], 3), &mut c);
+        product(2, 3, 0, Lhs::Mat(Mat::rows(&[], 0)), Rhs::Mat(Mat::rows(&[], 3)), &mut c);
         assert_eq!(c, vec![0.0; 6]);
     }
 }

@@ -4,6 +4,7 @@
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{QuantError, Result};
+use crate::nn::sgemm::{Mat, PackedA, PackedB, packing_pays};
 
 /// Weight, optional bias and fused ReLU of a weighted layer. The weight is `[out, ...]` (axis 0
 /// is the output channel) and kept in standard (row-major) layout; the bias is `[out]`.
@@ -32,7 +33,16 @@ pub struct WeightedCore {
 /// no part in equality and is rebuilt from the weight, which never changes after
 /// construction.
 #[derive(Clone, Default)]
-struct PackCache(std::sync::OnceLock<Option<std::sync::Arc<crate::nn::sgemm::PackedB>>>);
+struct PackCache(std::sync::OnceLock<Option<std::sync::Arc<PackedWeight>>>);
+
+/// A weight packed for the float matrix product.
+#[derive(Debug)]
+enum PackedWeight {
+    /// A linear layer's `[out, k]` weight, transposed: the product's second operand.
+    Linear(PackedB),
+    /// A convolution's weight, one `[out/groups, in/groups·kh·kw]` first operand per group.
+    Conv { groups: usize, per_group: Vec<PackedA> },
+}
 
 impl PartialEq for PackCache {
     fn eq(&self, _: &Self) -> bool {
@@ -128,24 +138,48 @@ impl WeightedCore {
     }
 
     /// The weight `[out, k]` of a linear layer, transposed and packed for the float matrix
-    /// product, where the CPU's product uses packed operands (built once, then shared by
-    /// clones); `None` elsewhere, or for a weight of another rank.
-    pub(crate) fn packed_linear(&self) -> Option<&crate::nn::sgemm::PackedB> {
-        self.packed
-            .0
-            .get_or_init(|| {
-                let &[out, k] = self.weight.shape() else {
-                    return None;
-                };
-                crate::nn::sgemm::packing_pays().then(|| {
-                    std::sync::Arc::new(crate::nn::sgemm::PackedB::new(
-                        k,
-                        out,
-                        crate::nn::sgemm::Mat::transposed(self.weight_slice(), k),
-                    ))
-                })
+    /// product, where the CPU's product uses packed operands (built on first use, then shared
+    /// by clones); `None` elsewhere, or for a weight of another rank.
+    pub(crate) fn packed_linear(&self) -> Option<&PackedB> {
+        let packed = self.packed.0.get_or_init(|| {
+            let &[out, k] = self.weight.shape() else {
+                return None;
+            };
+            packing_pays().then(|| {
+                std::sync::Arc::new(PackedWeight::Linear(PackedB::new(
+                    k,
+                    out,
+                    Mat::transposed(self.weight_slice(), k),
+                )))
             })
-            .as_deref()
+        });
+        match packed.as_deref() {
+            Some(PackedWeight::Linear(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A convolution's weight `[out, in/groups, ...]` packed per group for the float matrix
+    /// product (`[out/groups, in/groups·kh·kw]` each), as [`WeightedCore::packed_linear`].
+    pub(crate) fn packed_conv(&self, groups: usize) -> Option<&[PackedA]> {
+        let packed = self.packed.0.get_or_init(|| {
+            let out = self.out_channels();
+            if !packing_pays() || groups == 0 || out % groups != 0 {
+                return None;
+            }
+            let (og, kk) = (out / groups, self.weight.len() / out.max(1));
+            let per_group = (0..groups)
+                .map(|g| PackedA::new(og, kk, Mat::rows(&self.weight_slice()[g * og * kk..], kk)))
+                .collect();
+            Some(std::sync::Arc::new(PackedWeight::Conv { groups, per_group }))
+        });
+        match packed.as_deref() {
+            Some(PackedWeight::Conv {
+                groups: g,
+                per_group,
+            }) if *g == groups => Some(per_group),
+            _ => None,
+        }
     }
 
     /// Output channels (axis 0 of the weight).

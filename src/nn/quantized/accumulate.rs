@@ -986,10 +986,228 @@ mod vnni {
         }
     }
 
-    /// The blocked product with two-panel tiles ([`drive_pairs`]), compiled for AVX512-VNNI
-    /// (the kernel value proves the CPU has it).
+    /// Rows of a packed-activation tile.
+    const PR: usize = 12;
+    /// Quad steps per block: a packed row panel (12 KiB) stays in L1 while the weight panels
+    /// stream past it from L2.
+    const PKC: usize = 256;
+    /// Rows packed at a time (whole tiles).
+    const PMC: usize = 32 * PR;
+    /// Quad steps ahead the weight panels are prefetched.
+    const PF: usize = 8;
+    /// Whether whole tiles read packed rows.
+
+    /// Packs rows `r0..r0 + mc`, quad steps `s0..s0 + sc`, of the activation rows into panels
+    /// of [`PR`] rows: panel `t`, step `s`, row `i` at `((t·sc + s)·PR + i)·4`; rows past `mc`
+    /// are zero.
+    fn pack_rows(a: &[ExactByte], lda: usize, r0: usize, mc: usize, s0: usize, sc: usize, dst: &mut Vec<u8>) {
+        let panels = mc.div_ceil(PR);
+        dst.resize(panels * sc * PR * 4, 0);
+        for t in 0..panels {
+            let panel = &mut dst[t * sc * PR * 4..][..sc * PR * 4];
+            let rows = PR.min(mc - t * PR);
+            for i in 0..PR {
+                let steps = panel.chunks_exact_mut(4 * PR);
+                if i < rows {
+                    let src = &a[(r0 + t * PR + i) * lda + 4 * s0..][..4 * sc];
+                    for (d, q) in steps.zip(src.chunks_exact(4)) {
+                        // Four bytes at a time (one 32-bit move each way).
+                        let d: &mut [u8; 4] = (&mut d[4 * i..4 * i + 4]).try_into().expect("4");
+                        *d = [q[0].0, q[1].0, q[2].0, q[3].0];
+                    }
+                } else {
+                    for d in steps {
+                        d[4 * i..4 * i + 4].fill(0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `acc[i·out + o] = init[o] + Σ` over the quad steps of row `i` and channel `o`'s panel:
+    /// per block of at most [`PKC`] quad steps and [`PMC`] rows, every tile of [`PR`] rows
+    /// against every pair of weight panels (12 rows × 32 channels, 24 accumulators, the
+    /// weights prefetched ahead), the sums added to `acc` in `i32` (exact, whatever the
+    /// blocking). A last partial tile reads its rows packed, zero-padded.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm(
+        _kern: &Quads,
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        w: &[i8],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        assert!(m == 0 || a.len() >= (m - 1) * lda + 4 * steps, "m rows");
+        assert!(lda >= 4 * steps, "row stride");
+        let out = init.len();
+        let panels = out.div_ceil(NR);
+        assert!(w.len() >= panels * steps * 4 * NR, "panels");
+        assert_eq!(acc.len(), m * out, "m·out accumulators");
+        // No steps: nothing to add (the callers handle an empty reduction themselves, as
+        // `drive` leaves `acc` alone).
+        if m == 0 || out == 0 || steps == 0 {
+            return;
+        }
+        let panel = 4 * NR;
+        let mut ap = Vec::new();
+        // Blocks of at most `PKC` steps, as even as whole quads allow (no short last block).
+        let per = steps.div_ceil(steps.div_ceil(PKC));
+        for s0 in (0..steps).step_by(per) {
+            let sc = per.min(steps - s0);
+            for i0 in (0..m).step_by(PMC) {
+                let mc = PMC.min(m - i0);
+                // Whole tiles read the rows where they are (packing them all into contiguous
+                // broadcasts measured slower: the packing's strided stores cost more than they
+                // saved); a last partial tile is packed, with zero rows past the end.
+                let full = mc / PR;
+                if full < mc.div_ceil(PR) {
+                    pack_rows(a, lda, i0 + full * PR, mc - full * PR, s0, sc, &mut ap);
+                }
+                for t in 0..mc.div_ceil(PR) {
+                    let r = i0 + t * PR;
+                    let rows = PR.min(mc - t * PR);
+                    let (apanel, strides): (&[u8], _) = if t < full {
+                        let start = r * lda + 4 * s0;
+                        let bytes = (PR - 1) * lda + 4 * sc;
+                        (bytes_of(&a[start..][..bytes]), (lda, 4))
+                    } else {
+                        (&ap[(t - full) * sc * PR * 4..][..sc * PR * 4], (4, 4 * PR))
+                    };
+                    let mut j = 0;
+                    while j < panels {
+                        let two = j + 1 < panels;
+                        let b0 = &w[(j * steps + s0) * panel..][..sc * panel];
+                        let b1 = if two {
+                            &w[((j + 1) * steps + s0) * panel..][..sc * panel]
+                        } else {
+                            b0
+                        };
+                        let c0 = j * NR;
+                        let cols = (2 * NR).min(out - c0);
+                        let origin = r * out + c0;
+                        let span = (rows - 1) * out + cols;
+                        // SAFETY: a `Quads` value exists only on a CPU with AVX512F/BW/VNNI;
+                        // the slices hold what the tile reads and writes (sliced above: the
+                        // rows `(PR − 1)·rs + 4·sc` bytes or the panel `sc·PR·4`, `b0`/`b1`
+                        // `sc·64`, the outputs `(rows − 1)·out + cols` from the tile's origin,
+                        // `init` `cols`).
+                        unsafe {
+                            tile_rows12(
+                                apanel,
+                                strides,
+                                b0,
+                                b1,
+                                sc,
+                                &mut acc[origin..][..span],
+                                out,
+                                rows,
+                                cols,
+                                (s0 == 0).then_some(&init[c0..][..cols]),
+                            );
+                        }
+                        j += 2;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bytes of activation rows.
+    fn bytes_of(a: &[ExactByte]) -> &[u8] {
+        // SAFETY: `ExactByte` is `repr(transparent)` over `u8`: the same bytes, length and
+        // alignment.
+        unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), a.len()) }
+    }
+
+    /// One tile of [`gemm`]: `PR` rows (quad step `s` of row `i` at `a[i·rs + s·ss..][..4]`)
+    /// × the 32 channels of panels `b0`, `b1` over `sc` quad steps; rows `< rows` and
+    /// channels `< cols` are added to `c` (row `i` at `i·ldc`), or to `init` when given (the
+    /// first block).
+    ///
+    /// # Safety
+    /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a` must hold
+    /// `(PR − 1)·rs + (sc − 1)·ss + 4` bytes, `b0` and `b1` `sc·64`, `c` `(rows − 1)·ldc + cols` values, `init` (if any) `cols`;
+    /// `1 <= rows <= PR`, `1 <= cols <= 32`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows12(
+        a: &[u8],
+        (rs, ss): (usize, usize),
+        b0: &[i8],
+        b1: &[i8],
+        sc: usize,
+        c: &mut [i32],
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        init: Option<&[i32]>,
+    ) {
+        unsafe {
+            let (ap, p0, p1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
+            let mut acc = [[_mm512_setzero_si512(); 2]; PR];
+            for s in 0..sc {
+                // SAFETY (all loads): `s < sc` and `i < PR` keep `64·s + 63 < 64·sc` and
+                // `i·rs + s·ss + 3` inside `a` (the caller's contract); a prefetch past the end
+                // never faults.
+                _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(4 * NR * (s + PF)).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(4 * NR * (s + PF)).cast());
+                let w0 = _mm512_loadu_si512(p0.add(4 * NR * s).cast());
+                let w1 = _mm512_loadu_si512(p1.add(4 * NR * s).cast());
+                let q = ap.add(ss * s);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    // The u8 operand first: `vpdpbusd` multiplies unsigned by signed bytes.
+                    let x = _mm512_set1_epi32(q.add(rs * i).cast::<i32>().read_unaligned());
+                    acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], x, w0);
+                    acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], x, w1);
+                }
+            }
+            let m0: __mmask16 = if cols >= NR {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            };
+            let m1: __mmask16 = if cols >= 2 * NR {
+                0xffff
+            } else if cols > NR {
+                (1u16 << (cols - NR)) - 1
+            } else {
+                0
+            };
+            let cp = c.as_mut_ptr();
+            let (base0, base1) = match init {
+                Some(init) => (
+                    _mm512_maskz_loadu_epi32(m0, init.as_ptr()),
+                    _mm512_maskz_loadu_epi32(m1, init.as_ptr().add(NR)),
+                ),
+                None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
+            };
+            for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row `i < rows` of the tile starts at `i·ldc`; the masks keep the
+                // lanes below `cols`, inside `c` (the caller's contract); masked-off lanes are
+                // neither read nor written.
+                let r = cp.add(i * ldc);
+                let (v0, v1) = if init.is_some() {
+                    (base0, base1)
+                } else {
+                    (
+                        _mm512_maskz_loadu_epi32(m0, r),
+                        _mm512_maskz_loadu_epi32(m1, r.add(NR)),
+                    )
+                };
+                _mm512_mask_storeu_epi32(r, m0, _mm512_add_epi32(v0, acc_i[0]));
+                _mm512_mask_storeu_epi32(r.add(NR), m1, _mm512_add_epi32(v1, acc_i[1]));
+            }
+        }
+    }
+
+    /// The product with two-panel tiles on unpacked rows ([`drive_pairs`]): the oracle of
+    /// [`gemm`] in the tests.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_pairs(
         _kern: &Quads,
         a: &[ExactByte],
         m: usize,
@@ -1292,6 +1510,8 @@ mod tests {
             (8, 4, 16),
             (13, 1100, 47),
             (100, 64, 64),
+            (205, 1100, 47),
+            (260, 2070, 70),
         ]) {
             let (x, w, zw) = case(&mut seed, m, k, out);
             let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
@@ -1315,6 +1535,8 @@ mod tests {
                 assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
                 vnni::gemm_one_panel(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "one panel m={m} k={k} out={out} lda={lda}");
+                vnni::gemm_pairs(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "unpacked pairs m={m} k={k} out={out} lda={lda}");
             }
         }
     }
