@@ -995,7 +995,6 @@ mod vnni {
     const PMC: usize = 32 * PR;
     /// Quad steps ahead the weight panels are prefetched.
     const PF: usize = 8;
-    /// Whether whole tiles read packed rows.
 
     /// Packs rows `r0..r0 + mc`, quad steps `s0..s0 + sc`, of the activation rows into panels
     /// of [`PR`] rows: panel `t`, step `s`, row `i` at `((t·sc + s)·PR + i)·4`; rows past `mc`
