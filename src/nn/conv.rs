@@ -2,8 +2,8 @@
 //! [`Conv2d`] and [`Conv1d`] (a view of a height-1 [`Conv2d`]). The geometry both the float and
 //! the int8 convolutions use is in `geometry.rs`.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use super::sgemm::{Lhs, Mat, Rhs, product};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 pub use super::geometry::{ConvGeometry, ConvGeometry1d};
 pub(crate) use super::geometry::{

@@ -2,10 +2,10 @@
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::sgemm::{Lhs, Mat, Rhs, product};
 use super::weighted::finish_rows;
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
-use super::sgemm::{Lhs, Mat, Rhs, product};
 
 /// Fully connected layer `y = x·Wᵀ + b` on the last axis, optionally followed by a fused ReLU
 /// (PyTorch's `Linear` / `LinearReLU`). Weight `[out, in]`, bias `[out]`. The product runs

@@ -460,7 +460,10 @@ mod avx512 {
             add: bool,
         ) {
             assert!(a.len() >= kc * MR && b.len() >= kc * NR, "packed panels");
-            assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols), "tile size");
+            assert!(
+                (1..=MR).contains(&rows) && (1..=NR).contains(&cols),
+                "tile size"
+            );
             assert!(c.len() > (rows - 1) * ldc + cols - 1, "tile outputs");
             // SAFETY: a `Tile` exists only on a CPU with AVX512F; the slices hold what the
             // tile reads and writes (asserted above).
@@ -577,7 +580,14 @@ mod tests {
             for (a, b) in [
                 (Mat::rows(&ad, k), Mat::rows(&bd, n)),
                 (Mat::transposed(&ad, m), Mat::transposed(&bd, k)),
-                (Mat { data: &ad, rs: k, cs: 1 }, Mat::transposed(&bd, k)),
+                (
+                    Mat {
+                        data: &ad,
+                        rs: k,
+                        cs: 1,
+                    },
+                    Mat::transposed(&bd, k),
+                ),
             ] {
                 let want = naive(m, n, k, a, b);
                 let mut c = vec![f32::NAN; m * n];
@@ -624,7 +634,14 @@ mod tests {
     #[test]
     fn an_empty_reduction_gives_zeros() {
         let mut c = vec![f32::NAN; 6];
-        product(2, 3, 0, Lhs::Mat(Mat::rows(&[], 0)), Rhs::Mat(Mat::rows(&[], 3)), &mut c);
+        product(
+            2,
+            3,
+            0,
+            Lhs::Mat(Mat::rows(&[], 0)),
+            Rhs::Mat(Mat::rows(&[], 3)),
+            &mut c,
+        );
         assert_eq!(c, vec![0.0; 6]);
     }
 }

@@ -41,7 +41,10 @@ enum PackedWeight {
     /// A linear layer's `[out, k]` weight, transposed: the product's second operand.
     Linear(PackedB),
     /// A convolution's weight, one `[out/groups, in/groups·kh·kw]` first operand per group.
-    Conv { groups: usize, per_group: Vec<PackedA> },
+    Conv {
+        groups: usize,
+        per_group: Vec<PackedA>,
+    },
 }
 
 impl PartialEq for PackCache {
@@ -171,7 +174,10 @@ impl WeightedCore {
             let per_group = (0..groups)
                 .map(|g| PackedA::new(og, kk, Mat::rows(&self.weight_slice()[g * og * kk..], kk)))
                 .collect();
-            Some(std::sync::Arc::new(PackedWeight::Conv { groups, per_group }))
+            Some(std::sync::Arc::new(PackedWeight::Conv {
+                groups,
+                per_group,
+            }))
         });
         match packed.as_deref() {
             Some(PackedWeight::Conv {

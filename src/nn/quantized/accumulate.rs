@@ -779,8 +779,8 @@ mod avx2 {
 #[allow(unsafe_code)]
 mod vnni {
     #[cfg(test)]
-    use super::drive;
-    use super::{ExactByte, Kernel, MB, NR};
+    use super::{MB, drive};
+    use super::{ExactByte, Kernel, NR};
     use std::arch::x86_64::*;
 
     /// Exact quads (`vpdpbusd`). A value exists only where the CPU has AVX512F, AVX512BW and
@@ -861,6 +861,7 @@ mod vnni {
     /// # Safety
     /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a` must hold
     /// `(R − 1)·lda + 4·steps` values, `b0` and `b1` `4·NR·steps` each (when `steps > 0`).
+    #[cfg(test)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn quads2<const R: usize>(
@@ -903,6 +904,7 @@ mod vnni {
     /// # Safety
     /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a`, `w`, `init` and `acc` as
     /// [`drive`] reads them.
+    #[cfg(test)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn drive_pairs(
@@ -995,11 +997,22 @@ mod vnni {
     const PMC: usize = 32 * PR;
     /// Quad steps ahead the weight panels are prefetched.
     const PF: usize = 8;
+    /// Weight panels per channel block (an even number: 512 channels, whose panels for a
+    /// block of steps stay in L2 while every tile of rows passes over them).
+    const PNB: usize = 32;
 
     /// Packs rows `r0..r0 + mc`, quad steps `s0..s0 + sc`, of the activation rows into panels
     /// of [`PR`] rows: panel `t`, step `s`, row `i` at `((t·sc + s)·PR + i)·4`; rows past `mc`
     /// are zero.
-    fn pack_rows(a: &[ExactByte], lda: usize, r0: usize, mc: usize, s0: usize, sc: usize, dst: &mut Vec<u8>) {
+    fn pack_rows(
+        a: &[ExactByte],
+        lda: usize,
+        r0: usize,
+        mc: usize,
+        s0: usize,
+        sc: usize,
+        dst: &mut Vec<u8>,
+    ) {
         let panels = mc.div_ceil(PR);
         dst.resize(panels * sc * PR * 4, 0);
         for t in 0..panels {
@@ -1065,49 +1078,51 @@ mod vnni {
                 if full < mc.div_ceil(PR) {
                     pack_rows(a, lda, i0 + full * PR, mc - full * PR, s0, sc, &mut ap);
                 }
-                for t in 0..mc.div_ceil(PR) {
-                    let r = i0 + t * PR;
-                    let rows = PR.min(mc - t * PR);
-                    let (apanel, strides): (&[u8], _) = if t < full {
-                        let start = r * lda + 4 * s0;
-                        let bytes = (PR - 1) * lda + 4 * sc;
-                        (bytes_of(&a[start..][..bytes]), (lda, 4))
-                    } else {
-                        (&ap[(t - full) * sc * PR * 4..][..sc * PR * 4], (4, 4 * PR))
-                    };
-                    let mut j = 0;
-                    while j < panels {
-                        let two = j + 1 < panels;
-                        let b0 = &w[(j * steps + s0) * panel..][..sc * panel];
-                        let b1 = if two {
-                            &w[((j + 1) * steps + s0) * panel..][..sc * panel]
+                for jb in (0..panels).step_by(PNB) {
+                    for t in 0..mc.div_ceil(PR) {
+                        let r = i0 + t * PR;
+                        let rows = PR.min(mc - t * PR);
+                        let (apanel, strides): (&[u8], _) = if t < full {
+                            let start = r * lda + 4 * s0;
+                            let bytes = (PR - 1) * lda + 4 * sc;
+                            (bytes_of(&a[start..][..bytes]), (lda, 4))
                         } else {
-                            b0
+                            (&ap[(t - full) * sc * PR * 4..][..sc * PR * 4], (4, 4 * PR))
                         };
-                        let c0 = j * NR;
-                        let cols = (2 * NR).min(out - c0);
-                        let origin = r * out + c0;
-                        let span = (rows - 1) * out + cols;
-                        // SAFETY: a `Quads` value exists only on a CPU with AVX512F/BW/VNNI;
-                        // the slices hold what the tile reads and writes (sliced above: the
-                        // rows `(PR − 1)·rs + 4·sc` bytes or the panel `sc·PR·4`, `b0`/`b1`
-                        // `sc·64`, the outputs `(rows − 1)·out + cols` from the tile's origin,
-                        // `init` `cols`).
-                        unsafe {
-                            tile_rows12(
-                                apanel,
-                                strides,
-                                b0,
-                                b1,
-                                sc,
-                                &mut acc[origin..][..span],
-                                out,
-                                rows,
-                                cols,
-                                (s0 == 0).then_some(&init[c0..][..cols]),
-                            );
+                        let mut j = jb;
+                        while j < panels.min(jb + PNB) {
+                            let two = j + 1 < panels;
+                            let b0 = &w[(j * steps + s0) * panel..][..sc * panel];
+                            let b1 = if two {
+                                &w[((j + 1) * steps + s0) * panel..][..sc * panel]
+                            } else {
+                                b0
+                            };
+                            let c0 = j * NR;
+                            let cols = (2 * NR).min(out - c0);
+                            let origin = r * out + c0;
+                            let span = (rows - 1) * out + cols;
+                            // SAFETY: a `Quads` value exists only on a CPU with AVX512F/BW/VNNI;
+                            // the slices hold what the tile reads and writes (sliced above: the
+                            // rows `(PR − 1)·rs + 4·sc` bytes or the panel `sc·PR·4`, `b0`/`b1`
+                            // `sc·64`, the outputs `(rows − 1)·out + cols` from the tile's origin,
+                            // `init` `cols`).
+                            unsafe {
+                                tile_rows12(
+                                    apanel,
+                                    strides,
+                                    b0,
+                                    b1,
+                                    sc,
+                                    &mut acc[origin..][..span],
+                                    out,
+                                    rows,
+                                    cols,
+                                    (s0 == 0).then_some(&init[c0..][..cols]),
+                                );
+                            }
+                            j += 2;
                         }
-                        j += 2;
                     }
                 }
             }
@@ -1535,7 +1550,10 @@ mod tests {
                 vnni::gemm_one_panel(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
                 assert_eq!(fast, portable, "one panel m={m} k={k} out={out} lda={lda}");
                 vnni::gemm_pairs(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
-                assert_eq!(fast, portable, "unpacked pairs m={m} k={k} out={out} lda={lda}");
+                assert_eq!(
+                    fast, portable,
+                    "unpacked pairs m={m} k={k} out={out} lda={lda}"
+                );
             }
         }
     }

@@ -113,13 +113,12 @@ impl DynamicQuantizedLinear {
         const OP: &str = "DynamicQuantizedLinear::forward";
         let x = x.need_float(OP)?;
         linear_rows(OP, x.shape(), self.w_int.k)?;
-        if let Some(index) = x.iter().position(|v| v.is_nan()) {
+        let xs = x.as_standard_layout();
+        let values = xs.as_slice().expect("standard layout");
+        let (lo, hi, nan) = range_with_zero(values);
+        if nan {
+            let index = values.iter().position(|v| v.is_nan()).unwrap_or(0);
             return Err(QuantError::NanInput { op: OP, index });
-        }
-        let (mut lo, mut hi) = (0.0f32, 0.0f32);
-        for &v in x {
-            lo = lo.min(v);
-            hi = hi.max(v);
         }
         let qp = choose_dynamic_qparams(lo, hi, self.reduce_range)?;
         QuantizedTensor::quantize(x, qp)
@@ -142,6 +141,33 @@ impl DynamicQuantizedLinear {
     }
 }
 
+/// `(min(0, x), max(0, x), any NaN)` in one pass: 16 independent lanes of compare-selects
+/// (which skip NaN, found by its own flag), so the loop vectorises.
+fn range_with_zero(x: &[f32]) -> (f32, f32, bool) {
+    const L: usize = 16;
+    let (mut lo, mut hi, mut nan) = ([0.0f32; L], [0.0f32; L], [false; L]);
+    let chunks = x.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..L {
+            let v = c[i];
+            lo[i] = if v < lo[i] { v } else { lo[i] };
+            hi[i] = if v > hi[i] { v } else { hi[i] };
+            nan[i] |= v != v;
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+        nan[i] |= v != v;
+    }
+    (
+        lo.iter().fold(0.0f32, |a, &b| a.min(b)),
+        hi.iter().fold(0.0f32, |a, &b| a.max(b)),
+        nan.iter().any(|&b| b),
+    )
+}
+
 impl Module for DynamicQuantizedLinear {
     fn kind(&self) -> &'static str {
         "DynamicQuantizedLinear"
@@ -154,36 +180,49 @@ impl Module for DynamicQuantizedLinear {
         let n = linear_rows("DynamicQuantizedLinear::forward", q.shape(), self.w_int.k)?;
         crate::nn::shape::checked_elements("DynamicQuantizedLinear::forward", "output", &[n, o])?;
         let xs = q.int_repr().as_standard_layout();
-        let mut acc = vec![0i32; n * o];
-        self.w_int.accumulate(
-            xs.as_slice().expect("standard layout"),
-            n,
-            qp.zero_point(),
-            Int8Accumulation::Exact,
-            &mut acc,
-        );
+        let xd = xs.as_slice().expect("standard layout");
+        let k = self.w_int.k;
         let act_w: Vec<f32> = self.w_scales.iter().map(|&s| qp.scale() * s).collect();
-        // Row by row with the bias as a slice (indexing the n-d bias per value cost more than
-        // the matrix product): `scale·acc (+ bias)`, the same operations in the same order.
-        let mut data = vec![0.0f32; n * o];
         let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.iter().copied().collect());
-        for (drow, arow) in data
-            .chunks_exact_mut(o.max(1))
-            .zip(acc.chunks_exact(o.max(1)))
-        {
-            match &bias {
-                Some(b) => {
-                    for (((d, &a), &s), &bj) in drow.iter_mut().zip(arow).zip(&act_w).zip(b) {
-                        *d = s * a as f32 + bj;
+        // Blocks of rows: the `i32` sums of a block (in L2) become `scale·acc (+ bias)` per
+        // channel, the same operations in the same order, straight into the output (no
+        // `n·o` buffer of sums). Large layers run their blocks on the rayon pool.
+        const ROWS: usize = 48;
+        let mut data = vec![0.0f32; n * o];
+        crate::parallel::for_each_block(
+            &mut data,
+            ROWS * o,
+            n.saturating_mul(k).saturating_mul(o),
+            |b, out_b: &mut [f32], acc: &mut Vec<i32>| {
+                let rows = out_b.len() / o.max(1);
+                acc.resize(rows * o, 0);
+                self.w_int.accumulate(
+                    &xd[b * ROWS * k..][..rows * k],
+                    rows,
+                    qp.zero_point(),
+                    Int8Accumulation::Exact,
+                    acc,
+                );
+                for (drow, arow) in out_b
+                    .chunks_exact_mut(o.max(1))
+                    .zip(acc.chunks_exact(o.max(1)))
+                {
+                    match &bias {
+                        Some(b) => {
+                            for (((d, &a), &s), &bj) in drow.iter_mut().zip(arow).zip(&act_w).zip(b)
+                            {
+                                *d = s * a as f32 + bj;
+                            }
+                        }
+                        None => {
+                            for ((d, &a), &s) in drow.iter_mut().zip(arow).zip(&act_w) {
+                                *d = s * a as f32;
+                            }
+                        }
                     }
                 }
-                None => {
-                    for ((d, &a), &s) in drow.iter_mut().zip(arow).zip(&act_w) {
-                        *d = s * a as f32;
-                    }
-                }
-            }
-        }
+            },
+        );
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         Ok(Activation::Float(
