@@ -115,6 +115,38 @@ impl PoolShape {
         out
     }
 
+    /// Without padding, every window lies inside the input: the output row by row, one tap
+    /// `(ky, kx)` at a time over the whole row (`fold(acc, value)` in the taps' order, the
+    /// order [`PoolShape::run`] lists a window in), so the inner loop runs along contiguous
+    /// outputs instead of gathering each window. `None` with padding.
+    fn run_rows<T: Copy, U: Copy>(
+        &self,
+        data: &[T],
+        init: U,
+        fold: impl Fn(U, T) -> U,
+    ) -> Option<Vec<U>> {
+        if self.padding != [0, 0] {
+            return None;
+        }
+        let (ow, [kh, kw], [sh, sw]) = (self.ow, self.kernel, self.stride);
+        let mut out = vec![init; self.planes * self.oh * ow];
+        for (p, out_p) in out.chunks_exact_mut((self.oh * ow).max(1)).enumerate() {
+            let plane = &data[p * self.h * self.w..][..self.h * self.w];
+            for (oy, row) in out_p.chunks_exact_mut(ow.max(1)).enumerate() {
+                for ky in 0..kh {
+                    let src = &plane[(oy * sh + ky) * self.w..][..self.w];
+                    for kx in 0..kw {
+                        let taps = src[kx..].iter().step_by(sw);
+                        for (o, &v) in row.iter_mut().zip(taps) {
+                            *o = fold(*o, v);
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Calls `f(output index, input indices of its window)` for every window, in the order
     /// [`PoolShape::run`] visits them (indices into the whole `[N, C, H, W]` input).
     fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
@@ -209,24 +241,25 @@ impl Module for MaxPool2d {
         match x {
             Activation::Float(a) => {
                 let data = a.as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w| {
-                    w.iter().copied().fold(f32::NEG_INFINITY, |m, v| {
-                        if v.is_nan() || m.is_nan() {
-                            f32::NAN
-                        } else {
-                            m.max(v)
-                        }
-                    })
-                });
+                let data = data.as_slice().expect("standard layout");
+                // PyTorch's rule: a later value wins only if larger, and NaN always wins
+                // (so a NaN stays, and of equal values the first is kept).
+                let take = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+                let out = match s.run_rows(data, f32::NEG_INFINITY, take) {
+                    Some(out) => out,
+                    None => s.run(data, |w| w.iter().copied().fold(f32::NEG_INFINITY, take)),
+                };
                 Ok(Activation::Float(
                     ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size"),
                 ))
             }
             Activation::Quantized(q) => {
                 let data = q.int_repr().as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w| {
-                    w.iter().copied().max().unwrap_or(0)
-                });
+                let data = data.as_slice().expect("standard layout");
+                let out = match s.run_rows(data, 0u8, |m, v| m.max(v)) {
+                    Some(out) => out,
+                    None => s.run(data, |w| w.iter().copied().max().unwrap_or(0)),
+                };
                 let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size");
                 Ok(Activation::Quantized(q.with_data(arr)))
             }
@@ -309,9 +342,18 @@ impl Module for AvgPool2d {
         match x {
             Activation::Float(a) => {
                 let data = a.as_standard_layout();
-                let out = s.run(data.as_slice().expect("standard layout"), |w| {
-                    w.iter().sum::<f32>() / div as f32
-                });
+                let data = data.as_slice().expect("standard layout");
+                // Each window summed in its taps' order from -0.0 (what `Iterator::sum`
+                // does), then divided: the same operations either way.
+                let out = match s.run_rows(data, -0.0f32, |a, v| a + v) {
+                    Some(mut sums) => {
+                        for v in &mut sums {
+                            *v /= div as f32;
+                        }
+                        sums
+                    }
+                    None => s.run(data, |w| w.iter().sum::<f32>() / div as f32),
+                };
                 Ok(Activation::Float(
                     ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size"),
                 ))
@@ -354,5 +396,51 @@ impl Module for AvgPool2d {
                 }
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row-by-row path gives what gathering each window gives, bit for bit (NaN, ±0,
+    /// overlapping and strided windows).
+    #[test]
+    fn rows_equal_windows() {
+        let mut rng = crate::rng::Lcg::new(5);
+        for &([n, c, h, w], kernel, stride) in &[
+            ([2, 3, 8, 8], [2, 2], [2, 2]),
+            ([1, 2, 7, 9], [3, 2], [2, 3]),
+            ([1, 1, 5, 5], [3, 3], [1, 1]),
+            ([2, 1, 6, 4], [1, 4], [1, 1]),
+        ] {
+            let len = n * c * h * w;
+            let data: Vec<f32> = (0..len)
+                .map(|i| match i % 29 {
+                    0 => f32::NAN,
+                    1 => -0.0,
+                    2 => 0.0,
+                    _ => rng.unit_f32() * 4.0 - 2.0,
+                })
+                .collect();
+            let s = PoolShape::new("t", &[n, c, h, w], kernel, stride, [0, 0]).expect("shape");
+            let take = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+            let rows = s.run_rows(&data, f32::NEG_INFINITY, take).expect("no padding");
+            let wins = s.run(&data, |w| w.iter().copied().fold(f32::NEG_INFINITY, take));
+            assert_eq!(rows.len(), wins.len());
+            for (a, b) in rows.iter().zip(&wins) {
+                assert_eq!(a.to_bits(), b.to_bits());
+            }
+            let sums = s.run_rows(&data, -0.0f32, |a, v| a + v).expect("no padding");
+            let wsum = s.run(&data, |w| w.iter().sum::<f32>());
+            for (a, b) in sums.iter().zip(&wsum) {
+                assert_eq!(a.to_bits(), b.to_bits());
+            }
+            let bytes: Vec<u8> = (0..len).map(|_| (rng.next_u64() >> 56) as u8).collect();
+            let q = s.run_rows(&bytes, 0u8, |m, v| m.max(v)).expect("no padding");
+            assert_eq!(q, s.run(&bytes, |w| w.iter().copied().max().unwrap_or(0)));
+        }
+        let padded = PoolShape::new("t", &[1, 1, 4, 4], [3, 3], [1, 1], [1, 1]).expect("shape");
+        assert!(padded.run_rows(&[0.0f32; 16], 0.0, |a, v| a + v).is_none());
     }
 }
