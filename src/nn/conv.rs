@@ -2,7 +2,7 @@
 //! [`Conv2d`] and [`Conv1d`] (a view of a height-1 [`Conv2d`]). The geometry both the float and
 //! the int8 convolutions use is in `geometry.rs`.
 
-use super::sgemm::{Lhs, Mat, Rhs, product};
+use super::sgemm::{Lhs, Mat, Rhs, product, scratch};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 pub use super::geometry::{ConvGeometry, ConvGeometry1d};
@@ -100,7 +100,8 @@ pub(crate) fn conv_float(
         &mut out,
         block * per_image,
         conv_macs(&s),
-        |bi0, out_b: &mut [f32], prod: &mut Vec<f32>| {
+        |bi0, out_b: &mut [f32], (): &mut ()| {
+            let mut prod = scratch::take(scratch::OUTPUT);
             let b0 = bi0 * block;
             let nb = out_b.len() / per_image.max(1);
             let width = nb * l;
@@ -136,6 +137,7 @@ pub(crate) fn conv_float(
                 }
             }
             finish_rows(out_b, s.c_out, l, core);
+            scratch::give(scratch::OUTPUT, prod);
         },
     );
     Ok(ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size"))

@@ -17,6 +17,12 @@ pub trait LayerHook {
         inputs: &[&Activation],
         output: &mut Activation,
     ) -> Result<()>;
+
+    /// Whether the hook looks at the layers at all. A model may skip calling a hook that
+    /// does not (and then let layers consume their inputs: [`Module::forward_owned`]).
+    fn sees_layers(&self) -> bool {
+        true
+    }
 }
 
 /// A hook that does nothing.
@@ -32,6 +38,10 @@ impl LayerHook for NoHook {
         _output: &mut Activation,
     ) -> Result<()> {
         Ok(())
+    }
+
+    fn sees_layers(&self) -> bool {
+        false
     }
 }
 

@@ -48,6 +48,17 @@ pub trait Module: ModuleClone + Send + Sync + Debug {
     /// ([`QuantError::WrongActivation`]), and whatever the layer's computation refuses.
     fn forward(&self, x: &Activation) -> Result<Activation>;
 
+    /// Runs the layer on an input it may consume (what a model runs when nothing else needs
+    /// the input afterwards, e.g. [`crate::nn::Sequential`] without a hook). The default is
+    /// [`Module::forward`]; layers that only move their input ([`crate::nn::Identity`],
+    /// [`crate::nn::Flatten`]) return it without a copy.
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    fn forward_owned(&self, x: Activation) -> Result<Activation> {
+        self.forward(&x)
+    }
+
     /// Runs the layer on several inputs (two for [`Add`](super::Add)). The default accepts
     /// exactly one input and calls [`Module::forward`].
     ///

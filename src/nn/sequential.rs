@@ -175,6 +175,12 @@ impl Model for Sequential {
 
     fn run(&self, input: Activation, hook: &mut dyn LayerHook) -> Result<Activation> {
         let mut x = input;
+        if !hook.sees_layers() {
+            for (_, layer) in &self.layers {
+                x = layer.forward_owned(x)?;
+            }
+            return Ok(x);
+        }
         for (name, layer) in &self.layers {
             let mut y = layer.forward(&x)?;
             hook.after_layer(name, layer.as_ref(), &[&x], &mut y)?;

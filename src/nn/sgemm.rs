@@ -101,6 +101,35 @@ fn portable(m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32])
     general_mat_mul(1.0, &av, &bv, 0.0, &mut cv);
 }
 
+/// A buffer kept per thread between products (packing a large operand into a fresh
+/// allocation cost a page fault per 4 KiB and a clearing pass each time).
+pub(crate) mod scratch {
+    use std::cell::Cell;
+
+    /// Buffers above this many values are not kept.
+    const KEEP: usize = 16 << 20;
+
+    /// The slots: the packed `B` of a product, a caller's output block.
+    pub(crate) const PACKED: usize = 0;
+    pub(crate) const OUTPUT: usize = 1;
+
+    thread_local! {
+        static BUF: [Cell<Vec<f32>>; 2] = const { [Cell::new(Vec::new()), Cell::new(Vec::new())] };
+    }
+
+    /// The thread's buffer in `slot` (empty if a caller further up the same thread holds it).
+    pub(crate) fn take(slot: usize) -> Vec<f32> {
+        BUF.with(|b| b[slot].take())
+    }
+
+    /// Gives a buffer back to the thread's `slot` for the next use.
+    pub(crate) fn give(slot: usize, v: Vec<f32>) {
+        if v.capacity() <= KEEP {
+            BUF.with(|b| b[slot].set(v));
+        }
+    }
+}
+
 /// Rows of a register tile and columns of a packed panel.
 const MR: usize = 14;
 const NR: usize = 32;
@@ -359,7 +388,7 @@ fn blocked(
     b: Rhs<'_>,
     c: &mut [f32],
 ) {
-    let (mut packed, mut row) = (Vec::new(), Vec::new());
+    let (mut packed, mut row) = (scratch::take(scratch::PACKED), Vec::new());
     let task_rows = rows_per_task(m, k, n);
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
@@ -417,6 +446,7 @@ fn blocked(
             },
         );
     }
+    scratch::give(scratch::PACKED, packed);
 }
 
 #[cfg(target_arch = "x86_64")]

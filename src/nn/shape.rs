@@ -56,6 +56,11 @@ impl Module for Flatten {
     }
 
     fn forward(&self, x: &Activation) -> Result<Activation> {
+        self.forward_owned(x.clone())
+    }
+
+    /// Reshapes the input itself (no copy when it is in standard layout).
+    fn forward_owned(&self, x: Activation) -> Result<Activation> {
         let shape = x.shape();
         if self.start_dim >= shape.len().max(1) {
             return Err(QuantError::InvalidAxis {
@@ -68,21 +73,26 @@ impl Module for Flatten {
         new_shape.push(shape[self.start_dim..].iter().product());
         let dim = IxDyn(&new_shape);
         Ok(match x {
-            Activation::Float(a) => Activation::Float(
-                a.as_standard_layout()
+            Activation::Float(a) => {
+                let a = if a.is_standard_layout() {
+                    a
+                } else {
+                    a.as_standard_layout().into_owned()
+                };
+                Activation::Float(
+                    a.into_shape_with_order(dim)
+                        .expect("same number of elements"),
+                )
+            }
+            Activation::Quantized(q) => {
+                let data = q
+                    .int_repr()
+                    .as_standard_layout()
                     .into_owned()
                     .into_shape_with_order(dim)
-                    .expect("same number of elements"),
-            ),
-            Activation::Quantized(q) => Activation::Quantized(
-                q.with_data(
-                    q.int_repr()
-                        .as_standard_layout()
-                        .into_owned()
-                        .into_shape_with_order(dim)
-                        .expect("same number of elements"),
-                ),
-            ),
+                    .expect("same number of elements");
+                Activation::Quantized(q.with_data(data))
+            }
         })
     }
 
@@ -117,6 +127,10 @@ impl Module for Identity {
 
     fn forward(&self, x: &Activation) -> Result<Activation> {
         Ok(x.clone())
+    }
+
+    fn forward_owned(&self, x: Activation) -> Result<Activation> {
+        Ok(x)
     }
 
     fn role(&self) -> LayerRole<'_> {
