@@ -425,19 +425,25 @@ mod tests {
                 .collect();
             let s = PoolShape::new("t", &[n, c, h, w], kernel, stride, [0, 0]).expect("shape");
             let take = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-            let rows = s.run_rows(&data, f32::NEG_INFINITY, take).expect("no padding");
+            let rows = s
+                .run_rows(&data, f32::NEG_INFINITY, take)
+                .expect("no padding");
             let wins = s.run(&data, |w| w.iter().copied().fold(f32::NEG_INFINITY, take));
             assert_eq!(rows.len(), wins.len());
             for (a, b) in rows.iter().zip(&wins) {
                 assert_eq!(a.to_bits(), b.to_bits());
             }
-            let sums = s.run_rows(&data, -0.0f32, |a, v| a + v).expect("no padding");
+            let sums = s
+                .run_rows(&data, -0.0f32, |a, v| a + v)
+                .expect("no padding");
             let wsum = s.run(&data, |w| w.iter().sum::<f32>());
             for (a, b) in sums.iter().zip(&wsum) {
                 assert_eq!(a.to_bits(), b.to_bits());
             }
             let bytes: Vec<u8> = (0..len).map(|_| (rng.next_u64() >> 56) as u8).collect();
-            let q = s.run_rows(&bytes, 0u8, |m, v| m.max(v)).expect("no padding");
+            let q = s
+                .run_rows(&bytes, 0u8, |m, v| m.max(v))
+                .expect("no padding");
             assert_eq!(q, s.run(&bytes, |w| w.iter().copied().max().unwrap_or(0)));
         }
         let padded = PoolShape::new("t", &[1, 1, 4, 4], [3, 3], [1, 1], [1, 1]).expect("shape");

@@ -65,6 +65,40 @@ const KC: usize = 256;
 /// Activation rows per cache block (a multiple of every tile height).
 const MB: usize = 48;
 
+/// A buffer of sums kept per thread between layers' forward passes: a block's sums in a
+/// fresh allocation cost a clearing pass (and page faults) every call.
+pub(crate) mod sums_scratch {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BUF: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// The thread's buffer resized to `len` (empty first if a caller further up the same
+    /// thread holds it). Its values are whatever the last user left: callers overwrite it.
+    pub(crate) fn take(len: usize) -> Vec<i32> {
+        let mut v = BUF.with(Cell::take);
+        v.resize(len, 0);
+        v
+    }
+
+    /// Gives the buffer back (kept up to 64 MiB).
+    pub(crate) fn give(v: Vec<i32>) {
+        if v.capacity() <= 16 << 20 {
+            BUF.with(|b| b.set(v));
+        }
+    }
+}
+
+/// Activation rows per block of an int8 matrix product of `m` rows and `work`
+/// multiply-accumulates: up to 192 (the kernels block for the caches inside), and as many
+/// blocks as threads, of whole 12-row tiles, where the work is split across threads (blocks of
+/// [`MB`] left two threads 144 and 112 of 256 rows). The sums do not depend on the blocks.
+pub(crate) fn rows_per_block(m: usize, work: usize) -> usize {
+    let threads = crate::parallel::threads_for(work).max(1);
+    m.div_ceil(threads).next_multiple_of(12).clamp(12, 192)
+}
+
 /// The weights of an int8 layer, prepared once: `[out, k]` in the reduction order of the
 /// layer's kernel, with the sums the zero-point corrections need, packed in panels of [`NR`]
 /// output channels for each kind of activation rows ([`ActRow`]):
@@ -224,6 +258,7 @@ impl IntWeights {
     /// `acc[i·out + o] = Σ_t (x[i·k + t] − zx)·(w[o, t] − zw[o])` for `m` rows of stored u8
     /// activations, summed as `mode` says. Large inputs are split across the rayon pool in
     /// fixed row blocks (integer sums: the same result either way).
+    #[cfg(test)]
     pub(crate) fn accumulate(
         &self,
         x: &[u8],
@@ -232,21 +267,46 @@ impl IntWeights {
         mode: Int8Accumulation,
         acc: &mut [i32],
     ) {
+        self.accumulate_split(x, m, zx, mode, acc, true);
+    }
+
+    /// [`IntWeights::accumulate`] on the calling thread only (for callers that split the rows
+    /// across threads themselves).
+    pub(crate) fn accumulate_here(
+        &self,
+        x: &[u8],
+        m: usize,
+        zx: i32,
+        mode: Int8Accumulation,
+        acc: &mut [i32],
+    ) {
+        self.accumulate_split(x, m, zx, mode, acc, false);
+    }
+
+    fn accumulate_split(
+        &self,
+        x: &[u8],
+        m: usize,
+        zx: i32,
+        mode: Int8Accumulation,
+        acc: &mut [i32],
+        split: bool,
+    ) {
         if mode == Int8Accumulation::Exact && vnni_rows() {
-            return self.accumulate_as::<ExactByte>(x, m, zx, acc);
+            return self.accumulate_as::<ExactByte>(x, m, zx, acc, split);
         }
         let bytes = match mode {
             Int8Accumulation::Exact => self.bytes_are_exact(x.iter().fold(0, |a, &v| a.max(v))),
             Int8Accumulation::X86Avx2 => true,
         };
         if bytes {
-            self.accumulate_as::<u8>(x, m, zx, acc);
+            self.accumulate_as::<u8>(x, m, zx, acc, split);
         } else {
-            self.accumulate_as::<i16>(x, m, zx, acc);
+            self.accumulate_as::<i16>(x, m, zx, acc, split);
         }
     }
 
-    fn accumulate_as<T: ActRow>(&self, x: &[u8], m: usize, zx: i32, acc: &mut [i32]) {
+    fn accumulate_as<T: ActRow>(&self, x: &[u8], m: usize, zx: i32, acc: &mut [i32], split: bool) {
         let (k, out) = (self.k, self.out);
         assert_eq!(x.len(), m * k, "m·k activations");
         assert_eq!(acc.len(), m * out, "m·out accumulators");
@@ -255,10 +315,15 @@ impl IntWeights {
             return;
         }
         let lda = self.row_len::<T>();
-        let work = m.saturating_mul(k).saturating_mul(out);
+        let work = if split {
+            m.saturating_mul(k).saturating_mul(out)
+        } else {
+            0
+        };
+        let block = rows_per_block(m, work);
         crate::parallel::for_each_block(
             acc,
-            MB * out,
+            block * out,
             work,
             |b, acc_b: &mut [i32], rows: &mut Vec<T>| {
                 let mb = acc_b.len() / out;
@@ -266,7 +331,7 @@ impl IntWeights {
                 rows.resize(mb * lda, T::default());
                 for (row, xr) in rows
                     .chunks_exact_mut(lda)
-                    .zip(x[b * MB * k..][..mb * k].chunks_exact(k))
+                    .zip(x[b * block * k..][..mb * k].chunks_exact(k))
                 {
                     for (d, &v) in row.iter_mut().zip(xr) {
                         *d = T::from(v);
@@ -778,9 +843,9 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni {
+    use super::{ExactByte, Kernel, NR};
     #[cfg(test)]
     use super::{MB, drive};
-    use super::{ExactByte, Kernel, NR};
     use std::arch::x86_64::*;
 
     /// Exact quads (`vpdpbusd`). A value exists only where the CPU has AVX512F, AVX512BW and

@@ -187,21 +187,28 @@ impl Module for DynamicQuantizedLinear {
         // Blocks of rows: the `i32` sums of a block (in L2) become `scale·acc (+ bias)` per
         // channel, the same operations in the same order, straight into the output (no
         // `n·o` buffer of sums). Large layers run their blocks on the rayon pool.
-        const ROWS: usize = 48;
+        let work = n.saturating_mul(k).saturating_mul(o);
+        // One thread: blocks of 48 rows (their `i32` sums in L2); threads: a block each.
+        let block = if crate::parallel::threads_for(work) > 1 {
+            super::accumulate::rows_per_block(n, work)
+        } else {
+            48
+        };
         let mut data = vec![0.0f32; n * o];
         crate::parallel::for_each_block(
             &mut data,
-            ROWS * o,
-            n.saturating_mul(k).saturating_mul(o),
-            |b, out_b: &mut [f32], acc: &mut Vec<i32>| {
+            block * o,
+            work,
+            |b, out_b: &mut [f32], (): &mut ()| {
                 let rows = out_b.len() / o.max(1);
-                acc.resize(rows * o, 0);
-                self.w_int.accumulate(
-                    &xd[b * ROWS * k..][..rows * k],
+                // Every sum is written by the product: a reused buffer needs no clearing.
+                let mut acc = super::accumulate::sums_scratch::take(rows * o);
+                self.w_int.accumulate_here(
+                    &xd[b * block * k..][..rows * k],
                     rows,
                     qp.zero_point(),
                     Int8Accumulation::Exact,
-                    acc,
+                    &mut acc,
                 );
                 for (drow, arow) in out_b
                     .chunks_exact_mut(o.max(1))
@@ -221,6 +228,7 @@ impl Module for DynamicQuantizedLinear {
                         }
                     }
                 }
+                super::accumulate::sums_scratch::give(acc);
             },
         );
         let mut shape = q.shape().to_vec();

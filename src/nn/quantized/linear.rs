@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::accumulate::{Int8Accumulation, IntWeights};
+use super::accumulate::{Int8Accumulation, IntWeights, rows_per_block};
 use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
@@ -188,14 +188,8 @@ impl Module for QuantizedLinear {
         let o = self.w_int.out;
         crate::nn::shape::checked_elements(OP, "output", &[n, o])?;
         let xs = q.int_repr().as_standard_layout();
-        let mut acc = vec![0i32; n * o];
-        self.w_int.accumulate(
-            xs.as_slice().expect("standard layout"),
-            n,
-            qp.zero_point(),
-            self.accumulation,
-            &mut acc,
-        );
+        let xd = xs.as_slice().expect("standard layout");
+        let k = self.w_int.k;
         let rq = Requant::new(
             qp.scale(),
             &self.w_scales,
@@ -203,8 +197,30 @@ impl Module for QuantizedLinear {
             &self.out,
             self.relu,
         );
+        // Blocks of rows, each summed and requantized on one thread (the requantization
+        // split with the products; the sums of a block stay in cache).
+        let work = n.saturating_mul(k).saturating_mul(o);
+        let block = rows_per_block(n, work);
         let mut data = vec![0u8; n * o];
-        rq.apply_rows(&acc, 0, o, &mut data);
+        crate::parallel::for_each_block(
+            &mut data,
+            block * o,
+            work,
+            |b, out_b: &mut [u8], (): &mut ()| {
+                let rows = out_b.len() / o.max(1);
+                // Every sum is written by the product: a reused buffer needs no clearing.
+                let mut acc = super::accumulate::sums_scratch::take(rows * o);
+                self.w_int.accumulate_here(
+                    &xd[b * block * k..][..rows * k],
+                    rows,
+                    qp.zero_point(),
+                    self.accumulation,
+                    &mut acc,
+                );
+                rq.apply_rows(&acc, 0, o, out_b);
+                super::accumulate::sums_scratch::give(acc);
+            },
+        );
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values");
