@@ -135,10 +135,20 @@ impl PoolShape {
             for (oy, row) in out_p.chunks_exact_mut(ow.max(1)).enumerate() {
                 for ky in 0..kh {
                     let src = &plane[(oy * sh + ky) * self.w..][..self.w];
-                    for kx in 0..kw {
-                        let taps = src[kx..].iter().step_by(sw);
-                        for (o, &v) in row.iter_mut().zip(taps) {
-                            *o = fold(*o, v);
+                    if sw == kw {
+                        // Windows side by side (`nn.MaxPool2d(k)`): each output's row of taps
+                        // is one chunk, folded in order.
+                        for (o, taps) in row.iter_mut().zip(src.chunks_exact(kw)) {
+                            for &v in taps {
+                                *o = fold(*o, v);
+                            }
+                        }
+                    } else {
+                        for kx in 0..kw {
+                            let taps = src[kx..].iter().step_by(sw);
+                            for (o, &v) in row.iter_mut().zip(taps) {
+                                *o = fold(*o, v);
+                            }
                         }
                     }
                 }
