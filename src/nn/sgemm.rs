@@ -133,7 +133,7 @@ pub(crate) mod scratch {
 /// Rows of a register tile and columns of a packed panel.
 const MR: usize = 14;
 const NR: usize = 32;
-const _: () = assert!(MC % MR == 0, "row blocks are whole panels");
+const _: () = assert!(MC.is_multiple_of(MR), "row blocks are whole panels");
 
 /// Packs `a(i0.., p0..)`, `mc × kc`, into panels of [`MR`] rows: panel `t`, step `p`, row `i`
 /// at `(t·kc + p)·MR + i`; rows past `mc` are zero.

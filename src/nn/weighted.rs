@@ -167,7 +167,7 @@ impl WeightedCore {
     pub(crate) fn packed_conv(&self, groups: usize) -> Option<&[PackedA]> {
         let packed = self.packed.0.get_or_init(|| {
             let out = self.out_channels();
-            if !packing_pays() || groups == 0 || out % groups != 0 {
+            if !packing_pays() || groups == 0 || !out.is_multiple_of(groups) {
                 return None;
             }
             let (og, kk) = (out / groups, self.weight.len() / out.max(1));

@@ -153,13 +153,13 @@ fn range_with_zero(x: &[f32]) -> (f32, f32, bool) {
             let v = c[i];
             lo[i] = if v < lo[i] { v } else { lo[i] };
             hi[i] = if v > hi[i] { v } else { hi[i] };
-            nan[i] |= v != v;
+            nan[i] |= v.is_nan();
         }
     }
     for (i, &v) in tail.iter().enumerate() {
         lo[i] = if v < lo[i] { v } else { lo[i] };
         hi[i] = if v > hi[i] { v } else { hi[i] };
-        nan[i] |= v != v;
+        nan[i] |= v.is_nan();
     }
     (
         lo.iter().fold(0.0f32, |a, &b| a.min(b)),
