@@ -157,6 +157,30 @@ impl PoolShape {
         Some(out)
     }
 
+    /// `nn.MaxPool2d(2)` on even planes (`2 × 2` windows side by side covering the input, no
+    /// padding): each horizontal pair first, in one pass over the whole input, then each pair
+    /// of rows of those. Regrouping `((a, b), (c, d))` is exact only for a fold that is
+    /// associative, as MaxPool's is (the largest value, the first of equals, the last NaN);
+    /// `None` for any other geometry.
+    fn run_2x2<T: Copy>(&self, data: &[T], fold: impl Fn(T, T) -> T) -> Option<Vec<T>> {
+        let exact = self.kernel == [2, 2]
+            && self.stride == [2, 2]
+            && self.padding == [0, 0]
+            && self.h == 2 * self.oh
+            && self.w == 2 * self.ow;
+        if !exact || data.is_empty() {
+            return None;
+        }
+        let pairs: Vec<T> = data.chunks_exact(2).map(|p| fold(p[0], p[1])).collect();
+        let ow = self.ow;
+        let mut out = Vec::with_capacity(pairs.len() / 2);
+        for rows in pairs.chunks_exact(2 * ow) {
+            let (top, bottom) = rows.split_at(ow);
+            out.extend(top.iter().zip(bottom).map(|(&a, &b)| fold(a, b)));
+        }
+        Some(out)
+    }
+
     /// Calls `f(output index, input indices of its window)` for every window, in the order
     /// [`PoolShape::run`] visits them (indices into the whole `[N, C, H, W]` input).
     fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
@@ -255,9 +279,12 @@ impl Module for MaxPool2d {
                 // PyTorch's rule: a later value wins only if larger, and NaN always wins
                 // (so a NaN stays, and of equal values the first is kept).
                 let take = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-                let out = match s.run_rows(data, f32::NEG_INFINITY, take) {
+                let out = match s.run_2x2(data, take) {
                     Some(out) => out,
-                    None => s.run(data, |w| w.iter().copied().fold(f32::NEG_INFINITY, take)),
+                    None => match s.run_rows(data, f32::NEG_INFINITY, take) {
+                        Some(out) => out,
+                        None => s.run(data, |w| w.iter().copied().fold(f32::NEG_INFINITY, take)),
+                    },
                 };
                 Ok(Activation::Float(
                     ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size"),
@@ -266,9 +293,12 @@ impl Module for MaxPool2d {
             Activation::Quantized(q) => {
                 let data = q.int_repr().as_standard_layout();
                 let data = data.as_slice().expect("standard layout");
-                let out = match s.run_rows(data, 0u8, |m, v| m.max(v)) {
+                let out = match s.run_2x2(data, |m: u8, v| m.max(v)) {
                     Some(out) => out,
-                    None => s.run(data, |w| w.iter().copied().max().unwrap_or(0)),
+                    None => match s.run_rows(data, 0u8, |m, v| m.max(v)) {
+                        Some(out) => out,
+                        None => s.run(data, |w| w.iter().copied().max().unwrap_or(0)),
+                    },
                 };
                 let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output size");
                 Ok(Activation::Quantized(q.with_data(arr)))
@@ -420,6 +450,7 @@ mod tests {
         let mut rng = crate::rng::Lcg::new(5);
         for &([n, c, h, w], kernel, stride) in &[
             ([2, 3, 8, 8], [2, 2], [2, 2]),
+            ([3, 2, 4, 6], [2, 2], [2, 2]),
             ([1, 2, 7, 9], [3, 2], [2, 3]),
             ([1, 1, 5, 5], [3, 3], [1, 1]),
             ([2, 1, 6, 4], [1, 4], [1, 1]),
@@ -455,6 +486,12 @@ mod tests {
                 .run_rows(&bytes, 0u8, |m, v| m.max(v))
                 .expect("no padding");
             assert_eq!(q, s.run(&bytes, |w| w.iter().copied().max().unwrap_or(0)));
+            if let Some(pairs) = s.run_2x2(&data, take) {
+                for (a, b) in pairs.iter().zip(&wins) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "2×2 regrouped");
+                }
+                assert_eq!(s.run_2x2(&bytes, |m: u8, v| m.max(v)), Some(q));
+            }
         }
         let padded = PoolShape::new("t", &[1, 1, 4, 4], [3, 3], [1, 1], [1, 1]).expect("shape");
         assert!(padded.run_rows(&[0.0f32; 16], 0.0, |a, v| a + v).is_none());

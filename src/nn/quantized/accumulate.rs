@@ -133,7 +133,16 @@ pub(crate) trait ActRow: Copy + Default + From<u8> + Into<i32> + Send + Sync {
     const STEP: usize;
     /// `acc[i·out + o] = init[o] + Σ` over the reduction steps of row `i` and channel `o`'s
     /// panel.
-    fn gemm(w: &IntWeights, a: &[Self], m: usize, lda: usize, init: &[i32], acc: &mut [i32]);
+    /// Channels `panel0·NR..` (`init.len()` of them).
+    fn gemm(
+        w: &IntWeights,
+        panel0: usize,
+        a: &[Self],
+        m: usize,
+        lda: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    );
 }
 
 /// A `u8` activation summed **exactly** by quads (`vpdpbusd`: four `u8 × i8` products added in
@@ -354,13 +363,32 @@ impl IntWeights {
         zx: i32,
         acc: &mut [i32],
     ) {
-        let (k, out) = (self.k, self.out);
+        self.accumulate_rows_of(a, m, lda, zx, 0..self.out, acc);
+    }
+
+    /// [`IntWeights::accumulate_rows`] for the channels `chan` only (`chan.start` a multiple
+    /// of 16): `acc[i·c + j]` for channel `chan.start + j`, `c = chan.len()`.
+    fn accumulate_rows_of<T: ActRow>(
+        &self,
+        a: &[T],
+        m: usize,
+        lda: usize,
+        zx: i32,
+        chan: std::ops::Range<usize>,
+        acc: &mut [i32],
+    ) {
+        let k = self.k;
         let len = self.row_len::<T>();
         assert!(lda >= len, "row stride below the row length");
         assert!(
             m == 0 || a.len() >= (m - 1) * lda + len,
             "m rows of activations"
         );
+        assert!(
+            chan.start.is_multiple_of(NR) && chan.end <= self.out,
+            "whole panels of channels"
+        );
+        let out = chan.len();
         assert_eq!(acc.len(), m * out, "m·out accumulators");
         if k == 0 || out == 0 {
             acc.fill(0);
@@ -372,13 +400,13 @@ impl IntWeights {
         } else {
             &self.sum_raw
         };
-        let init: Vec<i32> = sums.iter().map(|&s| -zx * s).collect();
-        T::gemm(self, a, m, lda, &init, acc);
+        let init: Vec<i32> = sums[chan.clone()].iter().map(|&s| -zx * s).collect();
+        T::gemm(self, chan.start / NR, a, m, lda, &init, acc);
         if T::STEP == 4 && self.any_zero_point {
             // The weights' zero points: − zw·Σ(x − zx), per row.
             for (i, row) in acc.chunks_exact_mut(out).enumerate() {
                 let xs = a[i * lda..][..k].iter().map(|&v| v.into()).sum::<i32>() - k as i32 * zx;
-                for (a, &zw) in row.iter_mut().zip(&self.zero_points) {
+                for (a, &zw) in row.iter_mut().zip(&self.zero_points[chan.clone()]) {
                     *a -= zw * xs;
                 }
             }
@@ -389,48 +417,66 @@ impl IntWeights {
 impl ActRow for i16 {
     const STEP: usize = 2;
 
-    fn gemm(w: &IntWeights, a: &[i16], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+    fn gemm(
+        w: &IntWeights,
+        panel0: usize,
+        a: &[i16],
+        m: usize,
+        lda: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
         let steps = w.k.div_ceil(2);
+        let b = &w.centered[panel0 * steps * 2 * NR..];
         #[cfg(target_arch = "x86_64")]
         if let Some(kern) = avx2::Pairs::new() {
-            return avx2::gemm(&kern, a, m, lda, &w.centered, steps, init, acc);
+            return avx2::gemm(&kern, a, m, lda, b, steps, init, acc);
         }
-        drive(&PortablePairs, a, m, lda, &w.centered, steps, init, acc);
+        drive(&PortablePairs, a, m, lda, b, steps, init, acc);
     }
 }
 
 impl ActRow for u8 {
     const STEP: usize = 4;
 
-    fn gemm(w: &IntWeights, a: &[u8], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+    fn gemm(
+        w: &IntWeights,
+        panel0: usize,
+        a: &[u8],
+        m: usize,
+        lda: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
         let steps = w.k.div_ceil(4);
+        let b = &w.raw[panel0 * steps * 4 * NR..];
         #[cfg(target_arch = "x86_64")]
         if let Some(kern) = avx2::SaturatingQuads::new() {
-            return avx2::gemm(&kern, a, m, lda, &w.raw, steps, init, acc);
+            return avx2::gemm(&kern, a, m, lda, b, steps, init, acc);
         }
-        drive(
-            &PortableSaturatingQuads,
-            a,
-            m,
-            lda,
-            &w.raw,
-            steps,
-            init,
-            acc,
-        );
+        drive(&PortableSaturatingQuads, a, m, lda, b, steps, init, acc);
     }
 }
 
 impl ActRow for ExactByte {
     const STEP: usize = 4;
 
-    fn gemm(w: &IntWeights, a: &[ExactByte], m: usize, lda: usize, init: &[i32], acc: &mut [i32]) {
+    fn gemm(
+        w: &IntWeights,
+        panel0: usize,
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
         let steps = w.k.div_ceil(4);
+        let b = &w.raw[panel0 * steps * 4 * NR..];
         #[cfg(target_arch = "x86_64")]
         if let Some(kern) = vnni::Quads::new() {
-            return vnni::gemm(&kern, a, m, lda, &w.raw, steps, init, acc);
+            return vnni::gemm(&kern, a, m, lda, b, steps, init, acc);
         }
-        drive(&PortableExactQuads, a, m, lda, &w.raw, steps, init, acc);
+        drive(&PortableExactQuads, a, m, lda, b, steps, init, acc);
     }
 }
 
@@ -1480,6 +1526,39 @@ mod tests {
             }
         }
         a
+    }
+
+    #[test]
+    fn a_range_of_channels_gives_those_columns_of_the_whole_sum() {
+        fn check<T: ActRow>(iw: &IntWeights, x: &[u8], m: usize, k: usize, zx: i32) {
+            let lda = iw.row_len::<T>();
+            let a = rows::<T>(x, m, k, lda, T::default());
+            let out = iw.out;
+            let mut whole = vec![0; m * out];
+            iw.accumulate_rows(&a, m, lda, zx, &mut whole);
+            for chan in [0..out, 16..out, 0..16.min(out), 32..out.min(47)] {
+                if chan.start >= chan.end {
+                    continue;
+                }
+                let mut part = vec![0; m * chan.len()];
+                iw.accumulate_rows_of(&a, m, lda, zx, chan.clone(), &mut part);
+                for i in 0..m {
+                    assert_eq!(
+                        part[i * chan.len()..][..chan.len()],
+                        whole[i * out + chan.start..][..chan.len()],
+                        "row {i}, channels {chan:?}"
+                    );
+                }
+            }
+        }
+        let mut seed = 41;
+        for &(m, k, out) in &[(5, 70, 47), (13, 300, 64), (30, 9, 33)] {
+            let (x, w, zw) = case(&mut seed, m, k, out);
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+            check::<i16>(&iw, &x, m, k, 7);
+            check::<u8>(&iw, &x, m, k, 7);
+            check::<ExactByte>(&iw, &x, m, k, 7);
+        }
     }
 
     #[test]
