@@ -272,5 +272,19 @@ fn layers_are_identical_on_one_thread_and_many() {
             u8_bits(ql.forward(&quantized(&xl)).expect("forward"))
         });
     }
+    // A dynamic Linear whose weight (over 2^20 values) is split by channels across threads,
+    // and a smaller one split by rows; a float Linear of many rows.
+    for (k, out, n) in [(768, 1536, 8), (256, 64, 600)] {
+        let fc = Linear::new(tensor(&[out, k], 0.05), Some(tensor(&[out], 0.1))).expect("fc");
+        let dq = qnumeric::nn::quantized::DynamicQuantizedLinear::from_float(&fc, wq)
+            .expect("dynamic");
+        let xd = Activation::Float(tensor(&[n, k], 0.3));
+        c.same(&format!("DynamicQuantizedLinear {k}→{out}"), || {
+            f32_bits(&dq.forward(&xd).expect("forward").into_float())
+        });
+        c.same(&format!("Linear {k}→{out}"), || {
+            f32_bits(&fc.forward(&xd).expect("forward").into_float())
+        });
+    }
     c.finish();
 }
