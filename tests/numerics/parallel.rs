@@ -272,8 +272,8 @@ fn layers_are_identical_on_one_thread_and_many() {
             u8_bits(ql.forward(&quantized(&xl)).expect("forward"))
         });
     }
-    // A dynamic Linear whose weight (over 2^20 values) is split by channels across threads,
-    // and a smaller one split by rows; a float Linear of many rows.
+    // Dynamic Linears (a weight larger than a core's L2, and a small one with many rows) and
+    // their float Linears.
     for (k, out, n) in [(768, 1536, 8), (256, 64, 600)] {
         let fc = Linear::new(tensor(&[out, k], 0.05), Some(tensor(&[out], 0.1))).expect("fc");
         let dq = qnumeric::nn::quantized::DynamicQuantizedLinear::from_float(&fc, wq)
