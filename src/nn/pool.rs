@@ -158,8 +158,8 @@ impl PoolShape {
     }
 
     /// `nn.MaxPool2d(2)` on even planes (`2 × 2` windows side by side covering the input, no
-    /// padding): each horizontal pair first, in one pass over the whole input, then each pair
-    /// of rows of those. Regrouping `((a, b), (c, d))` is exact only for a fold that is
+    /// padding): each window as its top pair folded with its bottom pair, two rows of the
+    /// input at a time. Regrouping `((a, b), (c, d))` is exact only for a fold that is
     /// associative, as MaxPool's is (the largest value, the first of equals, the last NaN);
     /// `None` for any other geometry.
     fn run_2x2<T: Copy>(&self, data: &[T], fold: impl Fn(T, T) -> T) -> Option<Vec<T>> {
@@ -171,12 +171,16 @@ impl PoolShape {
         if !exact || data.is_empty() {
             return None;
         }
-        let pairs: Vec<T> = data.chunks_exact(2).map(|p| fold(p[0], p[1])).collect();
-        let ow = self.ow;
-        let mut out = Vec::with_capacity(pairs.len() / 2);
-        for rows in pairs.chunks_exact(2 * ow) {
-            let (top, bottom) = rows.split_at(ow);
-            out.extend(top.iter().zip(bottom).map(|(&a, &b)| fold(a, b)));
+        let (w, ow) = (self.w, self.ow);
+        let mut out = Vec::with_capacity(data.len() / 4);
+        for rows in data.chunks_exact(2 * w) {
+            let (top, bottom) = rows.split_at(w);
+            out.extend(
+                top.chunks_exact(2)
+                    .zip(bottom.chunks_exact(2))
+                    .take(ow)
+                    .map(|(t, b)| fold(fold(t[0], t[1]), fold(b[0], b[1]))),
+            );
         }
         Some(out)
     }
