@@ -276,8 +276,8 @@ fn layers_are_identical_on_one_thread_and_many() {
     // their float Linears.
     for (k, out, n) in [(768, 1536, 8), (256, 64, 600)] {
         let fc = Linear::new(tensor(&[out, k], 0.05), Some(tensor(&[out], 0.1))).expect("fc");
-        let dq = qnumeric::nn::quantized::DynamicQuantizedLinear::from_float(&fc, wq)
-            .expect("dynamic");
+        let dq =
+            qnumeric::nn::quantized::DynamicQuantizedLinear::from_float(&fc, wq).expect("dynamic");
         let xd = Activation::Float(tensor(&[n, k], 0.3));
         c.same(&format!("DynamicQuantizedLinear {k}→{out}"), || {
             f32_bits(&dq.forward(&xd).expect("forward").into_float())
