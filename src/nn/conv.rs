@@ -89,11 +89,16 @@ pub(crate) fn conv_float(
     let kk = cg * s.kh * s.kw;
     let plane = s.h * s.w;
     let mut out = vec![0.0f32; s.n * s.c_out * l];
-    // Up to 1 M values (4 MiB) of unfolded columns: enough columns per product that the
-    // weights' packing and the last partial panel weigh little, and at least one block per
-    // thread.
+    // With the crate's product: up to 1 M values (4 MiB) of unfolded columns, enough columns
+    // per product that the last partial panel weighs little. With `matrixmultiply` (CPUs
+    // without AVX-512): 256 K values (1 MiB, in L2), as before. At least one block per thread.
     let threads = crate::parallel::threads_for(conv_macs(&s));
-    let block = images_per_block(&s, 1 << 20).min(s.n.div_ceil(threads).max(1));
+    let values = if super::sgemm::packing_pays() {
+        1 << 20
+    } else {
+        256 << 10
+    };
+    let block = images_per_block(&s, values).min(s.n.div_ceil(threads).max(1));
     let per_image = s.c_out * l;
     let packed = core.packed_conv(s.geo.groups);
     for_each_block(
