@@ -185,6 +185,52 @@ impl PoolShape {
         Some(out)
     }
 
+    /// [`PoolShape::run_2x2`] for quantized values (`u8::max`, which is also commutative),
+    /// in long loops the compiler vectorises whatever the plane's width: per block of row
+    /// pairs, each row's maximum with the row below, then of adjacent pairs, then every other
+    /// output row kept. `None` for any other geometry.
+    fn run_2x2_u8(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let exact = self.kernel == [2, 2]
+            && self.stride == [2, 2]
+            && self.padding == [0, 0]
+            && self.h == 2 * self.oh
+            && self.w == 2 * self.ow;
+        if !exact || data.is_empty() {
+            return None;
+        }
+        let (w, ow) = (self.w, self.ow);
+        // Row pairs per block: about 4 KiB of input.
+        let pairs = (2048 / w).max(1);
+        let mut out = vec![0u8; data.len() / 4];
+        let (mut down, mut across) = (Vec::new(), Vec::new());
+        for (block, out_b) in data.chunks(2 * w * pairs).zip(out.chunks_mut(ow * pairs)) {
+            // Rows 2r and 2r + 1 (and, unused, 2r + 1 and 2r + 2).
+            down.resize(block.len() - w, 0);
+            across.resize(down.len() / 2, 0);
+            max_down_across(block, w, &mut down, &mut across);
+            let rows = out_b.len() / ow;
+            // Rows of at most 8 bytes as one 8-byte move each while both sides have room
+            // (the bytes past `ow` are the next row's, written after): a call to `memcpy`
+            // per row cost more than the pool.
+            let short = if ow <= 8 {
+                let room = |len: usize, step: usize| len.checked_sub(8).map_or(0, |s| s / step + 1);
+                room(across.len(), 2 * ow)
+                    .min(room(out_b.len(), ow))
+                    .min(rows)
+            } else {
+                0
+            };
+            for r in 0..short {
+                let a: [u8; 8] = across[2 * r * ow..][..8].try_into().expect("eight bytes");
+                out_b[r * ow..][..8].copy_from_slice(&a);
+            }
+            for r in short..rows {
+                out_b[r * ow..][..ow].copy_from_slice(&across[2 * r * ow..][..ow]);
+            }
+        }
+        Some(out)
+    }
+
     /// Calls `f(output index, input indices of its window)` for every window, in the order
     /// [`PoolShape::run`] visits them (indices into the whole `[N, C, H, W]` input).
     fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
@@ -267,6 +313,21 @@ impl MaxPool2d {
     }
 }
 
+/// `down[i] = max(x[i], x[i + w])`, then `across[j] = max(down[2j], down[2j + 1])` (the
+/// pairs read as little-endian `u16`, which the compiler vectorises).
+#[inline(always)]
+fn max_down_across_body(x: &[u8], w: usize, down: &mut [u8], across: &mut [u8]) {
+    for ((d, &a), &b) in down.iter_mut().zip(x).zip(&x[w..]) {
+        *d = a.max(b);
+    }
+    for (o, p) in across.iter_mut().zip(down.chunks_exact(2)) {
+        let v = u16::from_le_bytes([p[0], p[1]]);
+        *o = (v as u8).max((v >> 8) as u8);
+    }
+}
+
+crate::simd::dispatched!(fn max_down_across[](x: &[u8], w: usize, down: &mut [u8], across: &mut [u8]) = max_down_across_body);
+
 impl Module for MaxPool2d {
     fn kind(&self) -> &'static str {
         "MaxPool2d"
@@ -297,7 +358,7 @@ impl Module for MaxPool2d {
             Activation::Quantized(q) => {
                 let data = q.int_repr().as_standard_layout();
                 let data = data.as_slice().expect("standard layout");
-                let out = match s.run_2x2(data, |m: u8, v| m.max(v)) {
+                let out = match s.run_2x2_u8(data) {
                     Some(out) => out,
                     None => match s.run_rows(data, 0u8, |m, v| m.max(v)) {
                         Some(out) => out,
@@ -494,9 +555,30 @@ mod tests {
                 for (a, b) in pairs.iter().zip(&wins) {
                     assert_eq!(a.to_bits(), b.to_bits(), "2×2 regrouped");
                 }
-                assert_eq!(s.run_2x2(&bytes, |m: u8, v| m.max(v)), Some(q));
+                assert_eq!(s.run_2x2(&bytes, |m: u8, v| m.max(v)), Some(q.clone()));
+                assert_eq!(s.run_2x2_u8(&bytes), Some(q));
             }
         }
+        // The quantized 2 × 2 pool at plane widths below, at and above its 8-byte rows, and
+        // with blocks of row pairs that end mid-plane.
+        for &[n, c, h, w] in &[
+            [1, 1, 2, 2],
+            [2, 3, 4, 6],
+            [5, 32, 8, 8],
+            [3, 4, 6, 16],
+            [2, 2, 10, 18],
+            [1, 3, 2, 4098],
+            [2, 2, 300, 34],
+        ] {
+            let s = PoolShape::new("t", &[n, c, h, w], [2, 2], [2, 2], [0, 0]).expect("shape");
+            let bytes: Vec<u8> = (0..n * c * h * w)
+                .map(|_| (rng.next_u64() >> 56) as u8)
+                .collect();
+            let want = s.run(&bytes, |w| w.iter().copied().max().unwrap_or(0));
+            assert_eq!(s.run_2x2_u8(&bytes), Some(want), "{:?}", [n, c, h, w]);
+        }
+        let odd = PoolShape::new("t", &[1, 1, 5, 4], [2, 2], [2, 2], [0, 0]).expect("shape");
+        assert_eq!(odd.run_2x2_u8(&[0; 20]), None);
         let padded = PoolShape::new("t", &[1, 1, 4, 4], [3, 3], [1, 1], [1, 1]).expect("shape");
         assert!(padded.run_rows(&[0.0f32; 16], 0.0, |a, v| a + v).is_none());
     }

@@ -217,9 +217,12 @@ impl QuantizedConv2d {
         let xs = q.int_repr().as_standard_layout();
         let xd = xs.as_slice().expect("standard layout");
         let zx = qp.zero_point();
-        let pad = T::from(u8::try_from(zx).expect("a quint8 zero point is in 0..=255"));
+
         let (og, l) = (s.og(), s.positions());
         let plane = s.h * s.w;
+        let pad_byte = u8::try_from(zx).expect("a quint8 zero point is in 0..=255");
+        let pad = T::from(pad_byte);
+        let padded = padded_plane(s);
         let rq = Requant::new(
             qp.scale(),
             &self.w_scales,
@@ -245,26 +248,51 @@ impl QuantizedConv2d {
                     acc,
                     q,
                 } = scratch;
-                // [nb, c_in, h, w] → [nb, h, w, c_in]
-                hwc.resize(nb * plane * s.c_in, 0);
                 let x_b = &xd[b0 * s.c_in * plane..][..nb * s.c_in * plane];
-                for (src, dst) in x_b
-                    .chunks_exact((s.c_in * plane).max(1))
-                    .zip(hwc.chunks_exact_mut((s.c_in * plane).max(1)))
-                {
-                    transpose_bytes(src, plane, s.c_in, plane, dst, s.c_in);
-                }
+                let img_len = match padded {
+                    // [nb, c_in, h, w] → [nb, h + 2·ph, w + 2·pw, c_in], the zero point around
+                    Some((hp, wp)) => {
+                        let img_len = hp * wp * s.c_in;
+                        hwc.clear();
+                        hwc.resize(nb * img_len + SLACK, pad_byte);
+                        let [ph, pw] = s.geo.padding;
+                        for (src, dst) in x_b
+                            .chunks_exact((s.c_in * plane).max(1))
+                            .zip(hwc.chunks_exact_mut(img_len.max(1)))
+                        {
+                            for iy in 0..s.h {
+                                let d = &mut dst[((iy + ph) * wp + pw) * s.c_in..];
+                                transpose_bytes(&src[iy * s.w..], plane, s.c_in, s.w, d, s.c_in);
+                            }
+                        }
+                        img_len
+                    }
+                    // [nb, c_in, h, w] → [nb, h, w, c_in]
+                    None => {
+                        hwc.resize(nb * plane * s.c_in, 0);
+                        for (src, dst) in x_b
+                            .chunks_exact((s.c_in * plane).max(1))
+                            .zip(hwc.chunks_exact_mut((s.c_in * plane).max(1)))
+                        {
+                            transpose_bytes(src, plane, s.c_in, plane, dst, s.c_in);
+                        }
+                        plane * s.c_in
+                    }
+                };
                 wide.clear();
                 wide.extend(hwc.iter().map(|&v| T::from(v)));
                 for (g, w) in self.groups.iter().enumerate() {
                     let lda = w.row_len::<T>();
-                    rows.resize(m * lda, T::default());
-                    for (img, rows_i) in wide
-                        .chunks_exact((plane * s.c_in).max(1))
-                        .zip(rows.chunks_exact_mut((l * lda).max(1)))
-                    {
-                        unfold(s, img, g, pad, lda, rows_i);
+                    rows.resize(m * lda + SLACK, T::default());
+                    for i in 0..nb {
+                        let img = &wide[i * img_len..];
+                        let rows_i = &mut rows[i * l * lda..];
+                        match padded {
+                            Some((_, wp)) => unfold_padded(s, wp, img, g, lda, rows_i),
+                            None => unfold(s, img, g, pad, lda, &mut rows_i[..l * lda]),
+                        }
                     }
+                    let rows = &rows[..m * lda];
                     acc.resize(m * og, 0);
                     w.accumulate_rows(rows, m, lda, zx, acc);
                     q.resize(m * og, 0);
@@ -339,6 +367,80 @@ fn unfold_body<T: ActRow>(s: &ConvShape, img: &[T], g: usize, pad: T, lda: usize
 }
 
 crate::simd::dispatched!(fn unfold[T: ActRow](s: &ConvShape, img: &[T], g: usize, pad: T, lda: usize, rows: &mut [T]) = unfold_body);
+
+/// Spare values after the padded images and the unfolded rows of [`QuantizedConv2d::run`], so
+/// [`copy_over`] can move whole 8-value pieces up to their end.
+const SLACK: usize = 8;
+
+/// The padded plane `(h + 2·ph, w + 2·pw)` of [`unfold_padded`], where it is no larger than
+/// the image and its unfolded taps (else the unfolding skips the padding per position).
+fn padded_plane(s: &ConvShape) -> Option<(usize, usize)> {
+    let [ph, pw] = s.geo.padding;
+    let hp = ph.checked_mul(2)?.checked_add(s.h)?;
+    let wp = pw.checked_mul(2)?.checked_add(s.w)?;
+    let area = hp.checked_mul(wp)?;
+    let taps = s.positions().saturating_mul(s.kh * s.kw);
+    (area <= (s.h * s.w).saturating_add(taps)).then_some((hp, wp))
+}
+
+/// `dst[..n] = src[..n]` in whole 8-value pieces where both slices have room for them (it
+/// then also writes `dst[n..n.next_multiple_of(8)]`, which the caller overwrites later).
+#[inline(always)]
+fn copy_over<T: Copy>(dst: &mut [T], src: &[T], n: usize) {
+    let n8 = n.next_multiple_of(8);
+    if dst.len() >= n8 && src.len() >= n8 {
+        for (d, s) in dst[..n8].chunks_exact_mut(8).zip(src[..n8].chunks_exact(8)) {
+            let s: &[T; 8] = s.try_into().expect("eight values");
+            d.copy_from_slice(s);
+        }
+    } else {
+        copy_run(&mut dst[..n], &src[..n]);
+    }
+}
+
+/// The rows of [`unfold`] from a padded channels-last image (`img`: `[h + 2·ph, wp, c_in]`,
+/// the zero point in the border, then at least [`SLACK`] values): every tap lies inside, so a
+/// row is a copy per tap (per kernel row where the taps of a kernel row are adjacent). `rows`
+/// holds at least [`SLACK`] values after the image's rows; values past the rows may be
+/// overwritten.
+#[inline(always)]
+fn unfold_padded_body<T: ActRow>(
+    s: &ConvShape,
+    wp: usize,
+    img: &[T],
+    g: usize,
+    lda: usize,
+    rows: &mut [T],
+) {
+    let cg = s.cg();
+    let kk = cg * s.kh * s.kw;
+    let [sh, sw] = s.geo.stride;
+    let [dh, dw] = s.geo.dilation;
+    let adjacent = dw == 1 && cg == s.c_in;
+    let zeros = [T::default(); 8];
+    for oy in 0..s.oh {
+        for ox in 0..s.ow {
+            let at = (oy * s.ow + ox) * lda;
+            for ky in 0..s.kh {
+                let base = ((oy * sh + ky * dh) * wp + ox * sw) * s.c_in + g * cg;
+                let col = at + ky * s.kw * cg;
+                if adjacent {
+                    copy_over(&mut rows[col..], &img[base..], s.kw * cg);
+                } else {
+                    for kx in 0..s.kw {
+                        let src = &img[base + kx * dw * s.c_in..];
+                        copy_over(&mut rows[col + kx * cg..], src, cg);
+                    }
+                }
+            }
+            for col in (kk..lda).step_by(8) {
+                copy_over(&mut rows[at + col..], &zeros, (lda - col).min(8));
+            }
+        }
+    }
+}
+
+crate::simd::dispatched!(fn unfold_padded[T: ActRow](s: &ConvShape, wp: usize, img: &[T], g: usize, lda: usize, rows: &mut [T]) = unfold_padded_body);
 
 /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: 8 × 8 blocks
 /// transposed in registers (three rounds of byte swaps between 64-bit rows), the edges one
@@ -688,7 +790,98 @@ impl Module for QuantizedConv1d {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose_bytes;
+    use super::*;
+    use crate::nn::ConvGeometry;
+
+    /// The unfolding from a padded image writes the rows the per-position unfolding writes
+    /// (strides, dilations, groups, kernels wider than the image, channel counts below and
+    /// above the 8-value moves), for byte and 16-bit rows.
+    #[test]
+    fn padded_unfolding_equals_the_clipped_one() {
+        fn check<T: ActRow + PartialEq + std::fmt::Debug>(s: &ConvShape, lda: usize, pad: u8) {
+            let (plane, c) = (s.h * s.w, s.c_in);
+            let img: Vec<u8> = (0..plane * c).map(|i| (i * 37 % 251) as u8).collect();
+            let wide: Vec<T> = img.iter().map(|&v| T::from(v)).collect();
+            let (hp, wp) = padded_plane(s).expect("small padding");
+            let [ph, pw] = s.geo.padding;
+            let mut padded = vec![T::from(pad); hp * wp * c + SLACK];
+            for iy in 0..s.h {
+                for ix in 0..s.w {
+                    for ci in 0..c {
+                        padded[((iy + ph) * wp + ix + pw) * c + ci] =
+                            wide[(iy * s.w + ix) * c + ci];
+                    }
+                }
+            }
+            let l = s.positions();
+            for g in 0..s.geo.groups {
+                let mut want = vec![T::default(); l * lda];
+                unfold(s, &wide, g, T::from(pad), lda, &mut want);
+                let mut got = vec![T::from(99); l * lda + SLACK];
+                unfold_padded(s, wp, &padded, g, lda, &mut got);
+                assert_eq!(&got[..l * lda], &want[..], "{s:?} group {g} lda {lda}");
+            }
+        }
+        for (c_in, c_out, [h, w], [kh, kw], geo) in [
+            (1, 16, [8, 8], [3, 3], ConvGeometry::default().padding(1, 1)),
+            (3, 4, [9, 7], [3, 3], ConvGeometry::default().padding(1, 1)),
+            (
+                16,
+                32,
+                [8, 8],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (2, 2, [5, 6], [5, 5], ConvGeometry::default().padding(2, 3)),
+            (
+                4,
+                6,
+                [11, 10],
+                [3, 3],
+                ConvGeometry::default().stride(2, 2).padding(1, 0),
+            ),
+            (
+                6,
+                4,
+                [12, 12],
+                [3, 3],
+                ConvGeometry::default().dilation(2, 3).padding(2, 3),
+            ),
+            (
+                8,
+                8,
+                [7, 9],
+                [3, 3],
+                ConvGeometry::default().groups(4).padding(1, 1),
+            ),
+            (12, 6, [6, 6], [1, 1], ConvGeometry::default().groups(3)),
+            (
+                5,
+                5,
+                [4, 4],
+                [3, 3],
+                ConvGeometry::default().groups(5).stride(1, 2).padding(1, 1),
+            ),
+            (3, 3, [2, 2], [3, 3], ConvGeometry::default().padding(2, 2)),
+        ] {
+            let s = ConvShape::new(
+                "t",
+                &[2, c_in, h, w],
+                &[c_out, c_in / geo.groups, kh, kw],
+                geo,
+            )
+            .expect("shape");
+            let kk = s.cg() * kh * kw;
+            for lda in [kk.next_multiple_of(4), kk.next_multiple_of(2), kk + 9] {
+                check::<u8>(&s, lda, 7);
+                check::<i16>(&s, lda, 200);
+            }
+        }
+        // A padding much larger than the image is unfolded per position instead.
+        let huge = ConvGeometry::default().padding(40, 40).stride(40, 40);
+        let s = ConvShape::new("t", &[1, 1, 2, 2], &[1, 1, 1, 1], huge).expect("shape");
+        assert_eq!(padded_plane(&s), None);
+    }
 
     #[test]
     fn byte_transpose_equals_the_plain_one_at_every_shape() {
