@@ -383,16 +383,19 @@ fn padded_plane(s: &ConvShape) -> Option<(usize, usize)> {
     (area <= (s.h * s.w).saturating_add(taps)).then_some((hp, wp))
 }
 
-/// `dst[..n] = src[..n]` in whole 8-value pieces where both slices have room for them (it
-/// then also writes `dst[n..n.next_multiple_of(8)]`, which the caller overwrites later).
+/// The number `C` of 8-value pieces a copy of [`unfold_padded`] moves, as a type: a copy of
+/// a size known when compiling is a few moves, where one of a size known only when running
+/// is a call to `memcpy` (which cost more than the copy for these short runs). `C = 0`: any
+/// size.
+#[derive(Clone, Copy)]
+struct Pieces<const C: usize>;
+
+/// `dst[..n] = src[..n]`, as `C` whole 8-value pieces where `C > 0` and both slices have
+/// room for them (it then also writes `dst[n..8·C]`, which the caller overwrites later).
 #[inline(always)]
-fn copy_over<T: Copy>(dst: &mut [T], src: &[T], n: usize) {
-    let n8 = n.next_multiple_of(8);
-    if dst.len() >= n8 && src.len() >= n8 {
-        for (d, s) in dst[..n8].chunks_exact_mut(8).zip(src[..n8].chunks_exact(8)) {
-            let s: &[T; 8] = s.try_into().expect("eight values");
-            d.copy_from_slice(s);
-        }
+fn copy_over<T: Copy, const C: usize>(dst: &mut [T], src: &[T], n: usize, _: Pieces<C>) {
+    if C > 0 && dst.len() >= 8 * C && src.len() >= 8 * C {
+        dst[..8 * C].copy_from_slice(&src[..8 * C]);
     } else {
         copy_run(&mut dst[..n], &src[..n]);
     }
@@ -403,8 +406,7 @@ fn copy_over<T: Copy>(dst: &mut [T], src: &[T], n: usize) {
 /// row is a copy per tap (per kernel row where the taps of a kernel row are adjacent). `rows`
 /// holds at least [`SLACK`] values after the image's rows; values past the rows may be
 /// overwritten.
-#[inline(always)]
-fn unfold_padded_body<T: ActRow>(
+fn unfold_padded<T: ActRow>(
     s: &ConvShape,
     wp: usize,
     img: &[T],
@@ -412,6 +414,35 @@ fn unfold_padded_body<T: ActRow>(
     lda: usize,
     rows: &mut [T],
 ) {
+    let run = if s.geo.dilation[1] == 1 && s.cg() == s.c_in {
+        s.kw * s.cg()
+    } else {
+        s.cg()
+    };
+    let a = (s, wp, img, g, lda);
+    match run.div_ceil(8) {
+        1 => unfold_pieces(a, Pieces::<1>, rows),
+        2 => unfold_pieces(a, Pieces::<2>, rows),
+        3 => unfold_pieces(a, Pieces::<3>, rows),
+        4 => unfold_pieces(a, Pieces::<4>, rows),
+        5 => unfold_pieces(a, Pieces::<5>, rows),
+        6 => unfold_pieces(a, Pieces::<6>, rows),
+        8 => unfold_pieces(a, Pieces::<8>, rows),
+        _ => unfold_pieces(a, Pieces::<0>, rows),
+    }
+}
+
+/// The arguments of [`unfold_padded`] but the rows.
+type UnfoldArgs<'a, T> = (&'a ConvShape, usize, &'a [T], usize, usize);
+
+/// [`unfold_padded`] with runs of `C` pieces.
+#[inline(always)]
+fn unfold_pieces_body<T: ActRow, const C: usize>(
+    a: UnfoldArgs<'_, T>,
+    c: Pieces<C>,
+    rows: &mut [T],
+) {
+    let (s, wp, img, g, lda) = a;
     let cg = s.cg();
     let kk = cg * s.kh * s.kw;
     let [sh, sw] = s.geo.stride;
@@ -425,26 +456,30 @@ fn unfold_padded_body<T: ActRow>(
                 let base = ((oy * sh + ky * dh) * wp + ox * sw) * s.c_in + g * cg;
                 let col = at + ky * s.kw * cg;
                 if adjacent {
-                    copy_over(&mut rows[col..], &img[base..], s.kw * cg);
+                    copy_over(&mut rows[col..], &img[base..], s.kw * cg, c);
                 } else {
                     for kx in 0..s.kw {
                         let src = &img[base + kx * dw * s.c_in..];
-                        copy_over(&mut rows[col + kx * cg..], src, cg);
+                        copy_over(&mut rows[col + kx * cg..], src, cg, c);
                     }
                 }
             }
             for col in (kk..lda).step_by(8) {
-                copy_over(&mut rows[at + col..], &zeros, (lda - col).min(8));
+                copy_over(
+                    &mut rows[at + col..],
+                    &zeros,
+                    (lda - col).min(8),
+                    Pieces::<1>,
+                );
             }
         }
     }
 }
 
-crate::simd::dispatched!(fn unfold_padded[T: ActRow](s: &ConvShape, wp: usize, img: &[T], g: usize, lda: usize, rows: &mut [T]) = unfold_padded_body);
+crate::simd::dispatched!(fn unfold_pieces[T: ActRow, const C: usize](a: UnfoldArgs<'_, T>, c: Pieces<C>, rows: &mut [T]) = unfold_pieces_body);
 
-/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: 8 × 8 blocks
-/// transposed in registers (three rounds of byte swaps between 64-bit rows), the edges one
-/// byte at a time.
+/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: 16 × 16 and
+/// 8 × 8 blocks transposed in registers, the edges one byte at a time.
 fn transpose_bytes(
     src: &[u8],
     src_stride: usize,
@@ -472,27 +507,10 @@ fn transpose_bytes(
             if i0 < r16 && j0 < c16 {
                 continue;
             }
-            let mut x = [0u64; 8];
-            for (r, v) in x.iter_mut().enumerate() {
-                let b: [u8; 8] = src[(i0 + r) * src_stride + j0..][..8]
-                    .try_into()
-                    .expect("eight bytes");
-                *v = u64::from_le_bytes(b);
-            }
-            for (half, mask) in [
-                (4usize, 0x0000_0000_ffff_ffffu64),
-                (2, 0x0000_ffff_0000_ffff),
-                (1, 0x00ff_00ff_00ff_00ff),
-            ] {
-                for i in (0..8).filter(|i| i & half == 0) {
-                    let t = ((x[i] >> (8 * half)) ^ x[i + half]) & mask;
-                    x[i] ^= t << (8 * half);
-                    x[i + half] ^= t;
-                }
-            }
-            for (c, v) in x.iter().enumerate() {
-                dst[(j0 + c) * dst_stride + i0..][..8].copy_from_slice(&v.to_le_bytes());
-            }
+            #[cfg(target_arch = "x86_64")]
+            sse2::block8(src, src_stride, i0, j0, dst, dst_stride);
+            #[cfg(not(target_arch = "x86_64"))]
+            block8(src, src_stride, i0, j0, dst, dst_stride);
         }
     }
     for i in 0..rows {
@@ -500,6 +518,33 @@ fn transpose_bytes(
         for j in js {
             dst[j * dst_stride + i] = src[i * src_stride + j];
         }
+    }
+}
+
+/// One 8 × 8 block of [`transpose_bytes`] in 64-bit words (three rounds of byte swaps between
+/// rows), where SSE2 is not there.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn block8(src: &[u8], src_stride: usize, i0: usize, j0: usize, dst: &mut [u8], dst_stride: usize) {
+    let mut x = [0u64; 8];
+    for (r, v) in x.iter_mut().enumerate() {
+        let b: [u8; 8] = src[(i0 + r) * src_stride + j0..][..8]
+            .try_into()
+            .expect("eight bytes");
+        *v = u64::from_le_bytes(b);
+    }
+    for (half, mask) in [
+        (4usize, 0x0000_0000_ffff_ffffu64),
+        (2, 0x0000_ffff_0000_ffff),
+        (1, 0x00ff_00ff_00ff_00ff),
+    ] {
+        for i in (0..8).filter(|i| i & half == 0) {
+            let t = ((x[i] >> (8 * half)) ^ x[i + half]) & mask;
+            x[i] ^= t << (8 * half);
+            x[i + half] ^= t;
+        }
+    }
+    for (c, v) in x.iter().enumerate() {
+        dst[(j0 + c) * dst_stride + i0..][..8].copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -521,6 +566,70 @@ mod sse2 {
     ) {
         // SAFETY: SSE2 is part of every x86-64 CPU.
         unsafe { block16_sse2(src, src_stride, i0, j0, dst, dst_stride) }
+    }
+
+    /// [`block16`] for `r, c < 8`: three rounds of unpacks (bytes, 16-bit, 32-bit units).
+    pub(super) fn block8(
+        src: &[u8],
+        src_stride: usize,
+        i0: usize,
+        j0: usize,
+        dst: &mut [u8],
+        dst_stride: usize,
+    ) {
+        // SAFETY: SSE2 is part of every x86-64 CPU.
+        unsafe { block8_sse2(src, src_stride, i0, j0, dst, dst_stride) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    fn block8_sse2(
+        src: &[u8],
+        src_stride: usize,
+        i0: usize,
+        j0: usize,
+        dst: &mut [u8],
+        dst_stride: usize,
+    ) {
+        let r: [__m128i; 8] = std::array::from_fn(|k| {
+            let row: &[u8; 8] = src[(i0 + k) * src_stride + j0..][..8]
+                .try_into()
+                .expect("eight bytes");
+            // SAFETY: `row` is 8 readable bytes; the 64-bit load is unaligned.
+            unsafe { _mm_loadl_epi64(row.as_ptr().cast()) }
+        });
+        // Bytes: a[m] columns 0–7 of rows 2m, 2m + 1, interleaved.
+        let a = [
+            _mm_unpacklo_epi8(r[0], r[1]),
+            _mm_unpacklo_epi8(r[2], r[3]),
+            _mm_unpacklo_epi8(r[4], r[5]),
+            _mm_unpacklo_epi8(r[6], r[7]),
+        ];
+        // 16-bit units: b[2h + q] columns 4q..4q + 4 of rows 4h..4h + 4.
+        let b = [
+            _mm_unpacklo_epi16(a[0], a[1]),
+            _mm_unpackhi_epi16(a[0], a[1]),
+            _mm_unpacklo_epi16(a[2], a[3]),
+            _mm_unpackhi_epi16(a[2], a[3]),
+        ];
+        // 32-bit units: c[q] columns 2q, 2q + 1 of rows 0..8 (8 bytes each).
+        let c = [
+            _mm_unpacklo_epi32(b[0], b[2]),
+            _mm_unpackhi_epi32(b[0], b[2]),
+            _mm_unpacklo_epi32(b[1], b[3]),
+            _mm_unpackhi_epi32(b[1], b[3]),
+        ];
+        for j in 0..8 {
+            let col = if j % 2 == 0 {
+                c[j / 2]
+            } else {
+                _mm_unpackhi_epi64(c[j / 2], c[j / 2])
+            };
+            let out: &mut [u8; 8] = (&mut dst[(j0 + j) * dst_stride + i0..][..8])
+                .try_into()
+                .expect("eight bytes");
+            // SAFETY: `out` is 8 writable bytes; the 64-bit store is unaligned.
+            unsafe { _mm_storel_epi64(out.as_mut_ptr().cast(), col) };
+        }
     }
 
     #[target_feature(enable = "sse2")]
@@ -901,6 +1010,16 @@ mod tests {
             let src: Vec<u8> = (0..rows * ss).map(|i| (i * 37 % 251) as u8).collect();
             let mut dst = vec![0u8; cols * ds];
             transpose_bytes(&src, ss, rows, cols, &mut dst, ds);
+            // The portable 8 × 8 blocks (other CPUs) on the whole 8 × 8 grid.
+            let mut port = vec![0u8; cols * ds];
+            for i0 in (0..rows / 8 * 8).step_by(8) {
+                for j0 in (0..cols / 8 * 8).step_by(8) {
+                    block8(&src, ss, i0, j0, &mut port, ds);
+                    for (i, j) in (0..64).map(|t| (i0 + t / 8, j0 + t % 8)) {
+                        assert_eq!(port[j * ds + i], src[i * ss + j], "portable block");
+                    }
+                }
+            }
             for i in 0..rows {
                 for j in 0..cols {
                     assert_eq!(
