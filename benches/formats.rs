@@ -9,9 +9,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::ArrayView1;
 use qnumeric::formats::ggml::GgmlType;
 use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
-use qnumeric::formats::minifloat::MiniFloat;
+use qnumeric::formats::minifloat::{self, MiniFloat};
 use qnumeric::formats::mx::MxSpec;
 use qnumeric::formats::nf4::Nf4Spec;
 use qnumeric::formats::nvfp4::Nvfp4Spec;
@@ -31,21 +32,26 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
     let e4 = MiniFloat::E4M3Fn;
     let e4codes: Vec<u8> = x.iter().map(|&v| e4.encode(v)).collect();
     let mut y = vec![0.0f32; x.len()];
+    let mut e4into = vec![0u8; x.len()];
     let _ = (codes, out);
     vec![
         (
-            "cast f32->e4m3",
+            "cast f32->e4m3 (allocating)",
             Box::new(move || {
-                let c: Vec<u8> = x.iter().map(|&v| e4.encode(v)).collect();
-                black_box(c);
+                black_box(minifloat::cast(&ArrayView1::from(x), e4));
             }) as Box<dyn FnMut()>,
+        ),
+        (
+            "cast f32->e4m3 (into)",
+            Box::new(move || {
+                minifloat::cast_into(&ArrayView1::from(x), e4, &mut e4into).expect("same length");
+                black_box(&e4into);
+            }),
         ),
         (
             "decode e4m3->f32",
             Box::new(move || {
-                for (o, &c) in y.iter_mut().zip(&e4codes) {
-                    *o = e4.decode(c);
-                }
+                minifloat::decode_into(&e4codes, e4, &mut y).expect("same length");
                 black_box(&y);
             }),
         ),

@@ -34,6 +34,27 @@ pub(crate) fn has_avx512_vnni() -> bool {
     }
 }
 
+/// Whether AVX-512 copies may run on this CPU (`avx512f`, `avx512bw`, `avx512vl`, with AVX2
+/// and FMA). `QNUMERIC_NO_AVX512=1` in the environment turns them off (how an AVX-512 machine
+/// measures and tests the AVX2 paths). Read once.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| {
+            std::env::var_os("QNUMERIC_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && has_avx2()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the AVX2+FMA copies may run on this CPU (the answer is cached by std).
 #[inline(always)]
 pub(crate) fn has_avx2() -> bool {

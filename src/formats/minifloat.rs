@@ -209,6 +209,11 @@ impl MiniFloat {
     /// lookup).
     #[must_use]
     pub fn decode(self, code: u8) -> f32 {
+        self.table()[usize::from(code)]
+    }
+
+    /// The value of every code (built once).
+    fn table(self) -> &'static [f32; 256] {
         static TABLES: OnceLock<[[f32; 256]; 8]> = OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             let mut t = [[0.0f32; 256]; 8];
@@ -219,7 +224,7 @@ impl MiniFloat {
             }
             t
         });
-        tables[self as usize][usize::from(code)]
+        &tables[self as usize]
     }
 
     /// [`MiniFloat::decode`] computed from the fields (builds the tables).
@@ -350,7 +355,12 @@ impl FromStr for MiniFloat {
 /// Casts every element of `x` (codes in the low bits of each byte).
 #[must_use]
 pub fn cast<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, to: MiniFloat) -> Array<u8, D> {
-    x.map(|v| to.encode(v.to_compute()))
+    let mut out = vec![0u8; x.len()];
+    match x.as_slice_memory_order().filter(|_| x.is_standard_layout()) {
+        Some(s) => encode_slice(s, to, &mut out),
+        None => encode_iter(x.iter().map(|v| v.to_compute()), to, &mut out),
+    }
+    Array::from_shape_vec(x.raw_dim(), out).expect("one code per element, in logical order")
 }
 
 /// Casts every element into `out` (same length, row-major order of `x`).
@@ -370,10 +380,160 @@ pub fn cast_into<F: QFloat, D: Dimension>(
             got: out.len(),
         });
     }
-    for (o, v) in out.iter_mut().zip(x.iter()) {
-        *o = to.encode(v.to_compute());
+    match x.as_slice_memory_order().filter(|_| x.is_standard_layout()) {
+        Some(s) => encode_slice(s, to, out),
+        None => encode_iter(x.iter().map(|v| v.to_compute()), to, out),
     }
     Ok(())
+}
+
+/// [`encode_iter`] of a contiguous slice: `f32` directly, other types in pieces of 256 values
+/// converted to `f32`.
+fn encode_slice<F: QFloat>(x: &[F], to: MiniFloat, out: &mut [u8]) {
+    let Some(p) = Encoder::new(to) else {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = to.encode(v.to_compute());
+        }
+        return;
+    };
+    if let Some(x) = F::as_f32_slice(x) {
+        encode_f32s(&p, x, out);
+        return;
+    }
+    let mut buf = [0.0f32; 256];
+    for (o, x) in out.chunks_mut(buf.len()).zip(x.chunks(buf.len())) {
+        let b = &mut buf[..x.len()];
+        F::slice_to_compute(x, b);
+        encode_f32s(&p, b, o);
+    }
+}
+
+/// [`MiniFloat::encode`] of the values of `x` into `out` (as many as `out` holds): through
+/// [`encode_f32s`] in pieces of 256 values copied out of `x` (e8m0fnu one value at a time).
+fn encode_iter(mut x: impl Iterator<Item = f32>, to: MiniFloat, out: &mut [u8]) {
+    let Some(p) = Encoder::new(to) else {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = to.encode(v);
+        }
+        return;
+    };
+    let mut buf = [0.0f32; 256];
+    for o in out.chunks_mut(buf.len()) {
+        for (b, v) in buf.iter_mut().zip(&mut x) {
+            *b = v;
+        }
+        encode_f32s(&p, &buf[..o.len()], o);
+    }
+}
+
+/// The constants of the branch-free [`MiniFloat::encode`] of one type (every type but
+/// e8m0fnu): the same rounding on the `f32` bit pattern, each special case a select.
+#[derive(Clone, Copy)]
+struct Encoder {
+    /// `23 − mbits`: the `f32` mantissa bits dropped.
+    shift: u32,
+    /// `f32` bits of the smallest normal of the type: below, the subnormal path.
+    normal_bits: u32,
+    /// `2^(mbits − emin)`: a subnormal's value in steps of the smallest subnormal.
+    sub_scale: f32,
+    /// `f32` bits of the largest finite value: a rounded magnitude above overflows.
+    max_bits: u32,
+    /// `(127 − bias) << mbits`: from the `f32` exponent and mantissa fields to the type's.
+    exp_off: u32,
+    sign_bit: u32,
+    /// Codes of `+inf`, `−inf`, `+NaN`, `−NaN` (the scalar cast's).
+    over: [u32; 2],
+    nan: [u32; 2],
+    /// Whether a zero magnitude loses its sign (the fnuz types).
+    fnuz: bool,
+}
+
+impl Encoder {
+    fn new(to: MiniFloat) -> Option<Self> {
+        if to == MiniFloat::E8M0Fnu {
+            return None;
+        }
+        let l = to.layout();
+        let emin = 1 - l.bias;
+        Some(Encoder {
+            shift: 23 - l.mbits,
+            normal_bits: pow2(emin).to_bits(),
+            sub_scale: pow2(l.mbits as i32 - emin),
+            max_bits: (l.max as f32).to_bits(),
+            exp_off: ((127 - l.bias) as u32) << l.mbits,
+            sign_bit: 1 << (to.bits() - 1),
+            over: [
+                u32::from(to.encode(f32::INFINITY)),
+                u32::from(to.encode(f32::NEG_INFINITY)),
+            ],
+            nan: [
+                u32::from(to.encode(f32::NAN)),
+                u32::from(to.encode(-f32::NAN)),
+            ],
+            fnuz: matches!(to, MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz),
+        })
+    }
+
+    /// [`MiniFloat::encode`] of `x` (tested against it over the bit patterns).
+    #[inline(always)]
+    fn encode(&self, x: f32) -> u8 {
+        let bits = x.to_bits();
+        let neg = bits >> 31 != 0;
+        let abits = bits & 0x7fff_ffff;
+        // Round to nearest, ties to even, on the pattern (no overflow: `abits < 2^31`).
+        let lsb = (abits >> self.shift) & 1;
+        let rounded = (abits + (1 << (self.shift - 1)) - 1 + lsb) & !((1u32 << self.shift) - 1);
+        let normal = (rounded >> self.shift).wrapping_sub(self.exp_off);
+        // Subnormal in the type: a multiple of its smallest subnormal, scaled exactly (the
+        // magnitude kept below the normals so the product stays small).
+        let small = abits < self.normal_bits;
+        let a = f32::from_bits(if small { abits } else { 0 });
+        let sub = crate::simd::trunc_clamped((a * self.sub_scale).round_ties_even(), 255.0);
+        let mag = if small { sub } else { normal };
+        let code = if self.fnuz && mag == 0 {
+            0
+        } else if neg {
+            self.sign_bit | mag
+        } else {
+            mag
+        };
+        // (Selects, not an index by the sign: that was a gather, which kept the loop scalar.)
+        let (over, nan) = if neg {
+            (self.over[1], self.nan[1])
+        } else {
+            (self.over[0], self.nan[0])
+        };
+        let code = if rounded > self.max_bits { over } else { code };
+        let code = if abits > 0x7f80_0000 { nan } else { code };
+        code as u8
+    }
+}
+
+/// `out[i] = encode(x[i])`, vectorised (`x.len() == out.len()`).
+#[inline(always)]
+fn encode_f32s_body(p: &Encoder, x: &[f32], out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = p.encode(v);
+    }
+}
+
+crate::simd::dispatched!(fn encode_f32s_avx2[](p: &Encoder, x: &[f32], out: &mut [u8]) = encode_f32s_body);
+
+/// [`encode_f32s_body`] compiled for AVX-512 where the CPU has it (16 lanes, mask registers
+/// for the selects), else [`encode_f32s_avx2`].
+#[allow(unsafe_code)]
+fn encode_f32s(p: &Encoder, x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512() {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+        fn avx512(p: &Encoder, x: &[f32], out: &mut [u8]) {
+            encode_f32s_body(p, x, out);
+        }
+        // SAFETY: `avx512` requires only the CPU features `has_avx512` detected; its body is
+        // safe code.
+        return unsafe { avx512(p, x, out) };
+    }
+    encode_f32s_avx2(p, x, out);
 }
 
 /// Casts every element clamped to `±max` first ([`MiniFloat::encode_saturating`]).
@@ -385,7 +545,8 @@ pub fn cast_saturating<F: QFloat, D: Dimension>(x: &ArrayRef<F, D>, to: MiniFloa
 /// Decodes every code.
 #[must_use]
 pub fn decode<D: Dimension>(codes: &ArrayRef<u8, D>, from: MiniFloat) -> Array<f32, D> {
-    codes.map(|&c| from.decode(c))
+    let t = from.table();
+    codes.map(|&c| t[usize::from(c)])
 }
 
 /// Decodes every code into `out` (same length).
@@ -401,8 +562,68 @@ pub fn decode_into(codes: &[u8], from: MiniFloat, out: &mut [f32]) -> Result<()>
             got: out.len(),
         });
     }
+    let t = from.table();
     for (o, &c) in out.iter_mut().zip(codes) {
-        *o = from.decode(c);
+        *o = t[usize::from(c)];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The branch-free slice encoder gives the scalar cast's code for every type, over a
+    /// sweep of the `f32` bit patterns (both signs, subnormals, NaN payloads, ±inf) and around
+    /// every code's value and the midpoints between neighbouring codes (the ties).
+    #[test]
+    fn slice_encoder_equals_the_scalar_cast() {
+        for ty in MiniFloat::ALL {
+            let Some(p) = Encoder::new(ty) else {
+                assert_eq!(ty, MiniFloat::E8M0Fnu);
+                continue;
+            };
+            let mut xs: Vec<f32> = (0..=u32::MAX).step_by(65_521).map(f32::from_bits).collect();
+            xs.extend([
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -f32::NAN,
+            ]);
+            xs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, f32::from_bits(1)]);
+            let mut values: Vec<f32> = (0..=255u8)
+                .map(|c| ty.decode(c))
+                .filter(|v| v.is_finite())
+                .collect();
+            values.sort_by(f32::total_cmp);
+            for w in values.windows(2) {
+                let mid = (f64::from(w[0]) + f64::from(w[1])) / 2.0;
+                for v in [w[0], mid as f32, w[1]] {
+                    for d in -2i32..=2 {
+                        let b = v.to_bits() as i64 + i64::from(d);
+                        if let Ok(b) = u32::try_from(b) {
+                            xs.push(f32::from_bits(b));
+                            xs.push(-f32::from_bits(b));
+                        }
+                    }
+                }
+            }
+            let max = ty.max();
+            xs.extend([max * 1.0625, max * 1.125, max * 1.25, max * 2.0]);
+            let mut got = vec![0u8; xs.len()];
+            encode_f32s(&p, &xs, &mut got);
+            for (&x, &g) in xs.iter().zip(&got) {
+                assert_eq!(g, ty.encode(x), "{ty} at {x:e} ({:#010x})", x.to_bits());
+            }
+            // The casts go through the same encoder, in pieces.
+            let arr = ndarray::Array1::from(xs.clone());
+            let want: Vec<u8> = xs.iter().map(|&x| ty.encode(x)).collect();
+            assert_eq!(cast(&arr, ty).to_vec(), want);
+            let mut out = vec![0u8; xs.len()];
+            cast_into(&arr, ty, &mut out).expect("same length");
+            assert_eq!(out, want);
+        }
+    }
 }
