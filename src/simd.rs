@@ -95,6 +95,42 @@ macro_rules! dispatched {
 }
 pub(crate) use dispatched;
 
+/// [`dispatched!`] with a first tier compiled for AVX-512 (`avx512f`, `avx512bw`, `avx512vl`,
+/// see [`has_avx512`]): for loops that gain from 16 lanes and mask registers (measured per
+/// use; a loop bound by a division or by memory does not).
+macro_rules! dispatched512 {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident [$($gen:tt)*] ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path) => {
+        $(#[$meta])*
+        #[inline(always)]
+        #[allow(unsafe_code)]
+        $vis fn $name<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn avx512<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if $crate::simd::has_avx512() {
+                    // SAFETY: `avx512` requires only the CPU features detected by
+                    // `has_avx512`; its body is safe code.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if $crate::simd::has_avx2() {
+                    // SAFETY: `avx2` requires only AVX2 and FMA, detected just above; its
+                    // body is safe code.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatched512;
+
 /// `trunc(t)` of `t` clamped to `[0, max]` (NaN gives 0), for `0 <= max < 2^31`. The clamps
 /// make the unchecked conversion sound for every input, so the compiler emits a single
 /// `cvttps2dq` (a plain `as` cast must also saturate and map NaN, which costs compares and
@@ -110,6 +146,21 @@ pub(crate) fn trunc_clamped(t: f32, max: f32) -> u32 {
     // SAFETY: `t` is in `[0, max]` with `max < 2^31` (NaN became 0 above): not NaN, not
     // infinite, and its truncation fits in an i32.
     unsafe { t.to_int_unchecked::<i32>() as u32 }
+}
+
+/// `t` clamped to `[lo, hi]` (NaN gives `lo`) and truncated to `i32`, for
+/// `−2^31 <= lo <= hi < 2^31`: the signed [`trunc_clamped`], one `cvttps2dq` in a vector loop
+/// (a plain `as i32` was converted one lane at a time there).
+///
+/// # Panics
+/// In debug builds, if the bounds are outside that range.
+#[inline(always)]
+pub(crate) fn trunc_clamped_i32(t: f32, lo: f32, hi: f32) -> i32 {
+    debug_assert!(-2_147_483_648.0 <= lo && lo <= hi && hi < 2_147_483_648.0);
+    let t = if t > lo { t } else { lo };
+    let t = if t < hi { t } else { hi };
+    // SAFETY: `t` is in `[lo, hi]` inside the `i32` range (NaN became `lo` above).
+    unsafe { t.to_int_unchecked::<i32>() }
 }
 
 /// Asks the CPU to bring the cache line holding `p` into L1 ahead of use (x86-64 `prefetcht0`;

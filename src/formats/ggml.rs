@@ -195,19 +195,7 @@ impl GgmlType {
             });
         }
         check_finite(OP, x)?;
-        for (xb, ob) in x
-            .chunks_exact(self.block_size())
-            .zip(out.chunks_exact_mut(self.type_size()))
-        {
-            match self {
-                GgmlType::Q8_0 => q8_0(xb, ob),
-                GgmlType::Q4_0 => q_sym(xb, ob, 4),
-                GgmlType::Q5_0 => q_sym(xb, ob, 5),
-                GgmlType::Q4_1 => q_min(xb, ob, 4),
-                GgmlType::Q5_1 => q_min(xb, ob, 5),
-                _ => mxfp4(xb, ob),
-            }
-        }
+        quantize_blocks(self, x, out);
         Ok(())
     }
 
@@ -298,10 +286,52 @@ impl GgmlType {
     }
 }
 
+/// The blocks of [`GgmlType::quantize_row`] (lengths checked), compiled for the CPU's vector
+/// width (the same operations in the same order whatever the copy: results are identical).
+#[inline(always)]
+fn quantize_blocks_body(ty: GgmlType, x: &[f32], out: &mut [u8]) {
+    // `for` loops, not `for_each` / `fold`: those are library functions the compiler may
+    // keep out of line, compiled without the target features (a call to `roundf` per value).
+    let (size, half) = match ty {
+        GgmlType::Q8_0 => {
+            let codes = |x: &[f32; 32], id: f32, b: &mut [u8]| {
+                q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
+            };
+            return sym_row(x, out, 34, 127.0, block_amax, codes, q8_0);
+        }
+        GgmlType::Q4_0 => (18, 8.0),
+        GgmlType::Q5_0 => (22, 16.0),
+        _ => (0, 0.0),
+    };
+    if size > 0 {
+        let bits = if size == 18 { 4 } else { 5 };
+        let codes = move |x: &[f32; 32], id: f32, b: &mut [u8]| q_sym_codes(x, id, b, bits);
+        return sym_row(x, out, size, -half, first_largest, codes, |x, b| {
+            q_sym(x, b, bits)
+        });
+    }
+    for (xb, ob) in x
+        .chunks_exact(ty.block_size())
+        .zip(out.chunks_exact_mut(ty.type_size()))
+    {
+        match ty {
+            GgmlType::Q8_0 => q8_0(xb, ob),
+            GgmlType::Q4_0 => q_sym(xb, ob, 4),
+            GgmlType::Q5_0 => q_sym(xb, ob, 5),
+            GgmlType::Q4_1 => q_min(xb, ob, 4),
+            GgmlType::Q5_1 => q_min(xb, ob, 5),
+            _ => mxfp4(xb, ob),
+        }
+    }
+}
+
+crate::simd::dispatched512!(fn quantize_blocks[](ty: GgmlType, x: &[f32], out: &mut [u8]) = quantize_blocks_body);
+
 fn h(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+#[inline(always)]
 fn put_h(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
 }
@@ -331,35 +361,145 @@ fn ue4m3_half(x: u8) -> f32 {
     raw * 0.5
 }
 
+/// The largest `|v|` of a block of 32 finite values, in 8 lanes (a compare-select per lane:
+/// the compiler's `maxps`; one running maximum would stay scalar). The maximum is the same
+/// whatever the grouping.
+#[inline(always)]
+fn block_amax(x: &[f32; 32]) -> f32 {
+    let mut m = [0.0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (m, &v) in m.iter_mut().zip(c) {
+            *m = if v.abs() > *m { v.abs() } else { *m };
+        }
+    }
+    m.iter().fold(0.0f32, |a, &v| if v > a { v } else { a })
+}
+
+/// The blocks of a row of a type with one f16 scale `d` at the start of each block (Q8_0,
+/// Q4_0, Q5_0), [`BATCH`] blocks at a time: their scales first (`d = m / div` with `m` from
+/// `scale_of`), then the reciprocals as vectors and the f16 scales in one conversion, then
+/// the codes (`codes(block, id, bytes after d)`). Each block's bytes are the one-block
+/// quantizer's; one block at a time, the chain maximum → division → reciprocal → f16 of each
+/// block ran one block after another.
+#[inline(always)]
+fn sym_row(
+    x: &[f32],
+    out: &mut [u8],
+    size: usize,
+    div: f32,
+    scale_of: impl Fn(&[f32; 32]) -> f32,
+    codes: impl Fn(&[f32; 32], f32, &mut [u8]),
+    one: impl Fn(&[f32], &mut [u8]),
+) {
+    let mut xs = x.chunks_exact(32 * BATCH);
+    let mut os = out.chunks_exact_mut(size * BATCH);
+    for (xs, os) in (&mut xs).zip(&mut os) {
+        let mut d = [0.0f32; BATCH];
+        for (d, xb) in d.iter_mut().zip(xs.chunks_exact(32)) {
+            *d = scale_of(xb.try_into().expect("a block of 32")) / div;
+        }
+        let mut id = [0.0f32; BATCH];
+        for (id, &d) in id.iter_mut().zip(&d) {
+            *id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        }
+        let mut dh = [0u16; BATCH];
+        if crate::simd::f32_to_f16_hw(&d, &mut dh).is_none() {
+            for (h, &v) in dh.iter_mut().zip(&d) {
+                *h = f16::from_f32(v).to_bits();
+            }
+        }
+        for (((xb, ob), &id), &h) in xs
+            .chunks_exact(32)
+            .zip(os.chunks_exact_mut(size))
+            .zip(&id)
+            .zip(&dh)
+        {
+            ob[..2].copy_from_slice(&h.to_le_bytes());
+            codes(xb.try_into().expect("a block of 32"), id, ob);
+        }
+    }
+    for (xb, ob) in xs
+        .remainder()
+        .chunks_exact(32)
+        .zip(os.into_remainder().chunks_exact_mut(size))
+    {
+        one(xb, ob);
+    }
+}
+
+/// Blocks per batch of [`sym_row`] (one 512-bit register of scales).
+const BATCH: usize = 16;
+
+/// A Q8_0 block's codes: `round(v·id)` as `i8`.
+#[inline(always)]
+fn q8_0_codes(x: &[f32; 32], id: f32, q: &mut [u8; 32]) {
+    for (o, &v) in q.iter_mut().zip(x) {
+        // |v·id| rounds to at most 127 (`v·id <= 127·(1 + 3·2^-24)`: `d` and `id` are each
+        // rounded once), so the clamp changes nothing; it lets the conversion vectorise.
+        *o = crate::simd::trunc_clamped_i32((v * id).round(), -128.0, 127.0) as i8 as u8;
+    }
+}
+
+#[inline(always)]
 fn q8_0(x: &[f32], b: &mut [u8]) {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let x: &[f32; 32] = x.try_into().expect("a block of 32");
+    let amax = block_amax(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_h(b, 0, d);
-    for (o, &v) in b[2..34].iter_mut().zip(x) {
-        *o = (v * id).round() as i8 as u8;
-    }
+    q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
 }
 
-/// Q4_0 / Q5_0: `d = m / −2^(bits−1)` with `m` the element of largest magnitude.
+/// Q4_0 / Q5_0: `d = m / −2^(bits−1)` with `m` the element of largest magnitude (the first
+/// such element: ggml's loop keeps the earlier one on a tie, whose sign matters).
+#[inline(always)]
 fn q_sym(x: &[f32], b: &mut [u8], bits: u32) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let x: &[f32; 32] = x.try_into().expect("a block of 32");
     let half = (1u32 << (bits - 1)) as f32;
-    let d = max / -half;
+    let d = first_largest(x) / -half;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_h(b, 0, d);
+    q_sym_codes(x, id, b, bits);
+}
+
+/// The element of largest magnitude, the first of them: ggml's loop keeps the earlier one on a
+/// tie (whose sign matters), and starts from `+0`, which it replaces only for a larger
+/// magnitude (an all-zero block gives `+0` whatever the sign of its zeros).
+#[inline(always)]
+fn first_largest(x: &[f32; 32]) -> f32 {
+    let amax = block_amax(x);
+    if amax == 0.0 {
+        return 0.0;
+    }
+    // The first index of that magnitude as a minimum over lanes (vectorises; a search
+    // stopping at the first match did not).
+    let mut first = [32u32; 8];
+    for (j0, c) in (0..32u32).step_by(8).zip(x.chunks_exact(8)) {
+        for ((f, &v), k) in first.iter_mut().zip(c).zip(0u32..) {
+            let j = if v.abs() == amax { j0 + k } else { 32 };
+            *f = (*f).min(j);
+        }
+    }
+    let j = first.iter().copied().min().unwrap_or(0) as usize;
+    x[j.min(31)]
+}
+
+/// The codes of a Q4_0 / Q5_0 block into its bytes after `d`.
+#[inline(always)]
+fn q_sym_codes(x: &[f32; 32], id: f32, b: &mut [u8], bits: u32) {
+    let half = (1u32 << (bits - 1)) as f32;
     let top = ((1u32 << bits) - 1) as f32;
-    let code = |v: f32| ((v * id + (half + 0.5)).trunc()).clamp(0.0, top) as u8;
-    pack_legacy(x, b, if bits == 4 { 2 } else { 6 }, bits, code);
+    let mut q = [0u8; 32];
+    for (o, &v) in q.iter_mut().zip(x) {
+        // Clamping before truncating gives ggml's `min(top, trunc(·))` for these finite
+        // values, and a conversion that vectorises.
+        *o = crate::simd::trunc_clamped(v * id + (half + 0.5), top) as u8;
+    }
+    pack_codes(&q, b, if bits == 4 { 2 } else { 6 }, bits);
 }
 
 /// Q4_1 / Q5_1: `d = (max − min) / (2^bits − 1)`, codes from the minimum.
+#[inline(always)]
 fn q_min(x: &[f32], b: &mut [u8], bits: u32) {
     let (mut lo, mut hi) = (f32::MAX, -f32::MAX);
     for &v in x {
@@ -381,15 +521,27 @@ fn q_min(x: &[f32], b: &mut [u8], bits: u32) {
 
 /// Writes 32 codes: `qh` (5-bit types, u32 at `at − 4`) and 16 bytes of nibbles at `at`
 /// (element `j` low, `j + 16` high).
+#[inline(always)]
 fn pack_legacy(x: &[f32], b: &mut [u8], at: usize, bits: u32, code: impl Fn(f32) -> u8) {
-    let mut qh = 0u32;
-    for j in 0..16 {
-        let (q0, q1) = (code(x[j]), code(x[j + 16]));
-        b[at + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
-        qh |= u32::from((q0 >> 4) & 1) << j;
-        qh |= u32::from((q1 >> 4) & 1) << (j + 16);
+    let mut q = [0u8; 32];
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = code(v);
+    }
+    pack_codes(&q, b, at, bits);
+}
+
+/// [`pack_legacy`] of codes already computed.
+#[inline(always)]
+fn pack_codes(q: &[u8; 32], b: &mut [u8], at: usize, bits: u32) {
+    let nib: &mut [u8; 16] = (&mut b[at..at + 16]).try_into().expect("16 bytes");
+    for (j, o) in nib.iter_mut().enumerate() {
+        *o = (q[j] & 0xf) | ((q[j + 16] & 0xf) << 4);
     }
     if bits == 5 {
+        let mut qh = 0u32;
+        for (j, &c) in q.iter().enumerate() {
+            qh |= u32::from((c >> 4) & 1) << j;
+        }
         b[at - 4..at].copy_from_slice(&qh.to_le_bytes());
     }
 }
@@ -437,6 +589,7 @@ fn dq_legacy(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn mxfp4(x: &[f32], b: &mut [u8]) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let e = if amax > 0.0 {
@@ -672,5 +825,119 @@ impl RowCodec for GgmlType {
 
     fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()> {
         self.dequantize_row(&row.data, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batched Q8_0 / Q4_0 / Q5_0 rows give each block's bytes as the one-block
+    /// quantizer (Q8_0) and ggml's loop (Q4_0, Q5_0) do: rows of
+    /// whole batches and a remainder, blocks of zeros, of values whose scale is an f16
+    /// subnormal or overflows f16, and of ordinary values of every size.
+    #[test]
+    fn batched_rows_equal_the_block_quantizers() {
+        let mut r = crate::rng::Lcg::new(11);
+        for blocks in [1usize, 15, 16, 17, 37, 64] {
+            let x: Vec<f32> = (0..blocks * 32)
+                .map(|i| {
+                    let scale = match (i / 32) % 6 {
+                        0 => 0.0,
+                        1 => 1e-9,
+                        2 => 1e7,
+                        3 => 3.0,
+                        4 => 1e-3,
+                        _ => 250.0,
+                    };
+                    (r.unit_f32() * 2.0 - 1.0) * scale
+                })
+                .collect();
+            for (ty, size) in [
+                (GgmlType::Q8_0, 34),
+                (GgmlType::Q4_0, 18),
+                (GgmlType::Q5_0, 22),
+            ] {
+                let mut got = vec![0u8; blocks * size];
+                ty.quantize_row(&x, &mut got).expect("finite");
+                let mut want = vec![0u8; blocks * size];
+                for (xb, ob) in x.chunks_exact(32).zip(want.chunks_exact_mut(size)) {
+                    match ty {
+                        GgmlType::Q8_0 => q8_0(xb, ob),
+                        GgmlType::Q4_0 => q_sym_ggml(xb, ob, 4),
+                        _ => q_sym_ggml(xb, ob, 5),
+                    }
+                }
+                assert_eq!(got, want, "{ty}, {blocks} blocks");
+            }
+        }
+    }
+
+    /// ggml's Q4_0 / Q5_0 block loop as written (`quantize_row_q4_0_ref`): one running
+    /// maximum, codes one at a time. The oracle of the vectorised [`q_sym`].
+    fn q_sym_ggml(x: &[f32], b: &mut [u8], bits: u32) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let half = (1u32 << (bits - 1)) as f32;
+        let d = max / -half;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_h(b, 0, d);
+        let top = ((1u32 << bits) - 1) as f32;
+        let code = |v: f32| ((v * id + (half + 0.5)).trunc()).clamp(0.0, top) as u8;
+        let at = if bits == 4 { 2 } else { 6 };
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let (q0, q1) = (code(x[j]), code(x[j + 16]));
+            b[at + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
+            qh |= u32::from((q0 >> 4) & 1) << j;
+            qh |= u32::from((q1 >> 4) & 1) << (j + 16);
+        }
+        if bits == 5 {
+            b[at - 4..at].copy_from_slice(&qh.to_le_bytes());
+        }
+    }
+
+    /// The vectorised Q4_0 / Q5_0 blocks equal ggml's loop: ties of magnitude with both
+    /// signs (the first wins), zeros of both signs (an all-zero block keeps `d = −0`), the
+    /// largest magnitude at the start, the middle and the end, and random blocks.
+    #[test]
+    fn vectorised_q4_0_q5_0_equal_ggmls_loop() {
+        let mut r = crate::rng::Lcg::new(12);
+        let mut blocks: Vec<[f32; 32]> = vec![[0.0; 32], [-0.0; 32]];
+        let mut tie = [0.5f32; 32];
+        tie[3] = -2.0;
+        tie[20] = 2.0;
+        blocks.push(tie);
+        let mut tie2 = tie;
+        tie2[3] = 2.0;
+        tie2[20] = -2.0;
+        blocks.push(tie2);
+        for at in [0usize, 13, 31] {
+            let mut b = [0.1f32; 32];
+            b[at] = -7.5;
+            blocks.push(b);
+        }
+        let mut z = [0.0f32; 32];
+        z[0] = -0.0;
+        z[9] = 1e-30;
+        blocks.push(z);
+        for _ in 0..200 {
+            let s = [1e-6f32, 0.3, 5.0, 4e4][(r.next_u64() % 4) as usize];
+            blocks.push(std::array::from_fn(|_| (r.unit_f32() * 2.0 - 1.0) * s));
+        }
+        for bits in [4u32, 5] {
+            let size = if bits == 4 { 18 } else { 22 };
+            for x in &blocks {
+                let (mut got, mut want) = (vec![0u8; size], vec![0u8; size]);
+                q_sym(x, &mut got, bits);
+                q_sym_ggml(x, &mut want, bits);
+                assert_eq!(got, want, "bits {bits}: {x:?}");
+            }
+        }
     }
 }

@@ -190,6 +190,9 @@ pub(crate) fn check_rows(
 /// Refuses NaN and ±inf (the simulation path: a format's scale cannot cover them).
 pub(crate) fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
     use crate::error::QuantError;
+    if all_finite(x) {
+        return Ok(());
+    }
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) if x[index].is_nan() => Err(QuantError::NanInput { op, index }),
@@ -200,6 +203,23 @@ pub(crate) fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
         }),
     }
 }
+
+/// Whether every value is finite: one vectorised pass over the exponent fields (the position
+/// of a bad value is looked for only when there is one).
+#[inline(always)]
+fn all_finite_body(x: &[f32]) -> bool {
+    let mut seen = [0u32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (s, v) in seen.iter_mut().zip(c) {
+            // An all-ones exponent (inf, NaN) compares at or above `0x7f80_0000`.
+            *s |= u32::from(v.to_bits() & 0x7fff_ffff >= 0x7f80_0000);
+        }
+    }
+    seen.iter().all(|&s| s == 0) && chunks.remainder().iter().all(|v| v.is_finite())
+}
+
+crate::simd::dispatched!(fn all_finite[](x: &[f32]) -> bool = all_finite_body);
 
 /// `x` fake-quantized in `format` along its last axis (rows of the last dimension), for any
 /// of the crate's float types (computed in `f32`, written back in `F`).
