@@ -429,7 +429,7 @@ fn encode_iter(mut x: impl Iterator<Item = f32>, to: MiniFloat, out: &mut [u8]) 
 /// The constants of the branch-free [`MiniFloat::encode`] of one type (every type but
 /// e8m0fnu): the same rounding on the `f32` bit pattern, each special case a select.
 #[derive(Clone, Copy)]
-struct Encoder {
+pub(crate) struct Encoder {
     /// `23 − mbits`: the `f32` mantissa bits dropped.
     shift: u32,
     /// `f32` bits of the smallest normal of the type: below, the subnormal path.
@@ -449,7 +449,8 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(to: MiniFloat) -> Option<Self> {
+    /// The encoder of `to`; `None` for e8m0fnu (a scale type, encoded one value at a time).
+    pub(crate) fn new(to: MiniFloat) -> Option<Self> {
         if to == MiniFloat::E8M0Fnu {
             return None;
         }
@@ -476,7 +477,7 @@ impl Encoder {
 
     /// [`MiniFloat::encode`] of `x` (tested against it over the bit patterns).
     #[inline(always)]
-    fn encode(&self, x: f32) -> u8 {
+    pub(crate) fn encode(&self, x: f32) -> u8 {
         let bits = x.to_bits();
         let neg = bits >> 31 != 0;
         let abits = bits & 0x7fff_ffff;
@@ -507,6 +508,51 @@ impl Encoder {
         let code = if abits > 0x7f80_0000 { nan } else { code };
         code as u8
     }
+}
+
+/// `out[i]` = the code of `x[i]·mult` clamped to `±max` (a NaN product stays NaN, coded
+/// `nan` where given, else as the type codes NaN): the element step of the block formats (MX,
+/// NVFP4), for their row loops compiled for the CPU's vector width.
+#[inline(always)]
+pub(crate) fn encode_scaled(
+    enc: &Encoder,
+    x: &[f32],
+    mult: f32,
+    max: f32,
+    nan: Option<u8>,
+    out: &mut [u8],
+) {
+    let (has_nan, nan) = (nan.is_some(), nan.unwrap_or(0));
+    for (o, &v) in out.iter_mut().zip(x) {
+        let s = v * mult;
+        // `f32::clamp` as compare-selects (NaN fails both compares and stays).
+        let c = if s > max { max } else { s };
+        let c = if c < -max { -max } else { c };
+        let code = enc.encode(c);
+        *o = if has_nan && s.is_nan() { nan } else { code };
+    }
+}
+
+/// The largest `|v|`, or NaN if any value is NaN (the block formats' amax): in 8 lanes, which
+/// vectorise (the result does not depend on the grouping).
+#[inline(always)]
+pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
+    let mut m = [0.0f32; 8];
+    let mut nan = [false; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for ((m, n), &v) in m.iter_mut().zip(&mut nan).zip(c) {
+            *m = if v.abs() > *m { v.abs() } else { *m };
+            *n |= v.is_nan();
+        }
+    }
+    let mut any_nan = nan.iter().any(|&n| n);
+    let mut amax = m.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+    for &v in chunks.remainder() {
+        any_nan |= v.is_nan();
+        amax = if v.abs() > amax { v.abs() } else { amax };
+    }
+    if any_nan { f32::NAN } else { amax }
 }
 
 /// `out[i] = encode(x[i])`, vectorised (`x.len() == out.len()`).
