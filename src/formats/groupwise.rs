@@ -147,11 +147,10 @@ impl GroupwiseSpec {
 
     /// The scale and zero point of a group (`choose_qparams_affine`).
     #[must_use]
+    #[inline(always)]
     pub fn qparams(&self, group: &[f32]) -> (f32, i32) {
         let (qmin, qmax) = (self.quant_min as f32, self.quant_max as f32);
-        let (lo, hi) = group
-            .iter()
-            .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let (lo, hi) = min_max_with_zero(group);
         let mid = ((i64::from(self.quant_max) + i64::from(self.quant_min) + 1) as f64 / 2.0) as i32;
         match self.mapping {
             GroupMapping::Symmetric => {
@@ -172,9 +171,11 @@ impl GroupwiseSpec {
         }
     }
 
+    #[inline(always)]
     fn code(&self, v: f32, inv: f32, zp: i32) -> i32 {
         let q = (v * inv).round_ties_even() + zp as f32;
-        q.clamp(self.quant_min as f32, self.quant_max as f32) as i32
+        // `clamp` then `as i32` (finite values), as one conversion that vectorises.
+        crate::simd::trunc_clamped_i32(q, self.quant_min as f32, self.quant_max as f32)
     }
 
     /// Quantizes rows of `row_len` (a multiple of the group size).
@@ -188,21 +189,10 @@ impl GroupwiseSpec {
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
         check_finite(OP, x)?;
         let groups = x.len() / self.group_size;
-        let mut scales = Vec::with_capacity(groups);
-        let mut zero_points = Vec::with_capacity(groups);
+        let mut scales = vec![0.0f32; groups];
+        let mut zero_points = vec![0i32; groups];
         let mut codes = vec![0i32; x.len()];
-        for (g, c) in x
-            .chunks_exact(self.group_size)
-            .zip(codes.chunks_exact_mut(self.group_size))
-        {
-            let (s, zp) = self.qparams(g);
-            let inv = 1.0 / s;
-            for (c, &v) in c.iter_mut().zip(g) {
-                *c = self.code(v, inv, zp);
-            }
-            scales.push(s);
-            zero_points.push(zp);
-        }
+        groups_into(self, x, &mut scales, &mut zero_points, &mut codes);
         Ok(GroupwiseTensor {
             spec: *self,
             row_len,
@@ -211,6 +201,55 @@ impl GroupwiseSpec {
             codes,
         })
     }
+}
+
+/// The groups of [`GroupwiseSpec::quantize_rows`] (lengths checked, values finite), compiled
+/// for the CPU's vector width.
+#[inline(always)]
+fn groups_into_body(
+    spec: &GroupwiseSpec,
+    x: &[f32],
+    scales: &mut [f32],
+    zero_points: &mut [i32],
+    codes: &mut [i32],
+) {
+    for (((g, c), s), z) in x
+        .chunks_exact(spec.group_size)
+        .zip(codes.chunks_exact_mut(spec.group_size))
+        .zip(scales.iter_mut())
+        .zip(zero_points.iter_mut())
+    {
+        let (scale, zp) = spec.qparams(g);
+        let inv = 1.0 / scale;
+        for (c, &v) in c.iter_mut().zip(g) {
+            *c = spec.code(v, inv, zp);
+        }
+        (*s, *z) = (scale, zp);
+    }
+}
+
+crate::simd::dispatched512!(fn groups_into[](spec: &GroupwiseSpec, x: &[f32], scales: &mut [f32], zero_points: &mut [i32], codes: &mut [i32]) = groups_into_body);
+
+/// `(min(0, min x), max(0, max x))` of finite values, in 8 lanes (compare-selects, which
+/// vectorise; `f32::min` / `f32::max` folds stayed scalar). Which zero a lane keeps on a tie
+/// of `−0` and `+0` may differ from a fold's, and no scale or zero point depends on it.
+#[inline(always)]
+fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
+            *l = if v < *l { v } else { *l };
+            *h = if v > *h { v } else { *h };
+        }
+    }
+    let mut l = lo.iter().fold(0.0f32, |a, &v| if v < a { v } else { a });
+    let mut h = hi.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+    for &v in chunks.remainder() {
+        l = if v < l { v } else { l };
+        h = if v > h { v } else { h };
+    }
+    (l, h)
 }
 
 impl Dequantize for GroupwiseTensor {
@@ -456,5 +495,85 @@ impl ElementFormat for TinygemmSpec {
         )?;
         self.quantize_rows(x, row_len)?.write_values(out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group loop as first written (`f32::min` / `f32::max` folds, `clamp` then `as`):
+    /// the oracle of the vectorised [`groups_into`].
+    fn quantize_scalar(spec: &GroupwiseSpec, x: &[f32]) -> (Vec<f32>, Vec<i32>, Vec<i32>) {
+        let (qmin, qmax) = (spec.quant_min as f32, spec.quant_max as f32);
+        let (mut scales, mut zps, mut codes) = (Vec::new(), Vec::new(), Vec::new());
+        for g in x.chunks_exact(spec.group_size) {
+            let (lo, hi) = g
+                .iter()
+                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let mid =
+                ((i64::from(spec.quant_max) + i64::from(spec.quant_min) + 1) as f64 / 2.0) as i32;
+            let (s, zp) = match spec.mapping {
+                GroupMapping::Symmetric => {
+                    ((((-lo).max(hi)) / ((qmax - qmin) / 2.0)).max(spec.eps), mid)
+                }
+                GroupMapping::SymmetricNoClippingErr => {
+                    let (smin, smax) = (lo / qmin, hi / qmax);
+                    ((if smin > smax { smin } else { smax }).max(spec.eps), mid)
+                }
+                GroupMapping::Asymmetric => {
+                    let s = ((hi - lo) / (qmax - qmin)).max(spec.eps);
+                    let zp = (qmin - (lo / s).round_ties_even()).clamp(qmin, qmax);
+                    (s, zp as i32)
+                }
+            };
+            let inv = 1.0 / s;
+            codes.extend(
+                g.iter()
+                    .map(|&v| ((v * inv).round_ties_even() + zp as f32).clamp(qmin, qmax) as i32),
+            );
+            scales.push(s);
+            zps.push(zp);
+        }
+        (scales, zps, codes)
+    }
+
+    /// Every mapping, int4 / uint4 / int8, groups of 32, 128 and 20 (a remainder of 4 past
+    /// the lanes): groups at many magnitudes, all-zero groups of both signs, one-signed
+    /// groups, and values at `f32` extremes.
+    #[test]
+    fn vectorised_groups_equal_the_scalar_loop() {
+        let mut r = crate::rng::Lcg::new(23);
+        for mapping in [
+            GroupMapping::Symmetric,
+            GroupMapping::Asymmetric,
+            GroupMapping::SymmetricNoClippingErr,
+        ] {
+            for group in [32usize, 128, 20] {
+                for spec in [
+                    GroupwiseSpec::int4(group, mapping),
+                    GroupwiseSpec::uint4(group, mapping),
+                    GroupwiseSpec::int8(group, mapping),
+                ] {
+                    let spec = spec.expect("valid");
+                    let mut x = Vec::new();
+                    for k in 0..24 {
+                        let s = 2f32.powi(k * 11 - 140);
+                        x.extend((0..group).map(|_| (r.unit_f32() * 2.0 - 1.0) * s));
+                    }
+                    x.extend(vec![0.0f32; group]);
+                    x.extend(vec![-0.0f32; group]);
+                    x.extend((0..group).map(|i| 0.25 + i as f32));
+                    x.extend((0..group).map(|i| -3.0 - i as f32));
+                    x.extend((0..group).map(|i| if i % 2 == 0 { f32::MAX } else { -1e30 }));
+                    let t = spec.quantize_rows(&x, group).expect("whole groups");
+                    let (scales, zps, codes) = quantize_scalar(&spec, &x);
+                    let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&t.scales), bits(&scales), "{mapping:?} {group}");
+                    assert_eq!(t.zero_points, zps, "{mapping:?} {group}");
+                    assert_eq!(t.codes, codes, "{mapping:?} {group}");
+                }
+            }
+        }
     }
 }
