@@ -104,14 +104,12 @@ macro_rules! dispatched512 {
         #[inline(always)]
         #[allow(unsafe_code)]
         $vis fn $name<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+            // The AVX2 and baseline tiers.
+            $crate::simd::dispatched!(fn below[$($gen)*]($($arg: $ty),*) $(-> $ret)? = $body);
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
                 unsafe fn avx512<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if $crate::simd::has_avx512() {
@@ -119,13 +117,8 @@ macro_rules! dispatched512 {
                     // `has_avx512`; its body is safe code.
                     return unsafe { avx512($($arg),*) };
                 }
-                if $crate::simd::has_avx2() {
-                    // SAFETY: `avx2` requires only AVX2 and FMA, detected just above; its
-                    // body is safe code.
-                    return unsafe { avx2($($arg),*) };
-                }
             }
-            $body($($arg),*)
+            below($($arg),*)
         }
     };
 }

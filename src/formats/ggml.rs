@@ -361,18 +361,10 @@ fn ue4m3_half(x: u8) -> f32 {
     raw * 0.5
 }
 
-/// The largest `|v|` of a block of 32 finite values, in 8 lanes (a compare-select per lane:
-/// the compiler's `maxps`; one running maximum would stay scalar). The maximum is the same
-/// whatever the grouping.
+/// The largest `|v|` of a block of 32 finite values ([`super::amax_or_nan`], vectorised).
 #[inline(always)]
 fn block_amax(x: &[f32; 32]) -> f32 {
-    let mut m = [0.0f32; 8];
-    for c in x.chunks_exact(8) {
-        for (m, &v) in m.iter_mut().zip(c) {
-            *m = if v.abs() > *m { v.abs() } else { *m };
-        }
-    }
-    m.iter().fold(0.0f32, |a, &v| if v > a { v } else { a })
+    super::amax_or_nan(x)
 }
 
 /// The blocks of a row of a type with one f16 scale `d` at the start of each block (Q8_0,

@@ -204,6 +204,28 @@ pub(crate) fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
     }
 }
 
+/// The largest `|v|`, or NaN if any value is NaN (the block formats' amax): in 8 lanes, which
+/// vectorise (the result does not depend on the grouping).
+#[inline(always)]
+pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
+    let mut m = [0.0f32; 8];
+    let mut nan = [false; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for ((m, n), &v) in m.iter_mut().zip(&mut nan).zip(c) {
+            *m = if v.abs() > *m { v.abs() } else { *m };
+            *n |= v.is_nan();
+        }
+    }
+    let mut any_nan = nan.iter().any(|&n| n);
+    let mut amax = m.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+    for &v in chunks.remainder() {
+        any_nan |= v.is_nan();
+        amax = if v.abs() > amax { v.abs() } else { amax };
+    }
+    if any_nan { f32::NAN } else { amax }
+}
+
 /// Whether every value is finite: one vectorised pass over the exponent fields (the position
 /// of a bad value is looked for only when there is one).
 #[inline(always)]

@@ -177,18 +177,8 @@ fn nf4_blocks_body(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u
         .zip(codes.chunks_exact_mut(spec.block_size))
         .zip(absmax.iter_mut())
     {
-        // Compare-selects in 8 lanes (finite values: the same maximum as a fold).
-        let mut lanes = [0.0f32; 8];
-        let mut chunks = b.chunks_exact(8);
-        for ch in &mut chunks {
-            for (l, &v) in lanes.iter_mut().zip(ch) {
-                *l = if v.abs() > *l { v.abs() } else { *l };
-            }
-        }
-        let mut a = lanes.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
-        for &v in chunks.remainder() {
-            a = if v.abs() > a { v.abs() } else { a };
-        }
+        // (Finite values: no NaN, the largest magnitude.)
+        let a = super::amax_or_nan(b);
         *m = a;
         for (c, &v) in c.iter_mut().zip(b) {
             *c = spec.code(v / a);

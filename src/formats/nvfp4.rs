@@ -24,7 +24,8 @@
 use std::fmt;
 
 use super::Dequantize;
-use super::minifloat::{Encoder, MiniFloat, amax_or_nan, encode_scaled};
+use super::amax_or_nan;
+use super::minifloat::{Encoder, MiniFloat, encode_scaled};
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
 use crate::error::{QuantError, Result};

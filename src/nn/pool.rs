@@ -157,18 +157,23 @@ impl PoolShape {
         Some(out)
     }
 
+    /// `2 × 2` windows side by side covering the input exactly (`nn.MaxPool2d(2)` on even
+    /// planes).
+    fn is_2x2_tiling(&self) -> bool {
+        self.kernel == [2, 2]
+            && self.stride == [2, 2]
+            && self.padding == [0, 0]
+            && self.h == 2 * self.oh
+            && self.w == 2 * self.ow
+    }
+
     /// `nn.MaxPool2d(2)` on even planes (`2 × 2` windows side by side covering the input, no
     /// padding): each window as its top pair folded with its bottom pair, two rows of the
     /// input at a time. Regrouping `((a, b), (c, d))` is exact only for a fold that is
     /// associative, as MaxPool's is (the largest value, the first of equals, the last NaN);
     /// `None` for any other geometry.
     fn run_2x2<T: Copy>(&self, data: &[T], fold: impl Fn(T, T) -> T) -> Option<Vec<T>> {
-        let exact = self.kernel == [2, 2]
-            && self.stride == [2, 2]
-            && self.padding == [0, 0]
-            && self.h == 2 * self.oh
-            && self.w == 2 * self.ow;
-        if !exact || data.is_empty() {
+        if !self.is_2x2_tiling() || data.is_empty() {
             return None;
         }
         let (w, ow) = (self.w, self.ow);
@@ -190,12 +195,7 @@ impl PoolShape {
     /// pairs, each row's maximum with the row below, then of adjacent pairs, then every other
     /// output row kept. `None` for any other geometry.
     fn run_2x2_u8(&self, data: &[u8]) -> Option<Vec<u8>> {
-        let exact = self.kernel == [2, 2]
-            && self.stride == [2, 2]
-            && self.padding == [0, 0]
-            && self.h == 2 * self.oh
-            && self.w == 2 * self.ow;
-        if !exact || data.is_empty() {
+        if !self.is_2x2_tiling() || data.is_empty() {
             return None;
         }
         let (w, ow) = (self.w, self.ow);
