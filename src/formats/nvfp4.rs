@@ -91,36 +91,74 @@ impl Nvfp4Spec {
 }
 
 /// The block scales and element codes of [`Nvfp4Spec::quantize_rows`] (lengths checked),
-/// compiled for the CPU's vector width: per block its amax and e4m3 scale, then the elements
+/// compiled for the CPU's vector width: per batch of [`BATCH`] blocks their amax, then their
+/// e4m3 scales and element multipliers as vectors (one block at a time, the chain amax →
+/// division → e4m3 → decode → division of each block ran serially), then the elements
 /// through the branch-free e2m1 encoder.
 #[inline(always)]
 fn nvfp4_blocks_body(pts: Option<f32>, x: &[f32], block_scales: &mut [u8], codes: &mut [u8]) {
-    let e4m3 = MiniFloat::E4M3Fn;
-    let Some(e2m1) = Encoder::new(MiniFloat::E2M1Fn) else {
+    let (Some(e4m3), Some(e2m1)) = (
+        Encoder::new(MiniFloat::E4M3Fn),
+        Encoder::new(MiniFloat::E2M1Fn),
+    ) else {
         return;
     };
     let lo = 2f32.powi(-6);
-    let clamp = |v: f32, lo: f32, hi: f32| if v.is_nan() { v } else { v.clamp(lo, hi) };
-    for ((xb, cb), s) in x
-        .chunks_exact(NVFP4_BLOCK)
-        .zip(codes.chunks_exact_mut(NVFP4_BLOCK))
-        .zip(block_scales.iter_mut())
-    {
-        let block_scale = amax_or_nan(xb) / 6.0;
-        let (s8, mult) = match pts {
-            None => {
-                let s8 = e4m3.encode(clamp(block_scale, lo, 448.0));
-                (s8, 1.0 / e4m3.decode(s8))
-            }
-            Some(p) => {
-                let s8 = e4m3.encode(clamp(block_scale / p, lo, 448.0));
-                (s8, (1.0 / p) / e4m3.decode(s8))
-            }
-        };
+    // `clamp`, NaN kept, as compare-selects.
+    let clamp = |v: f32| {
+        let c = if v < lo { lo } else { v };
+        let c = if c > 448.0 { 448.0 } else { c };
+        if v.is_nan() { v } else { c }
+    };
+    let (inv_p, p) = match pts {
+        Some(p) => (1.0 / p, p),
+        None => (1.0, 1.0),
+    };
+    let per_tensor = pts.is_some();
+    let block = |xb: &[f32], s: &mut u8, cb: &mut [u8]| {
+        let bs = amax_or_nan(xb) / 6.0;
+        let s8 = e4m3.encode(clamp(if per_tensor { bs / p } else { bs }));
+        let dec = MiniFloat::E4M3Fn.decode(s8);
         *s = s8;
+        let mult = if per_tensor { inv_p / dec } else { 1.0 / dec };
         encode_scaled(&e2m1, xb, mult, 6.0, None, cb);
+    };
+    let mut xs = x.chunks_exact(NVFP4_BLOCK * BATCH);
+    let mut cs = codes.chunks_exact_mut(NVFP4_BLOCK * BATCH);
+    let mut ss = block_scales.chunks_exact_mut(BATCH);
+    for ((xs, cs), ss) in (&mut xs).zip(&mut cs).zip(&mut ss) {
+        let mut t = [0.0f32; BATCH];
+        for (t, xb) in t.iter_mut().zip(xs.chunks_exact(NVFP4_BLOCK)) {
+            *t = amax_or_nan(xb) / 6.0;
+        }
+        let mut mult = [0.0f32; BATCH];
+        for ((t, s), m) in t.iter().zip(ss.iter_mut()).zip(&mut mult) {
+            let s8 = e4m3.encode(clamp(if per_tensor { *t / p } else { *t }));
+            *s = s8;
+            // The same divisions as one block at a time (`(1/p) / dec`, `1 / dec`).
+            let dec = MiniFloat::E4M3Fn.decode(s8);
+            *m = if per_tensor { inv_p / dec } else { 1.0 / dec };
+        }
+        for ((xb, cb), &m) in xs
+            .chunks_exact(NVFP4_BLOCK)
+            .zip(cs.chunks_exact_mut(NVFP4_BLOCK))
+            .zip(&mult)
+        {
+            encode_scaled(&e2m1, xb, m, 6.0, None, cb);
+        }
+    }
+    for ((xb, cb), s) in xs
+        .remainder()
+        .chunks_exact(NVFP4_BLOCK)
+        .zip(cs.into_remainder().chunks_exact_mut(NVFP4_BLOCK))
+        .zip(ss.into_remainder().iter_mut())
+    {
+        block(xb, s, cb);
     }
 }
+
+/// Blocks per batch of [`nvfp4_blocks`].
+const BATCH: usize = 16;
 
 crate::simd::dispatched512!(fn nvfp4_blocks[](pts: Option<f32>, x: &[f32], block_scales: &mut [u8], codes: &mut [u8]) = nvfp4_blocks_body);
 
