@@ -115,18 +115,12 @@ fn nvfp4_blocks_body(pts: Option<f32>, x: &[f32], block_scales: &mut [u8], codes
         None => (1.0, 1.0),
     };
     let per_tensor = pts.is_some();
-    let block = |xb: &[f32], s: &mut u8, cb: &mut [u8]| {
-        let bs = amax_or_nan(xb) / 6.0;
-        let s8 = e4m3.encode(clamp(if per_tensor { bs / p } else { bs }));
-        let dec = MiniFloat::E4M3Fn.decode(s8);
-        *s = s8;
-        let mult = if per_tensor { inv_p / dec } else { 1.0 / dec };
-        encode_scaled(&e2m1, xb, mult, 6.0, None, cb);
-    };
-    let mut xs = x.chunks_exact(NVFP4_BLOCK * BATCH);
-    let mut cs = codes.chunks_exact_mut(NVFP4_BLOCK * BATCH);
-    let mut ss = block_scales.chunks_exact_mut(BATCH);
-    for ((xs, cs), ss) in (&mut xs).zip(&mut cs).zip(&mut ss) {
+    // Batches of blocks; the last may be shorter.
+    for ((xs, cs), ss) in x
+        .chunks(NVFP4_BLOCK * BATCH)
+        .zip(codes.chunks_mut(NVFP4_BLOCK * BATCH))
+        .zip(block_scales.chunks_mut(BATCH))
+    {
         let mut t = [0.0f32; BATCH];
         for (t, xb) in t.iter_mut().zip(xs.chunks_exact(NVFP4_BLOCK)) {
             *t = amax_or_nan(xb) / 6.0;
@@ -146,14 +140,6 @@ fn nvfp4_blocks_body(pts: Option<f32>, x: &[f32], block_scales: &mut [u8], codes
         {
             encode_scaled(&e2m1, xb, m, 6.0, None, cb);
         }
-    }
-    for ((xb, cb), s) in xs
-        .remainder()
-        .chunks_exact(NVFP4_BLOCK)
-        .zip(cs.into_remainder().chunks_exact_mut(NVFP4_BLOCK))
-        .zip(ss.into_remainder().iter_mut())
-    {
-        block(xb, s, cb);
     }
 }
 

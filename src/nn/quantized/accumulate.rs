@@ -259,6 +259,31 @@ impl IntWeights {
         i32::from(x_max) * self.max_pair <= i32::from(i16::MAX)
     }
 
+    /// Sums the rows of `x` (`k` values each) in blocks of `block` rows, a block per task of
+    /// [`crate::parallel::for_each_block`] (`work` multiply-accumulates decide the pool), and
+    /// hands each block's sums (`rows × out`, in a buffer reused per thread) to
+    /// `finish(sums, out_rows)` on the same thread, with that block's rows of `out` (`out`
+    /// values per row). The one block loop of the int8 Linear layers.
+    pub(crate) fn sum_row_blocks<T: Send>(
+        &self,
+        x: &[u8],
+        zx: i32,
+        mode: Int8Accumulation,
+        (block, work): (usize, usize),
+        out: &mut [T],
+        finish: impl Fn(&[i32], &mut [T]) + Sync + Send,
+    ) {
+        let (k, o) = (self.k, self.out);
+        crate::parallel::for_each_block(out, block * o, work, |b, out_b: &mut [T], (): &mut ()| {
+            let rows = out_b.len() / o.max(1);
+            // Every sum is written by the product: a reused buffer needs no clearing.
+            let mut acc = sums_scratch::take(rows * o);
+            self.accumulate_here(&x[b * block * k..][..rows * k], rows, zx, mode, &mut acc);
+            finish(&acc, out_b);
+            sums_scratch::give(acc);
+        });
+    }
+
     /// The length of an activation row of `T`: `k` rounded up to a multiple of `T::STEP`.
     pub(crate) fn row_len<T: ActRow>(&self) -> usize {
         self.k.next_multiple_of(T::STEP)

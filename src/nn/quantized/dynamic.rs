@@ -195,21 +195,13 @@ impl Module for DynamicQuantizedLinear {
             48
         };
         let mut data = vec![0.0f32; n * o];
-        crate::parallel::for_each_block(
+        self.w_int.sum_row_blocks(
+            xd,
+            qp.zero_point(),
+            Int8Accumulation::Exact,
+            (block, work),
             &mut data,
-            block * o,
-            work,
-            |b, out_b: &mut [f32], (): &mut ()| {
-                let rows = out_b.len() / o.max(1);
-                // Every sum is written by the product: a reused buffer needs no clearing.
-                let mut acc = super::accumulate::sums_scratch::take(rows * o);
-                self.w_int.accumulate_here(
-                    &xd[b * block * k..][..rows * k],
-                    rows,
-                    qp.zero_point(),
-                    Int8Accumulation::Exact,
-                    &mut acc,
-                );
+            |acc, out_b| {
                 for (drow, arow) in out_b
                     .chunks_exact_mut(o.max(1))
                     .zip(acc.chunks_exact(o.max(1)))
@@ -228,7 +220,6 @@ impl Module for DynamicQuantizedLinear {
                         }
                     }
                 }
-                super::accumulate::sums_scratch::give(acc);
             },
         );
         let mut shape = q.shape().to_vec();

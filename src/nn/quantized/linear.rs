@@ -202,24 +202,13 @@ impl Module for QuantizedLinear {
         let work = n.saturating_mul(k).saturating_mul(o);
         let block = rows_per_block(n, work);
         let mut data = vec![0u8; n * o];
-        crate::parallel::for_each_block(
+        self.w_int.sum_row_blocks(
+            xd,
+            qp.zero_point(),
+            self.accumulation,
+            (block, work),
             &mut data,
-            block * o,
-            work,
-            |b, out_b: &mut [u8], (): &mut ()| {
-                let rows = out_b.len() / o.max(1);
-                // Every sum is written by the product: a reused buffer needs no clearing.
-                let mut acc = super::accumulate::sums_scratch::take(rows * o);
-                self.w_int.accumulate_here(
-                    &xd[b * block * k..][..rows * k],
-                    rows,
-                    qp.zero_point(),
-                    self.accumulation,
-                    &mut acc,
-                );
-                rq.apply_rows(&acc, 0, o, out_b);
-                super::accumulate::sums_scratch::give(acc);
-            },
+            |acc, out_b| rq.apply_rows(acc, 0, o, out_b),
         );
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
