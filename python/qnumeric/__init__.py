@@ -11,6 +11,13 @@ and releases the GIL while it computes. Errors are ``QnumericError`` subclasses 
 """
 
 from ._qnumeric import (
+    check_kernel,
+    diagnose_dumps,
+    compare_dumps,
+    KernelReport,
+    Diagnosis,
+    DumpReader,
+    DumpComparison,
     AxisError,
     DumpIOError,
     DynamicObserver,
@@ -53,6 +60,13 @@ from ._qnumeric import (
 )
 
 __all__ = [
+    "check_kernel",
+    "diagnose_dumps",
+    "compare_dumps",
+    "KernelReport",
+    "Diagnosis",
+    "DumpReader",
+    "DumpComparison",
     "AxisError",
     "DumpIOError",
     "DynamicObserver",

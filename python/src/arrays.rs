@@ -30,7 +30,10 @@ pub enum FloatView<'a> {
 fn type_error(what: &str, obj: &Bound<'_, PyAny>) -> PyErr {
     let got = match obj.cast::<numpy::PyUntypedArray>() {
         Ok(a) => format!("a numpy array of dtype {}", a.dtype()),
-        Err(_) => format!("a {}", obj.get_type().name().map_or("?".into(), |n| n.to_string())),
+        Err(_) => format!(
+            "a {}",
+            obj.get_type().name().map_or("?".into(), |n| n.to_string())
+        ),
     };
     PyTypeError::new_err(format!(
         "{what}: expected a numpy array of dtype float32, float64 or float16, got {got}"

@@ -70,14 +70,23 @@ impl PyQParams {
             self.quant_max()
         )
     }
-    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, (f32, i32, &'static str, i64, i64))> {
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(Py<PyAny>, QParamsArgs)> {
         let s = slf.get();
         Ok((
             slf.get_type().into_any().unbind(),
-            (s.scale(), s.zero_point(), s.dtype(), s.quant_min(), s.quant_max()),
+            (
+                s.scale(),
+                s.zero_point(),
+                s.dtype(),
+                s.quant_min(),
+                s.quant_max(),
+            ),
         ))
     }
 }
+
+/// The constructor's arguments, for pickling.
+type QParamsArgs = (f32, i32, &'static str, i64, i64);
 
 /// Per-channel quantization parameters: a scale and zero point per index of `axis`.
 #[pyclass(name = "PerChannelQParams", module = "qnumeric", frozen, eq)]
@@ -272,7 +281,9 @@ macro_rules! by_storage {
 
 /// `quantize(x, scale, zero_point, dtype="quint8", quant_min=None, quant_max=None)`:
 /// `clamp(round_half_even(x / scale) + zero_point)` as PyTorch's `quantize_per_tensor`,
-/// stored in the dtype's integer type (uint8, int8, uint16, int16, int32).
+/// stored in the dtype's integer type (uint8, int8, uint16, int16, int32). As PyTorch's,
+/// values saturate to the storage type's range; `quant_min` / `quant_max` bound the zero
+/// point (use `fake_quantize` to clamp to a narrower range).
 #[pyfunction]
 #[pyo3(signature = (x, scale, zero_point, dtype="quint8", quant_min=None, quant_max=None))]
 pub fn quantize(
@@ -305,10 +316,17 @@ pub fn quantize_per_channel(
     quant_min: Option<i64>,
     quant_max: Option<i64>,
 ) -> PyResult<Py<PyAny>> {
-    let qp = per_channel(scales, zero_points, axis, range_of(dtype, quant_min, quant_max)?)?;
+    let qp = per_channel(
+        scales,
+        zero_points,
+        axis,
+        range_of(dtype, quant_min, quant_max)?,
+    )?;
     let x = FloatIn::extract("quantize_per_channel: x", x)?;
     let d = qp.range().dtype();
-    by_storage!(py, d, x, |a, T| qnumeric::quantize_per_channel::<_, T, _>(a, &qp))
+    by_storage!(py, d, x, |a, T| qnumeric::quantize_per_channel::<_, T, _>(
+        a, &qp
+    ))
 }
 
 /// An integer array, borrowed read-only.
@@ -425,7 +443,9 @@ pub fn dequantize_per_channel(
     let q = IntIn::extract("dequantize_per_channel: q", q)?;
     let range = range_of(dtype.unwrap_or(q.default_dtype()), quant_min, quant_max)?;
     let qp = per_channel(scales, zero_points, axis, range)?;
-    per_int!(py, q, |a| qnumeric::dequantize_per_channel::<f32, _, _>(&a, &qp))
+    per_int!(py, q, |a| qnumeric::dequantize_per_channel::<f32, _, _>(
+        &a, &qp
+    ))
 }
 
 /// `fake_quantize(x, scale, zero_point, quant_min=0, quant_max=255)`: PyTorch's
@@ -461,7 +481,9 @@ pub fn fake_quantize_per_channel(
 ) -> PyResult<Py<PyAny>> {
     let qp = per_channel(scales, zero_points, axis, fake_range(quant_min, quant_max)?)?;
     let x = FloatIn::extract("fake_quantize_per_channel: x", x)?;
-    let out = per_float!(py, x.view(), |a| qnumeric::fake_quantize_per_channel(&a, &qp));
+    let out = per_float!(py, x.view(), |a| qnumeric::fake_quantize_per_channel(
+        &a, &qp
+    ));
     Ok(out.py()?.into_py(py))
 }
 
@@ -529,4 +551,3 @@ pub fn choose_qparams(
     let qp = QParams::with_range(raw.scale, raw.zero_point as i64, spec.range()).py()?;
     Ok(PyQParams { inner: qp })
 }
-

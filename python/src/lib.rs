@@ -5,7 +5,9 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod dumps;
 mod errors;
+mod kernel_check;
 mod kernels;
 mod metrics;
 mod observers;
@@ -30,5 +32,12 @@ fn _qnumeric(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metrics::cosine_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::normalized_l2_error, m)?)?;
     observers::register(m)?;
+    m.add_class::<dumps::PyDumpComparison>()?;
+    m.add_class::<dumps::PyDiagnosis>()?;
+    m.add_class::<dumps::PyDumpReader>()?;
+    m.add_class::<kernel_check::PyKernelReport>()?;
+    m.add_function(wrap_pyfunction!(kernel_check::check_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps::compare_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps::diagnose_dumps_py, m)?)?;
     Ok(())
 }

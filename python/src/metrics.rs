@@ -10,7 +10,11 @@ macro_rules! metric {
     ($fn_name:ident, $crate_fn:path, $doc:literal) => {
         #[doc = $doc]
         #[pyfunction]
-        pub fn $fn_name(py: Python<'_>, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<f64> {
+        pub fn $fn_name(
+            py: Python<'_>,
+            x: &Bound<'_, PyAny>,
+            y: &Bound<'_, PyAny>,
+        ) -> PyResult<f64> {
             let op = stringify!($fn_name);
             let xa = FloatIn::extract(&format!("{op}: x"), x)?;
             let ya = FloatIn::extract(&format!("{op}: y"), y)?;
@@ -37,11 +41,7 @@ metric!(
     "`sqnr(x, y)`: signal-to-quantization-noise ratio of `y` against the reference `x`, in dB \
      (`+inf` when equal)."
 );
-metric!(
-    mse,
-    qnumeric::mse,
-    "`mse(x, y)`: mean squared error."
-);
+metric!(mse, qnumeric::mse, "`mse(x, y)`: mean squared error.");
 metric!(
     max_abs_error,
     qnumeric::max_abs_error,

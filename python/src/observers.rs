@@ -144,32 +144,37 @@ pub struct PyPerChannel {
     inner: PerChannelMinMaxObserver,
 }
 
-observer_methods!(PyPerChannel, PerChannelMinMaxObserver, "PerChannelMinMaxObserver", {
-    #[new]
-    #[pyo3(signature = (ch_axis=0, dtype="qint8", qscheme="per_channel_symmetric", reduce_range=false, quant_min=None, quant_max=None, eps=None, averaging_constant=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ch_axis: isize,
-        dtype: &str,
-        qscheme: &str,
-        reduce_range: bool,
-        quant_min: Option<i64>,
-        quant_max: Option<i64>,
-        eps: Option<f32>,
-        averaging_constant: Option<f32>,
-    ) -> PyResult<Self> {
-        let spec = spec_of(dtype, qscheme, reduce_range, quant_min, quant_max, eps)?;
-        let rule = match averaging_constant {
-            None => UpdateRule::Running,
-            Some(c) => UpdateRule::MovingAverage {
-                averaging_constant: c,
-            },
-        };
-        Ok(Self {
-            inner: PerChannelMinMaxObserver::with_rule(spec, ch_axis, rule).py()?,
-        })
+observer_methods!(
+    PyPerChannel,
+    PerChannelMinMaxObserver,
+    "PerChannelMinMaxObserver",
+    {
+        #[new]
+        #[pyo3(signature = (ch_axis=0, dtype="qint8", qscheme="per_channel_symmetric", reduce_range=false, quant_min=None, quant_max=None, eps=None, averaging_constant=None))]
+        #[allow(clippy::too_many_arguments)]
+        fn new(
+            ch_axis: isize,
+            dtype: &str,
+            qscheme: &str,
+            reduce_range: bool,
+            quant_min: Option<i64>,
+            quant_max: Option<i64>,
+            eps: Option<f32>,
+            averaging_constant: Option<f32>,
+        ) -> PyResult<Self> {
+            let spec = spec_of(dtype, qscheme, reduce_range, quant_min, quant_max, eps)?;
+            let rule = match averaging_constant {
+                None => UpdateRule::Running,
+                Some(c) => UpdateRule::MovingAverage {
+                    averaging_constant: c,
+                },
+            };
+            Ok(Self {
+                inner: PerChannelMinMaxObserver::with_rule(spec, ch_axis, rule).py()?,
+            })
+        }
     }
-});
+);
 
 /// PyTorch's `HistogramObserver` (its L2 search over the histogram, bit for bit).
 #[pyclass(name = "HistogramObserver", module = "qnumeric")]

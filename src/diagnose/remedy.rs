@@ -244,10 +244,13 @@ pub enum Cost {
     /// Dynamic int8 (activation ranges computed per batch at run time).
     DynamicInt8,
     /// The layer in bf16 (a quantize/dequantize transition each side).
+    #[cfg_attr(feature = "serde", serde(rename = "bf16"))]
     BF16,
     /// The layer in fp16.
+    #[cfg_attr(feature = "serde", serde(rename = "fp16"))]
     FP16,
     /// The layer in fp32.
+    #[cfg_attr(feature = "serde", serde(rename = "fp32"))]
     FP32,
     /// New calibration data.
     NewData,

@@ -1,7 +1,8 @@
-"""Tests of qnumeric_dump (pytest). Need PyTorch; skipped, visibly, without it.
+"""Tests of qnumeric.dump, the PyTorch dump writer (pytest). Need PyTorch; skipped, visibly,
+without it. The end-to-end tests also run the `qnumeric` CLI named by QNUMERIC_BIN.
 
-    pip install torch numpy pytest
-    QNUMERIC_BIN=target/release/qnumeric python3 -m pytest -rs tools/torch-dump
+    pip install torch
+    QNUMERIC_BIN=target/release/qnumeric python3 -m pytest -rs python/tests
 """
 
 import copy
@@ -14,13 +15,12 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch not installed: the torch-dump tests are skipped")
+torch = pytest.importorskip("torch", reason="PyTorch not installed: the qnumeric.dump tests are skipped")
 np = pytest.importorskip("numpy", reason="numpy not installed: the torch-dump tests are skipped")
 
 from torch import nn  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qnumeric_dump import FORMAT, dump, write_safetensors  # noqa: E402
+from qnumeric.dump import FORMAT, dump, write_safetensors  # noqa: E402
 
 # torch 2.10+ deprecates torch.ao.quantization (kept working; the helper supports it).
 pytestmark = [
@@ -449,8 +449,10 @@ def test_static_cnn_geometry_and_output_qparams(tmp_path):
         torch.backends.quantized.engine = old
     f, fmeta = read_safetensors(fp)
     q, qmeta = read_safetensors(qp)
-    assert json.loads(qmeta["order"]) == ["conv", "relu", "conv2", "fc"] == result.layers
-    assert "quant" not in q and "dequant" not in q
+    # the QuantStub is a layer (the input's quantization); the DeQuantStub is not
+    assert json.loads(qmeta["order"]) == ["quant", "conv", "relu", "conv2", "fc"] == result.layers
+    assert "quant" in q and "dequant" not in q
+    np.testing.assert_array_equal(q["quant:shadow"], q["quant:input"])
     layers = json.loads(qmeta["layers"])
     assert layers["conv"]["kind"] == "conv2d"
     assert layers["conv"]["conv"] == {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}

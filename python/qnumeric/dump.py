@@ -4,7 +4,7 @@ Writes the two safetensors files of the ``qnumeric-dump/2`` format (``docs/dumps
 (the float model) and QUANT (the quantized model, every tensor dequantized to float32).
 
     import torch
-    from qnumeric_dump import dump
+    from qnumeric.dump import dump
 
     qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     batches = [{"input_ids": ids, "attention_mask": mask} for ids, mask in loader]
@@ -14,8 +14,9 @@ Writes the two safetensors files of the ``qnumeric-dump/2`` format (``docs/dumps
 
 What is recorded, for every *leaf* module of the quantized model (``named_modules()``; a module
 whose only children are observers or fake-quantizers counts as a leaf; observers,
-fake-quantizers, ``QuantStub``/``DeQuantStub`` and their converted forms, ``Identity`` and
-containers are not layers) that has a float module of the same qualified name:
+fake-quantizers, ``DeQuantStub`` and its converted form, ``Identity`` and containers are not
+layers; a ``QuantStub`` and its converted ``Quantize`` are one, the input's quantization) that
+has a float module of the same qualified name:
 
 * FLOAT ``NAME``: the float module's output; ``NAME:weight`` / ``NAME:bias``: its parameters.
 * QUANT ``NAME``: the quantized module's output, dequantized.
@@ -192,14 +193,16 @@ class _Spill:
 
 
 def _is_skipped_type(m: nn.Module) -> bool:
-    from torch.ao.quantization import DeQuantStub, QuantStub
+    from torch.ao.quantization import DeQuantStub
     from torch.ao.quantization.fake_quantize import FakeQuantizeBase
     from torch.ao.quantization.observer import ObserverBase
 
+    # A QuantStub (and its converted form, Quantize) is a layer: the input's quantization,
+    # whose own error is the clipping and rounding of the model's input. DeQuantStub adds no
+    # error of its own.
     skip: Tuple[type, ...] = (
         ObserverBase,
         FakeQuantizeBase,
-        QuantStub,
         DeQuantStub,
         nn.Identity,
         nn.Sequential,
@@ -209,12 +212,12 @@ def _is_skipped_type(m: nn.Module) -> bool:
     try:
         import torch.ao.nn.quantized as nnq
 
-        skip += (nnq.Quantize, nnq.DeQuantize)
+        skip += (nnq.DeQuantize,)
     except (ImportError, AttributeError):
         pass
     if isinstance(m, skip) or _is_helper(m):
         return True
-    return type(m).__name__ in ("QuantWrapper", "QuantStub", "DeQuantStub", "Quantize", "DeQuantize")
+    return type(m).__name__ in ("QuantWrapper", "DeQuantStub", "DeQuantize")
 
 
 def _is_helper(m: nn.Module) -> bool:
@@ -890,7 +893,7 @@ def _stream(path, entries, metadata, spill: _Spill):
 def _main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description="Dump a float model and its quantized version (qnumeric-dump/2). "
-        "A library: import qnumeric_dump and call dump(); this entry point only reads a dump's header.",
+        "A library: import qnumeric.dump and call dump(); this entry point only reads a dump's header.",
     )
     p.add_argument("file", nargs="?", help="a .safetensors file: print its header (names, shapes, metadata)")
     args = p.parse_args(argv)

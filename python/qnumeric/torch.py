@@ -1,0 +1,484 @@
+"""qnumeric on live PyTorch models: compare and diagnose a float model and its quantized version.
+
+    import qnumeric.torch as qt
+
+    qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    report = qt.diagnose(model, qmodel, batches)          # one pass, then remedies end to end
+    print(report)                                          # verdicts, headline, ranked remedies
+    report.diagnosis.remedies[0]                           # {"kind": "keep-in", "layer": ..., "gain_db": ...}
+
+What it does, for every *leaf* module of the quantized model that has a float module of the
+same qualified name (eager static, dynamic, FX graph mode, fake-quant / QAT-prepared models):
+
+* one pass over ``batches`` records each layer's output in both models, the quantized layer's
+  input, and the float layer applied to that input (the *shadow*: the layer's own error), with
+  the batches' attention masks (padding is left out of every figure). The records go to a
+  ``qnumeric-dump/2`` pair in a temporary directory (:mod:`qnumeric.dump`; bounded memory);
+* the Rust diagnosis reads it: per-layer and per-sample SQNR (cumulative and local), each
+  layer's verdict (fine, inherited, data-sensitive, data-insensitive, implementation), the
+  headline layer, and remedies measured by replaying layers from the recorded inputs;
+* the remedies are then **measured end to end**: the quantized model is copied with one
+  change (a module kept in float, per-channel weights, dynamic instead of static
+  quantization, ...), run again on the batches, and its output compared with the float
+  model's; the remedies are re-ranked by that gain.
+
+Only PyTorch and NumPy are needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _qnumeric
+from .dump import DumpResult, _call, _first_tensor, dump
+
+__all__ = ["Report", "compare", "diagnose", "apply_remedy", "output_sqnr", "compare_weights"]
+
+
+@dataclass
+class Report:
+    """What :func:`diagnose` or :func:`compare` found."""
+
+    #: The comparison of every recorded layer (cumulative SQNR per layer and per sample).
+    comparison: _qnumeric.DumpComparison
+    #: The diagnosis (``None`` from :func:`compare`).
+    diagnosis: Optional[_qnumeric.Diagnosis]
+    #: The layers recorded and what was skipped, and why.
+    recorded: DumpResult
+    #: The model's output SQNR against the float model's, measured end to end (dB).
+    output_sqnr_db: Optional[float] = None
+    #: For each remedy measured end to end: the output SQNR with that change (dB), by
+    #: ``(kind, layer)``.
+    measured: Dict[tuple, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [str(self.diagnosis) if self.diagnosis is not None else str(self.comparison)]
+        if self.output_sqnr_db is not None:
+            parts.append(f"model output, end to end: {self.output_sqnr_db:.2f} dB")
+        return "\n".join(parts)
+
+    def to_json(self) -> str:
+        """The diagnosis as JSON (the ``qnumeric diagnose --json`` object), or the comparison."""
+        return self.diagnosis.to_json() if self.diagnosis is not None else self.comparison.to_json()
+
+    def to_dict(self) -> dict:
+        """The diagnosis (or comparison) as a dict."""
+        return self.diagnosis.to_dict() if self.diagnosis is not None else self.comparison.to_dict()
+
+
+def _record(float_model, quant_model, batches, workdir, **kw):
+    fpath = os.path.join(workdir, "float.safetensors")
+    qpath = os.path.join(workdir, "quant.safetensors")
+    result = dump(float_model, quant_model, batches, fpath, qpath, **kw)
+    if not result.layers:
+        raise _qnumeric.NotFoundError(
+            "qnumeric.torch: no layer of the quantized model has a float module of the same name "
+            f"(skipped: {dict(list(result.skipped.items())[:5])})"
+        )
+    return fpath, qpath, result
+
+
+def compare(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    masks: Optional[Iterable[torch.Tensor]] = None,
+    layer_filter: Union[None, str, Callable[[str], bool]] = None,
+    max_samples: Optional[int] = None,
+    threshold: Optional[float] = None,
+) -> Report:
+    """Compares every leaf module of ``quant_model`` with the float module of the same name.
+
+    ``batches`` are model inputs (a tensor, a tuple of positional tensors, or a dict of keyword
+    tensors; a dict's ``attention_mask`` masks the padding). Returns a :class:`Report` whose
+    ``comparison`` has each layer's output SQNR, per layer and per sample.
+    """
+    batches = list(batches)
+    with tempfile.TemporaryDirectory(prefix="qnumeric-") as d:
+        fpath, qpath, rec = _record(
+            float_model, quant_model, batches, d, masks=masks, layer_filter=layer_filter, max_samples=max_samples
+        )
+        cmp = _qnumeric.compare_dumps(fpath, qpath, threshold)
+    return Report(comparison=cmp, diagnosis=None, recorded=rec)
+
+
+def diagnose(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    masks: Optional[Iterable[torch.Tensor]] = None,
+    layer_filter: Union[None, str, Callable[[str], bool]] = None,
+    max_samples: Optional[int] = None,
+    sample_dims: int = 1,
+    threshold: float = 20.0,
+    min_gain: float = 0.5,
+    end_to_end: bool = True,
+    html: Optional[str] = None,
+) -> Report:
+    """Diagnoses ``quant_model`` against ``float_model`` on ``batches``.
+
+    Each layer gets a verdict from its own error (the float layer on the quantized layer's
+    input against the quantized layer), the diagnosis names the layer to look at first, and
+    proposes remedies measured by replaying layers. With ``end_to_end`` (the default) every
+    remedy :func:`apply_remedy` can apply is measured on the whole model: the quantized model
+    is copied with that one change and run on the same batches; the remedies are then ranked
+    by their end-to-end gain, as the Rust diagnosis ranks them.
+
+    ``sample_dims=2`` makes every real ``(n, t)`` position a sample (tokens as samples).
+    ``html``: a path to write the comparison as a self-contained HTML page.
+    """
+    batches = list(batches)
+    if masks is not None:
+        masks = list(masks)
+    with tempfile.TemporaryDirectory(prefix="qnumeric-") as d:
+        fpath, qpath, rec = _record(
+            float_model, quant_model, batches, d, masks=masks, layer_filter=layer_filter, max_samples=max_samples
+        )
+        cmp = _qnumeric.compare_dumps(fpath, qpath)
+        diag = _qnumeric.diagnose_dumps(
+            fpath, qpath, sample_dims=sample_dims, threshold=threshold, min_gain=min_gain
+        )
+    report = Report(comparison=cmp, diagnosis=diag, recorded=rec)
+    if end_to_end:
+        base = output_sqnr(float_model, quant_model, batches, masks=masks, max_samples=max_samples)
+        report.output_sqnr_db = base
+        rust_now = diag.output_sqnr_db
+
+        def rerun(remedy):
+            changed = apply_remedy(float_model, quant_model, remedy)
+            if changed is None:
+                return None
+            db = output_sqnr(float_model, changed, batches, masks=masks, max_samples=max_samples)
+            report.measured[(remedy.get("kind"), remedy.get("layer"))] = db
+            if rust_now is None or not np.isfinite(base) or not np.isfinite(db):
+                return db
+            # The gain is measured end to end, both runs the same way; it is reported on the
+            # diagnosis' scale (its output SQNR is the last recorded layer's).
+            return rust_now + (db - base)
+
+        diag.measure_end_to_end(rerun)
+    if html is not None:
+        _write_html(report, html)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# End-to-end measurement.
+
+
+def _outputs(out) -> List[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    for key in ("logits", "last_hidden_state"):
+        v = getattr(out, key, None) if not isinstance(out, dict) else out.get(key)
+        if isinstance(v, torch.Tensor):
+            return [v]
+    t = _first_tensor(out)
+    return [] if t is None else [t]
+
+
+def _mask_of(batch, masks, i):
+    if masks is not None:
+        return masks[i]
+    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        return batch["attention_mask"]
+    return None
+
+
+def _deq(t: torch.Tensor) -> torch.Tensor:
+    return t.dequantize() if t.is_quantized else t
+
+
+def output_sqnr(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    batches: Sequence[Any],
+    *,
+    masks: Optional[Sequence[torch.Tensor]] = None,
+    max_samples: Optional[int] = None,
+) -> float:
+    """The SQNR (dB) of ``quant_model``'s output against ``float_model``'s over ``batches``
+    (padding positions of ``[N, T, ...]`` outputs left out when masks are known)."""
+    fs, qs = [], []
+    seen = 0
+    training = (float_model.training, quant_model.training)
+    float_model.eval()
+    quant_model.eval()
+    try:
+        with torch.no_grad():
+            for i, b in enumerate(batches):
+                if max_samples is not None and seen >= max_samples:
+                    break
+                fo = [_deq(t).float() for t in _outputs(_call(float_model, b))]
+                qo = [_deq(t).float() for t in _outputs(_call(quant_model, b))]
+                m = _mask_of(b, masks, i)
+                for f, q in zip(fo, qo):
+                    if f.shape != q.shape:
+                        raise _qnumeric.ShapeError(f"output_sqnr: outputs of shapes {tuple(f.shape)} and {tuple(q.shape)}")
+                    n = f.shape[0] if f.dim() else 1
+                    keep = n if max_samples is None else min(n, max_samples - seen)
+                    f, q = f[:keep], q[:keep]
+                    if m is not None and f.dim() >= 2 and tuple(f.shape[:2]) == tuple(m[:keep].shape):
+                        sel = m[:keep].bool()
+                        f, q = f[sel], q[sel]
+                    fs.append(f.reshape(-1).double().numpy())
+                    qs.append(q.reshape(-1).double().numpy())
+                seen += fo[0].shape[0] if fo and fo[0].dim() else 1
+    finally:
+        float_model.train(training[0])
+        quant_model.train(training[1])
+    if not fs:
+        raise _qnumeric.EmptyError("output_sqnr: no output to compare")
+    return _qnumeric.sqnr(np.concatenate(fs), np.concatenate(qs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Remedies applied to a copy of the quantized model.
+
+
+class FloatIsland(nn.Module):
+    """A float module inside a quantized model: dequantizes its input, runs the float module,
+    and requantizes the output with the replaced module's output parameters when that module
+    produced quantized tensors (so the next quantized module still receives what it expects)."""
+
+    def __init__(
+        self,
+        float_module: nn.Module,
+        out_scale=None,
+        out_zero_point=None,
+        out_dtype=torch.quint8,
+        precision: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.precision = precision
+        self.float_module = float_module.to(precision)
+        self.out_scale = out_scale
+        self.out_zero_point = out_zero_point
+        self.out_dtype = out_dtype
+
+    def forward(self, *args, **kwargs):
+        def cast(a):
+            if isinstance(a, torch.Tensor):
+                a = _deq(a)
+                return a.to(self.precision) if a.is_floating_point() else a
+            return a
+
+        y = self.float_module(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+        if isinstance(y, torch.Tensor) and y.is_floating_point():
+            y = y.float()
+        if self.out_scale is not None and isinstance(y, torch.Tensor):
+            y = torch.quantize_per_tensor(y, float(self.out_scale), int(self.out_zero_point), self.out_dtype)
+        return y
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    setattr(owner, leaf, module)
+
+
+def _output_qparams(qmod: nn.Module):
+    scale = getattr(qmod, "scale", None)
+    zp = getattr(qmod, "zero_point", None)
+    if scale is None or zp is None:
+        return None, None
+    try:
+        return float(scale), int(zp)
+    except (TypeError, ValueError):
+        return None, None
+
+
+_PRECISIONS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _float_island(float_model, qcopy, layer, precision=torch.float32):
+    fmods = dict(float_model.named_modules())
+    qmods = dict(qcopy.named_modules())
+    if layer not in fmods or layer not in qmods:
+        return None
+    fmod = copy.deepcopy(fmods[layer]).float().eval()
+    qmod = qmods[layer]
+    scale, zp = _output_qparams(qmod)
+    if scale is not None and not _is_dynamic(qmod):
+        _set_module(qcopy, layer, FloatIsland(fmod, scale, zp, precision=precision))
+    else:
+        _set_module(qcopy, layer, FloatIsland(fmod, precision=precision))
+    return qcopy
+
+
+def _is_dynamic(m: nn.Module) -> bool:
+    return ".dynamic." in type(m).__module__
+
+
+def _per_channel_weights(float_model, qcopy, layer):
+    qmods = dict(qcopy.named_modules())
+    fmods = dict(float_model.named_modules())
+    if layer not in qmods or layer not in fmods:
+        return None
+    qmod, fmod = qmods[layer], fmods[layer]
+    w = getattr(fmod, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() < 2:
+        return None
+    if not hasattr(qmod, "set_weight_bias") or not callable(getattr(qmod, "weight", None)):
+        return None
+    wq_old = qmod.weight()
+    if not wq_old.is_quantized:
+        return None
+    obs = _qnumeric.PerChannelMinMaxObserver(ch_axis=0, dtype="qint8", qscheme="per_channel_symmetric")
+    obs.observe(w.detach().float().numpy())
+    p = obs.qparams()
+    wq = torch.quantize_per_channel(
+        w.detach().float(),
+        torch.tensor(p.scales, dtype=torch.double),
+        torch.tensor(p.zero_points, dtype=torch.long),
+        0,
+        torch.qint8,
+    )
+    b = getattr(fmod, "bias", None)
+    qmod.set_weight_bias(wq, None if b is None else b.detach().float())
+    return qcopy
+
+
+def _weight_bits(float_model, qcopy, layer, bits):
+    """The layer's weight re-quantized from the float weight to ``bits`` (symmetric, same
+    granularity as now: PyTorch's default weight observers)."""
+    qmods = dict(qcopy.named_modules())
+    fmods = dict(float_model.named_modules())
+    if layer not in qmods or layer not in fmods or not 2 <= int(bits) <= 8:
+        return None
+    qmod, fmod = qmods[layer], fmods[layer]
+    w = getattr(fmod, "weight", None)
+    if not isinstance(w, torch.Tensor) or not hasattr(qmod, "set_weight_bias") or not callable(getattr(qmod, "weight", None)):
+        return None
+    old = qmod.weight()
+    if not old.is_quantized:
+        return None
+    lo, hi = -(2 ** (int(bits) - 1)), 2 ** (int(bits) - 1) - 1
+    wf = w.detach().float()
+    if old.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        obs = _qnumeric.PerChannelMinMaxObserver(ch_axis=0, dtype="qint8", qscheme="per_channel_symmetric", quant_min=lo, quant_max=hi)
+        obs.observe(wf.numpy())
+        p = obs.qparams()
+        wq = torch.quantize_per_channel(wf, torch.tensor(p.scales, dtype=torch.double), torch.tensor(p.zero_points, dtype=torch.long), 0, torch.qint8)
+    else:
+        obs = _qnumeric.MinMaxObserver(dtype="qint8", qscheme="per_tensor_symmetric", quant_min=lo, quant_max=hi)
+        obs.observe(wf.numpy())
+        p = obs.qparams()
+        wq = torch.quantize_per_tensor(wf, p.scale, p.zero_point, torch.qint8)
+    b = getattr(fmod, "bias", None)
+    qmod.set_weight_bias(wq, None if b is None else b.detach().float())
+    return qcopy
+
+
+def _dynamic_linear(float_model, qcopy):
+    fcopy = copy.deepcopy(float_model).eval()
+    if not any(isinstance(m, nn.Linear) for m in fcopy.modules()):
+        return None
+    return torch.ao.quantization.quantize_dynamic(fcopy, {nn.Linear}, dtype=torch.qint8)
+
+
+def apply_remedy(float_model: nn.Module, quant_model: nn.Module, remedy: dict) -> Optional[nn.Module]:
+    """A copy of ``quant_model`` with ``remedy`` (a dict of ``Diagnosis.remedies``) applied,
+    or ``None`` when it cannot be applied to a live model without re-running the user's
+    quantization recipe (another calibrator, more calibration data, QAT...).
+
+    Applied: ``keep-in`` (fp32, fp16, bf16) and ``fix-kernel`` (the module replaced by its
+    float module run in that precision, the input dequantized and the output requantized
+    with the module's own output parameters), ``per-channel-weights`` (the float weight
+    quantized per output channel, symmetric qint8), ``weight-bits`` (the float weight
+    re-quantized at that width, same granularity), ``dynamic-linear`` (the float model
+    quantized with ``quantize_dynamic``)."""
+    kind = remedy.get("kind")
+    layer = remedy.get("layer")
+    if kind == "dynamic-linear":
+        return _dynamic_linear(float_model, quant_model)
+    if layer is None:
+        return None
+    qcopy = copy.deepcopy(quant_model)
+    if kind == "fix-kernel":
+        return _float_island(float_model, qcopy, layer)
+    if kind == "keep-in" and remedy.get("precision") in _PRECISIONS:
+        return _float_island(float_model, qcopy, layer, _PRECISIONS[remedy["precision"]])
+    if kind == "per-channel-weights":
+        return _per_channel_weights(float_model, qcopy, layer)
+    if kind == "weight-bits" and isinstance(remedy.get("bits"), int):
+        return _weight_bits(float_model, qcopy, layer, remedy["bits"])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights.
+
+
+def _dequantized_state(sd: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    out = {}
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_quantized):
+            out[k] = _deq(v).detach().float().numpy()
+        elif isinstance(v, tuple) and k.endswith("_packed_params"):
+            for t in v:
+                if isinstance(t, torch.Tensor) and t.is_quantized:
+                    out[k.rsplit("._packed_params", 1)[0].rsplit("._packed_params", 1)[0] + ".weight"] = (
+                        t.dequantize().float().numpy()
+                    )
+                    break
+    return out
+
+
+def compare_weights(float_state: Dict[str, Any], quant_state: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Compares the weights of two state dicts by name (PyTorch's ``compare_weights``): for
+    every ``*.weight`` present in both (quantized ones dequantized; dynamic modules' packed
+    parameters unpacked), the SQNR, the largest absolute error and the worst output channel's
+    SQNR (dB)."""
+    f = _dequantized_state(float_state)
+    q = _dequantized_state(quant_state)
+    out = {}
+    for k in sorted(set(f) & set(q)):
+        if not k.endswith("weight") or f[k].shape != q[k].shape or f[k].size == 0:
+            continue
+        a, b = f[k].astype(np.float64), q[k].astype(np.float64)
+        row = {"sqnr_db": _qnumeric.sqnr(a, b), "max_abs_error": _qnumeric.max_abs_error(a, b)}
+        if a.ndim >= 2:
+            per = [_qnumeric.sqnr(a[c].ravel(), b[c].ravel()) for c in range(a.shape[0]) if np.any(a[c])]
+            row["worst_channel_sqnr_db"] = min(per) if per else float("inf")
+        out[k] = row
+    return out
+
+
+def _write_html(report: Report, path: str) -> None:
+    import html as _html
+
+    d = report.to_dict()
+    rows = []
+    for name, verdict in report.diagnosis.verdicts if report.diagnosis is not None else []:
+        rows.append(f"<tr><td>{_html.escape(name)}</td><td>{_html.escape(verdict)}</td></tr>")
+    rem = []
+    for r in d.get("remedies", []):
+        gain = r.get("gain_db")
+        rem.append(
+            "<li>{} {} {}</li>".format(
+                _html.escape(str(r.get("kind"))),
+                _html.escape(str(r.get("layer") or "")),
+                "" if gain is None else f"{gain:+.2f} dB",
+            )
+        )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>qnumeric diagnosis</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px}</style>"
+        f"<h1>Verdict: {_html.escape(str(d.get('verdict')))}</h1>"
+        f"<p>Headline layer: {_html.escape(str(d.get('headline')))}</p>"
+        f"<pre>{_html.escape(str(report))}</pre>"
+        f"<h2>Layers</h2><table>{''.join(rows)}</table><h2>Remedies</h2><ol>{''.join(rem)}</ol>"
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
