@@ -56,7 +56,7 @@ class Report:
     #: The model's output SQNR against the float model's, measured end to end (dB).
     output_sqnr_db: Optional[float] = None
     #: For each remedy measured end to end: the output SQNR with that change (dB), by
-    #: ``(kind, layer)``.
+    #: ``(kind, layer, detail)`` (detail: the precision, bits, calibrator or format, or None).
     measured: Dict[tuple, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -159,7 +159,7 @@ def diagnose(
             if changed is None:
                 return None
             db = output_sqnr(float_model, changed, batches, masks=masks, max_samples=max_samples)
-            report.measured[(remedy.get("kind"), remedy.get("layer"))] = db
+            report.measured[_remedy_key(remedy)] = db
             if rust_now is None or not np.isfinite(base) or not np.isfinite(db):
                 return db
             # The gain is measured end to end, both runs the same way; it is reported on the
@@ -174,6 +174,11 @@ def diagnose(
 
 # ---------------------------------------------------------------------------------------------
 # End-to-end measurement.
+
+
+def _remedy_key(remedy: dict) -> tuple:
+    detail = next((remedy[k] for k in ("precision", "bits", "calibrator", "format", "on", "alpha") if k in remedy), None)
+    return (remedy.get("kind"), remedy.get("layer"), None if detail is None else str(detail))
 
 
 def _outputs(out) -> List[torch.Tensor]:

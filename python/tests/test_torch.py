@@ -1,0 +1,182 @@
+"""qnumeric.torch on live models: a tiny BERT (dynamic int8) and a tiny CNN (eager static),
+built from code with random weights. The healthy models get no verdict; the planted faults
+(coarse weights, outlier inputs, one-class calibration, a kernel off by one) each get theirs,
+and the remedies are measured end to end. Need PyTorch; skipped, visibly, without it."""
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch not installed: the qnumeric.torch tests are skipped")
+
+import numpy as np  # noqa: E402
+from torch import nn  # noqa: E402
+
+import qnumeric as qn  # noqa: E402
+import qnumeric.torch as qt  # noqa: E402
+from test_torch_dump import _engine, _three_bit, bert_batches, make_bert  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
+    pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max"),
+]
+
+TARGET = "encoder.layer.0.intermediate.dense"
+LENGTHS = ((7, 7, 6, 5), (7, 4, 7, 7), (6, 7, 7, 3), (7, 7, 5, 7))
+
+
+def test_healthy_bert_gets_no_verdict():
+    model, qmodel = make_bert()
+    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS))
+    d = r.diagnosis
+    assert d.verdict == "fine", str(r)
+    assert d.headline is None
+    assert all(v in ("fine", "inherited") for _, v in d.verdicts), d.verdicts
+    assert r.output_sqnr_db > 30
+
+
+def test_coarse_weights_in_bert_are_found_and_fixed_end_to_end():
+    model, qmodel = make_bert()
+    _three_bit(dict(qmodel.named_modules())[TARGET])
+    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS))
+    d = r.diagnosis
+    assert d.verdict == "data-insensitive" and d.headline == TARGET and d.first_layer == TARGET, str(r)
+    top = d.remedies[0]
+    assert top["layer"] == TARGET and top["scope"] == "end-to-end", top
+    assert top["gain_db"] > 8, top
+    # the measured gain is the change of the model's output SQNR, run end to end
+    key = ("keep-in" if top["kind"] == "keep-in" else top["kind"], TARGET)
+    measured = [v for k, v in r.measured.items() if k[:2] == key]
+    assert max(measured) - r.output_sqnr_db == pytest.approx(top["gain_db"], abs=1e-6)
+    assert "end-to-end" in d.to_json()
+    # the weight comparison names the layer too
+    w = qt.compare_weights(model.state_dict(), qmodel.state_dict())
+    worst = min(w, key=lambda k: w[k]["sqnr_db"])
+    assert worst == TARGET + ".weight", w
+
+
+def test_compare_is_one_call_with_masks():
+    model, qmodel = make_bert()
+    r = qt.compare(model, qmodel, bert_batches(LENGTHS))
+    d = r.comparison.to_dict(per_sample=True)
+    assert len(d["tensors"]) >= 20
+    assert all(len(t["sample_sqnr_db"]) == 16 for t in d["tensors"])
+    assert r.diagnosis is None and TARGET in r.comparison.layers
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny CNN, eager static quantization.
+
+
+class Cnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        x = self.relu1(self.conv1(self.quant(x)))
+        x = self.relu2(self.conv2(x))
+        return self.dequant(self.fc(torch.flatten(x, 1)))
+
+
+def images(n, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g) * scale
+
+
+def quantize_cnn(calibration):
+    engine = _engine()
+    torch.backends.quantized.engine = engine
+    torch.manual_seed(0)
+    model = Cnn().eval()
+    prepared = copy.deepcopy(model)
+    prepared.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+    torch.ao.quantization.prepare(prepared, inplace=True)
+    with torch.no_grad():
+        for b in calibration:
+            prepared(b)
+    return model, torch.ao.quantization.convert(prepared)
+
+
+def test_healthy_cnn_gets_no_verdict():
+    model, qmodel = quantize_cnn([images(32, s) for s in range(4)])
+    r = qt.diagnose(model, qmodel, [images(32, 100 + s) for s in range(3)])
+    assert r.diagnosis.verdict == "fine", str(r)
+    assert all(v in ("fine", "inherited") for _, v in r.diagnosis.verdicts)
+
+
+def test_outlier_inputs_are_data_sensitive_at_the_input_quantization():
+    model, qmodel = quantize_cnn([images(32, s) for s in range(4)])
+    batches = [images(32, 100 + s) for s in range(3)]
+    bright = [3, 40, 77]
+    for i in bright:
+        batches[i // 32][i % 32] *= 8.0
+    r = qt.diagnose(model, qmodel, batches)
+    d = r.diagnosis
+    assert d.verdict == "data-sensitive", str(r)
+    assert d.first_layer == "quant", str(r)
+    assert set(d.worst_samples[:3]) == set(bright), d.worst_samples
+
+
+def test_one_class_calibration_is_data_sensitive():
+    # Calibrated on one "class" (faint images), run on both: the bright class clips.
+    model, qmodel = quantize_cnn([images(32, s, scale=0.25) for s in range(4)])
+    faint = [images(16, 200 + s, scale=0.25) for s in range(3)]
+    strong = [images(16, 300 + s, scale=1.0) for s in range(3)]
+    batches = [torch.cat([a, b]) for a, b in zip(faint, strong)]
+    r = qt.diagnose(model, qmodel, batches)
+    d = r.diagnosis
+    assert d.verdict == "data-sensitive", str(r)
+    worst = d.worst_samples[:10]
+    assert all((i % 32) >= 16 for i in worst), worst  # the class not calibrated on
+
+
+class OffByOneLinear(torch.ao.nn.quantized.Linear):
+    """A quantized Linear whose kernel adds one quantum to every output. (Linear layers are
+    replayed from the dump with the crate's int8 kernel, which is what finds the bug.)"""
+
+    def forward(self, x):
+        y = super().forward(x)
+        q = torch.clamp(y.int_repr().int() + 1, 0, 255).to(torch.uint8)
+        return torch._make_per_tensor_quantized_tensor(q, y.q_scale(), y.q_zero_point())
+
+
+def test_a_kernel_off_by_one_is_an_implementation_error():
+    model, qmodel = quantize_cnn([images(32, s) for s in range(4)])
+    qmodel.fc.__class__ = OffByOneLinear
+    r = qt.diagnose(model, qmodel, [images(32, 100 + s) for s in range(3)])
+    d = r.diagnosis
+    assert dict(d.verdicts)["fc"] == "implementation", str(r)
+    assert d.verdict == "implementation" and d.headline == "fc"
+    assert all(v in ("fine", "inherited") for n, v in d.verdicts if n != "fc"), d.verdicts
+    top = d.remedies[0]
+    assert top["kind"] == "fix-kernel" and top["layer"] == "fc", top
+    # measured end to end: fc in float instead of the broken kernel
+    assert top["scope"] == "end-to-end" and top["gain_db"] > 0, top
+
+
+def test_apply_remedy_leaves_the_model_alone():
+    model, qmodel = quantize_cnn([images(32, s) for s in range(2)])
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in qmodel.state_dict().items()}
+    changed = qt.apply_remedy(model, qmodel, {"kind": "keep-in", "precision": "F32", "layer": "conv2"})
+    assert isinstance(changed.conv2, qt.FloatIsland) and not isinstance(qmodel.conv2, qt.FloatIsland)
+    assert qt.apply_remedy(model, qmodel, {"kind": "observer", "layer": "conv2"}) is None
+    assert qt.apply_remedy(model, qmodel, {"kind": "keep-in", "precision": "F32", "layer": "nope"}) is None
+    for k, v in qmodel.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v.dequantize() if v.is_quantized else v, before[k].dequantize() if before[k].is_quantized else before[k])
+    x = [images(8, 5)]
+    assert qt.output_sqnr(model, changed, x) > qt.output_sqnr(model, qmodel, x) - 1.0
+
+
+def test_same_model_twice_is_refused():
+    model, _ = quantize_cnn([images(8, 0)])
+    with pytest.raises(ValueError):
+        qt.diagnose(model, model, [images(4, 1)])
