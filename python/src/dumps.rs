@@ -8,8 +8,8 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use qnumeric::QuantError;
 use qnumeric::diagnose::{
-    DEFAULT_DUMP_MIN_GAIN_DB, DumpDiagnoseOptions, DumpDiagnosis, Thresholds, diagnose_dumps,
-    diagnose_dumps_with_baseline,
+    DEFAULT_DUMP_MIN_GAIN_DB, DumpDiagnoseOptions, DumpDiagnosis, ReportDiagnosis, Thresholds,
+    diagnose_dumps, diagnose_dumps_with_baseline,
 };
 use qnumeric::formats::Format;
 use qnumeric::ns::{
@@ -89,11 +89,28 @@ pub fn compare_dumps(
     Ok(PyDumpComparison { inner: c })
 }
 
-/// The diagnosis of a quantized model from its dumps: each layer's verdict, the headline
-/// layer, and the remedies ranked by their measured gain.
+/// What a diagnosis was made from.
+pub enum DiagnosisOf {
+    /// Two dumps: verdicts, replays, remedies.
+    Dumps(DumpDiagnosis),
+    /// A Numeric Suite report (streamed logs): verdicts and the headline.
+    Report(ReportDiagnosis),
+}
+
+/// The diagnosis of a quantized model (from its dumps or from streamed logs): each layer's
+/// verdict, the headline layer, and the remedies ranked by their measured gain.
 #[pyclass(name = "Diagnosis", module = "qnumeric")]
 pub struct PyDiagnosis {
-    inner: DumpDiagnosis,
+    pub inner: DiagnosisOf,
+}
+
+impl PyDiagnosis {
+    fn report(&self) -> &ReportDiagnosis {
+        match &self.inner {
+            DiagnosisOf::Dumps(d) => &d.diagnosis,
+            DiagnosisOf::Report(d) => d,
+        }
+    }
 }
 
 #[pymethods]
@@ -102,33 +119,32 @@ impl PyDiagnosis {
     /// `implementation`.
     #[getter]
     fn verdict(&self) -> String {
-        self.inner.diagnosis.verdict.to_string()
+        self.report().verdict.to_string()
     }
     /// The layer to look at first (`None`: nothing to fix).
     #[getter]
     fn headline(&self) -> Option<String> {
-        self.inner.diagnosis.headline.clone()
+        self.report().headline.clone()
     }
     /// The first layer whose own error is large.
     #[getter]
     fn first_layer(&self) -> Option<String> {
-        self.inner.diagnosis.first_layer.clone()
+        self.report().first_layer.clone()
     }
     /// The samples with the largest error at the headline layer, worst first.
     #[getter]
     fn worst_samples(&self) -> Vec<usize> {
-        self.inner.diagnosis.worst_samples.clone()
+        self.report().worst_samples.clone()
     }
     /// The model's output SQNR against the float model (dB): the last layer's.
     #[getter]
     fn output_sqnr_db(&self) -> Option<f64> {
-        self.inner.output_sqnr_db()
+        self.report().layers.last().map(|l| l.evidence.sqnr_db)
     }
     /// Each layer's verdict, by name, in execution order.
     #[getter]
     fn verdicts(&self) -> Vec<(String, String)> {
-        self.inner
-            .diagnosis
+        self.report()
             .layers
             .iter()
             .map(|l| (l.name.clone(), l.verdict.to_string()))
@@ -138,14 +154,14 @@ impl PyDiagnosis {
     /// `effect`, `evidence` and the change's own fields).
     #[getter]
     fn remedies(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        json_loads(
-            py,
-            &to_json("Diagnosis.remedies", &self.inner.diagnosis.remedies)?,
-        )
+        json_loads(py, &to_json("Diagnosis.remedies", &self.report().remedies)?)
     }
     /// The whole diagnosis as JSON text (the `qnumeric diagnose --json` object).
     fn to_json(&self) -> PyResult<String> {
-        to_json("Diagnosis.to_json", &self.inner)
+        match &self.inner {
+            DiagnosisOf::Dumps(d) => to_json("Diagnosis.to_json", d),
+            DiagnosisOf::Report(d) => to_json("Diagnosis.to_json", d),
+        }
     }
     /// The whole diagnosis as a dict.
     fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -158,8 +174,14 @@ impl PyDiagnosis {
     /// (an `Exception`) is kept in the diagnosis as a measurement that failed; others
     /// (`KeyboardInterrupt`) stop the measurement and propagate.
     fn measure_end_to_end(&mut self, py: Python<'_>, rerun: &Bound<'_, PyAny>) -> PyResult<()> {
+        let DiagnosisOf::Dumps(inner) = &mut self.inner else {
+            return Err(to_py(QuantError::UnsupportedConfig {
+                op: "Diagnosis.measure_end_to_end",
+                reason: "a diagnosis of streamed logs has no remedies to measure (diagnose dumps)",
+            }));
+        };
         let mut stop: Option<PyErr> = None;
-        let r = self.inner.measure_end_to_end(|remedy| {
+        let r = inner.measure_end_to_end(|remedy| {
             if stop.is_some() {
                 return Ok(None);
             }
@@ -190,14 +212,17 @@ impl PyDiagnosis {
         r.py()
     }
     fn __str__(&self) -> String {
-        self.inner.to_string()
+        match &self.inner {
+            DiagnosisOf::Dumps(d) => d.to_string(),
+            DiagnosisOf::Report(d) => d.to_string(),
+        }
     }
     fn __repr__(&self) -> String {
         format!(
             "<Diagnosis verdict={} headline={:?} remedies={}>",
-            self.inner.diagnosis.verdict,
-            self.inner.diagnosis.headline,
-            self.inner.diagnosis.remedies.len()
+            self.report().verdict,
+            self.report().headline,
+            self.report().remedies.len()
         )
     }
 }
@@ -247,7 +272,9 @@ pub fn diagnose_dumps_py(
             }
         })
         .py()?;
-    Ok(PyDiagnosis { inner: d })
+    Ok(PyDiagnosis {
+        inner: DiagnosisOf::Dumps(d),
+    })
 }
 
 fn side_of(s: &str) -> PyResult<Side> {

@@ -9,6 +9,7 @@ mod dumps;
 mod errors;
 mod kernel_check;
 mod kernels;
+mod log;
 mod metrics;
 mod observers;
 
@@ -35,6 +36,8 @@ fn _qnumeric(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dumps::PyDumpComparison>()?;
     m.add_class::<dumps::PyDiagnosis>()?;
     m.add_class::<dumps::PyDumpReader>()?;
+    m.add_class::<log::PyNumericLog>()?;
+    m.add_class::<log::PyNsReport>()?;
     m.add_class::<kernel_check::PyKernelReport>()?;
     m.add_function(wrap_pyfunction!(kernel_check::check_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(dumps::compare_dumps, m)?)?;

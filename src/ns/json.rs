@@ -119,3 +119,36 @@ pub(crate) fn de_arr3_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64
     <[f64; 3]>::try_from(v.as_slice())
         .map_err(|_| serde::de::Error::invalid_length(v.len(), &"three numbers"))
 }
+
+/// An `f64` that reads and writes non-finite values as the strings `"inf"`, `"-inf"` and
+/// `"nan"` (state that must round-trip exactly, infinities included).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Number(pub(crate) f64);
+
+impl serde::Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        f64(&self.0, s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(f64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(Number(v)),
+            Repr::Text(t) => match t.as_str() {
+                "inf" => Ok(Number(f64::INFINITY)),
+                "-inf" => Ok(Number(f64::NEG_INFINITY)),
+                "nan" => Ok(Number(f64::NAN)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{t}` is not a number (numbers, \"inf\", \"-inf\" or \"nan\")"
+                ))),
+            },
+        }
+    }
+}

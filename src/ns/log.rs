@@ -498,6 +498,81 @@ impl NumericLog {
         })
     }
 
+    /// Adds another streaming log of the same model (another shard of the data, pushed in
+    /// another process): each layer's statistics merge as [`ErrorStats::merge`], layers only
+    /// in `other` are added after `self`'s. The result equals one log fed all the batches,
+    /// `self`'s first, bit for bit. Nothing changes when an error is returned.
+    ///
+    /// # Errors
+    /// [`QuantError::Incompatible`] when either log is storing tensors or has the caller's
+    /// comparisons (their state is the caller's), or when a layer's output parameters differ.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndarray::array;
+    /// use qnumeric::ns::NumericLog;
+    ///
+    /// let (x, y) = (array![[1.0f32, 2.0]], array![[1.1f32, 2.0]]);
+    /// let (mut shard0, mut shard1, mut whole) =
+    ///     (NumericLog::streaming(), NumericLog::streaming(), NumericLog::streaming());
+    /// shard0.push("fc", &x, &y, None)?;
+    /// shard1.push("fc", &y, &x, None)?;
+    /// whole.push("fc", &x, &y, None)?;
+    /// whole.push("fc", &y, &x, None)?;
+    /// shard0.merge(&shard1)?;
+    /// assert_eq!(shard0.stats("fc"), whole.stats("fc"));
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    pub fn merge(&mut self, other: &NumericLog) -> Result<()> {
+        const OP: &str = "NumericLog::merge";
+        if self.mode != LogMode::Streaming || other.mode != LogMode::Streaming {
+            return Err(QuantError::Incompatible {
+                op: OP,
+                reason: "only streaming logs merge (a storing log keeps tensors)",
+            });
+        }
+        let custom = |l: &NumericLog| {
+            !l.comparisons.is_empty()
+                || l.layers
+                    .iter()
+                    .any(|x| !x.custom.is_empty() || !x.extended.is_empty())
+        };
+        if custom(self) || custom(other) {
+            return Err(QuantError::Incompatible {
+                op: OP,
+                reason: "a log with the caller's comparisons cannot be merged",
+            });
+        }
+        let mut merged = Vec::with_capacity(other.layers.len());
+        for l in &other.layers {
+            match self.index.get(&l.name) {
+                Some(&i) => {
+                    let mut s = self.layers[i].stats.clone();
+                    s.merge(&l.stats).map_err(|e| e.with_op(OP))?;
+                    merged.push((Some(i), s));
+                }
+                None => merged.push((None, l.stats.clone())),
+            }
+        }
+        for (l, (i, stats)) in other.layers.iter().zip(merged) {
+            match i {
+                Some(i) => self.layers[i].stats = stats,
+                None => {
+                    self.index.insert(l.name.clone(), self.layers.len());
+                    self.layers.push(LayerLog {
+                        name: l.name.clone(),
+                        stats,
+                        stored: Vec::new(),
+                        dropped: 0,
+                        custom: Vec::new(),
+                        extended: BTreeMap::new(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every layer's figures, in the order of the first push.
     #[must_use]
     pub fn comparisons(&self) -> Vec<(String, OutputComparison)> {
@@ -576,6 +651,81 @@ impl NumericLog {
     #[must_use]
     pub fn report(&self) -> super::NsReport {
         super::NsReport::from_logs(Some(self), None)
+    }
+}
+
+/// A streaming log without the caller's comparisons serializes (feature `serde`) as its layers'
+/// statistics and switched-off layers: what shards send to be merged
+/// ([`NumericLog::merge`]). A storing log or one with the caller's comparisons refuses.
+#[cfg(feature = "serde")]
+impl serde::Serialize for NumericLog {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        if self.mode != LogMode::Streaming {
+            return Err(S::Error::custom(
+                "NumericLog: only a streaming log serializes (a storing log keeps tensors)",
+            ));
+        }
+        if !self.comparisons.is_empty()
+            || self
+                .layers
+                .iter()
+                .any(|l| !l.custom.is_empty() || !l.extended.is_empty())
+        {
+            return Err(S::Error::custom(
+                "NumericLog: a log with the caller's comparisons does not serialize",
+            ));
+        }
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            layers: Vec<(&'a str, &'a ErrorStats)>,
+            disabled: Vec<&'a str>,
+        }
+        let mut disabled: Vec<&str> = self.disabled.iter().map(String::as_str).collect();
+        disabled.sort_unstable();
+        Out {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| (l.name.as_str(), &l.stats))
+                .collect(),
+            disabled,
+        }
+        .serialize(s)
+    }
+}
+
+/// A streaming log from its serialized form (the statistics validated as they are read).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for NumericLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(serde::Deserialize)]
+        struct In {
+            layers: Vec<(String, ErrorStats)>,
+            #[serde(default)]
+            disabled: Vec<String>,
+        }
+        let i = In::deserialize(d)?;
+        let mut log = NumericLog::streaming();
+        for (name, stats) in i.layers {
+            if name.is_empty() || log.index.contains_key(&name) {
+                return Err(D::Error::custom(format!(
+                    "NumericLog: layer name `{name}` empty or repeated"
+                )));
+            }
+            log.index.insert(name.clone(), log.layers.len());
+            log.layers.push(LayerLog {
+                name,
+                stats,
+                stored: Vec::new(),
+                dropped: 0,
+                custom: Vec::new(),
+                extended: BTreeMap::new(),
+            });
+        }
+        log.disabled = i.disabled.into_iter().collect();
+        Ok(log)
     }
 }
 

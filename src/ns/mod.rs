@@ -88,6 +88,7 @@
 
 #[cfg(feature = "safetensors")]
 mod dump;
+mod exact;
 #[cfg(feature = "serde")]
 pub(crate) mod json;
 mod log;

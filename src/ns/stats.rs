@@ -9,6 +9,8 @@ use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 use crate::qparams::QParams;
 
+use super::exact::ExactSum;
+
 /// RMS of the rounding error of a uniform quantizer, in quanta: `1/sqrt(12)` ≈ 0.2887. A
 /// layer whose own (local) error sits at this floor loses nothing beyond rounding.
 pub const ROUNDING_FLOOR_QUANTA: f64 = 0.288_675_134_594_812_9;
@@ -52,20 +54,27 @@ pub struct SampleStats {
 /// `max |x−y|`, clipped count): it does not grow with the number of batches beyond the
 /// per-sample numbers. Every sum runs in `f64` over exact conversions of the inputs, so the
 /// results equal the metrics of [`crate::metrics`] on the concatenation of the batches up to
-/// the summation order.
+/// the summation order within a batch. Each batch's sums are added exactly (the totals do not
+/// depend on the order of the batches), so [`ErrorStats::merge`] of statistics kept on
+/// shards of the batches equals one pass over all of them, bit for bit.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "state::ErrorStatsState", try_from = "state::ErrorStatsState")
+)]
 pub struct ErrorStats {
     batches: u64,
     n: u64,
-    sxx: f64,
-    syy: f64,
-    sxy: f64,
-    sdd: f64,
-    sd: f64,
+    sxx: ExactSum,
+    syy: ExactSum,
+    sxy: ExactSum,
+    sdd: ExactSum,
+    sd: ExactSum,
     max_abs: f64,
     quantized_n: u64,
     clipped: u64,
-    sdd_quanta: f64,
+    sdd_quanta: ExactSum,
     qparams: Option<QParams>,
     sample_shape: Option<Vec<usize>>,
     shape_varies: bool,
@@ -382,13 +391,7 @@ impl ErrorStats {
         if self.n == 0 {
             self.exp = b.exp;
         } else if b.exp > self.exp {
-            let e = self.exp - b.exp;
-            for v in [&mut self.sxx, &mut self.syy, &mut self.sxy, &mut self.sdd] {
-                *v = crate::metrics::mul_pow2(*v, 2 * e);
-            }
-            self.sd = crate::metrics::mul_pow2(self.sd, e);
-            self.max_abs = crate::metrics::mul_pow2(self.max_abs, e);
-            self.exp = b.exp;
+            self.rescale(b.exp);
         } else if b.exp < self.exp {
             let e = b.exp - self.exp;
             for v in [&mut b.sxx, &mut b.syy, &mut b.sxy, &mut b.sdd] {
@@ -398,18 +401,18 @@ impl ErrorStats {
             b.max_abs = crate::metrics::mul_pow2(b.max_abs, e);
         }
         self.n += count;
-        self.sxx += b.sxx;
-        self.syy += b.syy;
-        self.sxy += b.sxy;
-        self.sdd += b.sdd;
-        self.sd += b.sd;
+        self.sxx.add(b.sxx);
+        self.syy.add(b.syy);
+        self.sxy.add(b.sxy);
+        self.sdd.add(b.sdd);
+        self.sd.add(b.sd);
         self.max_abs = self.max_abs.max(b.max_abs);
         if let Some(q) = output {
             let scale = f64::from(q.scale());
             self.quantized_n += count;
             self.clipped += b.clipped;
             let sdd = crate::metrics::mul_pow2(b.sdd, 2 * self.exp);
-            self.sdd_quanta += sdd / (scale * scale);
+            self.sdd_quanta.add(sdd / (scale * scale));
             self.qparams = Some(*q);
         }
         let trailing = &x.shape()[1..];
@@ -419,6 +422,89 @@ impl ErrorStats {
             Some(_) => {}
         }
         self.samples.extend(new_samples);
+        Ok(())
+    }
+
+    /// Brings the sums to units of `2^exp` (`exp` larger than the current one): the smaller
+    /// sums lose only what is negligible beside the larger ones.
+    fn rescale(&mut self, exp: i32) {
+        let e = self.exp - exp;
+        for v in [&mut self.sxx, &mut self.syy, &mut self.sxy, &mut self.sdd] {
+            v.mul_pow2(2 * e);
+        }
+        self.sd.mul_pow2(e);
+        self.max_abs = crate::metrics::mul_pow2(self.max_abs, e);
+        self.exp = exp;
+    }
+
+    /// Adds the statistics of other batches of the same layer (another shard of the data):
+    /// the result is what one [`ErrorStats`] fed all the batches would hold, `self`'s first,
+    /// bit for bit (samples in that order). Only `f64` data so large or small that its sums
+    /// were scaled by different powers of two loses the bits the scaling drops.
+    ///
+    /// # Errors
+    /// [`QuantError::Incompatible`] when both came with output parameters and they differ.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndarray::array;
+    /// use qnumeric::ns::ErrorStats;
+    ///
+    /// let (x, y) = (array![[1.0f32, 2.0], [3.0, 4.0]], array![[1.1f32, 2.0], [3.0, 3.9]]);
+    /// let mut whole = ErrorStats::new();
+    /// whole.update(&x, &y, None)?;
+    /// whole.update(&y, &x, None)?;
+    /// let (mut a, mut b) = (ErrorStats::new(), ErrorStats::new());
+    /// a.update(&x, &y, None)?;
+    /// b.update(&y, &x, None)?;
+    /// a.merge(&b)?;
+    /// assert_eq!(a, whole);
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    pub fn merge(&mut self, other: &ErrorStats) -> Result<()> {
+        if let (Some(a), Some(b)) = (&self.qparams, &other.qparams)
+            && a != b
+        {
+            return Err(QuantError::Incompatible {
+                op: "ErrorStats::merge",
+                reason: "the two came with different output quantization parameters",
+            });
+        }
+        if other.batches == 0 {
+            return Ok(());
+        }
+        if self.batches == 0 {
+            *self = other.clone();
+            return Ok(());
+        }
+        let mut o = other.clone();
+        if o.exp > self.exp {
+            self.rescale(o.exp);
+        } else if o.exp < self.exp {
+            o.rescale(self.exp);
+        }
+        self.batches += o.batches;
+        self.n += o.n;
+        self.sxx.add_sum(&o.sxx);
+        self.syy.add_sum(&o.syy);
+        self.sxy.add_sum(&o.sxy);
+        self.sdd.add_sum(&o.sdd);
+        self.sd.add_sum(&o.sd);
+        self.max_abs = self.max_abs.max(o.max_abs);
+        self.quantized_n += o.quantized_n;
+        self.clipped += o.clipped;
+        self.sdd_quanta.add_sum(&o.sdd_quanta);
+        if o.qparams.is_some() {
+            self.qparams = o.qparams;
+        }
+        match (&self.sample_shape, &o.sample_shape) {
+            (None, s) => self.sample_shape = s.clone(),
+            (Some(a), Some(b)) if a != b => self.shape_varies = true,
+            _ => {}
+        }
+        self.shape_varies |= o.shape_varies;
+        self.samples.extend(o.samples);
+        self.non_finite.merge(&o.non_finite);
         Ok(())
     }
 
@@ -456,7 +542,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::NEG_INFINITY;
         }
-        sqnr_db(self.sxx, self.sdd)
+        sqnr_db(self.sxx.value(), self.sdd.value())
     }
 
     /// The NaN and infinite values seen under test (where the reference was finite): those
@@ -473,7 +559,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::INFINITY;
         }
-        (self.sdd / self.sxx).sqrt()
+        (self.sdd.value() / self.sxx.value()).sqrt()
     }
 
     /// Cosine similarity with PyTorch's `eps = 1e-8` clamp of each norm.
@@ -485,7 +571,7 @@ impl ErrorStats {
         }
         // With the norms in units of 2^exp, the clamp is to EPS in those units.
         let eps = crate::metrics::mul_pow2(EPS, -self.exp);
-        self.sxy / (self.sxx.sqrt().max(eps) * self.syy.sqrt().max(eps))
+        self.sxy.value() / (self.sxx.value().sqrt().max(eps) * self.syy.value().sqrt().max(eps))
     }
 
     /// Mean squared error (NaN before any data).
@@ -494,7 +580,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::INFINITY;
         }
-        crate::metrics::mul_pow2(self.sdd / self.n as f64, 2 * self.exp)
+        crate::metrics::mul_pow2(self.sdd.value() / self.n as f64, 2 * self.exp)
     }
 
     /// `max |x−y|` (0 before any data).
@@ -513,7 +599,7 @@ impl ErrorStats {
         if !self.non_finite.is_empty() {
             return f64::NAN;
         }
-        crate::metrics::mul_pow2(self.sd / self.n as f64, self.exp)
+        crate::metrics::mul_pow2(self.sd.value() / self.n as f64, self.exp)
     }
 
     /// Fraction of reference values outside the representable range of the output
@@ -529,7 +615,7 @@ impl ErrorStats {
     pub fn rms_quanta(&self) -> Option<f64> {
         (self.quantized_n > 0).then(|| {
             if self.non_finite.is_empty() {
-                (self.sdd_quanta / self.quantized_n as f64).sqrt()
+                (self.sdd_quanta.value() / self.quantized_n as f64).sqrt()
             } else {
                 f64::INFINITY
             }
@@ -816,5 +902,151 @@ mod tests {
             ErrorStats::new().summary().fraction_of_samples_below(1.0),
             0.0
         );
+    }
+}
+
+/// The serialized form of [`ErrorStats`] (feature `serde`): the exact sums as their partials,
+/// every sample's sums; validated when read back.
+#[cfg(feature = "serde")]
+mod state {
+    use super::{ErrorStats, ExactSum, NonFiniteCount, SampleAcc};
+    use crate::error::QuantError;
+    use crate::ns::json::Number;
+    use crate::qparams::QParams;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub(super) struct SampleState {
+        signal: Number,
+        noise: Number,
+        max_abs: Number,
+        clipped: u64,
+        exp: i32,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub(super) struct ErrorStatsState {
+        batches: u64,
+        n: u64,
+        sxx: Vec<Number>,
+        syy: Vec<Number>,
+        sxy: Vec<Number>,
+        sdd: Vec<Number>,
+        sd: Vec<Number>,
+        max_abs: Number,
+        quantized_n: u64,
+        clipped: u64,
+        sdd_quanta: Vec<Number>,
+        qparams: Option<QParams>,
+        sample_shape: Option<Vec<usize>>,
+        shape_varies: bool,
+        samples: Vec<SampleState>,
+        non_finite: NonFiniteCount,
+        exp: i32,
+    }
+
+    fn out(s: &ExactSum) -> Vec<Number> {
+        s.partials().iter().map(|&v| Number(v)).collect()
+    }
+
+    impl From<ErrorStats> for ErrorStatsState {
+        fn from(e: ErrorStats) -> Self {
+            ErrorStatsState {
+                batches: e.batches,
+                n: e.n,
+                sxx: out(&e.sxx),
+                syy: out(&e.syy),
+                sxy: out(&e.sxy),
+                sdd: out(&e.sdd),
+                sd: out(&e.sd),
+                max_abs: Number(e.max_abs),
+                quantized_n: e.quantized_n,
+                clipped: e.clipped,
+                sdd_quanta: out(&e.sdd_quanta),
+                qparams: e.qparams,
+                sample_shape: e.sample_shape,
+                shape_varies: e.shape_varies,
+                samples: e
+                    .samples
+                    .iter()
+                    .map(|s| SampleState {
+                        signal: Number(s.signal),
+                        noise: Number(s.noise),
+                        max_abs: Number(s.max_abs),
+                        clipped: s.clipped,
+                        exp: s.exp,
+                    })
+                    .collect(),
+                non_finite: e.non_finite,
+                exp: e.exp,
+            }
+        }
+    }
+
+    impl TryFrom<ErrorStatsState> for ErrorStats {
+        type Error = QuantError;
+
+        fn try_from(s: ErrorStatsState) -> Result<Self, QuantError> {
+            let bad = |detail: &str| QuantError::Format {
+                op: "ErrorStats::deserialize",
+                detail: detail.to_string(),
+            };
+            let sum = |v: &[Number], what: &str| -> Result<ExactSum, QuantError> {
+                if v.iter().any(|x| !x.0.is_finite()) {
+                    return Err(bad(&format!("`{what}` must hold finite partial sums")));
+                }
+                Ok(ExactSum::from_values(
+                    &v.iter().map(|x| x.0).collect::<Vec<_>>(),
+                ))
+            };
+            let power = |v: f64| !v.is_nan() && v >= 0.0;
+            if !(-1000..=1000).contains(&s.exp) {
+                return Err(bad("`exp` must lie in -1000..=1000"));
+            }
+            if s.quantized_n > s.n || s.clipped > s.n || (s.batches == 0 && s.n > 0) {
+                return Err(bad("counts that contradict each other"));
+            }
+            if !power(s.max_abs.0) {
+                return Err(bad("`max_abs` must be >= 0"));
+            }
+            let mut samples = Vec::with_capacity(s.samples.len());
+            for x in &s.samples {
+                if !power(x.signal.0) || !power(x.noise.0) || !power(x.max_abs.0) {
+                    return Err(bad("a sample's sums must be >= 0 (or inf)"));
+                }
+                if !(-1000..=1000).contains(&x.exp) {
+                    return Err(bad("a sample's `exp` must lie in -1000..=1000"));
+                }
+                samples.push(SampleAcc {
+                    signal: x.signal.0,
+                    noise: x.noise.0,
+                    max_abs: x.max_abs.0,
+                    clipped: x.clipped,
+                    exp: x.exp,
+                });
+            }
+            let e = ErrorStats {
+                batches: s.batches,
+                n: s.n,
+                sxx: sum(&s.sxx, "sxx")?,
+                syy: sum(&s.syy, "syy")?,
+                sxy: sum(&s.sxy, "sxy")?,
+                sdd: sum(&s.sdd, "sdd")?,
+                sd: sum(&s.sd, "sd")?,
+                max_abs: s.max_abs.0,
+                quantized_n: s.quantized_n,
+                clipped: s.clipped,
+                sdd_quanta: sum(&s.sdd_quanta, "sdd_quanta")?,
+                qparams: s.qparams,
+                sample_shape: s.sample_shape,
+                shape_varies: s.shape_varies,
+                samples,
+                non_finite: s.non_finite,
+                exp: s.exp,
+            };
+            if e.sxx.value() < 0.0 || e.syy.value() < 0.0 || e.sdd.value() < 0.0 {
+                return Err(bad("sums of squares must be >= 0"));
+            }
+            Ok(e)
+        }
     }
 }

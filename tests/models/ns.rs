@@ -1049,3 +1049,186 @@ fn metrics_refuse_empty_input_as_the_numeric_suite_does() {
         Err(QuantError::EmptyInput { .. })
     ));
 }
+
+/// Shards merged: [`NumericLog::merge`] and [`ErrorStats::merge`] against one pass over all
+/// the batches, bit for bit; their serialized state; what refuses to merge.
+mod merge {
+    use super::data;
+    use ndarray::{Array2, ArrayD};
+    use proptest::prelude::*;
+    use qnumeric::ns::{ErrorStats, Mask, NumericLog, SampleDims};
+    use qnumeric::{QDType, QParams, QuantError};
+
+    /// Batch `b`: a float output and a noisy quantized one, of varying size and scale.
+    fn batch(b: u64, rows: usize) -> (ArrayD<f32>, ArrayD<f32>) {
+        let scale = 1.0 + (b % 7) as f32 * 13.0;
+        let x = data(&[rows, 6], b).mapv(|v| v * scale);
+        let y = &x + &data(&[rows, 6], b + 1000).mapv(|v| v * 0.01 * scale);
+        (x, y)
+    }
+
+    fn push(log: &mut NumericLog, b: u64, rows: usize) -> qnumeric::Result<()> {
+        let (x, y) = batch(b, rows);
+        let out = QParams::new(0.05, 3, QDType::QUInt8)?;
+        log.push("fc1", &x, &y, None)?;
+        log.push("fc2", &x, &y, Some(&out))?;
+        let mask = Mask::new(Array2::from_shape_fn((rows, 6), |(i, j)| j <= i % 6))?;
+        log.push_masked("attn", &x, &y, None, &mask, SampleDims::Samples)?;
+        if b.is_multiple_of(3) {
+            log.push("sometimes", &x, &y, None)?;
+        }
+        Ok(())
+    }
+
+    fn check_split(rows: &[usize], cut: usize) -> qnumeric::Result<()> {
+        let mut whole = NumericLog::streaming();
+        let (mut a, mut b) = (NumericLog::streaming(), NumericLog::streaming());
+        for (i, &r) in rows.iter().enumerate() {
+            push(&mut whole, i as u64, r)?;
+            push(if i < cut { &mut a } else { &mut b }, i as u64, r)?;
+        }
+        a.merge(&b)?;
+        let mut names = a.layer_names();
+        let mut want = whole.layer_names();
+        names.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        for name in whole.layer_names() {
+            assert_eq!(a.stats(name), whole.stats(name), "{name}");
+            assert_eq!(a.comparison(name), whole.comparison(name), "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn merged_shards_equal_one_pass_bit_for_bit() -> qnumeric::Result<()> {
+        let rows = [3, 1, 8, 2, 5, 7, 4, 4, 6, 1, 9];
+        for cut in 0..=rows.len() {
+            check_split(&rows, cut)?;
+        }
+        // Three shards, merged in order.
+        let mut whole = NumericLog::streaming();
+        let mut shards = [
+            NumericLog::streaming(),
+            NumericLog::streaming(),
+            NumericLog::streaming(),
+        ];
+        for (i, &r) in rows.iter().enumerate() {
+            push(&mut whole, i as u64, r)?;
+            push(&mut shards[i * 3 / rows.len()], i as u64, r)?;
+        }
+        let [mut s0, s1, s2] = shards;
+        s0.merge(&s1)?;
+        s0.merge(&s2)?;
+        for name in whole.layer_names() {
+            assert_eq!(s0.comparison(name), whole.comparison(name), "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn non_finite_values_under_test_merge_too() -> qnumeric::Result<()> {
+        let (x, mut y) = batch(1, 4);
+        y[[2, 3]] = f32::NAN;
+        let (x2, mut y2) = batch(2, 3);
+        y2[[0, 0]] = f32::INFINITY;
+        let mut whole = ErrorStats::new();
+        whole.update(&x, &y, None)?;
+        whole.update(&x2, &y2, None)?;
+        let (mut a, mut b) = (ErrorStats::new(), ErrorStats::new());
+        a.update(&x, &y, None)?;
+        b.update(&x2, &y2, None)?;
+        a.merge(&b)?;
+        assert_eq!(a, whole);
+        assert_eq!(a.non_finite(), whole.non_finite());
+        assert_eq!(a.sample_sqnr_db().len(), 7);
+        Ok(())
+    }
+
+    #[test]
+    fn different_output_parameters_or_custom_state_refuse_and_change_nothing()
+    -> qnumeric::Result<()> {
+        let (x, y) = batch(3, 4);
+        let (mut a, mut b) = (NumericLog::streaming(), NumericLog::streaming());
+        a.push("fc", &x, &y, Some(&QParams::new(0.05, 3, QDType::QUInt8)?))?;
+        b.push("fc", &x, &y, Some(&QParams::new(0.07, 3, QDType::QUInt8)?))?;
+        b.push("other", &x, &y, None)?;
+        let before = a.comparison("fc");
+        let e = a.merge(&b).expect_err("different output parameters");
+        assert!(matches!(e, QuantError::Incompatible { op, .. } if op == "NumericLog::merge"));
+        assert_eq!(a.comparison("fc"), before);
+        assert_eq!(a.layer_names(), vec!["fc"]);
+
+        let mut storing = NumericLog::storing(1 << 20);
+        storing.push("fc", &x, &y, None)?;
+        assert!(matches!(
+            a.merge(&storing),
+            Err(QuantError::Incompatible { .. })
+        ));
+        let mut custom = NumericLog::streaming();
+        custom.add_comparison("count", super::per_batch(|_, _| Ok(1.0)))?;
+        assert!(matches!(
+            a.merge(&custom),
+            Err(QuantError::Incompatible { .. })
+        ));
+        Ok(())
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn state_round_trips_through_json_and_is_validated() -> qnumeric::Result<()> {
+        let mut log = NumericLog::streaming();
+        for b in 0..5 {
+            push(&mut log, b, 3 + b as usize)?;
+        }
+        let (x, mut y) = batch(9, 2);
+        y[[1, 1]] = f32::NEG_INFINITY;
+        log.push("nonfinite", &x, &y, None)?;
+        log.set_enabled("fc1", false);
+        let text = serde_json::to_string(&log).expect("serializes");
+        let back: NumericLog = serde_json::from_str(&text).expect("reads back");
+        for name in log.layer_names() {
+            // Debug: the NaN cosine of the non-finite layer compares unequal to itself
+            assert_eq!(
+                format!("{:?}", back.comparison(name)),
+                format!("{:?}", log.comparison(name)),
+                "{name}"
+            );
+            assert_eq!(back.stats(name), log.stats(name), "{name}");
+        }
+        assert!(!back.is_enabled("fc1"));
+        // small: the sums and four numbers per sample
+        assert!(text.len() < 12_000, "{}", text.len());
+
+        for bad in [
+            text.replacen("\"exp\":0", "\"exp\":5000", 1),
+            text.replacen("\"signal\":", "\"signal\":-1.0,\"x\":", 1),
+            text.replacen("\"batches\":5", "\"batches\":0", 1),
+            text.replacen("\"fc2\"", "\"fc1\"", 1),
+            text.replacen("\"max_abs\":", "\"max_abs\":\"many\",\"y\":", 1),
+        ] {
+            assert_ne!(bad, text);
+            assert!(
+                serde_json::from_str::<NumericLog>(&bad).is_err(),
+                "{bad:.200}"
+            );
+        }
+        let mut storing = NumericLog::storing(1024);
+        storing.push("fc", &x, &x, None)?;
+        assert!(serde_json::to_string(&storing).is_err());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::cases(48)))]
+
+        #[test]
+        fn any_split_of_any_batches_merges_to_one_pass(
+            rows in proptest::collection::vec(1usize..6, 1..10),
+            cut in 0usize..10,
+        ) {
+            let cut = cut.min(rows.len());
+            prop_assert!(check_split(&rows, cut).is_ok());
+        }
+    }
+}
