@@ -11,6 +11,8 @@ and releases the GIL while it computes. Errors are ``QnumericError`` subclasses 
 """
 
 from ._qnumeric import (
+    NsReport,
+    NumericLog,
     check_kernel,
     diagnose_dumps,
     compare_dumps,
@@ -60,6 +62,8 @@ from ._qnumeric import (
 )
 
 __all__ = [
+    "NsReport",
+    "NumericLog",
     "check_kernel",
     "diagnose_dumps",
     "compare_dumps",

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import _qnumeric
-from .dump import DumpResult, _call, _first_tensor, dump
+from .dump import DumpResult, _call, _compile_filter, _first_tensor, _leaves, dump
 
 __all__ = ["Report", "compare", "diagnose", "apply_remedy", "output_sqnr", "compare_weights"]
 
@@ -47,12 +47,16 @@ __all__ = ["Report", "compare", "diagnose", "apply_remedy", "output_sqnr", "comp
 class Report:
     """What :func:`diagnose` or :func:`compare` found."""
 
-    #: The comparison of every recorded layer (cumulative SQNR per layer and per sample).
-    comparison: _qnumeric.DumpComparison
-    #: The diagnosis (``None`` from :func:`compare`).
+    #: The Numeric Suite's report of every recorded layer: cumulative and local SQNR, per
+    #: layer and per sample.
+    comparison: _qnumeric.NsReport
+    #: The diagnosis (from :func:`compare`: verdicts and headline, no remedies).
     diagnosis: Optional[_qnumeric.Diagnosis]
     #: The layers recorded and what was skipped, and why.
     recorded: DumpResult
+    #: :func:`compare`'s logs, ``(cumulative, local)``: merge those of other shards of the
+    #: data into them (``NumericLog.merge``), then ``cumulative.report(local)``.
+    logs: Optional[tuple] = None
     #: The model's output SQNR against the float model's, measured end to end (dB).
     output_sqnr_db: Optional[float] = None
     #: For each remedy measured end to end: the output SQNR with that change (dB), by
@@ -61,6 +65,8 @@ class Report:
 
     def __str__(self) -> str:
         parts = [str(self.diagnosis) if self.diagnosis is not None else str(self.comparison)]
+        if self.recorded.skipped:
+            parts.extend(f"skipped {k}: {v}" for k, v in self.recorded.skipped.items())
         if self.output_sqnr_db is not None:
             parts.append(f"model output, end to end: {self.output_sqnr_db:.2f} dB")
         return "\n".join(parts)
@@ -86,6 +92,195 @@ def _record(float_model, quant_model, batches, workdir, **kw):
     return fpath, qpath, result
 
 
+def _unchanged(fmod: nn.Module, qmod: nn.Module) -> bool:
+    if fmod is qmod:
+        return True
+    if type(fmod) is not type(qmod) or any(True for _ in qmod.children()):
+        return False
+    fs, qs = fmod.state_dict(), qmod.state_dict()
+    if fs.keys() != qs.keys():
+        return False
+    return all(
+        isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        for a, b in ((fs[k], qs[k]) for k in fs)
+    )
+
+
+class _Streamer:
+    """Forward hooks that push each layer's outputs into two NumericLogs as the models run:
+    cumulative (quantized layer against float layer) and local (the float layer on the
+    quantized layer's input against the quantized layer). Nothing is kept across batches."""
+
+    def __init__(self, float_model, quant_model, layer_filter, local: bool):
+        keep = _compile_filter(layer_filter)
+        self.fmods = dict(float_model.named_modules())
+        self.qmods = dict(quant_model.named_modules())
+        self.result = DumpResult()
+        self.names = []
+        for name, _ in _leaves(quant_model):
+            if not keep(name):
+                continue
+            if name not in self.fmods:
+                self.result.skipped[name] = "no float module of that name"
+                continue
+            self.names.append(name)
+        self.local = local
+        self.cumulative_log = _qnumeric.NumericLog()
+        self.local_log = _qnumeric.NumericLog()
+        self.float_out: Dict[str, np.ndarray] = {}
+        self.quant_calls: Dict[str, int] = {}
+        self.mask: Optional[np.ndarray] = None
+        self.keep = 0
+        self.order: List[str] = []
+        self.in_shadow = False  # the float module runs on the quantized input: hooks stand by
+        self.handles = []
+        # Layers the quantization left alone (same type and parameters, nothing observing
+        # or fake-quantizing them): their own error is zero by construction, so no shadow
+        # runs for them (their local entry is the exact one).
+        self.unchanged = {n for n in self.names if _unchanged(self.fmods[n], self.qmods[n])}
+
+    def skip(self, name, reason):
+        if name not in self.result.skipped:
+            self.result.skipped[name] = reason
+            self.cumulative_log.set_enabled(name, False)
+            self.local_log.set_enabled(name, False)
+
+    def install(self):
+        for name in self.names:
+            self.handles.append(self.fmods[name].register_forward_hook(self._float_hook(name)))
+            self.handles.append(self.qmods[name].register_forward_hook(self._quant_hook(name)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _array(self, name, out, copy):
+        t = out if isinstance(out, torch.Tensor) else None
+        if t is None or t.dim() == 0:
+            self.skip(name, "its output is not one tensor with a sample axis")
+            return None
+        t = _deq(t.detach())
+        if not t.is_floating_point():
+            self.skip(name, f"its output is {t.dtype}, not a float tensor")
+            return None
+        a = t[: self.keep].to(torch.float32, copy=copy).cpu().numpy()
+        return a
+
+    def _float_hook(self, name):
+        def hook(module, inputs, out):
+            if name in self.result.skipped or self.in_shadow:
+                return
+            if name in self.float_out:
+                self.skip(name, "called more than once per forward")
+                return
+            # a copy: an in-place operation later in the forward pass must not change it
+            a = self._array(name, out, copy=True)
+            if a is not None:
+                self.float_out[name] = a
+
+        return hook
+
+    def _mask_for(self, a):
+        m = self.mask
+        if m is not None and a.ndim >= 2 and a.shape[:2] == m.shape:
+            return m
+        return None
+
+    def _quant_hook(self, name):
+        def hook(module, inputs, out):
+            if name in self.result.skipped or self.in_shadow:
+                return
+            self.quant_calls[name] = self.quant_calls.get(name, 0) + 1
+            if self.quant_calls[name] > 1:
+                self.skip(name, "called more than once per forward")
+                return
+            f = self.float_out.get(name)
+            if f is None:
+                self.skip(name, "the float module did not run on this batch")
+                return
+            q = self._array(name, out, copy=False)
+            if q is None:
+                return
+            if name not in self.order:
+                self.order.append(name)
+            mask = self._mask_for(f)
+            if f.shape != q.shape:
+                self.skip(name, f"outputs of shapes {f.shape} (float) and {q.shape} (quantized)")
+                return
+            try:
+                self.cumulative_log.push(name, f, q, mask=mask)
+            except _qnumeric.QnumericError as e:
+                self.skip(name, f"cannot be compared: {e}")
+                return
+            if not self.local:
+                return
+            if name in self.unchanged:
+                # its own error is zero: the float module on this input computes `q` again
+                try:
+                    self.local_log.push(name, q, q, mask=mask)
+                except _qnumeric.QnumericError:
+                    self.local_log.set_enabled(name, False)
+                return
+            x = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) else None
+            if x is None:
+                return  # several inputs: no shadow (the cumulative comparison stands)
+            self.in_shadow = True
+            try:
+                x = _deq(x)
+                shadow = self.fmods[name](x.float() if x.is_floating_point() else x)
+            except Exception as e:  # the float module refuses the quantized module's input
+                self.local_log.set_enabled(name, False)
+                self.result.warnings.append(f"{name}: no local comparison ({type(e).__name__}: {e})")
+                return
+            finally:
+                self.in_shadow = False
+            s = self._array(name, shadow, copy=False)
+            if s is None:
+                return
+            try:
+                self.local_log.push(name, s, q, mask=mask)
+            except _qnumeric.QnumericError as e:
+                self.local_log.set_enabled(name, False)
+                self.result.warnings.append(f"{name}: no local comparison ({e})")
+
+        return hook
+
+    def run(self, float_model, quant_model, batches, masks, max_samples):
+        training = (float_model.training, quant_model.training)
+        float_model.eval()
+        quant_model.eval()
+        total = 0
+        mask_iter = iter(masks) if masks is not None else None
+        self.install()
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    mask = next(mask_iter) if mask_iter is not None else None
+                    if mask is None and isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+                        mask = batch["attention_mask"]
+                    t0 = _first_tensor(batch)
+                    if t0 is None or t0.dim() == 0:
+                        raise ValueError("a batch holds no tensor with a sample axis")
+                    n = int(t0.shape[0])
+                    self.keep = n if max_samples is None else min(n, max_samples - total)
+                    if self.keep <= 0:
+                        break
+                    self.mask = None if mask is None else (mask[: self.keep] != 0).cpu().numpy()
+                    self.float_out = {}
+                    self.quant_calls = {}
+                    _call(float_model, batch)
+                    _call(quant_model, batch)
+                    total += self.keep
+        finally:
+            self.remove()
+            float_model.train(training[0])
+            quant_model.train(training[1])
+        self.result.layers = [n for n in self.order if n not in self.result.skipped]
+        self.result.samples = total
+        return total
+
+
 def compare(
     float_model: nn.Module,
     quant_model: nn.Module,
@@ -95,20 +290,35 @@ def compare(
     layer_filter: Union[None, str, Callable[[str], bool]] = None,
     max_samples: Optional[int] = None,
     threshold: Optional[float] = None,
+    local: bool = True,
 ) -> Report:
-    """Compares every leaf module of ``quant_model`` with the float module of the same name.
+    """Compares every leaf module of ``quant_model`` with the float module of the same name,
+    in one pass over ``batches`` (both models run once per batch; with ``local``, each float
+    module also runs on the quantized module's input).
 
     ``batches`` are model inputs (a tensor, a tuple of positional tensors, or a dict of keyword
-    tensors; a dict's ``attention_mask`` masks the padding). Returns a :class:`Report` whose
-    ``comparison`` has each layer's output SQNR, per layer and per sample.
+    tensors; a dict's ``attention_mask`` masks the padding, or pass ``masks``). The statistics
+    stream into two Rust ``NumericLog``\ s as the models run; no tensor is kept across
+    batches. Returns a :class:`Report` with the Numeric Suite's report (cumulative and local
+    SQNR per layer and per sample), the verdicts and headline (``diagnosis``, no remedies:
+    :func:`diagnose` measures those), and the logs (merge other shards' into them).
     """
-    batches = list(batches)
-    with tempfile.TemporaryDirectory(prefix="qnumeric-") as d:
-        fpath, qpath, rec = _record(
-            float_model, quant_model, batches, d, masks=masks, layer_filter=layer_filter, max_samples=max_samples
+    if float_model is quant_model:
+        raise ValueError("float_model and quant_model are the same object (quantize with inplace=False)")
+    s = _Streamer(float_model, quant_model, layer_filter, local)
+    s.run(float_model, quant_model, batches, None if masks is None else list(masks), max_samples)
+    if not s.result.layers:
+        raise _qnumeric.NotFoundError(
+            "qnumeric.torch.compare: no layer of the quantized model could be compared with a float "
+            f"module of the same name (skipped: {dict(list(s.result.skipped.items())[:5])})"
         )
-        cmp = _qnumeric.compare_dumps(fpath, qpath, threshold)
-    return Report(comparison=cmp, diagnosis=None, recorded=rec)
+    report = s.cumulative_log.report(s.local_log if local else None, threshold)
+    return Report(
+        comparison=report,
+        diagnosis=report.diagnose(),
+        recorded=s.result,
+        logs=(s.cumulative_log, s.local_log),
+    )
 
 
 def diagnose(
@@ -144,7 +354,7 @@ def diagnose(
         fpath, qpath, rec = _record(
             float_model, quant_model, batches, d, masks=masks, layer_filter=layer_filter, max_samples=max_samples
         )
-        cmp = _qnumeric.compare_dumps(fpath, qpath)
+        cmp = _qnumeric.compare_dumps(fpath, qpath).report
         diag = _qnumeric.diagnose_dumps(
             fpath, qpath, sample_dims=sample_dims, threshold=threshold, min_gain=min_gain
         )

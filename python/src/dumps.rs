@@ -55,6 +55,13 @@ impl PyDumpComparison {
     fn sample_table(&self, worst: usize) -> String {
         self.inner.sample_table(worst)
     }
+    /// The Numeric Suite's report of the comparison (per layer, cumulative and local).
+    #[getter]
+    fn report(&self) -> crate::log::PyNsReport {
+        crate::log::PyNsReport {
+            inner: self.inner.report.clone(),
+        }
+    }
     /// The layers, in execution order.
     #[getter]
     fn layers(&self) -> Vec<String> {

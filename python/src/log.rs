@@ -81,10 +81,12 @@ impl PyNumericLog {
             None => None,
         };
         let dims = SampleDims::from_count(sample_dims).py()?;
-        let mut guard = self.log();
-        let log = &mut *guard;
         let (a, b) = (f.view(), q.view());
+        // The log is locked without the GIL and released before the GIL is taken back: a
+        // thread that holds the GIL and waits for the log cannot deadlock with this one.
         py.detach(|| {
+            let mut guard = self.log();
+            let log = &mut *guard;
             push_pair!(log, layer, a, b, |x, y| match &mask {
                 Some(m) => log.push_masked(layer, &x, &y, out.as_ref(), m, dims),
                 None => log.push(layer, &x, &y, out.as_ref()),
@@ -219,7 +221,7 @@ fn not_found(layer: &str) -> PyErr {
 /// figures; the largest drop and the first layer below the threshold.
 #[pyclass(name = "NsReport", module = "qnumeric", frozen)]
 pub struct PyNsReport {
-    inner: NsReport,
+    pub(crate) inner: NsReport,
 }
 
 fn which_of(which: &str) -> PyResult<Comparison> {

@@ -56,13 +56,37 @@ def test_coarse_weights_in_bert_are_found_and_fixed_end_to_end():
     assert worst == TARGET + ".weight", w
 
 
-def test_compare_is_one_call_with_masks():
+def test_compare_streams_cumulative_and_local_with_masks():
     model, qmodel = make_bert()
-    r = qt.compare(model, qmodel, bert_batches(LENGTHS))
-    d = r.comparison.to_dict(per_sample=True)
-    assert len(d["tensors"]) >= 20
-    assert all(len(t["sample_sqnr_db"]) == 16 for t in d["tensors"])
-    assert r.diagnosis is None and TARGET in r.comparison.layers
+    _three_bit(dict(qmodel.named_modules())[TARGET])
+    batches = bert_batches(LENGTHS)
+    r = qt.compare(model, qmodel, batches)
+    assert not r.recorded.skipped, r.recorded.skipped
+    d = r.comparison.to_dict()
+    layers = {l["name"]: l for l in d["layers"]}
+    assert len(layers) == 21
+    for name, l in layers.items():
+        assert len(l["cumulative"]["samples"]) == 16, name
+        if "LayerNorm" not in name and "act_fn" not in name:
+            assert l["local"] is not None, name
+    assert r.diagnosis.headline == TARGET and r.diagnosis.verdict == "data-insensitive"
+    # the same figures as the dump-based path (padding masked in both)
+    dumped = qt.diagnose(model, qmodel, batches, end_to_end=False).comparison
+    for name in (TARGET, "encoder.layer.1.output.dense"):
+        for which in ("cumulative", "local"):
+            assert r.comparison.sqnr_db(name, which) == pytest.approx(dumped.sqnr_db(name, which), rel=1e-9), (name, which)
+
+
+def test_compare_logs_of_shards_merge_to_one_pass():
+    model, qmodel = make_bert()
+    batches = bert_batches(LENGTHS)
+    whole = qt.compare(model, qmodel, batches)
+    a = qt.compare(model, qmodel, batches[:1])
+    b = qt.compare(model, qmodel, batches[1:])
+    cum, loc = a.logs
+    cum.merge(b.logs[0])
+    loc.merge(b.logs[1])
+    assert cum.report(loc).to_json() == whole.comparison.to_json()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -373,6 +373,11 @@ impl NumericLog {
         if !mask.applies_to(float.shape()) || float.shape() != quant.shape() {
             return self.push(layer, float, quant, output);
         }
+        let (n, t) = mask.shape();
+        if dims == SampleDims::Samples && mask.real_positions() == n * t {
+            // No padding: the same figures without copying the batch.
+            return self.push(layer, float, quant, output);
+        }
         if !self.is_enabled(layer) {
             return Ok(());
         }

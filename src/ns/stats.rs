@@ -120,6 +120,131 @@ pub(crate) fn check_pair(op: &'static str, x: &[usize], y: &[usize]) -> Result<(
     Ok(())
 }
 
+/// Independent sums per lane: the additions of one row run in parallel instead of waiting
+/// on each other (a row is summed in a fixed order, so every figure is still reproducible,
+/// whatever the CPU: the vector width changes how the lanes are held, not the order).
+const LANES: usize = 4;
+
+crate::simd::dispatched512!(fn accumulate_slices[A: QFloat, B: QFloat](xs: &[A], ys: &[B], range: Option<(f64, f64)>, scale: f64, b: &mut BatchSums, s: &mut SampleAcc) = accumulate_slices_body);
+
+/// [`accumulate`] over contiguous rows: `LANES` partial sums of each kind, added up in a
+/// fixed order at the end.
+#[inline(always)]
+fn accumulate_slices_body<A: QFloat, B: QFloat>(
+    xs: &[A],
+    ys: &[B],
+    range: Option<(f64, f64)>,
+    scale: f64,
+    b: &mut BatchSums,
+    s: &mut SampleAcc,
+) {
+    let sums = match range {
+        Some((lo, hi)) => lane_sums::<A, B, true>(xs, ys, lo, hi, scale),
+        None => lane_sums::<A, B, false>(xs, ys, 0.0, 0.0, scale),
+    };
+    let [sxx, syy, sxy, sdd, sd, mx, clipped] = sums;
+    let clipped = clipped as u64;
+    b.sxx += sxx;
+    b.syy += syy;
+    b.sxy += sxy;
+    b.sdd += sdd;
+    b.sd += sd;
+    b.max_abs = b.max_abs.max(mx);
+    b.clipped += clipped;
+    s.signal += sxx;
+    s.noise += sdd;
+    s.max_abs = s.max_abs.max(mx);
+    s.clipped += clipped;
+}
+
+/// `acc[l] += Σ a[k]·b[k]` over the `k` of lane `l` (`k % LANES == l`), in order.
+#[inline(always)]
+fn lanes_add(acc: &mut [f64; LANES], a: &[f64], b: &[f64]) {
+    for (xa, xb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] += xa[l] * xb[l];
+        }
+    }
+}
+
+/// `[Σu², Σv², Σuv, Σd², Σd, max|d|, clipped]` of one row (`u = x·scale`, `v = y·scale`,
+/// `d = u − v`; `clipped`: `x` outside `lo..=hi`, counted when `CLIP`). Element `i` goes to
+/// lane `i % LANES`; the values are converted to `f64` a block at a time first (contiguous
+/// conversions, then contiguous `f64` lanes: what the vectorizer maps onto registers).
+#[inline(always)]
+fn lane_sums<A: QFloat, B: QFloat, const CLIP: bool>(
+    xs: &[A],
+    ys: &[B],
+    lo: f64,
+    hi: f64,
+    scale: f64,
+) -> [f64; 7] {
+    const BLOCK: usize = 64;
+    let n = xs.len().min(ys.len());
+    let mut acc = [[0.0f64; LANES]; 7];
+    let mut ub = [0.0f64; BLOCK];
+    let mut vb = [0.0f64; BLOCK];
+    for (cx, cy) in xs[..n].chunks(BLOCK).zip(ys[..n].chunks(BLOCK)) {
+        let m = cx.len();
+        for (d, x) in ub.iter_mut().zip(cx) {
+            *d = x.to_f64_exact();
+        }
+        for (d, y) in vb.iter_mut().zip(cy) {
+            *d = y.to_f64_exact();
+        }
+        // A short last block: the rest of the buffers is zeros, which add nothing (and
+        // count as not clipped, `lo <= 0 <= hi` being true of every quantization range).
+        for k in m..BLOCK {
+            ub[k] = 0.0;
+            vb[k] = 0.0;
+        }
+        if CLIP {
+            for us in ub.chunks_exact(LANES) {
+                for l in 0..LANES {
+                    acc[6][l] += if us[l] < lo || us[l] > hi { 1.0 } else { 0.0 };
+                }
+            }
+        }
+        // One pass per sum over the block (in L1): each pass is one chain per lane, which
+        // the vectorizer maps onto one register.
+        let mut db = [0.0f64; BLOCK];
+        for k in 0..BLOCK {
+            ub[k] *= scale;
+            vb[k] *= scale;
+            db[k] = ub[k] - vb[k];
+        }
+        lanes_add(&mut acc[0], &ub, &ub);
+        lanes_add(&mut acc[1], &vb, &vb);
+        lanes_add(&mut acc[2], &ub, &vb);
+        lanes_add(&mut acc[3], &db, &db);
+        for ds in db.chunks_exact(LANES) {
+            for l in 0..LANES {
+                acc[4][l] += ds[l];
+            }
+        }
+        for ds in db.chunks_exact(LANES) {
+            for l in 0..LANES {
+                let a = ds[l].abs();
+                acc[5][l] = if a > acc[5][l] { a } else { acc[5][l] };
+            }
+        }
+    }
+    // Pairwise, in a fixed order.
+    let fold = |v: [f64; LANES]| (v[0] + v[1]) + (v[2] + v[3]);
+    let m = acc[5]
+        .into_iter()
+        .fold(0.0f64, |m, v| if v > m { v } else { m });
+    [
+        fold(acc[0]),
+        fold(acc[1]),
+        fold(acc[2]),
+        fold(acc[3]),
+        fold(acc[4]),
+        m,
+        fold(acc[6]),
+    ]
+}
+
 #[inline(always)]
 fn accumulate<A: QFloat, B: QFloat>(
     xs: impl Iterator<Item = A>,
@@ -297,14 +422,7 @@ fn sum_rows<A: QFloat, B: QFloat>(
             }
         }
         match (xs.as_slice(), ys.as_slice()) {
-            (Some(a), Some(c)) => accumulate(
-                a.iter().copied(),
-                c.iter().copied(),
-                range,
-                scale,
-                &mut b,
-                &mut s,
-            ),
+            (Some(a), Some(c)) => accumulate_slices(a, c, range, scale, &mut b, &mut s),
             _ => accumulate(
                 xs.iter().copied(),
                 ys.iter().copied(),
