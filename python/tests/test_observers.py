@@ -55,10 +55,15 @@ def test_merged_shards_equal_one_pass(kind):
     merged = shards[0]
     for s in shards[1:]:
         merged.merge(s)
-    if kind in ("histogram", "percentile", "mse", "entropy"):
-        # Histogram-based: the merged histogram is the one pass's when the shards cover the
-        # same range; parameters are then identical.
-        pass
+    if kind == "histogram":
+        # PyTorch's HistogramObserver re-bins as its range grows: its merge is PyTorch's
+        # approximate combine (exact only when the shards saw the same range).
+        a, b = merged.qparams(), whole.qparams()
+        assert a.scale == pytest.approx(b.scale, rel=0.05)
+        return
+    # running min/max, fixed, and the calibrators on the exact streaming histogram: the
+    # merged state is the one pass's, bit for bit
+    assert merged == whole
     assert merged.qparams() == whole.qparams()
 
 
