@@ -229,6 +229,15 @@ def _is_helper(m: nn.Module) -> bool:
     return isinstance(m, (ObserverBase, FakeQuantizeBase)) or type(m).__name__.endswith("PackedParams")
 
 
+def _fused_relu(fmod: nn.Module, qmod: nn.Module) -> bool:
+    """A quantized module with a fused ReLU whose float module has none (FX graph mode fuses
+    ``conv1`` and the ReLU after it into one module named ``conv1``): it is compared with its
+    float module followed by the ReLU, which is what it computes."""
+    if "ReLU" not in type(qmod).__name__ or "ReLU" in type(fmod).__name__ or isinstance(fmod, nn.ReLU):
+        return False
+    return not (isinstance(fmod, nn.Sequential) and any(isinstance(m, nn.ReLU) for m in fmod))
+
+
 def _is_fused(m: nn.Module) -> bool:
     """A float or prepared fused module (``ConvReLU2d``, ``LinearReLU``, ...): one layer."""
     try:
@@ -451,6 +460,7 @@ class _Recorder:
         self.order: Dict[str, List[str]] = {"float": [], "quant": []}
         self.first_batch = True
         self.in_shadow = False
+        self.post_relu = {n for n in names if n in self.fmods and n in self.qmods and _fused_relu(self.fmods[n], self.qmods[n])}
         self.running: Optional[str] = None  # "float" or "quant": which model is running
         self.calls: Dict[Tuple[str, str], int] = {}
         self.layout: Dict[Tuple[str, str], Optional[bool]] = {}  # key -> padded on axis 1?
@@ -516,6 +526,8 @@ class _Recorder:
         def hook(module, args, kwargs, output):
             if self.running != "float" or self.in_shadow or not self._count("float", name):
                 return
+            if name in self.post_relu and isinstance(output, torch.Tensor):
+                output = torch.relu(output)
             self.record("float", name, output)
 
         return hook
@@ -560,6 +572,8 @@ class _Recorder:
             self.in_shadow = True
             try:
                 s = fmod(x)
+                if name in self.post_relu and isinstance(s, torch.Tensor):
+                    s = torch.relu(s)
             except Exception as e:  # noqa: BLE001 - a shadow is optional
                 self.skip(name + ":shadow", f"the float module refuses the quantized input: {type(e).__name__}: {e}")
                 return
@@ -639,10 +653,11 @@ def dump(
             continue
         names.append(name)
         fmod = fmods[name]
-        if "ReLU" in type(qmod).__name__ and "ReLU" not in type(fmod).__name__ and not isinstance(fmod, nn.ReLU):
+        if _fused_relu(fmod, qmod):
             result.warnings.append(
-                f"{name}: the quantized module is fused ({type(qmod).__name__}) but the float one is "
-                f"{type(fmod).__name__}: fuse the float model the same way so that the outputs compare"
+                f"{name}: the quantized module is fused ({type(qmod).__name__}) and the float one is "
+                f"{type(fmod).__name__}: its float output and shadow are taken after a ReLU, and the "
+                "layer is not replayed (its kind is recorded as `other`)"
             )
 
     spill_dir = tempfile.mkdtemp(prefix="qnumeric-dump-")
@@ -737,6 +752,8 @@ def _restore_observers(state):
 
 def _layer_meta(name: str, qmod: nn.Module, fmod: nn.Module, rec: _Recorder, wdesc) -> Dict[str, Any]:
     kind = _kind(qmod, fmod)
+    if name in rec.post_relu:
+        kind = "other"  # the ReLU after the product: not replayed as a plain Linear/Conv
     meta: Dict[str, Any] = {"kind": kind}
     if kind.startswith("conv"):
         conv = _conv_desc(qmod) or _conv_desc(fmod)

@@ -38,7 +38,17 @@ import torch
 from torch import nn
 
 from . import _qnumeric
-from .dump import DumpResult, _call, _compile_filter, _first_tensor, _leaves, dump
+from .dump import (
+    DumpResult,
+    _call,
+    _compile_filter,
+    _disable_observers,
+    _first_tensor,
+    _fused_relu,
+    _leaves,
+    _restore_observers,
+    dump,
+)
 
 __all__ = ["Report", "compare", "diagnose", "apply_remedy", "output_sqnr", "compare_weights"]
 
@@ -138,6 +148,10 @@ class _Streamer:
         # or fake-quantizing them): their own error is zero by construction, so no shadow
         # runs for them (their local entry is the exact one).
         self.unchanged = {n for n in self.names if _unchanged(self.fmods[n], self.qmods[n])}
+        # A quantized module with a fused ReLU (FX graph mode fuses `conv1` and the ReLU after
+        # it into one module named `conv1`) is compared with its float module followed by
+        # the ReLU, which is what it computes.
+        self.post_relu = {n for n in self.names if _fused_relu(self.fmods[n], self.qmods[n])}
 
     def skip(self, name, reason):
         if name not in self.result.skipped:
@@ -174,6 +188,8 @@ class _Streamer:
             if name in self.float_out:
                 self.skip(name, "called more than once per forward")
                 return
+            if name in self.post_relu and isinstance(out, torch.Tensor):
+                out = torch.relu(out)
             # a copy: an in-place operation later in the forward pass must not change it
             a = self._array(name, out, copy=True)
             if a is not None:
@@ -229,6 +245,8 @@ class _Streamer:
             try:
                 x = _deq(x)
                 shadow = self.fmods[name](x.float() if x.is_floating_point() else x)
+                if name in self.post_relu and isinstance(shadow, torch.Tensor):
+                    shadow = torch.relu(shadow)
             except Exception as e:  # the float module refuses the quantized module's input
                 self.local_log.set_enabled(name, False)
                 self.result.warnings.append(f"{name}: no local comparison ({type(e).__name__}: {e})")
@@ -252,6 +270,9 @@ class _Streamer:
         quant_model.eval()
         total = 0
         mask_iter = iter(masks) if masks is not None else None
+        # QAT observers stand still while comparing (the model's state is not the comparison's
+        # to change); restored afterwards.
+        observers = _disable_observers(quant_model)
         self.install()
         try:
             with torch.no_grad():
@@ -274,6 +295,7 @@ class _Streamer:
                     total += self.keep
         finally:
             self.remove()
+            _restore_observers(observers)
             float_model.train(training[0])
             quant_model.train(training[1])
         self.result.layers = [n for n in self.order if n not in self.result.skipped]

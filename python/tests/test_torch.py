@@ -204,3 +204,52 @@ def test_same_model_twice_is_refused():
     model, _ = quantize_cnn([images(8, 0)])
     with pytest.raises(ValueError):
         qt.diagnose(model, model, [images(4, 1)])
+
+
+def test_fx_graph_mode_with_fused_relus_is_healthy():
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    engine = _engine()
+    torch.backends.quantized.engine = engine
+    torch.manual_seed(0)
+    model = Cnn().eval()
+    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping(engine), (images(4, 0),))
+    with torch.no_grad():
+        for s in range(4):
+            prepared(images(32, s))
+    qmodel = convert_fx(prepared)
+    assert "ReLU" in type(dict(qmodel.named_modules())["conv1"]).__name__  # conv1 + relu1 fused
+    batches = [images(32, 100 + s) for s in range(3)]
+    r = qt.compare(model, qmodel, batches)
+    assert r.diagnosis.verdict == "fine", str(r)
+    assert {"conv1", "conv2", "fc"} <= set(r.comparison.layers)
+    assert r.comparison.sqnr_db("conv1", "local") > 30
+    d = qt.diagnose(model, qmodel, batches)
+    assert d.diagnosis.verdict == "fine", str(d)
+    assert any("fused" in w for w in d.recorded.warnings)
+
+
+def test_qat_prepared_model_is_compared_with_fake_quantization():
+    engine = _engine()
+    torch.backends.quantized.engine = engine
+    torch.manual_seed(0)
+    model = Cnn().eval()
+    m = copy.deepcopy(model).train()
+    m.qconfig = torch.ao.quantization.get_default_qat_qconfig(engine)
+    qat = torch.ao.quantization.prepare_qat(m)
+    for s in range(4):
+        qat(images(32, s))
+    batches = [images(32, 100 + s) for s in range(3)]
+    r = qt.compare(model, qat, batches)
+    assert r.diagnosis.verdict == "fine", str(r)
+    assert 25 < r.comparison.sqnr_db("fc") < 60  # fake quantization: an error, a small one
+    assert qat.training  # the training flag restored
+    assert bool(qat.conv2.weight_fake_quant.observer_enabled)  # observers restored
+    # a coarse fake-quantized weight: the layer's own error
+    qat.conv2.weight_fake_quant.quant_min, qat.conv2.weight_fake_quant.quant_max = -4, 3
+    qat.conv2.weight_fake_quant.activation_post_process.quant_min = -4
+    qat.conv2.weight_fake_quant.activation_post_process.quant_max = 3
+    qat.conv2.weight_fake_quant.scale *= 32
+    r = qt.compare(model, qat, batches)
+    assert r.diagnosis.headline == "conv2", str(r)
