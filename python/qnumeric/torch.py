@@ -399,6 +399,8 @@ def diagnose(
             return rust_now + (db - base)
 
         diag.measure_end_to_end(rerun)
+        # what helped its layer but not the model's output is not proposed
+        diag.drop_remedies_below(min_gain)
     if html is not None:
         _write_html(report, html)
     return report

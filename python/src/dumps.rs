@@ -218,6 +218,14 @@ impl PyDiagnosis {
         }
         r.py()
     }
+    /// Drops the remedies measured end to end that gain less than `min_gain_db` on the
+    /// model's output (a kernel fix stays).
+    fn drop_remedies_below(&mut self, min_gain_db: f64) -> PyResult<()> {
+        match &mut self.inner {
+            DiagnosisOf::Dumps(d) => d.drop_remedies_below(min_gain_db).py(),
+            DiagnosisOf::Report(_) => Ok(()),
+        }
+    }
     fn __str__(&self) -> String {
         match &self.inner {
             DiagnosisOf::Dumps(d) => d.to_string(),

@@ -253,3 +253,16 @@ def test_qat_prepared_model_is_compared_with_fake_quantization():
     qat.conv2.weight_fake_quant.scale *= 32
     r = qt.compare(model, qat, batches)
     assert r.diagnosis.headline == "conv2", str(r)
+
+
+def test_the_readme_example_on_the_real_digits_model():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    import digits_torch
+
+    report = digits_torch.main()
+    d = report.diagnosis
+    assert d.verdict == "data-sensitive" and d.first_layer == "quant", str(report)
+    assert set(d.worst_samples) <= set(range(0, 500, 25))

@@ -376,6 +376,31 @@ fn add_input_evidence(pair: &DumpPair<'_>, d: &mut ReportDiagnosis) -> Result<()
 }
 
 impl DumpDiagnosis {
+    /// Drops the remedies measured end to end ([`DumpDiagnosis::measure_end_to_end`]) that
+    /// gain less than `min_gain_db` on the whole model: a change that helped its layer alone
+    /// but not the model's output is not worth proposing. A kernel fix stays whatever it
+    /// gains (the model is wrong until it is fixed); remedies not measured end to end stay.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidParameter`] for a NaN or negative `min_gain_db`.
+    pub fn drop_remedies_below(&mut self, min_gain_db: f64) -> Result<()> {
+        if min_gain_db.is_nan() || min_gain_db < 0.0 {
+            return Err(QuantError::InvalidParameter {
+                op: "DumpDiagnosis::drop_remedies_below",
+                what: "min_gain_db",
+                value: min_gain_db,
+                reason: "must be a number >= 0",
+            });
+        }
+        self.diagnosis.remedies.retain(|r| match r.effect {
+            Effect::Measured { gain_db, .. } => {
+                r.cost() == Cost::KernelFix || gain_db >= min_gain_db
+            }
+            _ => true,
+        });
+        Ok(())
+    }
+
     /// The model's output SQNR against the float model (dB): the last layer's.
     #[must_use]
     pub fn output_sqnr_db(&self) -> Option<f64> {

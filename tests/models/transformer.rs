@@ -303,4 +303,25 @@ fn remedies_measured_end_to_end_where_the_caller_can_rerun_the_model() {
         matches!(e, qnumeric::QuantError::InvalidParameter { .. }),
         "{e}"
     );
+
+    // Remedies that gain nothing end to end are dropped; the others stay.
+    let n = d.diagnosis.remedies.len();
+    let mut every = d.clone();
+    every
+        .measure_end_to_end(|r| {
+            Ok(Some(if r.change == (Change::WeightBits { bits: 8 }) {
+                healthy_db
+            } else {
+                before - 0.1
+            }))
+        })
+        .expect("measured");
+    every.drop_remedies_below(0.5).expect("dropped");
+    assert_eq!(every.diagnosis.remedies.len(), 1, "of {n}");
+    assert_eq!(
+        every.diagnosis.remedies[0].change,
+        Change::WeightBits { bits: 8 }
+    );
+    assert!(every.drop_remedies_below(f64::NAN).is_err());
+    assert!(every.drop_remedies_below(-1.0).is_err());
 }
