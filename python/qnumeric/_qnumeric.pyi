@@ -340,6 +340,9 @@ class Diagnosis:
     def measure_end_to_end(self, rerun: Callable[[Dict[str, Any]], Optional[float]]) -> None:
         """``rerun(remedy)`` returns the model's output SQNR with that change (dB) or None."""
 
+    def to_html(self) -> str:
+        """One self-contained HTML page (inline CSS and SVG, no network)."""
+
     def drop_remedies_below(self, min_gain_db: float) -> None:
         """Drops remedies measured end to end that gain less (a kernel fix stays)."""
 

@@ -85,6 +85,10 @@ class Report:
         """The diagnosis as JSON (the ``qnumeric diagnose --json`` object), or the comparison."""
         return self.diagnosis.to_json() if self.diagnosis is not None else self.comparison.to_json()
 
+    def to_html(self) -> str:
+        """The diagnosis as a self-contained HTML page."""
+        return self.diagnosis.to_html() if self.diagnosis is not None else ""
+
     def to_dict(self) -> dict:
         """The diagnosis (or comparison) as a dict."""
         return self.diagnosis.to_dict() if self.diagnosis is not None else self.comparison.to_dict()
@@ -367,7 +371,7 @@ def diagnose(
     by their end-to-end gain, as the Rust diagnosis ranks them.
 
     ``sample_dims=2`` makes every real ``(n, t)`` position a sample (tokens as samples).
-    ``html``: a path to write the comparison as a self-contained HTML page.
+    ``html``: a path to write the diagnosis to, as a self-contained HTML page.
     """
     batches = list(batches)
     if masks is not None:
@@ -695,29 +699,10 @@ def compare_weights(float_state: Dict[str, Any], quant_state: Dict[str, Any]) ->
 
 
 def _write_html(report: Report, path: str) -> None:
-    import html as _html
-
-    d = report.to_dict()
-    rows = []
-    for name, verdict in report.diagnosis.verdicts if report.diagnosis is not None else []:
-        rows.append(f"<tr><td>{_html.escape(name)}</td><td>{_html.escape(verdict)}</td></tr>")
-    rem = []
-    for r in d.get("remedies", []):
-        gain = r.get("gain_db")
-        rem.append(
-            "<li>{} {} {}</li>".format(
-                _html.escape(str(r.get("kind"))),
-                _html.escape(str(r.get("layer") or "")),
-                "" if gain is None else f"{gain:+.2f} dB",
-            )
-        )
-    page = (
-        "<!doctype html><meta charset=utf-8><title>qnumeric diagnosis</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px}</style>"
-        f"<h1>Verdict: {_html.escape(str(d.get('verdict')))}</h1>"
-        f"<p>Headline layer: {_html.escape(str(d.get('headline')))}</p>"
-        f"<pre>{_html.escape(str(report))}</pre>"
-        f"<h2>Layers</h2><table>{''.join(rows)}</table><h2>Remedies</h2><ol>{''.join(rem)}</ol>"
-    )
+    """The diagnosis' self-contained HTML page (the crate's), with the end-to-end figure."""
+    page = report.diagnosis.to_html() if report.diagnosis is not None else ""
+    if report.output_sqnr_db is not None:
+        note = f"<p>Model output against the float model, end to end: {report.output_sqnr_db:.2f} dB.</p>"
+        page = page.replace("</h1>", "</h1>" + note, 1)
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

@@ -218,6 +218,13 @@ impl PyDiagnosis {
         }
         r.py()
     }
+    /// The diagnosis as one self-contained HTML page (inline CSS and SVG, no network).
+    fn to_html(&self) -> String {
+        match &self.inner {
+            DiagnosisOf::Dumps(d) => d.to_html(),
+            DiagnosisOf::Report(d) => d.to_html(),
+        }
+    }
     /// Drops the remedies measured end to end that gain less than `min_gain_db` on the
     /// model's output (a kernel fix stays).
     fn drop_remedies_below(&mut self, min_gain_db: f64) -> PyResult<()> {

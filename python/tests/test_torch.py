@@ -36,10 +36,14 @@ def test_healthy_bert_gets_no_verdict():
     assert r.output_sqnr_db > 30
 
 
-def test_coarse_weights_in_bert_are_found_and_fixed_end_to_end():
+def test_coarse_weights_in_bert_are_found_and_fixed_end_to_end(tmp_path):
     model, qmodel = make_bert()
     _three_bit(dict(qmodel.named_modules())[TARGET])
-    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS))
+    page = tmp_path / "diagnosis.html"
+    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS), html=str(page))
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and TARGET in html and "end to end" in html
+    assert "<svg" in html and "http://" not in html
     d = r.diagnosis
     assert d.verdict == "data-insensitive" and d.headline == TARGET and d.first_layer == TARGET, str(r)
     top = d.remedies[0]

@@ -5,6 +5,7 @@
 //! qnumeric compare FLOAT.safetensors QUANT.safetensors [--json] [--per-sample] [--threshold DB]
 //! qnumeric diagnose FLOAT.safetensors QUANT.safetensors [--baseline OTHER.safetensors]
 //!                   [--sample-dims 1|2] [--json] [--threshold DB] [--min-gain DB]
+//!                   [--try-formats F,...] [--html PAGE.html]
 //! ```
 //!
 //! Exit codes: 0 when both files were read (tensors that cannot be compared are listed as
@@ -84,6 +85,9 @@ enum Command {
         /// the names of `qnumeric::formats::Format`).
         #[arg(long, value_delimiter = ',')]
         try_formats: Vec<String>,
+        /// Also write the diagnosis as a self-contained HTML page to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
 }
 
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             threshold,
             min_gain,
             try_formats,
+            html,
         } => {
             let dims = match SampleDims::from_count(sample_dims) {
                 Ok(d) => d,
@@ -132,7 +137,14 @@ fn main() -> ExitCode {
                 format_candidates,
                 ..DumpDiagnoseOptions::default()
             };
-            diagnose(&float, &quant, baseline.as_deref(), json, &opts)
+            diagnose(
+                &float,
+                &quant,
+                baseline.as_deref(),
+                json,
+                html.as_deref(),
+                &opts,
+            )
         }
     }
 }
@@ -142,6 +154,7 @@ fn diagnose(
     quant: &std::path::Path,
     baseline: Option<&std::path::Path>,
     json: bool,
+    html: Option<&std::path::Path>,
     opts: &DumpDiagnoseOptions,
 ) -> ExitCode {
     let pair = match DumpPair::open(float, quant) {
@@ -159,6 +172,11 @@ fn diagnose(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    if let Some(path) = html
+        && let Err(e) = std::fs::write(path, d.to_html())
+    {
+        return fail(format!("{}: {e}", path.display()));
+    }
     let mut text = if json {
         match serde_json::to_string_pretty(&d) {
             Ok(s) => s,

@@ -3,6 +3,9 @@
 use std::fmt::Write as _;
 
 use super::diagnosis::Diagnosis;
+#[cfg(feature = "safetensors")]
+use super::dumps::DumpDiagnosis;
+use super::report::{OwnSource, ReportDiagnosis};
 use super::verdict::Verdict;
 
 fn esc(s: &str) -> String {
@@ -22,17 +25,23 @@ fn color(v: Verdict) -> &'static str {
     }
 }
 
+/// One row of the SQNR bars: a layer, its verdict, its own (local) and cumulative SQNR.
+struct BarRow<'a> {
+    name: &'a str,
+    verdict: Verdict,
+    local: Option<f64>,
+    cumulative: Option<f64>,
+}
+
 /// Horizontal bars: one group per layer, local and cumulative SQNR.
-fn sqnr_bars(d: &Diagnosis) -> String {
+fn sqnr_bars(rows: &[BarRow<'_>]) -> String {
     let row_h = 34.0;
     let (left, width) = (140.0, 520.0);
-    let h = 30.0 + row_h * d.layers.len() as f64;
-    let max_db = d
-        .layers
+    let h = 30.0 + row_h * rows.len() as f64;
+    let max_db = rows
         .iter()
-        .flat_map(|l| [l.evidence.local.as_ref(), l.evidence.cumulative.as_ref()])
+        .flat_map(|r| [r.local, r.cumulative])
         .flatten()
-        .map(|s| s.sqnr_db)
         .filter(|v| v.is_finite())
         .fold(10.0f64, f64::max)
         .min(120.0);
@@ -48,25 +57,23 @@ fn sqnr_bars(d: &Diagnosis) -> String {
             h - 4.0
         );
     }
-    for (i, l) in d.layers.iter().enumerate() {
+    for (i, r) in rows.iter().enumerate() {
         let y = 22.0 + row_h * i as f64;
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
             left - 6.0,
             y + 16.0,
-            esc(&l.name)
+            esc(r.name)
         );
-        for (j, (ev, opacity, label)) in [
-            (l.evidence.local.as_ref(), 1.0, "local"),
-            (l.evidence.cumulative.as_ref(), 0.45, "cumulative"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (j, (db, opacity, label)) in
+            [(r.local, 1.0, "local"), (r.cumulative, 0.45, "cumulative")]
+                .into_iter()
+                .enumerate()
         {
-            if let Some(e) = ev {
-                let v = if e.sqnr_db.is_finite() {
-                    e.sqnr_db.clamp(0.0, max_db)
+            if let Some(db) = db {
+                let v = if db.is_finite() {
+                    db.clamp(0.0, max_db)
                 } else {
                     max_db
                 };
@@ -74,19 +81,61 @@ fn sqnr_bars(d: &Diagnosis) -> String {
                 let yy = y + 13.0 * j as f64;
                 let _ = write!(
                     s,
-                    r#"<rect x="{left}" y="{yy}" width="{w:.1}" height="11" fill="{}" fill-opacity="{opacity}"><title>{} {label}: {:.2} dB</title></rect><text x="{:.1}" y="{}" font-size="10">{:.1}</text>"#,
-                    color(l.verdict),
-                    esc(&l.name),
-                    e.sqnr_db,
+                    r#"<rect x="{left}" y="{yy}" width="{w:.1}" height="11" fill="{}" fill-opacity="{opacity}"><title>{} {label}: {db:.2} dB</title></rect><text x="{:.1}" y="{}" font-size="10">{db:.1}</text>"#,
+                    color(r.verdict),
+                    esc(r.name),
                     left + w + 4.0,
                     yy + 9.0,
-                    e.sqnr_db
                 );
             }
         }
     }
     s.push_str("</svg>");
     s
+}
+
+/// The page's head and style, up to the opening of the body.
+fn page_head(h: &mut String) {
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>qnumeric diagnosis</title><style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:980px}}
+h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f4f4f4}}
+.badge{{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-size:12px}}
+.muted{{color:#666;font-size:12px}}
+</style></head><body>"#
+    );
+}
+
+/// The table of remedies, best first.
+fn remedies_table(h: &mut String, remedies: &[super::remedy::Remedy]) {
+    h.push_str("<h2>Remedies, best first</h2><table><tr><th>#</th><th>remedy</th><th>measured</th><th>gain</th><th>evidence</th></tr>");
+    for (i, r) in remedies.iter().enumerate() {
+        let measured = match &r.effect {
+            super::remedy::Effect::Measured { quality, .. } => esc(&quality.to_string()),
+            super::remedy::Effect::Local { sqnr_db, .. } => {
+                esc(&format!("layer alone: {sqnr_db:.1} dB"))
+            }
+            super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::Failed { error }) => {
+                esc(&format!("could not measure: {error}"))
+            }
+            super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::NotRequested) => {
+                "not measured".into()
+            }
+            super::remedy::Effect::NotMeasured(_) => "not measurable here".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            i + 1,
+            esc(&r.action()),
+            measured,
+            r.gain_db().map_or("–".into(), |g| format!("{g:+.2} dB")),
+            esc(&r.evidence.to_string())
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// A histogram of values as vertical bars.
@@ -148,16 +197,7 @@ impl Diagnosis {
     #[must_use]
     pub fn to_html(&self) -> String {
         let mut h = String::new();
-        let _ = write!(
-            h,
-            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>qnumeric diagnosis</title><style>
-body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:980px}}
-h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f4f4f4}}
-.badge{{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-size:12px}}
-.muted{{color:#666;font-size:12px}}
-</style></head><body>"#
-        );
+        page_head(&mut h);
         let _ = write!(
             h,
             r#"<h1>qnumeric diagnosis: <span class="badge" style="background:{}">{}</span></h1>"#,
@@ -177,7 +217,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
             let _ = write!(h, "<p>First layer with a verdict: <b>{}</b>.</p>", esc(l));
         }
         h.push_str("<h2>SQNR per layer</h2><p class=\"muted\">Dark bar: the layer's own (local) error; light bar: accumulated (cumulative). Colour: verdict.</p>");
-        h.push_str(&sqnr_bars(self));
+        let rows: Vec<BarRow<'_>> = self
+            .layers
+            .iter()
+            .map(|l| BarRow {
+                name: &l.name,
+                verdict: l.verdict,
+                local: l.evidence.local.as_ref().map(|e| e.sqnr_db),
+                cumulative: l.evidence.cumulative.as_ref().map(|e| e.sqnr_db),
+            })
+            .collect();
+        h.push_str(&sqnr_bars(&rows));
         h.push_str("<h2>Verdicts and evidence</h2><table><tr><th>layer</th><th>kind</th><th>verdict</th><th>local dB</th><th>cumulative dB</th><th>samples below threshold</th><th>clipped</th><th>RMS quanta</th><th>kernel vs reference</th></tr>");
         for l in &self.layers {
             let e = &l.evidence;
@@ -303,32 +353,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
             }
             h.push_str("</ul>");
         }
-        h.push_str("<h2>Remedies, best first</h2><table><tr><th>#</th><th>remedy</th><th>measured</th><th>gain</th><th>evidence</th></tr>");
-        for (i, r) in self.remedies.iter().enumerate() {
-            let measured = match &r.effect {
-                super::remedy::Effect::Measured { quality, .. } => esc(&quality.to_string()),
-                super::remedy::Effect::Local { sqnr_db, .. } => {
-                    esc(&format!("layer alone: {sqnr_db:.1} dB"))
-                }
-                super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::Failed {
-                    error,
-                }) => esc(&format!("could not measure: {error}")),
-                super::remedy::Effect::NotMeasured(super::remedy::NotMeasured::NotRequested) => {
-                    "not measured".into()
-                }
-                super::remedy::Effect::NotMeasured(_) => "not measurable here".into(),
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
-                i + 1,
-                esc(&r.action()),
-                measured,
-                r.gain_db().map_or("–".into(), |g| format!("{g:+.2} dB")),
-                esc(&r.evidence.to_string())
-            );
-        }
-        h.push_str("</table>");
+        remedies_table(&mut h, &self.remedies);
         if let Some(rr) = &self.reduce_range {
             let _ = write!(
                 h,
@@ -345,6 +370,125 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#f
                 );
             }
             h.push_str("</table>");
+        }
+        h.push_str("<p class=\"muted\">Generated by qnumeric.</p></body></html>");
+        h
+    }
+}
+
+impl ReportDiagnosis {
+    /// One self-contained HTML page (inline CSS and SVG, no network): per-layer SQNR bars
+    /// (the layer's own error and the accumulated one), the verdicts with their findings,
+    /// the worst samples and the ranked remedies.
+    #[must_use]
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        page_head(&mut h);
+        self.html_body(&mut h);
+        h.push_str("<p class=\"muted\">Generated by qnumeric.</p></body></html>");
+        h
+    }
+
+    fn html_body(&self, h: &mut String) {
+        let _ = write!(
+            h,
+            r#"<h1>qnumeric diagnosis: <span class="badge" style="background:{}">{}</span></h1>"#,
+            color(self.verdict),
+            self.verdict
+        );
+        if let Some(l) = &self.headline {
+            let _ = write!(h, "<p>Look first at <b>{}</b>.</p>", esc(l));
+        }
+        if let Some(l) = &self.first_layer {
+            let _ = write!(
+                h,
+                "<p>First layer with a finding of its own: <b>{}</b>.</p>",
+                esc(l)
+            );
+        }
+        let rows: Vec<BarRow<'_>> = self
+            .layers
+            .iter()
+            .map(|l| BarRow {
+                name: &l.name,
+                verdict: l.verdict,
+                local: Some(l.own.evidence.sqnr_db),
+                cumulative: Some(l.evidence.sqnr_db),
+            })
+            .collect();
+        h.push_str("<h2>SQNR per layer</h2><p class=\"muted\">Dark bar: the layer's own error (measured from its shadow, or estimated from the growth of the error: marked ~ in the table); light bar: accumulated. Colour: verdict.</p>");
+        h.push_str(&sqnr_bars(&rows));
+        h.push_str("<h2>Verdicts and evidence</h2><table><tr><th>layer</th><th>verdict</th><th>own dB</th><th>own: samples below</th><th>cumulative dB</th><th>samples below</th><th>clipped</th></tr>");
+        for l in &self.layers {
+            let own = match l.own.source {
+                OwnSource::Shadow => format!("{:.2}", l.own.evidence.sqnr_db),
+                OwnSource::Added => format!("~{:.2}", l.own.evidence.sqnr_db),
+            };
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td><span class="badge" style="background:{}">{}</span></td><td>{}</td><td>{:.1}%</td><td>{:.2}</td><td>{:.1}%</td><td>{}</td></tr>"#,
+                esc(&l.name),
+                color(l.verdict),
+                l.verdict,
+                own,
+                l.own.evidence.fraction_below * 100.0,
+                l.evidence.sqnr_db,
+                l.evidence.fraction_below * 100.0,
+                l.clipped_fraction
+                    .map_or("–".into(), |c| format!("{:.2}%", c * 100.0)),
+            );
+            for f in &l.findings {
+                let _ = write!(
+                    h,
+                    r#"<tr><td></td><td colspan="6" class="muted">{}</td></tr>"#,
+                    esc(&f.to_string())
+                );
+            }
+        }
+        h.push_str("</table>");
+        if !self.worst_samples.is_empty() {
+            let _ = write!(
+                h,
+                "<p>Worst samples at the headline layer: {}</p>",
+                self.worst_samples
+                    .iter()
+                    .map(|i| self.sample_id(*i).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        remedies_table(h, &self.remedies);
+    }
+}
+
+#[cfg(feature = "safetensors")]
+impl DumpDiagnosis {
+    /// One self-contained HTML page of the diagnosis of two dumps: as
+    /// [`ReportDiagnosis::to_html`], with the measurements that failed and the tensors left
+    /// out.
+    #[must_use]
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        page_head(&mut h);
+        self.diagnosis.html_body(&mut h);
+        if !self.unmeasured.is_empty() {
+            h.push_str("<h2>Not measured</h2><ul>");
+            for u in &self.unmeasured {
+                let _ = write!(h, "<li>{}</li>", esc(&u.to_string()));
+            }
+            h.push_str("</ul>");
+        }
+        if !self.skipped.is_empty() {
+            h.push_str("<h2>Left out</h2><ul>");
+            for s in &self.skipped {
+                let _ = write!(
+                    h,
+                    "<li>{}: {}</li>",
+                    esc(&s.name),
+                    esc(&s.reason.to_string())
+                );
+            }
+            h.push_str("</ul>");
         }
         h.push_str("<p class=\"muted\">Generated by qnumeric.</p></body></html>");
         h

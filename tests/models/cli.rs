@@ -414,6 +414,16 @@ fn diagnose_dumps_names_bright_outliers_and_coarse_weights() {
     let j = json(&run(&["diagnose", s(&f), s(&q), "--json"]));
     assert_eq!(j["verdict"], "data-insensitive", "{j}");
     assert_eq!(j["first_layer"], "conv2", "{j}");
+
+    // --html writes the page beside the text report.
+    let page = f.with_file_name("diagnosis.html");
+    let o = run(&["diagnose", s(&f), s(&q), "--html", s(&page)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).expect("page written");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("conv2"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    let o = run(&["diagnose", s(&f), s(&q), "--html", "/no/such/dir/page.html"]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

@@ -324,4 +324,11 @@ fn remedies_measured_end_to_end_where_the_caller_can_rerun_the_model() {
     );
     assert!(every.drop_remedies_below(f64::NAN).is_err());
     assert!(every.drop_remedies_below(-1.0).is_err());
+
+    // The page: self-contained, the headline and its remedy in it.
+    let html = every.to_html();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>"));
+    assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
+    assert!(html.contains(target));
+    assert!(html.contains("Remedies, best first"));
 }
