@@ -359,6 +359,7 @@ def diagnose(
     threshold: float = 20.0,
     min_gain: float = 0.5,
     end_to_end: bool = True,
+    rebuild: Optional[Callable[[dict], Optional[nn.Module]]] = None,
     html: Optional[str] = None,
 ) -> Report:
     """Diagnoses ``quant_model`` against ``float_model`` on ``batches``.
@@ -369,6 +370,10 @@ def diagnose(
     remedy :func:`apply_remedy` can apply is measured on the whole model: the quantized model
     is copied with that one change and run on the same batches; the remedies are then ranked
     by their end-to-end gain, as the Rust diagnosis ranks them.
+
+    ``rebuild(remedy)``: your own way to build the quantized model with one remedy applied
+    (for what needs your quantization recipe: another calibrator, more calibration data...),
+    returning the model or ``None``; tried before :func:`apply_remedy`.
 
     ``sample_dims=2`` makes every real ``(n, t)`` position a sample (tokens as samples).
     ``html``: a path to write the diagnosis to, as a self-contained HTML page.
@@ -391,7 +396,9 @@ def diagnose(
         rust_now = diag.output_sqnr_db
 
         def rerun(remedy):
-            changed = apply_remedy(float_model, quant_model, remedy)
+            changed = rebuild(remedy) if rebuild is not None else None
+            if changed is None:
+                changed = apply_remedy(float_model, quant_model, remedy)
             if changed is None:
                 return None
             db = output_sqnr(float_model, changed, batches, masks=masks, max_samples=max_samples)

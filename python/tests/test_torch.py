@@ -270,3 +270,26 @@ def test_the_readme_example_on_the_real_digits_model():
     d = report.diagnosis
     assert d.verdict == "data-sensitive" and d.first_layer == "quant", str(report)
     assert set(d.worst_samples) <= set(range(0, 500, 25))
+
+
+def test_a_rebuild_hook_measures_what_needs_the_users_recipe():
+    model, qmodel = make_bert()
+    _three_bit(dict(qmodel.named_modules())[TARGET])
+    healthy = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    asked = []
+
+    def rebuild(remedy):
+        asked.append(remedy["kind"])
+        # the user's recipe, run again: here, the healthy quantization for the weight remedy
+        return healthy if remedy["kind"] == "weight-bits" else None
+
+    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS), rebuild=rebuild)
+    assert "weight-bits" in asked
+    key = next(k for k in r.measured if k[0] == "weight-bits")
+    assert r.measured[key] == pytest.approx(qt.output_sqnr(model, healthy, bert_batches(LENGTHS)), abs=1e-9)
+    # a raising rebuild is kept as a measurement that failed, not a crash
+    def broken(remedy):
+        raise RuntimeError("recipe failed")
+
+    r = qt.diagnose(model, qmodel, bert_batches(LENGTHS), rebuild=broken)
+    assert "recipe failed" in r.diagnosis.to_json()
