@@ -74,7 +74,22 @@ def calls(rng):
         lambda: observe(qn.EntropyObserver(), x),
         lambda: observe(qn.FixedQParamsObserver(s, z, d), x),
         lambda: observe(qn.MinMaxObserver(averaging_constant=s), x),
+        lambda: log_round_trip(x, y, rng),
+        lambda: qn.QParams(s, z, d, lo, hi),
+        lambda: qn.PerChannelQParams(scales, zps, axis, d),
     ]
+
+
+def log_round_trip(x, y, rng):
+    log = qn.NumericLog()
+    mask = None
+    if x.ndim >= 2 and rng.random() < 0.5:
+        mask = rng.random(x.shape[:2]) < 0.7
+    log.push("a", x, y, mask=mask, sample_dims=int(rng.integers(0, 4)))
+    other = qn.NumericLog.from_json(log.to_json())
+    other.merge(log)
+    log.merge(log)
+    return other.report(log).to_json()
 
 
 def observe(o, x):
@@ -92,4 +107,38 @@ def test_no_call_crashes(seed):
             call()
         except (qn.QnumericError, TypeError, OverflowError):
             # OverflowError: Python's own, for an integer argument beyond 64 bits.
+            pass
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_corrupt_dump_files_are_typed_errors(tmp_path, seed):
+    import struct
+
+    from conftest import write_safetensors
+
+    rng = np.random.default_rng(seed)
+    f, q = tmp_path / "f.safetensors", tmp_path / "q.safetensors"
+    write_safetensors(f, {"a": rng.standard_normal((4, 3)).astype(np.float32)}, {"order": "a"})
+    write_safetensors(q, {"a": rng.standard_normal((4, 3)).astype(np.float32)}, {"order": "a"})
+    raw = bytearray(q.read_bytes())
+    kind = seed % 4
+    if kind == 0:  # flipped bytes anywhere
+        for _ in range(int(rng.integers(1, 8))):
+            raw[int(rng.integers(0, len(raw)))] ^= int(rng.integers(1, 256))
+    elif kind == 1:  # truncated
+        raw = raw[: int(rng.integers(0, len(raw)))]
+    elif kind == 2:  # a huge header length
+        raw[:8] = struct.pack("<Q", int(rng.integers(1 << 20, 1 << 62)))
+    else:  # absurd shapes in the header
+        text = raw.decode("latin-1").replace("[4, 3]", f"[{2**40}, {2**40}]")
+        raw = bytearray(text.encode("latin-1"))
+    q.write_bytes(bytes(raw))
+    for call in (
+        lambda: qn.compare_dumps(str(f), str(q)),
+        lambda: qn.diagnose_dumps(str(f), str(q)),
+        lambda: qn.DumpReader(str(f), str(q)).read("a"),
+    ):
+        try:
+            call()
+        except qn.QnumericError:
             pass
