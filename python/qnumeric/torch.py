@@ -360,6 +360,7 @@ def diagnose(
     min_gain: float = 0.5,
     end_to_end: bool = True,
     rebuild: Optional[Callable[[dict], Optional[nn.Module]]] = None,
+    calibration: Optional[Iterable[Any]] = None,
     html: Optional[str] = None,
 ) -> Report:
     """Diagnoses ``quant_model`` against ``float_model`` on ``batches``.
@@ -375,12 +376,17 @@ def diagnose(
     (for what needs your quantization recipe: another calibrator, more calibration data...),
     returning the model or ``None``; tried before :func:`apply_remedy`.
 
+    ``calibration``: the calibration batches, for remedies that calibrate again (another
+    observer for a layer's output); without them those remedies are not measured.
+
     ``sample_dims=2`` makes every real ``(n, t)`` position a sample (tokens as samples).
     ``html``: a path to write the diagnosis to, as a self-contained HTML page.
     """
     batches = list(batches)
     if masks is not None:
         masks = list(masks)
+    if calibration is not None:
+        calibration = list(calibration)
     with tempfile.TemporaryDirectory(prefix="qnumeric-") as d:
         fpath, qpath, rec = _record(
             float_model, quant_model, batches, d, masks=masks, layer_filter=layer_filter, max_samples=max_samples
@@ -398,7 +404,7 @@ def diagnose(
         def rerun(remedy):
             changed = rebuild(remedy) if rebuild is not None else None
             if changed is None:
-                changed = apply_remedy(float_model, quant_model, remedy)
+                changed = apply_remedy(float_model, quant_model, remedy, calibration)
             if changed is None:
                 return None
             db = output_sqnr(float_model, changed, batches, masks=masks, max_samples=max_samples)
@@ -630,6 +636,53 @@ def _weight_bits(float_model, qcopy, layer, bits):
     return qcopy
 
 
+_CALIBRATORS = {
+    "min-max": lambda rr: _qnumeric.MinMaxObserver(reduce_range=rr),
+    "histogram": lambda rr: _qnumeric.HistogramObserver(reduce_range=rr),
+    "percentile9999": lambda rr: _qnumeric.PercentileObserver(99.99, dtype="quint8", qscheme="per_tensor_affine", reduce_range=rr),
+    "entropy": lambda rr: _qnumeric.EntropyObserver(dtype="quint8", qscheme="per_tensor_affine", reduce_range=rr),
+    "mse": lambda rr: _qnumeric.MseObserver(dtype="quint8", qscheme="per_tensor_affine", reduce_range=rr),
+}
+
+
+def _observer(float_model, qcopy, layer, calibrator, calibration):
+    """The layer's output parameters chosen by another calibrator, observing the float
+    module's outputs on ``calibration``; set on the quantized module (a static module
+    requantizes its output with its ``scale`` and ``zero_point``)."""
+    qmods = dict(qcopy.named_modules())
+    fmods = dict(float_model.named_modules())
+    make = _CALIBRATORS.get(calibrator)
+    if make is None or calibration is None or layer not in qmods or layer not in fmods:
+        return None
+    qmod, fmod = qmods[layer], fmods[layer]
+    scale, zp = _output_qparams(qmod)
+    if scale is None or _is_dynamic(qmod):
+        return None
+    # PyTorch's default x86 / fbgemm activation observers use reduce_range (0..127).
+    obs = make(torch.backends.quantized.engine in ("x86", "fbgemm"))
+    post = torch.relu if _fused_relu(fmod, qmod) else None
+
+    def hook(module, inputs, out):
+        if isinstance(out, torch.Tensor):
+            out = post(out) if post is not None else out
+            obs.observe(out.detach().float().cpu().numpy())
+
+    handle = fmod.register_forward_hook(hook)
+    training = float_model.training
+    float_model.eval()
+    try:
+        with torch.no_grad():
+            for b in calibration:
+                _call(float_model, b)
+    finally:
+        handle.remove()
+        float_model.train(training)
+    p = obs.qparams()
+    qmod.scale = float(p.scale)
+    qmod.zero_point = int(p.zero_point)
+    return qcopy
+
+
 def _dynamic_linear(float_model, qcopy):
     fcopy = copy.deepcopy(float_model).eval()
     if not any(isinstance(m, nn.Linear) for m in fcopy.modules()):
@@ -637,7 +690,12 @@ def _dynamic_linear(float_model, qcopy):
     return torch.ao.quantization.quantize_dynamic(fcopy, {nn.Linear}, dtype=torch.qint8)
 
 
-def apply_remedy(float_model: nn.Module, quant_model: nn.Module, remedy: dict) -> Optional[nn.Module]:
+def apply_remedy(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    remedy: dict,
+    calibration: Optional[Sequence[Any]] = None,
+) -> Optional[nn.Module]:
     """A copy of ``quant_model`` with ``remedy`` (a dict of ``Diagnosis.remedies``) applied,
     or ``None`` when it cannot be applied to a live model without re-running the user's
     quantization recipe (another calibrator, more calibration data, QAT...).
@@ -647,7 +705,9 @@ def apply_remedy(float_model: nn.Module, quant_model: nn.Module, remedy: dict) -
     with the module's own output parameters), ``per-channel-weights`` (the float weight
     quantized per output channel, symmetric qint8), ``weight-bits`` (the float weight
     re-quantized at that width, same granularity), ``dynamic-linear`` (the float model
-    quantized with ``quantize_dynamic``)."""
+    quantized with ``quantize_dynamic``), ``observer`` (a static module's output parameters
+    chosen by that calibrator on the float module's outputs over ``calibration``, with
+    PyTorch's default ``reduce_range`` for the engine; needs ``calibration``)."""
     kind = remedy.get("kind")
     layer = remedy.get("layer")
     if kind == "dynamic-linear":
@@ -663,6 +723,8 @@ def apply_remedy(float_model: nn.Module, quant_model: nn.Module, remedy: dict) -
         return _per_channel_weights(float_model, qcopy, layer)
     if kind == "weight-bits" and isinstance(remedy.get("bits"), int):
         return _weight_bits(float_model, qcopy, layer, remedy["bits"])
+    if kind == "observer":
+        return _observer(float_model, qcopy, layer, remedy.get("calibrator"), calibration)
     return None
 
 

@@ -293,3 +293,19 @@ def test_a_rebuild_hook_measures_what_needs_the_users_recipe():
 
     r = qt.diagnose(model, qmodel, bert_batches(LENGTHS), rebuild=broken)
     assert "recipe failed" in r.diagnosis.to_json()
+
+
+def test_another_observer_recalibrates_a_static_layers_output():
+    calib = [images(32, s) for s in range(4)]
+    model, qmodel = quantize_cnn(calib)
+    qmodel.fc.scale = float(qmodel.fc.scale) * 40  # a wasted output range
+    batches = [images(32, 100 + s) for s in range(3)]
+    before = qt.output_sqnr(model, qmodel, batches)
+    remedy = {"kind": "observer", "calibrator": "mse", "layer": "fc"}
+    assert qt.apply_remedy(model, qmodel, remedy) is None  # needs calibration data
+    fixed = qt.apply_remedy(model, qmodel, remedy, calib)
+    assert qt.output_sqnr(model, fixed, batches) > before + 15
+    assert float(qmodel.fc.scale) != float(fixed.fc.scale)  # the copy, not the model
+    for name in ("min-max", "histogram", "percentile9999", "entropy"):
+        assert qt.apply_remedy(model, qmodel, dict(remedy, calibrator=name), calib) is not None
+    assert qt.apply_remedy(model, qmodel, dict(remedy, calibrator="magic"), calib) is None
