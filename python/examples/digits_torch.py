@@ -98,7 +98,8 @@ def main():
     model, data = load()
     test = torch.from_numpy(data["test_images"])
     labels = data["test_labels"]
-    fused, qmodel = quantize(model, torch.from_numpy(data["calib_images"]))
+    calib = torch.from_numpy(data["calib_images"])
+    fused, qmodel = quantize(model, calib)
     with torch.no_grad():
         acc_f = float((fused(test).argmax(1).numpy() == labels).mean())
         acc_q = float((qmodel(test).argmax(1).numpy() == labels).mean())
@@ -113,7 +114,7 @@ def main():
     bright = test.clone()
     outliers = list(range(0, 500, 25))
     bright[outliers] *= 4.0
-    report = qt.diagnose(fused, qmodel, batches_of(bright))
+    report = qt.diagnose(fused, qmodel, batches_of(bright), calibration=batches_of(calib))
     print(report)
     d = report.diagnosis
     print()

@@ -678,8 +678,12 @@ def _observer(float_model, qcopy, layer, calibrator, calibration):
         handle.remove()
         float_model.train(training)
     p = obs.qparams()
-    qmod.scale = float(p.scale)
-    qmod.zero_point = int(p.zero_point)
+    for attr, v in (("scale", float(p.scale)), ("zero_point", int(p.zero_point))):
+        old = getattr(qmod, attr)
+        if isinstance(old, torch.Tensor):  # a buffer (Quantize, the converted QuantStub)
+            old.fill_(v)
+        else:
+            setattr(qmod, attr, v)
     return qcopy
 
 

@@ -180,6 +180,7 @@ pub fn diagnose_dumps(pair: &DumpPair<'_>, opts: &DumpDiagnoseOptions) -> Result
     if opts.remedies {
         add_input_evidence(pair, &mut diagnosis)?;
         replay_layers(pair, &cmp.report, &mut diagnosis, opts, &mut unmeasured)?;
+        requantize_outputs(pair, &cmp.report, &mut diagnosis, opts, &mut unmeasured)?;
     }
     diagnosis.summarize();
     rank_remedies(&mut diagnosis);
@@ -648,6 +649,105 @@ fn layer_evidence(l: &ReportLayer, report: &NsReport) -> Evidence {
         worst_channel_weight_sqnr_db: w
             .and_then(|w| w.worst_channel().map(|c| w.channels[c].sqnr_db)),
     }
+}
+
+/// Replays the output quantization of every static layer with a finding of its own (its
+/// output parameters are in the metadata, its shadow in the dump): the shadow (the float layer
+/// on the quantized layer's input) quantized with the dumped output parameters, then with the
+/// parameters each calibrator chooses on the shadow's values (the dumped data). For a
+/// data-sensitive layer (some samples outside what calibration saw: a clipped input at
+/// `quant`) that is [`Change::CalibrateCloserToInference`], with the best calibrator's gain;
+/// otherwise (a wasted or clipped range for every sample) the two calibrators that gain most
+/// are [`Change::Observer`] remedies. Gains of at least `min_gain_db`, on the layer alone:
+/// what the Linear replay does not see.
+fn requantize_outputs(
+    pair: &DumpPair<'_>,
+    report: &NsReport,
+    d: &mut ReportDiagnosis,
+    opts: &DumpDiagnoseOptions,
+    unmeasured: &mut Vec<Unmeasured>,
+) -> Result<()> {
+    let mut remedies = Vec::new();
+    for l in &d.layers {
+        if matches!(
+            l.verdict,
+            Verdict::Fine | Verdict::Inherited | Verdict::Implementation
+        ) {
+            continue;
+        }
+        let Some(out) = pair.layer_meta(&l.name).and_then(|m| m.output) else {
+            continue;
+        };
+        let shadow = match pair.read(&l.name, Side::Quant, Part::Shadow) {
+            Ok(Some(x)) => x.into_f32(),
+            Ok(None) | Err(QuantError::Format { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let attempt = || -> Result<Vec<Remedy>> {
+            let now =
+                crate::metrics::sqnr(&shadow, &crate::kernels::fake_quantize(&shadow, &out)?)?;
+            let range = out.range();
+            let spec = crate::QSpec::new(crate::QScheme::PerTensorAffine, range.dtype())
+                .with_quant_range(range.quant_min(), range.quant_max())?;
+            let mut found = Vec::new();
+            for c in Calibrator::ALL {
+                let mut obs = c.observer(spec)?;
+                obs.observe_view(crate::observers::FloatView::F32(shadow.view()))?;
+                let Some(qp) = obs.qparams()?.as_per_tensor().copied() else {
+                    continue;
+                };
+                let db =
+                    crate::metrics::sqnr(&shadow, &crate::kernels::fake_quantize(&shadow, &qp)?)?;
+                let gain = db - now;
+                if gain >= opts.min_gain_db {
+                    found.push(Remedy {
+                        change: Change::Observer { calibrator: c },
+                        layer: Some(l.name.clone()),
+                        effect: Effect::Local {
+                            sqnr_db: db,
+                            gain_db: gain,
+                        },
+                        evidence: layer_evidence(l, report),
+                    });
+                }
+            }
+            // The best first, then the cheaper calibrator among equals (stable).
+            let g = |r: &Remedy| match r.effect {
+                Effect::Local { gain_db, .. } => gain_db,
+                _ => 0.0,
+            };
+            found.sort_by(|a, b| g(b).total_cmp(&g(a)));
+            if l.verdict == Verdict::DataSensitive
+                && let Some(best) = found.first()
+            {
+                // Some samples fall outside what calibration saw: parameters chosen on data
+                // like these (what the replay measured) fix it, another calibrator on the same
+                // calibration data would not.
+                return Ok(vec![Remedy {
+                    change: Change::CalibrateCloserToInference {
+                        worst_samples: l.own.evidence.worst_samples.clone(),
+                    },
+                    layer: Some(l.name.clone()),
+                    effect: best.effect.clone(),
+                    evidence: layer_evidence(l, report),
+                }]);
+            }
+            // The two best: the calibrators beyond them tell nothing more.
+            found.truncate(2);
+            Ok(found)
+        };
+        match attempt() {
+            Ok(r) => remedies.extend(r),
+            Err(e @ QuantError::Io { .. }) => return Err(e),
+            Err(error) => unmeasured.push(Unmeasured {
+                what: Measurement::Replay,
+                layer: Some(l.name.clone()),
+                error,
+            }),
+        }
+    }
+    d.remedies.extend(remedies);
+    Ok(())
 }
 
 /// Replays every Linear with its input and weights: the implementation check (own error far

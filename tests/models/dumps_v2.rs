@@ -461,3 +461,103 @@ fn invalid_options_are_refused() {
     }
     assert!(SampleDims::from_count(3).is_err());
 }
+
+/// A static layer `q` quantizing its input with the given output parameters: float `x`,
+/// quantized `fake_quantize(x)`, shadow `x` (the float identity on the quantized input's
+/// float value), then `fc` after it, fine.
+fn requantized_pair(x: &ArrayD<f32>, scale: f32, zero_point: i64) -> (Vec<u8>, Vec<u8>) {
+    let out = qnumeric::QParams::new(scale, zero_point, qnumeric::QDType::QUInt8).expect("qparams");
+    let q = qnumeric::fake_quantize(x, &out).expect("fake quantize");
+    let fc = x.mapv(|v| v * 0.5);
+    let fcq = q.mapv(|v| v * 0.5);
+    let layers = format!(
+        r#"{{"q": {{"kind": "other", "output": {{"scale": {scale}, "zero_point": {zero_point}, "dtype": "quint8"}}}}}}"#
+    );
+    let meta = [
+        ("format", "qnumeric-dump/2"),
+        ("order", "q,fc"),
+        ("layers", layers.as_str()),
+    ];
+    let f = write(&[("q", x.clone()), ("fc", fc)], &meta);
+    let quant = write(
+        &[
+            ("q", q.clone()),
+            ("q:input", x.clone()),
+            ("q:shadow", x.clone()),
+            ("fc", fcq.clone()),
+            ("fc:input", q.clone()),
+            ("fc:shadow", fcq),
+        ],
+        &meta,
+    );
+    (f, quant)
+}
+
+#[test]
+fn output_quantization_is_replayed_for_remedies() {
+    use qnumeric::diagnose::{Calibrator, Change};
+    let mut rng = Lcg::new(3);
+    // 40 samples in [-1, 1]; samples 7 and 23 bright (x 6): clipped by parameters for [-1, 1].
+    let mut x = noise(&mut rng, &[40, 16], 1.0);
+    for s in [7, 23] {
+        x.index_axis_mut(ndarray::Axis(0), s)
+            .mapv_inplace(|v| v * 6.0);
+    }
+    let (f, q) = requantized_pair(&x, 2.0 / 255.0, 128);
+    let pair = DumpPair::from_bytes(&f, &q).expect("pair");
+    let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    let ql = d.diagnosis.layer("q").expect("q");
+    assert_eq!(ql.verdict, Verdict::DataSensitive, "{d}");
+    let r = d
+        .diagnosis
+        .remedies
+        .iter()
+        .find(|r| r.layer.as_deref() == Some("q"))
+        .expect("a remedy for the clipped input");
+    match &r.change {
+        Change::CalibrateCloserToInference { worst_samples } => {
+            assert_eq!(
+                &worst_samples[..2]
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                &[7, 23].into()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.gain_db().expect("gain") > 10.0, "{d}");
+
+    // A range 40 times too wide for every sample: another calibrator, for all of them.
+    let x = noise(&mut rng, &[40, 16], 1.0);
+    let (f, q) = requantized_pair(&x, 80.0 / 255.0, 128);
+    let pair = DumpPair::from_bytes(&f, &q).expect("pair");
+    let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    assert_eq!(
+        d.diagnosis.layer("q").expect("q").verdict,
+        Verdict::DataInsensitive,
+        "{d}"
+    );
+    let observers: Vec<_> = d
+        .diagnosis
+        .remedies
+        .iter()
+        .filter(|r| matches!(r.change, Change::Observer { .. }))
+        .collect();
+    assert_eq!(observers.len(), 2, "{d}");
+    assert!(
+        observers.iter().all(|r| r.gain_db().expect("gain") > 20.0),
+        "{d}"
+    );
+    assert!(
+        Calibrator::ALL
+            .iter()
+            .any(|c| observers[0].change == Change::Observer { calibrator: *c })
+    );
+
+    // Healthy parameters: no remedy.
+    let (f, q) = requantized_pair(&x, 2.0 / 255.0, 128);
+    let pair = DumpPair::from_bytes(&f, &q).expect("pair");
+    let d = diagnose_dumps(&pair, &DumpDiagnoseOptions::default()).expect("diagnosis");
+    assert!(d.diagnosis.remedies.is_empty(), "{d}");
+}
