@@ -426,6 +426,18 @@ def _first_tensor(x) -> Optional[torch.Tensor]:
     return None
 
 
+def _samples_and_mask(batch, mask_iter) -> Tuple[int, Optional[torch.Tensor]]:
+    """A batch's sample count (axis 0 of its first tensor) and its mask: the next of the
+    given masks, else a dict batch's ``attention_mask``, else ``None``."""
+    mask = next(mask_iter) if mask_iter is not None else None
+    if mask is None and isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        mask = batch["attention_mask"]
+    t0 = _first_tensor(batch)
+    if t0 is None or t0.dim() == 0:
+        raise ValueError("a batch holds no tensor with a sample axis")
+    return int(t0.shape[0]), mask
+
+
 def _call(model: nn.Module, batch):
     if isinstance(batch, dict):
         return model(**batch)
@@ -676,13 +688,7 @@ def dump(
         mask_iter = iter(masks) if masks is not None else None
         with torch.no_grad():
             for batch in batches:
-                mask = next(mask_iter) if mask_iter is not None else None
-                if mask is None and isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
-                    mask = batch["attention_mask"]
-                t0 = _first_tensor(batch)
-                if t0 is None or t0.dim() == 0:
-                    raise ValueError("a batch holds no tensor with a sample axis")
-                n = int(t0.shape[0])
+                n, mask = _samples_and_mask(batch, mask_iter)
                 if first_bs is None:
                     first_bs = n
                 keep = n if max_samples is None else min(n, max_samples - total)

@@ -47,6 +47,7 @@ from .dump import (
     _fused_relu,
     _leaves,
     _restore_observers,
+    _samples_and_mask,
     dump,
 )
 
@@ -281,13 +282,7 @@ class _Streamer:
         try:
             with torch.no_grad():
                 for batch in batches:
-                    mask = next(mask_iter) if mask_iter is not None else None
-                    if mask is None and isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
-                        mask = batch["attention_mask"]
-                    t0 = _first_tensor(batch)
-                    if t0 is None or t0.dim() == 0:
-                        raise ValueError("a batch holds no tensor with a sample axis")
-                    n = int(t0.shape[0])
+                    n, mask = _samples_and_mask(batch, mask_iter)
                     self.keep = n if max_samples is None else min(n, max_samples - total)
                     if self.keep <= 0:
                         break

@@ -736,17 +736,29 @@ fn requantize_outputs(
             found.truncate(2);
             Ok(found)
         };
-        match attempt() {
-            Ok(r) => remedies.extend(r),
-            Err(e @ QuantError::Io { .. }) => return Err(e),
-            Err(error) => unmeasured.push(Unmeasured {
-                what: Measurement::Replay,
-                layer: Some(l.name.clone()),
-                error,
-            }),
-        }
+        keep_replay(attempt(), &l.name, &mut remedies, unmeasured)?;
     }
     d.remedies.extend(remedies);
+    Ok(())
+}
+
+/// A replay's remedies kept, or its error kept as [`Unmeasured`]; an I/O error (the file
+/// cannot be read any more) ends the diagnosis.
+fn keep_replay(
+    outcome: Result<Vec<Remedy>>,
+    layer: &str,
+    remedies: &mut Vec<Remedy>,
+    unmeasured: &mut Vec<Unmeasured>,
+) -> Result<()> {
+    match outcome {
+        Ok(r) => remedies.extend(r),
+        Err(e @ QuantError::Io { .. }) => return Err(e),
+        Err(error) => unmeasured.push(Unmeasured {
+            what: Measurement::Replay,
+            layer: Some(layer.to_string()),
+            error,
+        }),
+    }
     Ok(())
 }
 
@@ -811,15 +823,7 @@ fn replay_layers(
             Ok(remedies)
         };
         let outcome = attempt();
-        match outcome {
-            Ok(r) => remedies.extend(r),
-            Err(e @ QuantError::Io { .. }) => return Err(e),
-            Err(error) => unmeasured.push(Unmeasured {
-                what: Measurement::Replay,
-                layer: Some(l.name.clone()),
-                error,
-            }),
-        }
+        keep_replay(outcome, &l.name, &mut remedies, unmeasured)?;
     }
     d.remedies.extend(remedies);
     Ok(())

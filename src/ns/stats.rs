@@ -143,7 +143,14 @@ fn accumulate_slices_body<A: QFloat, B: QFloat>(
         None => lane_sums::<A, B, false>(xs, ys, 0.0, 0.0, scale),
     };
     let [sxx, syy, sxy, sdd, sd, mx, clipped] = sums;
-    let clipped = clipped as u64;
+    add_row([sxx, syy, sxy, sdd, sd, mx], clipped as u64, b, s);
+}
+
+/// Adds one row's `[Σu², Σv², Σuv, Σd², Σd, max|d|]` and clipped count to the batch's sums
+/// and to its sample's.
+#[inline(always)]
+fn add_row(sums: [f64; 6], clipped: u64, b: &mut BatchSums, s: &mut SampleAcc) {
+    let [sxx, syy, sxy, sdd, sd, mx] = sums;
     b.sxx += sxx;
     b.syy += syy;
     b.sxy += sxy;
@@ -285,17 +292,7 @@ fn accumulate<A: QFloat, B: QFloat>(
             }
         }
     }
-    b.sxx += sxx;
-    b.syy += syy;
-    b.sxy += sxy;
-    b.sdd += sdd;
-    b.sd += sd;
-    b.max_abs = b.max_abs.max(mx);
-    b.clipped += clipped;
-    s.signal += sxx;
-    s.noise += sdd;
-    s.max_abs = s.max_abs.max(mx);
-    s.clipped += clipped;
+    add_row([sxx, syy, sxy, sdd, sd, mx], clipped, b, s);
 }
 
 /// The first non-finite value of either array (row-major flat index), as a typed error.
