@@ -80,6 +80,8 @@ def test_keyboard_interrupt_propagates():
 
 
 def test_bad_arguments():
+    with pytest.raises(qn.RangeOverflowError):
+        qn.check_kernel(numpy_quantize, op="quantize", cases_per_kind=10**15)
     with pytest.raises(qn.FormatError):
         qn.check_kernel(numpy_quantize, op="matmul")
     with pytest.raises(qn.ParameterError):

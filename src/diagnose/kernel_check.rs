@@ -15,6 +15,10 @@ use crate::qparams::{PerChannelQParams, QParams};
 use crate::rng::Lcg;
 use crate::tensor::QuantizedTensor;
 
+/// The most generated cases per kind a check builds ([`KernelCheck::cases_per_kind`]): a
+/// million, each a few small tensors.
+pub const MAX_CASES_PER_KIND: usize = 1 << 20;
+
 /// The int8 operation a kernel computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -639,7 +643,8 @@ impl KernelCheck {
         self
     }
 
-    /// Another number of generated cases per kind (at least 1).
+    /// Another number of generated cases per kind (at least 1; more than
+    /// [`MAX_CASES_PER_KIND`] is refused by [`KernelCheck::run`]).
     #[must_use]
     pub fn cases_per_kind(mut self, n: usize) -> Self {
         self.cases_per_kind = n.max(1);
@@ -788,11 +793,20 @@ impl KernelCheck {
     /// The generated inputs of one kind, in order (what [`KernelCheck::run`] feeds the kernel).
     ///
     /// # Errors
-    /// Only if generation builds parameters the crate refuses (a bug: the generator keeps
-    /// every value valid).
+    /// [`QuantError::TooLarge`] when more than [`MAX_CASES_PER_KIND`] cases per kind were
+    /// asked for (they are built before the kernel runs); otherwise only if generation builds
+    /// parameters the crate refuses (a bug: the generator keeps every value valid).
     pub fn generate(&self, kind: CaseKind) -> Result<Vec<KernelInputs>> {
         if kind == CaseKind::Real {
             return Ok(self.real.clone());
+        }
+        if self.cases_per_kind > MAX_CASES_PER_KIND {
+            return Err(QuantError::TooLarge {
+                op: "KernelCheck::generate",
+                what: "generated cases per kind",
+                elements: self.cases_per_kind,
+                max: MAX_CASES_PER_KIND,
+            });
         }
         let mut rng = Lcg::new(self.seed ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         (0..self.cases_per_kind)

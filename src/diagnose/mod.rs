@@ -54,7 +54,7 @@ pub use formats::{FormatDiagnoseOptions, FormatDiagnosis, diagnose_formats};
 pub use histogram::ActivationHistogram;
 pub use kernel_check::{
     CaseKind, DiffStats, KernelCheck, KernelInputs, KernelOp, KernelReference, KernelReport,
-    KernelTolerance, KernelVerdict, MinimalCase, WeightScheme, WorstCase,
+    KernelTolerance, KernelVerdict, MAX_CASES_PER_KIND, MinimalCase, WeightScheme, WorstCase,
 };
 pub use precision::{Precision, RoundedLayer};
 pub use qat::{QatOutcome, QatTrial};

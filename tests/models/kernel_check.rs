@@ -437,3 +437,16 @@ mod formats {
         assert!(FormatKernelCheck::new().with_tolerance(-1.0, 0.0).is_err());
     }
 }
+
+#[test]
+fn an_absurd_number_of_cases_is_refused_before_anything_is_built() {
+    use qnumeric::diagnose::{KernelCheck, KernelOp, MAX_CASES_PER_KIND};
+    let check = KernelCheck::new(KernelOp::Quantize).cases_per_kind(usize::MAX);
+    let e = check
+        .run(|_| -> Result<ndarray::ArrayD<u8>, String> { Err("not called".into()) })
+        .expect_err("refused");
+    assert!(
+        matches!(e, qnumeric::QuantError::TooLarge { max, .. } if max == MAX_CASES_PER_KIND),
+        "{e}"
+    );
+}
