@@ -9,10 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed: the qnumeric.torch tests are skipped")
 
-import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-import qnumeric as qn  # noqa: E402
 import qnumeric.torch as qt  # noqa: E402
 from test_torch_dump import _engine, _three_bit, bert_batches, make_bert  # noqa: E402
 
