@@ -140,8 +140,57 @@ fn int8_peak<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, 
     });
 }
 
+/// `baseline/int8_peak_256`: the same peak for `vpdpbusd` on 256-bit registers (AVX-VNNI, 32
+/// products per instruction), the limit of the AVX-VNNI kernel (what `QNUMERIC_NO_AVX512=1`
+/// runs on a CPU with both); nothing where the CPU lacks AVX-VNNI.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn int8_peak_256<M: criterion::measurement::Measurement>(
+    g: &mut BenchmarkGroup<'_, M>,
+    macs: usize,
+) {
+    use std::arch::x86_64::*;
+    if !(std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("avxvnni"))
+    {
+        return;
+    }
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-VNNI.
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn run(iters: usize) -> i32 {
+        let x = black_box(_mm256_set1_epi32(0x0102_0304));
+        let w = black_box(_mm256_set1_epi32(0x0101_0101));
+        let mut a = [_mm256_setzero_si256(); 12];
+        for _ in 0..iters {
+            for v in &mut a {
+                *v = _mm256_dpbusd_avx_epi32(*v, x, w);
+            }
+        }
+        let mut s = [0i32; 8];
+        for v in a {
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` holds 8 `i32`.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+            for (s, l) in s.iter_mut().zip(lanes) {
+                *s = s.wrapping_add(l);
+            }
+        }
+        s.iter().fold(0, |a: i32, &v| a.wrapping_add(v))
+    }
+    let iters = macs.div_ceil(12 * 32);
+    g.throughput(Throughput::Elements((iters * 12 * 32) as u64));
+    g.bench_function("baseline/int8_peak_256", |b| {
+        // SAFETY: the CPU has AVX2 and AVX-VNNI (checked above).
+        b.iter(|| black_box(unsafe { run(iters) }))
+    });
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn int8_peak<M: criterion::measurement::Measurement>(_: &mut BenchmarkGroup<'_, M>, _: usize) {}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int8_peak_256<M: criterion::measurement::Measurement>(_: &mut BenchmarkGroup<'_, M>, _: usize) {}
 
 /// Symmetric per-output-channel int8 parameters of a weight `[out, ...]`.
 fn per_channel(w: &ArrayD<f32>) -> PerChannelQParams {
@@ -203,6 +252,7 @@ fn conv_case(
     let (k, l) = (c_in * 9, hw * hw);
     gemm_baseline(&mut g, c_out, k, n * l);
     int8_peak(&mut g, c_out * k * n * l);
+    int8_peak_256(&mut g, c_out * k * n * l);
     let geo = ConvGeometry::default().padding(1, 1);
     let w = tensor(&[c_out, c_in, 3, 3], 3, 0.05);
     let bias = Some(tensor(&[c_out], 4, 0.1));
@@ -232,6 +282,7 @@ fn linear_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out: 
         .measurement_time(Duration::from_secs(2));
     gemm_baseline(&mut g, n, k, out);
     int8_peak(&mut g, n * k * out);
+    int8_peak_256(&mut g, n * k * out);
     let w = tensor(&[out, k], 6, 0.05);
     let fc = Linear::new(w.clone(), Some(tensor(&[out], 7, 0.1))).expect("linear");
     let x = tensor(&[n, k], 8, 1.0);
@@ -260,6 +311,7 @@ fn dynamic_case(c: &mut Criterion<CpuTime>, name: &str, n: usize, k: usize, out:
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     int8_peak(&mut g, n * k * out);
+    int8_peak_256(&mut g, n * k * out);
     let w = tensor(&[out, k], 9, 0.05);
     let fc = Linear::new(w.clone(), Some(tensor(&[out], 10, 0.1))).expect("linear");
     let x = Activation::Float(tensor(&[n, k], 11, 1.0));

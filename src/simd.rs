@@ -13,19 +13,46 @@
 //! `#[inline(always)]` is the only way to guarantee that for a loop of any size.
 #![allow(unsafe_code)]
 
+/// Whether an environment variable that turns a CPU feature off is set (to anything but empty
+/// or `0`).
+#[cfg(target_arch = "x86_64")]
+fn turned_off(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Whether the AVX512-VNNI int8 kernels may run on this CPU: `vpdpbusd` on 512-bit registers
 /// (`avx512f`, `avx512bw`, `avx512vnni`). `QNUMERIC_NO_VNNI=1` in the environment turns them
-/// off (the AVX2 kernels run instead: how a VNNI machine measures and tests the AVX2 paths).
-/// Read once.
+/// off (the AVX2 kernels run instead: how a VNNI machine measures and tests the AVX2 paths),
+/// and so does `QNUMERIC_NO_AVX512=1` (the 256-bit AVX-VNNI kernels then run where the CPU
+/// has them: how an AVX-512 machine tests the kernels of a CPU without AVX-512). Read once.
 pub(crate) fn has_avx512_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *VNNI.get_or_init(|| {
-            std::env::var_os("QNUMERIC_NO_VNNI").is_none_or(|v| v.is_empty() || v == "0")
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
+            !turned_off("QNUMERIC_NO_VNNI")
+                && has_avx512()
                 && std::arch::is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the 256-bit AVX-VNNI int8 kernels may run on this CPU (`avxvnni`, with AVX2 and
+/// FMA): `vpdpbusd` in its VEX encoding, as on the client cores without AVX-512 (Alder Lake
+/// and later). Chosen only where [`has_avx512_vnni`] is false. `QNUMERIC_NO_VNNI=1` turns
+/// them off. Read once.
+pub(crate) fn has_avx_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *VNNI.get_or_init(|| {
+            !turned_off("QNUMERIC_NO_VNNI")
+                && has_avx2()
+                && std::arch::is_x86_feature_detected!("avxvnni")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -42,7 +69,7 @@ pub(crate) fn has_avx512() -> bool {
     {
         static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *AVX512.get_or_init(|| {
-            std::env::var_os("QNUMERIC_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
+            !turned_off("QNUMERIC_NO_AVX512")
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vl")

@@ -465,13 +465,7 @@ mod avx512 {
 
     impl Tile {
         pub(super) fn new() -> Option<Self> {
-            static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            AVX512
-                .get_or_init(|| {
-                    std::env::var_os("QNUMERIC_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
-                        && std::arch::is_x86_feature_detected!("avx512f")
-                })
-                .then_some(Tile(()))
+            crate::simd::has_avx512().then_some(Tile(()))
         }
 
         /// `c(i, j) (+)= Σ_p a[p·MR + i]·b[p·NR + j]` for `i < rows`, `j < cols`, with

@@ -167,12 +167,12 @@ impl From<ExactByte> for i32 {
     }
 }
 
-/// Whether the exact mode runs on [`ExactByte`] rows (the CPU has AVX512-VNNI and
-/// `QNUMERIC_NO_VNNI` is not set): one `vpdpbusd` does 64 multiply-accumulates, four times the
-/// `vpmaddwd` pairs of the AVX2 exact kernel.
+/// Whether the exact mode runs on [`ExactByte`] rows (the CPU has AVX512-VNNI or AVX-VNNI and
+/// `QNUMERIC_NO_VNNI` is not set): one `vpdpbusd` does 64 multiply-accumulates on 512-bit
+/// registers, 32 on 256-bit ones, where the `vpmaddwd` pairs of the AVX2 exact kernel do 16.
 #[inline]
 pub(crate) fn vnni_rows() -> bool {
-    crate::simd::has_avx512_vnni()
+    crate::simd::has_avx512_vnni() || crate::simd::has_avx_vnni()
 }
 
 impl IntWeights {
@@ -501,6 +501,10 @@ impl ActRow for ExactByte {
         if let Some(kern) = vnni::Quads::new() {
             return vnni::gemm(&kern, a, m, lda, b, steps, init, acc);
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kern) = avx2::VnniQuads::new() {
+            return avx2::gemm_vnni(&kern, a, m, lda, b, steps, init, acc);
+        }
         drive(&PortableExactQuads, a, m, lda, b, steps, init, acc);
     }
 }
@@ -710,7 +714,7 @@ fn drive<K: Kernel>(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
-    use super::{Kernel, NR, drive};
+    use super::{ExactByte, Kernel, NR, drive};
     use std::arch::x86_64::*;
 
     /// Exact pairs (`vpmaddwd`). A value exists only where the CPU has AVX2 (its
@@ -732,6 +736,26 @@ mod avx2 {
     impl SaturatingQuads {
         pub(super) fn new() -> Option<Self> {
             crate::simd::has_avx2().then_some(SaturatingQuads(()))
+        }
+    }
+
+    /// Exact quads on 256-bit registers (`vpdpbusd` in its VEX encoding: four `u8 × i8`
+    /// products added in `i32`, no saturation), for CPUs with AVX-VNNI and no AVX512-VNNI.
+    /// Exists only where the CPU has AVX2 and AVX-VNNI.
+    #[derive(Clone, Copy)]
+    pub(super) struct VnniQuads(());
+
+    impl VnniQuads {
+        pub(super) fn new() -> Option<Self> {
+            crate::simd::has_avx_vnni().then_some(VnniQuads(()))
+        }
+
+        /// The constructor without the environment's say (the tests compare the kernel with
+        /// its oracle wherever the CPU can run it).
+        #[cfg(test)]
+        pub(super) fn on_this_cpu() -> Option<Self> {
+            (crate::simd::has_avx2() && std::arch::is_x86_feature_detected!("avxvnni"))
+                .then_some(VnniQuads(()))
         }
     }
 
@@ -782,6 +806,32 @@ mod avx2 {
             // SAFETY: a `SaturatingQuads` exists only on a CPU with AVX2; the slices hold
             // every element the tile reads (asserted just above).
             unsafe { saturating_quads::<R>(a, lda, b, steps) }
+        }
+    }
+
+    impl Kernel for VnniQuads {
+        type A = ExactByte;
+        type B = i8;
+        const STEP: usize = 4;
+        // 12 accumulators, two weight registers and a broadcast: 15 of the 16 `ymm`.
+        const MR: usize = 6;
+
+        #[inline(always)]
+        fn tile<const R: usize>(
+            &self,
+            a: &[ExactByte],
+            lda: usize,
+            b: &[i8],
+            steps: usize,
+        ) -> [[i32; NR]; R] {
+            assert!(
+                steps == 0 || a.len() >= (R - 1) * lda + 4 * steps,
+                "tile rows"
+            );
+            assert!(b.len() >= 4 * NR * steps, "panel block");
+            // SAFETY: a `VnniQuads` exists only on a CPU with AVX2 and AVX-VNNI; the slices
+            // hold every element the tile reads (asserted just above).
+            unsafe { vnni_quads::<R>(a, lda, b, steps) }
         }
     }
 
@@ -869,6 +919,37 @@ mod avx2 {
         }
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-VNNI; `a` must hold `(R − 1)·lda + 4·steps` values and
+    /// `b` `4·NR·steps` (when `steps > 0`).
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn vnni_quads<const R: usize>(
+        a: &[ExactByte],
+        lda: usize,
+        b: &[i8],
+        steps: usize,
+    ) -> [[i32; NR]; R] {
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            // `ExactByte` is `repr(transparent)` over `u8`.
+            let (ap, bp) = (a.as_ptr().cast::<u8>(), b.as_ptr());
+            for s in 0..steps {
+                // SAFETY (all loads): as in `saturating_quads`, the same layout.
+                let b0 = _mm256_loadu_si256(bp.add(4 * NR * s).cast());
+                let b1 = _mm256_loadu_si256(bp.add(4 * NR * s + 2 * NR).cast());
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // The u8 operand second: `vpdpbusd` multiplies unsigned by signed bytes.
+                    let x =
+                        _mm256_set1_epi32(ap.add(r * lda + 4 * s).cast::<i32>().read_unaligned());
+                    acc_r[0] = _mm256_dpbusd_avx_epi32(acc_r[0], x, b0);
+                    acc_r[1] = _mm256_dpbusd_avx_epi32(acc_r[1], x, b1);
+                }
+            }
+            store(&acc)
+        }
+    }
+
     /// The kernels whose values exist only on a CPU with AVX2.
     pub(super) trait Avx2Kernel: Kernel {}
     impl Avx2Kernel for Pairs {}
@@ -903,6 +984,38 @@ mod avx2 {
             drive(kern, a, m, lda, w, steps, init, acc);
         }
         // SAFETY: an `Avx2Kernel` value exists only on a CPU with AVX2.
+        unsafe { run(kern, a, m, lda, w, steps, init, acc) };
+    }
+
+    /// [`drive`] compiled for AVX2 and AVX-VNNI (so the tile inlines into the loops).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_vnni(
+        kern: &VnniQuads,
+        a: &[ExactByte],
+        m: usize,
+        lda: usize,
+        w: &[i8],
+        steps: usize,
+        init: &[i32],
+        acc: &mut [i32],
+    ) {
+        /// # Safety
+        /// The CPU must have AVX2 and AVX-VNNI.
+        #[target_feature(enable = "avx2,avxvnni")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            kern: &VnniQuads,
+            a: &[ExactByte],
+            m: usize,
+            lda: usize,
+            w: &[i8],
+            steps: usize,
+            init: &[i32],
+            acc: &mut [i32],
+        ) {
+            drive(kern, a, m, lda, w, steps, init, acc);
+        }
+        // SAFETY: a `VnniQuads` value exists only on a CPU with AVX2 and AVX-VNNI.
         unsafe { run(kern, a, m, lda, w, steps, init, acc) };
     }
 }
@@ -1723,6 +1836,48 @@ mod tests {
                     fast, portable,
                     "unpacked pairs m={m} k={k} out={out} lda={lda}"
                 );
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_vnni_kernel_equals_the_portable_one() {
+        let Some(kern) = avx2::VnniQuads::on_this_cpu() else {
+            return; // no AVX-VNNI on this CPU: nothing to compare
+        };
+        let mut seed = 29;
+        for &(m, k, out) in SHAPES
+            .iter()
+            .chain(&[(9, 260, 33), (50, 1030, 18), (13, 1100, 47)])
+        {
+            let (mut x, mut w, zw) = case(&mut seed, m, k, out);
+            // Quads whose pairs would saturate in i16: exact here.
+            for v in x.iter_mut().step_by(3) {
+                *v = 255;
+            }
+            for v in w.iter_mut().step_by(2) {
+                *v = -128;
+            }
+            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
+            let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
+            for extra in [0, 3] {
+                let lda = iw.row_len::<ExactByte>() + extra;
+                let a = rows::<ExactByte>(&x, m, k, lda, ExactByte(201));
+                let steps = k.div_ceil(4);
+                let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
+                drive(
+                    &PortableExactQuads,
+                    &a,
+                    m,
+                    lda,
+                    &iw.raw,
+                    steps,
+                    &init,
+                    &mut portable,
+                );
+                avx2::gemm_vnni(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
+                assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
             }
         }
     }
