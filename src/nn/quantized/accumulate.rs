@@ -252,6 +252,11 @@ impl IntWeights {
         })
     }
 
+    /// Whether any output channel's weights have a nonzero zero point.
+    pub(crate) fn has_zero_points(&self) -> bool {
+        self.any_zero_point
+    }
+
     /// Whether `u8` rows give the exact sum for inputs no larger than `x_max`: no pair
     /// `x0·w0 + x1·w1` can leave the `i16` range (always with 7-bit activations, PyTorch's
     /// `reduce_range`).

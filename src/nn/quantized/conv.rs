@@ -3,6 +3,8 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::accumulate::{ActRow, ExactByte, Int8Accumulation, IntWeights, vnni_rows};
+#[cfg(target_arch = "x86_64")]
+use super::direct;
 use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::conv::conv_float;
@@ -195,6 +197,10 @@ impl QuantizedConv2d {
     /// (`vpdpbusd`) whatever the input. Blocks run on
     /// the rayon pool for large layers.
     fn run(&self, q: &QuantizedTensor<u8>, qp: QParams, s: &ConvShape) -> Activation {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = self.direct_plan(s) {
+            return self.run_direct(q, qp, s, &plan);
+        }
         if self.accumulation == Int8Accumulation::Exact && vnni_rows() {
             return self.run_as::<ExactByte>(q, qp, s);
         }
@@ -210,6 +216,58 @@ impl QuantizedConv2d {
         } else {
             self.run_as::<i16>(q, qp, s)
         }
+    }
+
+    /// The direct path's layout (`direct.rs`) where it applies to this layer and input: exact
+    /// accumulation, weights without zero points, and the shapes [`direct::Plan::new`] takes.
+    #[cfg(target_arch = "x86_64")]
+    fn direct_plan(&self, s: &ConvShape) -> Option<direct::Plan> {
+        if self.accumulation != Int8Accumulation::Exact
+            || self.groups.iter().any(IntWeights::has_zero_points)
+        {
+            return None;
+        }
+        direct::Plan::new(s)
+    }
+
+    /// [`QuantizedConv2d::run`] by the direct convolution (`direct.rs`): the same sums, so
+    /// the same bytes.
+    #[cfg(target_arch = "x86_64")]
+    fn run_direct(
+        &self,
+        q: &QuantizedTensor<u8>,
+        qp: QParams,
+        s: &ConvShape,
+        plan: &direct::Plan,
+    ) -> Activation {
+        let xs = q.int_repr().as_standard_layout();
+        let xd = xs.as_slice().expect("standard layout");
+        let zx = u8::try_from(qp.zero_point()).expect("a quint8 zero point is in 0..=255");
+        let raw = self.weight.int_repr().as_standard_layout();
+        let rq = Requant::new(
+            qp.scale(),
+            &self.w_scales,
+            self.bias.as_ref(),
+            &self.out,
+            self.relu,
+        );
+        let pre = direct::Prepared::new(raw.as_slice().expect("standard layout"), s, plan, zx, &rq);
+        let (image, per_image) = (s.c_in * s.h * s.w, s.c_out * s.positions());
+        let mut out = vec![0u8; s.n * per_image];
+        let block = images_per_block(s, ROWS_PER_BLOCK);
+        for_each_block(
+            &mut out,
+            block * per_image,
+            conv_macs(s),
+            |bi, out_b: &mut [u8], scratch: &mut direct::Scratch| {
+                let nb = out_b.len() / per_image.max(1);
+                let x_b = &xd[bi * block * image..][..nb * image];
+                direct::run_block(s, plan, &pre, x_b, out_b, scratch);
+            },
+        );
+        let arr =
+            ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size");
+        Activation::Quantized(QuantizedTensor::from_valid_parts(arr, self.out))
     }
 
     /// [`QuantizedConv2d::run`] with rows of `T`.
@@ -990,6 +1048,205 @@ mod tests {
         let huge = ConvGeometry::default().padding(40, 40).stride(40, 40);
         let s = ConvShape::new("t", &[1, 1, 2, 2], &[1, 1, 1, 1], huge).expect("shape");
         assert_eq!(padded_plane(&s), None);
+    }
+
+    /// The direct convolution (`direct.rs`) writes the bytes of the general path: geometries
+    /// with and without padding, dilations, groups, 1 × 1 and wide kernels, channel counts
+    /// that are and are not multiples of four, full-range inputs and weights, zero points
+    /// at both ends, a fused ReLU, and biases that saturate (±inf) or swamp the sums.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn direct_convolution_writes_the_bytes_of_the_general_path() {
+        use crate::dtype::QDType;
+        use crate::qparams::PerChannelQParams;
+        if !crate::simd::has_avx512_vnni() {
+            return; // no AVX512-VNNI here (or QNUMERIC_NO_VNNI / QNUMERIC_NO_AVX512): no direct path
+        }
+        let mut rng = crate::rng::Lcg::new(41);
+        let mut tried = 0;
+        for (n, c_in, c_out, [h, w], [kh, kw], geo) in [
+            (
+                3,
+                1,
+                16,
+                [8, 8],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
+                2,
+                16,
+                32,
+                [8, 8],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (2, 3, 5, [5, 7], [3, 3], ConvGeometry::default()),
+            (
+                2,
+                5,
+                9,
+                [6, 9],
+                [5, 3],
+                ConvGeometry::default().padding(2, 1),
+            ),
+            (
+                1,
+                8,
+                12,
+                [7, 7],
+                [3, 3],
+                ConvGeometry::default().dilation(2, 2).padding(2, 2),
+            ),
+            (
+                2,
+                8,
+                8,
+                [6, 6],
+                [3, 3],
+                ConvGeometry::default().groups(2).padding(1, 1),
+            ),
+            (2, 12, 6, [4, 4], [1, 1], ConvGeometry::default().groups(3)),
+            (
+                1,
+                64,
+                17,
+                [5, 5],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
+                2,
+                2,
+                3,
+                [1, 30],
+                [1, 5],
+                ConvGeometry::default().padding(0, 2),
+            ),
+            (
+                4,
+                3,
+                40,
+                [3, 3],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
+                1,
+                2,
+                3,
+                [2, 2],
+                [3, 3],
+                ConvGeometry::default().padding(2, 2),
+            ),
+            (
+                2,
+                7,
+                9,
+                [13, 11],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+        ] {
+            let cg = c_in / geo.groups;
+            let wshape = [c_out, cg, kh, kw];
+            let wn: usize = wshape.iter().product();
+            let wq: Vec<i8> = (0..wn)
+                .map(|i| match i % 11 {
+                    0 => -128,
+                    1 => 127,
+                    _ => (rng.next_u64() >> 56) as u8 as i8,
+                })
+                .collect();
+            let scales: Vec<f32> = (0..c_out).map(|o| 0.002 + 0.0007 * o as f32).collect();
+            let wp = PerChannelQParams::new(scales, vec![0; c_out], 0, QDType::QInt8).expect("qp");
+            let weight = QuantizedTensor::from_parts(
+                ArrayD::from_shape_vec(IxDyn(&wshape), wq).expect("w"),
+                wp,
+            )
+            .expect("weight");
+            let bias: Vec<f32> = (0..c_out)
+                .map(|o| match o % 7 {
+                    0 => f32::INFINITY,
+                    1 => f32::NEG_INFINITY,
+                    2 => 1e6,
+                    _ => (o as f32 - 3.0) * 0.37,
+                })
+                .collect();
+            let bias = ArrayD::from_shape_vec(IxDyn(&[c_out]), bias).expect("bias");
+            let xn = n * c_in * h * w;
+            let x: Vec<u8> = (0..xn)
+                .map(|i| match i % 13 {
+                    0 => 255,
+                    1 => 0,
+                    _ => (rng.next_u64() >> 56) as u8,
+                })
+                .collect();
+            for (zx, zo, relu) in [
+                (0, 0, false),
+                (128, 77, true),
+                (255, 255, false),
+                (3, 128, true),
+            ] {
+                let xq = QuantizedTensor::from_parts(
+                    ArrayD::from_shape_vec(IxDyn(&[n, c_in, h, w]), x.clone()).expect("x"),
+                    QParams::new(0.04, zx, QDType::QUInt8).expect("qp"),
+                )
+                .expect("input");
+                let out = QParams::new(0.3, zo, QDType::QUInt8).expect("qp");
+                let mut layer = QuantizedConv2d::new(weight.clone(), Some(bias.clone()), geo, out)
+                    .expect("layer");
+                if relu {
+                    layer = layer.with_relu();
+                }
+                let xa = Activation::Quantized(xq);
+                let (q, qp, s) = layer.check_input("t", &xa).expect("input");
+                let plan = layer.direct_plan(&s).expect("a shape of the direct path");
+                let direct = layer.run_direct(q, qp, &s, &plan);
+                let general = layer.run_as::<ExactByte>(q, qp, &s);
+                assert_eq!(
+                    direct.need_quantized("t").expect("q").int_repr(),
+                    general.need_quantized("t").expect("q").int_repr(),
+                    "{s:?} zx={zx} zo={zo} relu={relu}"
+                );
+                tried += 1;
+            }
+        }
+        assert_eq!(tried, 48);
+    }
+
+    /// Strides, weight zero points, the emulated mode and wide layers keep the general path.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn direct_convolution_only_where_it_applies() {
+        use crate::dtype::QDType;
+        if !crate::simd::has_avx512_vnni() {
+            return; // no AVX512-VNNI here: no direct path at all
+        }
+        let layer = |cg: usize, zw: i64, geo: ConvGeometry| {
+            let w = QuantizedTensor::from_parts(
+                ArrayD::from_elem(IxDyn(&[4, cg, 3, 3]), 1i8),
+                QParams::new(0.01, zw, QDType::QInt8).expect("qp"),
+            )
+            .expect("w");
+            let out = QParams::new(0.1, 0, QDType::QUInt8).expect("qp");
+            QuantizedConv2d::new(w, None, geo, out).expect("layer")
+        };
+        let shape = |cg: usize, geo| {
+            ConvShape::new("t", &[1, cg, 8, 8], &[4, cg, 3, 3], geo).expect("shape")
+        };
+        let same = ConvGeometry::default().padding(1, 1);
+        assert!(layer(4, 0, same).direct_plan(&shape(4, same)).is_some());
+        let strided = same.stride(2, 2);
+        assert!(
+            layer(4, 0, strided)
+                .direct_plan(&shape(4, strided))
+                .is_none()
+        );
+        assert!(layer(4, 3, same).direct_plan(&shape(4, same)).is_none());
+        let emulated = layer(4, 0, same).with_accumulation(Int8Accumulation::X86Avx2);
+        assert!(emulated.direct_plan(&shape(4, same)).is_none());
+        assert!(layer(65, 0, same).direct_plan(&shape(65, same)).is_none());
     }
 
     #[test]

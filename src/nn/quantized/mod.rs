@@ -10,8 +10,8 @@
 //! | [`QuantizedAdd`] | `add.rs` | quint8 + quint8 → quint8 | dequantized sum, rounded once |
 //! | [`Mismatch`] | `mismatch.rs` | – | how two quantized outputs differ, in quanta |
 //!
-//! `accumulate.rs` holds the accumulation modes and the matrix-product kernels, `requant.rs`
-//! the requantization.
+//! `accumulate.rs` holds the accumulation modes and the matrix-product kernels, `direct.rs`
+//! the direct convolution of small layers on AVX512-VNNI, `requant.rs` the requantization.
 //!
 //! **Requantization** (PyTorch's x86 engine with a float bias): with `sx` the input scale,
 //! `sw[o]` the weight scale of output channel `o`, `so`/`zo` the output parameters, every
@@ -28,6 +28,8 @@
 mod accumulate;
 mod add;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 mod dynamic;
 mod linear;
 mod mismatch;

@@ -116,6 +116,19 @@ impl Requant {
     }
 }
 
+impl Requant {
+    /// The parameters shared by every channel, `[sx, so, zo, lo]` (for kernels that
+    /// requantize in registers with the same operations as [`Requant::apply`]).
+    pub(crate) fn shared(&self) -> [f32; 4] {
+        [self.sx, self.so, self.zo, self.lo]
+    }
+
+    /// Channel `o`'s weight scale and bias.
+    pub(crate) fn channel(&self, o: usize) -> [f32; 2] {
+        [self.w_scales[o], self.bias[o]]
+    }
+}
+
 /// [`Requant::apply`] over rows of the channels of `ws` and `bias`, with the same `f32`
 /// operations in the same order. The rounding `rne(t)` is `(t + 1.5·2^23) − 1.5·2^23`, exact for `|t| <= 2^22`; `t`
 /// is clamped to that range first, which changes no result (beyond it both give an output
@@ -132,15 +145,20 @@ crate::simd::dispatched!(fn requant_rows[](acc: &[i32], ws: &[f32], bias: &[f32]
 
 #[inline(always)]
 fn requant_run(acc: &[i32], ws: &[f32], bias: &[f32], p: [f32; 4], out: &mut [u8]) {
-    let [sx, so, zo, lo] = p;
     for (((o, &a), &w), &b) in out.iter_mut().zip(acc).zip(ws).zip(bias) {
-        let v = (a as f32 * sx) * w + b;
-        // `round_ties_even` is one instruction with AVX2 (SSE4.1 `roundps`); ±inf stay and
-        // saturate below. Compare-selects: no NaN here (finite accumulator, bias without NaN).
-        let r = (v / so).round_ties_even() + zo;
-        let r = if r > lo { r } else { lo };
-        *o = crate::simd::trunc_clamped(r, 255.0) as u8;
+        *o = requant_one(a, w, b, p);
     }
+}
+
+/// One requantized value (the body of the vectorised loops).
+#[inline(always)]
+fn requant_one(a: i32, w: f32, b: f32, [sx, so, zo, lo]: [f32; 4]) -> u8 {
+    let v = (a as f32 * sx) * w + b;
+    // `round_ties_even` is one instruction with AVX2 (SSE4.1 `roundps`); ±inf stay and
+    // saturate below. Compare-selects: no NaN here (finite accumulator, bias without NaN).
+    let r = (v / so).round_ties_even() + zo;
+    let r = if r > lo { r } else { lo };
+    crate::simd::trunc_clamped(r, 255.0) as u8
 }
 
 #[cfg(test)]
