@@ -489,27 +489,46 @@ mod avx512 {
                 "tile size"
             );
             assert!(c.len() > (rows - 1) * ldc + cols - 1, "tile outputs");
+            let (a, b) = (a.as_ptr(), b.as_ptr());
             // SAFETY: a `Tile` exists only on a CPU with AVX512F; the slices hold what the
-            // tile reads and writes (asserted above).
-            unsafe { tile(kc, a.as_ptr(), b.as_ptr(), c, ldc, rows, cols, add) }
+            // tile reads and writes (asserted above). A short last panel of rows runs a tile
+            // of its own height (a panel of 4 rows costs 4 rows, not 14).
+            unsafe {
+                match rows {
+                    14 => tile::<14>(kc, a, b, c, ldc, cols, add),
+                    13 => tile::<13>(kc, a, b, c, ldc, cols, add),
+                    12 => tile::<12>(kc, a, b, c, ldc, cols, add),
+                    11 => tile::<11>(kc, a, b, c, ldc, cols, add),
+                    10 => tile::<10>(kc, a, b, c, ldc, cols, add),
+                    9 => tile::<9>(kc, a, b, c, ldc, cols, add),
+                    8 => tile::<8>(kc, a, b, c, ldc, cols, add),
+                    7 => tile::<7>(kc, a, b, c, ldc, cols, add),
+                    6 => tile::<6>(kc, a, b, c, ldc, cols, add),
+                    5 => tile::<5>(kc, a, b, c, ldc, cols, add),
+                    4 => tile::<4>(kc, a, b, c, ldc, cols, add),
+                    3 => tile::<3>(kc, a, b, c, ldc, cols, add),
+                    2 => tile::<2>(kc, a, b, c, ldc, cols, add),
+                    _ => tile::<1>(kc, a, b, c, ldc, cols, add),
+                }
+            }
         }
     }
 
     /// # Safety
     /// The CPU must have AVX512F; `a` must hold `kc·MR` values and `b` `kc·NR`; `c` must hold
-    /// `(rows − 1)·ldc + cols` values, `1 <= rows <= MR`, `1 <= cols <= NR`.
+    /// `(R − 1)·ldc + cols` values, `1 <= R <= MR`, `1 <= cols <= NR`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
+    unsafe fn tile<const R: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: &mut [f32],
         ldc: usize,
-        rows: usize,
         cols: usize,
         add: bool,
     ) {
+        let rows = R;
         unsafe {
             if add {
                 // The tile's outputs are read at the end: start fetching them now.
@@ -519,7 +538,7 @@ mod avx512 {
                     _mm_prefetch::<_MM_HINT_T0>(r.add(cols - 1).cast());
                 }
             }
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
             for p in 0..kc {
                 // SAFETY (all loads): `p < kc` keeps `p·NR + 31 < kc·NR` and `p·MR + i <
                 // kc·MR` (the caller's contract); the loads are unaligned.
