@@ -1116,6 +1116,14 @@ mod tests {
                 ConvGeometry::default().padding(1, 1),
             ),
             (
+                1,
+                126,
+                9,
+                [4, 6],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
                 2,
                 2,
                 3,
@@ -1212,7 +1220,7 @@ mod tests {
                 tried += 1;
             }
         }
-        assert_eq!(tried, 48);
+        assert_eq!(tried, 52);
     }
 
     /// Strides, weight zero points, the emulated mode and wide layers keep the general path.
@@ -1246,7 +1254,8 @@ mod tests {
         assert!(layer(4, 3, same).direct_plan(&shape(4, same)).is_none());
         let emulated = layer(4, 0, same).with_accumulation(Int8Accumulation::X86Avx2);
         assert!(emulated.direct_plan(&shape(4, same)).is_none());
-        assert!(layer(65, 0, same).direct_plan(&shape(65, same)).is_none());
+        assert!(layer(128, 0, same).direct_plan(&shape(128, same)).is_some());
+        assert!(layer(129, 0, same).direct_plan(&shape(129, same)).is_none());
     }
 
     #[test]
