@@ -1798,30 +1798,30 @@ mod tests {
         }
     }
 
+    /// Runs `fast(a, m, lda, raw weights, steps, init, acc)` (the kernel called `label`)
+    /// against the portable exact quads over `SHAPES` and `more`, two row strides each, with
+    /// full-range activations and weights where `full_range` (pairs that would saturate in
+    /// `i16`).
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn vnni_kernel_equals_the_portable_one() {
-        let Some(kern) = vnni::Quads::new() else {
-            return; // no AVX512-VNNI on this CPU (or QNUMERIC_NO_VNNI): nothing to compare
-        };
-        let mut seed = 23;
-        for &(m, k, out) in SHAPES.iter().chain(&[
-            (9, 260, 33),
-            (50, 1030, 18),
-            (8, 4, 16),
-            (13, 1100, 47),
-            (100, 64, 64),
-            (205, 1100, 47),
-            (260, 2070, 70),
-        ]) {
-            let (x, w, zw) = case(&mut seed, m, k, out);
+    fn exact_quads_agree(
+        label: &str,
+        (seed, more, full_range): (u64, &[(usize, usize, usize)], bool),
+        mut fast: impl FnMut(&[ExactByte], usize, usize, &[i8], usize, &[i32], &mut [i32]),
+    ) {
+        let mut seed = seed;
+        for &(m, k, out) in SHAPES.iter().chain(more) {
+            let (mut x, mut w, zw) = case(&mut seed, m, k, out);
+            if full_range {
+                x.iter_mut().step_by(3).for_each(|v| *v = 255);
+                w.iter_mut().step_by(2).for_each(|v| *v = -128);
+            }
             let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
             let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
             for extra in [0, 3] {
                 let lda = iw.row_len::<ExactByte>() + extra;
                 let a = rows::<ExactByte>(&x, m, k, lda, ExactByte(201));
                 let steps = k.div_ceil(4);
-                let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
+                let (mut portable, mut got) = (vec![0; m * out], vec![0; m * out]);
                 drive(
                     &PortableExactQuads,
                     &a,
@@ -1832,17 +1832,41 @@ mod tests {
                     &init,
                     &mut portable,
                 );
-                vnni::gemm(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
-                assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
-                vnni::gemm_one_panel(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
-                assert_eq!(fast, portable, "one panel m={m} k={k} out={out} lda={lda}");
-                vnni::gemm_pairs(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
-                assert_eq!(
-                    fast, portable,
-                    "unpacked pairs m={m} k={k} out={out} lda={lda}"
-                );
+                fast(&a, m, lda, &iw.raw, steps, &init, &mut got);
+                assert_eq!(got, portable, "{label} m={m} k={k} out={out} lda={lda}");
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernel_equals_the_portable_one() {
+        let Some(kern) = vnni::Quads::new() else {
+            return; // no AVX512-VNNI on this CPU (or QNUMERIC_NO_VNNI): nothing to compare
+        };
+        let more = [
+            (9, 260, 33),
+            (50, 1030, 18),
+            (8, 4, 16),
+            (13, 1100, 47),
+            (100, 64, 64),
+            (205, 1100, 47),
+            (260, 2070, 70),
+        ];
+        let cases = (23, &more[..], false);
+        exact_quads_agree("vnni", cases, |a, m, lda, w, steps, init, acc| {
+            vnni::gemm(&kern, a, m, lda, w, steps, init, acc);
+        });
+        exact_quads_agree("vnni one panel", cases, |a, m, lda, w, steps, init, acc| {
+            vnni::gemm_one_panel(&kern, a, m, lda, w, steps, init, acc);
+        });
+        exact_quads_agree(
+            "vnni unpacked pairs",
+            cases,
+            |a, m, lda, w, steps, init, acc| {
+                vnni::gemm_pairs(&kern, a, m, lda, w, steps, init, acc);
+            },
+        );
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -1851,40 +1875,14 @@ mod tests {
         let Some(kern) = avx2::VnniQuads::on_this_cpu() else {
             return; // no AVX-VNNI on this CPU: nothing to compare
         };
-        let mut seed = 29;
-        for &(m, k, out) in SHAPES
-            .iter()
-            .chain(&[(9, 260, 33), (50, 1030, 18), (13, 1100, 47)])
-        {
-            let (mut x, mut w, zw) = case(&mut seed, m, k, out);
-            // Quads whose pairs would saturate in i16: exact here.
-            for v in x.iter_mut().step_by(3) {
-                *v = 255;
-            }
-            for v in w.iter_mut().step_by(2) {
-                *v = -128;
-            }
-            let iw = IntWeights::new("t", &w, out, k, &zw).expect("weights");
-            let init: Vec<i32> = (0..out as i32).map(|o| o * 1000 - 7).collect();
-            for extra in [0, 3] {
-                let lda = iw.row_len::<ExactByte>() + extra;
-                let a = rows::<ExactByte>(&x, m, k, lda, ExactByte(201));
-                let steps = k.div_ceil(4);
-                let (mut portable, mut fast) = (vec![0; m * out], vec![0; m * out]);
-                drive(
-                    &PortableExactQuads,
-                    &a,
-                    m,
-                    lda,
-                    &iw.raw,
-                    steps,
-                    &init,
-                    &mut portable,
-                );
-                avx2::gemm_vnni(&kern, &a, m, lda, &iw.raw, steps, &init, &mut fast);
-                assert_eq!(fast, portable, "m={m} k={k} out={out} lda={lda}");
-            }
-        }
+        let more = [(9, 260, 33), (50, 1030, 18), (13, 1100, 47)];
+        exact_quads_agree(
+            "avx-vnni",
+            (29, &more, true),
+            |a, m, lda, w, steps, init, acc| {
+                avx2::gemm_vnni(&kern, a, m, lda, w, steps, init, acc);
+            },
+        );
     }
 
     #[test]
