@@ -92,11 +92,12 @@ pub(crate) mod sums_scratch {
 
 /// Activation rows per block of an int8 matrix product of `m` rows and `work`
 /// multiply-accumulates: up to 192 (the kernels block for the caches inside), and as many
-/// blocks as threads, of whole 12-row tiles, where the work is split across threads (blocks of
-/// [`MB`] left two threads 144 and 112 of 256 rows). The sums do not depend on the blocks.
+/// blocks as threads, as even as rows allow, where the work is split across threads (blocks of
+/// [`MB`] left two threads 144 and 112 of 256 rows; blocks of whole 12-row tiles, 72 and 56 of
+/// 128; a short tile now costs only its rows). The sums do not depend on the blocks.
 pub(crate) fn rows_per_block(m: usize, work: usize) -> usize {
     let threads = crate::parallel::threads_for(work).max(1);
-    m.div_ceil(threads).next_multiple_of(12).clamp(12, 192)
+    m.div_ceil(threads).clamp(1, 192)
 }
 
 /// The weights of an int8 layer, prepared once: `[out, k]` in the reduction order of the
@@ -1361,19 +1362,32 @@ mod vnni {
                             // rows `(PR − 1)·rs + 4·sc` bytes or the panel `sc·PR·4`, `b0`/`b1`
                             // `sc·64`, the outputs `(rows − 1)·out + cols` from the tile's origin,
                             // `init` `cols`).
+                            let args = (
+                                apanel,
+                                strides,
+                                (b0, b1, sc),
+                                &mut acc[origin..][..span],
+                                out,
+                                cols,
+                                (s0 == 0).then_some(&init[c0..][..cols]),
+                            );
+                            // A short last tile runs with its own number of rows (a batch of
+                            // one costs one row, not twelve).
                             unsafe {
-                                tile_rows12(
-                                    apanel,
-                                    strides,
-                                    b0,
-                                    b1,
-                                    sc,
-                                    &mut acc[origin..][..span],
-                                    out,
-                                    rows,
-                                    cols,
-                                    (s0 == 0).then_some(&init[c0..][..cols]),
-                                );
+                                match rows {
+                                    1 => tile_rows::<1>(args),
+                                    2 => tile_rows::<2>(args),
+                                    3 => tile_rows::<3>(args),
+                                    4 => tile_rows::<4>(args),
+                                    5 => tile_rows::<5>(args),
+                                    6 => tile_rows::<6>(args),
+                                    7 => tile_rows::<7>(args),
+                                    8 => tile_rows::<8>(args),
+                                    9 => tile_rows::<9>(args),
+                                    10 => tile_rows::<10>(args),
+                                    11 => tile_rows::<11>(args),
+                                    _ => tile_rows::<PR>(args),
+                                }
                             }
                             j += 2;
                         }
@@ -1390,34 +1404,36 @@ mod vnni {
         unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), a.len()) }
     }
 
-    /// One tile of [`gemm`]: `PR` rows (quad step `s` of row `i` at `a[i·rs + s·ss..][..4]`)
-    /// × the 32 channels of panels `b0`, `b1` over `sc` quad steps; rows `< rows` and
+    /// The arguments of [`tile_rows`]: the rows and their strides, the two weight panels and
+    /// their quad steps, the outputs and their stride, the channels, the initial sums.
+    type TileArgs<'a> = (
+        &'a [u8],
+        (usize, usize),
+        (&'a [i8], &'a [i8], usize),
+        &'a mut [i32],
+        usize,
+        usize,
+        Option<&'a [i32]>,
+    );
+
+    /// One tile of [`gemm`]: `R <= PR` rows (quad step `s` of row `i` at
+    /// `a[i·rs + s·ss..][..4]`) × the 32 channels of panels `b0`, `b1` over `sc` quad steps;
     /// channels `< cols` are added to `c` (row `i` at `i·ldc`), or to `init` when given (the
     /// first block).
     ///
     /// # Safety
     /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI; `a` must hold
-    /// `(PR − 1)·rs + (sc − 1)·ss + 4` bytes, `b0` and `b1` `sc·64`, `c` `(rows − 1)·ldc + cols` values, `init` (if any) `cols`;
-    /// `1 <= rows <= PR`, `1 <= cols <= 32`.
+    /// `(R − 1)·rs + (sc − 1)·ss + 4` bytes, `b0` and `b1` `sc·64`, `c` `(R − 1)·ldc + cols`
+    /// values, `init` (if any) `cols`; `1 <= cols <= 32`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_rows12(
-        a: &[u8],
-        (rs, ss): (usize, usize),
-        b0: &[i8],
-        b1: &[i8],
-        sc: usize,
-        c: &mut [i32],
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        init: Option<&[i32]>,
+    unsafe fn tile_rows<const R: usize>(
+        (a, (rs, ss), (b0, b1, sc), c, ldc, cols, init): TileArgs<'_>,
     ) {
         unsafe {
             let (ap, p0, p1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
-            let mut acc = [[_mm512_setzero_si512(); 2]; PR];
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
             for s in 0..sc {
-                // SAFETY (all loads): `s < sc` and `i < PR` keep `64·s + 63 < 64·sc` and
+                // SAFETY (all loads): `s < sc` and `i < R` keep `64·s + 63 < 64·sc` and
                 // `i·rs + s·ss + 3` inside `a` (the caller's contract); a prefetch past the end
                 // never faults.
                 _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(4 * NR * (s + PF)).cast());
@@ -1452,8 +1468,8 @@ mod vnni {
                 ),
                 None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
             };
-            for (i, acc_i) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row `i < rows` of the tile starts at `i·ldc`; the masks keep the
+            for (i, acc_i) in acc.iter().enumerate() {
+                // SAFETY: row `i < R` of the tile starts at `i·ldc`; the masks keep the
                 // lanes below `cols`, inside `c` (the caller's contract); masked-off lanes are
                 // neither read nor written.
                 let r = cp.add(i * ldc);
