@@ -226,44 +226,7 @@ impl GgmlType {
                 got: out.len(),
             });
         }
-        for (b, y) in bytes
-            .chunks_exact(self.type_size())
-            .zip(out.chunks_exact_mut(self.block_size()))
-        {
-            match self {
-                GgmlType::Q8_0 => {
-                    let d = h(b, 0);
-                    for (y, &q) in y.iter_mut().zip(&b[2..34]) {
-                        *y = f32::from(q as i8) * d;
-                    }
-                }
-                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
-                    dq_legacy(self, b, y);
-                }
-                GgmlType::Mxfp4 => {
-                    let d = e8m0_half(b[0]);
-                    for j in 0..16 {
-                        y[j] = f32::from(KVALUES_FP4[usize::from(b[1 + j] & 0xf)]) * d;
-                        y[j + 16] = f32::from(KVALUES_FP4[usize::from(b[1 + j] >> 4)]) * d;
-                    }
-                }
-                GgmlType::Nvfp4 => {
-                    for s in 0..4 {
-                        let d = ue4m3_half(b[s]);
-                        let qs = &b[4 + s * 8..4 + s * 8 + 8];
-                        for l in 0..8 {
-                            y[s * 16 + l] = f32::from(KVALUES_FP4[usize::from(qs[l] & 0xf)]) * d;
-                            y[s * 16 + l + 8] = f32::from(KVALUES_FP4[usize::from(qs[l] >> 4)]) * d;
-                        }
-                    }
-                }
-                GgmlType::Q2_K => dq_q2_k(b, y),
-                GgmlType::Q3_K => dq_q3_k(b, y),
-                GgmlType::Q4_K => dq_q4_k(b, y),
-                GgmlType::Q5_K => dq_q5_k(b, y),
-                GgmlType::Q6_K => dq_q6_k(b, y),
-            }
-        }
+        dequantize_blocks(self, bytes, out);
         Ok(())
     }
 
@@ -285,6 +248,77 @@ impl GgmlType {
         Ok(out)
     }
 }
+
+/// The blocks of [`GgmlType::dequantize_row`] (lengths checked), compiled for the CPU's
+/// vector width, the type's loop chosen once per row (the same operations in the same order
+/// whatever the copy: results are identical).
+#[inline(always)]
+fn dequantize_blocks_body(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    let blocks = bytes
+        .chunks_exact(ty.type_size())
+        .zip(out.chunks_exact_mut(ty.block_size()));
+    // `for` loops, not `for_each`: a library function may stay out of line, compiled
+    // without the target features. Q8_0 and Q4_0 get loops of their own, where the type is a
+    // constant (the block's code then vectorises whole); the other types decode through the
+    // match per block.
+    match ty {
+        GgmlType::Q8_0 => {
+            for (b, y) in blocks {
+                dequantize_block(GgmlType::Q8_0, b, y);
+            }
+        }
+        GgmlType::Q4_0 => {
+            for (b, y) in blocks {
+                dequantize_block(GgmlType::Q4_0, b, y);
+            }
+        }
+        _ => {
+            for (b, y) in blocks {
+                dequantize_block(ty, b, y);
+            }
+        }
+    }
+}
+
+/// One block of any type (the decoding of [`GgmlType::dequantize_row`]).
+#[inline(always)]
+fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
+    match ty {
+        GgmlType::Q8_0 => {
+            let d = h(b, 0);
+            for (y, &q) in y.iter_mut().zip(&b[2..34]) {
+                *y = f32::from(q as i8) * d;
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            dq_legacy(ty, b, y);
+        }
+        GgmlType::Mxfp4 => {
+            let d = e8m0_half(b[0]);
+            for j in 0..16 {
+                y[j] = f32::from(KVALUES_FP4[usize::from(b[1 + j] & 0xf)]) * d;
+                y[j + 16] = f32::from(KVALUES_FP4[usize::from(b[1 + j] >> 4)]) * d;
+            }
+        }
+        GgmlType::Nvfp4 => {
+            for s in 0..4 {
+                let d = ue4m3_half(b[s]);
+                let qs = &b[4 + s * 8..4 + s * 8 + 8];
+                for l in 0..8 {
+                    y[s * 16 + l] = f32::from(KVALUES_FP4[usize::from(qs[l] & 0xf)]) * d;
+                    y[s * 16 + l + 8] = f32::from(KVALUES_FP4[usize::from(qs[l] >> 4)]) * d;
+                }
+            }
+        }
+        GgmlType::Q2_K => dq_q2_k(b, y),
+        GgmlType::Q3_K => dq_q3_k(b, y),
+        GgmlType::Q4_K => dq_q4_k(b, y),
+        GgmlType::Q5_K => dq_q5_k(b, y),
+        GgmlType::Q6_K => dq_q6_k(b, y),
+    }
+}
+
+crate::simd::dispatched512!(fn dequantize_blocks[](ty: GgmlType, bytes: &[u8], out: &mut [f32]) = dequantize_blocks_body);
 
 /// The blocks of [`GgmlType::quantize_row`] (lengths checked), compiled for the CPU's vector
 /// width (the same operations in the same order whatever the copy: results are identical).
@@ -538,6 +572,7 @@ fn pack_codes(q: &[u8; 32], b: &mut [u8], at: usize, bits: u32) {
     }
 }
 
+#[inline(always)]
 fn dq_legacy(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     let d = h(b, 0);
     let (m, qh, qs) = match ty {
