@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::ArrayView1;
+use qnumeric::formats::Dequantize;
 use qnumeric::formats::ggml::GgmlType;
 use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
 use qnumeric::formats::minifloat::{self, MiniFloat};
@@ -34,6 +35,20 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
     let mut y = vec![0.0f32; x.len()];
     let mut e4into = vec![0u8; x.len()];
     let _ = (codes, out);
+    // The decoders' inputs, encoded once, and one output buffer each.
+    let mx = MxSpec::standard(MiniFloat::E2M1Fn)
+        .quantize_rows(x, ROW)
+        .expect("mx");
+    let nv = Nvfp4Spec::new(true).quantize_rows(x, ROW).expect("nv");
+    let g128 = GroupwiseSpec::int4(128, GroupMapping::Asymmetric)
+        .expect("spec")
+        .quantize_rows(x, ROW)
+        .expect("g");
+    let nf4 = Nf4Spec::new(64, 256)
+        .expect("spec")
+        .quantize(x)
+        .expect("nf4");
+    let (mut ymx, mut ynv, mut yg, mut ynf) = (y8.clone(), y8.clone(), y8.clone(), y8.clone());
     vec![
         (
             "cast f32->e4m3 (allocating)",
@@ -87,6 +102,34 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
                         .quantize(x)
                         .expect("nf4"),
                 );
+            }),
+        ),
+        (
+            "mxfp4 dequantize",
+            Box::new(move || {
+                mx.dequantize_into(&mut ymx).expect("same length");
+                black_box(&ymx);
+            }),
+        ),
+        (
+            "nvfp4 dequantize",
+            Box::new(move || {
+                nv.dequantize_into(&mut ynv).expect("same length");
+                black_box(&ynv);
+            }),
+        ),
+        (
+            "int4 g128 dequantize",
+            Box::new(move || {
+                g128.dequantize_into(&mut yg).expect("same length");
+                black_box(&yg);
+            }),
+        ),
+        (
+            "nf4 dequantize",
+            Box::new(move || {
+                nf4.dequantize_into(&mut ynf).expect("same length");
+                black_box(&ynf);
             }),
         ),
         (

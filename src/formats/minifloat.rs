@@ -212,8 +212,9 @@ impl MiniFloat {
         self.table()[usize::from(code)]
     }
 
-    /// The value of every code (built once).
-    fn table(self) -> &'static [f32; 256] {
+    /// The value of every code (built once): decoders read it once per call, not once per
+    /// value (the lookup then vectorises).
+    pub(crate) fn table(self) -> &'static [f32; 256] {
         static TABLES: OnceLock<[[f32; 256]; 8]> = OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             let mut t = [[0.0f32; 256]; 8];

@@ -308,19 +308,29 @@ impl Dequantize for MxTensor {
     }
 
     fn write_values(&self, out: &mut [f32]) {
-        let b = self.spec.block_size.max(1);
-        for ((cb, ob), &byte) in self
-            .codes
-            .chunks(b)
-            .zip(out.chunks_mut(b))
-            .zip(&self.scales)
-        {
-            for (o, &c) in ob.iter_mut().zip(cb) {
-                *o = self.spec.value(c, byte);
-            }
+        let table = self.spec.elem.table();
+        mx_values(self.spec.block_size, table, &self.codes, &self.scales, out);
+    }
+}
+
+/// [`MxSpec::value`] of every element, block by block (the element table read once, the
+/// block's scale computed once), compiled for the CPU's vector width.
+#[inline(always)]
+fn mx_values_body(block: usize, table: &[f32; 256], codes: &[u8], scales: &[u8], out: &mut [f32]) {
+    let b = block.max(1);
+    for ((cb, ob), &byte) in codes.chunks(b).zip(out.chunks_mut(b)).zip(scales) {
+        if byte == 255 {
+            ob.fill(f32::NAN);
+            continue;
+        }
+        let s = pow2(i32::from(byte) - 127);
+        for (o, &c) in ob.iter_mut().zip(cb) {
+            *o = table[usize::from(c)] * s;
         }
     }
 }
+
+crate::simd::dispatched512!(fn mx_values[](block: usize, table: &[f32; 256], codes: &[u8], scales: &[u8], out: &mut [f32]) = mx_values_body);
 
 impl MxTensor {
     /// fp4 codes two a byte, element `2i` in the low nibble (torchao's layout).
