@@ -326,23 +326,11 @@ crate::simd::dispatched512!(fn dequantize_blocks[](ty: GgmlType, bytes: &[u8], o
 fn quantize_blocks_body(ty: GgmlType, x: &[f32], out: &mut [u8]) {
     // `for` loops, not `for_each` / `fold`: those are library functions the compiler may
     // keep out of line, compiled without the target features (a call to `roundf` per value).
-    let (size, half) = match ty {
-        GgmlType::Q8_0 => {
-            let codes = |x: &[f32; 32], id: f32, b: &mut [u8]| {
-                q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
-            };
-            return sym_row(x, out, 34, 127.0, block_amax, codes, q8_0);
-        }
-        GgmlType::Q4_0 => (18, 8.0),
-        GgmlType::Q5_0 => (22, 16.0),
-        _ => (0, 0.0),
-    };
-    if size > 0 {
-        let bits = if size == 18 { 4 } else { 5 };
-        let codes = move |x: &[f32; 32], id: f32, b: &mut [u8]| q_sym_codes(x, id, b, bits);
-        return sym_row(x, out, size, -half, first_largest, codes, |x, b| {
-            q_sym(x, b, bits)
-        });
+    match ty {
+        GgmlType::Q8_0 => return sym_row(x, out, (34, 127.0), Q8Blocks),
+        GgmlType::Q4_0 => return sym_row(x, out, (18, -8.0), QSymBlocks::<4>),
+        GgmlType::Q5_0 => return sym_row(x, out, (22, -16.0), QSymBlocks::<5>),
+        _ => {}
     }
     for (xb, ob) in x
         .chunks_exact(ty.block_size())
@@ -401,28 +389,69 @@ fn block_amax(x: &[f32; 32]) -> f32 {
     super::amax_or_nan(x)
 }
 
+/// The per-block pieces of a row of [`sym_row`]: methods, not closures, so that they inline
+/// into the copy compiled for the CPU (a closure or a function passed as `impl Fn` was
+/// called through an out-of-line shim compiled without the target features: half the time
+/// of a Q8_0 row went to those calls).
+trait SymBlocks {
+    /// The block's scale before the division (its largest magnitude, signed or not).
+    fn scale_of(&self, x: &[f32; 32]) -> f32;
+    /// The block's codes into its bytes, from the reciprocal scale `id`.
+    fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]);
+    /// One whole block by the one-block quantizer (the rows' last partial batch).
+    fn one(&self, x: &[f32], b: &mut [u8]);
+}
+
+/// Q8_0's blocks.
+struct Q8Blocks;
+
+impl SymBlocks for Q8Blocks {
+    #[inline(always)]
+    fn scale_of(&self, x: &[f32; 32]) -> f32 {
+        block_amax(x)
+    }
+    #[inline(always)]
+    fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
+        q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
+    }
+    #[inline(always)]
+    fn one(&self, x: &[f32], b: &mut [u8]) {
+        q8_0(x, b);
+    }
+}
+
+/// Q4_0's (`BITS = 4`) and Q5_0's (`BITS = 5`) blocks.
+struct QSymBlocks<const BITS: u32>;
+
+impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
+    #[inline(always)]
+    fn scale_of(&self, x: &[f32; 32]) -> f32 {
+        first_largest(x)
+    }
+    #[inline(always)]
+    fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
+        q_sym_codes(x, id, b, BITS);
+    }
+    #[inline(always)]
+    fn one(&self, x: &[f32], b: &mut [u8]) {
+        q_sym(x, b, BITS);
+    }
+}
+
 /// The blocks of a row of a type with one f16 scale `d` at the start of each block (Q8_0,
 /// Q4_0, Q5_0), [`BATCH`] blocks at a time: their scales first (`d = m / div` with `m` from
-/// `scale_of`), then the reciprocals as vectors and the f16 scales in one conversion, then
-/// the codes (`codes(block, id, bytes after d)`). Each block's bytes are the one-block
+/// `k.scale_of`), then the reciprocals as vectors and the f16 scales in one conversion, then
+/// the codes (`k.codes(block, id, bytes after d)`). Each block's bytes are the one-block
 /// quantizer's; one block at a time, the chain maximum → division → reciprocal → f16 of each
 /// block ran one block after another.
 #[inline(always)]
-fn sym_row(
-    x: &[f32],
-    out: &mut [u8],
-    size: usize,
-    div: f32,
-    scale_of: impl Fn(&[f32; 32]) -> f32,
-    codes: impl Fn(&[f32; 32], f32, &mut [u8]),
-    one: impl Fn(&[f32], &mut [u8]),
-) {
+fn sym_row(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: impl SymBlocks) {
     let mut xs = x.chunks_exact(32 * BATCH);
     let mut os = out.chunks_exact_mut(size * BATCH);
     for (xs, os) in (&mut xs).zip(&mut os) {
         let mut d = [0.0f32; BATCH];
         for (d, xb) in d.iter_mut().zip(xs.chunks_exact(32)) {
-            *d = scale_of(xb.try_into().expect("a block of 32")) / div;
+            *d = k.scale_of(xb.try_into().expect("a block of 32")) / div;
         }
         let mut id = [0.0f32; BATCH];
         for (id, &d) in id.iter_mut().zip(&d) {
@@ -441,7 +470,7 @@ fn sym_row(
             .zip(&dh)
         {
             ob[..2].copy_from_slice(&h.to_le_bytes());
-            codes(xb.try_into().expect("a block of 32"), id, ob);
+            k.codes(xb.try_into().expect("a block of 32"), id, ob);
         }
     }
     for (xb, ob) in xs
@@ -449,7 +478,7 @@ fn sym_row(
         .chunks_exact(32)
         .zip(os.into_remainder().chunks_exact_mut(size))
     {
-        one(xb, ob);
+        k.one(xb, ob);
     }
 }
 
