@@ -253,6 +253,11 @@ impl IntWeights {
         })
     }
 
+    /// Each output channel's `Σ w` of the stored weights.
+    pub(crate) fn sums(&self) -> &[i32] {
+        &self.sum_raw
+    }
+
     /// Whether any output channel's weights have a nonzero zero point.
     pub(crate) fn has_zero_points(&self) -> bool {
         self.any_zero_point

@@ -36,6 +36,9 @@ pub struct QuantizedConv2d {
     /// One set of prepared rows per group, `[out/groups, kh·kw·in/groups]`.
     groups: Vec<IntWeights>,
     w_scales: Vec<f32>,
+    /// The weights in the direct convolution's order (`direct.rs`).
+    #[cfg(target_arch = "x86_64")]
+    direct_w: Vec<i8>,
 }
 
 impl QuantizedConv2d {
@@ -88,6 +91,8 @@ impl QuantizedConv2d {
                 &zps[g * og..(g + 1) * og],
             )?);
         }
+        #[cfg(target_arch = "x86_64")]
+        let direct_w = direct::pack_weights(raw, o, cg, kh * kw);
         Ok(QuantizedConv2d {
             weight,
             bias,
@@ -97,6 +102,8 @@ impl QuantizedConv2d {
             accumulation: Int8Accumulation::Exact,
             groups,
             w_scales,
+            #[cfg(target_arch = "x86_64")]
+            direct_w,
         })
     }
 
@@ -218,6 +225,17 @@ impl QuantizedConv2d {
         }
     }
 
+    /// The requantization of this layer's sums for an input with parameters `qp`.
+    fn requant(&self, qp: QParams) -> Requant {
+        Requant::new(
+            qp.scale(),
+            &self.w_scales,
+            self.bias.as_ref(),
+            &self.out,
+            self.relu,
+        )
+    }
+
     /// The direct path's layout (`direct.rs`) where it applies to this layer and input: exact
     /// accumulation, weights without zero points, and the shapes [`direct::Plan::new`] takes.
     #[cfg(target_arch = "x86_64")]
@@ -243,15 +261,8 @@ impl QuantizedConv2d {
         let xs = q.int_repr().as_standard_layout();
         let xd = xs.as_slice().expect("standard layout");
         let zx = u8::try_from(qp.zero_point()).expect("a quint8 zero point is in 0..=255");
-        let raw = self.weight.int_repr().as_standard_layout();
-        let rq = Requant::new(
-            qp.scale(),
-            &self.w_scales,
-            self.bias.as_ref(),
-            &self.out,
-            self.relu,
-        );
-        let pre = direct::Prepared::new(raw.as_slice().expect("standard layout"), s, plan, zx, &rq);
+        let sums = self.groups.iter().flat_map(|w| w.sums().iter().copied());
+        let pre = direct::Prepared::new(&self.direct_w, sums, zx, &self.requant(qp));
         let (image, per_image) = (s.c_in * s.h * s.w, s.c_out * s.positions());
         let mut out = vec![0u8; s.n * per_image];
         let block = images_per_block(s, ROWS_PER_BLOCK);
@@ -281,13 +292,7 @@ impl QuantizedConv2d {
         let pad_byte = u8::try_from(zx).expect("a quint8 zero point is in 0..=255");
         let pad = T::from(pad_byte);
         let padded = padded_plane(s);
-        let rq = Requant::new(
-            qp.scale(),
-            &self.w_scales,
-            self.bias.as_ref(),
-            &self.out,
-            self.relu,
-        );
+        let rq = self.requant(qp);
         let mut out = vec![0u8; s.n * s.c_out * l];
         let block = images_per_block(s, ROWS_PER_BLOCK);
         let per_image = s.c_out * l;

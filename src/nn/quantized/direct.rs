@@ -35,8 +35,10 @@ const MAX_SCRATCH: usize = 1 << 20;
 const TILE_CHANNELS: usize = 8;
 
 /// The layout of one image for the direct path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(super) struct Plan {
+    /// The proof that the CPU runs the tile.
+    tile: avx512::Tile,
     /// Padded width.
     wp: usize,
     /// Positions computed per image (`oh·wp`, rounded up to 16).
@@ -56,7 +58,8 @@ impl Plan {
     /// The direct layout of `s`'s images, or `None` where the direct path does not apply (see
     /// the module): the caller has checked exact accumulation and the weights' zero points.
     pub(super) fn new(s: &ConvShape) -> Option<Plan> {
-        if !crate::simd::has_avx512_vnni() || s.geo.stride != [1, 1] || s.cg() > MAX_CG {
+        let tile = avx512::Tile::new()?;
+        if s.geo.stride != [1, 1] || s.cg() > MAX_CG {
             return None;
         }
         let [ph, pw] = s.geo.padding;
@@ -88,6 +91,7 @@ impl Plan {
             })
             .collect();
         Some(Plan {
+            tile,
             wp,
             npos,
             c4,
@@ -98,42 +102,49 @@ impl Plan {
     }
 }
 
-/// What every tile of one forward pass reads: the weights in the direct path's order
-/// (`[out][tap][c4·4]`, channels past the group's padded to 0), each output channel's
-/// starting sum `−zx·Σ w` and requantization parameters.
-pub(super) struct Prepared {
-    w: Vec<i8>,
+/// A layer's weights in the direct path's order, `[out][tap][c4·4]` (channels past the
+/// group's padded to 0), from the stored weights `[out, cg, kh, kw]` (standard layout):
+/// packed once, when the layer is built.
+pub(super) fn pack_weights(raw: &[i8], out: usize, cg: usize, taps: usize) -> Vec<i8> {
+    let c4 = cg.div_ceil(4);
+    let per = taps * c4 * 4;
+    let mut w = vec![0i8; out * per];
+    for (o, wo) in w.chunks_exact_mut(per.max(1)).enumerate() {
+        for ci in 0..cg {
+            for t in 0..taps {
+                wo[t * c4 * 4 + ci] = raw[(o * cg + ci) * taps + t];
+            }
+        }
+    }
+    w
+}
+
+/// What every tile of one forward pass reads: the packed weights ([`pack_weights`]), each
+/// output channel's starting sum `−zx·Σ w` and requantization parameters.
+pub(super) struct Prepared<'a> {
+    w: &'a [i8],
     init: Vec<i32>,
     channels: Vec<[f32; 2]>,
     shared: [f32; 4],
     zx: u8,
 }
 
-impl Prepared {
-    /// From the stored weights `[out, cg, kh, kw]` (standard layout), the input zero point and
-    /// the layer's requantization.
-    pub(super) fn new(raw: &[i8], s: &ConvShape, plan: &Plan, zx: u8, rq: &Requant) -> Self {
-        let (cg, taps) = (s.cg(), s.kh * s.kw);
-        let per = taps * plan.c4 * 4;
-        let mut w = vec![0i8; s.c_out * per];
-        let mut init = vec![0i32; s.c_out];
-        for (o, (wo, init)) in w.chunks_exact_mut(per).zip(&mut init).enumerate() {
-            let mut sum = 0i32;
-            for ci in 0..cg {
-                for t in 0..taps {
-                    let v = raw[(o * cg + ci) * taps + t];
-                    wo[t * plan.c4 * 4 + ci] = v;
-                    sum += i32::from(v);
-                }
-            }
-            // Within `i32`: the layer's weights passed the accumulator bound
-            // (`2·255·Σ|w| <= i32::MAX`).
-            *init = -i32::from(zx) * sum;
-        }
+impl<'a> Prepared<'a> {
+    /// From the packed weights, each output channel's `Σ w` (in order), the input zero point
+    /// and the layer's requantization.
+    pub(super) fn new(
+        w: &'a [i8],
+        sums: impl IntoIterator<Item = i32>,
+        zx: u8,
+        rq: &Requant,
+    ) -> Self {
+        // Within `i32`: the layer's weights passed the accumulator bound
+        // (`2·255·Σ|w| <= i32::MAX`).
+        let init: Vec<i32> = sums.into_iter().map(|sum| -i32::from(zx) * sum).collect();
         Prepared {
             w,
+            channels: (0..init.len()).map(|o| rq.channel(o)).collect(),
             init,
-            channels: (0..s.c_out).map(|o| rq.channel(o)).collect(),
             shared: rq.shared(),
             zx,
         }
@@ -158,9 +169,7 @@ pub(super) fn run_block(
     out: &mut [u8],
     scratch: &mut Scratch,
 ) {
-    let Some(tile) = avx512::Tile::new() else {
-        unreachable!("a plan exists only where the CPU has AVX512-VNNI")
-    };
+    let tile = plan.tile;
     let (plane_in, l) = (s.h * s.w, s.positions());
     let (cg, og, c4) = (s.cg(), s.og(), plan.c4);
     let [ph, pw] = s.geo.padding;
