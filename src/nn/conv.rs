@@ -2,14 +2,14 @@
 //! [`Conv2d`] and [`Conv1d`] (a view of a height-1 [`Conv2d`]). The geometry both the float and
 //! the int8 convolutions use is in `geometry.rs`.
 
-use super::sgemm::{Lhs, Mat, Rhs, product, scratch};
+use super::sgemm::{Lhs, Mat, PANEL_ROWS, PackedB, Rhs, product, scratch};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 pub use super::geometry::{ConvGeometry, ConvGeometry1d};
 pub(crate) use super::geometry::{
     ConvShape, as_height_one, conv_macs, copy_run, images_per_block, valid_range,
 };
-use super::weighted::finish_rows;
+use super::weighted::{PackedConv, finish_rows};
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
 use crate::parallel::for_each_block;
@@ -80,6 +80,18 @@ pub(crate) fn conv_float(
     core: &WeightedCore,
     geo: ConvGeometry,
 ) -> Result<ArrayD<f32>> {
+    conv_float_packed(op, x, weight, core, geo, core.packed_conv(geo.groups))
+}
+
+/// [`conv_float`] with the weights packed as given (`None`: not packed).
+fn conv_float_packed(
+    op: &'static str,
+    x: ArrayViewD<'_, f32>,
+    weight: ArrayViewD<'_, f32>,
+    core: &WeightedCore,
+    geo: ConvGeometry,
+    packed: Option<PackedConv<'_>>,
+) -> Result<ArrayD<f32>> {
     let s = ConvShape::new(op, x.shape(), weight.shape(), geo)?;
     let xs = x.as_standard_layout();
     let xd = xs.as_slice().expect("standard layout");
@@ -100,7 +112,20 @@ pub(crate) fn conv_float(
     };
     let block = images_per_block(&s, values).min(s.n.div_ceil(threads).max(1));
     let per_image = s.c_out * l;
-    let packed = core.packed_conv(s.geo.groups);
+    let packed = match packed {
+        Some(PackedConv::Columns(wt)) => {
+            if let Some(pad) = Padded::new(&s) {
+                conv_columns(&s, xd, wt, core, &pad, block, &mut out);
+                return Ok(
+                    ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out)
+                        .expect("output size"),
+                );
+            }
+            None
+        }
+        Some(PackedConv::Rows(wr)) => Some(wr),
+        None => None,
+    };
     for_each_block(
         &mut out,
         block * per_image,
@@ -146,6 +171,182 @@ pub(crate) fn conv_float(
         },
     );
     Ok(ArrayD::from_shape_vec(IxDyn(&[s.n, s.c_out, s.oh, s.ow]), out).expect("output size"))
+}
+
+/// The zero-padded input planes of the positions-major float convolution (`hp × wp` each,
+/// the input at `(ph, pw)`) and the offset of each reduction step `(ci, ky, kx)` of a group
+/// from an output position's top-left tap.
+struct Padded {
+    wp: usize,
+    plane: usize,
+    offsets: Vec<usize>,
+}
+
+impl Padded {
+    /// `None` where the padded planes would be much larger than the unfolded input they
+    /// replace (padding far wider than the kernel, or strides that skip most of the input):
+    /// that layer takes the channels-major path, which never pads.
+    fn new(s: &ConvShape) -> Option<Self> {
+        let [ph, pw] = s.geo.padding;
+        let [dh, dw] = s.geo.dilation;
+        let hp = ph.checked_mul(2)?.checked_add(s.h)?;
+        let wp = pw.checked_mul(2)?.checked_add(s.w)?;
+        let plane = hp.checked_mul(wp)?;
+        let unfolded = (s.kh * s.kw).checked_mul(s.positions())?;
+        if plane > unfolded.saturating_mul(4).max(1 << 12) {
+            return None;
+        }
+        let offsets = (0..s.cg() * s.kh * s.kw)
+            .map(|p| {
+                let (ci, tap) = (p / (s.kh * s.kw), p % (s.kh * s.kw));
+                ci * plane + (tap / s.kw) * dh * wp + (tap % s.kw) * dw
+            })
+            .collect();
+        Some(Padded { wp, plane, offsets })
+    }
+
+    /// Writes images `b0..` (channels `c0..c0 + cg` of each) of the `[n, c_in, h, w]` input
+    /// into `dst`, padded.
+    fn fill(&self, s: &ConvShape, x: &[f32], b0: usize, c0: usize, dst: &mut [f32]) {
+        let [ph, pw] = s.geo.padding;
+        let planes = dst.len() / self.plane.max(1);
+        let wp = self.wp;
+        for (pi, padded) in dst.chunks_exact_mut(self.plane).take(planes).enumerate() {
+            let (bi, ci) = (pi / s.cg(), pi % s.cg());
+            let src = &x[((b0 + bi) * s.c_in + c0 + ci) * s.h * s.w..][..s.h * s.w];
+            // The padding rows above and below, then each row's padding columns around it.
+            padded[..ph * wp].fill(0.0);
+            padded[(ph + s.h) * wp..].fill(0.0);
+            for (row, src) in padded[ph * wp..][..s.h * wp]
+                .chunks_exact_mut(wp)
+                .zip(src.chunks_exact(s.w))
+            {
+                row[..pw].fill(0.0);
+                row[pw..pw + s.w].copy_from_slice(src);
+                row[pw + s.w..].fill(0.0);
+            }
+        }
+    }
+
+    /// One panel of the unfolded input, positions as rows ([`PanelFn`]): rows `r0..` of the
+    /// `width` positions of the padded images `padded`, reduction steps `p0..`.
+    ///
+    /// [`PanelFn`]: super::sgemm::PanelFn
+    fn panel(
+        &self,
+        s: &ConvShape,
+        padded: &[f32],
+        width: usize,
+        r0: usize,
+        p0: usize,
+        dst: &mut [f32],
+    ) -> Option<usize> {
+        const MR: usize = PANEL_ROWS;
+        let [sh, sw] = s.geo.stride;
+        let l = s.positions();
+        let offsets = &self.offsets[p0..][..dst.len() / MR];
+        let base = |j: usize| {
+            let (bi, q) = (j / l, j % l);
+            bi * s.cg() * self.plane + (q / s.ow) * sh * self.wp + (q % s.ow) * sw
+        };
+        if sw == 1 && r0 + MR <= width && (r0 % l) % s.ow + MR <= s.ow {
+            // The panel's positions are consecutive in one output row: each step is a run of
+            // a padded row, read in place by the product.
+            return Some(base(r0));
+        }
+        let bases: [Option<usize>; MR] =
+            std::array::from_fn(|i| (r0 + i < width).then(|| base(r0 + i)));
+        for (d, &off) in dst.chunks_exact_mut(MR).zip(offsets) {
+            for (v, b) in d.iter_mut().zip(&bases) {
+                *v = b.map_or(0.0, |b| padded[b + off]);
+            }
+        }
+        None
+    }
+}
+
+/// Float convolution with the output channels as the product's columns (weights packed as
+/// its second operand, [`PackedConv::Columns`]): per block of images and group, the unfolded
+/// input with positions as rows, each panel gathered from the padded input as the product
+/// packs it (no unfolded copy), then the `positions × channels` result transposed into the
+/// output. The products' columns are whole panels, so no padding column is computed; each
+/// output is the same chain of products as on the channels-major path.
+fn conv_columns(
+    s: &ConvShape,
+    xd: &[f32],
+    weights: &[PackedB],
+    core: &WeightedCore,
+    pad: &Padded,
+    block: usize,
+    out: &mut [f32],
+) {
+    let (cg, og, l) = (s.cg(), s.og(), s.positions());
+    let kk = cg * s.kh * s.kw;
+    let per_image = s.c_out * l;
+    for_each_block(
+        out,
+        block * per_image,
+        conv_macs(s),
+        |bi0, out_b: &mut [f32], (): &mut ()| {
+            let (mut prod, mut padded) = (
+                scratch::take(scratch::OUTPUT),
+                scratch::take(scratch::PADDED),
+            );
+            let b0 = bi0 * block;
+            let nb = out_b.len() / per_image.max(1);
+            let width = nb * l;
+            prod.resize(width * og, 0.0);
+            padded.resize(nb * cg * pad.plane, 0.0);
+            for (g, wg) in weights.iter().enumerate() {
+                pad.fill(s, xd, b0, g * cg, &mut padded);
+                let panel = |r0: usize, p0: usize, dst: &mut [f32]| {
+                    pad.panel(s, &padded, width, r0, p0, dst)
+                };
+                product(
+                    width,
+                    og,
+                    kk,
+                    Lhs::Panels {
+                        f: &panel,
+                        data: &padded,
+                        offsets: &pad.offsets,
+                    },
+                    Rhs::Packed(wg),
+                    &mut prod[..width * og],
+                );
+                for (bi, img) in prod[..width * og].chunks_exact(l * og).enumerate() {
+                    let dst = &mut out_b[bi * per_image + g * og * l..][..og * l];
+                    transpose(img, og, dst);
+                }
+            }
+            finish_rows(out_b, s.c_out, l, core);
+            scratch::give(scratch::OUTPUT, prod);
+            scratch::give(scratch::PADDED, padded);
+        },
+    );
+}
+
+/// `dst[o·l + q] = src[q·cols + o]` for a row-major `l × cols` matrix `src` (`l =
+/// src.len() / cols`): 16 rows at a time, so that each written run is 16 values.
+fn transpose(src: &[f32], cols: usize, dst: &mut [f32]) {
+    const T: usize = 16;
+    let l = src.len() / cols.max(1);
+    let mut q0 = 0;
+    while q0 + T <= l {
+        let rows: [&[f32]; T] = std::array::from_fn(|t| &src[(q0 + t) * cols..][..cols]);
+        for (o, run) in dst.chunks_exact_mut(l).enumerate() {
+            let run: &mut [f32; T] = (&mut run[q0..q0 + T]).try_into().expect("16 values");
+            for (d, row) in run.iter_mut().zip(&rows) {
+                *d = row[o];
+            }
+        }
+        q0 += T;
+    }
+    for q in q0..l {
+        for (o, &v) in src[q * cols..][..cols].iter().enumerate() {
+            dst[o * l + q] = v;
+        }
+    }
 }
 
 /// 2-D convolution over `[N, C, H, W]` with weight `[out, in/groups, kh, kw]`, optional bias and
@@ -504,5 +705,182 @@ impl WeightedLayer for Conv1d {
 
     fn with_core(&self, core: WeightedCore) -> Result<Box<dyn Module>> {
         Ok(Box::new(Conv1d::from_core(core, self.geo)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::sgemm::{PackedA, packing_pays};
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Lcg::new(seed);
+        (0..len).map(|_| rng.unit_f32() * 2.0 - 1.0).collect()
+    }
+
+    /// The convolution in `f64`, one output at a time.
+    fn naive(x: &ArrayD<f32>, w: &ArrayD<f32>, bias: &[f32], geo: ConvGeometry) -> Vec<f64> {
+        let s = ConvShape::new("test", x.shape(), w.shape(), geo).expect("shape");
+        let (cg, og) = (s.cg(), s.og());
+        let mut out = Vec::new();
+        for b in 0..s.n {
+            for o in 0..s.c_out {
+                let g = o / og;
+                for oy in 0..s.oh {
+                    for ox in 0..s.ow {
+                        let mut acc = f64::from(bias[o]);
+                        for ci in 0..cg {
+                            for ky in 0..s.kh {
+                                for kx in 0..s.kw {
+                                    let iy = (oy * geo.stride[0] + ky * geo.dilation[0])
+                                        .checked_sub(geo.padding[0]);
+                                    let ix = (ox * geo.stride[1] + kx * geo.dilation[1])
+                                        .checked_sub(geo.padding[1]);
+                                    if let (Some(iy), Some(ix)) = (iy, ix)
+                                        && iy < s.h
+                                        && ix < s.w
+                                    {
+                                        acc += f64::from(x[[b, g * cg + ci, iy, ix]])
+                                            * f64::from(w[[o, ci, ky, kx]]);
+                                    }
+                                }
+                            }
+                        }
+                        out.push(acc);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The positions-major path (output channels as the product's columns, its rows read in
+    /// place from the padded input where a panel is one run of a row) gives the bits of the
+    /// channels-major path, which sums each output in the same order, and the exact value
+    /// within rounding: padding, strides, dilation, groups, rows wider and narrower than a
+    /// panel, one image and several.
+    #[test]
+    fn positions_major_convolution_writes_the_bits_of_the_channels_major_one() {
+        // (images, input channels, output channels, image, kernel, geometry)
+        type Case = (usize, usize, usize, [usize; 2], [usize; 2], ConvGeometry);
+        let shapes: &[Case] = &[
+            (
+                2,
+                16,
+                32,
+                [14, 14],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
+                1,
+                8,
+                64,
+                [7, 7],
+                [3, 3],
+                ConvGeometry::default().padding(1, 1),
+            ),
+            (
+                3,
+                5,
+                32,
+                [13, 9],
+                [3, 2],
+                ConvGeometry::default().padding(2, 1),
+            ),
+            (2, 4, 32, [28, 30], [1, 1], ConvGeometry::default()),
+            (
+                2,
+                6,
+                32,
+                [15, 17],
+                [3, 3],
+                ConvGeometry::default().stride(2, 2).padding(1, 1),
+            ),
+            (
+                1,
+                4,
+                32,
+                [16, 20],
+                [3, 3],
+                ConvGeometry::default().dilation(2, 3).padding(2, 3),
+            ),
+            (
+                2,
+                8,
+                64,
+                [10, 15],
+                [3, 3],
+                ConvGeometry::default().groups(2).padding(1, 1),
+            ),
+            (1, 3, 32, [1, 1], [1, 1], ConvGeometry::default()),
+            (
+                1,
+                3,
+                32,
+                [2, 40],
+                [1, 5],
+                ConvGeometry::default().padding(0, 2),
+            ),
+        ];
+        let mut compared = 0;
+        for (i, &(n, c_in, c_out, [h, w], [kh, kw], geo)) in shapes.iter().enumerate() {
+            let seed = i as u64 * 10;
+            let x = ArrayD::from_shape_vec(IxDyn(&[n, c_in, h, w]), values(n * c_in * h * w, seed))
+                .expect("x");
+            let cg = c_in / geo.groups;
+            let wv = values(c_out * cg * kh * kw, seed + 1);
+            let weight = ArrayD::from_shape_vec(IxDyn(&[c_out, cg, kh, kw]), wv).expect("w");
+            let bias = values(c_out, seed + 2);
+            let core = WeightedCore::new(
+                weight.clone(),
+                Some(ArrayD::from_shape_vec(IxDyn(&[c_out]), bias.clone()).expect("b")),
+            )
+            .expect("core");
+            let got = conv_float("test", x.view(), weight.view(), &core, geo).expect("conv");
+            let exact = naive(&x, &weight, &bias, geo);
+            assert_eq!(got.len(), exact.len(), "shape {i}");
+            for (g, e) in got.iter().zip(&exact) {
+                let tol = 1e-5 * (1.0 + e.abs()) * (cg * kh * kw) as f64;
+                assert!(
+                    (f64::from(*g) - e).abs() <= tol,
+                    "shape {i}: {g} against {e}"
+                );
+            }
+            if !packing_pays() {
+                continue;
+            }
+            assert!(
+                matches!(core.packed_conv(geo.groups), Some(PackedConv::Columns(_))),
+                "shape {i} takes the positions-major path"
+            );
+            let (og, kk) = (c_out / geo.groups, cg * kh * kw);
+            let rows: Vec<PackedA> = (0..geo.groups)
+                .map(|g| {
+                    PackedA::new(
+                        og,
+                        kk,
+                        Mat::rows(&weight.as_slice().expect("w")[g * og * kk..], kk),
+                    )
+                })
+                .collect();
+            let channels = conv_float_packed(
+                "test",
+                x.view(),
+                weight.view(),
+                &core,
+                geo,
+                Some(PackedConv::Rows(&rows)),
+            )
+            .expect("conv");
+            assert!(
+                got.iter()
+                    .zip(&channels)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "shape {i}: the two paths differ"
+            );
+            compared += 1;
+        }
+        assert!(!packing_pays() || compared == shapes.len());
     }
 }

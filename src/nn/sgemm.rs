@@ -109,12 +109,41 @@ pub(crate) mod scratch {
     /// Buffers above this many values are not kept.
     const KEEP: usize = 16 << 20;
 
-    /// The slots: the packed `B` of a product, a caller's output block.
+    /// The slots: the packed `B` of a product, a caller's output block, a padded input.
     pub(crate) const PACKED: usize = 0;
     pub(crate) const OUTPUT: usize = 1;
+    /// A convolution's padded input.
+    pub(crate) const PADDED: usize = 2;
+    /// The packed `A` panels of a product.
+    pub(crate) const PANELS: usize = 3;
 
     thread_local! {
-        static BUF: [Cell<Vec<f32>>; 2] = const { [Cell::new(Vec::new()), Cell::new(Vec::new())] };
+        static BUF: [Cell<Vec<f32>>; 4] = const {
+            [
+                Cell::new(Vec::new()),
+                Cell::new(Vec::new()),
+                Cell::new(Vec::new()),
+                Cell::new(Vec::new()),
+            ]
+        };
+    }
+
+    /// A thread's [`PANELS`] buffer for the length of a task (taken when the task's scratch
+    /// is made, given back when it is dropped): each task of a product packs into the same
+    /// memory as the last one on its thread, without a fresh allocation and its clearing.
+    #[derive(Debug)]
+    pub(crate) struct Panels(pub(crate) Vec<f32>);
+
+    impl Default for Panels {
+        fn default() -> Self {
+            Panels(take(PANELS))
+        }
+    }
+
+    impl Drop for Panels {
+        fn drop(&mut self) {
+            give(PANELS, std::mem::take(&mut self.0));
+        }
     }
 
     /// The thread's buffer in `slot` (empty if a caller further up the same thread holds it).
@@ -298,6 +327,21 @@ impl PackedA {
 /// it is packed (a convolution's unfolded input), never stored whole.
 pub(crate) type RowFn<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
+/// One panel of an `m × k` operand computed as it is packed (a convolution's unfolded input,
+/// positions as rows): `f(r0, p0, panel)` either writes rows `r0..r0 + MR` and reduction
+/// steps `p0..p0 + kc` (`kc = panel.len() / MR`) with row `i` of step `p` at
+/// `panel[p·MR + i]`, and zeros for rows past `m`, and returns `None`; or writes nothing and
+/// returns `Some(base)`: the panel's `MR` rows are read in place, row `i` of step `p` at
+/// `data[base + offsets[p] + i]` ([`Lhs::Panels`]).
+pub(crate) type PanelFn<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) -> Option<usize> + Sync);
+
+/// Rows of a packed panel of the first operand (what a [`PanelFn`] writes per step).
+pub(crate) const PANEL_ROWS: usize = MR;
+
+/// Columns of a packed panel of the second operand: a product with `n` a multiple of it
+/// computes no padding column.
+pub(crate) const PANEL_COLS: usize = NR;
+
 /// The first operand of [`product`]: `m × k`.
 #[derive(Clone, Copy)]
 pub(crate) enum Lhs<'a> {
@@ -305,6 +349,14 @@ pub(crate) enum Lhs<'a> {
     Mat(Mat<'a>),
     /// Packed in advance.
     Packed(&'a PackedA),
+    /// Given panel by panel, each computed once as the product packs it or read in place
+    /// from `data` (row `i` of step `p` of an in-place panel at `data[base + offsets[p] +
+    /// i]`, `offsets` holding one entry per reduction step).
+    Panels {
+        f: PanelFn<'a>,
+        data: &'a [f32],
+        offsets: &'a [usize],
+    },
 }
 
 /// The second operand of [`product`]: `k × n`.
@@ -328,6 +380,7 @@ pub(crate) fn product(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>, c: &
     match a {
         Lhs::Mat(a) => assert!(a.holds(m, k), "operand holds its elements"),
         Lhs::Packed(a) => assert!(a.m == m && a.k == k, "packed with this shape"),
+        Lhs::Panels { offsets, .. } => assert_eq!(offsets.len(), k, "one offset per step"),
     }
     match b {
         Rhs::Mat(b) => assert!(b.holds(k, n), "operand holds its elements"),
@@ -353,6 +406,22 @@ pub(crate) fn product(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>, c: &
         Lhs::Mat(a) => a,
         Lhs::Packed(pa) => {
             a_full = (0..m * k).map(|i| pa.at(i / k, i % k)).collect();
+            Mat::rows(&a_full, k)
+        }
+        Lhs::Panels { f, data, offsets } => {
+            let (mut full, mut panel) = (vec![0.0f32; m * k], vec![0.0f32; k * MR]);
+            for r0 in (0..m).step_by(MR) {
+                let base = f(r0, 0, &mut panel);
+                for p in 0..k {
+                    for i in 0..MR.min(m - r0) {
+                        full[(r0 + i) * k + p] = match base {
+                            Some(b) => data[b + offsets[p] + i],
+                            None => panel[p * MR + i],
+                        };
+                    }
+                }
+            }
+            a_full = full;
             Mat::rows(&a_full, k)
         }
     };
@@ -407,17 +476,34 @@ fn blocked(
             c,
             task_rows * n,
             usize::MAX,
-            |t, ct: &mut [f32], ap: &mut Vec<f32>| {
+            |t, ct: &mut [f32], ap: &mut scratch::Panels| {
+                let ap = &mut ap.0;
+                let steps = match a {
+                    Lhs::Panels { data, offsets, .. } => {
+                        Some(avx512::InPlace::new(data, &offsets[p0..p0 + kc]))
+                    }
+                    _ => None,
+                };
                 let rows = ct.len() / n;
                 for i1 in (0..rows).step_by(MC) {
                     let mc = MC.min(rows - i1);
                     let r0 = t * task_rows + i1;
+                    // Panels read in place: their base in `data`.
+                    let mut in_place = [None::<usize>; MC / MR];
                     let ap: &[f32] = match a {
                         Lhs::Mat(a) => {
                             pack_a(a, r0, mc, p0, kc, ap);
                             ap
                         }
                         Lhs::Packed(a) => a.panels(p0, r0, mc),
+                        Lhs::Panels { f, .. } => {
+                            let len = mc.div_ceil(MR) * kc * MR;
+                            ap.resize(len, 0.0);
+                            for (t, panel) in ap.chunks_exact_mut(kc * MR).enumerate() {
+                                in_place[t] = f(r0 + t * MR, p0, panel);
+                            }
+                            ap
+                        }
                     };
                     for j0 in (0..n).step_by(NB) {
                         let block = &bp[j0 * kc..][..NB.min(n - j0).div_ceil(NR) * kc * NR];
@@ -429,16 +515,22 @@ fn blocked(
                                 let cols = NR.min(n - j);
                                 let origin = r * n + j;
                                 let span = (tile_rows - 1) * n + cols;
-                                kern.run(
-                                    kc,
-                                    apanel,
-                                    bpanel,
-                                    &mut ct[origin..][..span],
-                                    n,
-                                    tile_rows,
-                                    cols,
-                                    p0 > 0,
-                                );
+                                let c = &mut ct[origin..][..span];
+                                match (&steps, in_place[it]) {
+                                    (Some(steps), Some(base)) => kern.run_in_place(
+                                        steps,
+                                        base,
+                                        bpanel,
+                                        c,
+                                        n,
+                                        tile_rows,
+                                        cols,
+                                        p0 > 0,
+                                    ),
+                                    _ => {
+                                        kern.run(kc, apanel, bpanel, c, n, tile_rows, cols, p0 > 0)
+                                    }
+                                }
                             }
                         }
                     }
@@ -489,39 +581,146 @@ mod avx512 {
                 "tile size"
             );
             assert!(c.len() > (rows - 1) * ldc + cols - 1, "tile outputs");
-            let (a, b) = (a.as_ptr(), b.as_ptr());
             // SAFETY: a `Tile` exists only on a CPU with AVX512F; the slices hold what the
-            // tile reads and writes (asserted above). A short last panel of rows runs a tile
-            // of its own height (a panel of 4 rows costs 4 rows, not 14).
-            unsafe {
-                match rows {
-                    14 => tile::<14>(kc, a, b, c, ldc, cols, add),
-                    13 => tile::<13>(kc, a, b, c, ldc, cols, add),
-                    12 => tile::<12>(kc, a, b, c, ldc, cols, add),
-                    11 => tile::<11>(kc, a, b, c, ldc, cols, add),
-                    10 => tile::<10>(kc, a, b, c, ldc, cols, add),
-                    9 => tile::<9>(kc, a, b, c, ldc, cols, add),
-                    8 => tile::<8>(kc, a, b, c, ldc, cols, add),
-                    7 => tile::<7>(kc, a, b, c, ldc, cols, add),
-                    6 => tile::<6>(kc, a, b, c, ldc, cols, add),
-                    5 => tile::<5>(kc, a, b, c, ldc, cols, add),
-                    4 => tile::<4>(kc, a, b, c, ldc, cols, add),
-                    3 => tile::<3>(kc, a, b, c, ldc, cols, add),
-                    2 => tile::<2>(kc, a, b, c, ldc, cols, add),
-                    _ => tile::<1>(kc, a, b, c, ldc, cols, add),
-                }
+            // tile reads and writes (asserted above).
+            unsafe { tile_of(Packed(a.as_ptr()), kc, b.as_ptr(), c, ldc, rows, cols, add) }
+        }
+
+        /// As [`Tile::run`] over `steps.offsets.len()` reduction steps, with row `i` of step
+        /// `p` of the first operand read in place at `steps.data[base + steps.offsets[p] +
+        /// i]` (not packed).
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        pub(super) fn run_in_place(
+            self,
+            steps: &InPlace<'_>,
+            base: usize,
+            b: &[f32],
+            c: &mut [f32],
+            ldc: usize,
+            rows: usize,
+            cols: usize,
+            add: bool,
+        ) {
+            let kc = steps.offsets.len();
+            assert!(b.len() >= kc * NR, "packed panel");
+            assert!(
+                (1..=MR).contains(&rows) && (1..=NR).contains(&cols),
+                "tile size"
+            );
+            assert!(c.len() > (rows - 1) * ldc + cols - 1, "tile outputs");
+            assert!(
+                base.checked_add(steps.reach)
+                    .is_some_and(|end| end <= steps.data.len()),
+                "in-place rows inside their data"
+            );
+            let a = Offsets(steps.data[base..].as_ptr(), steps.offsets.as_ptr());
+            // SAFETY: a `Tile` exists only on a CPU with AVX512F; `b` and `c` hold what the
+            // tile reads and writes, and every row of `a` it reads, `base + offsets[p] + i` for
+            // `i < rows <= MR`, lies below `base + reach <= data.len()` (asserted above).
+            unsafe { tile_of(a, kc, b.as_ptr(), c, ldc, rows, cols, add) }
+        }
+    }
+
+    /// The first operand's rows read in place for one block of reduction steps: step `p`
+    /// of a panel based at `base` at `data[base + offsets[p]..]`, `MR` rows.
+    pub(in crate::nn::sgemm) struct InPlace<'a> {
+        data: &'a [f32],
+        offsets: &'a [usize],
+        /// `max(offsets) + MR`: how far past its base a panel reads.
+        reach: usize,
+    }
+
+    impl<'a> InPlace<'a> {
+        pub(in crate::nn::sgemm) fn new(data: &'a [f32], offsets: &'a [usize]) -> Self {
+            let reach = offsets.iter().max().map_or(0, |&o| o.saturating_add(MR));
+            InPlace {
+                data,
+                offsets,
+                reach,
+            }
+        }
+    }
+
+    /// Where the first operand's rows of reduction step `p` start.
+    trait Steps: Copy {
+        /// # Safety
+        /// `p` is a step of the panel the value was made for.
+        unsafe fn at(self, p: usize) -> *const f32;
+    }
+
+    /// A packed panel: step `p` at `p·MR`.
+    #[derive(Clone, Copy)]
+    struct Packed(*const f32);
+
+    impl Steps for Packed {
+        #[inline(always)]
+        unsafe fn at(self, p: usize) -> *const f32 {
+            // SAFETY: the panel holds `kc·MR` values and `p < kc` (the caller's contract).
+            unsafe { self.0.add(p * MR) }
+        }
+    }
+
+    /// Rows read in place: step `p` at `offsets[p]`.
+    #[derive(Clone, Copy)]
+    struct Offsets(*const f32, *const usize);
+
+    impl Steps for Offsets {
+        #[inline(always)]
+        unsafe fn at(self, p: usize) -> *const f32 {
+            // SAFETY: `offsets` holds `kc` entries, each leaving the step's rows inside the
+            // data (the caller's contract), and `p < kc`.
+            unsafe { self.0.add(*self.1.add(p)) }
+        }
+    }
+
+    /// The tile of `rows` rows (a short last panel of rows runs a tile of its own height: a
+    /// panel of 4 rows costs 4 rows, not 14).
+    ///
+    /// # Safety
+    /// As [`tile`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn tile_of<S: Steps>(
+        a: S,
+        kc: usize,
+        b: *const f32,
+        c: &mut [f32],
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match rows {
+                14 => tile::<14, S>(kc, a, b, c, ldc, cols, add),
+                13 => tile::<13, S>(kc, a, b, c, ldc, cols, add),
+                12 => tile::<12, S>(kc, a, b, c, ldc, cols, add),
+                11 => tile::<11, S>(kc, a, b, c, ldc, cols, add),
+                10 => tile::<10, S>(kc, a, b, c, ldc, cols, add),
+                9 => tile::<9, S>(kc, a, b, c, ldc, cols, add),
+                8 => tile::<8, S>(kc, a, b, c, ldc, cols, add),
+                7 => tile::<7, S>(kc, a, b, c, ldc, cols, add),
+                6 => tile::<6, S>(kc, a, b, c, ldc, cols, add),
+                5 => tile::<5, S>(kc, a, b, c, ldc, cols, add),
+                4 => tile::<4, S>(kc, a, b, c, ldc, cols, add),
+                3 => tile::<3, S>(kc, a, b, c, ldc, cols, add),
+                2 => tile::<2, S>(kc, a, b, c, ldc, cols, add),
+                _ => tile::<1, S>(kc, a, b, c, ldc, cols, add),
             }
         }
     }
 
     /// # Safety
-    /// The CPU must have AVX512F; `a` must hold `kc·MR` values and `b` `kc·NR`; `c` must hold
-    /// `(R − 1)·ldc + cols` values, `1 <= R <= MR`, `1 <= cols <= NR`.
+    /// The CPU must have AVX512F; `a` must give rows `0..R` of steps `0..kc` inside their
+    /// data and `b` must hold `kc·NR` values; `c` must hold `(R − 1)·ldc + cols` values,
+    /// `1 <= R <= MR`, `1 <= cols <= NR`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, S: Steps>(
         kc: usize,
-        a: *const f32,
+        a: S,
         b: *const f32,
         c: &mut [f32],
         ldc: usize,
@@ -548,7 +747,7 @@ mod avx512 {
                 _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + PF) * NR + 16).cast());
                 let b0 = _mm512_loadu_ps(b.add(p * NR));
                 let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
-                let ap = a.add(p * MR);
+                let ap = a.at(p);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*ap.add(i));
                     acc_i[0] = _mm512_fmadd_ps(x, b0, acc_i[0]);
@@ -686,5 +885,53 @@ mod tests {
             &mut c,
         );
         assert_eq!(c, vec![0.0; 6]);
+    }
+
+    /// A first operand given panel by panel, some panels packed by the caller and some read
+    /// in place (row `i` of step `p` at `data[base + offsets[p] + i]`): the product of the
+    /// same matrix given whole, bit for bit.
+    #[test]
+    fn panels_packed_or_read_in_place_give_the_product_of_the_whole_operand() {
+        for &(m, n, k) in &[(1, 32, 5), (14, 64, 384), (30, 32, 500), (45, 96, 770)] {
+            // Row `i`, step `p` of `A` lives at `data[i + offsets[p]]`: steps far apart.
+            let offsets: Vec<usize> = (0..k).map(|p| p * (m + 3)).collect();
+            let data = values(k * (m + 3) + MR, 3);
+            let a_full: Vec<f32> = (0..m * k)
+                .map(|ij| data[ij / k + offsets[ij % k]])
+                .collect();
+            let bd = values(k * n, 4);
+            let mut want = vec![0.0f32; m * n];
+            product(
+                m,
+                n,
+                k,
+                Lhs::Mat(Mat::rows(&a_full, k)),
+                Rhs::Mat(Mat::rows(&bd, n)),
+                &mut want,
+            );
+            let panel = |r0: usize, p0: usize, dst: &mut [f32]| {
+                if (r0 / MR).is_multiple_of(2) && r0 + MR <= m {
+                    return Some(r0);
+                }
+                for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+                    for (i, v) in step.iter_mut().enumerate() {
+                        *v = if r0 + i < m {
+                            data[r0 + i + offsets[p0 + p]]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                None
+            };
+            let mut got = vec![0.0f32; m * n];
+            let lhs = Lhs::Panels {
+                f: &panel,
+                data: &data,
+                offsets: &offsets,
+            };
+            product(m, n, k, lhs, Rhs::Mat(Mat::rows(&bd, n)), &mut got);
+            assert_eq!(got, want, "{m}×{n}×{k}");
+        }
     }
 }

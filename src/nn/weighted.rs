@@ -4,7 +4,7 @@
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{QuantError, Result};
-use crate::nn::sgemm::{Mat, PackedA, PackedB, packing_pays};
+use crate::nn::sgemm::{Mat, PANEL_COLS, PackedA, PackedB, packing_pays};
 
 /// Weight, optional bias and fused ReLU of a weighted layer. The weight is `[out, ...]` (axis 0
 /// is the output channel) and kept in standard (row-major) layout; the bias is `[out]`.
@@ -45,6 +45,23 @@ enum PackedWeight {
         groups: usize,
         per_group: Vec<PackedA>,
     },
+    /// A convolution's weight, one `[in/groups·kh·kw, out/groups]` second operand per group
+    /// (transposed: output channels as columns).
+    ConvColumns {
+        groups: usize,
+        per_group: Vec<PackedB>,
+    },
+}
+
+/// A convolution's weight packed for the float matrix product, per group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PackedConv<'a> {
+    /// Output channels as the rows of the first operand (the unfolded input's positions are
+    /// the columns).
+    Rows(&'a [PackedA]),
+    /// Output channels as the columns of the second operand (the positions are the rows): for
+    /// groups of whole column panels, which then compute no padding.
+    Columns(&'a [PackedB]),
 }
 
 impl PartialEq for PackCache {
@@ -164,26 +181,43 @@ impl WeightedCore {
 
     /// A convolution's weight `[out, in/groups, ...]` packed per group for the float matrix
     /// product (`[out/groups, in/groups·kh·kw]` each), as [`WeightedCore::packed_linear`].
-    pub(crate) fn packed_conv(&self, groups: usize) -> Option<&[PackedA]> {
+    ///
+    /// Groups whose output channels fill whole column panels of the product
+    /// ([`PANEL_COLS`]) are packed as its second operand ([`PackedConv::Columns`]), other
+    /// groups as its first ([`PackedConv::Rows`]).
+    pub(crate) fn packed_conv(&self, groups: usize) -> Option<PackedConv<'_>> {
         let packed = self.packed.0.get_or_init(|| {
             let out = self.out_channels();
             if !packing_pays() || groups == 0 || !out.is_multiple_of(groups) {
                 return None;
             }
             let (og, kk) = (out / groups, self.weight.len() / out.max(1));
-            let per_group = (0..groups)
-                .map(|g| PackedA::new(og, kk, Mat::rows(&self.weight_slice()[g * og * kk..], kk)))
-                .collect();
-            Some(std::sync::Arc::new(PackedWeight::Conv {
-                groups,
-                per_group,
+            let group = |g: usize| &self.weight_slice()[g * og * kk..][..og * kk];
+            Some(std::sync::Arc::new(if og.is_multiple_of(PANEL_COLS) {
+                PackedWeight::ConvColumns {
+                    groups,
+                    per_group: (0..groups)
+                        .map(|g| PackedB::new(kk, og, Mat::transposed(group(g), kk)))
+                        .collect(),
+                }
+            } else {
+                PackedWeight::Conv {
+                    groups,
+                    per_group: (0..groups)
+                        .map(|g| PackedA::new(og, kk, Mat::rows(group(g), kk)))
+                        .collect(),
+                }
             }))
         });
         match packed.as_deref() {
             Some(PackedWeight::Conv {
                 groups: g,
                 per_group,
-            }) if *g == groups => Some(per_group),
+            }) if *g == groups => Some(PackedConv::Rows(per_group)),
+            Some(PackedWeight::ConvColumns {
+                groups: g,
+                per_group,
+            }) if *g == groups => Some(PackedConv::Columns(per_group)),
             _ => None,
         }
     }
