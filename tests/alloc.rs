@@ -117,3 +117,76 @@ fn errors_do_not_allocate_either() {
     });
     assert_eq!(n, 0);
 }
+
+/// The block formats' `quantize_rows_into` (and NF4's `quantize_into`) reuse the tensor they
+/// are given: a second quantization of the same size allocates nothing, and `dequantize_into`
+/// and the GGML row quantizer none either.
+#[test]
+fn format_encoders_into_a_reused_tensor_do_not_allocate() {
+    use qnumeric::formats::Dequantize;
+    use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
+    use qnumeric::formats::minifloat::MiniFloat;
+    use qnumeric::formats::mx::MxSpec;
+    use qnumeric::formats::nf4::Nf4Spec;
+    use qnumeric::formats::nvfp4::Nvfp4Spec;
+
+    let x: Vec<f32> = (0..4096)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+        .collect();
+    let x2: Vec<f32> = x.iter().map(|v| v * -1.7 + 0.01).collect();
+    let mut y = vec![0.0f32; x.len()];
+    let mx = MxSpec::standard(MiniFloat::E2M1Fn);
+    let nv = Nvfp4Spec::new(true);
+    let g = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+    let tg = TinygemmSpec::new(128, 1e-6, QParamsDtype::BF16).expect("spec");
+    let nf = Nf4Spec::new(64, 16).expect("spec");
+    let f8 = Float8Spec::new(
+        MiniFloat::E4M3Fn,
+        Float8Recipe::Inference,
+        Float8Granularity::Rowwise,
+    )
+    .expect("spec");
+    let (mut tmx, mut tnv, mut tg4, mut ttg, mut tnf, mut tf8) = (
+        mx.quantize_rows(&x, 512).expect("mx"),
+        nv.quantize_rows(&x, 512).expect("nv"),
+        g.quantize_rows(&x, 512).expect("g"),
+        tg.quantize_rows(&x, 512).expect("tg"),
+        nf.quantize(&x).expect("nf4"),
+        f8.quantize_rows(&x, 512).expect("f8"),
+    );
+    let mut q4 = vec![0u8; GgmlType::Q4_0.row_bytes(x.len()).expect("row")];
+    let n = allocations(|| {
+        mx.quantize_rows_into(&x2, 512, &mut tmx).expect("mx");
+        nv.quantize_rows_into(&x2, 512, &mut tnv).expect("nv");
+        g.quantize_rows_into(&x2, 512, &mut tg4).expect("g");
+        tg.quantize_rows_into(&x2, 512, &mut ttg).expect("tg");
+        nf.quantize_into(&x2, &mut tnf).expect("nf4");
+        f8.quantize_rows_into(&x2, 512, &mut tf8).expect("f8");
+        GgmlType::Q4_0.quantize_row(&x2, &mut q4).expect("q4");
+        for t in [&tmx as &dyn Dequantize, &tnv, &tg4, &ttg, &tf8] {
+            t.dequantize_into(&mut y).expect("same length");
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "format encoders into reused tensors allocated {n} times"
+    );
+    // And they hold what a fresh quantization gives.
+    assert_eq!(tmx, mx.quantize_rows(&x2, 512).expect("mx"));
+    assert_eq!(tnv, nv.quantize_rows(&x2, 512).expect("nv"));
+    assert_eq!(tg4, g.quantize_rows(&x2, 512).expect("g"));
+    assert_eq!(ttg, tg.quantize_rows(&x2, 512).expect("tg"));
+    assert_eq!(tnf, nf.quantize(&x2).expect("nf4"));
+    assert_eq!(tf8, f8.quantize_rows(&x2, 512).expect("f8"));
+    // An error leaves the tensor as it was.
+    let mut bad = x.clone();
+    bad[77] = f32::NAN;
+    let (before_g, before_nf) = (tg4.clone(), tnf.clone());
+    assert!(g.quantize_rows_into(&bad, 512, &mut tg4).is_err());
+    assert!(nf.quantize_into(&bad, &mut tnf).is_err());
+    assert!(mx.quantize_rows_into(&x, 100, &mut tmx).is_err());
+    assert_eq!((tg4, tnf), (before_g, before_nf));
+    assert_eq!(tmx, mx.quantize_rows(&x2, 512).expect("mx"));
+}

@@ -167,6 +167,29 @@ impl Float8Spec {
     /// # Errors
     /// [`QuantError::NotMultiple`] when `row_len` is 0 or does not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Float8Tensor> {
+        let mut out = Float8Tensor {
+            spec: *self,
+            row_len,
+            scales: Vec::new(),
+            codes: Vec::new(),
+        };
+        self.quantize_rows_into(x, row_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Float8Spec::quantize_rows`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`Float8Spec::quantize_rows`].
+    pub fn quantize_rows_into(
+        &self,
+        x: &[f32],
+        row_len: usize,
+        out: &mut Float8Tensor,
+    ) -> Result<()> {
         check_rows("Float8Spec::quantize", x.len(), row_len, 1, x.len())?;
         let amax = |s: &[f32]| {
             s.iter().fold(0.0f32, |m, v| {
@@ -177,14 +200,21 @@ impl Float8Spec {
                 }
             })
         };
-        let scales: Vec<f32> = match self.granularity {
-            Float8Granularity::Tensorwise => vec![self.scale_for(amax(x))],
-            Float8Granularity::Rowwise => x
-                .chunks_exact(row_len)
-                .map(|r| self.scale_for(amax(r)))
-                .collect(),
-        };
-        let mut codes = vec![0u8; x.len()];
+        let Float8Tensor {
+            spec,
+            row_len: len,
+            scales,
+            codes,
+        } = out;
+        (*spec, *len) = (*self, row_len);
+        scales.clear();
+        match self.granularity {
+            Float8Granularity::Tensorwise => scales.push(self.scale_for(amax(x))),
+            Float8Granularity::Rowwise => {
+                scales.extend(x.chunks_exact(row_len).map(|r| self.scale_for(amax(r))));
+            }
+        }
+        codes.resize(x.len(), 0);
         for (r, (xr, cr)) in x
             .chunks_exact(row_len)
             .zip(codes.chunks_exact_mut(row_len))
@@ -195,12 +225,7 @@ impl Float8Spec {
                 *c = self.encode(v, s);
             }
         }
-        Ok(Float8Tensor {
-            spec: *self,
-            row_len,
-            scales,
-            codes,
-        })
+        Ok(())
     }
 
     /// Quantizes a 2-d array (rows along the last axis).

@@ -185,21 +185,46 @@ impl GroupwiseSpec {
     /// group or does not divide `x.len()`; [`QuantError::NanInput`] /
     /// [`QuantError::InfiniteInput`] (an integer format holds neither).
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<GroupwiseTensor> {
+        let mut out = GroupwiseTensor {
+            spec: *self,
+            row_len,
+            scales: Vec::new(),
+            zero_points: Vec::new(),
+            codes: Vec::new(),
+        };
+        self.quantize_rows_into(x, row_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`GroupwiseSpec::quantize_rows`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`GroupwiseSpec::quantize_rows`].
+    pub fn quantize_rows_into(
+        &self,
+        x: &[f32],
+        row_len: usize,
+        out: &mut GroupwiseTensor,
+    ) -> Result<()> {
         const OP: &str = "GroupwiseSpec::quantize";
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
         check_finite(OP, x)?;
         let groups = x.len() / self.group_size;
-        let mut scales = vec![0.0f32; groups];
-        let mut zero_points = vec![0i32; groups];
-        let mut codes = vec![0i32; x.len()];
-        groups_into(self, x, &mut scales, &mut zero_points, &mut codes);
-        Ok(GroupwiseTensor {
-            spec: *self,
-            row_len,
-            scales,
-            zero_points,
-            codes,
-        })
+        out.scales.resize(groups, 0.0);
+        out.zero_points.resize(groups, 0);
+        out.codes.resize(x.len(), 0);
+        groups_into(
+            self,
+            x,
+            &mut out.scales,
+            &mut out.zero_points,
+            &mut out.codes,
+        );
+        (out.spec, out.row_len) = (*self, row_len);
+        Ok(())
     }
 }
 
@@ -414,13 +439,43 @@ impl TinygemmSpec {
     /// # Errors
     /// As [`GroupwiseSpec::quantize_rows`].
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<TinygemmTensor> {
+        let mut out = TinygemmTensor {
+            spec: *self,
+            scales: Vec::new(),
+            zero_points: Vec::new(),
+            codes: Vec::new(),
+        };
+        self.quantize_rows_into(x, row_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`TinygemmSpec::quantize_rows`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`TinygemmSpec::quantize_rows`].
+    pub fn quantize_rows_into(
+        &self,
+        x: &[f32],
+        row_len: usize,
+        out: &mut TinygemmTensor,
+    ) -> Result<()> {
         const OP: &str = "TinygemmSpec::quantize";
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
         check_finite(OP, x)?;
         let d = self.qparams_dtype;
-        let mut scales = Vec::new();
-        let mut zero_points = Vec::new();
-        let mut codes = vec![0u8; x.len()];
+        let TinygemmTensor {
+            spec,
+            scales,
+            zero_points,
+            codes,
+        } = out;
+        *spec = *self;
+        scales.clear();
+        zero_points.clear();
+        codes.resize(x.len(), 0);
         for (g, c) in x
             .chunks_exact(self.group_size)
             .zip(codes.chunks_exact_mut(self.group_size))
@@ -440,12 +495,7 @@ impl TinygemmSpec {
             scales.push(s);
             zero_points.push(zero);
         }
-        Ok(TinygemmTensor {
-            spec: *self,
-            scales,
-            zero_points,
-            codes,
-        })
+        Ok(())
     }
 }
 

@@ -212,6 +212,40 @@ impl MxSpec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of the block size
     /// or does not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<MxTensor> {
+        let mut out = MxTensor {
+            spec: *self,
+            row_len,
+            scales: Vec::new(),
+            codes: Vec::new(),
+        };
+        self.quantize_rows_into(x, row_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`MxSpec::quantize_rows`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Examples
+    /// ```
+    /// use qnumeric::formats::minifloat::MiniFloat;
+    /// use qnumeric::formats::mx::MxSpec;
+    /// let spec = MxSpec::standard(MiniFloat::E2M1Fn);
+    /// let mut t = spec.quantize_rows(&[0.5f32; 64], 32)?; // allocates once
+    /// for step in 1..4 {
+    ///     let w = vec![0.1 * step as f32; 64];
+    ///     spec.quantize_rows_into(&w, 32, &mut t)?; // reuses `t`'s buffers
+    /// }
+    /// assert_eq!(t.scales.len(), 2);
+    /// assert!(spec.quantize_rows_into(&[1.0; 48], 32, &mut t).is_err()); // `t` unchanged
+    /// assert_eq!(t.codes.len(), 64);
+    /// # Ok::<(), qnumeric::QuantError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`MxSpec::quantize_rows`].
+    pub fn quantize_rows_into(&self, x: &[f32], row_len: usize, out: &mut MxTensor) -> Result<()> {
         check_rows(
             "MxSpec::quantize",
             x.len(),
@@ -219,15 +253,11 @@ impl MxSpec {
             self.block_size,
             x.len(),
         )?;
-        let mut scales = vec![0u8; x.len() / self.block_size];
-        let mut codes = vec![0u8; x.len()];
-        mx_blocks(self, x, &mut scales, &mut codes);
-        Ok(MxTensor {
-            spec: *self,
-            row_len,
-            scales,
-            codes,
-        })
+        out.scales.resize(x.len() / self.block_size, 0);
+        out.codes.resize(x.len(), 0);
+        mx_blocks(self, x, &mut out.scales, &mut out.codes);
+        (out.spec, out.row_len) = (*self, row_len);
+        Ok(())
     }
 
     /// The value of element `code` in a block with scale `byte`.

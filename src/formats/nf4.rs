@@ -132,22 +132,52 @@ impl Nf4Spec {
     /// [`QuantError::NotMultiple`] for another length (zero included);
     /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`].
     pub fn quantize(&self, x: &[f32]) -> Result<Nf4Tensor> {
+        let mut out = Nf4Tensor {
+            spec: *self,
+            absmax: Vec::new(),
+            codes: Vec::new(),
+            quantized_scalers: Vec::new(),
+            quantization_factor: Vec::new(),
+            scaler_mean: 0.0,
+        };
+        self.quantize_into(x, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Nf4Spec::quantize`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`Nf4Spec::quantize`].
+    pub fn quantize_into(&self, x: &[f32], out: &mut Nf4Tensor) -> Result<()> {
         const OP: &str = "Nf4Spec::quantize";
         let granule = self.granule();
         check_rows(OP, x.len(), granule.max(1), granule.max(1), x.len())?;
         check_finite(OP, x)?;
-        let mut absmax = vec![0.0f32; x.len() / self.block_size.max(1)];
-        let mut codes = vec![0u8; x.len()];
-        nf4_blocks(self, x, &mut absmax, &mut codes);
+        let Nf4Tensor {
+            spec,
+            absmax,
+            codes,
+            quantized_scalers,
+            quantization_factor,
+            scaler_mean,
+        } = out;
+        *spec = *self;
+        absmax.resize(x.len() / self.block_size.max(1), 0.0);
+        codes.resize(x.len(), 0);
+        nf4_blocks(self, x, absmax, codes);
         let mean = absmax.iter().sum::<f32>() / absmax.len() as f32;
-        let mut quantized_scalers = Vec::with_capacity(absmax.len());
-        let mut quantization_factor = Vec::new();
+        *scaler_mean = mean;
+        quantized_scalers.clear();
+        quantization_factor.clear();
         for blk in absmax.chunks_exact(self.scaler_block_size) {
-            let centred: Vec<f32> = blk.iter().map(|v| v - mean).collect();
-            let m = centred.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            // Each scale centred on the mean (computed again below: the same value).
+            let m = blk.iter().fold(0.0f32, |m, v| m.max((v - mean).abs()));
             let factor = 256.0 / (2.0 * m);
-            for a in centred {
-                let q = (a * factor).round_ties_even();
+            for v in blk {
+                let q = ((v - mean) * factor).round_ties_even();
                 let q = if q.is_nan() {
                     0.0
                 } else {
@@ -157,14 +187,7 @@ impl Nf4Spec {
             }
             quantization_factor.push(factor);
         }
-        Ok(Nf4Tensor {
-            spec: *self,
-            absmax,
-            codes,
-            quantized_scalers,
-            quantization_factor,
-            scaler_mean: mean,
-        })
+        Ok(())
     }
 }
 

@@ -69,6 +69,30 @@ impl Nvfp4Spec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of 16 or does
     /// not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Nvfp4Tensor> {
+        let mut out = Nvfp4Tensor {
+            spec: *self,
+            row_len,
+            per_tensor_scale: None,
+            block_scales: Vec::new(),
+            codes: Vec::new(),
+        };
+        self.quantize_rows_into(x, row_len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Nvfp4Spec::quantize_rows`] into an existing tensor.
+    ///
+    /// The buffers of `out` are reused (resized, every entry overwritten): once they have
+    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`Nvfp4Spec::quantize_rows`].
+    pub fn quantize_rows_into(
+        &self,
+        x: &[f32],
+        row_len: usize,
+        out: &mut Nvfp4Tensor,
+    ) -> Result<()> {
         check_rows(
             "Nvfp4Spec::quantize",
             x.len(),
@@ -77,16 +101,11 @@ impl Nvfp4Spec {
             x.len(),
         )?;
         let pts = self.per_tensor_scale.then(|| amax_or_nan(x) / 2688.0);
-        let mut block_scales = vec![0u8; x.len() / NVFP4_BLOCK];
-        let mut codes = vec![0u8; x.len()];
-        nvfp4_blocks(pts, x, &mut block_scales, &mut codes);
-        Ok(Nvfp4Tensor {
-            spec: *self,
-            row_len,
-            per_tensor_scale: pts,
-            block_scales,
-            codes,
-        })
+        out.block_scales.resize(x.len() / NVFP4_BLOCK, 0);
+        out.codes.resize(x.len(), 0);
+        nvfp4_blocks(pts, x, &mut out.block_scales, &mut out.codes);
+        (out.spec, out.row_len, out.per_tensor_scale) = (*self, row_len, pts);
+        Ok(())
     }
 }
 
