@@ -167,11 +167,13 @@ impl Float8Spec {
     /// # Errors
     /// [`QuantError::NotMultiple`] when `row_len` is 0 or does not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Float8Tensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
         let mut out = Float8Tensor {
             spec: *self,
             row_len,
             scales: Vec::new(),
-            codes: Vec::new(),
+            codes: vec![0; x.len()],
         };
         self.quantize_rows_into(x, row_len, &mut out)?;
         Ok(out)

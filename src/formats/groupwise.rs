@@ -185,12 +185,15 @@ impl GroupwiseSpec {
     /// group or does not divide `x.len()`; [`QuantError::NanInput`] /
     /// [`QuantError::InfiniteInput`] (an integer format holds neither).
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<GroupwiseTensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
+        let groups = x.len().checked_div(self.group_size).unwrap_or(0);
         let mut out = GroupwiseTensor {
             spec: *self,
             row_len,
-            scales: Vec::new(),
-            zero_points: Vec::new(),
-            codes: Vec::new(),
+            scales: vec![0.0; groups],
+            zero_points: vec![0; groups],
+            codes: vec![0; x.len()],
         };
         self.quantize_rows_into(x, row_len, &mut out)?;
         Ok(out)
@@ -255,13 +258,13 @@ fn groups_into_body(
 
 crate::simd::dispatched512!(fn groups_into[](spec: &GroupwiseSpec, x: &[f32], scales: &mut [f32], zero_points: &mut [i32], codes: &mut [i32]) = groups_into_body);
 
-/// `(min(0, min x), max(0, max x))` of finite values, in 8 lanes (compare-selects, which
+/// `(min(0, min x), max(0, max x))` of finite values, in 16 lanes (compare-selects, which
 /// vectorise; `f32::min` / `f32::max` folds stayed scalar). Which zero a lane keeps on a tie
 /// of `−0` and `+0` may differ from a fold's, and no scale or zero point depends on it.
 #[inline(always)]
 fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([0.0f32; 8], [0.0f32; 8]);
-    let mut chunks = x.chunks_exact(8);
+    let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+    let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
         for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
             *l = if v < *l { v } else { *l };
@@ -439,11 +442,13 @@ impl TinygemmSpec {
     /// # Errors
     /// As [`GroupwiseSpec::quantize_rows`].
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<TinygemmTensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
         let mut out = TinygemmTensor {
             spec: *self,
             scales: Vec::new(),
             zero_points: Vec::new(),
-            codes: Vec::new(),
+            codes: vec![0; x.len()],
         };
         self.quantize_rows_into(x, row_len, &mut out)?;
         Ok(out)

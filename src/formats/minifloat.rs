@@ -447,6 +447,8 @@ pub(crate) struct Encoder {
     nan: [u32; 2],
     /// Whether a zero magnitude loses its sign (the fnuz types).
     fnuz: bool,
+    /// fp4 e2m1: [`encode_scaled`] counts rounding thresholds instead.
+    e2m1: bool,
 }
 
 impl Encoder {
@@ -473,6 +475,7 @@ impl Encoder {
                 u32::from(to.encode(-f32::NAN)),
             ],
             fnuz: matches!(to, MiniFloat::E4M3Fnuz | MiniFloat::E5M2Fnuz),
+            e2m1: to == MiniFloat::E2M1Fn,
         })
     }
 
@@ -524,6 +527,9 @@ pub(crate) fn encode_scaled(
     out: &mut [u8],
 ) {
     let (has_nan, nan) = (nan.is_some(), nan.unwrap_or(0));
+    if enc.e2m1 {
+        return encode_scaled_e2m1(enc, x, mult, has_nan.then_some(nan), out);
+    }
     for (o, &v) in out.iter_mut().zip(x) {
         let s = v * mult;
         // `f32::clamp` as compare-selects (NaN fails both compares and stays).
@@ -531,6 +537,38 @@ pub(crate) fn encode_scaled(
         let c = if c < -max { -max } else { c };
         let code = enc.encode(c);
         *o = if has_nan && s.is_nan() { nan } else { code };
+    }
+}
+
+/// [`encode_scaled`] for fp4 e2m1 (`max` 6): rounding to nearest, ties to even, on the eight
+/// magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 is the count of midpoints a magnitude passes (a tie
+/// passes the midpoint below an even code, `>=`, and stops at the one below an odd code,
+/// `>`); everything above 5 saturates to 6, as the clamp does. Seven compares and adds a
+/// value, where the general encoder takes about thirty operations (tested against it).
+#[inline(always)]
+fn encode_scaled_e2m1(enc: &Encoder, x: &[f32], mult: f32, nan: Option<u8>, out: &mut [u8]) {
+    let (has_nan, nan) = (nan.is_some(), nan.unwrap_or(0));
+    let (nan_pos, nan_neg) = (enc.nan[0] as u8, enc.nan[1] as u8);
+    for (o, &v) in out.iter_mut().zip(x) {
+        let s = v * mult;
+        let a = s.abs();
+        let idx = u8::from(a > 0.25)
+            + u8::from(a >= 0.75)
+            + u8::from(a > 1.25)
+            + u8::from(a >= 1.75)
+            + u8::from(a > 2.5)
+            + u8::from(a >= 3.5)
+            + u8::from(a > 5.0);
+        let neg = s.to_bits() >> 31 != 0;
+        let code = if neg { idx | 8 } else { idx };
+        let nan_code = if has_nan {
+            nan
+        } else if neg {
+            nan_neg
+        } else {
+            nan_pos
+        };
+        *o = if s.is_nan() { nan_code } else { code };
     }
 }
 
@@ -581,6 +619,40 @@ pub fn decode_into(codes: &[u8], from: MiniFloat, out: &mut [f32]) -> Result<()>
 
 #[cfg(test)]
 mod tests {
+    /// The threshold encoder of fp4 e2m1 gives the general encoder's codes: every
+    /// 4099th bit pattern (NaNs and infinities among them), each midpoint and its neighbours,
+    /// with and without a NaN code, at two multipliers.
+    #[test]
+    fn fp4_thresholds_give_the_general_encoders_codes() {
+        let enc = super::Encoder::new(super::MiniFloat::E2M1Fn).expect("encoder");
+        let general = super::Encoder { e2m1: false, ..enc };
+        let mut x: Vec<f32> = (0..=u32::MAX).step_by(4099).map(f32::from_bits).collect();
+        for m in [0.25f32, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0, 0.0] {
+            for v in [m, -m] {
+                let b = v.to_bits();
+                x.extend([f32::from_bits(b.wrapping_sub(1)), v, f32::from_bits(b + 1)]);
+            }
+        }
+        x.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            1e-45,
+            -1e-45,
+        ]);
+        for mult in [1.0f32, 0.375] {
+            for nan in [None, Some(3u8)] {
+                let (mut fast, mut slow) = (vec![0u8; x.len()], vec![0u8; x.len()]);
+                super::encode_scaled(&enc, &x, mult, 6.0, nan, &mut fast);
+                super::encode_scaled(&general, &x, mult, 6.0, nan, &mut slow);
+                for ((v, f), s) in x.iter().zip(&fast).zip(&slow) {
+                    assert_eq!(f, s, "{v:e} × {mult} (NaN code {nan:?})");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     /// The branch-free slice encoder gives the scalar cast's code for every type, over a

@@ -226,6 +226,11 @@ pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
     if any_nan { f32::NAN } else { amax }
 }
 
+crate::simd::dispatched512!(
+    /// [`amax_or_nan`] of a whole tensor, compiled for the CPU's vector width.
+    pub(crate) fn amax_or_nan_wide[](x: &[f32]) -> f32 = amax_or_nan
+);
+
 /// Whether every value is finite: one vectorised pass over the exponent fields (the position
 /// of a bad value is looked for only when there is one).
 #[inline(always)]

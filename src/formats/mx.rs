@@ -148,6 +148,7 @@ impl MxSpec {
         }
     }
 
+    #[inline(always)]
     fn emax(&self) -> i32 {
         match self.elem {
             MiniFloat::E4M3Fn => 8,
@@ -168,6 +169,7 @@ impl MxSpec {
         }
     }
 
+    #[inline(always)]
     fn mbits(&self) -> u32 {
         match self.elem {
             MiniFloat::E4M3Fn | MiniFloat::E2M3Fn => 3,
@@ -212,11 +214,13 @@ impl MxSpec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of the block size
     /// or does not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<MxTensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
         let mut out = MxTensor {
             spec: *self,
             row_len,
-            scales: Vec::new(),
-            codes: Vec::new(),
+            scales: vec![0; x.len().checked_div(self.block_size).unwrap_or(0)],
+            codes: vec![0; x.len()],
         };
         self.quantize_rows_into(x, row_len, &mut out)?;
         Ok(out)
@@ -307,6 +311,7 @@ fn mx_blocks_body(spec: &MxSpec, x: &[f32], scales: &mut [u8], codes: &mut [u8])
 crate::simd::dispatched512!(fn mx_blocks[](spec: &MxSpec, x: &[f32], scales: &mut [u8], codes: &mut [u8]) = mx_blocks_body);
 
 /// `2^e` as an f32 for `e` in `-149..=127`.
+#[inline(always)]
 fn pow2(e: i32) -> f32 {
     if e >= -126 {
         f32::from_bits(((e + 127) as u32) << 23)
@@ -316,6 +321,7 @@ fn pow2(e: i32) -> f32 {
 }
 
 /// `ceil(log2(v))` for `v ≥ 0` (`-1000` for 0: clamped by the caller).
+#[inline(always)]
 fn ceil_log2(v: f32) -> i32 {
     if v <= 0.0 {
         return -1000;

@@ -110,19 +110,17 @@ impl Nf4Spec {
         self.block_size.saturating_mul(self.scaler_block_size)
     }
 
-    /// The nearest code (the first on a tie); NaN (`0/0`, an all-zero block) as 7 (exact
-    /// zero) or torchao's 0. Branch-free, for a loop that vectorises over the values.
+    /// The nearest code (the first on a tie) of `v` in `[-1, 1]`, as the count of
+    /// [`nf4_thresholds`] it reaches; NaN (`0/0`, an all-zero block) as 7 (exact zero) or
+    /// torchao's 0. Fifteen compares and adds, for a loop that vectorises over the values.
     #[inline(always)]
-    fn code(&self, v: f32) -> u8 {
-        let mut best = 0u32;
-        let mut dist = f32::INFINITY;
-        for (i, &c) in (0u32..).zip(NF4_VALUES.iter()) {
-            let d = (v - c).abs();
-            best = if d < dist { i } else { best };
-            dist = if d < dist { d } else { dist };
+    fn code(&self, v: f32, thresholds: &[f32; 15]) -> u8 {
+        let mut code = 0u8;
+        for &t in thresholds {
+            code += u8::from(v >= t);
         }
         let nan = if self.exact_zero_blocks { 7 } else { 0 };
-        if v.is_nan() { nan } else { best as u8 }
+        if v.is_nan() { nan } else { code }
     }
 
     /// Quantizes a flattened tensor (its length a multiple of `block_size ·
@@ -132,10 +130,12 @@ impl Nf4Spec {
     /// [`QuantError::NotMultiple`] for another length (zero included);
     /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`].
     pub fn quantize(&self, x: &[f32]) -> Result<Nf4Tensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
         let mut out = Nf4Tensor {
             spec: *self,
-            absmax: Vec::new(),
-            codes: Vec::new(),
+            absmax: vec![0.0; x.len().checked_div(self.block_size).unwrap_or(0)],
+            codes: vec![0; x.len()],
             quantized_scalers: Vec::new(),
             quantization_factor: Vec::new(),
             scaler_mean: 0.0,
@@ -191,10 +191,51 @@ impl Nf4Spec {
     }
 }
 
-/// The block maxima and codes of [`Nf4Spec::quantize`] (lengths checked, values finite),
-/// compiled for the CPU's vector width: `code(v / absmax)` per value.
+/// Where the nearest code changes: entry `i` is the smallest `f32` `v` in
+/// `[NF4_VALUES[i], NF4_VALUES[i + 1]]` whose distance to the upper value is below its
+/// distance to the lower, both computed as the reference does (`|v − c|` in `f32`, the first
+/// code winning a tie). Each distance is monotone between the two values, so one binary search
+/// over the `f32`s between them finds it; for `v` in `[-1, 1]` the nearest code is then the
+/// number of entries `v` reaches (tested against the nearest-value loop).
+fn nf4_thresholds() -> [f32; 15] {
+    // The `f32`s in order as integers (negative patterns reversed below the positive ones).
+    let key = |v: f32| {
+        let b = v.to_bits();
+        if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
+    };
+    let value = |k: u32| f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k });
+    std::array::from_fn(|i| {
+        let (lo_c, hi_c) = (NF4_VALUES[i], NF4_VALUES[i + 1]);
+        let upper_wins = |v: f32| (v - hi_c).abs() < (v - lo_c).abs();
+        // `upper_wins` is false at `lo_c` and true at `hi_c`: the first key where it holds.
+        let (mut lo, mut hi) = (key(lo_c), key(hi_c));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if upper_wins(value(mid)) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        value(hi)
+    })
+}
+
+/// [`nf4_thresholds`], computed once.
+fn thresholds() -> &'static [f32; 15] {
+    static T: std::sync::OnceLock<[f32; 15]> = std::sync::OnceLock::new();
+    T.get_or_init(nf4_thresholds)
+}
+
+/// The block maxima and codes of [`Nf4Spec::quantize`] (lengths checked, values finite).
+fn nf4_blocks(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u8]) {
+    nf4_blocks_at(spec, thresholds(), x, absmax, codes);
+}
+
+/// [`nf4_blocks`] with the thresholds read (once, outside the loop), compiled for the CPU's
+/// vector width: `code(v / absmax)` per value.
 #[inline(always)]
-fn nf4_blocks_body(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u8]) {
+fn nf4_blocks_body(spec: &Nf4Spec, t: &[f32; 15], x: &[f32], absmax: &mut [f32], codes: &mut [u8]) {
     for ((b, c), m) in x
         .chunks_exact(spec.block_size)
         .zip(codes.chunks_exact_mut(spec.block_size))
@@ -204,12 +245,12 @@ fn nf4_blocks_body(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u
         let a = super::amax_or_nan(b);
         *m = a;
         for (c, &v) in c.iter_mut().zip(b) {
-            *c = spec.code(v / a);
+            *c = spec.code(v / a, t);
         }
     }
 }
 
-crate::simd::dispatched512!(fn nf4_blocks[](spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u8]) = nf4_blocks_body);
+crate::simd::dispatched512!(fn nf4_blocks_at[](spec: &Nf4Spec, t: &[f32; 15], x: &[f32], absmax: &mut [f32], codes: &mut [u8]) = nf4_blocks_body);
 
 impl Dequantize for Nf4Tensor {
     fn element_count(&self) -> usize {
@@ -329,6 +370,31 @@ mod tests {
             }
         }
         best as u8
+    }
+
+    /// The threshold count gives the nearest-value loop's code for every 257th `f32` in
+    /// `[-1, 1]` (about 8 M values, each threshold's neighbourhood among them) and at each
+    /// threshold and its two neighbours.
+    #[test]
+    fn threshold_counts_are_the_nearest_codes() {
+        let spec = Nf4Spec::new(64, 4).expect("valid");
+        let t = nf4_thresholds();
+        let check = |v: f32| {
+            assert_eq!(spec.code(v, &t), code_scalar(true, v), "{v:e}");
+        };
+        for bits in (0..=1.0f32.to_bits()).step_by(257) {
+            check(f32::from_bits(bits));
+            check(-f32::from_bits(bits));
+        }
+        for &th in &t {
+            let b = th.to_bits();
+            for v in [f32::from_bits(b - 1), th, f32::from_bits(b + 1)] {
+                check(v);
+            }
+        }
+        for v in [1.0f32, -1.0, 0.0, -0.0, f32::NAN] {
+            check(v);
+        }
     }
 
     /// Blocks of random values, all-zero blocks (NaN ratios), values on the midpoints between

@@ -69,12 +69,14 @@ impl Nvfp4Spec {
     /// [`QuantError::NotMultiple`] when `row_len` is not a positive multiple of 16 or does
     /// not divide `x.len()`.
     pub fn quantize_rows(&self, x: &[f32], row_len: usize) -> Result<Nvfp4Tensor> {
+        // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
+        // the checks are the `_into` call's.
         let mut out = Nvfp4Tensor {
             spec: *self,
             row_len,
             per_tensor_scale: None,
-            block_scales: Vec::new(),
-            codes: Vec::new(),
+            block_scales: vec![0; x.len() / NVFP4_BLOCK],
+            codes: vec![0; x.len()],
         };
         self.quantize_rows_into(x, row_len, &mut out)?;
         Ok(out)
@@ -100,7 +102,9 @@ impl Nvfp4Spec {
             NVFP4_BLOCK,
             x.len(),
         )?;
-        let pts = self.per_tensor_scale.then(|| amax_or_nan(x) / 2688.0);
+        let pts = self
+            .per_tensor_scale
+            .then(|| super::amax_or_nan_wide(x) / 2688.0);
         out.block_scales.resize(x.len() / NVFP4_BLOCK, 0);
         out.codes.resize(x.len(), 0);
         nvfp4_blocks(pts, x, &mut out.block_scales, &mut out.codes);
