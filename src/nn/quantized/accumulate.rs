@@ -5,6 +5,17 @@
 
 use crate::error::{QuantError, Result};
 
+/// The activation rows of [`IntWeights::sum_row_blocks`]: stored `u8` with their zero
+/// point, or `f32` quantized block by block as they are used (a dynamic layer's input: each
+/// thread quantizes the rows it sums, and no quantized copy of the whole input is made).
+#[derive(Clone, Copy)]
+pub(crate) enum ActRows<'a> {
+    /// Quantized rows and their zero point.
+    Stored(&'a [u8], i32),
+    /// Float rows and the parameters that quantize them (to `u8`).
+    Float(&'a [f32], &'a crate::qparams::QParams),
+}
+
 /// How an int8 layer sums the products of its u8 activations and i8 weights.
 ///
 /// - [`Int8Accumulation::Exact`]: every product summed in `i32`, as VNNI CPUs, ARM and the
@@ -275,24 +286,46 @@ impl IntWeights {
     /// hands each block's sums (`rows × out`, in a buffer reused per thread) to
     /// `finish(sums, out_rows)` on the same thread, with that block's rows of `out` (`out`
     /// values per row). The one block loop of the int8 Linear layers.
+    ///
+    /// # Errors
+    /// Float rows ([`ActRows::Float`]) that do not quantize (NaN): the first block's error.
     pub(crate) fn sum_row_blocks<T: Send>(
         &self,
-        x: &[u8],
-        zx: i32,
+        x: ActRows<'_>,
         mode: Int8Accumulation,
         (block, work): (usize, usize),
         out: &mut [T],
         finish: impl Fn(&[i32], &mut [T]) + Sync + Send,
-    ) {
+    ) -> Result<()> {
         let (k, o) = (self.k, self.out);
-        crate::parallel::for_each_block(out, block * o, work, |b, out_b: &mut [T], (): &mut ()| {
-            let rows = out_b.len() / o.max(1);
-            // Every sum is written by the product: a reused buffer needs no clearing.
-            let mut acc = sums_scratch::take(rows * o);
-            self.accumulate_here(&x[b * block * k..][..rows * k], rows, zx, mode, &mut acc);
-            finish(&acc, out_b);
-            sums_scratch::give(acc);
-        });
+        let failed = std::sync::OnceLock::new();
+        crate::parallel::for_each_block(
+            out,
+            block * o,
+            work,
+            |b, out_b: &mut [T], buf: &mut Vec<u8>| {
+                let rows = out_b.len() / o.max(1);
+                let (xb, zx) = match x {
+                    ActRows::Stored(x, zx) => (&x[b * block * k..][..rows * k], zx),
+                    ActRows::Float(x, qp) => {
+                        buf.resize(rows * k, 0);
+                        let src = ndarray::ArrayView1::from(&x[b * block * k..][..rows * k]);
+                        let mut dst = ndarray::ArrayViewMut1::from(&mut buf[..]);
+                        if let Err(e) = crate::kernels::quantize_into(&src, qp, &mut dst) {
+                            let _ = failed.set(e);
+                            return;
+                        }
+                        (&buf[..], qp.zero_point())
+                    }
+                };
+                // Every sum is written by the product: a reused buffer needs no clearing.
+                let mut acc = sums_scratch::take(rows * o);
+                self.accumulate_here(xb, rows, zx, mode, &mut acc);
+                finish(&acc, out_b);
+                sums_scratch::give(acc);
+            },
+        );
+        failed.into_inner().map_or(Ok(()), Err)
     }
 
     /// The length of an activation row of `T`: `k` rounded up to a multiple of `T::STEP`.

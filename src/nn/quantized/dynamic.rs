@@ -2,14 +2,14 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::accumulate::{Int8Accumulation, IntWeights};
+use super::accumulate::{ActRows, Int8Accumulation, IntWeights};
 use super::requant::{check_bias_values, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
 use crate::nn::module::one_input;
 use crate::nn::weighted::check_bias;
 use crate::nn::{Activation, LayerRole, Linear, Module, WeightRef, WeightedCore};
-use crate::qparams::{AnyQParams, choose_dynamic_qparams};
+use crate::qparams::{AnyQParams, QParams, choose_dynamic_qparams};
 use crate::tensor::QuantizedTensor;
 
 /// Dynamically quantized linear layer: float `[*, in]` → float `[*, out]`. Each call
@@ -114,14 +114,18 @@ impl DynamicQuantizedLinear {
         let x = x.need_float(OP)?;
         linear_rows(OP, x.shape(), self.w_int.k)?;
         let xs = x.as_standard_layout();
-        let values = xs.as_slice().expect("standard layout");
+        let qp = self.input_qparams(OP, xs.as_slice().expect("standard layout"))?;
+        QuantizedTensor::quantize(x, qp)
+    }
+
+    /// The input's quantization parameters (from its minimum and maximum, with zero).
+    fn input_qparams(&self, op: &'static str, values: &[f32]) -> Result<QParams> {
         let (lo, hi, nan) = range_with_zero(values);
         if nan {
             let index = values.iter().position(|v| v.is_nan()).unwrap_or(0);
-            return Err(QuantError::NanInput { op: OP, index });
+            return Err(QuantError::NanInput { op, index });
         }
-        let qp = choose_dynamic_qparams(lo, hi, self.reduce_range)?;
-        QuantizedTensor::quantize(x, qp)
+        choose_dynamic_qparams(lo, hi, self.reduce_range)
     }
 
     /// The reference path: the same quantized input, dequantized, through an f32 linear layer
@@ -141,9 +145,15 @@ impl DynamicQuantizedLinear {
     }
 }
 
+crate::simd::dispatched512!(
+    /// [`range_with_zero_body`] compiled for the CPU's vector width.
+    fn range_with_zero[](x: &[f32]) -> (f32, f32, bool) = range_with_zero_body
+);
+
 /// `(min(0, x), max(0, x), any NaN)` in one pass: 16 independent lanes of compare-selects
 /// (which skip NaN, found by its own flag), so the loop vectorises.
-fn range_with_zero(x: &[f32]) -> (f32, f32, bool) {
+#[inline(always)]
+fn range_with_zero_body(x: &[f32]) -> (f32, f32, bool) {
     const L: usize = 16;
     let (mut lo, mut hi, mut nan) = ([0.0f32; L], [0.0f32; L], [false; L]);
     let chunks = x.chunks_exact(L);
@@ -174,13 +184,16 @@ impl Module for DynamicQuantizedLinear {
     }
 
     fn forward(&self, x: &Activation) -> Result<Activation> {
-        let q = self.quantize_input(x)?;
-        let qp = *q.per_tensor().expect("quantized per tensor above");
+        const OP: &str = "DynamicQuantizedLinear::forward";
+        let x = x.need_float(OP)?;
+        let n = linear_rows(OP, x.shape(), self.w_int.k)?;
         let o = self.w_int.out;
-        let n = linear_rows("DynamicQuantizedLinear::forward", q.shape(), self.w_int.k)?;
-        crate::nn::shape::checked_elements("DynamicQuantizedLinear::forward", "output", &[n, o])?;
-        let xs = q.int_repr().as_standard_layout();
-        let xd = xs.as_slice().expect("standard layout");
+        crate::nn::shape::checked_elements(OP, "output", &[n, o])?;
+        let xs = x.as_standard_layout();
+        let values = xs.as_slice().expect("standard layout");
+        // The parameters from the whole input, then each block of rows quantized by the
+        // thread that sums it (the bytes `quantize_input` gives).
+        let qp = self.input_qparams(OP, values)?;
         let k = self.w_int.k;
         let act_w: Vec<f32> = self.w_scales.iter().map(|&s| qp.scale() * s).collect();
         let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.iter().copied().collect());
@@ -196,8 +209,7 @@ impl Module for DynamicQuantizedLinear {
         };
         let mut data = vec![0.0f32; n * o];
         self.w_int.sum_row_blocks(
-            xd,
-            qp.zero_point(),
+            ActRows::Float(values, &qp),
             Int8Accumulation::Exact,
             (block, work),
             &mut data,
@@ -221,8 +233,8 @@ impl Module for DynamicQuantizedLinear {
                     }
                 }
             },
-        );
-        let mut shape = q.shape().to_vec();
+        )?;
+        let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         Ok(Activation::Float(
             ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values"),

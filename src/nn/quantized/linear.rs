@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::accumulate::{Int8Accumulation, IntWeights, rows_per_block};
+use super::accumulate::{ActRows, Int8Accumulation, IntWeights, rows_per_block};
 use super::requant::{Requant, check_bias_values, need_quint8, weight_channels};
 use crate::error::{QuantError, Result};
 use crate::nn::linear::{linear_float, linear_rows};
@@ -203,13 +203,12 @@ impl Module for QuantizedLinear {
         let block = rows_per_block(n, work);
         let mut data = vec![0u8; n * o];
         self.w_int.sum_row_blocks(
-            xd,
-            qp.zero_point(),
+            ActRows::Stored(xd, qp.zero_point()),
             self.accumulation,
             (block, work),
             &mut data,
             |acc, out_b| rq.apply_rows(acc, 0, o, out_b),
-        );
+        )?;
         let mut shape = q.shape().to_vec();
         *shape.last_mut().expect("rank >= 1 checked") = o;
         let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("n·o values");
