@@ -4,6 +4,7 @@
 //! with identical results on every path. See docs/performance.md ("Layers").
 
 use crate::error::{QuantError, Result};
+use crate::parallel::Fill;
 
 /// The activation rows of [`IntWeights::sum_row_blocks`]: stored `u8` with their zero
 /// point, or `f32` quantized block by block as they are used (a dynamic layer's input: each
@@ -297,35 +298,72 @@ impl IntWeights {
         out: &mut [T],
         finish: impl Fn(&[i32], &mut [T]) + Sync + Send,
     ) -> Result<()> {
-        let (k, o) = (self.k, self.out);
+        let o = self.out;
         let failed = std::sync::OnceLock::new();
-        crate::parallel::for_each_block(
-            out,
-            block * o,
-            work,
-            |b, out_b: &mut [T], buf: &mut Vec<u8>| {
-                let rows = out_b.len() / o.max(1);
-                let (xb, zx) = match x {
-                    ActRows::Stored(x, zx) => (&x[b * block * k..][..rows * k], zx),
-                    ActRows::Float(x, qp) => {
-                        buf.resize(rows * k, 0);
-                        let src = ndarray::ArrayView1::from(&x[b * block * k..][..rows * k]);
-                        let mut dst = ndarray::ArrayViewMut1::from(&mut buf[..]);
-                        if let Err(e) = crate::kernels::quantize_into(&src, qp, &mut dst) {
-                            let _ = failed.set(e);
-                            return;
-                        }
-                        (&buf[..], qp.zero_point())
-                    }
-                };
-                // Every sum is written by the product: a reused buffer needs no clearing.
-                let mut acc = sums_scratch::take(rows * o);
-                self.accumulate_here(xb, rows, zx, mode, &mut acc);
-                finish(&acc, out_b);
-                sums_scratch::give(acc);
-            },
-        );
+        crate::parallel::for_each_block(out, block * o, work, |b, out_b: &mut [T], buf| {
+            let rows = out_b.len() / o.max(1);
+            self.sum_block(x, mode, (block, b, rows), buf, &failed, |acc| {
+                finish(acc, out_b);
+            });
+        });
         failed.into_inner().map_or(Ok(()), Err)
+    }
+
+    /// [`IntWeights::sum_row_blocks`] into a new vector of `rows × out` values, each block's
+    /// written by `finish` in order ([`Fill::extend`]) on the thread that summed it, with no
+    /// clearing pass first ([`crate::parallel::fill_blocks`]).
+    ///
+    /// # Errors
+    /// As [`IntWeights::sum_row_blocks`].
+    pub(crate) fn sum_row_blocks_new<T: Copy + Default + Send>(
+        &self,
+        x: ActRows<'_>,
+        mode: Int8Accumulation,
+        (rows, block, work): (usize, usize, usize),
+        finish: impl Fn(&[i32], &mut Fill<'_, T>) + Sync + Send,
+    ) -> Result<Vec<T>> {
+        let o = self.out;
+        let failed = std::sync::OnceLock::new();
+        let out = crate::parallel::fill_blocks(rows * o, block * o, work, |b, fill, buf| {
+            let rows = fill.len() / o.max(1);
+            self.sum_block(x, mode, (block, b, rows), buf, &failed, |acc| {
+                finish(acc, fill)
+            });
+        });
+        failed.into_inner().map_or(Ok(out), Err)
+    }
+
+    /// Block `b` (of `block` rows; this one `rows` long) of [`IntWeights::sum_row_blocks`]:
+    /// its rows quantized into `buf` if they are float, summed, handed to `finish`; a
+    /// quantization error is kept in `failed` (the first one) and the block skipped.
+    fn sum_block(
+        &self,
+        x: ActRows<'_>,
+        mode: Int8Accumulation,
+        (block, b, rows): (usize, usize, usize),
+        buf: &mut Vec<u8>,
+        failed: &std::sync::OnceLock<QuantError>,
+        finish: impl FnOnce(&[i32]),
+    ) {
+        let (k, o) = (self.k, self.out);
+        let (xb, zx) = match x {
+            ActRows::Stored(x, zx) => (&x[b * block * k..][..rows * k], zx),
+            ActRows::Float(x, qp) => {
+                buf.resize(rows * k, 0);
+                let src = ndarray::ArrayView1::from(&x[b * block * k..][..rows * k]);
+                let mut dst = ndarray::ArrayViewMut1::from(&mut buf[..]);
+                if let Err(e) = crate::kernels::quantize_into(&src, qp, &mut dst) {
+                    let _ = failed.set(e);
+                    return;
+                }
+                (&buf[..], qp.zero_point())
+            }
+        };
+        // Every sum is written by the product: a reused buffer needs no clearing.
+        let mut acc = sums_scratch::take(rows * o);
+        self.accumulate_here(xb, rows, zx, mode, &mut acc);
+        finish(&acc);
+        sums_scratch::give(acc);
     }
 
     /// The length of an activation row of `T`: `k` rounded up to a multiple of `T::STEP`.

@@ -207,29 +207,20 @@ impl Module for DynamicQuantizedLinear {
         } else {
             48
         };
-        let mut data = vec![0.0f32; n * o];
-        self.w_int.sum_row_blocks(
+        let data = self.w_int.sum_row_blocks_new(
             ActRows::Float(values, &qp),
             Int8Accumulation::Exact,
-            (block, work),
-            &mut data,
+            (n, block, work),
             |acc, out_b| {
-                for (drow, arow) in out_b
-                    .chunks_exact_mut(o.max(1))
-                    .zip(acc.chunks_exact(o.max(1)))
-                {
+                for arow in acc.chunks_exact(o.max(1)) {
                     match &bias {
-                        Some(b) => {
-                            for (((d, &a), &s), &bj) in drow.iter_mut().zip(arow).zip(&act_w).zip(b)
-                            {
-                                *d = s * a as f32 + bj;
-                            }
-                        }
-                        None => {
-                            for ((d, &a), &s) in drow.iter_mut().zip(arow).zip(&act_w) {
-                                *d = s * a as f32;
-                            }
-                        }
+                        Some(b) => out_b.extend(
+                            arow.iter()
+                                .zip(&act_w)
+                                .zip(b)
+                                .map(|((&a, &s), &bj)| s * a as f32 + bj),
+                        ),
+                        None => out_b.extend(arow.iter().zip(&act_w).map(|(&a, &s)| s * a as f32)),
                     }
                 }
             },
