@@ -9,7 +9,7 @@ pub use super::geometry::{ConvGeometry, ConvGeometry1d};
 pub(crate) use super::geometry::{
     ConvShape, as_height_one, conv_macs, copy_run, images_per_block, valid_range,
 };
-use super::weighted::{PackedConv, finish_rows};
+use super::weighted::{PackedConv, finish_rows, relu_f32};
 use super::{Activation, LayerRole, Module, WeightedCore, WeightedKind, WeightedLayer};
 use crate::error::{QuantError, Result};
 use crate::parallel::for_each_block;
@@ -222,7 +222,7 @@ impl Padded {
                 .zip(src.chunks_exact(s.w))
             {
                 row[..pw].fill(0.0);
-                row[pw..pw + s.w].copy_from_slice(src);
+                copy_short(&mut row[pw..pw + s.w], src);
                 row[pw + s.w..].fill(0.0);
             }
         }
@@ -262,6 +262,22 @@ impl Padded {
             }
         }
         None
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of an image: in fixed runs of 8 values, which
+/// compile to register moves (a `copy_from_slice` of a run-time length is a call to `memcpy`,
+/// which cost more than the copy for rows of a few dozen values).
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let d: &mut [f32; 8] = d.try_into().expect("8 values");
+        *d = s.try_into().expect("8 values");
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
 
@@ -314,21 +330,34 @@ fn conv_columns(
                     Rhs::Packed(wg),
                     &mut prod[..width * og],
                 );
+                // The bias and ReLU applied as the result is transposed (no pass of their own).
+                let bias = core.bias_slice().map(|b| &b[g * og..][..og]);
                 for (bi, img) in prod[..width * og].chunks_exact(l * og).enumerate() {
                     let dst = &mut out_b[bi * per_image + g * og * l..][..og * l];
-                    transpose(img, og, dst);
+                    transpose(img, og, dst, bias, core.has_relu());
                 }
             }
-            finish_rows(out_b, s.c_out, l, core);
             scratch::give(scratch::OUTPUT, prod);
             scratch::give(scratch::PADDED, padded);
         },
     );
 }
 
-/// `dst[o·l + q] = src[q·cols + o]` for a row-major `l × cols` matrix `src` (`l =
-/// src.len() / cols`): 16 rows at a time, so that each written run is 16 values.
-fn transpose(src: &[f32], cols: usize, dst: &mut [f32]) {
+/// `dst[o·l + q] = finish(src[q·cols + o])` for a row-major `l × cols` matrix `src` (`l =
+/// src.len() / cols`), `finish` adding `bias[o]` when given and applying the ReLU when
+/// `relu` (the operations of [`finish_rows`], in its order): 16 rows at a time, so that each
+/// written run is 16 values.
+fn transpose(src: &[f32], cols: usize, dst: &mut [f32], bias: Option<&[f32]>, relu: bool) {
+    match (bias, relu) {
+        (None, false) => transpose_with(src, cols, dst, |_, v| v),
+        (None, true) => transpose_with(src, cols, dst, |_, v| relu_f32(v)),
+        (Some(b), false) => transpose_with(src, cols, dst, |o, v| v + b[o]),
+        (Some(b), true) => transpose_with(src, cols, dst, |o, v| relu_f32(v + b[o])),
+    }
+}
+
+#[inline(always)]
+fn transpose_with(src: &[f32], cols: usize, dst: &mut [f32], f: impl Fn(usize, f32) -> f32) {
     const T: usize = 16;
     let l = src.len() / cols.max(1);
     let mut q0 = 0;
@@ -337,14 +366,14 @@ fn transpose(src: &[f32], cols: usize, dst: &mut [f32]) {
         for (o, run) in dst.chunks_exact_mut(l).enumerate() {
             let run: &mut [f32; T] = (&mut run[q0..q0 + T]).try_into().expect("16 values");
             for (d, row) in run.iter_mut().zip(&rows) {
-                *d = row[o];
+                *d = f(o, row[o]);
             }
         }
         q0 += T;
     }
     for q in q0..l {
         for (o, &v) in src[q * cols..][..cols].iter().enumerate() {
-            dst[o * l + q] = v;
+            dst[o * l + q] = f(o, v);
         }
     }
 }
