@@ -908,6 +908,34 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "shape {i}: the two paths differ"
             );
+            // With a fused ReLU, and without a bias: the same bits again.
+            for core in [
+                core.clone().with_relu(),
+                WeightedCore::new(weight.clone(), None).expect("core"),
+            ] {
+                let columns =
+                    conv_float("test", x.view(), weight.view(), &core, geo).expect("conv");
+                let rows_path = conv_float_packed(
+                    "test",
+                    x.view(),
+                    weight.view(),
+                    &core,
+                    geo,
+                    Some(PackedConv::Rows(&rows)),
+                )
+                .expect("conv");
+                assert!(
+                    columns
+                        .iter()
+                        .zip(&rows_path)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "shape {i}: the two paths differ (ReLU {})",
+                    core.has_relu()
+                );
+                if core.has_relu() {
+                    assert!(columns.iter().all(|&v| v >= 0.0));
+                }
+            }
             compared += 1;
         }
         assert!(!packing_pays() || compared == shapes.len());
