@@ -893,33 +893,15 @@ mod tests {
                     )
                 })
                 .collect();
-            let channels = conv_float_packed(
-                "test",
-                x.view(),
-                weight.view(),
-                &core,
-                geo,
-                Some(PackedConv::Rows(&rows)),
-            )
-            .expect("conv");
-            assert!(
-                got.iter()
-                    .zip(&channels)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "shape {i}: the two paths differ"
-            );
-            // With a fused ReLU, and without a bias: the same bits again.
-            for core in [
-                core.clone().with_relu(),
-                WeightedCore::new(weight.clone(), None).expect("core"),
-            ] {
-                let columns =
-                    conv_float("test", x.view(), weight.view(), &core, geo).expect("conv");
+            // The layer as `core` through both paths: the same bits, with the bias (the
+            // `f64` check above), with a fused ReLU, and without a bias.
+            let both_paths = |core: &WeightedCore| {
+                let columns = conv_float("test", x.view(), weight.view(), core, geo).expect("conv");
                 let rows_path = conv_float_packed(
                     "test",
                     x.view(),
                     weight.view(),
-                    &core,
+                    core,
                     geo,
                     Some(PackedConv::Rows(&rows)),
                 )
@@ -932,10 +914,15 @@ mod tests {
                     "shape {i}: the two paths differ (ReLU {})",
                     core.has_relu()
                 );
-                if core.has_relu() {
-                    assert!(columns.iter().all(|&v| v >= 0.0));
-                }
-            }
+                columns
+            };
+            assert_eq!(both_paths(&core), got);
+            assert!(
+                both_paths(&core.clone().with_relu())
+                    .iter()
+                    .all(|&v| v >= 0.0)
+            );
+            both_paths(&WeightedCore::new(weight.clone(), None).expect("core"));
             compared += 1;
         }
         assert!(!packing_pays() || compared == shapes.len());
