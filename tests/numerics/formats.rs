@@ -605,5 +605,46 @@ mod tensor_quantizers {
                 }
             }
         }
+
+        /// The `_into` encoders, into a tensor already holding another encoding: the
+        /// allocating encoder's result when it succeeds (compared as printed, so that NaN
+        /// scales compare), the same error and the tensor untouched when it fails.
+        #[test]
+        fn into_encoders_match_the_allocating_ones(
+            x in proptest::collection::vec(value(), 0..260),
+            row_len in 0usize..260,
+            block in 1usize..70,
+            mode in 0usize..4,
+        ) {
+            fn check<T: std::fmt::Debug, E: std::fmt::Debug>(
+                mut t: T,
+                into: impl FnOnce(&mut T) -> Result<(), E>,
+                fresh: Result<T, E>,
+            ) -> Result<(), TestCaseError> {
+                let before = format!("{t:?}");
+                match (into(&mut t), fresh) {
+                    (Ok(()), Ok(f)) => prop_assert_eq!(format!("{t:?}"), format!("{f:?}")),
+                    (Err(a), Err(b)) => {
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                        prop_assert_eq!(format!("{t:?}"), before);
+                    }
+                    (a, b) => prop_assert!(false, "into {a:?} against allocating {:?}", b.map(|_| ())),
+                }
+                Ok(())
+            }
+            let seed = vec![0.25f32; block * 2];
+            let f8 = Float8Spec::new(MiniFloat::E4M3Fn, Float8Recipe::Inference, Float8Granularity::Rowwise).expect("spec");
+            check(f8.quantize_rows(&seed, block).expect("seed"), |t| f8.quantize_rows_into(&x, row_len, t), f8.quantize_rows(&x, row_len))?;
+            let mx = MxSpec::new(MiniFloat::E2M1Fn, block, MxScaleMode::ALL[mode]).expect("spec");
+            check(mx.quantize_rows(&seed, block).expect("seed"), |t| mx.quantize_rows_into(&x, row_len, t), mx.quantize_rows(&x, row_len))?;
+            let nv = Nvfp4Spec::new(mode % 2 == 0);
+            check(nv.quantize_rows(&[0.25; 32], 16).expect("seed"), |t| nv.quantize_rows_into(&x, row_len, t), nv.quantize_rows(&x, row_len))?;
+            let g = GroupwiseSpec::int4(block, GroupMapping::Asymmetric).expect("spec");
+            check(g.quantize_rows(&seed, block).expect("seed"), |t| g.quantize_rows_into(&x, row_len, t), g.quantize_rows(&x, row_len))?;
+            let tg = TinygemmSpec::new(block, 1e-6, QParamsDtype::BF16).expect("spec");
+            check(tg.quantize_rows(&seed, block).expect("seed"), |t| tg.quantize_rows_into(&x, row_len, t), tg.quantize_rows(&x, row_len))?;
+            let nf = Nf4Spec::new(block, 2).expect("spec");
+            check(nf.quantize(&seed).expect("seed"), |t| nf.quantize_into(&x, t), nf.quantize(&x))?;
+        }
     }
 }
