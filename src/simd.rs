@@ -286,6 +286,49 @@ pub(crate) fn f32_to_f16_hw(src: &[f32], dst: &mut [u16]) -> Option<()> {
     None
 }
 
+/// The bit pattern of the largest `|v|` of each block of `block` values of `x` into `out`
+/// (`x.len() == block · out.len()`): the unsigned maximum of the sign-cleared patterns, which
+/// orders the magnitudes and puts a NaN's pattern above every other (`> 0x7f80_0000`), so a
+/// block with a NaN gets a NaN's pattern.
+///
+/// With AVX-512, for blocks of a multiple of 16 values, one 16-lane maximum per block and a
+/// reduction of its lanes (in the block formats' loops, where the portable maximum's lane
+/// folds compiled to chains of scalar operations). Reducing 16 blocks' lanes together with
+/// two-register permutes measured slower (3.0 → 4.0 ms for NVFP4's 4M values). Otherwise the
+/// portable loop.
+#[inline]
+pub(crate) fn block_amax_bits(x: &[f32], block: usize, out: &mut [u32]) {
+    debug_assert_eq!(x.len(), block * out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(x: &[f32], block: usize, out: &mut [u32]) {
+            use std::arch::x86_64::{
+                __m512i, _mm512_and_si512, _mm512_loadu_si512, _mm512_max_epu32,
+                _mm512_reduce_max_epu32, _mm512_set1_epi32, _mm512_setzero_si512,
+            };
+            let abs = _mm512_set1_epi32(0x7fff_ffff);
+            for (xb, o) in x.chunks_exact(block).zip(out.iter_mut()) {
+                let mut m = _mm512_setzero_si512();
+                for c in xb.chunks_exact(16) {
+                    // SAFETY: `c` holds 16 `f32`s, the 64 bytes of the unaligned load.
+                    let v = unsafe { _mm512_loadu_si512(c.as_ptr().cast::<__m512i>()) };
+                    m = _mm512_max_epu32(m, _mm512_and_si512(v, abs));
+                }
+                *o = _mm512_reduce_max_epu32(m);
+            }
+        }
+        if block.is_multiple_of(16) && block > 0 && has_avx512() {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            unsafe { run(x, block, out) };
+            return;
+        }
+    }
+    for (xb, o) in x.chunks(block.max(1)).zip(out.iter_mut()) {
+        *o = xb.iter().fold(0, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[inline(always)]
@@ -302,5 +345,37 @@ mod tests {
             rounded_sum(&v),
             v.iter().map(|x| x.round_ties_even()).sum::<f32>()
         );
+    }
+
+    /// Each block's maximum pattern, whatever the path: blocks of 16 to 64 values (AVX-512
+    /// where the CPU has it) and of 8 and 5 (portable), 0 to 37 blocks, the largest magnitude
+    /// at many positions of its block, with NaNs, infinities, −0 and subnormals.
+    #[test]
+    fn block_maxima_are_each_blocks_largest_pattern() {
+        let mut r = crate::rng::Lcg::new(7);
+        for block in [16usize, 32, 48, 64, 8, 5] {
+            for blocks in [0usize, 1, 15, 16, 17, 32, 37] {
+                let mut x: Vec<f32> = (0..block * blocks)
+                    .map(|_| (r.unit_f32() * 2.0 - 1.0) * 100.0)
+                    .collect();
+                for (b, xb) in x.chunks_mut(block).enumerate() {
+                    let at = (b * 7) % block;
+                    xb[at] = match b % 6 {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        2 => -1e30,
+                        3 => 1e-40,
+                        4 => -0.0,
+                        _ => 5e3,
+                    };
+                }
+                let mut out = vec![1u32; blocks];
+                super::block_amax_bits(&x, block, &mut out);
+                for (b, (xb, &o)) in x.chunks(block).zip(&out).enumerate() {
+                    let want = xb.iter().map(|v| v.to_bits() & 0x7fff_ffff).max();
+                    assert_eq!(Some(o), want, "block {b} of {blocks} × {block}");
+                }
+            }
+        }
     }
 }

@@ -226,11 +226,6 @@ pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
     if any_nan { f32::NAN } else { amax }
 }
 
-crate::simd::dispatched512!(
-    /// [`amax_or_nan`] of a whole tensor, compiled for the CPU's vector width.
-    pub(crate) fn amax_or_nan_wide[](x: &[f32]) -> f32 = amax_or_nan
-);
-
 /// Whether every value is finite: one vectorised pass over the exponent fields (the position
 /// of a bad value is looked for only when there is one).
 #[inline(always)]
@@ -246,7 +241,7 @@ fn all_finite_body(x: &[f32]) -> bool {
     seen.iter().all(|&s| s == 0) && chunks.remainder().iter().all(|v| v.is_finite())
 }
 
-crate::simd::dispatched!(fn all_finite[](x: &[f32]) -> bool = all_finite_body);
+crate::simd::dispatched512!(fn all_finite[](x: &[f32]) -> bool = all_finite_body);
 
 /// `x` fake-quantized in `format` along its last axis (rows of the last dimension), for any
 /// of the crate's float types (computed in `f32`, written back in `F`).

@@ -36,7 +36,6 @@
 use std::fmt;
 
 use super::Dequantize;
-use super::amax_or_nan;
 use super::minifloat::{Encoder, MiniFloat, encode_scaled};
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
@@ -207,6 +206,54 @@ impl MxSpec {
         }
     }
 
+    /// The scale byte of a block whose largest magnitude has the bit pattern `amax`, and the
+    /// multiplier of its elements: dividing by the scale `2^k` is multiplying by `2^-k` (both
+    /// round the same exact value once, and `2^-k` is representable for every scale byte).
+    #[inline(always)]
+    fn block_scale(&self, amax: u32) -> (u8, f32) {
+        if self.mode == MxScaleMode::Rceil {
+            let byte = self.scale_byte(f32::from_bits(amax));
+            // Rceil's NaN scale makes every element NaN.
+            let mult = match byte {
+                255 => f32::NAN,
+                0 => 1.0,
+                _ => pow2(127 - i32::from(byte)),
+            };
+            return (byte, mult);
+        }
+        let (byte, mult) = self.pow2_block_scale(amax);
+        (byte as u8, mult)
+    }
+
+    /// [`MxSpec::block_scale`] for the floor, ceil and even modes, branch-free (the same
+    /// fields as [`MxSpec::scale_byte`]); the byte as a `u32`.
+    #[inline(always)]
+    fn pow2_block_scale(&self, amax: u32) -> (u32, f32) {
+        let bits = match self.mode {
+            MxScaleMode::Even => amax.wrapping_add(1 << (22 - self.mbits())) & 0xff80_0000,
+            _ => amax,
+        };
+        let plus = i32::from(self.mode == MxScaleMode::Ceil && amax & 0x7f_ffff != 0);
+        let e = ((bits >> 23) & 0xff) as i32 - 127 - self.emax() + plus;
+        let e = if e < -127 { -127 } else { e };
+        let e = if e > 128 { 128 } else { e };
+        let byte = if amax > 0x7f80_0000 { 255 } else { e + 127 };
+        // `1 / max(2^(byte − 127), 2^-126)`: `2^k` for `k = 127 − byte` up to 126, `2^-127`
+        // (a subnormal) for byte 254, and 0 for the NaN byte 255 (`1 / 2^128 = 1 / inf`:
+        // finite elements become ±0, infinite ones NaN).
+        let k = 127 - byte; // -128..=127
+        let k = if k > 126 { 126 } else { k };
+        let normal = ((k + 127).max(0) as u32) << 23;
+        let mult_bits = if k >= -126 {
+            normal
+        } else if k == -127 {
+            1 << 22
+        } else {
+            0
+        };
+        (byte as u32, f32::from_bits(mult_bits))
+    }
+
     /// Quantizes rows of `row_len` (a multiple of the block size): the reference's results,
     /// NaN and ±inf included.
     ///
@@ -250,6 +297,7 @@ impl MxSpec {
     /// # Errors
     /// As [`MxSpec::quantize_rows`].
     pub fn quantize_rows_into(&self, x: &[f32], row_len: usize, out: &mut MxTensor) -> Result<()> {
+        self.check("MxSpec::quantize")?;
         check_rows(
             "MxSpec::quantize",
             x.len(),
@@ -264,6 +312,14 @@ impl MxSpec {
         Ok(())
     }
 
+    /// The fields are public (and deserializable): a spec not built by [`MxSpec::new`] is
+    /// checked as `new` checks it, its error given `op`.
+    fn check(&self, op: &'static str) -> Result<()> {
+        MxSpec::new(self.elem, self.block_size, self.mode)
+            .map(|_| ())
+            .map_err(|e| e.with_op(op))
+    }
+
     /// The value of element `code` in a block with scale `byte`.
     #[must_use]
     pub fn value(&self, code: u8, byte: u8) -> f32 {
@@ -275,10 +331,8 @@ impl MxSpec {
 }
 
 /// The scale bytes and element codes of [`MxSpec::quantize_rows`] (lengths checked), compiled
-/// for the CPU's vector width: per block the amax and scale byte, then the elements through
-/// the branch-free element encoder. Dividing by the scale `2^k` is multiplying by `2^-k`
-/// (both round the same exact value once, and `2^-k` is representable for every scale byte),
-/// so the elements are multiplied.
+/// for the CPU's vector width: per block the amax and scale byte ([`MxSpec::block_scale`]),
+/// then the elements through the branch-free element encoder.
 #[inline(always)]
 fn mx_blocks_body(spec: &MxSpec, x: &[f32], scales: &mut [u8], codes: &mut [u8]) {
     let max = spec.elem.max();
@@ -286,27 +340,51 @@ fn mx_blocks_body(spec: &MxSpec, x: &[f32], scales: &mut [u8], codes: &mut [u8])
     let Some(enc) = Encoder::new(spec.elem) else {
         return;
     };
-    for ((xb, cb), s) in x
-        .chunks_exact(spec.block_size)
-        .zip(codes.chunks_exact_mut(spec.block_size))
-        .zip(scales.iter_mut())
+    let bs = spec.block_size;
+    // Batches of blocks: their maxima, then their scales, then their elements, so that the
+    // chains maximum → scale → multiplier of the batch's blocks are independent of each
+    // other (one block at a time, each chain waited for the one before).
+    let mut xs = x.chunks_exact(bs.saturating_mul(BATCH));
+    let mut cs = codes.chunks_exact_mut(bs.saturating_mul(BATCH));
+    let mut ss = scales.chunks_exact_mut(BATCH);
+    for ((xs, cs), ss) in (&mut xs).zip(&mut cs).zip(&mut ss) {
+        let mut amax = [0u32; BATCH];
+        crate::simd::block_amax_bits(xs, bs, &mut amax);
+        let mut mult = [0.0f32; BATCH];
+        if spec.mode == MxScaleMode::Rceil {
+            for ((m, s), &a) in mult.iter_mut().zip(ss.iter_mut()).zip(&amax) {
+                (*s, *m) = spec.block_scale(a);
+            }
+        } else {
+            // Branch-free, the mode fixed: a vector loop over the batch.
+            let mut bytes = [0u32; BATCH];
+            for ((m, b), &a) in mult.iter_mut().zip(&mut bytes).zip(&amax) {
+                (*b, *m) = spec.pow2_block_scale(a);
+            }
+            for (s, &b) in ss.iter_mut().zip(&bytes) {
+                *s = b as u8;
+            }
+        }
+        for ((xb, cb), &m) in xs.chunks_exact(bs).zip(cs.chunks_exact_mut(bs)).zip(&mult) {
+            encode_scaled(&enc, xb, m, max, Some(nan), cb);
+        }
+    }
+    for ((xb, cb), s) in xs
+        .remainder()
+        .chunks_exact(bs)
+        .zip(cs.into_remainder().chunks_exact_mut(bs))
+        .zip(ss.into_remainder())
     {
-        let byte = spec.scale_byte(amax_or_nan(xb));
-        *s = byte;
-        let mult = match (spec.mode, byte) {
-            // Rceil's NaN scale makes every element NaN; the other modes divide by
-            // `2^128 = inf`: finite elements become ±0, infinite ones NaN.
-            (MxScaleMode::Rceil, 255) => f32::NAN,
-            (_, 255) => 0.0,
-            (MxScaleMode::Rceil, 0) => 1.0,
-            (MxScaleMode::Rceil, _) => pow2(127 - i32::from(byte)),
-            // `1 / max(2^(byte − 127), 2^-126)`.
-            (_, 0) => pow2(126),
-            _ => pow2(127 - i32::from(byte)),
-        };
-        encode_scaled(&enc, xb, mult, max, Some(nan), cb);
+        let mut amax = [0];
+        crate::simd::block_amax_bits(xb, bs, &mut amax);
+        let m;
+        (*s, m) = spec.block_scale(amax[0]);
+        encode_scaled(&enc, xb, m, max, Some(nan), cb);
     }
 }
+
+/// Blocks per batch of [`mx_blocks`].
+const BATCH: usize = 16;
 
 crate::simd::dispatched512!(fn mx_blocks[](spec: &MxSpec, x: &[f32], scales: &mut [u8], codes: &mut [u8]) = mx_blocks_body);
 
@@ -443,6 +521,7 @@ impl RowCodec for MxSpec {
 
     fn decode_row(&self, row: &EncodedRow, out: &mut [f32]) -> Result<()> {
         const OP: &str = "MxSpec::decode_row";
+        self.check(OP)?;
         check_rows(OP, out.len(), out.len().max(1), self.block_size, out.len())?;
         let per_byte = if self.elem == MiniFloat::E2M1Fn { 2 } else { 1 };
         let want = (out.len() / per_byte, out.len() / self.block_size);
@@ -511,7 +590,7 @@ mod tests {
         (scales, codes)
     }
 
-    /// Every element type and scale mode, block sizes 32 and 8, blocks of ordinary values at
+    /// Every element type and scale mode, block sizes 32, 8 and 48, blocks of ordinary values at
     /// many magnitudes (f32 subnormals to near `f32::MAX`), blocks with a NaN (the scale byte
     /// 255: NaN elements for rceil, ±0 and NaN for the other modes), with ±inf, all zeros
     /// of both signs.
@@ -531,23 +610,28 @@ mod tests {
                 MxScaleMode::Ceil,
                 MxScaleMode::Even,
             ] {
-                for block in [32usize, 8] {
+                for block in [32usize, 8, 48] {
                     let spec = MxSpec::new(elem, block, mode).expect("valid");
-                    let mut x = Vec::new();
+                    let mut special = Vec::new();
+                    let mut nan_block = vec![1.5f32; block];
+                    nan_block[block / 2] = f32::NAN;
+                    nan_block[1] = f32::INFINITY;
+                    special.extend(nan_block);
+                    let mut inf_block = vec![-3.0f32; block];
+                    inf_block[0] = f32::NEG_INFINITY;
+                    special.extend(inf_block);
+                    special.extend(vec![0.0f32; block]);
+                    special.extend(vec![-0.0f32; block]);
+                    special.extend(vec![f32::MAX; block]);
+                    special.extend(vec![-f32::from_bits(1); block]);
+                    // The special blocks in the first batch of 16 blocks and in the last,
+                    // partial one, around blocks at many magnitudes.
+                    let mut x = special.clone();
                     for k in 0..40 {
                         let s = 2f32.powi(k * 7 - 140);
                         x.extend((0..block).map(|_| (r.unit_f32() * 2.0 - 1.0) * s));
                     }
-                    let mut nan_block = vec![1.5f32; block];
-                    nan_block[block / 2] = f32::NAN;
-                    nan_block[1] = f32::INFINITY;
-                    x.extend(nan_block);
-                    let mut inf_block = vec![-3.0f32; block];
-                    inf_block[0] = f32::NEG_INFINITY;
-                    x.extend(inf_block);
-                    x.extend(vec![0.0f32; block]);
-                    x.extend(vec![-0.0f32; block]);
-                    x.extend(vec![f32::MAX; block]);
+                    x.extend(&special);
                     let t = spec.quantize_rows(&x, block).expect("whole blocks");
                     let (scales, codes) = quantize_scalar(&spec, &x);
                     assert_eq!(t.scales, scales, "{elem} {mode:?} {block}");

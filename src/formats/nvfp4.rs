@@ -24,7 +24,6 @@
 use std::fmt;
 
 use super::Dequantize;
-use super::amax_or_nan;
 use super::minifloat::{Encoder, MiniFloat, encode_scaled};
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
@@ -102,9 +101,17 @@ impl Nvfp4Spec {
             NVFP4_BLOCK,
             x.len(),
         )?;
-        let pts = self
-            .per_tensor_scale
-            .then(|| super::amax_or_nan_wide(x) / 2688.0);
+        let pts = self.per_tensor_scale.then(|| {
+            let mut amax = [0];
+            crate::simd::block_amax_bits(x, x.len(), &mut amax);
+            // NaN as `f32::NAN` (the pattern's payload is the input's).
+            let amax = if amax[0] > 0x7f80_0000 {
+                f32::NAN
+            } else {
+                f32::from_bits(amax[0])
+            };
+            amax / 2688.0
+        });
         out.block_scales.resize(x.len() / NVFP4_BLOCK, 0);
         out.codes.resize(x.len(), 0);
         nvfp4_blocks(pts, x, &mut out.block_scales, &mut out.codes);
@@ -138,22 +145,27 @@ fn nvfp4_blocks_body(pts: Option<f32>, x: &[f32], block_scales: &mut [u8], codes
         None => (1.0, 1.0),
     };
     let per_tensor = pts.is_some();
+    // Read once: `MiniFloat::decode` goes through the table's `OnceLock` at each call.
+    let e4m3_table = MiniFloat::E4M3Fn.table();
     // Batches of blocks; the last may be shorter.
     for ((xs, cs), ss) in x
         .chunks(NVFP4_BLOCK * BATCH)
         .zip(codes.chunks_mut(NVFP4_BLOCK * BATCH))
         .zip(block_scales.chunks_mut(BATCH))
     {
+        let mut amax = [0u32; BATCH];
+        let n = xs.len() / NVFP4_BLOCK;
+        crate::simd::block_amax_bits(xs, NVFP4_BLOCK, &mut amax[..n]);
         let mut t = [0.0f32; BATCH];
-        for (t, xb) in t.iter_mut().zip(xs.chunks_exact(NVFP4_BLOCK)) {
-            *t = amax_or_nan(xb) / 6.0;
+        for (t, &a) in t.iter_mut().zip(&amax) {
+            *t = f32::from_bits(a) / 6.0;
         }
         let mut mult = [0.0f32; BATCH];
         for ((t, s), m) in t.iter().zip(ss.iter_mut()).zip(&mut mult) {
             let s8 = e4m3.encode(clamp(if per_tensor { *t / p } else { *t }));
             *s = s8;
             // The same divisions as one block at a time (`(1/p) / dec`, `1 / dec`).
-            let dec = MiniFloat::E4M3Fn.decode(s8);
+            let dec = e4m3_table[usize::from(s8)];
             *m = if per_tensor { inv_p / dec } else { 1.0 / dec };
         }
         for ((xb, cb), &m) in xs
