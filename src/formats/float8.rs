@@ -192,6 +192,9 @@ impl Float8Spec {
         row_len: usize,
         out: &mut Float8Tensor,
     ) -> Result<()> {
+        // The fields are public (and deserializable): checked as `new` checks them.
+        Float8Spec::new(self.dtype, self.recipe, self.granularity)
+            .map_err(|e| e.with_op("Float8Spec::quantize"))?;
         check_rows("Float8Spec::quantize", x.len(), row_len, 1, x.len())?;
         let amax = |s: &[f32]| {
             s.iter().fold(0.0f32, |m, v| {

@@ -121,6 +121,15 @@ impl GroupwiseSpec {
         })
     }
 
+    /// The fields are public (and deserializable): a spec not built by
+    /// [`GroupwiseSpec::new`] is checked as `new` checks it, its error given `op`.
+    fn check(&self, op: &'static str) -> Result<()> {
+        let s = self;
+        GroupwiseSpec::new(s.quant_min, s.quant_max, s.mapping, s.group_size, s.eps)
+            .map(|_| ())
+            .map_err(|e| e.with_op(op))
+    }
+
     /// int4 (`-8..=7`) with torchao's default eps.
     ///
     /// # Errors
@@ -213,6 +222,7 @@ impl GroupwiseSpec {
         out: &mut GroupwiseTensor,
     ) -> Result<()> {
         const OP: &str = "GroupwiseSpec::quantize";
+        self.check(OP)?;
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
         check_finite(OP, x)?;
         let groups = x.len() / self.group_size;
@@ -355,6 +365,7 @@ impl ElementFormat for GroupwiseSpec {
     /// quantize mask).
     fn ste_mask_rows(&self, x: &[f32], row_len: usize, mask: &mut [bool]) -> Result<()> {
         const OP: &str = "GroupwiseSpec::ste_mask_rows";
+        self.check(OP)?;
         check_rows(OP, x.len(), row_len, self.group_size, mask.len())?;
         check_finite(OP, x)?;
         for (g, m) in x
@@ -468,6 +479,8 @@ impl TinygemmSpec {
         out: &mut TinygemmTensor,
     ) -> Result<()> {
         const OP: &str = "TinygemmSpec::quantize";
+        TinygemmSpec::new(self.group_size, self.eps, self.qparams_dtype)
+            .map_err(|e| e.with_op(OP))?;
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
         check_finite(OP, x)?;
         let d = self.qparams_dtype;

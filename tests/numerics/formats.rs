@@ -606,6 +606,55 @@ mod tensor_quantizers {
             }
         }
 
+        /// Specs built field by field (the fields are public and deserializable), with any
+        /// element type, block, range and eps: every entry point gives Ok or a typed error,
+        /// never a panic, and an error wherever the constructor refuses the same fields (a
+        /// spec `new` refuses once quantized silently: an MX spec of e8m0 elements wrote
+        /// zeros, a group range `quant_min > quant_max` panicked in a clamp).
+        #[test]
+        fn specs_built_field_by_field_are_checked(
+            src in proptest::collection::vec(value(), 1..64),
+            (blocks_per_row, rows) in (1usize..4, 0usize..3),
+            elem in 0usize..MiniFloat::ALL.len(),
+            block in prop_oneof![8 => 1usize..70, 1 => Just(0), 1 => Just(usize::MAX)],
+            mode in 0usize..4,
+            (quant_min, quant_max) in prop_oneof![(-40000i32..40000, -40000i32..40000), Just((-8, 7))],
+            eps in prop_oneof![value(), Just(1e-6)],
+            scaler in prop_oneof![1usize..5, Just(0), Just(usize::MAX)],
+        ) {
+            use qnumeric::formats::ElementFormat as _;
+            // Rows of whole blocks where the block is sane (so that the spec's own fields are
+            // what is checked), else rows of 32.
+            let row_len = if (1..70).contains(&block) { block * blocks_per_row } else { 32 };
+            let x: Vec<f32> = src.iter().copied().cycle().take(row_len * rows).collect();
+            let elem = MiniFloat::ALL[elem];
+            let mut out = vec![0.0f32; x.len()];
+            let mut mask = vec![false; x.len()];
+            let mx = MxSpec { elem, block_size: block, mode: MxScaleMode::ALL[mode] };
+            let refused = MxSpec::new(elem, block, mx.mode).is_err();
+            prop_assert!(!(refused && mx.quantize_rows(&x, row_len).is_ok()));
+            let _ = (mx.fake_quantize_rows(&x, row_len, &mut out), mx.ste_mask_rows(&x, row_len, &mut mask));
+            for mapping in [GroupMapping::Symmetric, GroupMapping::Asymmetric, GroupMapping::SymmetricNoClippingErr] {
+                let g = GroupwiseSpec { quant_min, quant_max, mapping, group_size: block, eps };
+                let refused = GroupwiseSpec::new(quant_min, quant_max, mapping, block, eps).is_err();
+                prop_assert!(!(refused && g.quantize_rows(&x, row_len).is_ok()));
+                prop_assert!(!(refused && g.ste_mask_rows(&x, row_len, &mut mask).is_ok()));
+                let _ = g.fake_quantize_rows(&x, row_len, &mut out);
+            }
+            let t = TinygemmSpec { group_size: block, eps, qparams_dtype: QParamsDtype::BF16 };
+            let refused = TinygemmSpec::new(block, eps, QParamsDtype::BF16).is_err();
+            prop_assert!(!(refused && t.quantize_rows(&x, row_len).is_ok()));
+            let _ = t.fake_quantize_rows(&x, row_len, &mut out);
+            let f = Float8Spec { dtype: elem, recipe: Float8Recipe::Inference, granularity: Float8Granularity::Rowwise };
+            let refused = Float8Spec::new(elem, f.recipe, f.granularity).is_err();
+            prop_assert!(!(refused && f.quantize_rows(&x, row_len).is_ok()));
+            let _ = f.fake_quantize_rows(&x, row_len, &mut out);
+            let n = Nf4Spec { block_size: block, scaler_block_size: scaler, exact_zero_blocks: mode % 2 == 0 };
+            let refused = Nf4Spec::new(block, scaler).is_err();
+            prop_assert!(!(refused && n.quantize(&x).is_ok()));
+            let _ = n.fake_quantize_rows(&x, row_len, &mut out);
+        }
+
         /// The `_into` encoders, into a tensor already holding another encoding: the
         /// allocating encoder's result when it succeeds (compared as printed, so that NaN
         /// scales compare), the same error and the tensor untouched when it fails.
