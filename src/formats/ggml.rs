@@ -394,8 +394,9 @@ fn block_amax(x: &[f32; 32]) -> f32 {
 /// called through an out-of-line shim compiled without the target features: half the time
 /// of a Q8_0 row went to those calls).
 trait SymBlocks {
-    /// The block's scale before the division (its largest magnitude, signed or not).
-    fn scale_of(&self, x: &[f32; 32]) -> f32;
+    /// The block's scale before the division (its largest magnitude, signed or not), from
+    /// its largest magnitude `amax`.
+    fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32;
     /// The block's codes into its bytes, from the reciprocal scale `id`.
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]);
     /// One whole block by the one-block quantizer (the rows' last partial batch).
@@ -407,8 +408,8 @@ struct Q8Blocks;
 
 impl SymBlocks for Q8Blocks {
     #[inline(always)]
-    fn scale_of(&self, x: &[f32; 32]) -> f32 {
-        block_amax(x)
+    fn scale_of(&self, _: &[f32; 32], amax: f32) -> f32 {
+        amax
     }
     #[inline(always)]
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
@@ -425,8 +426,8 @@ struct QSymBlocks<const BITS: u32>;
 
 impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
     #[inline(always)]
-    fn scale_of(&self, x: &[f32; 32]) -> f32 {
-        first_largest(x)
+    fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32 {
+        first_largest(x, amax)
     }
     #[inline(always)]
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
@@ -449,9 +450,12 @@ fn sym_row(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: impl SymBloc
     let mut xs = x.chunks_exact(32 * BATCH);
     let mut os = out.chunks_exact_mut(size * BATCH);
     for (xs, os) in (&mut xs).zip(&mut os) {
+        let mut amax = [0u32; BATCH];
+        crate::simd::block_amax_bits(xs, 32, &mut amax);
         let mut d = [0.0f32; BATCH];
-        for (d, xb) in d.iter_mut().zip(xs.chunks_exact(32)) {
-            *d = k.scale_of(xb.try_into().expect("a block of 32")) / div;
+        for ((d, xb), &a) in d.iter_mut().zip(xs.chunks_exact(32)).zip(&amax) {
+            let x = xb.try_into().expect("a block of 32");
+            *d = k.scale_of(x, f32::from_bits(a)) / div;
         }
         let mut id = [0.0f32; BATCH];
         for (id, &d) in id.iter_mut().zip(&d) {
@@ -511,7 +515,7 @@ fn q8_0(x: &[f32], b: &mut [u8]) {
 fn q_sym(x: &[f32], b: &mut [u8], bits: u32) {
     let x: &[f32; 32] = x.try_into().expect("a block of 32");
     let half = (1u32 << (bits - 1)) as f32;
-    let d = first_largest(x) / -half;
+    let d = first_largest(x, block_amax(x)) / -half;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_h(b, 0, d);
     q_sym_codes(x, id, b, bits);
@@ -519,10 +523,10 @@ fn q_sym(x: &[f32], b: &mut [u8], bits: u32) {
 
 /// The element of largest magnitude, the first of them: ggml's loop keeps the earlier one on a
 /// tie (whose sign matters), and starts from `+0`, which it replaces only for a larger
-/// magnitude (an all-zero block gives `+0` whatever the sign of its zeros).
+/// magnitude (an all-zero block gives `+0` whatever the sign of its zeros); `amax` is the
+/// block's largest magnitude.
 #[inline(always)]
-fn first_largest(x: &[f32; 32]) -> f32 {
-    let amax = block_amax(x);
+fn first_largest(x: &[f32; 32], amax: f32) -> f32 {
     if amax == 0.0 {
         return 0.0;
     }

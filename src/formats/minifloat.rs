@@ -514,6 +514,26 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// [`Encoder::encode`] of a non-NaN `x` with `|x|` at most the type's largest finite
+    /// value, for a type whose zero keeps its sign (not fnuz): no overflow, NaN or unsigned
+    /// zero to select.
+    #[inline(always)]
+    fn encode_in_range(&self, x: f32) -> u8 {
+        let bits = x.to_bits();
+        let abits = bits & 0x7fff_ffff;
+        let lsb = (abits >> self.shift) & 1;
+        let rounded = (abits + (1 << (self.shift - 1)) - 1 + lsb) & !((1u32 << self.shift) - 1);
+        let normal = (rounded >> self.shift).wrapping_sub(self.exp_off);
+        let small = abits < self.normal_bits;
+        let a = f32::from_bits(if small { abits } else { 0 });
+        let sub = crate::simd::trunc_clamped((a * self.sub_scale).round_ties_even(), 255.0);
+        let mag = if small { sub } else { normal };
+        let sign = if bits >> 31 != 0 { self.sign_bit } else { 0 };
+        (mag | sign) as u8
+    }
+}
+
 /// `out[i]` = the code of `x[i]·mult` clamped to `±max` (a NaN product stays NaN, coded
 /// `nan` where given, else as the type codes NaN): the element step of the block formats (MX,
 /// NVFP4), for their row loops compiled for the CPU's vector width.
@@ -529,6 +549,18 @@ pub(crate) fn encode_scaled(
     let (has_nan, nan) = (nan.is_some(), nan.unwrap_or(0));
     if enc.e2m1 {
         return encode_scaled_e2m1(enc, x, mult, has_nan.then_some(nan), out);
+    }
+    if has_nan && !enc.fnuz && max.to_bits() == enc.max_bits {
+        // Clamped to the largest finite value, a magnitude cannot round past it, and NaN is
+        // coded by the caller: the encoder's overflow and NaN selects are dead.
+        for (o, &v) in out.iter_mut().zip(x) {
+            let s = v * mult;
+            let c = if s > max { max } else { s };
+            let c = if c < -max { -max } else { c };
+            let code = enc.encode_in_range(c);
+            *o = if s.is_nan() { nan } else { code };
+        }
+        return;
     }
     for (o, &v) in out.iter_mut().zip(x) {
         let s = v * mult;
@@ -712,6 +744,12 @@ mod tests {
             let mut out = vec![0u8; xs.len()];
             cast_into(&arr, ty, &mut out).expect("same length");
             assert_eq!(out, want);
+            // The in-range encoder (the block formats' clamped elements) where it applies.
+            if !p.fnuz {
+                for &x in xs.iter().filter(|x| x.abs() <= max) {
+                    assert_eq!(p.encode_in_range(x), ty.encode(x), "{ty} in range at {x:e}");
+                }
+            }
         }
     }
 }
