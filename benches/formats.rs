@@ -49,6 +49,12 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
         .quantize(x)
         .expect("nf4");
     let (mut ymx, mut ynv, mut yg, mut ynf) = (y8.clone(), y8.clone(), y8.clone(), y8.clone());
+    // The allocation-free encoders' targets (sized once, overwritten at each call).
+    let mxfp8 = MxSpec::standard(MiniFloat::E4M3Fn);
+    let (mut mx_into, mut mx8_into) = (mx.clone(), mxfp8.quantize_rows(x, ROW).expect("mx8"));
+    let (mut nv_into, mut g_into, mut nf4_into) = (nv.clone(), g128.clone(), nf4.clone());
+    let g128_spec = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+    let nf4_spec = Nf4Spec::new(64, 256).expect("spec");
     vec![
         (
             "cast f32->e4m3 (allocating)",
@@ -102,6 +108,47 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
                         .quantize(x)
                         .expect("nf4"),
                 );
+            }),
+        ),
+        (
+            "mxfp4 quantize into",
+            Box::new(move || {
+                let s = MxSpec::standard(MiniFloat::E2M1Fn);
+                s.quantize_rows_into(x, ROW, &mut mx_into).expect("mx");
+                black_box(&mx_into);
+            }),
+        ),
+        (
+            "mxfp8 quantize into",
+            Box::new(move || {
+                mxfp8
+                    .quantize_rows_into(x, ROW, &mut mx8_into)
+                    .expect("mx8");
+                black_box(&mx8_into);
+            }),
+        ),
+        (
+            "nvfp4 quantize into",
+            Box::new(move || {
+                let s = Nvfp4Spec::new(true);
+                s.quantize_rows_into(x, ROW, &mut nv_into).expect("nv");
+                black_box(&nv_into);
+            }),
+        ),
+        (
+            "int4 g128 quantize into",
+            Box::new(move || {
+                g128_spec
+                    .quantize_rows_into(x, ROW, &mut g_into)
+                    .expect("g");
+                black_box(&g_into);
+            }),
+        ),
+        (
+            "nf4 quantize into",
+            Box::new(move || {
+                nf4_spec.quantize_into(x, &mut nf4_into).expect("nf4");
+                black_box(&nf4_into);
             }),
         ),
         (
@@ -173,14 +220,14 @@ fn formats(c: &mut Criterion) {
     let gbs = |d: Duration| (N * 4) as f64 / d.as_secs_f64() / 1e9;
     println!("formats, {N} f32 in; baseline copy {:.2} GB/s", gbs(base));
     println!(
-        "{:<22} {:>10} {:>10} {:>12}",
+        "{:<28} {:>10} {:>10} {:>12}",
         "work", "ms", "GB/s in", "copy / work"
     );
     let (mut codes, mut out) = (Vec::new(), Vec::new());
     for (name, mut f) in jobs(&x, &mut codes, &mut out) {
         let t = common::best(3, &mut f);
         println!(
-            "{name:<22} {:>10.2} {:>10.2} {:>12.3}",
+            "{name:<28} {:>10.2} {:>10.2} {:>12.3}",
             t.as_secs_f64() * 1e3,
             gbs(t),
             base.as_secs_f64() / t.as_secs_f64()

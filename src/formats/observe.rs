@@ -122,8 +122,11 @@ impl AmaxObserver {
     /// The float8 scale of each `amax` under `spec`'s recipe (a static scale).
     ///
     /// # Errors
-    /// [`QuantError::Empty`] before any row was observed.
+    /// [`QuantError::Empty`] before any row was observed; [`Float8Spec::new`]'s error for a
+    /// spec built field by field with another element type.
     pub fn float8_scales(&self, spec: &Float8Spec) -> Result<Vec<f32>> {
+        Float8Spec::new(spec.dtype, spec.recipe, spec.granularity)
+            .map_err(|e| e.with_op("AmaxObserver::float8_scales"))?;
         if self.rows == 0 {
             return Err(QuantError::Empty {
                 op: "AmaxObserver::float8_scales",

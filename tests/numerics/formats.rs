@@ -649,6 +649,9 @@ mod tensor_quantizers {
             let refused = Float8Spec::new(elem, f.recipe, f.granularity).is_err();
             prop_assert!(!(refused && f.quantize_rows(&x, row_len).is_ok()));
             let _ = f.fake_quantize_rows(&x, row_len, &mut out);
+            let mut amax = qnumeric::formats::observe::AmaxObserver::new(4, qnumeric::formats::observe::AmaxGranularity::Tensor).expect("observer");
+            amax.observe(&[1.0, -2.0, 0.5, 3.0]).expect("finite row");
+            prop_assert!(!(refused && amax.float8_scales(&f).is_ok()));
             let n = Nf4Spec { block_size: block, scaler_block_size: scaler, exact_zero_blocks: mode % 2 == 0 };
             let refused = Nf4Spec::new(block, scaler).is_err();
             prop_assert!(!(refused && n.quantize(&x).is_ok()));
