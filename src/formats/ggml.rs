@@ -394,8 +394,11 @@ fn block_amax(x: &[f32; 32]) -> f32 {
 /// called through an out-of-line shim compiled without the target features: half the time
 /// of a Q8_0 row went to those calls).
 trait SymBlocks {
+    /// Whether [`SymBlocks::scale_of`] takes the block maxima of the batch, found together
+    /// first ([`crate::simd::block_amax_bits`]); else it is given 0 and finds its own.
+    const BATCH_AMAX: bool;
     /// The block's scale before the division (its largest magnitude, signed or not), from
-    /// its largest magnitude `amax`.
+    /// its largest magnitude `amax` where [`SymBlocks::BATCH_AMAX`].
     fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32;
     /// The block's codes into its bytes, from the reciprocal scale `id`.
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]);
@@ -407,6 +410,7 @@ trait SymBlocks {
 struct Q8Blocks;
 
 impl SymBlocks for Q8Blocks {
+    const BATCH_AMAX: bool = true;
     #[inline(always)]
     fn scale_of(&self, _: &[f32; 32], amax: f32) -> f32 {
         amax
@@ -425,9 +429,12 @@ impl SymBlocks for Q8Blocks {
 struct QSymBlocks<const BITS: u32>;
 
 impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
+    // (The first index of the largest magnitude reads the block again: one pass over it in
+    // L1 after its maximum measured faster than the batch's maxima first.)
+    const BATCH_AMAX: bool = false;
     #[inline(always)]
-    fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32 {
-        first_largest(x, amax)
+    fn scale_of(&self, x: &[f32; 32], _: f32) -> f32 {
+        first_largest(x, block_amax(x))
     }
     #[inline(always)]
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
@@ -446,12 +453,14 @@ impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
 /// quantizer's; one block at a time, the chain maximum → division → reciprocal → f16 of each
 /// block ran one block after another.
 #[inline(always)]
-fn sym_row(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: impl SymBlocks) {
+fn sym_row<K: SymBlocks>(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: K) {
     let mut xs = x.chunks_exact(32 * BATCH);
     let mut os = out.chunks_exact_mut(size * BATCH);
     for (xs, os) in (&mut xs).zip(&mut os) {
         let mut amax = [0u32; BATCH];
-        crate::simd::block_amax_bits(xs, 32, &mut amax);
+        if K::BATCH_AMAX {
+            crate::simd::block_amax_bits(xs, 32, &mut amax);
+        }
         let mut d = [0.0f32; BATCH];
         for ((d, xb), &a) in d.iter_mut().zip(xs.chunks_exact(32)).zip(&amax) {
             let x = xb.try_into().expect("a block of 32");
