@@ -276,6 +276,7 @@ fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
+        crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
         for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
             *l = if v < *l { v } else { *l };
             *h = if v > *h { v } else { *h };

@@ -611,7 +611,15 @@ fn encode_scaled_e2m1(enc: &Encoder, x: &[f32], mult: f32, nan: Option<u8>, out:
 /// `out[i] = encode(x[i])`, vectorised (`x.len() == out.len()`).
 #[inline(always)]
 fn encode_f32s_body(p: &Encoder, x: &[f32], out: &mut [u8]) {
-    for (o, &v) in out.iter_mut().zip(x) {
+    let mut xs = x.chunks_exact(16);
+    let mut os = out.chunks_exact_mut(16);
+    for (xc, oc) in (&mut xs).zip(&mut os) {
+        crate::simd::prefetch_read(xc.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
+        for (o, &v) in oc.iter_mut().zip(xc) {
+            *o = p.encode(v);
+        }
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
         *o = p.encode(v);
     }
 }

@@ -233,6 +233,7 @@ fn all_finite_body(x: &[f32]) -> bool {
     let mut seen = [0u32; 16];
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
+        crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
         for (s, v) in seen.iter_mut().zip(c) {
             // An all-ones exponent (inf, NaN) compares at or above `0x7f80_0000`.
             *s |= u32::from(v.to_bits() & 0x7fff_ffff >= 0x7f80_0000);

@@ -308,6 +308,7 @@ mod avx512 {
         {
             let mut a = _mm512_setzero_si512();
             for c in xb.chunks_exact(16) {
+                crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
                 // SAFETY: `c` holds 16 `f32`s (an unaligned 64-byte load).
                 let v = unsafe { _mm512_loadu_si512(c.as_ptr().cast::<__m512i>()) };
                 a = _mm512_max_epu32(a, _mm512_and_si512(v, abs));
