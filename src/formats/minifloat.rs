@@ -479,12 +479,10 @@ impl Encoder {
         })
     }
 
-    /// [`MiniFloat::encode`] of `x` (tested against it over the bit patterns).
+    /// The type's magnitude code of the pattern `abits` (sign cleared) and the pattern
+    /// rounded to the type's mantissa (above `max_bits`: an overflow).
     #[inline(always)]
-    pub(crate) fn encode(&self, x: f32) -> u8 {
-        let bits = x.to_bits();
-        let neg = bits >> 31 != 0;
-        let abits = bits & 0x7fff_ffff;
+    fn magnitude(&self, abits: u32) -> (u32, u32) {
         // Round to nearest, ties to even, on the pattern (no overflow: `abits < 2^31`).
         let lsb = (abits >> self.shift) & 1;
         let rounded = (abits + (1 << (self.shift - 1)) - 1 + lsb) & !((1u32 << self.shift) - 1);
@@ -494,7 +492,16 @@ impl Encoder {
         let small = abits < self.normal_bits;
         let a = f32::from_bits(if small { abits } else { 0 });
         let sub = crate::simd::trunc_clamped((a * self.sub_scale).round_ties_even(), 255.0);
-        let mag = if small { sub } else { normal };
+        (if small { sub } else { normal }, rounded)
+    }
+
+    /// [`MiniFloat::encode`] of `x` (tested against it over the bit patterns).
+    #[inline(always)]
+    pub(crate) fn encode(&self, x: f32) -> u8 {
+        let bits = x.to_bits();
+        let neg = bits >> 31 != 0;
+        let abits = bits & 0x7fff_ffff;
+        let (mag, rounded) = self.magnitude(abits);
         let code = if self.fnuz && mag == 0 {
             0
         } else if neg {
@@ -512,23 +519,14 @@ impl Encoder {
         let code = if abits > 0x7f80_0000 { nan } else { code };
         code as u8
     }
-}
 
-impl Encoder {
     /// [`Encoder::encode`] of a non-NaN `x` with `|x|` at most the type's largest finite
     /// value, for a type whose zero keeps its sign (not fnuz): no overflow, NaN or unsigned
     /// zero to select.
     #[inline(always)]
     fn encode_in_range(&self, x: f32) -> u8 {
         let bits = x.to_bits();
-        let abits = bits & 0x7fff_ffff;
-        let lsb = (abits >> self.shift) & 1;
-        let rounded = (abits + (1 << (self.shift - 1)) - 1 + lsb) & !((1u32 << self.shift) - 1);
-        let normal = (rounded >> self.shift).wrapping_sub(self.exp_off);
-        let small = abits < self.normal_bits;
-        let a = f32::from_bits(if small { abits } else { 0 });
-        let sub = crate::simd::trunc_clamped((a * self.sub_scale).round_ties_even(), 255.0);
-        let mag = if small { sub } else { normal };
+        let (mag, _) = self.magnitude(bits & 0x7fff_ffff);
         let sign = if bits >> 31 != 0 { self.sign_bit } else { 0 };
         (mag | sign) as u8
     }
