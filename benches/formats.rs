@@ -210,6 +210,33 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
     ]
 }
 
+/// Bytes per element of a job's encoded side (codes, scales and other per-block data as the
+/// tensor stores them): with the 4 of the `f32` side, the bytes a job moves per element, as
+/// the other benches count (the copy moves 8). The `÷ copy (bytes)` column is the ratio of
+/// the two throughputs in bytes: 1 is an encoder or decoder at the copy's memory speed.
+fn encoded_bytes(name: &str) -> f64 {
+    let scale = |bytes: f64, per: f64| bytes / per;
+    if name.contains("e4m3") {
+        1.0
+    } else if name.starts_with("mxfp") {
+        1.0 + scale(1.0, 32.0)
+    } else if name.starts_with("nvfp4") {
+        1.0 + scale(1.0, 16.0)
+    } else if name.starts_with("int4 g128") {
+        // `i32` codes, an f32 scale and an `i32` zero point per group.
+        4.0 + scale(8.0, 128.0)
+    } else if name.starts_with("nf4") {
+        // A code per byte, the f32 block maximum and its int8 double quantization per 64.
+        1.0 + scale(5.0, 64.0)
+    } else if name.starts_with("Q8_0") {
+        scale(34.0, 32.0)
+    } else if name.starts_with("Q4_0") {
+        scale(18.0, 32.0)
+    } else {
+        4.0
+    }
+}
+
 fn formats(c: &mut Criterion) {
     let x = common::data(N, 5);
     let mut copy = vec![0.0f32; N];
@@ -220,17 +247,19 @@ fn formats(c: &mut Criterion) {
     let gbs = |d: Duration| (N * 4) as f64 / d.as_secs_f64() / 1e9;
     println!("formats, {N} f32 in; baseline copy {:.2} GB/s", gbs(base));
     println!(
-        "{:<28} {:>10} {:>10} {:>12}",
-        "work", "ms", "GB/s in", "copy / work"
+        "{:<28} {:>10} {:>10} {:>12} {:>14}",
+        "work", "ms", "GB/s in", "copy / work", "÷ copy (bytes)"
     );
     let (mut codes, mut out) = (Vec::new(), Vec::new());
     for (name, mut f) in jobs(&x, &mut codes, &mut out) {
         let t = common::best(3, &mut f);
+        let ratio = base.as_secs_f64() / t.as_secs_f64();
         println!(
-            "{name:<28} {:>10.2} {:>10.2} {:>12.3}",
+            "{name:<28} {:>10.2} {:>10.2} {:>12.3} {:>14.3}",
             t.as_secs_f64() * 1e3,
             gbs(t),
-            base.as_secs_f64() / t.as_secs_f64()
+            ratio,
+            ratio * (4.0 + encoded_bytes(name)) / 8.0
         );
     }
     let mut g = c.benchmark_group("formats/4M");
