@@ -1,7 +1,7 @@
 //! The formats' encode and decode next to the memory baseline of the same run (a copy of the
-//! same f32 data), 4M elements (16 MB in): float8 casts, MXFP4, NVFP4, int4 g128, NF4 and the
-//! GGML blocks. Prints a summary table (GB/s of f32 read, ratio to the copy) before criterion's
-//! own figures.
+//! same f32 data), 4M elements (16 MB in): float8 casts and scaled float8, MX, NVFP4, int4
+//! g128, NF4 and the GGML blocks. Prints a summary table (GB/s of f32 read, ratio to the copy,
+//! ratio of the bytes moved to the copy's) before criterion's own figures.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::ArrayView1;
 use qnumeric::formats::Dequantize;
+use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
 use qnumeric::formats::ggml::GgmlType;
 use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec};
 use qnumeric::formats::minifloat::{self, MiniFloat};
@@ -54,6 +55,16 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
     let (mut mx_into, mut mx8_into) = (mx.clone(), mxfp8.quantize_rows(x, ROW).expect("mx8"));
     let (mut nv_into, mut g_into, mut nf4_into) = (nv.clone(), g128.clone(), nf4.clone());
     let g128_spec = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+    // torchao's scaled float8 (per-row scales, the inference recipe).
+    let f8 = Float8Spec::new(
+        MiniFloat::E4M3Fn,
+        Float8Recipe::Inference,
+        Float8Granularity::Rowwise,
+    )
+    .expect("spec");
+    let mut f8_into = f8.quantize_rows(x, ROW).expect("f8");
+    let f8_t = f8_into.clone();
+    let mut yf8 = y8.clone();
     let nf4_spec = Nf4Spec::new(64, 256).expect("spec");
     vec![
         (
@@ -152,6 +163,20 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
             }),
         ),
         (
+            "fp8 rowwise quantize into",
+            Box::new(move || {
+                f8.quantize_rows_into(x, ROW, &mut f8_into).expect("f8");
+                black_box(&f8_into);
+            }),
+        ),
+        (
+            "fp8 rowwise dequantize",
+            Box::new(move || {
+                f8_t.dequantize_into(&mut yf8).expect("same length");
+                black_box(&yf8);
+            }),
+        ),
+        (
             "mxfp4 dequantize",
             Box::new(move || {
                 mx.dequantize_into(&mut ymx).expect("same length");
@@ -216,7 +241,7 @@ fn jobs<'a>(x: &'a [f32], codes: &'a mut Vec<u8>, out: &'a mut Vec<f32>) -> Vec<
 /// the two throughputs in bytes: 1 is an encoder or decoder at the copy's memory speed.
 fn encoded_bytes(name: &str) -> f64 {
     let scale = |bytes: f64, per: f64| bytes / per;
-    if name.contains("e4m3") {
+    if name.contains("e4m3") || name.starts_with("fp8") {
         1.0
     } else if name.starts_with("mxfp") {
         1.0 + scale(1.0, 32.0)
