@@ -159,7 +159,8 @@ impl GroupwiseSpec {
     #[inline(always)]
     pub fn qparams(&self, group: &[f32]) -> (f32, i32) {
         let (qmin, qmax) = (self.quant_min as f32, self.quant_max as f32);
-        let (lo, hi) = min_max_with_zero(group);
+        // `(min(0, min x), max(0, max x))`.
+        let (lo, hi) = super::min_max_from(group, 0.0, 0.0);
         let mid = ((i64::from(self.quant_max) + i64::from(self.quant_min) + 1) as f64 / 2.0) as i32;
         match self.mapping {
             GroupMapping::Symmetric => {
@@ -267,29 +268,6 @@ fn groups_into_body(
 }
 
 crate::simd::dispatched512!(fn groups_into[](spec: &GroupwiseSpec, x: &[f32], scales: &mut [f32], zero_points: &mut [i32], codes: &mut [i32]) = groups_into_body);
-
-/// `(min(0, min x), max(0, max x))` of finite values, in 16 lanes (compare-selects, which
-/// vectorise; `f32::min` / `f32::max` folds stayed scalar). Which zero a lane keeps on a tie
-/// of `−0` and `+0` may differ from a fold's, and no scale or zero point depends on it.
-#[inline(always)]
-fn min_max_with_zero(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
-        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
-            *l = if v < *l { v } else { *l };
-            *h = if v > *h { v } else { *h };
-        }
-    }
-    let mut l = lo.iter().fold(0.0f32, |a, &v| if v < a { v } else { a });
-    let mut h = hi.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
-    for &v in chunks.remainder() {
-        l = if v < l { v } else { l };
-        h = if v > h { v } else { h };
-    }
-    (l, h)
-}
 
 impl Dequantize for GroupwiseTensor {
     fn element_count(&self) -> usize {
@@ -522,7 +500,7 @@ fn tinygemm_groups_body(
         .zip(scales.iter_mut())
         .zip(zero_points.iter_mut())
     {
-        let (lo, hi) = min_max(g);
+        let (lo, hi) = super::min_max_from(g, f32::INFINITY, f32::NEG_INFINITY);
         let s32 = ((hi - lo) / 15.0).max(spec.eps);
         let zero = d.round(lo + s32 * 8.0);
         let s = d.round(s32);
@@ -536,31 +514,6 @@ fn tinygemm_groups_body(
 }
 
 crate::simd::dispatched512!(fn tinygemm_groups[](spec: &TinygemmSpec, d: QParamsDtype, x: &[f32], scales: &mut [f32], zero_points: &mut [f32], codes: &mut [u8]) = tinygemm_groups_body);
-
-/// `(min x, max x)` of finite values in 16 lanes (compare-selects), `(+inf, −inf)` for none.
-#[inline(always)]
-fn min_max(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
-        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
-            *l = if v < *l { v } else { *l };
-            *h = if v > *h { v } else { *h };
-        }
-    }
-    let mut l = lo
-        .iter()
-        .fold(f32::INFINITY, |a, &v| if v < a { v } else { a });
-    let mut h = hi
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
-    for &v in chunks.remainder() {
-        l = if v < l { v } else { l };
-        h = if v > h { v } else { h };
-    }
-    (l, h)
-}
 
 impl Dequantize for TinygemmTensor {
     fn element_count(&self) -> usize {

@@ -226,6 +226,31 @@ pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
     if any_nan { f32::NAN } else { amax }
 }
 
+/// `(min(lo, min x), max(hi, max x))` of finite values in 16 lanes (compare-selects, which
+/// vectorise; `f32::min` / `f32::max` folds stayed scalar), the input asked for
+/// [`PREFETCH_AHEAD`](crate::simd::PREFETCH_AHEAD) values ahead. Which zero a lane keeps on
+/// a tie of `−0` and `+0` may differ from a fold's: callers whose result depends on it say
+/// how they settle it.
+#[inline(always)]
+pub(crate) fn min_max_from(x: &[f32], lo: f32, hi: f32) -> (f32, f32) {
+    let (mut lanes_lo, mut lanes_hi) = ([lo; 16], [hi; 16]);
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
+        for ((l, h), &v) in lanes_lo.iter_mut().zip(&mut lanes_hi).zip(c) {
+            *l = if v < *l { v } else { *l };
+            *h = if v > *h { v } else { *h };
+        }
+    }
+    let mut l = lanes_lo.iter().fold(lo, |a, &v| if v < a { v } else { a });
+    let mut h = lanes_hi.iter().fold(hi, |a, &v| if v > a { v } else { a });
+    for &v in chunks.remainder() {
+        l = if v < l { v } else { l };
+        h = if v > h { v } else { h };
+    }
+    (l, h)
+}
+
 /// Whether every value is finite: one vectorised pass over the exponent fields (the position
 /// of a bad value is looked for only when there is one).
 #[inline(always)]
