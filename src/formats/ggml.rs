@@ -37,6 +37,10 @@ use half::f16;
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
 use crate::error::{QuantError, Result};
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2;
+
 /// A GGML block type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -175,8 +179,11 @@ impl GgmlType {
     /// # Errors
     /// [`QuantError::UnsupportedConfig`] for the decode-only types; [`QuantError::NotMultiple`]
     /// / [`QuantError::LengthMismatch`] for lengths; [`QuantError::NanInput`] /
-    /// [`QuantError::InfiniteInput`] (ggml's blocks cannot hold them). Nothing is written on
-    /// an error.
+    /// [`QuantError::InfiniteInput`] (ggml's blocks cannot hold them), with the index of the
+    /// first such value. Nothing is written on a length or type error. NaN and inf are found
+    /// by the encoding pass itself (each block's maximum), not by a read-only scan before it,
+    /// as the kernels find theirs: after such an error `out` holds unspecified bytes. Check
+    /// the input first (`x.iter().all(|v| v.is_finite())`) where `out` must stay untouched.
     pub fn quantize_row(self, x: &[f32], out: &mut [u8]) -> Result<()> {
         const OP: &str = "GgmlType::quantize_row";
         if !self.can_quantize() {
@@ -194,8 +201,13 @@ impl GgmlType {
                 got: out.len(),
             });
         }
-        check_finite(OP, x)?;
-        quantize_blocks(self, x, out);
+        if self == GgmlType::Mxfp4 {
+            check_finite(OP, x)?;
+        }
+        if !encode_blocks(self, x, out) {
+            // The pass met a NaN or an infinity: the first one's index.
+            check_finite(OP, x)?;
+        }
         Ok(())
     }
 
@@ -320,10 +332,34 @@ fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
 
 crate::simd::dispatched512!(fn dequantize_blocks[](ty: GgmlType, bytes: &[u8], out: &mut [f32]) = dequantize_blocks_body);
 
-/// The blocks of [`GgmlType::quantize_row`] (lengths checked), compiled for the CPU's vector
-/// width (the same operations in the same order whatever the copy: results are identical).
+/// The blocks of [`GgmlType::quantize_row`] (lengths checked; MXFP4's input checked
+/// finite): whether every value was finite (else `out` holds unspecified bytes). The AVX2
+/// kernels ([`avx2`]) where they run, else the portable loops compiled for the CPU.
+#[allow(unsafe_code)]
+fn encode_blocks(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        let kind = match ty {
+            GgmlType::Q8_0 => Some(avx2::Legacy::Q8),
+            GgmlType::Q4_0 => Some(avx2::Legacy::Sym(4)),
+            GgmlType::Q5_0 => Some(avx2::Legacy::Sym(5)),
+            GgmlType::Q4_1 => Some(avx2::Legacy::Min(4)),
+            GgmlType::Q5_1 => Some(avx2::Legacy::Min(5)),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            // SAFETY: `available` checked AVX2 and F16C.
+            return unsafe { avx2::quantize(kind, x, out) };
+        }
+    }
+    quantize_blocks(ty, x, out)
+}
+
+/// The portable blocks of [`encode_blocks`], compiled for the CPU's vector width (the same
+/// operations in the same order whatever the copy: results are identical). Each block's
+/// largest magnitude (or lanes of them) says whether a value was NaN or infinite.
 #[inline(always)]
-fn quantize_blocks_body(ty: GgmlType, x: &[f32], out: &mut [u8]) {
+fn quantize_blocks_body(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
     // `for` loops, not `for_each` / `fold`: those are library functions the compiler may
     // keep out of line, compiled without the target features (a call to `roundf` per value).
     match ty {
@@ -332,22 +368,27 @@ fn quantize_blocks_body(ty: GgmlType, x: &[f32], out: &mut [u8]) {
         GgmlType::Q5_0 => return sym_row(x, out, (22, -16.0), QSymBlocks::<5>),
         _ => {}
     }
+    let mut finite = true;
     for (xb, ob) in x
         .chunks_exact(ty.block_size())
         .zip(out.chunks_exact_mut(ty.type_size()))
     {
-        match ty {
+        finite &= match ty {
             GgmlType::Q8_0 => q8_0(xb, ob),
             GgmlType::Q4_0 => q_sym(xb, ob, 4),
             GgmlType::Q5_0 => q_sym(xb, ob, 5),
             GgmlType::Q4_1 => q_min(xb, ob, 4),
             GgmlType::Q5_1 => q_min(xb, ob, 5),
-            _ => mxfp4(xb, ob),
-        }
+            _ => {
+                mxfp4(xb, ob);
+                true
+            }
+        };
     }
+    finite
 }
 
-crate::simd::dispatched512!(fn quantize_blocks[](ty: GgmlType, x: &[f32], out: &mut [u8]) = quantize_blocks_body);
+crate::simd::dispatched512!(fn quantize_blocks[](ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool = quantize_blocks_body);
 
 fn h(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
@@ -398,12 +439,13 @@ trait SymBlocks {
     /// first ([`crate::simd::block_amax_bits`]); else it is given 0 and finds its own.
     const BATCH_AMAX: bool;
     /// The block's scale before the division (its largest magnitude, signed or not), from
-    /// its largest magnitude `amax` where [`SymBlocks::BATCH_AMAX`].
+    /// its largest magnitude `amax`.
     fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32;
     /// The block's codes into its bytes, from the reciprocal scale `id`.
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]);
-    /// One whole block by the one-block quantizer (the rows' last partial batch).
-    fn one(&self, x: &[f32], b: &mut [u8]);
+    /// One whole block by the one-block quantizer (the rows' last partial batch): whether
+    /// its values were finite.
+    fn one(&self, x: &[f32], b: &mut [u8]) -> bool;
 }
 
 /// Q8_0's blocks.
@@ -420,8 +462,8 @@ impl SymBlocks for Q8Blocks {
         q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
     }
     #[inline(always)]
-    fn one(&self, x: &[f32], b: &mut [u8]) {
-        q8_0(x, b);
+    fn one(&self, x: &[f32], b: &mut [u8]) -> bool {
+        q8_0(x, b)
     }
 }
 
@@ -433,16 +475,16 @@ impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
     // L1 after its maximum measured faster than the batch's maxima first.)
     const BATCH_AMAX: bool = false;
     #[inline(always)]
-    fn scale_of(&self, x: &[f32; 32], _: f32) -> f32 {
-        first_largest(x, block_amax(x))
+    fn scale_of(&self, x: &[f32; 32], amax: f32) -> f32 {
+        first_largest(x, amax)
     }
     #[inline(always)]
     fn codes(&self, x: &[f32; 32], id: f32, b: &mut [u8]) {
         q_sym_codes(x, id, b, BITS);
     }
     #[inline(always)]
-    fn one(&self, x: &[f32], b: &mut [u8]) {
-        q_sym(x, b, BITS);
+    fn one(&self, x: &[f32], b: &mut [u8]) -> bool {
+        q_sym(x, b, BITS)
     }
 }
 
@@ -451,9 +493,10 @@ impl<const BITS: u32> SymBlocks for QSymBlocks<BITS> {
 /// `k.scale_of`), then the reciprocals as vectors and the f16 scales in one conversion, then
 /// the codes (`k.codes(block, id, bytes after d)`). Each block's bytes are the one-block
 /// quantizer's; one block at a time, the chain maximum → division → reciprocal → f16 of each
-/// block ran one block after another.
+/// block ran one block after another. Returns whether every block's maximum was finite.
 #[inline(always)]
-fn sym_row<K: SymBlocks>(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: K) {
+fn sym_row<K: SymBlocks>(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k: K) -> bool {
+    let mut finite = true;
     let mut xs = x.chunks_exact(32 * BATCH);
     let mut os = out.chunks_exact_mut(size * BATCH);
     for (xs, os) in (&mut xs).zip(&mut os) {
@@ -464,7 +507,13 @@ fn sym_row<K: SymBlocks>(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k
         let mut d = [0.0f32; BATCH];
         for ((d, xb), &a) in d.iter_mut().zip(xs.chunks_exact(32)).zip(&amax) {
             let x = xb.try_into().expect("a block of 32");
-            *d = k.scale_of(x, f32::from_bits(a)) / div;
+            let a = if K::BATCH_AMAX {
+                f32::from_bits(a)
+            } else {
+                block_amax(x)
+            };
+            finite &= a.is_finite();
+            *d = k.scale_of(x, a) / div;
         }
         let mut id = [0.0f32; BATCH];
         for (id, &d) in id.iter_mut().zip(&d) {
@@ -491,8 +540,9 @@ fn sym_row<K: SymBlocks>(x: &[f32], out: &mut [u8], (size, div): (usize, f32), k
         .chunks_exact(32)
         .zip(os.into_remainder().chunks_exact_mut(size))
     {
-        k.one(xb, ob);
+        finite &= k.one(xb, ob);
     }
+    finite
 }
 
 /// Blocks per batch of [`sym_row`] (one 512-bit register of scales).
@@ -508,26 +558,31 @@ fn q8_0_codes(x: &[f32; 32], id: f32, q: &mut [u8; 32]) {
     }
 }
 
+/// One Q8_0 block: whether its values were finite.
 #[inline(always)]
-fn q8_0(x: &[f32], b: &mut [u8]) {
+fn q8_0(x: &[f32], b: &mut [u8]) -> bool {
     let x: &[f32; 32] = x.try_into().expect("a block of 32");
     let amax = block_amax(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_h(b, 0, d);
     q8_0_codes(x, id, (&mut b[2..34]).try_into().expect("32 codes"));
+    amax.is_finite()
 }
 
 /// Q4_0 / Q5_0: `d = m / −2^(bits−1)` with `m` the element of largest magnitude (the first
-/// such element: ggml's loop keeps the earlier one on a tie, whose sign matters).
+/// such element: ggml's loop keeps the earlier one on a tie, whose sign matters). Returns
+/// whether the block's values were finite.
 #[inline(always)]
-fn q_sym(x: &[f32], b: &mut [u8], bits: u32) {
+fn q_sym(x: &[f32], b: &mut [u8], bits: u32) -> bool {
     let x: &[f32; 32] = x.try_into().expect("a block of 32");
     let half = (1u32 << (bits - 1)) as f32;
-    let d = first_largest(x, block_amax(x)) / -half;
+    let amax = block_amax(x);
+    let d = first_largest(x, amax) / -half;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_h(b, 0, d);
     q_sym_codes(x, id, b, bits);
+    amax.is_finite()
 }
 
 /// The element of largest magnitude, the first of them: ggml's loop keeps the earlier one on a
@@ -570,15 +625,18 @@ fn q_sym_codes(x: &[f32; 32], id: f32, b: &mut [u8], bits: u32) {
 /// the first of equal extremes (from `f32::MAX` and `−f32::MAX`), which matters for a zero
 /// extreme, whose sign is stored: the extremes are found in 8 lanes, and a zero one is then
 /// the block's first zero. The codes are computed in line (a closure passed to a packing
-/// helper ran out of line, in baseline code: 0.06 of the copy's speed).
+/// helper ran out of line, in baseline code: 0.06 of the copy's speed). Returns whether the
+/// block's values were finite (the lanes' largest sign-cleared bit patterns, below inf's).
 #[inline(always)]
-fn q_min(x: &[f32], b: &mut [u8], bits: u32) {
+fn q_min(x: &[f32], b: &mut [u8], bits: u32) -> bool {
     let x: &[f32; 32] = x.try_into().expect("a block of 32");
     let (mut lo, mut hi) = ([f32::MAX; 8], [-f32::MAX; 8]);
+    let mut mag = [0u32; 8];
     for c in x.chunks_exact(8) {
-        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
+        for (((l, h), t), &v) in lo.iter_mut().zip(&mut hi).zip(&mut mag).zip(c) {
             *l = if v < *l { v } else { *l };
             *h = if v > *h { v } else { *h };
+            *t = (*t).max(v.to_bits() & 0x7fff_ffff);
         }
     }
     let mut l = lo.iter().fold(f32::MAX, |a, &v| if v < a { v } else { a });
@@ -600,6 +658,7 @@ fn q_min(x: &[f32], b: &mut [u8], bits: u32) {
         *o = crate::simd::trunc_clamped((v - l) * id + 0.5, top) as u8;
     }
     pack_codes(&q, b, if bits == 4 { 4 } else { 8 }, bits);
+    mag.iter().all(|&t| t < 0x7f80_0000)
 }
 
 /// Writes 32 codes: `qh` (5-bit types, u32 at `at − 4`) and 16 bytes of nibbles at `at`
@@ -937,7 +996,9 @@ mod tests {
                 let mut want = vec![0u8; blocks * size];
                 for (xb, ob) in x.chunks_exact(32).zip(want.chunks_exact_mut(size)) {
                     match ty {
-                        GgmlType::Q8_0 => q8_0(xb, ob),
+                        GgmlType::Q8_0 => {
+                            let _ = q8_0(xb, ob);
+                        }
                         GgmlType::Q4_0 => q_sym_ggml(xb, ob, 4),
                         _ => q_sym_ggml(xb, ob, 5),
                     }
@@ -976,12 +1037,11 @@ mod tests {
         }
     }
 
-    /// The vectorised Q4_0 / Q5_0 blocks equal ggml's loop: ties of magnitude with both
-    /// signs (the first wins), zeros of both signs (an all-zero block keeps `d = −0`), the
-    /// largest magnitude at the start, the middle and the end, and random blocks.
-    #[test]
-    fn vectorised_q4_0_q5_0_equal_ggmls_loop() {
-        let mut r = crate::rng::Lcg::new(12);
+    /// Blocks that test Q4_0 / Q5_0: ties of magnitude with both signs (the first wins),
+    /// zeros of both signs (an all-zero block keeps `d = −0`), the largest magnitude at the
+    /// start, the middle and the end, and random blocks.
+    fn sym_blocks(seed: u64) -> Vec<[f32; 32]> {
+        let mut r = crate::rng::Lcg::new(seed);
         let mut blocks: Vec<[f32; 32]> = vec![[0.0; 32], [-0.0; 32]];
         let mut tie = [0.5f32; 32];
         tie[3] = -2.0;
@@ -1004,11 +1064,18 @@ mod tests {
             let s = [1e-6f32, 0.3, 5.0, 4e4][(r.next_u64() % 4) as usize];
             blocks.push(std::array::from_fn(|_| (r.unit_f32() * 2.0 - 1.0) * s));
         }
+        blocks
+    }
+
+    /// The vectorised Q4_0 / Q5_0 blocks equal ggml's loop on [`sym_blocks`].
+    #[test]
+    fn vectorised_q4_0_q5_0_equal_ggmls_loop() {
+        let blocks = sym_blocks(12);
         for bits in [4u32, 5] {
             let size = if bits == 4 { 18 } else { 22 };
             for x in &blocks {
                 let (mut got, mut want) = (vec![0u8; size], vec![0u8; size]);
-                q_sym(x, &mut got, bits);
+                assert!(q_sym(x, &mut got, bits));
                 q_sym_ggml(x, &mut want, bits);
                 assert_eq!(got, want, "bits {bits}: {x:?}");
             }
@@ -1038,13 +1105,12 @@ mod tests {
         pack_codes(&q, b, if bits == 4 { 4 } else { 8 }, bits);
     }
 
-    /// The vectorised Q4_1 / Q5_1 blocks give ggml's loop's bytes: zeros of both signs in
-    /// either order as the minimum or the maximum (their sign is stored), equal extremes,
-    /// constant blocks, extremes at the start, middle and end, `±f32::MAX` and subnormal
-    /// ranges (an infinite reciprocal), and random blocks.
-    #[test]
-    fn vectorised_q4_1_q5_1_equal_ggmls_loop() {
-        let mut r = crate::rng::Lcg::new(14);
+    /// Blocks that test Q4_1 / Q5_1: zeros of both signs in either order as the minimum or
+    /// the maximum (their sign is stored), equal extremes, constant blocks, extremes at the
+    /// start, middle and end, `±f32::MAX` and subnormal ranges (an infinite reciprocal), and
+    /// random blocks.
+    fn min_blocks(seed: u64) -> Vec<[f32; 32]> {
+        let mut r = crate::rng::Lcg::new(seed);
         let mut blocks: Vec<[f32; 32]> = vec![[0.0; 32], [-0.0; 32], [3.0; 32], [-1e-44; 32]];
         for (a, b) in [(0.0f32, -0.0f32), (-0.0, 0.0)] {
             for fill in [1.0f32, -1.0] {
@@ -1072,13 +1138,96 @@ mod tests {
             let s = [1e-6f32, 0.3, 5.0, 4e4][(r.next_u64() % 4) as usize];
             blocks.push(std::array::from_fn(|_| (r.unit_f32() * 2.0 - 1.0) * s));
         }
+        blocks
+    }
+
+    /// The vectorised Q4_1 / Q5_1 blocks give ggml's loop's bytes on [`min_blocks`].
+    #[test]
+    fn vectorised_q4_1_q5_1_equal_ggmls_loop() {
+        let blocks = min_blocks(14);
         for bits in [4u32, 5] {
             let size = if bits == 4 { 20 } else { 24 };
             for x in &blocks {
                 let (mut got, mut want) = (vec![0u8; size], vec![0u8; size]);
-                q_min(x, &mut got, bits);
+                assert!(q_min(x, &mut got, bits));
                 q_min_ggml(x, &mut want, bits);
                 assert_eq!(got, want, "bits {bits}: {x:?}");
+            }
+        }
+    }
+
+    /// The AVX2 kernels give ggml's loops' bytes for every legacy type (run wherever the CPU
+    /// has AVX2 and F16C, AVX-512 machines included): rows of 1 to 19 blocks (whole batches
+    /// of eight and padded remainders) of the special blocks above, each in every position of
+    /// a batch; and they report a NaN or an infinity wherever it sits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn avx2_kernels_equal_ggmls_loops() {
+        use avx2::Legacy;
+        if !(crate::simd::has_avx2() && crate::simd::has_f16c()) {
+            eprintln!("skipped: the CPU has no AVX2 and F16C");
+            return;
+        }
+        type Oracle = fn(&[f32], &mut [u8]);
+        let q8: Oracle = |x, b| {
+            let _ = q8_0(x, b);
+        };
+        let cases: [(Legacy, usize, Oracle, Vec<[f32; 32]>); 5] = [
+            (Legacy::Q8, 34, q8, sym_blocks(21)),
+            (
+                Legacy::Sym(4),
+                18,
+                |x, b| q_sym_ggml(x, b, 4),
+                sym_blocks(22),
+            ),
+            (
+                Legacy::Sym(5),
+                22,
+                |x, b| q_sym_ggml(x, b, 5),
+                sym_blocks(23),
+            ),
+            (
+                Legacy::Min(4),
+                20,
+                |x, b| q_min_ggml(x, b, 4),
+                min_blocks(24),
+            ),
+            (
+                Legacy::Min(5),
+                24,
+                |x, b| q_min_ggml(x, b, 5),
+                min_blocks(25),
+            ),
+        ];
+        for (kind, size, oracle, blocks) in &cases {
+            // The special blocks come first: each start puts them at another batch position.
+            for n in [1usize, 7, 8, 9, 16, 19] {
+                for start in 0..12 {
+                    let x: Vec<f32> = (0..n)
+                        .flat_map(|i| blocks[(start + i) % blocks.len()])
+                        .collect();
+                    let mut got = vec![0u8; n * size];
+                    // SAFETY: AVX2 and F16C were checked above.
+                    assert!(unsafe { avx2::quantize(*kind, &x, &mut got) });
+                    let mut want = vec![0u8; n * size];
+                    for (xb, ob) in x.chunks_exact(32).zip(want.chunks_exact_mut(*size)) {
+                        oracle(xb, ob);
+                    }
+                    assert_eq!(got, want, "{size}-byte blocks, {n} blocks from {start}");
+                }
+            }
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in [0usize, 31, 8 * 32 + 5, 19 * 32 - 1] {
+                    let mut x: Vec<f32> = blocks.iter().take(19).flatten().copied().collect();
+                    x[at] = bad;
+                    let mut out = vec![0u8; 19 * size];
+                    // SAFETY: as above.
+                    assert!(
+                        !unsafe { avx2::quantize(*kind, &x, &mut out) },
+                        "{bad} at {at}"
+                    );
+                }
             }
         }
     }

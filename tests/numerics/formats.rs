@@ -700,3 +700,92 @@ mod tensor_quantizers {
         }
     }
 }
+
+/// Every encoder that refuses NaN and infinities (the integer formats: GGML's blocks, NF4,
+/// group-wise int4, tinygemm; float8, MX and NVFP4 encode them as their references do)
+/// reports the first one, whatever sits after
+/// it, wherever it sits (first and last value, inside a batch of blocks, in a row's last
+/// blocks): the encoders find them in their own pass over the blocks, not a scan before it.
+mod non_finite {
+    use qnumeric::QuantError;
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
+    use qnumeric::formats::nf4::Nf4Spec;
+
+    type Encode = Box<dyn Fn(&[f32]) -> Result<(), QuantError>>;
+
+    fn encoders() -> Vec<(&'static str, Encode)> {
+        const ROW: usize = 4096;
+        let mut v: Vec<(&'static str, Encode)> = Vec::new();
+        for (name, ty) in [
+            ("Q8_0", GgmlType::Q8_0),
+            ("Q4_0", GgmlType::Q4_0),
+            ("Q4_1", GgmlType::Q4_1),
+            ("Q5_0", GgmlType::Q5_0),
+            ("Q5_1", GgmlType::Q5_1),
+            ("ggml MXFP4", GgmlType::Mxfp4),
+        ] {
+            v.push((
+                name,
+                Box::new(move |x: &[f32]| ty.quantize_rows(x, ROW).map(drop)),
+            ));
+        }
+        let nf4 = Nf4Spec::new(64, 256).expect("spec");
+        v.push(("NF4", Box::new(move |x: &[f32]| nf4.quantize(x).map(drop))));
+        for mapping in [GroupMapping::Asymmetric, GroupMapping::Symmetric] {
+            let g = GroupwiseSpec::int4(128, mapping).expect("spec");
+            v.push((
+                "int4 g128",
+                Box::new(move |x: &[f32]| g.quantize_rows(x, ROW).map(drop)),
+            ));
+        }
+        let t = TinygemmSpec::new(128, 1e-6, QParamsDtype::BF16).expect("spec");
+        v.push((
+            "tinygemm",
+            Box::new(move |x: &[f32]| t.quantize_rows(x, ROW).map(drop)),
+        ));
+        v
+    }
+
+    #[test]
+    fn the_first_nan_or_infinity_is_reported() {
+        // Four rows: one scaler block of NF4's (64 · 256).
+        let n = 4 * 4096;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        for (name, encode) in encoders() {
+            encode(&x).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for at in [0usize, 31, 32 * 9 + 3, 4096 + 4095, n - 33, n - 1] {
+                for (first, later) in [
+                    (f32::NAN, f32::INFINITY),
+                    (f32::NEG_INFINITY, f32::NAN),
+                    (f32::INFINITY, f32::NEG_INFINITY),
+                ] {
+                    let mut bad = x.clone();
+                    bad[at] = first;
+                    for later_at in [at + 1, at + 700, n - 1] {
+                        if later_at > at && later_at < n {
+                            bad[later_at] = later;
+                        }
+                    }
+                    match encode(&bad) {
+                        Err(QuantError::NanInput { index, .. }) if first.is_nan() => {
+                            assert_eq!(index, at, "{name}: NaN at {at}");
+                        }
+                        Err(QuantError::InfiniteInput { index, value, .. })
+                            if first.is_infinite() =>
+                        {
+                            assert_eq!(
+                                (index, value),
+                                (at, f64::from(first)),
+                                "{name}: {first} at {at}"
+                            );
+                        }
+                        other => panic!("{name}: {first} at {at} gave {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
