@@ -180,13 +180,26 @@ fn format_encoders_into_a_reused_tensor_do_not_allocate() {
     assert_eq!(ttg, tg.quantize_rows(&x2, 512).expect("tg"));
     assert_eq!(tnf, nf.quantize(&x2).expect("nf4"));
     assert_eq!(tf8, f8.quantize_rows(&x2, 512).expect("f8"));
-    // An error leaves the tensor as it was.
+    // A length error leaves the tensor as it was.
+    let (before_g, before_nf) = (tg4.clone(), tnf.clone());
+    assert!(g.quantize_rows_into(&x, 100, &mut tg4).is_err());
+    assert!(nf.quantize_into(&x[..100], &mut tnf).is_err());
+    assert!(mx.quantize_rows_into(&x, 100, &mut tmx).is_err());
+    assert_eq!((&tg4, &tnf), (&before_g, &before_nf));
+    assert_eq!(tmx, mx.quantize_rows(&x2, 512).expect("mx"));
+    // A NaN is found by the encoding pass (the tensor then holds unspecified values, and
+    // decodes): the first one's index.
     let mut bad = x.clone();
     bad[77] = f32::NAN;
-    let (before_g, before_nf) = (tg4.clone(), tnf.clone());
-    assert!(g.quantize_rows_into(&bad, 512, &mut tg4).is_err());
-    assert!(nf.quantize_into(&bad, &mut tnf).is_err());
-    assert!(mx.quantize_rows_into(&x, 100, &mut tmx).is_err());
-    assert_eq!((tg4, tnf), (before_g, before_nf));
-    assert_eq!(tmx, mx.quantize_rows(&x2, 512).expect("mx"));
+    bad[600] = f32::INFINITY;
+    for e in [
+        g.quantize_rows_into(&bad, 512, &mut tg4).unwrap_err(),
+        nf.quantize_into(&bad, &mut tnf).unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, qnumeric::QuantError::NanInput { index: 77, .. }),
+            "{e}"
+        );
+    }
+    assert_eq!(tg4.dequantize().len(), x.len());
 }

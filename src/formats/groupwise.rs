@@ -158,25 +158,33 @@ impl GroupwiseSpec {
     #[must_use]
     #[inline(always)]
     pub fn qparams(&self, group: &[f32]) -> (f32, i32) {
+        let (s, zp, _) = self.qparams_finite(group);
+        (s, zp)
+    }
+
+    /// [`GroupwiseSpec::qparams`], and whether the group's values were finite (found in the
+    /// same pass as its extremes).
+    #[inline(always)]
+    fn qparams_finite(&self, group: &[f32]) -> (f32, i32, bool) {
         let (qmin, qmax) = (self.quant_min as f32, self.quant_max as f32);
         // `(min(0, min x), max(0, max x))`.
-        let (lo, hi) = super::min_max_from(group, 0.0, 0.0);
+        let (lo, hi, finite) = super::min_max_finite_from(group, 0.0, 0.0);
         let mid = ((i64::from(self.quant_max) + i64::from(self.quant_min) + 1) as f64 / 2.0) as i32;
         match self.mapping {
             GroupMapping::Symmetric => {
                 let s = (-lo).max(hi) / ((qmax - qmin) / 2.0);
-                (s.max(self.eps), mid)
+                (s.max(self.eps), mid, finite)
             }
             GroupMapping::SymmetricNoClippingErr => {
                 let smin = lo / qmin;
                 let smax = hi / qmax;
                 let s = if smin > smax { smin } else { smax };
-                (s.max(self.eps), mid)
+                (s.max(self.eps), mid, finite)
             }
             GroupMapping::Asymmetric => {
                 let s = ((hi - lo) / (qmax - qmin)).max(self.eps);
                 let zp = (qmin - (lo / s).round_ties_even()).clamp(qmin, qmax);
-                (s, zp as i32)
+                (s, zp as i32, finite)
             }
         }
     }
@@ -212,7 +220,11 @@ impl GroupwiseSpec {
     /// [`GroupwiseSpec::quantize_rows`] into an existing tensor.
     ///
     /// The buffers of `out` are reused (resized, every entry overwritten): once they have
-    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    /// the capacity, quantizing allocates nothing. On a length or spec error `out` is left
+    /// as it was. NaN and inf are found by the encoding pass itself (with each group's
+    /// extremes), not by a read-only scan before it, as the kernels find theirs: after such
+    /// an error `out` holds unspecified values. Check the input first where it must stay
+    /// untouched.
     ///
     /// # Errors
     /// As [`GroupwiseSpec::quantize_rows`].
@@ -225,12 +237,11 @@ impl GroupwiseSpec {
         const OP: &str = "GroupwiseSpec::quantize";
         self.check(OP)?;
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
-        check_finite(OP, x)?;
         let groups = x.len() / self.group_size;
         out.scales.resize(groups, 0.0);
         out.zero_points.resize(groups, 0);
         out.codes.resize(x.len(), 0);
-        groups_into(
+        let finite = groups_into(
             self,
             x,
             &mut out.scales,
@@ -238,12 +249,16 @@ impl GroupwiseSpec {
             &mut out.codes,
         );
         (out.spec, out.row_len) = (*self, row_len);
+        if !finite {
+            // The first NaN or infinity's index (only on this path).
+            check_finite(OP, x)?;
+        }
         Ok(())
     }
 }
 
-/// The groups of [`GroupwiseSpec::quantize_rows`] (lengths checked, values finite), compiled
-/// for the CPU's vector width.
+/// The groups of [`GroupwiseSpec::quantize_rows`] (lengths checked), compiled for the CPU's
+/// vector width: whether every value was finite.
 #[inline(always)]
 fn groups_into_body(
     spec: &GroupwiseSpec,
@@ -251,23 +266,26 @@ fn groups_into_body(
     scales: &mut [f32],
     zero_points: &mut [i32],
     codes: &mut [i32],
-) {
+) -> bool {
+    let mut all_finite = true;
     for (((g, c), s), z) in x
         .chunks_exact(spec.group_size)
         .zip(codes.chunks_exact_mut(spec.group_size))
         .zip(scales.iter_mut())
         .zip(zero_points.iter_mut())
     {
-        let (scale, zp) = spec.qparams(g);
+        let (scale, zp, finite) = spec.qparams_finite(g);
+        all_finite &= finite;
         let inv = 1.0 / scale;
         for (c, &v) in c.iter_mut().zip(g) {
             *c = spec.code(v, inv, zp);
         }
         (*s, *z) = (scale, zp);
     }
+    all_finite
 }
 
-crate::simd::dispatched512!(fn groups_into[](spec: &GroupwiseSpec, x: &[f32], scales: &mut [f32], zero_points: &mut [i32], codes: &mut [i32]) = groups_into_body);
+crate::simd::dispatched512!(fn groups_into[](spec: &GroupwiseSpec, x: &[f32], scales: &mut [f32], zero_points: &mut [i32], codes: &mut [i32]) -> bool = groups_into_body);
 
 impl Dequantize for GroupwiseTensor {
     fn element_count(&self) -> usize {
@@ -447,7 +465,9 @@ impl TinygemmSpec {
     /// [`TinygemmSpec::quantize_rows`] into an existing tensor.
     ///
     /// The buffers of `out` are reused (resized, every entry overwritten): once they have
-    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    /// the capacity, quantizing allocates nothing. On a length or spec error `out` is left
+    /// as it was; after a NaN or inf error it holds unspecified values (as
+    /// [`GroupwiseSpec::quantize_rows_into`]).
     ///
     /// # Errors
     /// As [`TinygemmSpec::quantize_rows`].
@@ -461,7 +481,6 @@ impl TinygemmSpec {
         TinygemmSpec::new(self.group_size, self.eps, self.qparams_dtype)
             .map_err(|e| e.with_op(OP))?;
         check_rows(OP, x.len(), row_len, self.group_size, x.len())?;
-        check_finite(OP, x)?;
         let d = self.qparams_dtype;
         let TinygemmTensor {
             spec,
@@ -474,13 +493,16 @@ impl TinygemmSpec {
         scales.resize(groups, 0.0);
         zero_points.resize(groups, 0.0);
         codes.resize(x.len(), 0);
-        tinygemm_groups(self, d, x, scales, zero_points, codes);
+        if !tinygemm_groups(self, d, x, scales, zero_points, codes) {
+            // The first NaN or infinity's index (only on this path).
+            check_finite(OP, x)?;
+        }
         Ok(())
     }
 }
 
-/// The groups of [`TinygemmSpec::quantize_rows_into`] (lengths checked, values finite),
-/// compiled for the CPU's vector width (the per-value `rintf` call and the scalar min/max
+/// The groups of [`TinygemmSpec::quantize_rows_into`] (lengths checked): whether every value
+/// was finite. Compiled for the CPU's vector width (the per-value `rintf` call and the scalar min/max
 /// folds ran at 0.07 of the copy's speed). The extremes are found by compare-selects in 16
 /// lanes: which zero a lane keeps on a tie of `−0` and `+0` may differ from a fold's, and
 /// with `eps > 0` no parameter depends on it (`lo + 8·max(·, eps)` is positive or the sum of
@@ -493,27 +515,30 @@ fn tinygemm_groups_body(
     scales: &mut [f32],
     zero_points: &mut [f32],
     codes: &mut [u8],
-) {
+) -> bool {
+    let mut all_finite = true;
     for (((g, c), sc), zp) in x
         .chunks_exact(spec.group_size)
         .zip(codes.chunks_exact_mut(spec.group_size))
         .zip(scales.iter_mut())
         .zip(zero_points.iter_mut())
     {
-        let (lo, hi) = super::min_max_from(g, f32::INFINITY, f32::NEG_INFINITY);
+        let (lo, hi, finite) = super::min_max_finite_from(g, f32::INFINITY, f32::NEG_INFINITY);
+        all_finite &= finite;
         let s32 = ((hi - lo) / 15.0).max(spec.eps);
         let zero = d.round(lo + s32 * 8.0);
         let s = d.round(s32);
         let min_val = d.round(zero - d.round(s * 8.0));
         for (c, &v) in c.iter_mut().zip(g) {
-            // `clamp(0, 15)` then `as u8`; NaN (never: finite values, `s > 0`) as 0.
+            // `clamp(0, 15)` then `as u8`; NaN (a refused input's) as 0.
             *c = crate::simd::trunc_clamped(((v - min_val) / s).round_ties_even(), 15.0) as u8;
         }
         (*sc, *zp) = (s, zero);
     }
+    all_finite
 }
 
-crate::simd::dispatched512!(fn tinygemm_groups[](spec: &TinygemmSpec, d: QParamsDtype, x: &[f32], scales: &mut [f32], zero_points: &mut [f32], codes: &mut [u8]) = tinygemm_groups_body);
+crate::simd::dispatched512!(fn tinygemm_groups[](spec: &TinygemmSpec, d: QParamsDtype, x: &[f32], scales: &mut [f32], zero_points: &mut [f32], codes: &mut [u8]) -> bool = tinygemm_groups_body);
 
 impl Dequantize for TinygemmTensor {
     fn element_count(&self) -> usize {

@@ -230,25 +230,30 @@ pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
 /// vectorise; `f32::min` / `f32::max` folds stayed scalar), the input asked for
 /// [`PREFETCH_AHEAD`](crate::simd::PREFETCH_AHEAD) values ahead. Which zero a lane keeps on
 /// a tie of `−0` and `+0` may differ from a fold's: callers whose result depends on it say
-/// how they settle it.
+/// how they settle it. The third result says whether every value was finite (the largest
+/// sign-cleared bit pattern of each lane below inf's: NaN, which the compare-selects skip, is
+/// seen too), so that an encoder needs no pass of its own to refuse NaN and inf.
 #[inline(always)]
-pub(crate) fn min_max_from(x: &[f32], lo: f32, hi: f32) -> (f32, f32) {
-    let (mut lanes_lo, mut lanes_hi) = ([lo; 16], [hi; 16]);
+pub(crate) fn min_max_finite_from(x: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
+    let (mut lanes_lo, mut lanes_hi, mut mag) = ([lo; 16], [hi; 16], [0u32; 16]);
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
         crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
-        for ((l, h), &v) in lanes_lo.iter_mut().zip(&mut lanes_hi).zip(c) {
+        for (((l, h), m), &v) in lanes_lo.iter_mut().zip(&mut lanes_hi).zip(&mut mag).zip(c) {
             *l = if v < *l { v } else { *l };
             *h = if v > *h { v } else { *h };
+            *m = (*m).max(v.to_bits() & 0x7fff_ffff);
         }
     }
     let mut l = lanes_lo.iter().fold(lo, |a, &v| if v < a { v } else { a });
     let mut h = lanes_hi.iter().fold(hi, |a, &v| if v > a { v } else { a });
+    let mut finite = mag.iter().all(|&m| m < 0x7f80_0000);
     for &v in chunks.remainder() {
         l = if v < l { v } else { l };
         h = if v > h { v } else { h };
+        finite &= v.is_finite();
     }
-    (l, h)
+    (l, h, finite)
 }
 
 /// Whether every value is finite: one vectorised pass over the exponent fields (the position

@@ -128,7 +128,7 @@ impl Nf4Spec {
     ///
     /// # Errors
     /// [`QuantError::NotMultiple`] for another length (zero included);
-    /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`].
+    /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`] (the first such value).
     pub fn quantize(&self, x: &[f32]) -> Result<Nf4Tensor> {
         // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
         // the checks are the `_into` call's.
@@ -147,7 +147,10 @@ impl Nf4Spec {
     /// [`Nf4Spec::quantize`] into an existing tensor.
     ///
     /// The buffers of `out` are reused (resized, every entry overwritten): once they have
-    /// the capacity, quantizing allocates nothing. On an error `out` is left as it was.
+    /// the capacity, quantizing allocates nothing. On a length or spec error `out` is left
+    /// as it was. NaN and inf are found by the encoding pass itself (each block's maximum),
+    /// not by a read-only scan before it, as the kernels find theirs: after such an error
+    /// `out` holds unspecified values. Check the input first where it must stay untouched.
     ///
     /// # Errors
     /// As [`Nf4Spec::quantize`].
@@ -157,7 +160,6 @@ impl Nf4Spec {
         Self::new(self.block_size, self.scaler_block_size).map_err(|e| e.with_op(OP))?;
         let granule = self.granule();
         check_rows(OP, x.len(), granule, granule, x.len())?;
-        check_finite(OP, x)?;
         let Nf4Tensor {
             spec,
             absmax,
@@ -170,6 +172,11 @@ impl Nf4Spec {
         absmax.resize(x.len() / self.block_size, 0.0);
         codes.resize(x.len(), 0);
         nf4_blocks(self, x, absmax, codes);
+        // A NaN or an infinity makes its block's maximum NaN or infinite: the first one's
+        // index from the input (only on that path).
+        if !absmax.iter().all(|a| a.is_finite()) {
+            check_finite(OP, x)?;
+        }
         let mean = absmax.iter().sum::<f32>() / absmax.len() as f32;
         *scaler_mean = mean;
         quantized_scalers.resize(absmax.len(), 0);
@@ -252,7 +259,8 @@ fn thresholds() -> &'static [f32; 15] {
     T.get_or_init(nf4_thresholds)
 }
 
-/// The block maxima and codes of [`Nf4Spec::quantize`] (lengths checked, values finite).
+/// The block maxima and codes of [`Nf4Spec::quantize`] (lengths checked): a block holding a
+/// NaN or an infinity gets a NaN or infinite maximum (the caller's check of the input).
 #[allow(unsafe_code)]
 fn nf4_blocks(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
@@ -347,7 +355,7 @@ fn nf4_blocks_body(spec: &Nf4Spec, t: &[f32; 15], x: &[f32], absmax: &mut [f32],
         .zip(codes.chunks_exact_mut(spec.block_size))
         .zip(absmax.iter_mut())
     {
-        // (Finite values: no NaN, the largest magnitude.)
+        // The largest magnitude, NaN for a block holding a NaN.
         let a = super::amax_or_nan(b);
         *m = a;
         for (c, &v) in c.iter_mut().zip(b) {

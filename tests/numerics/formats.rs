@@ -532,6 +532,7 @@ fn generic_fake_quantize_and_straight_through_backward() {
 
 mod tensor_quantizers {
     use proptest::prelude::*;
+    use qnumeric::QuantError;
     use qnumeric::formats::Dequantize as _;
     use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
     use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
@@ -668,17 +669,22 @@ mod tensor_quantizers {
             block in 1usize..70,
             mode in 0usize..4,
         ) {
-            fn check<T: std::fmt::Debug, E: std::fmt::Debug>(
+            fn check<T: std::fmt::Debug>(
                 mut t: T,
-                into: impl FnOnce(&mut T) -> Result<(), E>,
-                fresh: Result<T, E>,
+                into: impl FnOnce(&mut T) -> Result<(), QuantError>,
+                fresh: Result<T, QuantError>,
             ) -> Result<(), TestCaseError> {
                 let before = format!("{t:?}");
                 match (into(&mut t), fresh) {
                     (Ok(()), Ok(f)) => prop_assert_eq!(format!("{t:?}"), format!("{f:?}")),
                     (Err(a), Err(b)) => {
                         prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
-                        prop_assert_eq!(format!("{t:?}"), before);
+                        // NaN and inf are found in the encoding pass (the tensor then holds
+                        // unspecified values); every other error leaves it as it was.
+                        let in_pass = matches!(a, QuantError::NanInput { .. } | QuantError::InfiniteInput { .. });
+                        if !in_pass {
+                            prop_assert_eq!(format!("{t:?}"), before);
+                        }
                     }
                     (a, b) => prop_assert!(false, "into {a:?} against allocating {:?}", b.map(|_| ())),
                 }
