@@ -26,7 +26,7 @@ use std::fmt;
 use ndarray::{ArrayRef, Ix2};
 
 use super::Dequantize;
-use super::minifloat::{Encoder, MiniFloat};
+use super::minifloat::{EncodeLoop, Encoder, MiniFloat, with_value_encoder};
 use super::{ElementFormat, check_rows};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
@@ -266,9 +266,49 @@ fn encode_rows_body(
     scales: &[f32],
     codes: &mut [u8],
 ) {
+    struct Rows<'a> {
+        spec: &'a Float8Spec,
+        x: &'a [f32],
+        row_len: usize,
+        scales: &'a [f32],
+        codes: &'a mut [u8],
+    }
+    impl EncodeLoop for Rows<'_> {
+        #[inline(always)]
+        fn run(self, enc: impl Fn(f32) -> u8 + Copy) {
+            encode_rows_with(
+                self.spec,
+                self.x,
+                self.row_len,
+                self.scales,
+                self.codes,
+                enc,
+            );
+        }
+    }
     let Some(enc) = Encoder::new(spec.dtype) else {
         return;
     };
+    let rows = Rows {
+        spec,
+        x,
+        row_len,
+        scales,
+        codes,
+    };
+    with_value_encoder(&enc, rows);
+}
+
+/// [`encode_rows_body`] with the element encoder `enc` (e4m3fn's and e5m2's own loops).
+#[inline(always)]
+fn encode_rows_with(
+    spec: &Float8Spec,
+    x: &[f32],
+    row_len: usize,
+    scales: &[f32],
+    codes: &mut [u8],
+    enc: impl Fn(f32) -> u8 + Copy,
+) {
     let max = spec.dtype.max();
     // `clamp(-max, max)`, NaN kept, as compare-selects.
     let clamp = |v: f32| {
@@ -284,12 +324,12 @@ fn encode_rows_body(
         match spec.recipe {
             Float8Recipe::Training { .. } => {
                 for (c, &v) in cr.iter_mut().zip(xr) {
-                    *c = enc.encode(clamp(v * s));
+                    *c = enc(clamp(v * s));
                 }
             }
             Float8Recipe::InferenceSafe if s == 0.0 => {
                 for c in cr.iter_mut() {
-                    *c = enc.encode(0.0);
+                    *c = enc(0.0);
                 }
             }
             Float8Recipe::Inference | Float8Recipe::InferenceSafe => {
@@ -301,7 +341,7 @@ fn encode_rows_body(
                     } else {
                         v / s
                     };
-                    *c = enc.encode(clamp(q));
+                    *c = enc(clamp(q));
                 }
             }
         }

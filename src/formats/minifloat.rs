@@ -668,17 +668,37 @@ fn encode_float8<const SHIFT: u32, const BIAS: u32, const OVER: i32>(x: f32) -> 
     (mag | ((bits >> 24) & 0x80)) as u8
 }
 
+/// A loop over values that takes its element encoder as a type parameter, so that each
+/// encoder's loop is compiled on its own ([`with_value_encoder`]).
+pub(crate) trait EncodeLoop {
+    /// Runs the loop with `enc` ([`Encoder::encode`] of the encoder given).
+    fn run(self, enc: impl Fn(f32) -> u8 + Copy);
+}
+
+/// Runs `k` with [`Encoder::encode`] of `p`: for e4m3fn and e5m2, [`encode_float8`].
+#[inline(always)]
+pub(crate) fn with_value_encoder(p: &Encoder, k: impl EncodeLoop) {
+    if *p == FLOAT8_ENCODERS[0] {
+        k.run(encode_float8::<20, 7, 0x7e>);
+    } else if *p == FLOAT8_ENCODERS[1] {
+        k.run(encode_float8::<21, 15, 0x7c>);
+    } else {
+        k.run(|v| p.encode(v));
+    }
+}
+
 /// `out[i] = encode(x[i])`, vectorised (`x.len() == out.len()`); e4m3fn and e5m2 through
 /// [`encode_float8`].
 #[inline(always)]
 fn encode_f32s_body(p: &Encoder, x: &[f32], out: &mut [u8]) {
-    if *p == FLOAT8_ENCODERS[0] {
-        encode_f32s_with(x, out, encode_float8::<20, 7, 0x7e>);
-    } else if *p == FLOAT8_ENCODERS[1] {
-        encode_f32s_with(x, out, encode_float8::<21, 15, 0x7c>);
-    } else {
-        encode_f32s_with(x, out, |v| p.encode(v));
+    struct Values<'a>(&'a [f32], &'a mut [u8]);
+    impl EncodeLoop for Values<'_> {
+        #[inline(always)]
+        fn run(self, enc: impl Fn(f32) -> u8 + Copy) {
+            encode_f32s_with(self.0, self.1, enc);
+        }
     }
+    with_value_encoder(p, Values(x, out));
 }
 
 /// [`encode_f32s_body`] with the value encoder `enc` (inlined: a function item or a closure
