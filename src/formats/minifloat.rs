@@ -550,15 +550,15 @@ pub(crate) fn encode_scaled(
     }
     if has_nan && !enc.fnuz && max.to_bits() == enc.max_bits {
         // Clamped to the largest finite value, a magnitude cannot round past it, and NaN is
-        // coded by the caller: the encoder's overflow and NaN selects are dead.
-        for (o, &v) in out.iter_mut().zip(x) {
-            let s = v * mult;
-            let c = if s > max { max } else { s };
-            let c = if c < -max { -max } else { c };
-            let code = enc.encode_in_range(c);
-            *o = if s.is_nan() { nan } else { code };
+        // coded by the caller: the encoder's overflow and NaN selects are dead (e4m3fn and
+        // e5m2, MXFP8's elements, through the float8 cast's own arithmetic).
+        if *enc == FLOAT8_ENCODERS[0] {
+            return encode_clamped(x, mult, max, nan, out, encode_float8::<20, 7, 0x7e>);
         }
-        return;
+        if *enc == FLOAT8_ENCODERS[1] {
+            return encode_clamped(x, mult, max, nan, out, encode_float8::<21, 15, 0x7c>);
+        }
+        return encode_clamped(x, mult, max, nan, out, |c| enc.encode_in_range(c));
     }
     for (o, &v) in out.iter_mut().zip(x) {
         let s = v * mult;
@@ -567,6 +567,26 @@ pub(crate) fn encode_scaled(
         let c = if c < -max { -max } else { c };
         let code = enc.encode(c);
         *o = if has_nan && s.is_nan() { nan } else { code };
+    }
+}
+
+/// `out[i]` = `enc(x[i]·mult` clamped to `±max)`, `nan` for a NaN product ([`encode_scaled`]
+/// where no overflow can occur).
+#[inline(always)]
+fn encode_clamped(
+    x: &[f32],
+    mult: f32,
+    max: f32,
+    nan: u8,
+    out: &mut [u8],
+    enc: impl Fn(f32) -> u8,
+) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        let s = v * mult;
+        let c = if s > max { max } else { s };
+        let c = if c < -max { -max } else { c };
+        let code = enc(c);
+        *o = if s.is_nan() { nan } else { code };
     }
 }
 
