@@ -248,15 +248,10 @@ impl GgmlType {
     /// # Errors
     /// As [`GgmlType::quantize_row`].
     pub fn quantize_rows(self, x: &[f32], row_len: usize) -> Result<Vec<u8>> {
-        check_rows(
-            "GgmlType::quantize_rows",
-            x.len(),
-            row_len,
-            self.block_size(),
-            x.len(),
-        )?;
-        let mut out = vec![0u8; self.row_bytes(x.len())?];
-        self.quantize_row(x, &mut out)?;
+        const OP: &str = "GgmlType::quantize_rows";
+        check_rows(OP, x.len(), row_len, self.block_size(), x.len())?;
+        let mut out = vec![0u8; self.row_bytes(x.len()).map_err(|e| e.with_op(OP))?];
+        self.quantize_row(x, &mut out).map_err(|e| e.with_op(OP))?;
         Ok(out)
     }
 }

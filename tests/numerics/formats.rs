@@ -754,6 +754,18 @@ mod non_finite {
     }
 
     #[test]
+    fn ggml_rows_report_under_their_own_name() {
+        let e = GgmlType::Q5_1
+            .quantize_rows(&[f32::NAN; 32], 32)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("GgmlType::quantize_rows:"), "{e}");
+        let e = GgmlType::Q4_0
+            .quantize_row(&[f32::NAN; 32], &mut [0; 18])
+            .unwrap_err();
+        assert!(e.to_string().starts_with("GgmlType::quantize_row:"), "{e}");
+    }
+
+    #[test]
     fn the_first_nan_or_infinity_is_reported() {
         // Four rows: one scaler block of NF4's (64 · 256).
         let n = 4 * 4096;
