@@ -2,6 +2,9 @@
 //! same f32 data), 4M elements (16 MB in): float8 casts and scaled float8, MX, NVFP4, int4
 //! g128, NF4 and the GGML blocks. Prints a summary table (GB/s of f32 read, ratio to the copy,
 //! ratio of the bytes moved to the copy's) before criterion's own figures.
+//!
+//! `FORMATS_ONLY=nf4,Q4_0` limits both to the jobs whose names contain one of the listed
+//! pieces (the rest of the names are skipped).
 
 mod common;
 
@@ -262,6 +265,15 @@ fn encoded_bytes(name: &str) -> f64 {
     }
 }
 
+/// The jobs `FORMATS_ONLY` names (all of them when it is unset or empty).
+fn selected(jobs: Vec<Job<'_>>) -> Vec<Job<'_>> {
+    let only = std::env::var("FORMATS_ONLY").unwrap_or_default();
+    let pieces: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();
+    jobs.into_iter()
+        .filter(|(name, _)| pieces.is_empty() || pieces.iter().any(|p| name.contains(p)))
+        .collect()
+}
+
 fn formats(c: &mut Criterion) {
     let x = common::data(N, 5);
     let mut copy = vec![0.0f32; N];
@@ -276,7 +288,7 @@ fn formats(c: &mut Criterion) {
         "work", "ms", "GB/s in", "copy / work", "÷ copy (bytes)"
     );
     let (mut codes, mut out) = (Vec::new(), Vec::new());
-    for (name, mut f) in jobs(&x, &mut codes, &mut out) {
+    for (name, mut f) in selected(jobs(&x, &mut codes, &mut out)) {
         let t = common::best(3, &mut f);
         let ratio = base.as_secs_f64() / t.as_secs_f64();
         println!(
@@ -293,7 +305,7 @@ fn formats(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Bytes((N * 4) as u64));
     let (mut codes, mut out) = (Vec::new(), Vec::new());
-    for (name, mut f) in jobs(&x, &mut codes, &mut out) {
+    for (name, mut f) in selected(jobs(&x, &mut codes, &mut out)) {
         g.bench_function(name, |b| b.iter(&mut f));
     }
     g.finish();

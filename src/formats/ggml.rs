@@ -333,7 +333,7 @@ crate::simd::dispatched512!(fn dequantize_blocks[](ty: GgmlType, bytes: &[u8], o
 #[allow(unsafe_code)]
 fn encode_blocks(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
+    {
         let kind = match ty {
             GgmlType::Q8_0 => Some(avx2::Legacy::Q8),
             GgmlType::Q4_0 => Some(avx2::Legacy::Sym(4)),
@@ -342,8 +342,8 @@ fn encode_blocks(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
             GgmlType::Q5_1 => Some(avx2::Legacy::Min(5)),
             _ => None,
         };
-        if let Some(kind) = kind {
-            // SAFETY: `available` checked AVX2 and F16C.
+        if let Some(kind) = kind.filter(|&k| avx2::runs(k)) {
+            // SAFETY: `runs` checked AVX2 and F16C.
             return unsafe { avx2::quantize(kind, x, out) };
         }
     }
