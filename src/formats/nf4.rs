@@ -270,7 +270,113 @@ fn nf4_blocks(spec: &Nf4Spec, x: &[f32], absmax: &mut [f32], codes: &mut [u8]) {
         unsafe { avx512::nf4_blocks(spec.block_size, nan, thresholds(), x, absmax, codes) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if spec.block_size.is_multiple_of(8) && spec.block_size > 0 && crate::simd::has_avx2() {
+        let nan = if spec.exact_zero_blocks { 7 } else { 0 };
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { avx2::nf4_blocks(spec.block_size, nan, thresholds(), x, absmax, codes) };
+        return;
+    }
     nf4_blocks_at(spec, thresholds(), x, absmax, codes);
+}
+
+/// [`nf4_blocks`] for AVX2 without AVX-512, blocks of a multiple of 8: the same four-step
+/// binary search as the AVX-512 kernel, its last three levels read from three eight-entry
+/// registers (`vpermps` holds 8 entries: the search never needs more than 8 at one level),
+/// where the portable count of fifteen compares and adds compiled to about 30 operations per
+/// 8 values (measured on an AMD EPYC Zen 4 with AVX-512 turned off: 5.5 ms for 4M values).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _CMP_GE_OQ, _CMP_UNORD_Q, _mm_storel_epi64, _mm256_add_epi32,
+        _mm256_and_si256, _mm256_blendv_epi8, _mm256_castps_si256, _mm256_castsi256_si128,
+        _mm256_cmp_ps, _mm256_cvtsi256_si32, _mm256_div_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+        _mm256_max_epu32, _mm256_permute2x128_si256, _mm256_permutevar8x32_epi32,
+        _mm256_permutevar8x32_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi8,
+        _mm256_setr_epi32, _mm256_setr_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
+        _mm256_shuffle_epi32, _mm256_sub_epi32,
+    };
+
+    /// The block maxima and codes (`x.len() == block · absmax.len() == codes.len()`, `block`
+    /// a positive multiple of 8), as the AVX-512 kernel computes them: per block the largest
+    /// magnitude (its sign-cleared pattern: NaN above inf), then per value the count of
+    /// thresholds its quotient reaches, `nan` for a NaN quotient (an all-zero block).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn nf4_blocks(
+        block: usize,
+        nan: u8,
+        t: &[f32; 15],
+        x: &[f32],
+        absmax: &mut [f32],
+        codes: &mut [u8],
+    ) {
+        // Level by level, with `h` the code halved: `t[7]`; `t[3]` / `t[11]` at `h` 0 / 4;
+        // `t[1]`, `t[5]`, `t[9]`, `t[13]` at `h` 0, 2, 4, 6; `t[2h]`.
+        let top = _mm256_set1_ps(t[7]);
+        let l4 = _mm256_setr_ps(t[3], 0.0, 0.0, 0.0, t[11], 0.0, 0.0, 0.0);
+        let l2 = _mm256_setr_ps(t[1], 0.0, t[5], 0.0, t[9], 0.0, t[13], 0.0);
+        let l1 = _mm256_setr_ps(t[0], t[2], t[4], t[6], t[8], t[10], t[12], t[14]);
+        let abs = _mm256_set1_epi32(0x7fff_ffff);
+        let nan = _mm256_set1_epi32(i32::from(nan));
+        let (four, two, one) = (
+            _mm256_set1_epi32(4),
+            _mm256_set1_epi32(2),
+            _mm256_set1_epi32(1),
+        );
+        // The low byte of each lane into the first four bytes of its half, then the halves'
+        // first words together.
+        let bytes = _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        let halves = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+        let ge = |q, th| _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(q, th));
+        for ((xb, cb), m) in x
+            .chunks_exact(block)
+            .zip(codes.chunks_exact_mut(block))
+            .zip(absmax.iter_mut())
+        {
+            let mut a = _mm256_setzero_si256();
+            for c in xb.chunks_exact(8) {
+                crate::simd::prefetch_read(c.as_ptr().wrapping_add(crate::simd::PREFETCH_AHEAD));
+                // SAFETY: `c` holds 8 `f32`s (an unaligned 32-byte load).
+                let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast::<__m256i>()) };
+                a = _mm256_max_epu32(a, _mm256_and_si256(v, abs));
+            }
+            let a = _mm256_max_epu32(a, _mm256_permute2x128_si256::<1>(a, a));
+            let a = _mm256_max_epu32(a, _mm256_shuffle_epi32::<0b0100_1110>(a));
+            let a = _mm256_max_epu32(a, _mm256_shuffle_epi32::<0b1011_0001>(a));
+            *m = f32::from_bits(_mm256_cvtsi256_si32(a) as u32);
+            let d = _mm256_set1_ps(*m);
+            for (c, o) in xb.chunks_exact(8).zip(cb.chunks_exact_mut(8)) {
+                // SAFETY: `c` holds 8 `f32`s.
+                let q = _mm256_div_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, d);
+                let h = _mm256_and_si256(ge(q, top), four);
+                let th = _mm256_permutevar8x32_ps(l4, h);
+                let h = _mm256_add_epi32(h, _mm256_and_si256(ge(q, th), two));
+                let th = _mm256_permutevar8x32_ps(l2, h);
+                let h = _mm256_add_epi32(h, _mm256_and_si256(ge(q, th), one));
+                let th = _mm256_permutevar8x32_ps(l1, h);
+                // `2h + 1` where `q` reaches `t[2h]` (the mask is -1 there).
+                let code = _mm256_sub_epi32(_mm256_add_epi32(h, h), ge(q, th));
+                let unord = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(q, q));
+                let code = _mm256_blendv_epi8(code, nan, unord);
+                let packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(code, bytes), halves);
+                let o: &mut [u8; 8] = o.try_into().expect("8 codes");
+                // SAFETY: `o` holds 8 bytes (an unaligned 8-byte store).
+                unsafe {
+                    _mm_storel_epi64(
+                        o.as_mut_ptr().cast::<__m128i>(),
+                        _mm256_castsi256_si128(packed),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// [`nf4_blocks`] for AVX-512, blocks of a multiple of 16: the code of each quotient found
@@ -605,6 +711,40 @@ mod tests {
                     assert_eq!(got, code_scalar(spec.exact_zero_blocks, v / m), "{v} / {m}");
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            avx2_kernel_agrees(&spec, &x);
         }
+    }
+
+    /// The AVX2 kernel (which an AVX-512 CPU does not dispatch to) against the portable loop
+    /// on `x` and on `x` with a NaN block and an infinite block.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    fn avx2_kernel_agrees(spec: &Nf4Spec, x: &[f32]) {
+        if !crate::simd::has_avx2() || !spec.block_size.is_multiple_of(8) {
+            return;
+        }
+        let block = spec.block_size;
+        let mut x = x.to_vec();
+        x[block + 3] = f32::NAN;
+        x[3 * block + 5] = f32::NEG_INFINITY;
+        let nan = if spec.exact_zero_blocks { 7 } else { 0 };
+        let n = x.len() / block;
+        let (mut m, mut c) = (vec![0.0f32; n], vec![0u8; x.len()]);
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { avx2::nf4_blocks(block, nan, thresholds(), &x, &mut m, &mut c) };
+        let (mut want_m, mut want_c) = (vec![0.0f32; n], vec![0u8; x.len()]);
+        nf4_blocks_at(spec, thresholds(), &x, &mut want_m, &mut want_c);
+        for (i, (&got, &want)) in m.iter().zip(&want_m).enumerate() {
+            assert!(
+                got == want || got.is_nan() && want.is_nan(),
+                "{i}: {got} {want}"
+            );
+            if want.is_finite() {
+                let r = i * block..(i + 1) * block;
+                assert_eq!(c[r.clone()], want_c[r], "block {i}");
+            }
+        }
+        assert!(m[1].is_nan() && m[3] == f32::INFINITY);
     }
 }
