@@ -26,7 +26,7 @@ use std::fmt;
 use ndarray::{ArrayRef, Ix2};
 
 use super::Dequantize;
-use super::minifloat::{EncodeLoop, Encoder, MiniFloat, with_value_encoder};
+use super::minifloat::{EncodeLoop, Encoder, MiniFloat, encode_f32s_with, with_value_encoder};
 use super::{ElementFormat, check_rows};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
@@ -321,19 +321,18 @@ fn encode_rows_with(
         .enumerate()
     {
         let s = row_scale(scales, r);
+        // Through the cast's own loop (16 values a step, the input prefetched): a loop per
+        // value here compiled to eight lanes with a pack and an 8-byte store each, twice the
+        // time of the cast's with AVX2 (measured on Zen 4).
         match spec.recipe {
-            Float8Recipe::Training { .. } => {
-                for (c, &v) in cr.iter_mut().zip(xr) {
-                    *c = enc(clamp(v * s));
-                }
-            }
+            Float8Recipe::Training { .. } => encode_f32s_with(xr, cr, |v| enc(clamp(v * s))),
             Float8Recipe::InferenceSafe if s == 0.0 => {
                 for c in cr.iter_mut() {
                     *c = enc(0.0);
                 }
             }
             Float8Recipe::Inference | Float8Recipe::InferenceSafe => {
-                for (c, &v) in cr.iter_mut().zip(xr) {
+                encode_f32s_with(xr, cr, |v| {
                     // x86's 0/0 is the default NaN, sign bit set: spelled out, so that
                     // every target gives it.
                     let q = if v == 0.0 && s == 0.0 {
@@ -341,8 +340,8 @@ fn encode_rows_with(
                     } else {
                         v / s
                     };
-                    *c = enc(clamp(q));
-                }
+                    enc(clamp(q))
+                });
             }
         }
     }

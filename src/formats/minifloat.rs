@@ -724,7 +724,7 @@ fn encode_f32s_body(p: &Encoder, x: &[f32], out: &mut [u8]) {
 /// [`encode_f32s_body`] with the value encoder `enc` (inlined: a function item or a closure
 /// defined in the caller compiled for the CPU).
 #[inline(always)]
-fn encode_f32s_with(x: &[f32], out: &mut [u8], enc: impl Fn(f32) -> u8) {
+pub(crate) fn encode_f32s_with(x: &[f32], out: &mut [u8], enc: impl Fn(f32) -> u8) {
     let mut xs = x.chunks_exact(16);
     let mut os = out.chunks_exact_mut(16);
     for (xc, oc) in (&mut xs).zip(&mut os) {
