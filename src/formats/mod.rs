@@ -35,6 +35,7 @@ mod format;
 pub mod ggml;
 pub mod groupwise;
 mod int8;
+mod lookup;
 pub mod minifloat;
 pub mod mx;
 pub mod nf4;

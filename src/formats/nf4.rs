@@ -478,22 +478,11 @@ impl Dequantize for Nf4Tensor {
     }
 
     fn write_values(&self, out: &mut [f32]) {
-        nf4_values(self.spec.block_size, &self.scalers(), &self.codes, out);
+        // The 16-entry lookup by register permutes (`formats::lookup`).
+        let scalers = self.scalers();
+        super::lookup::lut16_scaled(&NF4_VALUES, &self.codes, self.spec.block_size, &scalers, out);
     }
 }
-
-/// `NF4_VALUES[code]·scaler` block by block, compiled for the CPU's vector width.
-#[inline(always)]
-fn nf4_values_body(block: usize, scalers: &[f32], codes: &[u8], out: &mut [f32]) {
-    let b = block.max(1);
-    for ((o, c), &s) in out.chunks_mut(b).zip(codes.chunks(b)).zip(scalers) {
-        for (o, &code) in o.iter_mut().zip(c) {
-            *o = NF4_VALUES[usize::from(code & 0xf)] * s;
-        }
-    }
-}
-
-crate::simd::dispatched512!(fn nf4_values[](block: usize, scalers: &[f32], codes: &[u8], out: &mut [f32]) = nf4_values_body);
 
 impl Nf4Tensor {
     /// The block scales after double quantization (`q / factor + mean`).

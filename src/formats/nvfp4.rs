@@ -206,33 +206,16 @@ impl Nvfp4Tensor {
 /// The values of blocks: element `E2M1Fn.decode(c)` times the block's scale
 /// (`E4M3Fn.decode(s8)`, times the per-tensor scale when there is one).
 fn decode_blocks(codes: &[u8], scales: &[u8], pts: Option<f32>, out: &mut [f32]) {
-    let tables = (MiniFloat::E4M3Fn.table(), MiniFloat::E2M1Fn.table());
-    decode_blocks_with(tables, codes, scales, pts, out);
+    let (scale_table, elem_table) = (MiniFloat::E4M3Fn.table(), MiniFloat::E2M1Fn.table());
+    // The 16-entry lookup by register permutes (`formats::lookup`), the block's scale as
+    // `decode_blocks_with` computes it.
+    let t16: &[f32; 16] = elem_table[..16].try_into().expect("16 entries");
+    let scale = |k: usize| {
+        let s = scale_table[usize::from(*scales.get(k)?)];
+        Some(pts.map_or(s, |p| p * s))
+    };
+    super::lookup::lut16_blocks(t16, codes, NVFP4_BLOCK, scale, out);
 }
-
-/// [`decode_blocks`] with the two tables read once, compiled for the CPU's vector width.
-#[inline(always)]
-fn decode_blocks_with_body(
-    (scale_table, elem_table): (&[f32; 256], &[f32; 256]),
-    codes: &[u8],
-    scales: &[u8],
-    pts: Option<f32>,
-    out: &mut [f32],
-) {
-    for ((cb, ob), &s8) in codes
-        .chunks(NVFP4_BLOCK)
-        .zip(out.chunks_mut(NVFP4_BLOCK))
-        .zip(scales)
-    {
-        let s = scale_table[usize::from(s8)];
-        let scale = pts.map_or(s, |p| p * s);
-        for (o, &c) in ob.iter_mut().zip(cb) {
-            *o = elem_table[usize::from(c)] * scale;
-        }
-    }
-}
-
-crate::simd::dispatched512!(fn decode_blocks_with[](tables: (&[f32; 256], &[f32; 256]), codes: &[u8], scales: &[u8], pts: Option<f32>, out: &mut [f32]) = decode_blocks_with_body);
 
 impl fmt::Display for Nvfp4Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

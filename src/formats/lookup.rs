@@ -1,0 +1,249 @@
+//! The decoders of the 4-bit formats (MXFP4, NVFP4, NF4): `out[i] = table[codes[i] & 15] ·
+//! scales[i / block]`, a 16-entry table read by register permutes.
+//!
+//! Compiled as a plain loop, the lookup is a gather per vector: measured on an AMD EPYC Zen 4,
+//! the 16-lane AVX-512 gathers ran at about a third of the rate of the 8-lane AVX2 ones (4M
+//! values: MXFP4 1.72 ms with AVX-512 against 1.23 ms with AVX2, the copy of the same bytes
+//! 0.9–1.3 ms). A table of 16 `f32`s fits one AVX-512 register (`vpermps` picks each lane's
+//! entry) or two AVX2 registers (two `vpermps` and a blend on the code's bit 3): no memory
+//! access per value at all.
+//!
+//! Every code is masked to its low four bits, as the element tables are
+//! ([`super::minifloat::MiniFloat`] masks a code to its width): the same value as the
+//! 256-entry table of a 4-bit type for every byte.
+
+/// [`lut16_scaled`] with block `k`'s scale `scale(k)`, computed 64 blocks at a time into a
+/// buffer on the stack (the decoders allocate nothing); the first block without a scale
+/// (`None`) ends the decoding, as the end of a scale slice does.
+pub(crate) fn lut16_blocks(
+    table: &[f32; 16],
+    codes: &[u8],
+    block: usize,
+    scale: impl Fn(usize) -> Option<f32>,
+    out: &mut [f32],
+) {
+    const CHUNK: usize = 64;
+    let b = block.max(1);
+    let step = b.saturating_mul(CHUNK);
+    let mut buf = [0.0f32; CHUNK];
+    for (k, (cs, os)) in codes.chunks(step).zip(out.chunks_mut(step)).enumerate() {
+        let want = cs.len().div_ceil(b);
+        let mut n = 0;
+        while n < want {
+            match scale(k * CHUNK + n) {
+                Some(s) => buf[n] = s,
+                None => break,
+            }
+            n += 1;
+        }
+        lut16_scaled(table, cs, b, &buf[..n], os);
+        if n < want {
+            return;
+        }
+    }
+}
+
+/// `out[i] = table[codes[i] & 15] * scales[i / block]` (`block > 0`; the last block may be
+/// shorter) for every `i` below the three lengths' limit: the product of the table entry and
+/// its block's scale, rounded once, as the scalar loop computes it.
+#[allow(unsafe_code)]
+pub(crate) fn lut16_scaled(
+    table: &[f32; 16],
+    codes: &[u8],
+    block: usize,
+    scales: &[f32],
+    out: &mut [f32],
+) {
+    let block = block.max(1);
+    // As the scalar loops' `zip`s: only the values that have a code, an output and a scale
+    // (a tensor whose public fields disagree decodes as far as they agree).
+    let n = codes
+        .len()
+        .min(out.len())
+        .min(scales.len().saturating_mul(block));
+    let (codes, out) = (&codes[..n], &mut out[..n]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if block.is_multiple_of(16) && block > 0 && crate::simd::has_avx512() {
+            // SAFETY: the CPU has AVX-512 F, BW and VL (checked just above).
+            unsafe { x86::lut16_avx512(table, codes, block, scales, out) };
+            return;
+        }
+        if block.is_multiple_of(8) && block > 0 && crate::simd::has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { x86::lut16_avx2(table, codes, block, scales, out) };
+            return;
+        }
+    }
+    lut16_portable(table, codes, block, scales, out);
+}
+
+/// [`lut16_scaled`] one value at a time (the reference the kernels are tested against, and
+/// the path for blocks the kernels do not take).
+fn lut16_portable(table: &[f32; 16], codes: &[u8], block: usize, scales: &[f32], out: &mut [f32]) {
+    let b = block.max(1);
+    for ((cb, ob), &s) in codes.chunks(b).zip(out.chunks_mut(b)).zip(scales) {
+        for (o, &c) in ob.iter_mut().zip(cb) {
+            *o = table[usize::from(c & 15)] * s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use std::arch::x86_64::{
+        __m128i, _mm_loadl_epi64, _mm_loadu_si128, _mm256_blendv_ps, _mm256_castsi256_ps,
+        _mm256_cvtepu8_epi32, _mm256_loadu_ps, _mm256_mul_ps, _mm256_permutevar8x32_ps,
+        _mm256_set1_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm512_cvtepu8_epi32,
+        _mm512_loadu_ps, _mm512_mul_ps, _mm512_permutexvar_ps, _mm512_set1_ps, _mm512_storeu_ps,
+    };
+
+    /// [`super::lut16_scaled`] with AVX-512, `block` a positive multiple of 16: per 16 codes
+    /// one widening load, one permute (its index's low four bits), one multiplication.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn lut16_avx512(
+        table: &[f32; 16],
+        codes: &[u8],
+        block: usize,
+        scales: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: `table` holds 16 `f32`s.
+        let t = unsafe { _mm512_loadu_ps(table.as_ptr()) };
+        let mut cs = codes.chunks_exact(block);
+        let mut os = out.chunks_exact_mut(block);
+        for ((cb, ob), &s) in (&mut cs).zip(&mut os).zip(scales) {
+            let s = _mm512_set1_ps(s);
+            for (c, o) in cb.chunks_exact(16).zip(ob.chunks_exact_mut(16)) {
+                let c: &[u8; 16] = c.try_into().expect("16 codes");
+                let o: &mut [f32; 16] = o.try_into().expect("16 values");
+                // SAFETY: 16 bytes read from `c`, 16 `f32`s written to `o` (unaligned).
+                unsafe {
+                    let i = _mm512_cvtepu8_epi32(_mm_loadu_si128(c.as_ptr().cast::<__m128i>()));
+                    // `vpermps` reads each index's low four bits: the code's `& 15`.
+                    let v = _mm512_mul_ps(_mm512_permutexvar_ps(i, t), s);
+                    _mm512_storeu_ps(o.as_mut_ptr(), v);
+                }
+            }
+        }
+        let done = codes.len() - cs.remainder().len();
+        super::lut16_portable(
+            table,
+            cs.remainder(),
+            block,
+            scales.get(done / block..).unwrap_or(&[]),
+            os.into_remainder(),
+        );
+    }
+
+    /// [`super::lut16_scaled`] with AVX2, `block` a positive multiple of 8: per 8 codes one
+    /// widening load, two permutes (entries 0–7 and 8–15) and a blend on bit 3, one
+    /// multiplication.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lut16_avx2(
+        table: &[f32; 16],
+        codes: &[u8],
+        block: usize,
+        scales: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: `table` holds 16 `f32`s: two loads of 8.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_ps(table.as_ptr()),
+                _mm256_loadu_ps(table.as_ptr().add(8)),
+            )
+        };
+        let mut cs = codes.chunks_exact(block);
+        let mut os = out.chunks_exact_mut(block);
+        for ((cb, ob), &s) in (&mut cs).zip(&mut os).zip(scales) {
+            let s = _mm256_set1_ps(s);
+            for (c, o) in cb.chunks_exact(8).zip(ob.chunks_exact_mut(8)) {
+                let c: &[u8; 8] = c.try_into().expect("8 codes");
+                let o: &mut [f32; 8] = o.try_into().expect("8 values");
+                // SAFETY: 8 bytes read from `c`, 8 `f32`s written to `o` (unaligned).
+                unsafe {
+                    let i = _mm256_cvtepu8_epi32(_mm_loadl_epi64(c.as_ptr().cast::<__m128i>()));
+                    // `vpermps` reads the low three bits; bit 3, moved to the sign, picks
+                    // the upper half.
+                    let upper = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i));
+                    let v = _mm256_blendv_ps(
+                        _mm256_permutevar8x32_ps(lo, i),
+                        _mm256_permutevar8x32_ps(hi, i),
+                        upper,
+                    );
+                    _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(v, s));
+                }
+            }
+        }
+        let done = codes.len() - cs.remainder().len();
+        super::lut16_portable(
+            table,
+            cs.remainder(),
+            block,
+            scales.get(done / block..).unwrap_or(&[]),
+            os.into_remainder(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels give the portable loop's bits: every byte value as a code (bits above
+    /// the fourth ignored), blocks of 8 to 64 with a short last block, scales of every kind
+    /// (NaN, ±inf, ±0, subnormal), each kernel called directly where the CPU has it.
+    #[test]
+    #[allow(unsafe_code)]
+    fn kernels_equal_the_portable_loop() {
+        let table: [f32; 16] =
+            std::array::from_fn(|i| if i == 5 { -0.0 } else { (i as f32 - 7.5) * 0.37 });
+        let specials = [f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 1e-40, 3.0];
+        for block in [8usize, 16, 24, 32, 64] {
+            for n in [0usize, 7, block, 3 * block + 5, 40 * block] {
+                let codes: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+                let scales: Vec<f32> = (0..n.div_ceil(block))
+                    .map(|b| specials[b % specials.len()] * (1.0 + b as f32))
+                    .collect();
+                let mut want = vec![1.0f32; n];
+                lut16_portable(&table, &codes, block, &scales, &mut want);
+                let check = |got: &[f32], path: &str| {
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g.to_bits(), w.to_bits(), "{path} {block} {n} at {i}");
+                    }
+                };
+                let mut got = vec![2.0f32; n];
+                lut16_scaled(&table, &codes, block, &scales, &mut got);
+                check(&got, "dispatched");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if block.is_multiple_of(16) && crate::simd::has_avx512() {
+                        let mut got = vec![2.0f32; n];
+                        // SAFETY: the CPU has AVX-512 F, BW and VL (checked above).
+                        unsafe { x86::lut16_avx512(&table, &codes, block, &scales, &mut got) };
+                        check(&got, "avx512");
+                    }
+                    if crate::simd::has_avx2() {
+                        let mut got = vec![2.0f32; n];
+                        // SAFETY: the CPU has AVX2 (checked above).
+                        unsafe { x86::lut16_avx2(&table, &codes, block, &scales, &mut got) };
+                        check(&got, "avx2");
+                    }
+                }
+                // Each code's own entry (the portable loop itself).
+                for (i, (&c, w)) in codes.iter().zip(&want).enumerate() {
+                    let e = table[usize::from(c & 15)] * scales[i / block];
+                    assert_eq!(e.to_bits(), w.to_bits());
+                }
+            }
+        }
+    }
+}
