@@ -26,6 +26,7 @@ use std::fmt;
 use ndarray::{ArrayRef, Ix2};
 
 use super::Dequantize;
+use super::lookup::ScaleOp;
 use super::minifloat::{EncodeLoop, Encoder, MiniFloat, encode_f32s_with, with_value_encoder};
 use super::{ElementFormat, check_rows};
 use crate::element::QFloat;
@@ -243,7 +244,18 @@ impl Dequantize for Float8Tensor {
     }
 
     fn write_values(&self, out: &mut [f32]) {
-        decode_rows(self, self.spec.dtype.table(), out);
+        // e4m3fn and e5m2 by arithmetic where the CPU converts halves (no gather), the row
+        // scale as `decode_rows` applies it.
+        let op = if matches!(self.spec.recipe, Float8Recipe::Training { .. }) {
+            ScaleOp::Div
+        } else {
+            ScaleOp::Mul
+        };
+        let scale = |r: usize| Some(row_scale(&self.scales, r));
+        let row_len = self.row_len.max(1);
+        if !super::lookup::fp8_blocks(self.spec.dtype, &self.codes, row_len, scale, op, out) {
+            decode_rows(self, self.spec.dtype.table(), out);
+        }
     }
 }
 

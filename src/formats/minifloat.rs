@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 
 use ndarray::{Array, ArrayRef, Dimension};
 
+use super::lookup::ScaleOp;
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 
@@ -768,7 +769,11 @@ pub fn decode_into(codes: &[u8], from: MiniFloat, out: &mut [f32]) -> Result<()>
             got: out.len(),
         });
     }
-    decode_table(from.table(), codes, out);
+    // e4m3fn and e5m2 by arithmetic where the CPU converts halves (no gather).
+    let one = |_: usize| Some(1.0);
+    if !super::lookup::fp8_blocks(from, codes, codes.len(), one, ScaleOp::Mul, out) {
+        decode_table(from.table(), codes, out);
+    }
     Ok(())
 }
 

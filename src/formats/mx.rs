@@ -36,6 +36,7 @@
 use std::fmt;
 
 use super::Dequantize;
+use super::lookup::ScaleOp;
 use super::minifloat::{Encoder, MiniFloat, encode_scaled};
 use super::packing::{NibbleOrder, pack_nibbles};
 use super::{ElementFormat, EncodedRow, RowCodec, check_finite, check_rows};
@@ -438,7 +439,19 @@ impl Dequantize for MxTensor {
             super::lookup::lut16_blocks(t16, &self.codes, self.spec.block_size, scale, out);
             return;
         }
-        mx_values(self.spec.block_size, table, &self.codes, &self.scales, out);
+        // MXFP8 (e4m3fn, e5m2) by arithmetic where the CPU converts halves (no gather).
+        let scale = |k: usize| {
+            let byte = *self.scales.get(k)?;
+            Some(if byte == 255 {
+                f32::NAN
+            } else {
+                pow2(i32::from(byte) - 127)
+            })
+        };
+        let (elem, block) = (self.spec.elem, self.spec.block_size);
+        if !super::lookup::fp8_blocks(elem, &self.codes, block, scale, ScaleOp::Mul, out) {
+            mx_values(block, table, &self.codes, &self.scales, out);
+        }
     }
 }
 

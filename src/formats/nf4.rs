@@ -480,7 +480,13 @@ impl Dequantize for Nf4Tensor {
     fn write_values(&self, out: &mut [f32]) {
         // The 16-entry lookup by register permutes (`formats::lookup`).
         let scalers = self.scalers();
-        super::lookup::lut16_scaled(&NF4_VALUES, &self.codes, self.spec.block_size, &scalers, out);
+        super::lookup::lut16_scaled(
+            &NF4_VALUES,
+            &self.codes,
+            self.spec.block_size,
+            &scalers,
+            out,
+        );
     }
 }
 
