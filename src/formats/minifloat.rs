@@ -582,12 +582,29 @@ fn encode_clamped(
     out: &mut [u8],
     enc: impl Fn(f32) -> u8,
 ) {
-    for (o, &v) in out.iter_mut().zip(x) {
+    map_by_16(x, out, |v| {
         let s = v * mult;
         let c = if s > max { max } else { s };
         let c = if c < -max { -max } else { c };
         let code = enc(c);
-        *o = if s.is_nan() { nan } else { code };
+        if s.is_nan() { nan } else { code }
+    });
+}
+
+/// `out[i] = f(x[i])` over the shorter length, 16 values a step: a loop per value compiled
+/// for AVX2 ran eight lanes with a pack and an 8-byte store each step (about twice the time
+/// of MXFP8's and scaled float8's elements, measured on Zen 4 with AVX-512 off).
+#[inline(always)]
+fn map_by_16(x: &[f32], out: &mut [u8], f: impl Fn(f32) -> u8) {
+    let mut xs = x.chunks_exact(16);
+    let mut os = out.chunks_exact_mut(16);
+    for (xc, oc) in (&mut xs).zip(&mut os) {
+        for (o, &v) in oc.iter_mut().zip(xc) {
+            *o = f(v);
+        }
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = f(v);
     }
 }
 
