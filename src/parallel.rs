@@ -182,6 +182,65 @@ pub(crate) fn map_fold3<A: Sync, G: Sync, B: Send, R: Send>(
         .fold(init, fold)
 }
 
+/// Blocks per piece of [`blocks2`] / [`blocks3`]: about [`CHUNK`] values, whole blocks.
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+fn blocks_per_piece(block: usize) -> usize {
+    (CHUNK / block.max(1)).max(1)
+}
+
+/// `f(first_block, x_piece, out_piece)` over pieces of whole blocks (`block` values of `xs`
+/// and `per_out` entries of `out` per block; the lengths agree), all true. The block
+/// encoders of the formats: each block is encoded on its own, so the pieces give the same
+/// bytes on one thread or many.
+#[inline]
+pub(crate) fn blocks2<A: Sync, B: Send>(
+    xs: &[A],
+    block: usize,
+    out: &mut [B],
+    per_out: usize,
+    f: impl Fn(usize, &[A], &mut [B]) -> bool + Sync + Send,
+) -> bool {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) && block > 0 && per_out > 0 {
+        use rayon::prelude::*;
+        let k = blocks_per_piece(block);
+        return xs
+            .par_chunks(k * block)
+            .zip(out.par_chunks_mut(k * per_out))
+            .enumerate()
+            .map(|(i, (a, b))| f(i * k, a, b))
+            .reduce(|| true, |a, b| a && b);
+    }
+    let _ = (block, per_out);
+    f(0, xs, out)
+}
+
+/// [`blocks2`] with a second output: `per_small` entries of `small` and `per_big` of `big` per
+/// block.
+#[inline]
+pub(crate) fn blocks3<A: Sync, S: Send, B: Send>(
+    xs: &[A],
+    block: usize,
+    (small, per_small): (&mut [S], usize),
+    (big, per_big): (&mut [B], usize),
+    f: impl Fn(usize, &[A], &mut [S], &mut [B]) -> bool + Sync + Send,
+) -> bool {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) && block > 0 && per_small > 0 && per_big > 0 {
+        use rayon::prelude::*;
+        let k = blocks_per_piece(block);
+        return xs
+            .par_chunks(k * block)
+            .zip(small.par_chunks_mut(k * per_small))
+            .zip(big.par_chunks_mut(k * per_big))
+            .enumerate()
+            .map(|(i, ((a, s), b))| f(i * k, a, s, b))
+            .reduce(|| true, |a, b| a && b);
+    }
+    let _ = (block, per_small, per_big);
+    f(0, xs, small, big)
+}
+
 /// Layers of at least this many multiply-accumulates are split across the rayon pool: the
 /// one threshold of the layers (elementwise work uses [`PAR_MIN_LEN`]).
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]

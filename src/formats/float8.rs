@@ -201,8 +201,14 @@ impl Float8Spec {
         check_rows("Float8Spec::quantize", x.len(), row_len, 1, x.len())?;
         // The largest magnitude, NaN if any value is NaN.
         let amax = |s: &[f32]| {
-            let mut a = [0];
-            crate::simd::block_amax_bits(s, s.len(), &mut a);
+            // A long slice (a tensor's) in pieces on the rayon pool: the largest pattern of
+            // their largest patterns, the same on any thread count.
+            let piece_max = |p: &[f32]| {
+                let mut a = [0];
+                crate::simd::block_amax_bits(p, p.len(), &mut a);
+                a[0]
+            };
+            let a = [crate::parallel::map_fold_exact(s, piece_max, 0, u32::max)];
             if a[0] > 0x7f80_0000 {
                 f32::NAN
             } else {
@@ -224,7 +230,17 @@ impl Float8Spec {
             }
         }
         codes.resize(x.len(), 0);
-        encode_rows(self, x, row_len, scales, codes);
+        // Pieces of whole rows on the rayon pool (feature `rayon`), the same bytes; a piece's
+        // rows read their own scales (or the tensor's one).
+        crate::parallel::blocks2(x, row_len, codes, row_len, |first, x, c| {
+            let s = if scales.len() == 1 {
+                &scales[..]
+            } else {
+                scales.get(first..).unwrap_or(&[])
+            };
+            encode_rows(self, x, row_len, s, c);
+            true
+        });
         Ok(())
     }
 

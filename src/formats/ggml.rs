@@ -204,7 +204,9 @@ impl GgmlType {
         if self == GgmlType::Mxfp4 {
             check_finite(OP, x)?;
         }
-        if !encode_blocks(self, x, out) {
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same bytes.
+        let (block, size) = (self.block_size(), self.type_size());
+        if !crate::parallel::blocks2(x, block, out, size, |_, x, o| encode_blocks(self, x, o)) {
             // The pass met a NaN or an infinity: the first one's index.
             check_finite(OP, x)?;
         }

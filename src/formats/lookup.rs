@@ -21,7 +21,25 @@
 /// [`lut16_scaled`] with block `k`'s scale `scale(k)`, computed 64 blocks at a time into a
 /// buffer on the stack (the decoders allocate nothing); the first block without a scale
 /// (`None`) ends the decoding, as the end of a scale slice does.
+///
+/// Pieces of whole blocks run on the rayon pool (feature `rayon`): each value is computed
+/// alone, so the output is the same on any thread count.
 pub(crate) fn lut16_blocks(
+    table: &[f32; 16],
+    codes: &[u8],
+    block: usize,
+    scale: impl Fn(usize) -> Option<f32> + Sync + Send,
+    out: &mut [f32],
+) {
+    let b = block.max(1);
+    crate::parallel::blocks2(codes, b, out, b, |first, c, o| {
+        lut16_blocks_seq(table, c, b, |k| scale(first + k), o);
+        true
+    });
+}
+
+/// [`lut16_blocks`] on this thread.
+fn lut16_blocks_seq(
     table: &[f32; 16],
     codes: &[u8],
     block: usize,
@@ -83,7 +101,7 @@ pub(crate) fn fp8_blocks(
     dtype: super::minifloat::MiniFloat,
     codes: &[u8],
     block: usize,
-    scale: impl Fn(usize) -> Option<f32>,
+    scale: impl Fn(usize) -> Option<f32> + Sync + Send,
     op: ScaleOp,
     out: &mut [f32],
 ) -> bool {
@@ -93,37 +111,56 @@ pub(crate) fn fp8_blocks(
         if !(avx512 || crate::simd::has_avx2() && crate::simd::has_f16c()) {
             return false;
         }
-        const CHUNK: usize = 64;
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same values.
         let b = block.max(1);
-        let step = b.saturating_mul(CHUNK);
-        let mut buf = [0.0f32; CHUNK];
-        for (k, (cs, os)) in codes.chunks(step).zip(out.chunks_mut(step)).enumerate() {
-            let want = cs.len().div_ceil(b);
-            let mut n = 0;
-            while n < want {
-                match scale(k * CHUNK + n) {
-                    Some(s) => buf[n] = s,
-                    None => break,
-                }
-                n += 1;
-            }
-            let m = cs.len().min(n * b);
-            // SAFETY: the CPU has the features each kernel needs (checked above).
-            unsafe {
-                if avx512 {
-                    x86::fp8_avx512(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
-                } else {
-                    x86::fp8_avx2(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
-                }
-            }
-            if n < want {
-                break;
-            }
-        }
+        crate::parallel::blocks2(codes, b, out, b, |first, c, o| {
+            fp8_blocks_seq((p, avx512), c, b, |k| scale(first + k), op, o);
+            true
+        });
         return true;
     }
     let _ = (dtype, codes, block, scale, op, out);
     false
+}
+
+/// [`fp8_blocks`] on this thread, with the type's parameters and whether AVX-512 runs.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn fp8_blocks_seq(
+    (p, avx512): ((u32, f32, u16), bool),
+    codes: &[u8],
+    block: usize,
+    scale: impl Fn(usize) -> Option<f32>,
+    op: ScaleOp,
+    out: &mut [f32],
+) {
+    const CHUNK: usize = 64;
+    let b = block.max(1);
+    let step = b.saturating_mul(CHUNK);
+    let mut buf = [0.0f32; CHUNK];
+    for (k, (cs, os)) in codes.chunks(step).zip(out.chunks_mut(step)).enumerate() {
+        let want = cs.len().div_ceil(b);
+        let mut n = 0;
+        while n < want {
+            match scale(k * CHUNK + n) {
+                Some(s) => buf[n] = s,
+                None => break,
+            }
+            n += 1;
+        }
+        let m = cs.len().min(n * b);
+        // SAFETY: `fp8_blocks` checked the features of the kernel `avx512` picks.
+        unsafe {
+            if avx512 {
+                x86::fp8_avx512(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
+            } else {
+                x86::fp8_avx2(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
+            }
+        }
+        if n < want {
+            break;
+        }
+    }
 }
 
 /// One float8 code's value as the kernels compute it (for their remainders and tests).

@@ -399,7 +399,7 @@ fn encode_slice<F: QFloat>(x: &[F], to: MiniFloat, out: &mut [u8]) {
         return;
     };
     if let Some(x) = F::as_f32_slice(x) {
-        encode_f32s(&p, x, out);
+        crate::parallel::chunks2(x, out, |a, b| encode_f32s(&p, a, b));
         return;
     }
     let mut buf = [0.0f32; 256];

@@ -308,7 +308,13 @@ impl MxSpec {
         )?;
         out.scales.resize(x.len() / self.block_size, 0);
         out.codes.resize(x.len(), 0);
-        mx_blocks(self, x, &mut out.scales, &mut out.codes);
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same bytes.
+        let bs = self.block_size;
+        let (scales, codes) = (&mut out.scales, &mut out.codes);
+        crate::parallel::blocks3(x, bs, (scales, 1), (codes, bs), |_, x, s, c| {
+            mx_blocks(self, x, s, c);
+            true
+        });
         (out.spec, out.row_len) = (*self, row_len);
         Ok(())
     }

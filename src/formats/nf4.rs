@@ -171,7 +171,12 @@ impl Nf4Spec {
         *spec = *self;
         absmax.resize(x.len() / self.block_size, 0.0);
         codes.resize(x.len(), 0);
-        nf4_blocks(self, x, absmax, codes);
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same bytes.
+        let block = self.block_size;
+        crate::parallel::blocks3(x, block, (absmax, 1), (codes, block), |_, x, a, c| {
+            nf4_blocks(self, x, a, c);
+            true
+        });
         // A NaN or an infinity makes its block's maximum NaN or infinite: the first one's
         // index from the input (only on that path).
         if !absmax.iter().all(|a| a.is_finite()) {
@@ -480,13 +485,13 @@ impl Dequantize for Nf4Tensor {
     fn write_values(&self, out: &mut [f32]) {
         // The 16-entry lookup by register permutes (`formats::lookup`).
         let scalers = self.scalers();
-        super::lookup::lut16_scaled(
-            &NF4_VALUES,
-            &self.codes,
-            self.spec.block_size,
-            &scalers,
-            out,
-        );
+        let block = self.spec.block_size.max(1);
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same values.
+        crate::parallel::blocks2(&self.codes, block, out, block, |first, c, o| {
+            let s = scalers.get(first..).unwrap_or(&[]);
+            super::lookup::lut16_scaled(&NF4_VALUES, c, block, s, o);
+            true
+        });
     }
 }
 

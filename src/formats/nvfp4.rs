@@ -102,8 +102,13 @@ impl Nvfp4Spec {
             x.len(),
         )?;
         let pts = self.per_tensor_scale.then(|| {
-            let mut amax = [0];
-            crate::simd::block_amax_bits(x, x.len(), &mut amax);
+            // The largest pattern of pieces' largest patterns: the same on any thread count.
+            let piece_max = |p: &[f32]| {
+                let mut a = [0];
+                crate::simd::block_amax_bits(p, p.len(), &mut a);
+                a[0]
+            };
+            let amax = [crate::parallel::map_fold_exact(x, piece_max, 0, u32::max)];
             // NaN as `f32::NAN` (the pattern's payload is the input's).
             let amax = if amax[0] > 0x7f80_0000 {
                 f32::NAN
@@ -114,7 +119,18 @@ impl Nvfp4Spec {
         });
         out.block_scales.resize(x.len() / NVFP4_BLOCK, 0);
         out.codes.resize(x.len(), 0);
-        nvfp4_blocks(pts, x, &mut out.block_scales, &mut out.codes);
+        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same bytes.
+        let (scales, codes) = (&mut out.block_scales, &mut out.codes);
+        crate::parallel::blocks3(
+            x,
+            NVFP4_BLOCK,
+            (scales, 1),
+            (codes, NVFP4_BLOCK),
+            |_, x, s, c| {
+                nvfp4_blocks(pts, x, s, c);
+                true
+            },
+        );
         (out.spec, out.row_len, out.per_tensor_scale) = (*self, row_len, pts);
         Ok(())
     }

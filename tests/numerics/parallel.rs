@@ -288,3 +288,118 @@ fn layers_are_identical_on_one_thread_and_many() {
     }
     c.finish();
 }
+
+/// The formats' encoders and decoders split large tensors into pieces of whole blocks (or
+/// rows, or chunks of values) on the rayon pool: the bytes and values are the same on one
+/// thread and many, and so is the error for a NaN (the first one's index).
+#[test]
+fn formats_are_identical_on_one_thread_and_many() {
+    use qnumeric::formats::Dequantize;
+    use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
+    use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::minifloat::{self, MiniFloat};
+    use qnumeric::formats::mx::MxSpec;
+    use qnumeric::formats::nf4::Nf4Spec;
+    use qnumeric::formats::nvfp4::Nvfp4Spec;
+
+    const ROW: usize = 4096;
+    let inp = Inputs::new();
+    let x = inp.x.as_slice().expect("contiguous");
+    let u8_bits = |v: &[u8]| v.iter().map(|&b| u32::from(b)).collect::<Vec<u32>>();
+    let mut c = Compare::new();
+    for ty in [MiniFloat::E4M3Fn, MiniFloat::E5M2, MiniFloat::E4M3Fnuz] {
+        c.same(&format!("cast {ty:?}"), || {
+            let mut codes = vec![0u8; x.len()];
+            minifloat::cast_into(&inp.x.view(), ty, &mut codes).expect("ok");
+            let mut y = vec![0.0f32; x.len()];
+            minifloat::decode_into(&codes, ty, &mut y).expect("ok");
+            let mut bits = u8_bits(&codes);
+            bits.extend(f32_bits(&y));
+            bits
+        });
+    }
+    for elem in [MiniFloat::E2M1Fn, MiniFloat::E4M3Fn, MiniFloat::E5M2] {
+        c.same(&format!("mx {elem:?}"), || {
+            let t = MxSpec::standard(elem).quantize_rows(x, ROW).expect("ok");
+            let mut bits = u8_bits(&t.scales);
+            bits.extend(u8_bits(&t.codes));
+            bits.extend(f32_bits(&t.dequantize()));
+            bits
+        });
+    }
+    for per_tensor in [true, false] {
+        c.same(&format!("nvfp4 {per_tensor}"), || {
+            let t = Nvfp4Spec::new(per_tensor)
+                .quantize_rows(x, ROW)
+                .expect("ok");
+            let mut bits = u8_bits(&t.block_scales);
+            bits.extend(u8_bits(&t.codes));
+            bits.extend(t.per_tensor_scale.map(f32::to_bits));
+            bits.extend(f32_bits(&t.dequantize()));
+            bits
+        });
+    }
+    c.same("nf4", || {
+        let t = Nf4Spec::new(64, 256)
+            .expect("spec")
+            .quantize(x)
+            .expect("ok");
+        let mut bits = f32_bits(&t.absmax);
+        bits.extend(u8_bits(&t.codes));
+        bits.extend(f32_bits(&t.dequantize()));
+        bits
+    });
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_1,
+    ] {
+        c.same(&format!("ggml {ty:?}"), || {
+            let b = ty.quantize_rows(x, ROW).expect("ok");
+            let mut y = vec![0.0f32; x.len()];
+            ty.dequantize_row(&b, &mut y).expect("ok");
+            let mut bits = u8_bits(&b);
+            bits.extend(f32_bits(&y));
+            bits
+        });
+    }
+    for (recipe, granularity) in [
+        (Float8Recipe::Inference, Float8Granularity::Rowwise),
+        (Float8Recipe::Inference, Float8Granularity::Tensorwise),
+        (
+            Float8Recipe::Training {
+                round_scales_to_power_of_2: true,
+            },
+            Float8Granularity::Rowwise,
+        ),
+    ] {
+        c.same(&format!("float8 {recipe:?} {granularity:?}"), || {
+            let spec = Float8Spec::new(MiniFloat::E4M3Fn, recipe, granularity).expect("spec");
+            let t = spec.quantize_rows(x, ROW).expect("ok");
+            let mut bits = f32_bits(&t.scales);
+            bits.extend(u8_bits(&t.codes));
+            bits.extend(f32_bits(&t.dequantize()));
+            bits
+        });
+    }
+    // A NaN deep in the tensor: the same first index reported.
+    let mut bad = x.to_vec();
+    bad[N - 1000] = f32::NAN;
+    bad[N - 10] = f32::INFINITY;
+    let err_bits = |e: String| e.bytes().map(u32::from).collect::<Vec<u32>>();
+    c.same("ggml NaN error", || {
+        err_bits(
+            GgmlType::Q4_0
+                .quantize_rows(&bad, ROW)
+                .unwrap_err()
+                .to_string(),
+        )
+    });
+    c.same("nf4 NaN error", || {
+        let spec = Nf4Spec::new(64, 256).expect("spec");
+        err_bits(spec.quantize(&bad).unwrap_err().to_string())
+    });
+    c.finish();
+}
