@@ -226,7 +226,14 @@ impl Float8Spec {
         match self.granularity {
             Float8Granularity::Tensorwise => scales.push(self.scale_for(amax(x))),
             Float8Granularity::Rowwise => {
-                scales.extend(x.chunks_exact(row_len).map(|r| self.scale_for(amax(r))));
+                // Pieces of whole rows on the rayon pool (feature `rayon`).
+                scales.resize(x.len() / row_len, 0.0);
+                crate::parallel::blocks2(x, row_len, scales, 1, |_, x, s| {
+                    for (r, s) in x.chunks_exact(row_len).zip(s) {
+                        *s = self.scale_for(amax(r));
+                    }
+                    true
+                });
             }
         }
         codes.resize(x.len(), 0);
