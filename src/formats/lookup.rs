@@ -46,6 +46,21 @@ fn lut16_blocks_seq(
     scale: impl Fn(usize) -> Option<f32>,
     out: &mut [f32],
 ) {
+    with_block_scales(codes, block, scale, out, |c, s, o| {
+        lut16_scaled(table, c, block.max(1), s, o);
+    });
+}
+
+/// `run(codes, scales, out)` over runs of up to 64 blocks, their scales `scale(k)` computed
+/// into a buffer on the stack; the first block without a scale (`None`) ends the loop (the
+/// run before it gets only the blocks that have one).
+fn with_block_scales(
+    codes: &[u8],
+    block: usize,
+    scale: impl Fn(usize) -> Option<f32>,
+    out: &mut [f32],
+    mut run: impl FnMut(&[u8], &[f32], &mut [f32]),
+) {
     const CHUNK: usize = 64;
     let b = block.max(1);
     let step = b.saturating_mul(CHUNK);
@@ -60,7 +75,8 @@ fn lut16_blocks_seq(
             }
             n += 1;
         }
-        lut16_scaled(table, cs, b, &buf[..n], os);
+        let m = cs.len().min(n * b);
+        run(&cs[..m], &buf[..n], &mut os[..m]);
         if n < want {
             return;
         }
@@ -134,33 +150,17 @@ fn fp8_blocks_seq(
     op: ScaleOp,
     out: &mut [f32],
 ) {
-    const CHUNK: usize = 64;
     let b = block.max(1);
-    let step = b.saturating_mul(CHUNK);
-    let mut buf = [0.0f32; CHUNK];
-    for (k, (cs, os)) in codes.chunks(step).zip(out.chunks_mut(step)).enumerate() {
-        let want = cs.len().div_ceil(b);
-        let mut n = 0;
-        while n < want {
-            match scale(k * CHUNK + n) {
-                Some(s) => buf[n] = s,
-                None => break,
-            }
-            n += 1;
-        }
-        let m = cs.len().min(n * b);
+    with_block_scales(codes, b, scale, out, |c, s, o| {
         // SAFETY: `fp8_blocks` checked the features of the kernel `avx512` picks.
         unsafe {
             if avx512 {
-                x86::fp8_avx512(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
+                x86::fp8_avx512(p, c, b, s, op, o);
             } else {
-                x86::fp8_avx2(p, &cs[..m], b, &buf[..n], op, &mut os[..m]);
+                x86::fp8_avx2(p, c, b, s, op, o);
             }
         }
-        if n < want {
-            break;
-        }
-    }
+    });
 }
 
 /// One float8 code's value as the kernels compute it (for their remainders and tests).

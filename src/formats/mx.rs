@@ -430,31 +430,23 @@ impl Dequantize for MxTensor {
 
     fn write_values(&self, out: &mut [f32]) {
         let table = self.spec.elem.table();
-        if self.spec.elem == MiniFloat::E2M1Fn {
-            // MXFP4: the 16-entry lookup by register permutes (`formats::lookup`).
-            let t16: &[f32; 16] = table[..16].try_into().expect("16 entries");
-            let scale = |k: usize| {
-                let byte = *self.scales.get(k)?;
-                // 0xff (NaN) makes every element NaN, as `mx_values` fills it.
-                Some(if byte == 255 {
-                    f32::NAN
-                } else {
-                    pow2(i32::from(byte) - 127)
-                })
-            };
-            super::lookup::lut16_blocks(t16, &self.codes, self.spec.block_size, scale, out);
-            return;
-        }
-        // MXFP8 (e4m3fn, e5m2) by arithmetic where the CPU converts halves (no gather).
+        let (elem, block) = (self.spec.elem, self.spec.block_size);
         let scale = |k: usize| {
             let byte = *self.scales.get(k)?;
+            // 0xff (NaN) makes every element NaN, as `mx_values` fills it.
             Some(if byte == 255 {
                 f32::NAN
             } else {
                 pow2(i32::from(byte) - 127)
             })
         };
-        let (elem, block) = (self.spec.elem, self.spec.block_size);
+        if elem == MiniFloat::E2M1Fn {
+            // MXFP4: the 16-entry lookup by register permutes (`formats::lookup`).
+            let t16: &[f32; 16] = table[..16].try_into().expect("16 entries");
+            super::lookup::lut16_blocks(t16, &self.codes, block, scale, out);
+            return;
+        }
+        // MXFP8 (e4m3fn, e5m2) by arithmetic where the CPU converts halves (no gather).
         if !super::lookup::fp8_blocks(elem, &self.codes, block, scale, ScaleOp::Mul, out) {
             mx_values(block, table, &self.codes, &self.scales, out);
         }
