@@ -241,6 +241,31 @@ pub(crate) fn blocks3<A: Sync, S: Send, B: Send>(
     f(0, xs, small, big)
 }
 
+/// [`blocks3`] with a third output (the group-wise formats' scales, zero points and codes).
+#[inline]
+pub(crate) fn blocks4<A: Sync, S: Send, Z: Send, B: Send>(
+    xs: &[A],
+    block: usize,
+    (small, zeros, per_small): (&mut [S], &mut [Z], usize),
+    (big, per_big): (&mut [B], usize),
+    f: impl Fn(&[A], &mut [S], &mut [Z], &mut [B]) -> bool + Sync + Send,
+) -> bool {
+    #[cfg(feature = "rayon")]
+    if parallel(xs.len()) && block > 0 && per_small > 0 && per_big > 0 {
+        use rayon::prelude::*;
+        let k = blocks_per_piece(block);
+        return xs
+            .par_chunks(k * block)
+            .zip(small.par_chunks_mut(k * per_small))
+            .zip(zeros.par_chunks_mut(k * per_small))
+            .zip(big.par_chunks_mut(k * per_big))
+            .map(|(((a, s), z), b)| f(a, s, z, b))
+            .reduce(|| true, |a, b| a && b);
+    }
+    let _ = (block, per_small, per_big);
+    f(xs, small, zeros, big)
+}
+
 /// Layers of at least this many multiply-accumulates are split across the rayon pool: the
 /// one threshold of the layers (elementwise work uses [`PAR_MIN_LEN`]).
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]

@@ -241,13 +241,13 @@ impl GroupwiseSpec {
         out.scales.resize(groups, 0.0);
         out.zero_points.resize(groups, 0);
         out.codes.resize(x.len(), 0);
-        let finite = groups_into(
-            self,
-            x,
-            &mut out.scales,
-            &mut out.zero_points,
-            &mut out.codes,
-        );
+        // Pieces of whole groups on the rayon pool (feature `rayon`), the same values.
+        let g = self.group_size;
+        let (scales, zeros, codes) = (&mut out.scales, &mut out.zero_points, &mut out.codes);
+        let finite =
+            crate::parallel::blocks4(x, g, (scales, zeros, 1), (codes, g), |x, s, z, c| {
+                groups_into(self, x, s, z, c)
+            });
         (out.spec, out.row_len) = (*self, row_len);
         if !finite {
             // The first NaN or infinity's index (only on this path).
@@ -493,7 +493,13 @@ impl TinygemmSpec {
         scales.resize(groups, 0.0);
         zero_points.resize(groups, 0.0);
         codes.resize(x.len(), 0);
-        if !tinygemm_groups(self, d, x, scales, zero_points, codes) {
+        // Pieces of whole groups on the rayon pool (feature `rayon`), the same values.
+        let g = self.group_size;
+        let finite =
+            crate::parallel::blocks4(x, g, (scales, zero_points, 1), (codes, g), |x, s, z, c| {
+                tinygemm_groups(self, d, x, s, z, c)
+            });
+        if !finite {
             // The first NaN or infinity's index (only on this path).
             check_finite(OP, x)?;
         }

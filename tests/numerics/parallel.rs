@@ -297,6 +297,7 @@ fn formats_are_identical_on_one_thread_and_many() {
     use qnumeric::formats::Dequantize;
     use qnumeric::formats::float8::{Float8Granularity, Float8Recipe, Float8Spec};
     use qnumeric::formats::ggml::GgmlType;
+    use qnumeric::formats::groupwise::{GroupMapping, GroupwiseSpec, QParamsDtype, TinygemmSpec};
     use qnumeric::formats::minifloat::{self, MiniFloat};
     use qnumeric::formats::mx::MxSpec;
     use qnumeric::formats::nf4::Nf4Spec;
@@ -384,6 +385,28 @@ fn formats_are_identical_on_one_thread_and_many() {
             bits
         });
     }
+    for mapping in [GroupMapping::Asymmetric, GroupMapping::Symmetric] {
+        c.same(&format!("int4 g128 {mapping:?}"), || {
+            let spec = GroupwiseSpec::int4(128, mapping).expect("spec");
+            let t = spec.quantize_rows(x, ROW).expect("ok");
+            let mut bits = f32_bits(&t.scales);
+            bits.extend(t.zero_points.iter().map(|&z| z as u32));
+            bits.extend(t.codes.iter().map(|&q| q as u32));
+            bits.extend(f32_bits(&t.dequantize()));
+            bits
+        });
+    }
+    for dtype in [QParamsDtype::BF16, QParamsDtype::F32] {
+        c.same(&format!("tinygemm {dtype:?}"), || {
+            let spec = TinygemmSpec::new(128, 1e-6, dtype).expect("spec");
+            let t = spec.quantize_rows(x, ROW).expect("ok");
+            let mut bits = f32_bits(&t.scales);
+            bits.extend(f32_bits(&t.zero_points));
+            bits.extend(u8_bits(&t.codes));
+            bits.extend(f32_bits(&t.dequantize()));
+            bits
+        });
+    }
     // A NaN deep in the tensor: the same first index reported.
     let mut bad = x.to_vec();
     bad[N - 1000] = f32::NAN;
@@ -396,6 +419,10 @@ fn formats_are_identical_on_one_thread_and_many() {
                 .unwrap_err()
                 .to_string(),
         )
+    });
+    c.same("int4 g128 NaN error", || {
+        let spec = GroupwiseSpec::int4(128, GroupMapping::Asymmetric).expect("spec");
+        err_bits(spec.quantize_rows(&bad, ROW).unwrap_err().to_string())
     });
     c.same("nf4 NaN error", || {
         let spec = Nf4Spec::new(64, 256).expect("spec");
