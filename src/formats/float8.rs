@@ -28,7 +28,7 @@ use ndarray::{ArrayRef, Ix2};
 use super::Dequantize;
 use super::lookup::ScaleOp;
 use super::minifloat::{EncodeLoop, Encoder, MiniFloat, encode_f32s_with, with_value_encoder};
-use super::{ElementFormat, check_rows};
+use super::{ElementFormat, check_rows, tensor_amax};
 use crate::element::QFloat;
 use crate::error::{QuantError, Result};
 
@@ -199,22 +199,6 @@ impl Float8Spec {
         Float8Spec::new(self.dtype, self.recipe, self.granularity)
             .map_err(|e| e.with_op("Float8Spec::quantize"))?;
         check_rows("Float8Spec::quantize", x.len(), row_len, 1, x.len())?;
-        // The largest magnitude, NaN if any value is NaN.
-        let amax = |s: &[f32]| {
-            // A long slice (a tensor's) in pieces on the rayon pool: the largest pattern of
-            // their largest patterns, the same on any thread count.
-            let piece_max = |p: &[f32]| {
-                let mut a = [0];
-                crate::simd::block_amax_bits(p, p.len(), &mut a);
-                a[0]
-            };
-            let a = [crate::parallel::map_fold_exact(s, piece_max, 0, u32::max)];
-            if a[0] > 0x7f80_0000 {
-                f32::NAN
-            } else {
-                f32::from_bits(a[0])
-            }
-        };
         let Float8Tensor {
             spec,
             row_len: len,
@@ -224,13 +208,13 @@ impl Float8Spec {
         (*spec, *len) = (*self, row_len);
         scales.clear();
         match self.granularity {
-            Float8Granularity::Tensorwise => scales.push(self.scale_for(amax(x))),
+            Float8Granularity::Tensorwise => scales.push(self.scale_for(tensor_amax(x))),
             Float8Granularity::Rowwise => {
                 // Pieces of whole rows on the rayon pool (feature `rayon`).
                 scales.resize(x.len() / row_len, 0.0);
                 crate::parallel::blocks2(x, row_len, scales, 1, |_, x, s| {
                     for (r, s) in x.chunks_exact(row_len).zip(s) {
-                        *s = self.scale_for(amax(r));
+                        *s = self.scale_for(tensor_amax(r));
                     }
                     true
                 });

@@ -227,6 +227,24 @@ pub(crate) fn amax_or_nan(x: &[f32]) -> f32 {
     if any_nan { f32::NAN } else { amax }
 }
 
+/// The largest `|v|` of `x`, `f32::NAN` if any value is NaN: the maximum of the sign-cleared
+/// bit patterns ([`crate::simd::block_amax_bits`]; a NaN's sorts above `+inf`'s). A long slice
+/// (a tensor's) runs in pieces on the rayon pool (feature `rayon`), their patterns folded by a
+/// maximum: the same on any thread count. NVFP4's per-tensor scale and scaled float8's.
+pub(crate) fn tensor_amax(x: &[f32]) -> f32 {
+    let piece_max = |p: &[f32]| {
+        let mut a = [0];
+        crate::simd::block_amax_bits(p, p.len(), &mut a);
+        a[0]
+    };
+    let a = crate::parallel::map_fold_exact(x, piece_max, 0, u32::max);
+    if a > 0x7f80_0000 {
+        f32::NAN
+    } else {
+        f32::from_bits(a)
+    }
+}
+
 /// `(min(lo, min x), max(hi, max x))` of finite values in 16 lanes (compare-selects, which
 /// vectorise; `f32::min` / `f32::max` folds stayed scalar), the input asked for
 /// [`PREFETCH_AHEAD`](crate::simd::PREFETCH_AHEAD) values ahead. Which zero a lane keeps on

@@ -101,22 +101,9 @@ impl Nvfp4Spec {
             NVFP4_BLOCK,
             x.len(),
         )?;
-        let pts = self.per_tensor_scale.then(|| {
-            // The largest pattern of pieces' largest patterns: the same on any thread count.
-            let piece_max = |p: &[f32]| {
-                let mut a = [0];
-                crate::simd::block_amax_bits(p, p.len(), &mut a);
-                a[0]
-            };
-            let amax = [crate::parallel::map_fold_exact(x, piece_max, 0, u32::max)];
-            // NaN as `f32::NAN` (the pattern's payload is the input's).
-            let amax = if amax[0] > 0x7f80_0000 {
-                f32::NAN
-            } else {
-                f32::from_bits(amax[0])
-            };
-            amax / 2688.0
-        });
+        let pts = self
+            .per_tensor_scale
+            .then(|| super::tensor_amax(x) / 2688.0);
         out.block_scales.resize(x.len() / NVFP4_BLOCK, 0);
         out.codes.resize(x.len(), 0);
         // Pieces of whole blocks on the rayon pool (feature `rayon`), the same bytes.
