@@ -92,6 +92,17 @@ pub(crate) enum ScaleOp {
     Div,
 }
 
+impl ScaleOp {
+    /// `v ∘ s`.
+    #[inline(always)]
+    fn apply(self, v: f32, s: f32) -> f32 {
+        match self {
+            ScaleOp::Mul => v * s,
+            ScaleOp::Div => v / s,
+        }
+    }
+}
+
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 /// The float8 types [`fp8_blocks`] decodes by arithmetic: `(shift, rebias, nan_from)` puts
 /// the magnitude bits at `shift` in a half's pattern, scales by `rebias` (`2^(15 − bias)`),
@@ -179,7 +190,7 @@ fn fp8_value((shift, rebias, nan_from): (u32, f32, u16), c: u8) -> f32 {
 /// shorter) for every `i` below the three lengths' limit: the product of the table entry and
 /// its block's scale, rounded once, as the scalar loop computes it.
 #[allow(unsafe_code)]
-pub(crate) fn lut16_scaled(
+fn lut16_scaled(
     table: &[f32; 16],
     codes: &[u8],
     block: usize,
@@ -325,8 +336,7 @@ mod x86 {
                 }
             }
             for (o, &c) in os.into_remainder().iter_mut().zip(cs.remainder()) {
-                let v = fp8_value(p, c);
-                *o = if op == ScaleOp::Mul { v * s } else { v / s };
+                *o = op.apply(fp8_value(p, c), s);
             }
         }
     }
@@ -376,8 +386,7 @@ mod x86 {
                 }
             }
             for (o, &c) in os.into_remainder().iter_mut().zip(cs.remainder()) {
-                let v = fp8_value(p, c);
-                *o = if op == ScaleOp::Mul { v * s } else { v / s };
+                *o = op.apply(fp8_value(p, c), s);
             }
         }
     }
@@ -467,10 +476,7 @@ mod tests {
                     let want: Vec<f32> = codes
                         .iter()
                         .enumerate()
-                        .map(|(i, &c)| {
-                            let (v, s) = (table[usize::from(c)], scales[i / block]);
-                            if op == ScaleOp::Mul { v * s } else { v / s }
-                        })
+                        .map(|(i, &c)| op.apply(table[usize::from(c)], scales[i / block]))
                         .collect();
                     let check = |got: &[f32], path: &str| {
                         for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -485,13 +485,8 @@ impl Dequantize for Nf4Tensor {
     fn write_values(&self, out: &mut [f32]) {
         // The 16-entry lookup by register permutes (`formats::lookup`).
         let scalers = self.scalers();
-        let block = self.spec.block_size.max(1);
-        // Pieces of whole blocks on the rayon pool (feature `rayon`), the same values.
-        crate::parallel::blocks2(&self.codes, block, out, block, |first, c, o| {
-            let s = scalers.get(first..).unwrap_or(&[]);
-            super::lookup::lut16_scaled(&NF4_VALUES, c, block, s, o);
-            true
-        });
+        let scale = |k: usize| scalers.get(k).copied();
+        super::lookup::lut16_blocks(&NF4_VALUES, &self.codes, self.spec.block_size, scale, out);
     }
 }
 
