@@ -190,13 +190,7 @@ fn fp8_value((shift, rebias, nan_from): (u32, f32, u16), c: u8) -> f32 {
 /// shorter) for every `i` below the three lengths' limit: the product of the table entry and
 /// its block's scale, rounded once, as the scalar loop computes it.
 #[allow(unsafe_code)]
-fn lut16_scaled(
-    table: &[f32; 16],
-    codes: &[u8],
-    block: usize,
-    scales: &[f32],
-    out: &mut [f32],
-) {
+fn lut16_scaled(table: &[f32; 16], codes: &[u8], block: usize, scales: &[f32], out: &mut [f32]) {
     let block = block.max(1);
     // As the scalar loops' `zip`s: only the values that have a code, an output and a scale
     // (a tensor whose public fields disagree decodes as far as they agree).

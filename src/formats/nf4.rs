@@ -124,10 +124,11 @@ impl Nf4Spec {
     }
 
     /// Quantizes a flattened tensor (its length a multiple of `block_size ·
-    /// scaler_block_size`).
+    /// scaler_block_size`). An empty input gives an empty tensor, as every format's encoder
+    /// does.
     ///
     /// # Errors
-    /// [`QuantError::NotMultiple`] for another length (zero included);
+    /// [`QuantError::NotMultiple`] for another length;
     /// [`QuantError::NanInput`] / [`QuantError::InfiniteInput`] (the first such value).
     pub fn quantize(&self, x: &[f32]) -> Result<Nf4Tensor> {
         // Sized as the input dictates (zeroed pages from the allocator, not a clearing pass);
@@ -668,6 +669,17 @@ mod tests {
     /// Blocks of random values, all-zero blocks (NaN ratios), values on the midpoints between
     /// neighbouring codes and one ulp either side (the ties), for both zero-block rules and
     /// block sizes with and without a remainder past the lanes.
+    /// The documented edges of the length check: empty is an empty tensor (which decodes to
+    /// nothing), a length that is not whole granules an error.
+    #[test]
+    fn empty_input_is_an_empty_tensor_and_partial_granules_an_error() {
+        let spec = Nf4Spec::new(64, 4).expect("valid");
+        let t = spec.quantize(&[]).expect("empty is a tensor");
+        assert!(t.codes.is_empty() && t.absmax.is_empty() && t.dequantize().is_empty());
+        let e = spec.quantize(&[0.5; 64 * 4 + 64]).unwrap_err();
+        assert!(matches!(e, QuantError::NotMultiple { .. }), "{e}");
+    }
+
     #[test]
     fn vectorised_blocks_equal_the_scalar_codes() {
         let mut r = crate::rng::Lcg::new(24);
